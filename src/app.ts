@@ -1,0 +1,62 @@
+import type { Server } from "bun";
+import { Hono } from "hono";
+import { chosenProtocol, originAllowed, presentedToken, tokensMatch } from "./http/auth";
+import { healthReport, type HealthSources } from "./http/health";
+import type { ConnData } from "./ws/connections";
+
+export type AppOptions = {
+  health: HealthSources;
+  apiToken?: string;
+  allowedOrigins: readonly string[];
+  production: boolean;
+  /** The data each accepted socket starts with. */
+  newConnection: () => ConnData;
+  /** False once shutdown has begun: no new sockets. */
+  accepting: () => boolean;
+};
+
+type Env = { Bindings: { server: Server<ConnData> } };
+
+/** HTTP routes only; what happens on a socket lives in src/ws. */
+export function createApp(o: AppOptions) {
+  const app = new Hono<Env>();
+
+  app.get("/", (c) =>
+    c.json({
+      name: "PiChat backend",
+      about: "Real-time AI chat for browsers (WebSocket /ws) and Raspberry Pi voice devices (Azure IoT Hub).",
+      websocket: "/ws",
+      health: "/health",
+      protocol: "docs/protocol.md in the source repository",
+      version: o.health.version,
+    }),
+  );
+
+  app.get("/health", async (c) => {
+    const { status, body } = await healthReport(o.health);
+    return c.json(body, status);
+  });
+
+  app.get("/ws", (c) => {
+    if (!o.accepting()) return c.text("shutting down", 503);
+    const { token, protocols } = presentedToken(c.req.raw);
+    if (o.apiToken && !tokensMatch(token, o.apiToken)) {
+      return c.json({ error: "a valid API token is required", code: "UNAUTHORIZED" }, 401, { "WWW-Authenticate": "Bearer" });
+    }
+    if (!originAllowed(c.req.raw, { allowed: o.allowedOrigins, production: o.production })) {
+      return c.json({ error: "this origin may not open a socket here", code: "ORIGIN_NOT_ALLOWED" }, 403);
+    }
+    if (c.req.header("upgrade")?.toLowerCase() !== "websocket") {
+      return c.json({ error: "expected a WebSocket upgrade", code: "UPGRADE_REQUIRED" }, 426);
+    }
+    const protocol = chosenProtocol(protocols);
+    const upgraded = c.env.server.upgrade(c.req.raw, {
+      data: o.newConnection(),
+      headers: protocol ? { "Sec-WebSocket-Protocol": protocol } : undefined,
+    });
+    return upgraded ? new Response(null) : c.json({ error: "WebSocket upgrade failed", code: "UPGRADE_FAILED" }, 400);
+  });
+
+  app.notFound((c) => c.json({ error: "not found", code: "NOT_FOUND" }, 404));
+  return app;
+}

@@ -1,0 +1,41 @@
+import type { Chat, Message, MessageStatus } from "./schema";
+
+// What happened to chats, for whoever shows it (browser sockets today, other replicas through a
+// shared bus later). Plain JSON values only, so an event can cross a process boundary unchanged.
+// `origin` is the connection that caused it, so the sender can be answered differently.
+export type ChatEvent =
+  | { type: "chat_created"; chat: Chat; origin?: string }
+  | { type: "chat_updated"; chat: Chat; origin?: string }
+  | { type: "chat_deleted"; chatId: string; origin?: string }
+  | { type: "user_message"; message: Message; origin?: string }
+  | { type: "reply_delta"; chatId: string; traceId: string; seq: number; content: string }
+  | {
+      type: "reply_end"; chatId: string; traceId: string; seq: number;
+      status?: MessageStatus; error?: { code: string; message: string };
+    };
+
+export type Bus = {
+  publish(event: ChatEvent): void;
+  /** Returns the unsubscribe function. */
+  subscribe(listener: (event: ChatEvent) => void): () => void;
+};
+
+/** Delivers in-process, synchronously and in order. A listener that throws cannot starve the others. */
+export function localBus(onListenerError: (e: unknown) => void = () => {}): Bus {
+  const listeners = new Set<(event: ChatEvent) => void>();
+  return {
+    publish(event) {
+      for (const l of listeners) {
+        try {
+          l(event);
+        } catch (e) {
+          onListenerError(e);
+        }
+      }
+    },
+    subscribe(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+  };
+}

@@ -1,0 +1,58 @@
+import type { Turn } from "../model/model";
+import { requireChat } from "./chats";
+import { nowIso } from "./clock";
+import type { ChatDeps } from "./deps";
+import { buildPrompt } from "./prompt";
+import { startReply, type ReplyResult } from "./reply";
+import type { Chat, Message } from "./schema";
+
+export type SendResult =
+  | { duplicate: true; message: Message }
+  | { duplicate: false; message: Message; traceId: string; reply: Promise<ReplyResult> };
+
+/**
+ * Stores a user's message, then starts the model's reply, which streams on the bus.
+ * The message is durable before the model is asked. A message id seen before in this chat
+ * is not stored or answered again (a resend after a reconnect, a redelivered device event).
+ */
+export async function sendMessage(
+  deps: ChatDeps,
+  o: {
+    chatId: string; content: string; messageId?: string; origin?: string; deviceId?: string;
+    /** Context to send instead of the stored history (a device's own conversation). */
+    context?: Turn[];
+    temperature?: number;
+  },
+): Promise<SendResult> {
+  const release = deps.inflight.reserve(o.chatId);
+  try {
+    const chat = await requireChat(deps, o.chatId);
+    const message: Message = {
+      id: o.messageId ?? crypto.randomUUID(), chat_id: chat.id, role: "user", content: o.content, created_at: nowIso(),
+      ...(o.deviceId ? { device_id: o.deviceId } : {}),
+    };
+    if (!(await deps.store.addMessage(message))) return { duplicate: true, message };
+    await touch(deps, chat, message.created_at);
+    deps.bus.publish({ type: "user_message", message, origin: o.origin });
+
+    const history = o.context
+      ? [...o.context, { role: "user" as const, content: o.content }]
+      : await deps.store.listMessages(chat.id, { limit: deps.options.historyMaxMessages });
+    const prompt = buildPrompt(deps.options.systemPrompt, history, deps.options.historyChars);
+    const { traceId, result } = startReply(deps, {
+      chatId: chat.id, prompt, temperature: o.temperature, deviceId: o.deviceId,
+    });
+    return { duplicate: false, message, traceId, reply: result };
+  } finally {
+    release();
+  }
+}
+
+// Activity moves a chat to the top of the list; losing that is not worth failing the send.
+async function touch(deps: ChatDeps, chat: Chat, at: string) {
+  try {
+    await deps.store.updateChat({ ...chat, updated_at: at });
+  } catch (e) {
+    deps.log.warn("could not update chat activity time", { chatId: chat.id, error: e });
+  }
+}

@@ -1,0 +1,132 @@
+import * as v from "valibot";
+
+// One schema over the environment. Every variable here is in .env.example with a comment.
+// A wrong value stops start-up with one line naming the variable; secret values are never echoed.
+
+const str = (fallback: string) => v.optional(v.pipe(v.string(), v.trim(), v.minLength(1)), fallback);
+const optionalStr = v.optional(v.pipe(v.string(), v.trim(), v.minLength(1)));
+const url = v.optional(v.pipe(v.string(), v.trim(), v.url("must be a URL")));
+const int = (fallback: number, min: number, max: number) =>
+  v.optional(
+    v.pipe(
+      v.string(),
+      v.regex(/^\d+$/, `must be a whole number from ${min} to ${max}`),
+      v.transform(Number),
+      v.minValue(min, `must be a whole number from ${min} to ${max}`),
+      v.maxValue(max, `must be a whole number from ${min} to ${max}`),
+    ),
+    String(fallback),
+  );
+const bool = (fallback: boolean) =>
+  v.optional(
+    v.pipe(v.string(), v.toLowerCase(), v.picklist(["true", "false", "1", "0", "yes", "no"], "must be true or false"),
+      v.transform((s) => s === "true" || s === "1" || s === "yes")),
+    String(fallback),
+  );
+const list = v.optional(
+  v.pipe(v.string(), v.transform((s) => s.split(",").map((x) => x.trim()).filter(Boolean))),
+  "",
+);
+
+export const SECRET_VARS = [
+  "API_TOKEN", "COSMOS_KEY", "AZURE_OPENAI_KEY", "OPENAI_API_KEY",
+  "EVENT_HUB_COMPATIBLE_CONN_STR", "IOT_HUB_CONNECTION_STRING",
+] as const;
+
+const EnvSchema = v.object({
+  ENVIRONMENT: v.optional(v.picklist(["development", "production", "test"], "must be development, production or test"), "development"),
+  SERVER_PORT: int(8080, 0, 65535),
+  HOST: str("0.0.0.0"),
+  LOG_LEVEL: v.optional(v.picklist(["debug", "info", "warn", "error"], "must be debug, info, warn or error"), "info"),
+  API_TOKEN: optionalStr,
+  ALLOWED_ORIGINS: list,
+
+  SQLITE_PATH: str("./data/pichat.db"),
+  COSMOS_ENDPOINT: url,
+  COSMOS_KEY: optionalStr,
+  COSMOS_DATABASE: str("pichat"),
+  COSMOS_CONTAINER_CHATS: str("chats"),
+  COSMOS_CONTAINER_MESSAGES: str("messages"),
+  COSMOS_CONTAINER_USERS: str("users"),
+  COSMOS_CONTAINER_SETTINGS: str("settings"),
+  COSMOS_CONTAINER_PROCESSED_MESSAGES: str("processed_messages"),
+  COSMOS_CONTAINER_CHECKPOINTS: str("checkpoints"),
+  COSMOS_ALLOW_SELF_SIGNED_CERT: bool(false),
+
+  AZURE_OPENAI_ENDPOINT: url,
+  AZURE_OPENAI_KEY: optionalStr,
+  AZURE_OPENAI_API_VERSION: str("2024-10-21"),
+  AZURE_OPENAI_DEPLOYMENT_NAME: optionalStr,
+  OPENAI_BASE_URL: url,
+  OPENAI_API_KEY: optionalStr,
+  OPENAI_MODEL: optionalStr,
+  SYSTEM_PROMPT: str("You are PiChat, a helpful voice and chat assistant. Answer clearly and concisely."),
+  MODEL_HISTORY_CHARS: int(12_000, 0, 1_000_000),
+  MODEL_TIMEOUT_MS: int(60_000, 100, 600_000),
+  OFFLINE_MODEL_DELAY_MS: int(15, 0, 5_000),
+
+  IOT_HUB_ENABLE: bool(false),
+  IOT_HUB_NAME: optionalStr,
+  IOT_HUB_HOST_NAME: optionalStr,
+  IOT_HUB_CONSUMER_GROUP: str("$Default"),
+  EVENT_HUB_COMPATIBLE_CONN_STR: optionalStr,
+  IOT_HUB_CONNECTION_STRING: optionalStr,
+  DEVICE_REPLY_MAX_AGE_S: int(30, 1, 86_400),
+  PROCESSED_MESSAGE_TTL_DAYS: int(7, 1, 365),
+
+  MAX_FRAME_BYTES: int(65_536, 1_024, 16_777_216),
+  MAX_MESSAGE_CHARS: int(16_000, 1, 1_000_000),
+  HISTORY_MAX_MESSAGES: int(500, 1, 10_000),
+  RATE_LIMIT_MESSAGES_PER_MINUTE: int(40, 1, 100_000),
+  RATE_LIMIT_FRAMES_PER_SECOND: int(50, 1, 100_000),
+  MAX_GENERATIONS_PER_CONNECTION: int(2, 1, 1_000),
+  MAX_GENERATIONS: int(64, 1, 100_000),
+  SEND_BUFFER_LIMIT_BYTES: int(1_048_576, 16_384, 1_073_741_824),
+  WS_IDLE_TIMEOUT_S: int(120, 0, 960),
+  SHUTDOWN_TIMEOUT_MS: int(10_000, 0, 600_000),
+});
+
+export type Config = Readonly<v.InferOutput<typeof EnvSchema>>;
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+// Values copied from .env.example or left as an obvious stand-in must not guard a production server.
+const PLACEHOLDER_TOKEN = /change[-_ ]?me|placeholder|your[-_]|example|^x+$|^secret$|^token$/i;
+
+/** Cross-variable rules: returns the first problem as "VAR: reason". */
+function problems(c: Config): string | undefined {
+  if (c.COSMOS_ENDPOINT && !c.COSMOS_KEY) return "COSMOS_KEY: must be set when COSMOS_ENDPOINT is set";
+  if (c.AZURE_OPENAI_ENDPOINT) {
+    if (!c.AZURE_OPENAI_KEY) return "AZURE_OPENAI_KEY: must be set when AZURE_OPENAI_ENDPOINT is set";
+    if (!c.AZURE_OPENAI_DEPLOYMENT_NAME) return "AZURE_OPENAI_DEPLOYMENT_NAME: must be set when AZURE_OPENAI_ENDPOINT is set";
+  }
+  if (c.OPENAI_BASE_URL && !c.OPENAI_MODEL) return "OPENAI_MODEL: must be set when OPENAI_BASE_URL is set";
+  if (c.IOT_HUB_ENABLE) {
+    if (!c.EVENT_HUB_COMPATIBLE_CONN_STR) return "EVENT_HUB_COMPATIBLE_CONN_STR: must be set when IOT_HUB_ENABLE=true";
+    if (!c.IOT_HUB_CONNECTION_STRING) return "IOT_HUB_CONNECTION_STRING: must be set when IOT_HUB_ENABLE=true";
+  }
+  if (c.ENVIRONMENT === "production") {
+    if (!c.API_TOKEN || c.API_TOKEN.length < 16 || PLACEHOLDER_TOKEN.test(c.API_TOKEN)) {
+      return "API_TOKEN: production needs a real token of at least 16 characters (not the .env.example placeholder); generate one with `openssl rand -hex 32`";
+    }
+  }
+  return undefined;
+}
+
+/** Reads and validates the environment; throws ConfigError with one line naming the variable. */
+export function loadConfig(env: Record<string, string | undefined> = process.env): Config {
+  // An empty assignment in .env (`COSMOS_ENDPOINT=`) means "not set".
+  const input = Object.fromEntries(Object.entries(env).filter(([, val]) => val !== undefined && val.trim() !== ""));
+  const result = v.safeParse(EnvSchema, input);
+  if (!result.success) {
+    const issue = result.issues[0];
+    const key = String(issue.path?.[0]?.key ?? "environment");
+    const shown = (SECRET_VARS as readonly string[]).includes(key) ? "" : ` (got ${JSON.stringify(input[key])})`;
+    throw new ConfigError(`${key}: ${issue.message}${shown}`);
+  }
+  const problem = problems(result.output);
+  if (problem) throw new ConfigError(problem);
+  return Object.freeze(result.output);
+}

@@ -1,0 +1,39 @@
+import { createHash, timingSafeEqual } from "node:crypto";
+
+// Browsers cannot set headers on a WebSocket, so the token may come three ways.
+// A subprotocol entry looks like "bearer.<token>"; the reply names a non-secret entry when one was offered.
+const PROTOCOL_PREFIX = "bearer.";
+
+export type Presented = { token?: string; protocols: string[] };
+
+export function presentedToken(req: Request): Presented {
+  const protocols = (req.headers.get("sec-websocket-protocol") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+  const fromProtocol = protocols.find((p) => p.startsWith(PROTOCOL_PREFIX))?.slice(PROTOCOL_PREFIX.length);
+  const auth = req.headers.get("authorization");
+  const fromHeader = auth?.match(/^Bearer\s+(.+)$/i)?.[1]?.trim();
+  const fromQuery = new URL(req.url).searchParams.get("token") ?? undefined;
+  return { token: fromHeader ?? fromProtocol ?? fromQuery, protocols };
+}
+
+/** The subprotocol to answer with: a browser drops the socket unless we echo one it offered. */
+export function chosenProtocol(protocols: string[]): string | undefined {
+  return protocols.find((p) => !p.startsWith(PROTOCOL_PREFIX)) ?? protocols[0];
+}
+
+// Hashing first gives equal lengths, so the comparison time says nothing about the token.
+const digest = (s: string) => createHash("sha256").update(s).digest();
+export const tokensMatch = (presented: string | undefined, expected: string): boolean =>
+  presented !== undefined && timingSafeEqual(digest(presented), digest(expected));
+
+/** Same-origin pages are always allowed; others must be listed (or, outside production, anything goes when no list is set). */
+export function originAllowed(req: Request, o: { allowed: readonly string[]; production: boolean }): boolean {
+  const origin = req.headers.get("origin");
+  if (!origin) return true; // not a browser: the token is what guards it
+  if (o.allowed.includes(origin) || o.allowed.includes("*")) return true;
+  try {
+    if (new URL(origin).host === req.headers.get("host")) return true;
+  } catch {
+    return false;
+  }
+  return !o.production && o.allowed.length === 0;
+}

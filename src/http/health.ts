@@ -1,0 +1,47 @@
+import type { Store } from "../store/store";
+import type { ModelHealth } from "../model/observed";
+import type { ModelKind } from "../model/model";
+
+export type IotHubStatus =
+  | { status: "disabled" }
+  | { status: "connecting" }
+  | { status: "running"; partitions: string[]; last_event_at?: string }
+  | { status: "error"; reason: string };
+
+export type HealthSources = {
+  store: Store;
+  model: { kind: ModelKind; name: string; health(): ModelHealth };
+  iotHub: () => IotHubStatus;
+  version: string;
+  startedAt: number;
+  storeTimeoutMs?: number;
+};
+
+/** The /health body and status: 503 only when the store cannot be reached. */
+export async function healthReport(s: HealthSources) {
+  const storeOk = await pingWithin(s.store, s.storeTimeoutMs ?? 3000);
+  const model = s.model.health();
+  const iot = s.iotHub();
+  const degraded = !model.ok || iot.status === "error" || !storeOk;
+  const body = {
+    status: degraded ? "degraded" : "ok",
+    services: {
+      store: { kind: s.store.kind, ok: storeOk },
+      model: { kind: s.model.kind, name: s.model.name, ok: model.ok, ...(model.lastError ? { last_error: model.lastError, last_error_at: model.lastErrorAt } : {}) },
+      iot_hub: iot,
+    },
+    version: s.version,
+    uptime_s: Math.round((Date.now() - s.startedAt) / 1000),
+  };
+  return { status: storeOk ? 200 : 503, body } as const;
+}
+
+async function pingWithin(store: Store, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
+  try {
+    return await Promise.race([store.ping().then(() => true, () => false), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

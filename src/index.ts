@@ -1,0 +1,53 @@
+import { ConfigError, loadConfig, SECRET_VARS } from "./config";
+import { createLogger } from "./log";
+import { modelFromConfig } from "./model";
+import { startServer } from "./server";
+import { storeFromConfig } from "./store";
+
+// Start-up only: read config, build dependencies, listen, and stop cleanly on a signal.
+
+let config;
+try {
+  config = loadConfig();
+} catch (e) {
+  if (e instanceof ConfigError) {
+    console.error(`pichat: configuration error: ${e.message}`);
+    process.exit(1);
+  }
+  throw e;
+}
+
+const log = createLogger({
+  level: config.LOG_LEVEL,
+  json: config.ENVIRONMENT === "production",
+  secrets: SECRET_VARS.map((k) => config[k]),
+});
+
+process.on("unhandledRejection", (reason) => log.error("unhandled rejection", { error: reason }));
+process.on("uncaughtException", (error) => log.error("uncaught exception", { error }));
+
+const store = await storeFromConfig(config);
+const model = modelFromConfig(config);
+const running = startServer({ config, store, model, log });
+
+log.info("PiChat backend listening", {
+  url: `${running.url}/`, websocket: `${running.url.replace(/^http/, "ws")}/ws`,
+  environment: config.ENVIRONMENT, store: store.kind, model: model.kind, model_name: model.name,
+  auth: config.API_TOKEN ? "token required" : "open (development, no API_TOKEN)",
+});
+if (model.kind === "offline") {
+  log.warn("the model is OFFLINE: replies are canned; set AZURE_OPENAI_* or OPENAI_BASE_URL + OPENAI_MODEL for real answers");
+}
+
+let stopping = false;
+async function shutdown(signal: string) {
+  if (stopping) return;
+  stopping = true;
+  log.info("shutting down", { signal, inflight: running.deps.inflight.size });
+  await running.stop();
+  await store.close();
+  log.info("stopped");
+  process.exit(0);
+}
+process.on("SIGTERM", () => void shutdown("SIGTERM"));
+process.on("SIGINT", () => void shutdown("SIGINT"));

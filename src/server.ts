@@ -1,0 +1,88 @@
+import { createApp } from "./app";
+import type { Config } from "./config";
+import type { ChatDeps } from "./chat/deps";
+import { localBus, type Bus } from "./chat/events";
+import { createInflight } from "./chat/inflight";
+import type { IotHubStatus } from "./http/health";
+import type { Logger } from "./log";
+import type { Model } from "./model/model";
+import { observedModel } from "./model/observed";
+import type { Store } from "./store/store";
+import { showEventsOnSockets } from "./ws/fanout";
+import { newConnData, socketHandlers } from "./ws/socket";
+import pkg from "../package.json";
+
+export type ServerParts = {
+  config: Config;
+  store: Store;
+  model: Model;
+  log: Logger;
+  bus?: Bus;
+  /** Set once the device bridge exists; /health reports "disabled" without it. */
+  iotHubStatus?: () => IotHubStatus;
+};
+
+export const CLOSE_GOING_AWAY = 1001;
+
+/** Builds the chat services, the app and the socket handlers, and listens. */
+export function startServer(parts: ServerParts) {
+  const { config: c, store, log } = parts;
+  const model = observedModel(parts.model);
+  const bus = parts.bus ?? localBus((e) => log.error("event listener failed", { error: e }));
+  const deps: ChatDeps = {
+    store, model, bus, log,
+    inflight: createInflight({ max: c.MAX_GENERATIONS }),
+    options: {
+      systemPrompt: c.SYSTEM_PROMPT, historyChars: c.MODEL_HISTORY_CHARS,
+      modelIdleTimeoutMs: c.MODEL_TIMEOUT_MS, historyMaxMessages: c.HISTORY_MAX_MESSAGES,
+    },
+  };
+  const socketOptions = {
+    maxFrameBytes: c.MAX_FRAME_BYTES, maxMessageChars: c.MAX_MESSAGE_CHARS,
+    maxGenerationsPerConnection: c.MAX_GENERATIONS_PER_CONNECTION,
+    framesPerSecond: c.RATE_LIMIT_FRAMES_PER_SECOND, messagesPerMinute: c.RATE_LIMIT_MESSAGES_PER_MINUTE,
+    sendQueueLimitBytes: c.SEND_BUFFER_LIMIT_BYTES, idleTimeoutS: c.WS_IDLE_TIMEOUT_S,
+  };
+  const { websocket, conns } = socketHandlers(deps, socketOptions);
+  const unsubscribe = showEventsOnSockets(bus, conns);
+  let accepting = true;
+
+  const app = createApp({
+    health: { store, model, iotHub: parts.iotHubStatus ?? (() => ({ status: "disabled" })), version: pkg.version, startedAt: Date.now() },
+    apiToken: c.API_TOKEN,
+    allowedOrigins: c.ALLOWED_ORIGINS,
+    production: c.ENVIRONMENT === "production",
+    newConnection: () => newConnData(socketOptions),
+    accepting: () => accepting,
+  });
+
+  const server = Bun.serve({
+    port: c.SERVER_PORT,
+    hostname: c.HOST,
+    fetch: (req, srv) => app.fetch(req, { server: srv }),
+    websocket,
+  });
+
+  /**
+   * Graceful stop: refuse new sockets, give replies in flight until the deadline to finish,
+   * then store what they have as interrupted; only then close sockets (1001) and the listener.
+   */
+  async function stop(deadlineMs = c.SHUTDOWN_TIMEOUT_MS) {
+    accepting = false;
+    const pending = deps.inflight.all();
+    const all = Promise.allSettled(pending.map((g) => g.done));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), deadlineMs)));
+    if ((await Promise.race([all, late])) === "late") {
+      for (const g of deps.inflight.all()) g.controller.abort({ stop: "interrupted" });
+      await all;
+    }
+    clearTimeout(timer);
+    for (const ws of conns.all()) ws.close(CLOSE_GOING_AWAY, "server shutting down");
+    unsubscribe();
+    await server.stop(true);
+  }
+
+  return { server, url: `http://${c.HOST === "0.0.0.0" ? "127.0.0.1" : c.HOST}:${server.port}`, deps, conns, stop };
+}
+export type RunningServer = ReturnType<typeof startServer>;

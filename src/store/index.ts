@@ -1,0 +1,23 @@
+import type { Config } from "../config";
+import { openSqliteStore } from "./sqlite";
+import type { Store } from "./store";
+
+/** Cosmos DB when COSMOS_ENDPOINT is set, else the embedded SQLite file. */
+export async function storeFromConfig(c: Config): Promise<Store> {
+  if (!c.COSMOS_ENDPOINT || !c.COSMOS_KEY) return openSqliteStore(c.SQLITE_PATH);
+  const { openCosmosStore } = await import("./cosmos");
+  return openCosmosStore({
+    endpoint: c.COSMOS_ENDPOINT,
+    key: c.COSMOS_KEY,
+    database: c.COSMOS_DATABASE,
+    containers: {
+      chats: c.COSMOS_CONTAINER_CHATS,
+      messages: c.COSMOS_CONTAINER_MESSAGES,
+      users: c.COSMOS_CONTAINER_USERS,
+      settings: c.COSMOS_CONTAINER_SETTINGS,
+      processedMessages: c.COSMOS_CONTAINER_PROCESSED_MESSAGES,
+      checkpoints: c.COSMOS_CONTAINER_CHECKPOINTS,
+    },
+    allowSelfSignedCert: c.COSMOS_ALLOW_SELF_SIGNED_CERT,
+  });
+}

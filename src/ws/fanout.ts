@@ -1,0 +1,31 @@
+import type { Bus, ChatEvent } from "../chat/events";
+import type { Connections } from "./connections";
+import { frames } from "./protocol";
+
+/**
+ * Shows chat events to the browsers of this process. The connection that caused an event is
+ * skipped where its handler already answered it (NEW_CHAT, CHAT_DELETED with its requestId...).
+ */
+export function showEventsOnSockets(bus: Bus, conns: Connections): () => void {
+  return bus.subscribe((e: ChatEvent) => {
+    switch (e.type) {
+      case "chat_created":
+        return conns.toAll(frames.chatCreated(e.chat), { except: e.origin });
+      case "chat_updated":
+        return conns.toAll(frames.chatUpdated(e.chat), { except: e.origin });
+      case "chat_deleted":
+        conns.toAll(frames.chatDeleted(e.chatId), { except: e.origin });
+        return conns.forgetChat(e.chatId);
+      case "user_message":
+        // The sender already shows what it typed; everyone else sees it arrive.
+        return conns.toChat(e.message.chat_id, frames.firstMessage(e.message), { except: e.origin });
+      case "reply_delta":
+        return conns.toChat(e.chatId, frames.delta(e), { delta: e });
+      case "reply_end":
+        conns.toChat(e.chatId, frames.end(e));
+        // "ends the stream with an ERROR frame": after end:true, so the UI has closed the bubble.
+        if (e.error) conns.toChat(e.chatId, frames.error(e.error.code, e.error.message, { chatId: e.chatId, traceId: e.traceId }));
+        return;
+    }
+  });
+}

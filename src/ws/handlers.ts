@@ -1,0 +1,96 @@
+import * as v from "valibot";
+import { chatHistory, createChat, deleteChat, listChats, renameChat } from "../chat/chats";
+import type { ChatDeps } from "../chat/deps";
+import { AppError } from "../chat/errors";
+import { sendMessage } from "../chat/send";
+import type { Connections, Socket } from "./connections";
+import { frames, inbound, type Args, type InboundType, type StreamingMessage } from "./protocol";
+
+export type HandlerContext = {
+  ws: Socket;
+  deps: ChatDeps;
+  conns: Connections;
+  limits: { maxMessageChars: number; maxGenerationsPerConnection: number; chatPageSize: number };
+  requestId?: string;
+  /** Sends to this socket only, echoing the frame's requestId. */
+  reply(frame: object): void;
+};
+
+type Handler<T extends InboundType> = { schema: (typeof inbound)[T]; run(ctx: HandlerContext, args: Args<T>): Promise<void> };
+const handler = <T extends InboundType>(type: T, run: Handler<T>["run"]): Handler<T> => ({ schema: inbound[type], run });
+
+/** One entry per inbound frame type: the schema that checks it and the use-case it calls. */
+export const handlers: { [T in InboundType]: Handler<T> } = {
+  GET_CHATS: handler("GET_CHATS", async (ctx, a) => {
+    const page = await listChats(ctx.deps, { limit: a.limit ?? ctx.limits.chatPageSize, cursor: a.cursor ?? undefined });
+    ctx.reply(frames.chatList(page.items, page.cursor));
+  }),
+
+  CREATE_CHAT: handler("CREATE_CHAT", async (ctx, a) => {
+    const chat = await createChat(ctx.deps, { name: a.name, origin: ctx.ws.data.id });
+    ctx.reply(frames.newChat(chat));
+  }),
+
+  GET_CHAT_HISTORY: handler("GET_CHAT_HISTORY", async (ctx, a) => {
+    const messages: (typeof stored[number] | StreamingMessage)[] = [];
+    const stored = await chatHistory(ctx.deps, { chatId: a.chatId, limit: a.limit ?? undefined, before: a.before ?? undefined });
+    messages.push(...stored);
+    // From here to the reply nothing awaits: the partial reply and the live deltas after it
+    // meet exactly, with no gap and no repeat.
+    ctx.conns.watch(ctx.ws, a.chatId);
+    const g = a.before ? undefined : ctx.deps.inflight.get(a.chatId);
+    if (g && !stored.some((m) => m.id === g.traceId)) {
+      messages.push({ id: g.traceId, chat_id: g.chatId, role: "assistant", content: g.content, created_at: g.createdAt, streaming: true, seq: g.seq });
+    }
+    ctx.reply(frames.chatHistory(a.chatId, messages));
+  }),
+
+  DELETE_CHAT: handler("DELETE_CHAT", async (ctx, a) => {
+    await deleteChat(ctx.deps, { chatId: a.chatId, origin: ctx.ws.data.id });
+    ctx.reply(frames.chatDeleted(a.chatId));
+  }),
+
+  RENAME_CHAT: handler("RENAME_CHAT", async (ctx, a) => {
+    const chat = await renameChat(ctx.deps, { chatId: a.chatId, name: a.name, origin: ctx.ws.data.id });
+    ctx.reply(frames.chatUpdated(chat));
+  }),
+
+  SEND_MESSAGE: handler("SEND_MESSAGE", async (ctx, a) => {
+    const { ws, limits } = ctx;
+    if (a.content.length > limits.maxMessageChars) {
+      throw new AppError("MESSAGE_TOO_LONG", `content must be at most ${limits.maxMessageChars} characters`, { limit: limits.maxMessageChars });
+    }
+    if (ws.data.generations >= limits.maxGenerationsPerConnection) {
+      throw new AppError("TOO_MANY_GENERATIONS", `at most ${limits.maxGenerationsPerConnection} replies may stream to one connection at once`, { retryAfterMs: 1000 });
+    }
+    const allowed = ws.data.sends(Date.now());
+    if (!allowed.ok) {
+      throw new AppError("RATE_LIMITED", "too many messages; slow down", { retryAfterMs: allowed.retryAfterMs });
+    }
+    // Watch first: the reply may start streaming before sendMessage returns.
+    const wasWatching = ws.data.watching.has(a.chatId);
+    ctx.conns.watch(ws, a.chatId);
+    let result;
+    try {
+      result = await sendMessage(ctx.deps, { chatId: a.chatId, content: a.content, messageId: a.messageId, origin: ws.data.id });
+    } catch (e) {
+      if (!wasWatching && e instanceof AppError && e.code === "CHAT_NOT_FOUND") ctx.conns.unwatch(ws, a.chatId);
+      throw e;
+    }
+    if (result.duplicate) {
+      ctx.reply(frames.messageAccepted({ chatId: a.chatId, messageId: result.message.id, duplicate: true }));
+      return;
+    }
+    if (ctx.requestId) {
+      ctx.reply(frames.messageAccepted({ chatId: a.chatId, messageId: result.message.id, traceId: result.traceId, duplicate: false }));
+    }
+    ws.data.generations += 1;
+    void result.reply.finally(() => (ws.data.generations -= 1));
+  }),
+};
+
+export const isInboundType = (t: string): t is InboundType => Object.hasOwn(handlers, t);
+
+export function parseArgs<T extends InboundType>(type: T, raw: Record<string, unknown>) {
+  return v.safeParse(handlers[type].schema, raw);
+}

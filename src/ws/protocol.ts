@@ -1,0 +1,81 @@
+import * as v from "valibot";
+import type { ChatEvent } from "../chat/events";
+import { IsoTime, type Chat, type Message } from "../chat/schema";
+
+// Every frame of /ws, in and out. docs/protocol.md describes the same frames with examples.
+
+const ChatId = v.pipe(v.string("chatId must be a string"), v.uuid("chatId must be a UUID"));
+// Client-chosen message ids become database ids: keep them short and free of path characters.
+const MessageId = v.pipe(
+  v.string("message id must be a string"),
+  v.regex(/^[^/\\?#\s]{1,128}$/, "message id must be 1 to 128 characters without / \\ ? # or spaces"),
+);
+const Limit = v.nullish(v.pipe(v.number("limit must be a number"), v.integer("limit must be a whole number"), v.minValue(1, "limit must be at least 1"), v.maxValue(1000, "limit must be at most 1000")));
+const Text = (what: string) => v.pipe(v.string(`${what} must be a string`), v.trim(), v.minLength(1, `${what} must not be empty`));
+// The UI may send an empty or null name; that means "use the default", not an error.
+const OptionalName = v.pipe(
+  v.nullish(v.pipe(v.string("name must be a string"), v.trim(), v.maxLength(200, "name must be at most 200 characters"))),
+  v.transform((s) => (s ? s : undefined)),
+);
+
+export const inbound = {
+  GET_CHATS: v.object({ limit: Limit, cursor: v.nullish(v.string("cursor must be a string")) }),
+  CREATE_CHAT: v.object({ name: OptionalName }),
+  GET_CHAT_HISTORY: v.object({ chatId: ChatId, limit: Limit, before: v.nullish(IsoTime) }),
+  DELETE_CHAT: v.object({ chatId: ChatId }),
+  RENAME_CHAT: v.object({ chatId: ChatId, name: v.pipe(Text("name"), v.maxLength(200, "name must be at most 200 characters")) }),
+  // Two spellings in the wild: {chatId, content} and {chatId, message: {content, id}}.
+  SEND_MESSAGE: v.pipe(
+    v.object({
+      chatId: ChatId,
+      content: v.nullish(v.string("content must be a string")),
+      message: v.nullish(v.object({ content: v.nullish(v.string("message.content must be a string")), id: v.nullish(MessageId) })),
+      messageId: v.nullish(MessageId),
+    }),
+    v.transform(({ chatId, content, message, messageId }) => ({
+      chatId,
+      content: (message?.content ?? content ?? "").trim(),
+      messageId: message?.id ?? messageId ?? undefined,
+    })),
+    v.check((a) => a.content.length > 0, "content must be a non-empty string"),
+  ),
+} as const;
+
+export type InboundType = keyof typeof inbound;
+export type Args<T extends InboundType> = v.InferOutput<(typeof inbound)[T]>;
+
+export const Envelope = v.object({
+  type: v.string("type must be a string"),
+  requestId: v.nullish(v.unknown()),
+  payload: v.nullish(v.record(v.string(), v.unknown(), "payload must be an object")),
+});
+
+/** Arguments may sit at the top level or in `payload`; where both have one, `payload` wins. */
+export function mergedArgs(frame: Record<string, unknown>): Record<string, unknown> {
+  const { type: _t, requestId: _r, payload, ...top } = frame;
+  return { ...top, ...(payload as Record<string, unknown> | null | undefined) };
+}
+
+// Outbound frames.
+export const frames = {
+  chatList: (chats: Chat[], cursor?: string) => ({ type: "CHAT_LIST", chats, ...(cursor ? { cursor } : {}) }),
+  newChat: (chat: Chat) => ({ type: "NEW_CHAT", chat }),
+  chatCreated: (chat: Chat) => ({ type: "CHAT_CREATED", chat }),
+  chatUpdated: (chat: Chat) => ({ type: "CHAT_UPDATED", chat }),
+  chatDeleted: (chatId: string) => ({ type: "CHAT_DELETED", chatId }),
+  chatHistory: (chatId: string, messages: (Message | StreamingMessage)[]) => ({ type: "CHAT_HISTORY", chatId, messages }),
+  firstMessage: (message: Message) => ({ type: "FIRST_MESSAGE", chatId: message.chat_id, content: message.content, message }),
+  delta: (e: Extract<ChatEvent, { type: "reply_delta" }>) => ({
+    type: "MESSAGE", chatId: e.chatId, content: e.content, traceId: e.traceId, end: false, seq: e.seq,
+  }),
+  // content "" on the last frame: the web UI appends whatever arrives.
+  end: (e: Extract<ChatEvent, { type: "reply_end" }>) => ({
+    type: "MESSAGE", chatId: e.chatId, content: "", traceId: e.traceId, end: true, seq: e.seq,
+    ...(e.status ? { reason: e.status === "incomplete" ? "error" : e.status } : {}),
+  }),
+  messageAccepted: (o: { chatId: string; messageId: string; traceId?: string; duplicate: boolean }) => ({ type: "MESSAGE_ACCEPTED", ...o }),
+  error: (code: string, error: string, extra?: Record<string, unknown>) => ({ type: "ERROR", error, code, ...extra }),
+} as const;
+
+/** An assistant message still being generated, as a history request shows it. */
+export type StreamingMessage = Message & { streaming: true; seq: number };

@@ -1,0 +1,102 @@
+import type { WebSocketHandler } from "bun";
+import * as v from "valibot";
+import type { ChatDeps } from "../chat/deps";
+import { AppError } from "../chat/errors";
+import { isStoreUnavailable } from "../store/errors";
+import { tokenBucket } from "./rate-limit";
+import { createConnections, type ConnData, type Connections, type Socket } from "./connections";
+import { handlers, isInboundType, parseArgs, type HandlerContext } from "./handlers";
+import { Envelope, frames, mergedArgs } from "./protocol";
+
+export type SocketOptions = {
+  maxFrameBytes: number;
+  maxMessageChars: number;
+  maxGenerationsPerConnection: number;
+  framesPerSecond: number;
+  messagesPerMinute: number;
+  sendQueueLimitBytes: number;
+  idleTimeoutS: number;
+};
+
+/** The data a new socket starts with; `id` is unique across replicas. */
+export function newConnData(o: SocketOptions): ConnData {
+  return {
+    id: crypto.randomUUID(),
+    watching: new Set(),
+    chain: Promise.resolve(),
+    frames: tokenBucket({ perSecond: o.framesPerSecond, burst: o.framesPerSecond * 2 }),
+    sends: tokenBucket({ perSecond: o.messagesPerMinute / 60, burst: Math.max(1, Math.ceil(o.messagesPerMinute / 4)) }),
+    generations: 0,
+    queue: [],
+    queuedBytes: 0,
+    paused: false,
+  };
+}
+
+/** Bun's websocket handlers for /ws: each frame is checked, then dispatched through the handler table. */
+export function socketHandlers(deps: ChatDeps, o: SocketOptions): { websocket: WebSocketHandler<ConnData>; conns: Connections } {
+  const conns = createConnections({ log: deps.log, queueLimitBytes: o.sendQueueLimitBytes });
+  const limits = { maxMessageChars: o.maxMessageChars, maxGenerationsPerConnection: o.maxGenerationsPerConnection, chatPageSize: 1000 };
+
+  async function handle(ws: Socket, raw: string | Buffer) {
+    const fail = (code: string, error: string, extra?: Record<string, unknown>) => conns.send(ws, frames.error(code, error, extra));
+    const bytes = typeof raw === "string" ? Buffer.byteLength(raw) : raw.byteLength;
+    if (bytes > o.maxFrameBytes) return fail("FRAME_TOO_LARGE", `frames must be at most ${o.maxFrameBytes} bytes`, { limit: o.maxFrameBytes });
+    const rate = ws.data.frames(Date.now());
+    if (!rate.ok) return fail("RATE_LIMITED", "too many frames; slow down", { retryAfterMs: rate.retryAfterMs });
+
+    let json: unknown;
+    try {
+      json = JSON.parse(typeof raw === "string" ? raw : raw.toString("utf8"));
+    } catch {
+      return fail("BAD_JSON", "the frame is not valid JSON");
+    }
+    const envelope = v.safeParse(Envelope, json);
+    if (!envelope.success) return fail("INVALID_FRAME", "a frame must be a JSON object with a string `type`");
+    const { type, requestId: rid } = envelope.output;
+    const requestId = typeof rid === "string" && rid.length <= 200 ? rid : undefined;
+    const withId = requestId ? { requestId } : {};
+    if (!isInboundType(type)) return fail("UNKNOWN_TYPE", `unknown frame type ${JSON.stringify(type.slice(0, 64))}`, withId);
+
+    const args = parseArgs(type, mergedArgs(json as Record<string, unknown>));
+    if (!args.success) {
+      const issue = args.issues[0];
+      const field = v.getDotPath(issue);
+      return fail("INVALID_FRAME", field && !issue.message.startsWith(field) ? `${field}: ${issue.message}` : issue.message, withId);
+    }
+    const ctx: HandlerContext = {
+      ws, deps, conns, limits, requestId,
+      reply: (frame) => conns.send(ws, { ...frame, ...withId }),
+    };
+    try {
+      await (handlers[type].run as (c: HandlerContext, a: unknown) => Promise<void>)(ctx, args.output);
+    } catch (e) {
+      if (e instanceof AppError) return fail(e.code, e.message, { ...e.details, ...withId });
+      if (isStoreUnavailable(e)) return fail("STORE_UNAVAILABLE", "the store is unavailable; try again shortly", { retryAfterMs: 2000, ...withId });
+      deps.log.error("command failed", { type, connId: ws.data.id, error: e });
+      return fail("INTERNAL_ERROR", "something went wrong handling that frame", withId);
+    }
+  }
+
+  const websocket: WebSocketHandler<ConnData> = {
+    // Past the soft limit a frame gets an ERROR and the socket stays; past this one Bun closes with 1009.
+    maxPayloadLength: o.maxFrameBytes * 4,
+    idleTimeout: o.idleTimeoutS,
+    sendPings: true,
+    backpressureLimit: o.sendQueueLimitBytes,
+    closeOnBackpressureLimit: true,
+    open(ws) {
+      conns.add(ws);
+    },
+    message(ws, raw) {
+      ws.data.chain = ws.data.chain.then(() => handle(ws, raw)).catch((e) => deps.log.error("frame handling crashed", { error: e }));
+    },
+    drain(ws) {
+      conns.drain(ws);
+    },
+    close(ws) {
+      conns.remove(ws);
+    },
+  };
+  return { websocket, conns };
+}

@@ -1,0 +1,46 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadConfig } from "../../src/config";
+import { createLogger, type Logger } from "../../src/log";
+import { modelFromConfig } from "../../src/model";
+import type { Model } from "../../src/model/model";
+import { startServer, type ServerParts } from "../../src/server";
+import { openSqliteStore } from "../../src/store/sqlite";
+import type { Store } from "../../src/store/store";
+import { connect } from "./ws-client";
+
+/** Log lines kept in memory, so tests can assert what was (and was not) logged. */
+export function memoryLogger(level: "debug" | "info" = "debug", secrets: string[] = []): Logger & { lines: string[] } {
+  const lines: string[] = [];
+  const log = createLogger({ level, json: true, secrets, write: (l) => lines.push(l) });
+  return Object.assign(log, { lines });
+}
+
+/**
+ * The real server on an ephemeral loopback port, configured through the same env schema as
+ * production. Pass `store` or `model` to use a specific peer; otherwise a temp SQLite file and
+ * whatever the env selects (the offline model by default).
+ */
+export async function startTestServer(env: Record<string, string> = {}, parts: { store?: Store; model?: Model; iotHubStatus?: ServerParts["iotHubStatus"] } = {}) {
+  const dir = mkdtempSync(join(tmpdir(), "pichat-test-"));
+  const config = loadConfig({ SERVER_PORT: "0", HOST: "127.0.0.1", SQLITE_PATH: join(dir, "pichat.db"), OFFLINE_MODEL_DELAY_MS: "0", ENVIRONMENT: "test", ...env });
+  const store = parts.store ?? openSqliteStore(config.SQLITE_PATH);
+  const log = memoryLogger();
+  const running = startServer({ config, store, model: parts.model ?? modelFromConfig(config), log, iotHubStatus: parts.iotHubStatus });
+  const wsUrl = `${running.url.replace(/^http/, "ws")}/ws`;
+  return {
+    ...running,
+    config,
+    store,
+    log,
+    wsUrl,
+    connect: (o: Parameters<typeof connect>[1] & { query?: string } = {}) => connect(o.query ? `${wsUrl}?${o.query}` : wsUrl, o),
+    async close() {
+      await running.stop(1000);
+      if (!parts.store) await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+export type TestServer = Awaited<ReturnType<typeof startTestServer>>;

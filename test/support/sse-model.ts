@@ -1,0 +1,103 @@
+// A local OpenAI-compatible server that streams Chat Completions as Server-Sent Events, on both
+// the OpenAI path (/v1/chat/completions) and the Azure path
+// (/openai/deployments/<name>/chat/completions?api-version=...). Behaviour is scripted per request.
+
+export type Script = {
+  tokens?: string[];
+  /** Pause before each token. */
+  delayMs?: number;
+  /** Cut the connection after this many tokens (no [DONE]). */
+  dropAfter?: number;
+  /** Stop sending after this many tokens but keep the connection open. */
+  hangAfter?: number;
+  /** Answer with this HTTP status and an error body instead of a stream. */
+  status?: number;
+};
+
+export type ModelRequest = { url: string; path: string; headers: Record<string, string>; body: any; aborted: boolean };
+
+export async function startSseModel(defaultScript: Script = { tokens: ["Hello", ",", " world", "!"] }) {
+  let script: (req: ModelRequest) => Script = () => defaultScript;
+  const requests: ModelRequest[] = [];
+  const abortWaiters = new Set<() => void>();
+  const streams = new Set<ReadableStreamDefaultController>();
+
+  const server = Bun.serve({
+    port: 0,
+    hostname: "127.0.0.1",
+    idleTimeout: 0,
+    async fetch(req) {
+      const url = new URL(req.url);
+      if (req.method !== "POST" || !/\/chat\/completions$/.test(url.pathname)) return new Response("not found", { status: 404 });
+      const record: ModelRequest = {
+        url: req.url, path: url.pathname, headers: Object.fromEntries(req.headers), body: await req.json(), aborted: false,
+      };
+      requests.push(record);
+      req.signal.addEventListener("abort", () => {
+        record.aborted = true;
+        for (const w of abortWaiters) w();
+      });
+      const s = script(record);
+      if (s.status) return Response.json({ error: { message: "scripted failure", type: "server_error" } }, { status: s.status });
+      const tokens = s.tokens ?? defaultScript.tokens ?? [];
+      const enc = new TextEncoder();
+      const chunk = (delta: object, finish: string | null = null) =>
+        enc.encode(`data: ${JSON.stringify({
+          id: "chatcmpl-test", object: "chat.completion.chunk", created: Math.floor(Date.now() / 1000),
+          model: record.body.model ?? "test", choices: [{ index: 0, delta, finish_reason: finish }],
+        })}\n\n`);
+      const stream = new ReadableStream({
+        async start(controller) {
+          streams.add(controller);
+          try {
+            controller.enqueue(chunk({ role: "assistant", content: "" }));
+            for (let i = 0; i < tokens.length; i++) {
+              if (s.dropAfter !== undefined && i >= s.dropAfter) return controller.error(new Error("scripted drop"));
+              if (s.hangAfter !== undefined && i >= s.hangAfter) return; // never closes
+              if (s.delayMs) await Bun.sleep(s.delayMs);
+              if (req.signal.aborted) return;
+              controller.enqueue(chunk({ content: tokens[i] }));
+            }
+            controller.enqueue(chunk({}, "stop"));
+            controller.enqueue(enc.encode("data: [DONE]\n\n"));
+            controller.close();
+          } catch {
+            // the client went away
+          } finally {
+            streams.delete(controller);
+          }
+        },
+      });
+      return new Response(stream, { headers: { "content-type": "text/event-stream", "cache-control": "no-cache" } });
+    },
+  });
+
+  return {
+    url: `http://127.0.0.1:${server.port}`,
+    requests,
+    setScript(s: Script | ((req: ModelRequest) => Script)) {
+      script = typeof s === "function" ? s : () => s;
+    },
+    /** Resolves when some request has been aborted by the client. */
+    waitForAbort(timeoutMs = 5000): Promise<ModelRequest> {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          const r = requests.find((x) => x.aborted);
+          if (r) {
+            clearTimeout(timer);
+            abortWaiters.delete(check);
+            resolve(r);
+          }
+        };
+        const timer = setTimeout(() => {
+          abortWaiters.delete(check);
+          reject(new Error("no model request was aborted in time"));
+        }, timeoutMs);
+        abortWaiters.add(check);
+        check();
+      });
+    },
+    stop: () => server.stop(true),
+  };
+}
+export type SseModel = Awaited<ReturnType<typeof startSseModel>>;
