@@ -95,6 +95,15 @@ export class ConfigError extends Error {
 // Values copied from .env.example or left as an obvious stand-in must not guard a production server.
 const PLACEHOLDER_TOKEN = /change[-_ ]?me|placeholder|your[-_]|example|^x+$|^secret$|^token$/i;
 
+const isPlaceholderToken = (t: string) => t.length < 16 || PLACEHOLDER_TOKEN.test(t);
+
+/**
+ * The token /ws requires, if any. Outside production the .env.example placeholder counts as unset
+ * (someone copied the example to try it); production refuses to start with it instead.
+ */
+export const requiredApiToken = (c: Config): string | undefined =>
+  c.API_TOKEN && (c.ENVIRONMENT === "production" || !isPlaceholderToken(c.API_TOKEN)) ? c.API_TOKEN : undefined;
+
 /** Cross-variable rules: returns the first problem as "VAR: reason". */
 function problems(c: Config): string | undefined {
   if (c.COSMOS_ENDPOINT && !c.COSMOS_KEY) return "COSMOS_KEY: must be set when COSMOS_ENDPOINT is set";
@@ -108,7 +117,7 @@ function problems(c: Config): string | undefined {
     if (!c.IOT_HUB_CONNECTION_STRING) return "IOT_HUB_CONNECTION_STRING: must be set when IOT_HUB_ENABLE=true";
   }
   if (c.ENVIRONMENT === "production") {
-    if (!c.API_TOKEN || c.API_TOKEN.length < 16 || PLACEHOLDER_TOKEN.test(c.API_TOKEN)) {
+    if (!c.API_TOKEN || isPlaceholderToken(c.API_TOKEN)) {
       return "API_TOKEN: production needs a real token of at least 16 characters (not the .env.example placeholder); generate one with `openssl rand -hex 32`";
     }
   }

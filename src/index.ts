@@ -1,4 +1,4 @@
-import { ConfigError, loadConfig, SECRET_VARS } from "./config";
+import { ConfigError, loadConfig, requiredApiToken, SECRET_VARS } from "./config";
 import { createLogger } from "./log";
 import { modelFromConfig } from "./model";
 import { startServer } from "./server";
@@ -33,8 +33,11 @@ const running = startServer({ config, store, model, log });
 log.info("PiChat backend listening", {
   url: `${running.url}/`, websocket: `${running.url.replace(/^http/, "ws")}/ws`,
   environment: config.ENVIRONMENT, store: store.kind, model: model.kind, model_name: model.name,
-  auth: config.API_TOKEN ? "token required" : "open (development, no API_TOKEN)",
+  auth: requiredApiToken(config) ? "token required" : "open (no API_TOKEN)",
 });
+if (config.API_TOKEN && !requiredApiToken(config)) {
+  log.warn("API_TOKEN is a placeholder, so /ws is open; production would refuse to start with it");
+}
 if (model.kind === "offline") {
   log.warn("the model is OFFLINE: replies are canned; set AZURE_OPENAI_* or OPENAI_BASE_URL + OPENAI_MODEL for real answers");
 }

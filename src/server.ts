@@ -1,5 +1,5 @@
 import { createApp } from "./app";
-import type { Config } from "./config";
+import { requiredApiToken, type Config } from "./config";
 import type { ChatDeps } from "./chat/deps";
 import { localBus, type Bus } from "./chat/events";
 import { createInflight } from "./chat/inflight";
@@ -49,7 +49,7 @@ export function startServer(parts: ServerParts) {
 
   const app = createApp({
     health: { store, model, iotHub: parts.iotHubStatus ?? (() => ({ status: "disabled" })), version: pkg.version, startedAt: Date.now() },
-    apiToken: c.API_TOKEN,
+    apiToken: requiredApiToken(c),
     allowedOrigins: c.ALLOWED_ORIGINS,
     production: c.ENVIRONMENT === "production",
     newConnection: () => newConnData(socketOptions),

@@ -40,6 +40,8 @@ async function run(deps: ChatDeps, g: Generation, o: { prompt: Turn[]; temperatu
       g.seq += 1;
       bus.publish({ type: "reply_delta", chatId: g.chatId, traceId: g.traceId, seq: g.seq, content: delta });
     }
+    // The openai SDK ends the iteration quietly when aborted; an abort is never a finished reply.
+    g.controller.signal.throwIfAborted();
   } catch (e) {
     const reason = g.controller.signal.aborted ? g.controller.signal.reason : e;
     if (isStopReason(reason)) {

@@ -1,0 +1,99 @@
+import { describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { ConfigError, loadConfig } from "../src/config";
+import { createLogger } from "../src/log";
+
+const fails = (env: Record<string, string>) => {
+  try {
+    loadConfig(env);
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return (e as Error).message;
+  }
+  throw new Error("expected a ConfigError");
+};
+
+describe("config", () => {
+  test("defaults run on the embedded store with the offline model", () => {
+    const c = loadConfig({});
+    expect(c.SERVER_PORT).toBe(8080);
+    expect(c.ENVIRONMENT).toBe("development");
+    expect(c.SQLITE_PATH).toBe("./data/pichat.db");
+    expect(c.COSMOS_ENDPOINT).toBeUndefined();
+    expect(c.IOT_HUB_ENABLE).toBe(false);
+    expect(Object.isFrozen(c)).toBe(true);
+  });
+
+  test("a wrong value names the variable", () => {
+    expect(fails({ SERVER_PORT: "http" })).toStartWith("SERVER_PORT:");
+    expect(fails({ SERVER_PORT: "70000" })).toStartWith("SERVER_PORT:");
+    expect(fails({ IOT_HUB_ENABLE: "sometimes" })).toStartWith("IOT_HUB_ENABLE:");
+    expect(fails({ ENVIRONMENT: "prod" })).toStartWith("ENVIRONMENT:");
+    expect(fails({ COSMOS_ENDPOINT: "not a url" })).toStartWith("COSMOS_ENDPOINT:");
+  });
+
+  test("half-configured dependencies are refused with the missing variable named", () => {
+    expect(fails({ COSMOS_ENDPOINT: "https://x.documents.azure.com:443/" })).toStartWith("COSMOS_KEY:");
+    expect(fails({ AZURE_OPENAI_ENDPOINT: "https://x.openai.azure.com", AZURE_OPENAI_KEY: "k" })).toStartWith("AZURE_OPENAI_DEPLOYMENT_NAME:");
+    expect(fails({ IOT_HUB_ENABLE: "true" })).toStartWith("EVENT_HUB_COMPATIBLE_CONN_STR:");
+  });
+
+  test("empty assignments count as unset", () => {
+    expect(loadConfig({ COSMOS_ENDPOINT: "", SERVER_PORT: " " }).SERVER_PORT).toBe(8080);
+  });
+
+  test("production refuses a missing, short or placeholder API_TOKEN, and never echoes it", () => {
+    const example = readFileSync(new URL("../.env.example", import.meta.url), "utf8").match(/^API_TOKEN=(.*)$/m)![1]!;
+    for (const token of [undefined, "short", example, "change-me-please-now-1234"]) {
+      const msg = fails({ ENVIRONMENT: "production", ...(token ? { API_TOKEN: token } : {}) });
+      expect(msg).toStartWith("API_TOKEN:");
+      if (token) expect(msg).not.toContain(token);
+    }
+    expect(loadConfig({ ENVIRONMENT: "production", API_TOKEN: "3f9c0a7e5b1d4c2a8e6f0b9d7c5a3e1f" }).API_TOKEN).toHaveLength(32);
+  });
+
+  test("every variable the schema reads is documented in .env.example", () => {
+    const example = readFileSync(new URL("../.env.example", import.meta.url), "utf8");
+    const documented = new Set([...example.matchAll(/^#?\s*([A-Z][A-Z0-9_]+)=/gm)].map((m) => m[1]));
+    const src = readFileSync(new URL("../src/config.ts", import.meta.url), "utf8");
+    const read = [...src.matchAll(/^ {2}([A-Z][A-Z0-9_]+):/gm)].map((m) => m[1]);
+    expect(read.length).toBeGreaterThan(30);
+    expect(read.filter((k) => !documented.has(k))).toEqual([]);
+  });
+});
+
+describe("start-up", () => {
+  test("production with the placeholder token exits 1 with one line naming API_TOKEN", async () => {
+    const proc = Bun.spawn(["bun", "src/index.ts"], {
+      cwd: new URL("..", import.meta.url).pathname,
+      env: { PATH: process.env.PATH, ENVIRONMENT: "production", API_TOKEN: "change-me", SERVER_PORT: "0" },
+      stdout: "pipe", stderr: "pipe",
+    });
+    const code = await proc.exited;
+    const err = await new Response(proc.stderr).text();
+    expect(code).toBe(1);
+    expect(err.trim().split("\n")).toHaveLength(1);
+    expect(err).toContain("API_TOKEN");
+  });
+});
+
+describe("logger", () => {
+  test("secret values are redacted from every line, whatever the caller passed", () => {
+    const lines: string[] = [];
+    const log = createLogger({ level: "debug", json: true, secrets: ["sk-abcdef123456", undefined], write: (l) => lines.push(l) });
+    log.error("failed with sk-abcdef123456", { error: new Error("auth sk-abcdef123456 rejected"), conn: "Endpoint=x;Key=sk-abcdef123456" });
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).not.toContain("sk-abcdef123456");
+    expect(lines[0]).toContain("[redacted]");
+    expect(JSON.parse(lines[0]!).level).toBe("error");
+  });
+
+  test("levels below the configured one are dropped", () => {
+    const lines: string[] = [];
+    const log = createLogger({ level: "warn", json: false, write: (l) => lines.push(l) });
+    log.info("quiet");
+    log.warn("loud");
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain("WARN");
+  });
+});
