@@ -1,0 +1,120 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { Agent } from "node:https";
+import { createServer as createNetServer, type AddressInfo, type Socket } from "node:net";
+import { CosmosClient } from "@azure/cosmos";
+import { openCosmosStore, type CosmosStoreConfig } from "../src/store/cosmos";
+import { isStoreUnavailable } from "../src/store/errors";
+import type { Store } from "../src/store/store";
+import { chatFixture, storeContract } from "./store.contract";
+import { startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
+
+// Each suite gets its own server (stop/start in one must not disturb another) and a fresh database.
+
+const CONTAINERS = {
+  chats: "chats", messages: "messages", users: "users",
+  settings: "settings", processedMessages: "processed_messages", checkpoints: "checkpoints",
+};
+
+const configFor = (server: CosmosTestServer, database = `pichat-${crypto.randomUUID()}`): CosmosStoreConfig => ({
+  endpoint: server.endpoint, key: server.key, database, containers: CONTAINERS,
+  allowSelfSignedCert: true, requestTimeoutMs: 2000,
+});
+
+storeContract("cosmos", async () => {
+  const server = await startCosmosServer();
+  const store = await openCosmosStore(configFor(server));
+  return { store, cleanup: async () => { await store.close(); await server.stop(); } };
+});
+
+describe("cosmos store", () => {
+  let server: CosmosTestServer;
+  beforeAll(async () => {
+    server = await startCosmosServer();
+  });
+  afterAll(async () => server?.stop());
+
+  test("creates the database and containers with their partition keys, idempotently", async () => {
+    const config = configFor(server);
+    const first = await openCosmosStore(config);
+    const chat = chatFixture();
+    await first.createChat(chat);
+    // A second replica opening the same database: createIfNotExists, nothing lost.
+    const second = await openCosmosStore(config);
+    expect(await second.getChat(chat.id)).toEqual(chat);
+
+    const client = new CosmosClient({
+      endpoint: server.endpoint, key: server.key,
+      agent: new Agent({ rejectUnauthorized: false }),
+      connectionPolicy: { enableEndpointDiscovery: false },
+    });
+    const db = client.database(config.database);
+    const definition = async (id: string) => (await db.container(id).read()).resource;
+    const keys: Record<string, string> = {};
+    for (const id of Object.values(CONTAINERS)) keys[id] = (await definition(id))?.partitionKey?.paths?.[0] ?? "";
+    expect(keys).toEqual({
+      chats: "/owner", messages: "/chat_id", users: "/id",
+      settings: "/owner", processed_messages: "/id", checkpoints: "/scope",
+    });
+    expect((await definition("processed_messages"))?.defaultTtl).toBe(-1);
+    client.dispose();
+    await first.close();
+    await second.close();
+  });
+
+  test("an expired processed record can be claimed again, and is purged", async () => {
+    const store = await openCosmosStore(configFor(server));
+    const id = `dev/msg?#${crypto.randomUUID()}`; // characters Cosmos forbids in ids
+    expect(await store.claimProcessed(id, 0.05)).toBe(true);
+    expect(await store.claimProcessed(id, 0.05)).toBe(false);
+    await Bun.sleep(80);
+    expect(await store.claimProcessed(id, 0.05)).toBe(true);
+    await Bun.sleep(80);
+    expect(await store.purgeProcessed()).toBeGreaterThanOrEqual(1);
+    expect(await store.purgeProcessed()).toBe(0);
+    await store.close();
+  });
+
+  test("a stopped server is reported unavailable quickly; the same store recovers", async () => {
+    const store: Store = await openCosmosStore(configFor(server));
+    const chat = chatFixture();
+    await store.createChat(chat);
+
+    await server.stop();
+    const started = performance.now();
+    const err = await store.ping().catch((e: unknown) => e);
+    const elapsed = performance.now() - started;
+    console.log(`cosmos: dead server reported unavailable after ${elapsed.toFixed(0)} ms`);
+    expect(isStoreUnavailable(err)).toBe(true);
+    expect(elapsed).toBeLessThan(10_000);
+    expect(String((err as Error).message)).not.toContain(server.key);
+    expect(isStoreUnavailable(await store.getChat(chat.id).catch((e: unknown) => e))).toBe(true);
+
+    await server.start();
+    await store.ping();
+    expect(await store.getChat(chat.id)).toEqual(chat);
+    await store.close();
+  });
+
+  test("opening against a dead server fails as StoreUnavailableError", async () => {
+    const dead = await startCosmosServer();
+    await dead.stop();
+    const err = await openCosmosStore(configFor(dead)).catch((e: unknown) => e);
+    expect(isStoreUnavailable(err)).toBe(true);
+  });
+
+  test("a server that accepts connections but never answers times out as StoreUnavailableError", async () => {
+    // A network partition looks like this, not like a refused connection.
+    const sockets = new Set<Socket>();
+    const blackHole = createNetServer((s) => void sockets.add(s));
+    await new Promise<void>((resolve) => blackHole.listen(0, "127.0.0.1", resolve));
+    const { port } = blackHole.address() as AddressInfo;
+    const started = performance.now();
+    const err = await openCosmosStore({ ...configFor(server), endpoint: `https://127.0.0.1:${port}/` }).catch((e: unknown) => e);
+    const elapsed = performance.now() - started;
+    console.log(`cosmos: unanswering server reported unavailable after ${elapsed.toFixed(0)} ms (request timeout 2000 ms)`);
+    expect(isStoreUnavailable(err)).toBe(true);
+    expect(elapsed).toBeLessThan(10_000);
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((resolve) => blackHole.close(() => resolve()));
+  });
+});

@@ -1,0 +1,77 @@
+/**
+ * A local AMQP 1.0 peer playing both Azure IoT Hub endpoints, so the real SDK clients run over loopback:
+ * the Event Hub-compatible endpoint (plain TCP, read by @azure/event-hubs consumers) and the IoT Hub
+ * service endpoint (TLS, written to by azure-iothub's Client for cloud-to-device messages).
+ */
+import { randomBytes } from "node:crypto";
+import { createC2DEndpoint, type C2DMessage, type C2DMode } from "./amqp-peer/c2d.ts";
+import { createEventHubEndpoint, type Enqueued, type ReceiverAttach, type Telemetry } from "./amqp-peer/event-hub.ts";
+import { listen } from "./amqp-peer/listener.ts";
+
+export { amqpTrusting } from "./amqp-peer/iothub-transport.ts";
+export type { C2DMessage, C2DMode, Enqueued, ReceiverAttach, Telemetry };
+
+export type PeerOptions = {
+  /** Partition count of the Event Hub-compatible endpoint. Default 2. */
+  partitions?: number;
+  /** EntityPath of the Event Hub-compatible endpoint. Default "hub". */
+  hubName?: string;
+  /** Certificate for the IoT Hub endpoint; it must be valid for `localhost` (see tls-cert.ts). */
+  tls: { cert: string; key: string };
+};
+
+export type IotHubPeer = {
+  /** Plain TCP AMQP port of the Event Hub-compatible endpoint. */
+  readonly eventHubPort: number;
+  /** TLS AMQP port of the IoT Hub service endpoint. */
+  readonly iotHubPort: number;
+  /** UseDevelopmentEmulator=true is what makes @azure/event-hubs use plain TCP and honour the port. */
+  readonly eventHubConnectionString: string;
+  /** The host must stay `localhost`: Bun refuses TLS with an IP address as the server name. */
+  readonly iotHubConnectionString: string;
+  /** Enqueue a device-to-cloud event; the partition defaults to a stable hash of deviceId. */
+  sendTelemetry(ev: Telemetry): Enqueued;
+  /** C2D messages the peer accepted, in order. */
+  readonly c2d: readonly C2DMessage[];
+  /** The first accepted C2D message matching pred, received already or later; rejects after timeoutMs (5000). */
+  waitForC2D(pred?: (m: C2DMessage) => boolean, timeoutMs?: number): Promise<C2DMessage>;
+  /** "accept" (default), "reject-not-found" (→ DeviceNotFoundError), "reject" (→ DeviceMaximumQueueDepthExceededError). */
+  setC2DMode(mode: C2DMode): void;
+  /** Every receiver link the Event Hub endpoint saw attach, with its selector, in order. */
+  readonly receiverAttaches: readonly ReceiverAttach[];
+  /** Destroy all open connections on both endpoints but keep listening: a network drop. */
+  dropConnections(): void;
+  /** Stop listening and destroy all connections. */
+  stop(): Promise<void>;
+  /** Listen again on the same ports; enqueued events are kept. */
+  restart(): Promise<void>;
+};
+
+export async function startIotHubPeer(opts: PeerOptions): Promise<IotHubPeer> {
+  const hubName = opts.hubName ?? "hub";
+  const hub = createEventHubEndpoint({ hubName, partitions: opts.partitions ?? 2 });
+  const iot = createC2DEndpoint();
+  const [ehListener, iotListener] = await Promise.all([
+    listen(hub.container, {}),
+    listen(iot.container, { tls: opts.tls }),
+  ]);
+  const listeners = [ehListener, iotListener];
+  // The peer checks no signatures; the key only has to be well-formed base64 for the SDKs to sign with.
+  const key = randomBytes(32).toString("base64");
+  return {
+    eventHubPort: ehListener.port,
+    iotHubPort: iotListener.port,
+    eventHubConnectionString:
+      `Endpoint=sb://localhost:${ehListener.port}/;SharedAccessKeyName=service;SharedAccessKey=${key};` +
+      `EntityPath=${hubName};UseDevelopmentEmulator=true`,
+    iotHubConnectionString: `HostName=localhost:${iotListener.port};SharedAccessKeyName=service;SharedAccessKey=${key}`,
+    sendTelemetry: hub.enqueue,
+    c2d: iot.c2d,
+    waitForC2D: iot.waitForC2D,
+    setC2DMode: iot.setC2DMode,
+    receiverAttaches: hub.receiverAttaches,
+    dropConnections: () => listeners.forEach((l) => l.dropConnections()),
+    stop: async () => void (await Promise.all(listeners.map((l) => l.stop()))),
+    restart: async () => void (await Promise.all(listeners.map((l) => l.restart()))),
+  };
+}

@@ -1,0 +1,93 @@
+import rhea, { type Container, type EventContext, type Message } from "rhea";
+import { acceptLink } from "./listener.ts";
+import { answerCbs, requestNode } from "./request-reply.ts";
+
+export type C2DMessage = {
+  deviceId: string;
+  messageId: string | undefined;
+  /** Parsed JSON when the payload is JSON, else the payload as UTF-8 text. */
+  body: unknown;
+  properties: Record<string, unknown>;
+  raw: Message;
+};
+export type C2DMode = "accept" | "reject-not-found" | "reject";
+
+const DEVICEBOUND = "/messages/devicebound";
+const TO = /^\/devices\/([^/]+)\/messages\/devicebound$/;
+
+// Each rejection maps to a specific azure-iothub error: not-found → DeviceNotFoundError,
+// resource-limit-exceeded → DeviceMaximumQueueDepthExceededError (the per-device C2D queue is full).
+const REJECTIONS = {
+  "reject-not-found": { condition: "amqp:not-found", description: "Device not found" },
+  reject: { condition: "amqp:resource-limit-exceeded", description: "Device queue is full" },
+} as const;
+
+type Waiter = { pred: (m: C2DMessage) => boolean; resolve: (m: C2DMessage) => void };
+
+export function createC2DEndpoint() {
+  const c2d: C2DMessage[] = [];
+  const waiters = new Set<Waiter>();
+  let mode: C2DMode = "accept";
+  const container: Container = rhea.create_container({ id: "iot-hub-peer" });
+
+  function deliver(ctx: EventContext): void {
+    const msg = ctx.message!;
+    const device = TO.exec(String(msg.to ?? ""));
+    if (!device) {
+      return ctx.delivery?.reject({ condition: "com.microsoft:argument-error", description: `bad 'to': ${msg.to}` });
+    }
+    if (mode !== "accept") return ctx.delivery?.reject(REJECTIONS[mode]);
+    const m: C2DMessage = {
+      deviceId: decodeURIComponent(device[1]!),
+      messageId: idString(msg.message_id),
+      body: parseBody(msg.body),
+      properties: msg.application_properties ?? {},
+      raw: msg,
+    };
+    c2d.push(m);
+    ctx.delivery?.accept();
+    for (const w of waiters) if (w.pred(m)) (waiters.delete(w), w.resolve(m));
+  }
+
+  function waitForC2D(pred: (m: C2DMessage) => boolean = () => true, timeoutMs = 5000): Promise<C2DMessage> {
+    const seen = c2d.find(pred);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        waiters.delete(w);
+        reject(new Error(`no matching C2D message within ${timeoutMs} ms (received ${c2d.length})`));
+      }, timeoutMs);
+      const w: Waiter = { pred, resolve: (m) => (clearTimeout(timer), resolve(m)) };
+      waiters.add(w);
+    });
+  }
+
+  container.on("receiver_open", (ctx: EventContext) => {
+    const node = ctx.receiver!.target?.address;
+    if (node !== "$cbs" && node !== DEVICEBOUND) {
+      return void ctx.receiver!.close({ condition: "amqp:not-found", description: `no node '${node}'` });
+    }
+    acceptLink(ctx.receiver!);
+  });
+  container.on("sender_open", (ctx: EventContext) => acceptLink(ctx.sender!));
+  container.on("message", (ctx: EventContext) => (requestNode(ctx) === "$cbs" ? answerCbs(ctx) : deliver(ctx)));
+
+  return { container, c2d, waitForC2D, setC2DMode: (m: C2DMode) => void (mode = m) };
+}
+
+// The SDK sends a UUID-shaped message id as an AMQP uuid, which rhea decodes to 16 raw bytes.
+function idString(id: unknown): string | undefined {
+  if (id === undefined || id === null) return undefined;
+  if (Buffer.isBuffer(id) && id.length === 16) return rhea.uuid_to_string(id);
+  return String(id);
+}
+
+function parseBody(body: unknown): unknown {
+  const content = body && typeof body === "object" && "content" in body ? (body as { content: unknown }).content : body;
+  const text = Buffer.isBuffer(content) ? content.toString("utf8") : String(content ?? "");
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
