@@ -1,6 +1,7 @@
 import { ConfigError, loadConfig, requiredApiToken, SECRET_VARS } from "./config";
 import { createLogger } from "./log";
 import { modelFromConfig } from "./model";
+import { deviceBridgeOptions, startDeviceBridge } from "./devices";
 import { startServer } from "./server";
 import { storeFromConfig } from "./store";
 
@@ -28,11 +29,17 @@ process.on("uncaughtException", (error) => log.error("uncaught exception", { err
 
 const store = await storeFromConfig(config);
 const model = modelFromConfig(config);
-const running = startServer({ config, store, model, log });
+const running = startServer({
+  config, store, model, log,
+  startDevices: config.IOT_HUB_ENABLE
+    ? (deps) => startDeviceBridge(deps, deviceBridgeOptions(config))
+    : undefined,
+});
 
 log.info("PiChat backend listening", {
   url: `${running.url}/`, websocket: `${running.url.replace(/^http/, "ws")}/ws`,
   environment: config.ENVIRONMENT, store: store.kind, model: model.kind, model_name: model.name,
+  iot_hub: config.IOT_HUB_ENABLE ? `on (${config.IOT_HUB_NAME ?? config.IOT_HUB_HOST_NAME ?? "hub"}, consumer group ${config.IOT_HUB_CONSUMER_GROUP})` : "off",
   auth: requiredApiToken(config) ? "token required" : "open (no API_TOKEN)",
 });
 if (config.API_TOKEN && !requiredApiToken(config)) {

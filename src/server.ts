@@ -18,8 +18,8 @@ export type ServerParts = {
   model: Model;
   log: Logger;
   bus?: Bus;
-  /** Set once the device bridge exists; /health reports "disabled" without it. */
-  iotHubStatus?: () => IotHubStatus;
+  /** Starts the IoT Hub bridge on the chat services; without it /health says "disabled". */
+  startDevices?: (deps: ChatDeps) => { status(): IotHubStatus; stop(): Promise<void> };
 };
 
 export const CLOSE_GOING_AWAY = 1001;
@@ -45,10 +45,11 @@ export function startServer(parts: ServerParts) {
   };
   const { websocket, conns } = socketHandlers(deps, socketOptions);
   const unsubscribe = showEventsOnSockets(bus, conns);
+  const devices = parts.startDevices?.(deps);
   let accepting = true;
 
   const app = createApp({
-    health: { store, model, iotHub: parts.iotHubStatus ?? (() => ({ status: "disabled" })), version: pkg.version, startedAt: Date.now() },
+    health: { store, model, iotHub: devices ? devices.status : () => ({ status: "disabled" }), version: pkg.version, startedAt: Date.now() },
     apiToken: requiredApiToken(c),
     allowedOrigins: c.ALLOWED_ORIGINS,
     production: c.ENVIRONMENT === "production",
@@ -69,6 +70,8 @@ export function startServer(parts: ServerParts) {
    */
   async function stop(deadlineMs = c.SHUTDOWN_TIMEOUT_MS) {
     accepting = false;
+    // No new device work; the consumer has checkpointed every batch it finished.
+    await devices?.stop().catch((e) => log.error("device bridge did not stop cleanly", { error: e }));
     const pending = deps.inflight.all();
     const all = Promise.allSettled(pending.map((g) => g.done));
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -83,6 +86,6 @@ export function startServer(parts: ServerParts) {
     await server.stop(true);
   }
 
-  return { server, url: `http://${c.HOST === "0.0.0.0" ? "127.0.0.1" : c.HOST}:${server.port}`, deps, conns, stop };
+  return { server, devices, url: `http://${c.HOST === "0.0.0.0" ? "127.0.0.1" : c.HOST}:${server.port}`, deps, conns, stop };
 }
 export type RunningServer = ReturnType<typeof startServer>;

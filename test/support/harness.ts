@@ -22,12 +22,12 @@ export function memoryLogger(level: "debug" | "info" = "debug", secrets: string[
  * production. Pass `store` or `model` to use a specific peer; otherwise a temp SQLite file and
  * whatever the env selects (the offline model by default).
  */
-export async function startTestServer(env: Record<string, string> = {}, parts: { store?: Store; model?: Model; iotHubStatus?: ServerParts["iotHubStatus"] } = {}) {
+export async function startTestServer(env: Record<string, string> = {}, parts: { store?: Store; model?: Model; startDevices?: ServerParts["startDevices"] } = {}) {
   const dir = mkdtempSync(join(tmpdir(), "pichat-test-"));
   const config = loadConfig({ SERVER_PORT: "0", HOST: "127.0.0.1", SQLITE_PATH: join(dir, "pichat.db"), OFFLINE_MODEL_DELAY_MS: "0", ENVIRONMENT: "test", ...env });
   const store = parts.store ?? openSqliteStore(config.SQLITE_PATH);
   const log = memoryLogger();
-  const running = startServer({ config, store, model: parts.model ?? modelFromConfig(config), log, iotHubStatus: parts.iotHubStatus });
+  const running = startServer({ config, store, model: parts.model ?? modelFromConfig(config), log, startDevices: parts.startDevices });
   const wsUrl = `${running.url.replace(/^http/, "ws")}/ws`;
   return {
     ...running,

@@ -1,0 +1,79 @@
+import type { ReceivedEventData } from "@azure/event-hubs";
+import * as v from "valibot";
+import type { Turn } from "../model/model";
+
+// What the Raspberry Pi client sends as device-to-cloud telemetry.
+export const TelemetrySchema = v.object({
+  message: v.pipe(v.string("message must be a string"), v.trim(), v.minLength(1, "message must not be empty"), v.maxLength(16_000, "message is too long")),
+  conversation: v.optional(v.array(v.object({ role: v.string(), content: v.string() }), "conversation must be a list of {role, content}")),
+  timestamp: v.optional(v.number("timestamp must be epoch seconds")),
+  device_id: v.optional(v.string()),
+  device_test: v.optional(v.boolean()),
+});
+
+export type DeviceMessage = {
+  /** From the IoT Hub system property; the body's device_id is only a fallback. */
+  deviceId: string;
+  messageId: string;
+  text: string;
+  conversation?: Turn[];
+  /** When IoT Hub received it (or the device says it sent it), for the "too old to answer" rule. */
+  sentAtMs: number;
+  test: boolean;
+};
+
+const ROLES = new Set(["user", "assistant", "system"]);
+
+export function parseDeviceEvent(e: ReceivedEventData): { ok: true; value: DeviceMessage } | { ok: false; reason: string } {
+  let body: unknown = e.body;
+  if (body instanceof Uint8Array) {
+    try {
+      body = JSON.parse(Buffer.from(body).toString("utf8"));
+    } catch {
+      return { ok: false, reason: "body is not JSON" };
+    }
+  } else if (typeof body === "string") {
+    try {
+      body = JSON.parse(body);
+    } catch {
+      return { ok: false, reason: "body is not JSON" };
+    }
+  }
+  const parsed = v.safeParse(TelemetrySchema, body);
+  if (!parsed.success) return { ok: false, reason: parsed.issues[0].message };
+  const t = parsed.output;
+  const deviceId = stringProp(e.systemProperties?.["iothub-connection-device-id"]) ?? t.device_id;
+  if (!deviceId) return { ok: false, reason: "no device id (iothub-connection-device-id)" };
+  const conversation = t.conversation
+    ?.filter((turn) => ROLES.has(turn.role) && turn.content)
+    .map((turn) => ({ role: turn.role as Turn["role"], content: turn.content }));
+  const sentAtMs = e.enqueuedTimeUtc?.getTime() ?? (t.timestamp ? t.timestamp * 1000 : Date.now());
+  return {
+    ok: true,
+    value: {
+      deviceId,
+      // Without a device message id, the event's position is the next best stable identity.
+      messageId: messageIdOf(e.messageId) ?? `event-${e.sequenceNumber}-${e.offset}`,
+      text: t.message,
+      conversation: conversation?.length ? conversation : undefined,
+      sentAtMs,
+      test: t.device_test ?? false,
+    },
+  };
+}
+
+function stringProp(x: unknown): string | undefined {
+  return typeof x === "string" && x ? x : undefined;
+}
+
+// A UUID message id can arrive as 16 raw bytes.
+function messageIdOf(id: unknown): string | undefined {
+  if (typeof id === "string" && id) return id;
+  if (typeof id === "number") return String(id);
+  if (id instanceof Uint8Array && id.length === 16) {
+    const h = Buffer.from(id).toString("hex");
+    return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+  }
+  if (id instanceof Uint8Array && id.length > 0) return Buffer.from(id).toString("hex");
+  return undefined;
+}
