@@ -1,0 +1,71 @@
+// A stand-in for the Raspberry Pi voice client: sends one question as device-to-cloud telemetry
+// exactly as the Pi does, waits for the cloud-to-device reply, prints it.
+//
+//   bun run device -- "What's the weather like?"
+//   bun run device -- --device-id pi-1 --timeout 30 "Tell me a joke"
+//
+// Needs DEVICE_CONNECTION_STRING (IoT Hub → Devices → <device> → Primary connection string),
+// or --connection-string. The device id comes from the connection string; --device-id must match it.
+import { parseArgs } from "node:util";
+import { Client, Message } from "azure-iot-device";
+import { Amqp } from "azure-iot-device-amqp";
+
+const { values, positionals } = parseArgs({
+  args: Bun.argv.slice(2),
+  allowPositionals: true,
+  options: {
+    "connection-string": { type: "string" },
+    "device-id": { type: "string" },
+    timeout: { type: "string", default: "30" },
+    help: { type: "boolean", short: "h" },
+  },
+});
+
+const question = positionals.join(" ").trim();
+const connectionString = values["connection-string"] ?? process.env.DEVICE_CONNECTION_STRING;
+if (values.help || !question || !connectionString) {
+  console.error('usage: bun run device -- [--device-id ID] [--timeout S] [--connection-string CS] "question"');
+  console.error("       (or set DEVICE_CONNECTION_STRING)");
+  process.exit(values.help ? 0 : 2);
+}
+const deviceId = /DeviceId=([^;]+)/i.exec(connectionString)?.[1];
+if (!deviceId) {
+  console.error("the connection string has no DeviceId=...; use the device's connection string, not the hub's");
+  process.exit(2);
+}
+if (values["device-id"] && values["device-id"] !== deviceId) {
+  console.error(`--device-id ${values["device-id"]} does not match the connection string's DeviceId ${deviceId}`);
+  process.exit(2);
+}
+const timeoutS = Number(values.timeout);
+
+const client = Client.fromConnectionString(connectionString, Amqp);
+const reply = new Promise<Record<string, unknown>>((resolve) => {
+  client.on("message", (msg: Message) => {
+    void client.complete(msg).catch(() => {});
+    try {
+      resolve(JSON.parse(msg.getData().toString()));
+    } catch {
+      resolve({ response: msg.getData().toString() });
+    }
+  });
+});
+
+await client.open();
+const message = new Message(JSON.stringify({ message: question, timestamp: Date.now() / 1000, device_id: deviceId }));
+message.messageId = crypto.randomUUID();
+message.contentType = "application/json";
+message.contentEncoding = "utf-8";
+const started = performance.now();
+await client.sendEvent(message);
+console.error(`sent as ${deviceId} (message ${message.messageId}); waiting up to ${timeoutS} s for the reply…`);
+
+const answer = await Promise.race([reply, Bun.sleep(timeoutS * 1000).then(() => undefined)]);
+await client.close();
+if (!answer) {
+  console.error(`no reply within ${timeoutS} s`);
+  process.exit(1);
+}
+console.log(String(answer.response ?? ""));
+console.error(`(chat ${answer.conversation_id}, ${Math.round(performance.now() - started)} ms)`);
+process.exit(0);
