@@ -64,6 +64,7 @@ const EnvSchema = v.object({
   MODEL_HISTORY_CHARS: int(12_000, 0, 1_000_000),
   MODEL_TIMEOUT_MS: int(60_000, 100, 600_000),
   OFFLINE_MODEL_DELAY_MS: int(15, 0, 5_000),
+  CHAT_TITLES: bool(true),
 
   IOT_HUB_ENABLE: bool(false),
   IOT_HUB_NAME: optionalStr,

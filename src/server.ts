@@ -34,7 +34,7 @@ export function startServer(parts: ServerParts) {
     inflight: createInflight({ max: c.MAX_GENERATIONS }),
     options: {
       systemPrompt: c.SYSTEM_PROMPT, historyChars: c.MODEL_HISTORY_CHARS,
-      modelIdleTimeoutMs: c.MODEL_TIMEOUT_MS, historyMaxMessages: c.HISTORY_MAX_MESSAGES,
+      modelIdleTimeoutMs: c.MODEL_TIMEOUT_MS, historyMaxMessages: c.HISTORY_MAX_MESSAGES, autoTitle: c.CHAT_TITLES,
     },
   };
   const socketOptions = {

@@ -17,7 +17,7 @@ const open = async () => {
 
 beforeAll(async () => {
   model = await startSseModel({ tokens: ["The", " answer", " is", " 42", "."] });
-  srv = await startTestServer({ OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "test-model", OPENAI_API_KEY: "sk-test" });
+  srv = await startTestServer({ OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "test-model", OPENAI_API_KEY: "sk-test", CHAT_TITLES: "false" });
 });
 afterAll(async () => {
   for (const c of clients) c.close();

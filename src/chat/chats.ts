@@ -28,11 +28,15 @@ export async function requireChat(deps: Pick<ChatDeps, "store">, chatId: string)
   return chat;
 }
 
-/** Oldest first. Without a limit, the whole history up to the configured cap. */
-export async function chatHistory(deps: Deps, o: { chatId: string; limit?: number; before?: string }): Promise<Message[]> {
+/**
+ * Oldest first. Without a limit, the whole history up to the configured cap. `hasMore` says
+ * older messages exist: ask again with `before` = the oldest one's created_at.
+ */
+export async function chatHistory(deps: Deps, o: { chatId: string; limit?: number; before?: string }): Promise<{ messages: Message[]; hasMore: boolean }> {
   await requireChat(deps, o.chatId);
   const limit = Math.min(o.limit ?? deps.options.historyMaxMessages, deps.options.historyMaxMessages);
-  return deps.store.listMessages(o.chatId, { limit, before: o.before });
+  const page = await deps.store.listMessages(o.chatId, { limit: limit + 1, before: o.before });
+  return page.length > limit ? { messages: page.slice(1), hasMore: true } : { messages: page, hasMore: false };
 }
 
 export async function deleteChat(deps: Deps, o: { chatId: string; origin?: string }): Promise<void> {

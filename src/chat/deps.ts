@@ -19,5 +19,7 @@ export type ChatDeps = {
     modelIdleTimeoutMs: number;
     /** Upper bound on messages returned by one history request. */
     historyMaxMessages: number;
+    /** Name a chat from its first exchange. */
+    autoTitle: boolean;
   };
 };

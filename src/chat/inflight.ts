@@ -8,9 +8,8 @@ export type Generation = {
   chatId: string;
   traceId: string;
   createdAt: string;
-  /** Text so far and the seq of its last chunk, for late joiners. */
-  content: string;
-  seq: number;
+  /** Every delta so far; chunk n (1-based) has seq n, so a client can resume after any seq. */
+  chunks: string[];
   controller: AbortController;
   done: Promise<void>;
 };

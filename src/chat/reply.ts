@@ -2,7 +2,8 @@ import { ModelError, type Turn } from "../model/model";
 import { isStoreUnavailable } from "../store/errors";
 import { nowIso } from "./clock";
 import type { ChatDeps } from "./deps";
-import { isStopReason, type Generation } from "./inflight";
+import { AppError } from "./errors";
+import { isStopReason, type Generation, type StopReason } from "./inflight";
 import type { Message, MessageStatus } from "./schema";
 
 export type ReplyResult = { message?: Message; status?: MessageStatus; error?: { code: string; message: string } };
@@ -12,13 +13,14 @@ export type ReplyResult = { message?: Message; status?: MessageStatus; error?: {
  * whole reply is stored before the end event, so whoever sees `end` can reload it. A failure keeps
  * the text so far, stored and marked. The caller must hold the chat's slot (inflight.reserve).
  */
-export function startReply(deps: ChatDeps, o: { chatId: string; prompt: Turn[]; temperature?: number; deviceId?: string }) {
+type ReplyRequest = { chatId: string; prompt: Turn[]; temperature?: number; model?: string; deviceId?: string };
+
+export function startReply(deps: ChatDeps, o: ReplyRequest) {
   const g: Generation = {
     chatId: o.chatId,
     traceId: crypto.randomUUID(),
     createdAt: nowIso(),
-    content: "",
-    seq: 0,
+    chunks: [],
     controller: new AbortController(),
     done: Promise.resolve(),
   };
@@ -28,17 +30,16 @@ export function startReply(deps: ChatDeps, o: { chatId: string; prompt: Turn[]; 
   return { traceId: g.traceId, generation: g, result };
 }
 
-async function run(deps: ChatDeps, g: Generation, o: { prompt: Turn[]; temperature?: number; deviceId?: string }): Promise<ReplyResult> {
+async function run(deps: ChatDeps, g: Generation, o: ReplyRequest): Promise<ReplyResult> {
   const { bus, log } = deps;
   const idle = idleWatchdog(g.controller, deps.options.modelIdleTimeoutMs);
   let status: MessageStatus | undefined;
   let error: ReplyResult["error"];
   try {
-    for await (const delta of deps.model.stream(o.prompt, { signal: g.controller.signal, temperature: o.temperature })) {
+    for await (const delta of deps.model.stream(o.prompt, { signal: g.controller.signal, temperature: o.temperature, model: o.model })) {
       idle.reset();
-      g.content += delta;
-      g.seq += 1;
-      bus.publish({ type: "reply_delta", chatId: g.chatId, traceId: g.traceId, seq: g.seq, content: delta });
+      g.chunks.push(delta);
+      bus.publish({ type: "reply_delta", chatId: g.chatId, traceId: g.traceId, seq: g.chunks.length, content: delta });
     }
     // The openai SDK ends the iteration quietly when aborted; an abort is never a finished reply.
     g.controller.signal.throwIfAborted();
@@ -58,7 +59,7 @@ async function run(deps: ChatDeps, g: Generation, o: { prompt: Turn[]; temperatu
   }
 
   const message: Message = {
-    id: g.traceId, chat_id: g.chatId, role: "assistant", content: g.content, created_at: g.createdAt,
+    id: g.traceId, chat_id: g.chatId, role: "assistant", content: g.chunks.join(""), created_at: g.createdAt,
     ...(status ? { status } : {}), ...(o.deviceId ? { device_id: o.deviceId } : {}),
   };
   let stored: Message | undefined;
@@ -75,10 +76,24 @@ async function run(deps: ChatDeps, g: Generation, o: { prompt: Turn[]; temperatu
     }
   }
   bus.publish({
-    type: "reply_end", chatId: g.chatId, traceId: g.traceId, seq: g.seq + 1,
+    type: "reply_end", chatId: g.chatId, traceId: g.traceId, seq: g.chunks.length + 1,
     ...(status ? { status } : {}), ...(error ? { error } : {}),
   });
   return { message: stored, status, error };
+}
+
+/**
+ * Stops a reply: the model request is aborted upstream, the text so far is stored marked
+ * `stopped`, and the stream ends with reason "stopped". Resolves once that is done.
+ */
+export async function stopReply(deps: Pick<ChatDeps, "inflight">, o: { chatId?: string; traceId?: string }) {
+  const g = o.traceId ? deps.inflight.byTrace(o.traceId) : o.chatId ? deps.inflight.get(o.chatId) : undefined;
+  if (!g || (o.chatId && g.chatId !== o.chatId)) {
+    throw new AppError("NO_GENERATION", "no reply is being generated there", { chatId: o.chatId, traceId: o.traceId });
+  }
+  g.controller.abort({ stop: "stopped" } satisfies StopReason);
+  await g.done;
+  return g;
 }
 
 function idleWatchdog(controller: AbortController, ms: number) {

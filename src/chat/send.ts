@@ -4,6 +4,8 @@ import { nowIso } from "./clock";
 import type { ChatDeps } from "./deps";
 import { buildPrompt } from "./prompt";
 import { startReply, type ReplyResult } from "./reply";
+import { getSettings } from "./settings";
+import { titleChat } from "./title";
 import type { Chat, Message } from "./schema";
 
 export type SendResult =
@@ -21,7 +23,6 @@ export async function sendMessage(
     chatId: string; content: string; messageId?: string; origin?: string; deviceId?: string;
     /** Context to send instead of the stored history (a device's own conversation). */
     context?: Turn[];
-    temperature?: number;
   },
 ): Promise<SendResult> {
   const release = deps.inflight.reserve(o.chatId);
@@ -35,13 +36,21 @@ export async function sendMessage(
     await touch(deps, chat, message.created_at);
     deps.bus.publish({ type: "user_message", message, origin: o.origin });
 
-    const history = o.context
-      ? [...o.context, { role: "user" as const, content: o.content }]
-      : await deps.store.listMessages(chat.id, { limit: deps.options.historyMaxMessages });
-    const prompt = buildPrompt(deps.options.systemPrompt, history, deps.options.historyChars);
+    const [history, settings] = await Promise.all([
+      o.context
+        ? [...o.context, { role: "user" as const, content: o.content }]
+        : deps.store.listMessages(chat.id, { limit: deps.options.historyMaxMessages }),
+      getSettings(deps),
+    ]);
+    const prompt = buildPrompt(settings.systemPrompt ?? deps.options.systemPrompt, history, deps.options.historyChars);
     const { traceId, result } = startReply(deps, {
-      chatId: chat.id, prompt, temperature: o.temperature, deviceId: o.deviceId,
+      chatId: chat.id, prompt, temperature: settings.temperature, model: settings.model, deviceId: o.deviceId,
     });
+    if (deps.options.autoTitle) {
+      void result.then(async (r) => {
+        if (r.message && !r.status) await titleChat(deps, chat, [message, r.message]);
+      });
+    }
     return { duplicate: false, message, traceId, reply: result };
   } finally {
     release();

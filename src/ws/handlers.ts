@@ -1,5 +1,8 @@
 import * as v from "valibot";
-import { chatHistory, createChat, deleteChat, listChats, renameChat } from "../chat/chats";
+import { chatHistory, createChat, deleteChat, listChats, renameChat, requireChat } from "../chat/chats";
+import { stopReply } from "../chat/reply";
+import type { Message } from "../chat/schema";
+import { getSettings, updateSettings } from "../chat/settings";
 import type { ChatDeps } from "../chat/deps";
 import { AppError } from "../chat/errors";
 import { sendMessage } from "../chat/send";
@@ -32,17 +35,22 @@ export const handlers: { [T in InboundType]: Handler<T> } = {
   }),
 
   GET_CHAT_HISTORY: handler("GET_CHAT_HISTORY", async (ctx, a) => {
-    const messages: (typeof stored[number] | StreamingMessage)[] = [];
-    const stored = await chatHistory(ctx.deps, { chatId: a.chatId, limit: a.limit ?? undefined, before: a.before ?? undefined });
-    messages.push(...stored);
+    const query = { chatId: a.chatId, limit: a.limit ?? undefined, before: a.before ?? undefined };
+    const pending = ctx.deps.inflight.get(a.chatId);
+    let { messages, hasMore } = await chatHistory(ctx.deps, query);
+    if (pending && ctx.deps.inflight.get(a.chatId) !== pending && !a.before && !messages.some((m) => m.id === pending.traceId)) {
+      // The reply finished while we read: it is stored now, and its live end went by unseen.
+      ({ messages, hasMore } = await chatHistory(ctx.deps, query));
+    }
     // From here to the reply nothing awaits: the partial reply and the live deltas after it
     // meet exactly, with no gap and no repeat.
     ctx.conns.watch(ctx.ws, a.chatId);
     const g = a.before ? undefined : ctx.deps.inflight.get(a.chatId);
-    if (g && !stored.some((m) => m.id === g.traceId)) {
-      messages.push({ id: g.traceId, chat_id: g.chatId, role: "assistant", content: g.content, created_at: g.createdAt, streaming: true, seq: g.seq });
+    const all: (Message | StreamingMessage)[] = messages;
+    if (g && !messages.some((m) => m.id === g.traceId)) {
+      all.push({ id: g.traceId, chat_id: g.chatId, role: "assistant", content: g.chunks.join(""), created_at: g.createdAt, streaming: true, seq: g.chunks.length });
     }
-    ctx.reply(frames.chatHistory(a.chatId, messages));
+    ctx.reply(frames.chatHistory(a.chatId, all, hasMore));
   }),
 
   DELETE_CHAT: handler("DELETE_CHAT", async (ctx, a) => {
@@ -53,6 +61,36 @@ export const handlers: { [T in InboundType]: Handler<T> } = {
   RENAME_CHAT: handler("RENAME_CHAT", async (ctx, a) => {
     const chat = await renameChat(ctx.deps, { chatId: a.chatId, name: a.name, origin: ctx.ws.data.id });
     ctx.reply(frames.chatUpdated(chat));
+  }),
+
+  STOP_GENERATION: handler("STOP_GENERATION", async (ctx, a) => {
+    const g = await stopReply(ctx.deps, { chatId: a.chatId ?? undefined, traceId: a.traceId ?? undefined });
+    ctx.reply(frames.generationStopped(g.chatId, g.traceId));
+  }),
+
+  RESUME: handler("RESUME", async (ctx, a) => {
+    const g = ctx.deps.inflight.get(a.chatId);
+    if (g?.traceId === a.traceId) {
+      // Synchronous from the check to the catch-up frame: later deltas follow it in order.
+      ctx.conns.watch(ctx.ws, a.chatId);
+      ctx.reply(frames.catchUp(a.chatId, a.traceId, g.chunks.slice(a.fromSeq).join(""), g.chunks.length));
+      return;
+    }
+    // Finished (or finishing) already: the stored reply is the whole text.
+    await requireChat(ctx.deps, a.chatId);
+    const recent = await ctx.deps.store.listMessages(a.chatId, { limit: 50 });
+    const done = recent.find((m) => m.id === a.traceId && m.role === "assistant");
+    if (!done) throw new AppError("GENERATION_NOT_FOUND", "no such reply in this chat", { chatId: a.chatId, traceId: a.traceId });
+    ctx.conns.watch(ctx.ws, a.chatId);
+    ctx.reply(frames.finished(done));
+  }),
+
+  GET_SETTINGS: handler("GET_SETTINGS", async (ctx) => {
+    ctx.reply(frames.settings(await getSettings(ctx.deps), { systemPrompt: ctx.deps.options.systemPrompt, model: ctx.deps.model.name }));
+  }),
+
+  UPDATE_SETTINGS: handler("UPDATE_SETTINGS", async (ctx, a) => {
+    ctx.reply(frames.settings(await updateSettings(ctx.deps, a), { systemPrompt: ctx.deps.options.systemPrompt, model: ctx.deps.model.name }));
   }),
 
   SEND_MESSAGE: handler("SEND_MESSAGE", async (ctx, a) => {

@@ -1,6 +1,7 @@
 import * as v from "valibot";
 import type { ChatEvent } from "../chat/events";
 import { IsoTime, type Chat, type Message } from "../chat/schema";
+import { SettingsPatchSchema, type Settings } from "../chat/settings";
 
 // Every frame of /ws, in and out. docs/protocol.md describes the same frames with examples.
 
@@ -39,6 +40,17 @@ export const inbound = {
     })),
     v.check((a) => a.content.length > 0, "content must be a non-empty string"),
   ),
+  STOP_GENERATION: v.pipe(
+    v.object({ chatId: v.nullish(ChatId), traceId: v.nullish(v.pipe(v.string("traceId must be a string"), v.uuid("traceId must be a UUID"))) }),
+    v.check((a) => !!(a.chatId || a.traceId), "chatId or traceId is required"),
+  ),
+  RESUME: v.object({
+    chatId: ChatId,
+    traceId: v.pipe(v.string("traceId must be a string"), v.uuid("traceId must be a UUID")),
+    fromSeq: v.optional(v.pipe(v.number("fromSeq must be a number"), v.integer("fromSeq must be a whole number"), v.minValue(0, "fromSeq must be at least 0")), 0),
+  }),
+  GET_SETTINGS: v.object({}),
+  UPDATE_SETTINGS: SettingsPatchSchema,
 } as const;
 
 export type InboundType = keyof typeof inbound;
@@ -63,7 +75,7 @@ export const frames = {
   chatCreated: (chat: Chat) => ({ type: "CHAT_CREATED", chat }),
   chatUpdated: (chat: Chat) => ({ type: "CHAT_UPDATED", chat }),
   chatDeleted: (chatId: string) => ({ type: "CHAT_DELETED", chatId }),
-  chatHistory: (chatId: string, messages: (Message | StreamingMessage)[]) => ({ type: "CHAT_HISTORY", chatId, messages }),
+  chatHistory: (chatId: string, messages: (Message | StreamingMessage)[], hasMore: boolean) => ({ type: "CHAT_HISTORY", chatId, messages, hasMore }),
   firstMessage: (message: Message) => ({ type: "FIRST_MESSAGE", chatId: message.chat_id, content: message.content, message }),
   delta: (e: Extract<ChatEvent, { type: "reply_delta" }>) => ({
     type: "MESSAGE", chatId: e.chatId, content: e.content, traceId: e.traceId, end: false, seq: e.seq,
@@ -73,6 +85,13 @@ export const frames = {
     type: "MESSAGE", chatId: e.chatId, content: "", traceId: e.traceId, end: true, seq: e.seq,
     ...(e.status ? { reason: e.status === "incomplete" ? "error" : e.status } : {}),
   }),
+  catchUp: (chatId: string, traceId: string, content: string, seq: number) => ({ type: "MESSAGE", chatId, content, traceId, end: false, seq }),
+  finished: (message: Message, seq?: number) => ({
+    type: "MESSAGE", chatId: message.chat_id, content: "", traceId: message.id, end: true, ...(seq === undefined ? {} : { seq }),
+    ...(message.status ? { reason: message.status === "incomplete" ? "error" : message.status } : {}), message,
+  }),
+  generationStopped: (chatId: string, traceId: string) => ({ type: "GENERATION_STOPPED", chatId, traceId }),
+  settings: (settings: Settings, defaults: { systemPrompt: string; model: string }) => ({ type: "SETTINGS", settings, defaults }),
   messageAccepted: (o: { chatId: string; messageId: string; traceId?: string; duplicate: boolean }) => ({ type: "MESSAGE_ACCEPTED", ...o }),
   error: (code: string, error: string, extra?: Record<string, unknown>) => ({ type: "ERROR", error, code, ...extra }),
 } as const;

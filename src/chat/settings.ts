@@ -1,0 +1,34 @@
+import * as v from "valibot";
+import type { ChatDeps } from "./deps";
+
+// What a chat owner may tune. null clears a setting back to the server's default.
+export const SettingsPatchSchema = v.object({
+  systemPrompt: v.nullish(v.pipe(v.string("systemPrompt must be a string"), v.trim(), v.minLength(1, "systemPrompt must not be empty"), v.maxLength(4000, "systemPrompt must be at most 4000 characters"))),
+  temperature: v.nullish(v.pipe(v.number("temperature must be a number"), v.minValue(0, "temperature must be from 0 to 2"), v.maxValue(2, "temperature must be from 0 to 2"))),
+  model: v.nullish(v.pipe(v.string("model must be a string"), v.trim(), v.regex(/^[\w.:\/-]{1,100}$/, "model must be a model or deployment name"))),
+});
+export const SettingsSchema = v.object({
+  systemPrompt: v.optional(v.string()),
+  temperature: v.optional(v.number()),
+  model: v.optional(v.string()),
+});
+export type Settings = v.InferOutput<typeof SettingsSchema>;
+export type SettingsPatch = v.InferOutput<typeof SettingsPatchSchema>;
+
+/** Single-tenant today: every chat belongs to this owner. Per-user accounts would pass the user id. */
+export const DEFAULT_OWNER = "default";
+
+export async function getSettings(deps: Pick<ChatDeps, "store">, owner = DEFAULT_OWNER): Promise<Settings> {
+  const stored = v.safeParse(SettingsSchema, (await deps.store.getSettings(owner)) ?? {});
+  return stored.success ? stored.output : {};
+}
+
+export async function updateSettings(deps: Pick<ChatDeps, "store">, patch: SettingsPatch, owner = DEFAULT_OWNER): Promise<Settings> {
+  const next: Record<string, unknown> = { ...(await getSettings(deps, owner)) };
+  for (const [key, value] of Object.entries(patch)) {
+    if (value === null) delete next[key];
+    else if (value !== undefined) next[key] = value;
+  }
+  await deps.store.putSettings(owner, next);
+  return next as Settings;
+}

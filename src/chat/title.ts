@@ -1,0 +1,33 @@
+import type { ChatDeps } from "./deps";
+import { DEFAULT_CHAT_NAME, renameChat } from "./chats";
+import type { Chat, Message } from "./schema";
+
+const TITLE_PROMPT = "Write a short title (at most six words) for a conversation that starts like this. Reply with the title only, no quotes.";
+
+/**
+ * Names a chat still called by its default name from its first exchange, and announces it as
+ * CHAT_UPDATED. Best effort: a failure leaves the default name.
+ */
+export async function titleChat(deps: ChatDeps, chat: Chat, exchange: [Message, Message]): Promise<Chat | undefined> {
+  if (chat.name !== DEFAULT_CHAT_NAME || deps.model.kind === "offline") return undefined;
+  try {
+    let title = "";
+    const signal = AbortSignal.timeout(deps.options.modelIdleTimeoutMs);
+    for await (const delta of deps.model.stream(
+      [{ role: "system", content: TITLE_PROMPT }, ...exchange.map((m) => ({ role: m.role, content: m.content.slice(0, 2000) }))],
+      { signal, temperature: 0.2 },
+    )) {
+      title += delta;
+      if (title.length > 200) break;
+    }
+    const clean = title.replace(/^["'\s#*]+|["'\s.*]+$/g, "").replace(/\s+/g, " ").slice(0, 60);
+    if (!clean) return undefined;
+    // Someone may have renamed it meanwhile; theirs wins.
+    const current = await deps.store.getChat(chat.id);
+    if (!current || current.name !== DEFAULT_CHAT_NAME) return undefined;
+    return await renameChat(deps, { chatId: chat.id, name: clean });
+  } catch (e) {
+    deps.log.warn("could not title the chat", { chatId: chat.id, error: e });
+    return undefined;
+  }
+}
