@@ -28,6 +28,12 @@ export async function sendMessage(
   const release = deps.inflight.reserve(o.chatId);
   try {
     const chat = await requireChat(deps, o.chatId);
+    // Everything the prompt needs is read before the question is stored: once it is stored,
+    // nothing may fail before the reply starts, or a resend with the same id would only be a duplicate.
+    const [earlier, settings] = await Promise.all([
+      o.context ? [] : deps.store.listMessages(chat.id, { limit: deps.options.historyMaxMessages }),
+      getSettings(deps),
+    ]);
     const message: Message = {
       id: o.messageId ?? crypto.randomUUID(), chat_id: chat.id, role: "user", content: o.content, created_at: nowIso(),
       ...(o.deviceId ? { device_id: o.deviceId } : {}),
@@ -36,12 +42,9 @@ export async function sendMessage(
     await touch(deps, chat, message.created_at);
     deps.bus.publish({ type: "user_message", message, origin: o.origin });
 
-    const [history, settings] = await Promise.all([
-      o.context
-        ? [...o.context, { role: "user" as const, content: o.content }]
-        : deps.store.listMessages(chat.id, { limit: deps.options.historyMaxMessages }),
-      getSettings(deps),
-    ]);
+    const history = o.context
+      ? [...o.context, { role: "user" as const, content: o.content }]
+      : [...earlier, message].slice(-deps.options.historyMaxMessages);
     const prompt = buildPrompt(settings.systemPrompt ?? deps.options.systemPrompt, history, deps.options.historyChars);
     const { traceId, result } = startReply(deps, {
       chatId: chat.id, prompt, temperature: settings.temperature, model: settings.model, deviceId: o.deviceId,

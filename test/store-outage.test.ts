@@ -1,0 +1,246 @@
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import type { Model } from "../src/model/model";
+import { openAICompatibleModel } from "../src/model/openai";
+import { openCosmosStore } from "../src/store/cosmos";
+import type { Store } from "../src/store/store";
+import { startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
+import { startTestServer, type TestServer } from "./support/harness";
+import { startSseModel, type SseModel } from "./support/sse-model";
+import type { Frame, TestClient } from "./support/ws-client";
+
+// Cosmos DB going away mid-session and coming back (the test server's stop()/start() on the same
+// port, data kept). One server process and one browser socket live through the whole outage: the
+// point is that nothing has to be restarted or reconnected once the database is back.
+
+const TOKENS = ["Still", " here", ",", " still", " answering", "."];
+const REPLY = TOKENS.join("");
+/** The bound the brief sets on every answer while the store is down. */
+const DOWN_BOUND_MS = 10_000;
+/** Per test: a hanging store call would need its full timeouts before the bound assertions fail. */
+const TEST_TIMEOUT_MS = 60_000;
+
+/**
+ * The SSE model, with a hold the mid-reply test arms: the reply to one question pauses after its
+ * first delta until released. That makes "the store dies between storing the question and storing
+ * the reply" deterministic, with no timing race between the stream and stopping the database.
+ * The hold is keyed by the question because chat titling streams from the same model meanwhile.
+ */
+function holdableModel(inner: Model) {
+  const holds = new Map<string, Promise<void>>();
+  const model: Model = {
+    kind: inner.kind,
+    name: inner.name,
+    async *stream(turns, options) {
+      const hold = holds.get(turns.at(-1)?.content ?? "");
+      let n = 0;
+      for await (const delta of inner.stream(turns, options)) {
+        yield delta; // resumes only after the server has published this delta
+        if (++n === 1 && hold) await hold;
+      }
+    },
+  };
+  return {
+    model,
+    /** Holds the reply to `question` after its first delta; call the returned function to let it go on. */
+    holdReplyTo(question: string): () => void {
+      let release!: () => void;
+      holds.set(question, new Promise<void>((r) => (release = r)));
+      return () => {
+        holds.delete(question);
+        release();
+      };
+    },
+  };
+}
+
+let cosmos: CosmosTestServer;
+let store: Store;
+let sse: SseModel;
+let held: ReturnType<typeof holdableModel>;
+let srv: TestServer;
+let a: TestClient; // the one browser socket that lives through every outage
+const figures: Record<string, string> = {};
+
+beforeAll(async () => {
+  cosmos = await startCosmosServer();
+  // Production timeouts (no requestTimeoutMs), as storeFromConfig opens it.
+  store = await openCosmosStore({
+    endpoint: cosmos.endpoint, key: cosmos.key, database: `pichat-outage-${crypto.randomUUID()}`,
+    containers: {
+      chats: "chats", messages: "messages", users: "users",
+      settings: "settings", processedMessages: "processed_messages", checkpoints: "checkpoints",
+    },
+    allowSelfSignedCert: true,
+  });
+  sse = await startSseModel({ tokens: TOKENS });
+  held = holdableModel(openAICompatibleModel({ baseURL: `${sse.url}/v1`, apiKey: "sk-test", model: "test-model", timeoutMs: 30_000 }));
+  srv = await startTestServer({}, { store, model: held.model });
+  a = await srv.connect();
+});
+// Each test that needs the database down stops it itself (stop() is a no-op when down), and none
+// leaves it down for the next (start() is a no-op when up), so a failure cannot cascade.
+afterEach(async () => cosmos.start());
+afterAll(async () => {
+  console.log(`store outage figures:\n${Object.entries(figures).map(([k, v]) => `  ${k}: ${v}`).join("\n")}`);
+  a?.close();
+  await srv?.close();
+  await store?.close();
+  await cosmos?.stop();
+  sse?.stop();
+});
+
+const timed = async <T>(fn: () => Promise<T>): Promise<{ value: T; ms: number }> => {
+  const t0 = performance.now();
+  const value = await fn();
+  return { value, ms: performance.now() - t0 };
+};
+const ms = (n: number) => `${n.toFixed(1)} ms`;
+let rid = 0;
+/** A request whose answer is told apart by requestId, with a deadline well past DOWN_BOUND_MS so the bound is what fails. */
+const ask = (frame: Frame, replyType: string) => {
+  const requestId = `r-${++rid}`;
+  a.send({ ...frame, requestId });
+  return a.next((f) => f.requestId === requestId && (f.type === replyType || f.type === "ERROR"), DOWN_BOUND_MS + 5_000);
+};
+const newChat = async () => {
+  const f = await ask({ type: "CREATE_CHAT" }, "NEW_CHAT");
+  expect(f.type).toBe("NEW_CHAT");
+  return f.chat as Frame;
+};
+const historyOf = async (chatId: string) => {
+  const f = await ask({ type: "GET_CHAT_HISTORY", chatId }, "CHAT_HISTORY");
+  expect(f.type).toBe("CHAT_HISTORY");
+  return f.messages as Frame[];
+};
+const turns = (messages: Frame[]) => messages.map((m) => [m.role, m.content]);
+/** Model requests answering `question`; counted by content because chat titling asks the model too. */
+const askedAbout = (question: string) => sse.requests.filter((r) => r.body.messages.at(-1)?.content === question).length;
+const health = async () => {
+  const res = await fetch(`${srv.url}/health`);
+  return { status: res.status, body: (await res.json()) as Frame };
+};
+
+describe("the store goes away mid-session and comes back", () => {
+  let kept: Frame; // written before the outage; must survive it
+  let keptTraceId: string;
+
+  test("before the outage: a chat with one exchange", async () => {
+    kept = await newChat();
+    a.send({ type: "SEND_MESSAGE", chatId: kept.id, content: "remember me" });
+    const r = await a.reply(kept.id);
+    expect(r.text).toBe(REPLY);
+    keptTraceId = r.traceId;
+    expect((await health()).status).toBe(200);
+  });
+
+  test("while it is down, every command answers STORE_UNAVAILABLE within the bound and the socket stays open", async () => {
+    await cosmos.stop();
+    const framesBefore = a.frames.length;
+    const commands: [string, Frame, string][] = [
+      ["GET_CHATS", { type: "GET_CHATS" }, "CHAT_LIST"],
+      ["CREATE_CHAT", { type: "CREATE_CHAT", name: "during the outage" }, "NEW_CHAT"],
+      ["SEND_MESSAGE", { type: "SEND_MESSAGE", chatId: kept.id, content: "anyone there?" }, "MESSAGE_ACCEPTED"],
+      ["GET_CHAT_HISTORY", { type: "GET_CHAT_HISTORY", chatId: kept.id }, "CHAT_HISTORY"],
+    ];
+    for (const [name, frame, replyType] of commands) {
+      const { value: f, ms: took } = await timed(() => ask(frame, replyType));
+      figures[`${name} → STORE_UNAVAILABLE while down`] = ms(took);
+      expect(f).toMatchObject({ type: "ERROR", code: "STORE_UNAVAILABLE", retryAfterMs: expect.any(Number) });
+      expect(took).toBeLessThan(DOWN_BOUND_MS);
+      expect(a.ws.readyState).toBe(WebSocket.OPEN);
+    }
+    // Nothing half-happened: no chat announced, no question shown, no reply started, the model not asked.
+    // (Only frame types are checked: a late CHAT_UPDATED from titling the earlier chat may land here.)
+    const during = a.frames.slice(framesBefore).map((f) => f.type);
+    expect(during.filter((t) => t === "ERROR").length).toBe(commands.length);
+    expect(during.filter((t) => ["NEW_CHAT", "CHAT_CREATED", "FIRST_MESSAGE", "MESSAGE", "MESSAGE_ACCEPTED"].includes(t))).toEqual([]);
+    expect(askedAbout("anyone there?")).toBe(0);
+  }, TEST_TIMEOUT_MS);
+
+  test("while it is down, /health answers 503 with the store not ok", async () => {
+    await cosmos.stop();
+    const { value: h, ms: took } = await timed(health);
+    figures["GET /health while down"] = `${ms(took)} (status ${h.status})`;
+    expect(h.status).toBe(503);
+    expect(h.body).toMatchObject({ status: "degraded", services: { store: { kind: "cosmos", ok: false } } });
+    expect(took).toBeLessThan(DOWN_BOUND_MS);
+  }, TEST_TIMEOUT_MS);
+
+  test("after start(), the same server and the same socket work again without reconnecting; earlier data is intact", async () => {
+    // This socket sees the outage first, so what follows is a recovery, not a fresh start.
+    await cosmos.stop();
+    expect(await ask({ type: "GET_CHATS" }, "CHAT_LIST")).toMatchObject({ type: "ERROR", code: "STORE_UNAVAILABLE" });
+    const framesBefore = a.frames.length;
+    await cosmos.start();
+    // Recovery: how long from the database listening again to the first command it answers.
+    const { value: list, ms: took } = await timed(() => ask({ type: "GET_CHATS" }, "CHAT_LIST"));
+    figures["first command answered after start()"] = ms(took);
+    expect(list.type).toBe("CHAT_LIST");
+    expect(list.chats.some((c: Frame) => c.id === kept.id)).toBe(true);
+    // Nothing written during the outage leaked in.
+    expect(list.chats.some((c: Frame) => c.name === "during the outage")).toBe(false);
+
+    // The chat from before the outage still holds exactly its one exchange.
+    const old = await historyOf(kept.id);
+    expect(turns(old)).toEqual([["user", "remember me"], ["assistant", REPLY]]);
+    expect(old[1]!.id).toBe(keptTraceId);
+
+    // The refused SEND_MESSAGE released the chat's generation slot: the same chat takes a new one.
+    a.send({ type: "SEND_MESSAGE", chatId: kept.id, content: "back again?" });
+    expect((await a.reply(kept.id)).text).toBe(REPLY);
+
+    // A new chat, a streamed reply, and history as stored.
+    const chat = await newChat();
+    a.send({ type: "SEND_MESSAGE", chatId: chat.id, content: "after the outage" });
+    const r = await a.reply(chat.id);
+    expect(r.text).toBe(REPLY);
+    expect(r.end).toMatchObject({ end: true, content: "", traceId: r.traceId });
+    const msgs = await historyOf(chat.id);
+    expect(turns(msgs)).toEqual([["user", "after the outage"], ["assistant", REPLY]]);
+    expect(msgs[1]!.id).toBe(r.traceId);
+
+    const h = await health();
+    expect(h.status).toBe(200);
+    expect(h.body.services.store).toEqual({ kind: "cosmos", ok: true });
+    // Same socket throughout, and no ERROR since the database came back.
+    expect(a.ws.readyState).toBe(WebSocket.OPEN);
+    expect(a.frames.slice(framesBefore).filter((f) => f.type === "ERROR")).toEqual([]);
+  }, TEST_TIMEOUT_MS);
+
+  test("the store dies after the question is stored, before the reply is: the whole stream, end, then ERROR STORE_UNAVAILABLE; then recovery", async () => {
+    const chat = await newChat();
+    const question = "the question is stored";
+    const release = held.holdReplyTo(question);
+    try {
+      a.send({ type: "SEND_MESSAGE", chatId: chat.id, content: question });
+      // The first delta means the question is stored and the model is answering; the reply is now held.
+      const first = await a.next((f) => f.type === "MESSAGE" && f.chatId === chat.id && !f.end);
+      expect(first.seq).toBe(1);
+      await cosmos.stop();
+    } finally {
+      release();
+    }
+
+    // The client still gets the whole reply and its end frame (the model does not need the store)...
+    const rest = await a.reply(chat.id, DOWN_BOUND_MS + 5_000);
+    const text = TOKENS[0] + rest.text;
+    expect(text).toBe(REPLY);
+    expect(rest.end).toMatchObject({ end: true, content: "", traceId: rest.traceId });
+    // ...then one ERROR saying the reply could not be saved.
+    const err = await a.next((f) => f.type === "ERROR" && f.chatId === chat.id, DOWN_BOUND_MS + 5_000);
+    expect(err).toMatchObject({ code: "STORE_UNAVAILABLE", traceId: rest.traceId });
+
+    await cosmos.start();
+    // The question was stored before the outage; the reply was lost with it.
+    expect(turns(await historyOf(chat.id))).toEqual([["user", question]]);
+    // The chat's slot was freed when the failed save ended the generation: it answers again.
+    a.send({ type: "SEND_MESSAGE", chatId: chat.id, content: "and now?" });
+    const again = await a.reply(chat.id);
+    expect(again.text).toBe(REPLY);
+    expect(turns(await historyOf(chat.id))).toEqual([
+      ["user", question], ["user", "and now?"], ["assistant", REPLY],
+    ]);
+    expect((await health()).status).toBe(200);
+    expect(a.ws.readyState).toBe(WebSocket.OPEN);
+  }, TEST_TIMEOUT_MS);
+});
