@@ -40,9 +40,38 @@ if (values["device-id"] && values["device-id"] !== deviceId) {
 const timeoutS = Number(values.timeout);
 
 const client = Client.fromConnectionString(connectionString, Amqp);
+// The SDK's default policy retries a failing connect (bad certificate, wrong host, bad key) silently for
+// up to 4 minutes; a one-shot tool should say what is wrong at once. Three quick attempts, then the error.
+client.setRetryPolicy({
+  shouldRetry: () => true,
+  nextRetryTimeout: (retryCount: number) => (retryCount >= 2 ? -1 : 200 * 2 ** retryCount),
+} as Parameters<Client["setRetryPolicy"]>[0]);
+
+const message = new Message(JSON.stringify({ message: question, timestamp: Date.now() / 1000, device_id: deviceId }));
+message.messageId = crypto.randomUUID();
+message.contentType = "application/json";
+message.contentEncoding = "utf-8";
+
+const host = /HostName=([^;]+)/i.exec(connectionString)?.[1];
+const fail = async (what: string, err: unknown) => {
+  console.error(`${what} (${host} as ${deviceId}): ${(err as Error)?.message ?? err}`);
+  await client.close().catch(() => {});
+  process.exit(1);
+};
+// Without a listener, a failure to (re)attach the C2D link later is an unhandled 'error' event.
+client.on("error", (err: Error) => console.error(`IoT Hub client error: ${err.message}`));
+// A TLS failure (untrusted certificate) surfaces from the SDK only as "rhea: connection disconnected".
+await client.open().catch((err) => fail("could not connect to IoT Hub", err));
+
+// The hub keeps C2D messages queued while the device is away, so a reply to an earlier question (one that
+// timed out) can arrive first: only the reply correlated with this question's message id is the answer.
 const reply = new Promise<Record<string, unknown>>((resolve) => {
   client.on("message", (msg: Message) => {
     void client.complete(msg).catch(() => {});
+    if (msg.correlationId !== message.messageId) {
+      console.error(`ignoring a reply to an earlier message (${msg.correlationId ?? "no correlation id"})`);
+      return;
+    }
     try {
       resolve(JSON.parse(msg.getData().toString()));
     } catch {
@@ -51,13 +80,8 @@ const reply = new Promise<Record<string, unknown>>((resolve) => {
   });
 });
 
-await client.open();
-const message = new Message(JSON.stringify({ message: question, timestamp: Date.now() / 1000, device_id: deviceId }));
-message.messageId = crypto.randomUUID();
-message.contentType = "application/json";
-message.contentEncoding = "utf-8";
 const started = performance.now();
-await client.sendEvent(message);
+await client.sendEvent(message).catch((err) => fail("could not send the question", err));
 console.error(`sent as ${deviceId} (message ${message.messageId}); waiting up to ${timeoutS} s for the reply…`);
 
 const answer = await Promise.race([reply, Bun.sleep(timeoutS * 1000).then(() => undefined)]);

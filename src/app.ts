@@ -1,7 +1,9 @@
 import type { Server } from "bun";
 import { Hono } from "hono";
+import type { Registry } from "prom-client";
 import { chosenProtocol, originAllowed, presentedToken, tokensMatch } from "./http/auth";
 import { healthReport, type HealthSources } from "./http/health";
+import { registerPage } from "./http/page";
 import type { ConnData } from "./ws/connections";
 
 export type AppOptions = {
@@ -13,6 +15,9 @@ export type AppOptions = {
   newConnection: () => ConnData;
   /** False once shutdown has begun: no new sockets. */
   accepting: () => boolean;
+  /** Prometheus registry for /metrics, and the token guarding it (none: open). */
+  metrics: { registry: Registry; token?: string };
+  devicesEnabled: boolean;
 };
 
 type Env = { Bindings: { server: Server<ConnData> } };
@@ -20,8 +25,9 @@ type Env = { Bindings: { server: Server<ConnData> } };
 /** HTTP routes only; what happens on a socket lives in src/ws. */
 export function createApp(o: AppOptions) {
   const app = new Hono<Env>();
+  registerPage(app); // the chat page at /
 
-  app.get("/", (c) =>
+  app.get("/api", (c) =>
     c.json({
       name: "PiChat backend",
       about: "Real-time AI chat for browsers (WebSocket /ws) and Raspberry Pi voice devices (Azure IoT Hub).",
@@ -35,6 +41,23 @@ export function createApp(o: AppOptions) {
   app.get("/health", async (c) => {
     const { status, body } = await healthReport(o.health);
     return c.json(body, status);
+  });
+
+  // For orchestrators: live = the process answers; ready = it can serve (store reachable, and the
+  // device consumer running when enabled). /health stays the human-readable summary.
+  app.get("/health/live", (c) => c.json({ status: "ok" }));
+  app.get("/health/ready", async (c) => {
+    const { body } = await healthReport(o.health);
+    const iot = body.services.iot_hub.status;
+    const ready = body.services.store.ok && (!o.devicesEnabled || iot === "running");
+    return c.json({ ready, store: body.services.store.ok, iot_hub: iot }, ready ? 200 : 503);
+  });
+
+  app.get("/metrics", async (c) => {
+    if (o.metrics.token && !tokensMatch(presentedToken(c.req.raw).token, o.metrics.token)) {
+      return c.json({ error: "a valid token is required", code: "UNAUTHORIZED" }, 401, { "WWW-Authenticate": "Bearer" });
+    }
+    return c.body(await o.metrics.registry.metrics(), 200, { "Content-Type": o.metrics.registry.contentType });
   });
 
   app.get("/ws", (c) => {

@@ -29,7 +29,7 @@ const list = v.optional(
 );
 
 export const SECRET_VARS = [
-  "API_TOKEN", "COSMOS_KEY", "AZURE_OPENAI_KEY", "OPENAI_API_KEY",
+  "API_TOKEN", "METRICS_TOKEN", "COSMOS_KEY", "AZURE_OPENAI_KEY", "OPENAI_API_KEY",
   "EVENT_HUB_COMPATIBLE_CONN_STR", "IOT_HUB_CONNECTION_STRING",
 ] as const;
 
@@ -40,6 +40,7 @@ const EnvSchema = v.object({
   LOG_LEVEL: v.optional(v.picklist(["debug", "info", "warn", "error"], "must be debug, info, warn or error"), "info"),
   API_TOKEN: optionalStr,
   ALLOWED_ORIGINS: list,
+  METRICS_TOKEN: optionalStr,
 
   SQLITE_PATH: str("./data/pichat.db"),
   COSMOS_ENDPOINT: url,
@@ -71,6 +72,8 @@ const EnvSchema = v.object({
   IOT_HUB_HOST_NAME: optionalStr,
   IOT_HUB_CONSUMER_GROUP: str("$Default"),
   EVENT_HUB_COMPATIBLE_CONN_STR: optionalStr,
+  EVENT_HUB_FULLY_QUALIFIED_NAMESPACE: optionalStr,
+  EVENT_HUB_NAME: optionalStr,
   IOT_HUB_CONNECTION_STRING: optionalStr,
   DEVICE_REPLY_MAX_AGE_S: int(30, 1, 86_400),
   PROCESSED_MESSAGE_TTL_DAYS: int(7, 1, 365),
@@ -107,15 +110,18 @@ export const requiredApiToken = (c: Config): string | undefined =>
 
 /** Cross-variable rules: returns the first problem as "VAR: reason". */
 function problems(c: Config): string | undefined {
-  if (c.COSMOS_ENDPOINT && !c.COSMOS_KEY) return "COSMOS_KEY: must be set when COSMOS_ENDPOINT is set";
-  if (c.AZURE_OPENAI_ENDPOINT) {
-    if (!c.AZURE_OPENAI_KEY) return "AZURE_OPENAI_KEY: must be set when AZURE_OPENAI_ENDPOINT is set";
-    if (!c.AZURE_OPENAI_DEPLOYMENT_NAME) return "AZURE_OPENAI_DEPLOYMENT_NAME: must be set when AZURE_OPENAI_ENDPOINT is set";
+  // A missing key is not an error: Cosmos DB, Azure OpenAI and the hub then use Azure identity.
+  if (c.AZURE_OPENAI_ENDPOINT && !c.AZURE_OPENAI_DEPLOYMENT_NAME) {
+    return "AZURE_OPENAI_DEPLOYMENT_NAME: must be set when AZURE_OPENAI_ENDPOINT is set";
   }
   if (c.OPENAI_BASE_URL && !c.OPENAI_MODEL) return "OPENAI_MODEL: must be set when OPENAI_BASE_URL is set";
   if (c.IOT_HUB_ENABLE) {
-    if (!c.EVENT_HUB_COMPATIBLE_CONN_STR) return "EVENT_HUB_COMPATIBLE_CONN_STR: must be set when IOT_HUB_ENABLE=true";
-    if (!c.IOT_HUB_CONNECTION_STRING) return "IOT_HUB_CONNECTION_STRING: must be set when IOT_HUB_ENABLE=true";
+    if (!c.EVENT_HUB_COMPATIBLE_CONN_STR && !(c.EVENT_HUB_FULLY_QUALIFIED_NAMESPACE && c.EVENT_HUB_NAME)) {
+      return "EVENT_HUB_COMPATIBLE_CONN_STR: must be set when IOT_HUB_ENABLE=true (or, keyless, EVENT_HUB_FULLY_QUALIFIED_NAMESPACE and EVENT_HUB_NAME)";
+    }
+    if (!c.IOT_HUB_CONNECTION_STRING && !c.IOT_HUB_HOST_NAME) {
+      return "IOT_HUB_CONNECTION_STRING: must be set when IOT_HUB_ENABLE=true (or, keyless, IOT_HUB_HOST_NAME)";
+    }
   }
   if (c.ENVIRONMENT === "production") {
     if (!c.API_TOKEN || isPlaceholderToken(c.API_TOKEN)) {

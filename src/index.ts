@@ -28,11 +28,12 @@ process.on("unhandledRejection", (reason) => log.error("unhandled rejection", { 
 process.on("uncaughtException", (error) => log.error("uncaught exception", { error }));
 
 const store = await storeFromConfig(config);
-const model = modelFromConfig(config);
+const model = await modelFromConfig(config);
+const bridgeOptions = config.IOT_HUB_ENABLE ? await deviceBridgeOptions(config) : undefined;
 const running = startServer({
   config, store, model, log,
   startDevices: config.IOT_HUB_ENABLE
-    ? (deps) => startDeviceBridge(deps, deviceBridgeOptions(config))
+    ? (deps, metrics) => startDeviceBridge(deps, bridgeOptions!, metrics)
     : undefined,
 });
 

@@ -1,4 +1,5 @@
 import { createApp } from "./app";
+import { authModes } from "./azure-auth";
 import { requiredApiToken, type Config } from "./config";
 import type { ChatDeps } from "./chat/deps";
 import { localBus, type Bus } from "./chat/events";
@@ -7,6 +8,7 @@ import type { IotHubStatus } from "./http/health";
 import type { Logger } from "./log";
 import type { Model } from "./model/model";
 import { observedModel } from "./model/observed";
+import { createMetrics, instrumentModel, instrumentStore, type Metrics } from "./metrics";
 import type { Store } from "./store/store";
 import { showEventsOnSockets } from "./ws/fanout";
 import { newConnData, socketHandlers } from "./ws/socket";
@@ -19,15 +21,17 @@ export type ServerParts = {
   log: Logger;
   bus?: Bus;
   /** Starts the IoT Hub bridge on the chat services; without it /health says "disabled". */
-  startDevices?: (deps: ChatDeps) => { status(): IotHubStatus; stop(): Promise<void> };
+  startDevices?: (deps: ChatDeps, metrics: Metrics) => { status(): IotHubStatus; stop(): Promise<void> };
 };
 
 export const CLOSE_GOING_AWAY = 1001;
 
 /** Builds the chat services, the app and the socket handlers, and listens. */
 export function startServer(parts: ServerParts) {
-  const { config: c, store, log } = parts;
-  const model = observedModel(parts.model);
+  const { config: c, log } = parts;
+  const metrics = createMetrics();
+  const store = instrumentStore(parts.store, metrics);
+  const model = observedModel(instrumentModel(parts.model, metrics));
   const bus = parts.bus ?? localBus((e) => log.error("event listener failed", { error: e }));
   const deps: ChatDeps = {
     store, model, bus, log,
@@ -43,14 +47,16 @@ export function startServer(parts: ServerParts) {
     framesPerSecond: c.RATE_LIMIT_FRAMES_PER_SECOND, messagesPerMinute: c.RATE_LIMIT_MESSAGES_PER_MINUTE,
     sendQueueLimitBytes: c.SEND_BUFFER_LIMIT_BYTES, idleTimeoutS: c.WS_IDLE_TIMEOUT_S,
   };
-  const { websocket, conns } = socketHandlers(deps, socketOptions);
+  const { websocket, conns } = socketHandlers(deps, socketOptions, metrics);
   const unsubscribe = showEventsOnSockets(bus, conns);
-  const devices = parts.startDevices?.(deps);
+  const devices = parts.startDevices?.(deps, metrics);
   let accepting = true;
 
   const app = createApp({
-    health: { store, model, iotHub: devices ? devices.status : () => ({ status: "disabled" }), version: pkg.version, startedAt: Date.now() },
+    health: { store, model, iotHub: devices ? devices.status : () => ({ status: "disabled" }), auth: authModes(c), version: pkg.version, startedAt: Date.now() },
     apiToken: requiredApiToken(c),
+    metrics: { registry: metrics.registry, token: c.METRICS_TOKEN ?? requiredApiToken(c) },
+    devicesEnabled: !!devices,
     allowedOrigins: c.ALLOWED_ORIGINS,
     production: c.ENVIRONMENT === "production",
     newConnection: () => newConnData(socketOptions),
@@ -86,6 +92,6 @@ export function startServer(parts: ServerParts) {
     await server.stop(true);
   }
 
-  return { server, devices, url: `http://${c.HOST === "0.0.0.0" ? "127.0.0.1" : c.HOST}:${server.port}`, deps, conns, stop };
+  return { server, devices, metrics, url: `http://${c.HOST === "0.0.0.0" ? "127.0.0.1" : c.HOST}:${server.port}`, deps, conns, stop };
 }
 export type RunningServer = ReturnType<typeof startServer>;

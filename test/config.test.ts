@@ -33,9 +33,16 @@ describe("config", () => {
   });
 
   test("half-configured dependencies are refused with the missing variable named", () => {
-    expect(fails({ COSMOS_ENDPOINT: "https://x.documents.azure.com:443/" })).toStartWith("COSMOS_KEY:");
     expect(fails({ AZURE_OPENAI_ENDPOINT: "https://x.openai.azure.com", AZURE_OPENAI_KEY: "k" })).toStartWith("AZURE_OPENAI_DEPLOYMENT_NAME:");
     expect(fails({ IOT_HUB_ENABLE: "true" })).toStartWith("EVENT_HUB_COMPATIBLE_CONN_STR:");
+    expect(fails({ IOT_HUB_ENABLE: "true", EVENT_HUB_COMPATIBLE_CONN_STR: "Endpoint=sb://x/;EntityPath=y" })).toStartWith("IOT_HUB_CONNECTION_STRING:");
+  });
+
+  test("a missing key means Azure identity, not an error", () => {
+    expect(loadConfig({ COSMOS_ENDPOINT: "https://x.documents.azure.com:443/" }).COSMOS_KEY).toBeUndefined();
+    expect(loadConfig({ AZURE_OPENAI_ENDPOINT: "https://x.openai.azure.com", AZURE_OPENAI_DEPLOYMENT_NAME: "d" }).AZURE_OPENAI_KEY).toBeUndefined();
+    const iot = loadConfig({ IOT_HUB_ENABLE: "true", EVENT_HUB_FULLY_QUALIFIED_NAMESPACE: "ns.servicebus.windows.net", EVENT_HUB_NAME: "telemetry", IOT_HUB_HOST_NAME: "hub.azure-devices.net" });
+    expect(iot.IOT_HUB_ENABLE).toBe(true);
   });
 
   test("empty assignments count as unset", () => {

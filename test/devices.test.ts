@@ -180,7 +180,7 @@ describe("C2D failures", () => {
   });
 
   test("a C2D send racing a dropped connection fails or succeeds, and never crashes the process", async () => {
-    const sender = createC2DSender({ connectionString: peer.iotHubConnectionString, Transport: amqpTrusting(cert.cert), retryDelayMs: 100 });
+    const sender = createC2DSender({ access: { connectionString: peer.iotHubConnectionString }, Transport: amqpTrusting(cert.cert), retryDelayMs: 100 });
     const reply = { response: "x", conversation_id: crypto.randomUUID(), message_id: crypto.randomUUID(), timestamp: new Date().toISOString() };
     await sender.send("race-dev", reply, { correlationId: "c", expiresInMs: 30_000 });
     peer.dropConnections();

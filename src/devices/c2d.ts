@@ -1,3 +1,4 @@
+import type { TokenCredential } from "@azure/identity";
 import { createRequire } from "node:module";
 import { Amqp, Client } from "azure-iothub";
 import { Message } from "azure-iothub/dist/common-core/message.js";
@@ -35,8 +36,12 @@ const FINAL = new Set(["DeviceNotFoundError", "DeviceMaximumQueueDepthExceededEr
  * tests pass one that trusts their certificate. Retries are few and quick: a device stops waiting
  * after 30 s, so a reply that cannot go out soon is better logged than queued for minutes.
  */
-export function createC2DSender(o: { connectionString: string; Transport?: typeof Amqp; attempts?: number; retryDelayMs?: number }): C2DSender {
-  const client = Client.fromConnectionString(o.connectionString, o.Transport ?? Amqp);
+export type C2DAccess = { connectionString: string } | { hostName: string; credential: TokenCredential };
+
+export function createC2DSender(o: { access: C2DAccess; Transport?: typeof Amqp; attempts?: number; retryDelayMs?: number }): C2DSender {
+  const client = "connectionString" in o.access
+    ? Client.fromConnectionString(o.access.connectionString, o.Transport ?? Amqp)
+    : Client.fromTokenCredential(o.access.hostName, o.access.credential, o.Transport ?? Amqp);
   const attempts = o.attempts ?? 3;
   const delay = o.retryDelayMs ?? 250;
   client.setRetryPolicy({

@@ -1,9 +1,14 @@
 import { EventHubConsumerClient, earliestEventPosition, type CheckpointStore, type ReceivedEventData } from "@azure/event-hubs";
+import type { TokenCredential } from "@azure/identity";
 import type { IotHubStatus } from "../http/health";
 import type { Logger } from "../log";
 
+export type EventHubAccess =
+  | { connectionString: string }
+  | { fullyQualifiedNamespace: string; eventHubName: string; credential: TokenCredential };
+
 export type ConsumerOptions = {
-  connectionString: string;
+  access: EventHubAccess;
   consumerGroup: string;
   checkpointStore: CheckpointStore;
   /** Handles one event; must not throw (the consumer logs and moves on if it does). */
@@ -28,10 +33,14 @@ export function startDeviceConsumer(o: ConsumerOptions) {
   let error: string | undefined;
   let stopped = false;
 
-  const client = new EventHubConsumerClient(o.consumerGroup, o.connectionString, o.checkpointStore, {
+  const options = {
     retryOptions: { retryDelayInMs: o.retryDelayMs ?? 1000, maxRetryDelayInMs: 30_000, maxRetries: 10 },
     loadBalancingOptions: o.loadBalancing,
-  });
+  };
+  const a = o.access;
+  const client = "connectionString" in a
+    ? new EventHubConsumerClient(o.consumerGroup, a.connectionString, o.checkpointStore, options)
+    : new EventHubConsumerClient(o.consumerGroup, a.fullyQualifiedNamespace, a.eventHubName, a.credential, o.checkpointStore, options);
 
   const subscription = client.subscribe(
     {

@@ -2,15 +2,20 @@ import type { Amqp } from "azure-iothub";
 import type { ChatDeps } from "../chat/deps";
 import type { Config } from "../config";
 import type { IotHubStatus } from "../http/health";
-import { createC2DSender } from "./c2d";
+import type { Metrics } from "../metrics";
+import type { TokenCredential } from "@azure/identity";
+import { azureCredential } from "../azure-auth";
+import { createC2DSender, type C2DAccess } from "./c2d";
 import { storeCheckpoints } from "./checkpoints";
-import { startDeviceConsumer, type ConsumerOptions } from "./consumer";
+import { startDeviceConsumer, type ConsumerOptions, type EventHubAccess } from "./consumer";
 import { handleDeviceMessage, type DeviceDeps } from "./handle";
 import { parseDeviceEvent } from "./telemetry";
 
 export type DeviceBridgeOptions = {
-  eventHubConnectionString: string;
-  iotHubConnectionString: string;
+  /** The Event Hub-compatible endpoint: a connection string, or a namespace + hub with Azure identity. */
+  eventHub: EventHubAccess;
+  /** The IoT Hub service API for C2D: a connection string, or a host name with Azure identity. */
+  iotHub: C2DAccess;
   consumerGroup: string;
   replyMaxAgeMs: number;
   processedTtlS: number;
@@ -20,13 +25,15 @@ export type DeviceBridgeOptions = {
   loadBalancing?: ConsumerOptions["loadBalancing"];
 };
 
-export function deviceBridgeOptions(c: Config): DeviceBridgeOptions {
-  if (!c.EVENT_HUB_COMPATIBLE_CONN_STR || !c.IOT_HUB_CONNECTION_STRING) {
-    throw new Error("EVENT_HUB_COMPATIBLE_CONN_STR and IOT_HUB_CONNECTION_STRING are required for the device bridge");
-  }
+/** Keys where configured; Azure identity for whatever has none (config.ts checked one of the two is there). */
+export async function deviceBridgeOptions(c: Config, credential: () => Promise<TokenCredential> = azureCredential): Promise<DeviceBridgeOptions> {
   return {
-    eventHubConnectionString: c.EVENT_HUB_COMPATIBLE_CONN_STR,
-    iotHubConnectionString: c.IOT_HUB_CONNECTION_STRING,
+    eventHub: c.EVENT_HUB_COMPATIBLE_CONN_STR
+      ? { connectionString: c.EVENT_HUB_COMPATIBLE_CONN_STR }
+      : { fullyQualifiedNamespace: c.EVENT_HUB_FULLY_QUALIFIED_NAMESPACE!, eventHubName: c.EVENT_HUB_NAME!, credential: await credential() },
+    iotHub: c.IOT_HUB_CONNECTION_STRING
+      ? { connectionString: c.IOT_HUB_CONNECTION_STRING }
+      : { hostName: c.IOT_HUB_HOST_NAME!, credential: await credential() },
     consumerGroup: c.IOT_HUB_CONSUMER_GROUP,
     replyMaxAgeMs: c.DEVICE_REPLY_MAX_AGE_S * 1000,
     processedTtlS: c.PROCESSED_MESSAGE_TTL_DAYS * 86_400,
@@ -36,13 +43,13 @@ export function deviceBridgeOptions(c: Config): DeviceBridgeOptions {
 export type DeviceBridge = { status(): IotHubStatus; stop(): Promise<void> };
 
 /** Devices in, through the same chat use-cases as the browsers. */
-export function startDeviceBridge(chat: ChatDeps, o: DeviceBridgeOptions): DeviceBridge {
+export function startDeviceBridge(chat: ChatDeps, o: DeviceBridgeOptions, metrics?: Metrics): DeviceBridge {
   const log = chat.log.child({ component: "devices" });
-  const c2d = createC2DSender({ connectionString: o.iotHubConnectionString, Transport: o.c2dTransport });
+  const c2d = createC2DSender({ access: o.iotHub, Transport: o.c2dTransport });
   const deps: DeviceDeps = { ...chat, log, c2d, options: { ...chat.options, replyMaxAgeMs: o.replyMaxAgeMs, processedTtlS: o.processedTtlS } };
 
   const consumer = startDeviceConsumer({
-    connectionString: o.eventHubConnectionString,
+    access: o.eventHub,
     consumerGroup: o.consumerGroup,
     checkpointStore: storeCheckpoints(chat.store),
     log,
@@ -51,6 +58,7 @@ export function startDeviceBridge(chat: ChatDeps, o: DeviceBridgeOptions): Devic
     async handle(event) {
       const parsed = parseDeviceEvent(event);
       if (!parsed.ok) {
+        metrics?.deviceMessages.inc({ outcome: "invalid" });
         log.warn("skipped device event that is not valid telemetry", {
           reason: parsed.reason, sequenceNumber: event.sequenceNumber,
           deviceId: event.systemProperties?.["iothub-connection-device-id"],
@@ -58,7 +66,11 @@ export function startDeviceBridge(chat: ChatDeps, o: DeviceBridgeOptions): Devic
         return;
       }
       const started = performance.now();
-      const outcome = await handleDeviceMessage(deps, parsed.value);
+      const outcome = await handleDeviceMessage(deps, parsed.value).catch((e) => {
+        log.error("device message failed", { deviceId: parsed.value.deviceId, messageId: parsed.value.messageId, error: e });
+        return "failed" as const;
+      });
+      metrics?.deviceMessages.inc({ outcome });
       log.info("device message handled", {
         deviceId: parsed.value.deviceId, messageId: parsed.value.messageId, outcome,
         durationMs: Math.round(performance.now() - started),

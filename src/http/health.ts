@@ -12,6 +12,8 @@ export type HealthSources = {
   store: Store;
   model: { kind: ModelKind; name: string; health(): ModelHealth };
   iotHub: () => IotHubStatus;
+  /** How each Azure dependency signs in: "key", "azure-identity" or "none". */
+  auth: { store: string; model: string; iotHub: string };
   version: string;
   startedAt: number;
   storeTimeoutMs?: number;
@@ -26,9 +28,9 @@ export async function healthReport(s: HealthSources) {
   const body = {
     status: degraded ? "degraded" : "ok",
     services: {
-      store: { kind: s.store.kind, ok: storeOk },
-      model: { kind: s.model.kind, name: s.model.name, ok: model.ok, ...(model.lastError ? { last_error: model.lastError, last_error_at: model.lastErrorAt } : {}) },
-      iot_hub: iot,
+      store: { kind: s.store.kind, ok: storeOk, auth: s.auth.store },
+      model: { kind: s.model.kind, name: s.model.name, ok: model.ok, auth: s.auth.model, ...(model.lastError ? { last_error: model.lastError, last_error_at: model.lastErrorAt } : {}) },
+      iot_hub: iot.status === "disabled" ? iot : { ...iot, auth: s.auth.iotHub },
     },
     version: s.version,
     uptime_s: Math.round((Date.now() - s.startedAt) / 1000),

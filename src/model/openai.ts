@@ -1,11 +1,18 @@
+import { getBearerTokenProvider, type TokenCredential } from "@azure/identity";
 import OpenAI, { AzureOpenAI } from "openai";
 import { ModelError, type Model, type ModelKind, type StreamOptions, type Turn } from "./model";
 
 type ClientOptions = { timeoutMs: number };
 
-export function azureOpenAIModel(o: ClientOptions & { endpoint: string; apiKey: string; apiVersion: string; deployment: string }): Model {
+const COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default";
+
+/** With `apiKey`, key auth; otherwise a Microsoft Entra token from `credential` on every request. */
+export function azureOpenAIModel(o: ClientOptions & { endpoint: string; apiKey?: string; credential?: TokenCredential; apiVersion: string; deployment: string }): Model {
+  const auth = o.apiKey
+    ? { apiKey: o.apiKey }
+    : { azureADTokenProvider: getBearerTokenProvider(o.credential!, COGNITIVE_SERVICES_SCOPE) };
   const client = new AzureOpenAI({
-    endpoint: o.endpoint, apiKey: o.apiKey, apiVersion: o.apiVersion, deployment: o.deployment,
+    endpoint: o.endpoint, apiVersion: o.apiVersion, deployment: o.deployment, ...auth,
     timeout: o.timeoutMs, maxRetries: 1,
   });
   return chatCompletionsModel("azure-openai", client, o.deployment);

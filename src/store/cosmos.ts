@@ -1,4 +1,5 @@
 import { Agent } from "node:https";
+import type { TokenCredential } from "@azure/identity";
 import { CosmosClient, type Container, type ContainerRequest, type SqlQuerySpec } from "@azure/cosmos";
 import type { Chat, Message } from "../chat/schema";
 import { decodeCursor, encodeCursor } from "./cursor";
@@ -10,7 +11,9 @@ import type { Checkpoint, Ownership, Store } from "./store";
 
 export type CosmosStoreConfig = {
   endpoint: string;
-  key: string;
+  /** With a key, key auth; without, `credential` (Azure identity) is required. */
+  key?: string;
+  credential?: TokenCredential;
   database: string;
   containers: { chats: string; messages: string; users: string; settings: string; processedMessages: string; checkpoints: string };
   /** For the official emulator and for tests: trust a self-signed HTTPS certificate. */
@@ -78,7 +81,7 @@ export async function openCosmosStore(config: CosmosStoreConfig): Promise<Store>
   const timeoutMs = config.requestTimeoutMs ?? 5000;
   const client = new CosmosClient({
     endpoint: config.endpoint,
-    key: config.key,
+    ...(config.key ? { key: config.key } : { aadCredentials: config.credential }),
     ...(config.allowSelfSignedCert ? { agent: new Agent({ keepAlive: true, rejectUnauthorized: false }) } : {}),
     connectionPolicy: {
       // With discovery on, the SDK retries an unreachable endpoint for minutes (and the emulator

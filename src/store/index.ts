@@ -1,14 +1,16 @@
+import type { TokenCredential } from "@azure/identity";
+import { azureCredential } from "../azure-auth";
 import type { Config } from "../config";
 import { openSqliteStore } from "./sqlite";
 import type { Store } from "./store";
 
 /** Cosmos DB when COSMOS_ENDPOINT is set, else the embedded SQLite file. */
-export async function storeFromConfig(c: Config): Promise<Store> {
-  if (!c.COSMOS_ENDPOINT || !c.COSMOS_KEY) return openSqliteStore(c.SQLITE_PATH);
+export async function storeFromConfig(c: Config, credential: () => Promise<TokenCredential> = azureCredential): Promise<Store> {
+  if (!c.COSMOS_ENDPOINT) return openSqliteStore(c.SQLITE_PATH);
   const { openCosmosStore } = await import("./cosmos");
   return openCosmosStore({
     endpoint: c.COSMOS_ENDPOINT,
-    key: c.COSMOS_KEY,
+    ...(c.COSMOS_KEY ? { key: c.COSMOS_KEY } : { credential: await credential() }),
     database: c.COSMOS_DATABASE,
     containers: {
       chats: c.COSMOS_CONTAINER_CHATS,

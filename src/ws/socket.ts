@@ -3,6 +3,7 @@ import * as v from "valibot";
 import type { ChatDeps } from "../chat/deps";
 import { AppError } from "../chat/errors";
 import { isStoreUnavailable } from "../store/errors";
+import type { Metrics } from "../metrics";
 import { tokenBucket } from "./rate-limit";
 import { createConnections, type ConnData, type Connections, type Socket } from "./connections";
 import { handlers, isInboundType, parseArgs, type HandlerContext } from "./handlers";
@@ -34,12 +35,16 @@ export function newConnData(o: SocketOptions): ConnData {
 }
 
 /** Bun's websocket handlers for /ws: each frame is checked, then dispatched through the handler table. */
-export function socketHandlers(deps: ChatDeps, o: SocketOptions): { websocket: WebSocketHandler<ConnData>; conns: Connections } {
+export function socketHandlers(deps: ChatDeps, o: SocketOptions, metrics: Metrics): { websocket: WebSocketHandler<ConnData>; conns: Connections } {
   const conns = createConnections({ log: deps.log, queueLimitBytes: o.sendQueueLimitBytes });
   const limits = { maxMessageChars: o.maxMessageChars, maxGenerationsPerConnection: o.maxGenerationsPerConnection, chatPageSize: 1000 };
 
-  async function handle(ws: Socket, raw: string | Buffer) {
-    const fail = (code: string, error: string, extra?: Record<string, unknown>) => conns.send(ws, frames.error(code, error, extra));
+  /** Handles one frame; resolves to "ok" or the error code it answered with. */
+  async function handle(ws: Socket, raw: string | Buffer, seen: { type?: string; chatId?: unknown }): Promise<string> {
+    const fail = (code: string, error: string, extra?: Record<string, unknown>) => {
+      conns.send(ws, frames.error(code, error, extra));
+      return code;
+    };
     const bytes = typeof raw === "string" ? Buffer.byteLength(raw) : raw.byteLength;
     if (bytes > o.maxFrameBytes) return fail("FRAME_TOO_LARGE", `frames must be at most ${o.maxFrameBytes} bytes`, { limit: o.maxFrameBytes });
     const rate = ws.data.frames(Date.now());
@@ -57,8 +62,11 @@ export function socketHandlers(deps: ChatDeps, o: SocketOptions): { websocket: W
     const requestId = typeof rid === "string" && rid.length <= 200 ? rid : undefined;
     const withId = requestId ? { requestId } : {};
     if (!isInboundType(type)) return fail("UNKNOWN_TYPE", `unknown frame type ${JSON.stringify(type.slice(0, 64))}`, withId);
+    seen.type = type;
 
-    const args = parseArgs(type, mergedArgs(json as Record<string, unknown>));
+    const merged = mergedArgs(json as Record<string, unknown>);
+    seen.chatId = merged.chatId;
+    const args = parseArgs(type, merged);
     if (!args.success) {
       const issue = args.issues[0];
       const field = v.getDotPath(issue);
@@ -70,6 +78,7 @@ export function socketHandlers(deps: ChatDeps, o: SocketOptions): { websocket: W
     };
     try {
       await (handlers[type].run as (c: HandlerContext, a: unknown) => Promise<void>)(ctx, args.output);
+      return "ok";
     } catch (e) {
       if (e instanceof AppError) return fail(e.code, e.message, { ...e.details, ...withId });
       if (isStoreUnavailable(e)) return fail("STORE_UNAVAILABLE", "the store is unavailable; try again shortly", { retryAfterMs: 2000, ...withId });
@@ -87,15 +96,32 @@ export function socketHandlers(deps: ChatDeps, o: SocketOptions): { websocket: W
     closeOnBackpressureLimit: true,
     open(ws) {
       conns.add(ws);
+      metrics.connections.set(conns.count);
     },
     message(ws, raw) {
-      ws.data.chain = ws.data.chain.then(() => handle(ws, raw)).catch((e) => deps.log.error("frame handling crashed", { error: e }));
+      ws.data.chain = ws.data.chain
+        .then(async () => {
+          const started = performance.now();
+          const seen: { type?: string; chatId?: unknown } = {};
+          const outcome = await handle(ws, raw, seen);
+          const seconds = (performance.now() - started) / 1000;
+          // Unknown types share one label: a client must not be able to mint metric series.
+          const type = seen.type ?? "invalid";
+          metrics.commands.inc({ type, outcome });
+          metrics.commandSeconds.observe({ type }, seconds);
+          deps.log.info("ws command", {
+            type, outcome, durationMs: Math.round(seconds * 10_000) / 10, connId: ws.data.id,
+            ...(typeof seen.chatId === "string" ? { chatId: seen.chatId.slice(0, 64) } : {}),
+          });
+        })
+        .catch((e) => deps.log.error("frame handling crashed", { error: e }));
     },
     drain(ws) {
       conns.drain(ws);
     },
     close(ws) {
       conns.remove(ws);
+      metrics.connections.set(conns.count);
     },
   };
   return { websocket, conns };

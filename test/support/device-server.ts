@@ -20,14 +20,15 @@ export async function startDeviceServer(o: {
     IOT_HUB_CONNECTION_STRING: o.iotHubConnectionString ?? o.peer.iotHubConnectionString,
     ...o.env,
   };
+  const bridge = await deviceBridgeOptions(srvConfig(env));
   const srv = await startTestServer(env, {
     store: o.store,
-    startDevices: (deps) => startDeviceBridge(deps, {
-      ...deviceBridgeOptions(srvConfig(env)),
+    startDevices: (deps, metrics) => startDeviceBridge(deps, {
+      ...bridge,
       c2dTransport: amqpTrusting(o.cert.cert),
       retryDelayMs: 200,
       loadBalancing: { strategy: "greedy", updateIntervalInMs: 200 },
-    }),
+    }, metrics),
   });
   await until(() => {
     const s = srv.devices?.status();

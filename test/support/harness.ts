@@ -27,7 +27,7 @@ export async function startTestServer(env: Record<string, string> = {}, parts: {
   const config = loadConfig({ SERVER_PORT: "0", HOST: "127.0.0.1", SQLITE_PATH: join(dir, "pichat.db"), OFFLINE_MODEL_DELAY_MS: "0", ENVIRONMENT: "test", ...env });
   const store = parts.store ?? openSqliteStore(config.SQLITE_PATH);
   const log = memoryLogger();
-  const running = startServer({ config, store, model: parts.model ?? modelFromConfig(config), log, startDevices: parts.startDevices });
+  const running = startServer({ config, store, model: parts.model ?? (await modelFromConfig(config)), log, startDevices: parts.startDevices });
   const wsUrl = `${running.url.replace(/^http/, "ws")}/ws`;
   return {
     ...running,

@@ -1,0 +1,69 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { Model } from "./model/model";
+import type { Store } from "./store/store";
+
+/** Every metric the server exports at /metrics, on a registry of its own (tests build many servers). */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "pichat_" });
+  const registers = [registry];
+  const fast = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
+  return {
+    registry,
+    connections: new Gauge({ name: "pichat_ws_connections", help: "WebSocket connections open", registers }),
+    commands: new Counter({ name: "pichat_ws_commands_total", help: "WebSocket commands by type and outcome (ok or an error code)", labelNames: ["type", "outcome"], registers }),
+    commandSeconds: new Histogram({ name: "pichat_ws_command_duration_seconds", help: "Time to handle a WebSocket command", labelNames: ["type"], buckets: fast, registers }),
+    firstToken: new Histogram({ name: "pichat_model_time_to_first_token_seconds", help: "Model request to first streamed token", buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30], registers }),
+    tokens: new Counter({ name: "pichat_model_tokens_streamed_total", help: "Text deltas streamed from the model", registers }),
+    modelRequests: new Counter({ name: "pichat_model_requests_total", help: "Model requests by outcome", labelNames: ["outcome"], registers }),
+    deviceMessages: new Counter({ name: "pichat_device_messages_total", help: "Device messages by outcome (answered, duplicate, stale, c2d_failed, model_failed, invalid, failed)", labelNames: ["outcome"], registers }),
+    storeSeconds: new Histogram({ name: "pichat_store_operation_duration_seconds", help: "Store operations by name and outcome", labelNames: ["op", "outcome"], buckets: fast, registers }),
+  };
+}
+export type Metrics = ReturnType<typeof createMetrics>;
+
+/** The same store, timing every operation. */
+export function instrumentStore(store: Store, m: Metrics): Store {
+  const timed = {} as Record<string, unknown>;
+  for (const [key, value] of Object.entries(store)) {
+    if (typeof value !== "function" || key === "close") {
+      timed[key] = value;
+      continue;
+    }
+    timed[key] = async (...args: unknown[]) => {
+      const end = m.storeSeconds.startTimer({ op: key });
+      try {
+        const result = await (value as (...a: unknown[]) => Promise<unknown>).apply(store, args);
+        end({ outcome: "ok" });
+        return result;
+      } catch (e) {
+        end({ outcome: "error" });
+        throw e;
+      }
+    };
+  }
+  return timed as Store;
+}
+
+/** The same model, counting requests and tokens and timing the first token. */
+export function instrumentModel<M extends Model>(model: M, m: Metrics): M {
+  return {
+    ...model,
+    async *stream(turns, options) {
+      const end = m.firstToken.startTimer();
+      let first = true;
+      try {
+        for await (const delta of model.stream(turns, options)) {
+          if (first) end();
+          first = false;
+          m.tokens.inc();
+          yield delta;
+        }
+        m.modelRequests.inc({ outcome: options.signal.aborted ? "aborted" : "ok" });
+      } catch (e) {
+        m.modelRequests.inc({ outcome: options.signal.aborted ? "aborted" : "error" });
+        throw e;
+      }
+    },
+  };
+}
