@@ -61,7 +61,7 @@ export function createApp(o: AppOptions) {
   });
 
   app.get("/ws", (c) => {
-    if (!o.accepting()) return c.text("shutting down", 503);
+    if (!o.accepting()) return c.json({ error: "the server is shutting down; reconnect shortly", code: "SHUTTING_DOWN" }, 503, { "Retry-After": "2" });
     const { token, protocols } = presentedToken(c.req.raw);
     if (o.apiToken && !tokensMatch(token, o.apiToken)) {
       return c.json({ error: "a valid API token is required", code: "UNAUTHORIZED" }, 401, { "WWW-Authenticate": "Bearer" });

@@ -69,6 +69,15 @@ describe("development", () => {
     }
   });
 
+  test("with no ALLOWED_ORIGINS, development accepts any Origin, even \"null\" from a file:// page", async () => {
+    const srv = await startTestServer({ ENVIRONMENT: "development" });
+    for (const origin of ["http://localhost:5173", "null"]) {
+      const c = await srv.connect({ headers: { Origin: origin } });
+      c.close();
+    }
+    await srv.close();
+  });
+
   test("a real token set in development is still required", async () => {
     const srv = await startTestServer({ ENVIRONMENT: "development", API_TOKEN: TOKEN });
     expect((await upgradeStatus(srv.wsUrl)).status).toBe(401);

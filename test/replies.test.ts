@@ -132,6 +132,18 @@ describe("the server owns the stream", () => {
   });
 });
 
+test("a resend of a question whose reply is still streaming is a duplicate, not GENERATION_IN_PROGRESS", async () => {
+  model.setScript({ tokens: words(30), delayMs: 10 });
+  const a = await open();
+  const chat = await newChat(a);
+  const id = crypto.randomUUID();
+  a.send({ type: "SEND_MESSAGE", chatId: chat.id, message: { id, content: "once" } });
+  await a.next((f) => f.type === "MESSAGE");
+  const again = await a.request({ type: "SEND_MESSAGE", chatId: chat.id, message: { id, content: "once" } }, "MESSAGE_ACCEPTED");
+  expect(again).toMatchObject({ type: "MESSAGE_ACCEPTED", duplicate: true, messageId: id });
+  await a.reply(chat.id);
+});
+
 describe("pages", () => {
   test("GET_CHAT_HISTORY {limit, before} pages back through the history with hasMore", async () => {
     model.setScript({ tokens: ["r"] });
@@ -166,6 +178,8 @@ describe("pages", () => {
       cursor = page.cursor;
     } while (cursor);
     expect(seen).toEqual(everything);
+    const bad = await a.request({ type: "GET_CHATS", cursor: "not-a-cursor" }, "CHAT_LIST");
+    expect(bad).toMatchObject({ type: "ERROR", code: "INVALID_FRAME" });
   });
 });
 

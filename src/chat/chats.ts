@@ -1,3 +1,4 @@
+import { decodeCursor } from "../store/cursor";
 import { nowIso } from "./clock";
 import type { ChatDeps } from "./deps";
 import { AppError } from "./errors";
@@ -8,6 +9,10 @@ export const DEFAULT_CHAT_NAME = "New Chat";
 type Deps = Pick<ChatDeps, "store" | "bus" | "inflight" | "options">;
 
 export async function listChats(deps: Deps, o: { limit: number; cursor?: string }) {
+  // Both stores issue keyset cursors of three parts; anything else was not issued by us.
+  if (o.cursor !== undefined && !decodeCursor(o.cursor, 3)) {
+    throw new AppError("INVALID_FRAME", "cursor: not a cursor this server issued; omit it to start from the first page");
+  }
   return deps.store.listChats(o);
 }
 

@@ -25,7 +25,15 @@ export async function sendMessage(
     context?: Turn[];
   },
 ): Promise<SendResult> {
-  const release = deps.inflight.reserve(o.chatId);
+  let release: () => void;
+  try {
+    release = deps.inflight.reserve(o.chatId);
+  } catch (e) {
+    // A resend of a question whose reply is still streaming is a duplicate, not a conflict.
+    const known = o.messageId && (await deps.store.listMessages(o.chatId, { limit: 20 })).find((m) => m.id === o.messageId);
+    if (known) return { duplicate: true, message: known };
+    throw e;
+  }
   try {
     const chat = await requireChat(deps, o.chatId);
     // Everything the prompt needs is read before the question is stored: once it is stored,
