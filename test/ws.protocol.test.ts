@@ -240,8 +240,10 @@ describe("HTTP", () => {
     expect(typeof body.uptime_s).toBe("number");
   });
 
-  test("/ says what this is; /ws without an upgrade is 426", async () => {
-    const root: any = await (await fetch(srv.url)).json();
+  test("/ is the chat page, /api says what this is; /ws without an upgrade is 426", async () => {
+    const page = await fetch(srv.url);
+    expect(page.headers.get("content-type")).toContain("text/html");
+    const root: any = await (await fetch(`${srv.url}/api`)).json();
     expect(root.websocket).toBe("/ws");
     expect((await fetch(`${srv.url}/ws`)).status).toBe(426);
   });

@@ -16,12 +16,7 @@ let current = location.hash.slice(1) || null; // the chat on screen; kept in the
 let streaming = null; // traceId of the reply streaming into it ("pending" just after a send)
 const bubbles = new Map(); // message id or traceId -> its <li>
 
-function el(tag, className, text) {
-  const e = document.createElement(tag);
-  if (className) e.className = className;
-  if (text != null) e.textContent = text;
-  return e;
-}
+const el = (tag, className = "", text = "") => Object.assign(document.createElement(tag), { className, textContent: text });
 
 // The token: taken from ?token= once, then kept in sessionStorage and out of the address bar.
 const params = new URLSearchParams(location.search);
@@ -51,7 +46,7 @@ function connect() {
     setConn("online");
     send({ type: "GET_CHATS" }); // CHAT_LIST then re-opens the current chat
   };
-  ws.onmessage = (e) => onFrame(JSON.parse(e.data));
+  ws.onmessage = (e) => receive(JSON.parse(e.data));
   ws.onclose = async () => {
     ws = null;
     setConn("offline");
@@ -62,14 +57,8 @@ function connect() {
 }
 
 // A browser does not say why a socket was refused; the same request as plain HTTP answers 401.
-async function refused(token) {
-  try {
-    const res = await fetch("/ws", { headers: token ? { Authorization: `Bearer ${token}` } : {} });
-    return res.status === 401;
-  } catch {
-    return false;
-  }
-}
+const refused = (token) =>
+  fetch("/ws", { headers: token ? { Authorization: `Bearer ${token}` } : {} }).then((r) => r.status === 401, () => false);
 
 function send(frame) {
   if (ws?.readyState !== WebSocket.OPEN) return false;
@@ -91,33 +80,27 @@ function askToken(why) {
 
 // ---- frames from the server ----
 
-function onFrame(f) {
-  switch (f.type) {
-    case "CHAT_LIST":
-      chats = f.chats;
-      // (Re)open the chat on screen; after a reconnect its history brings back a reply mid-stream.
-      return select(chats.some((c) => c.id === current) ? current : chats[0]?.id ?? null);
-    case "NEW_CHAT":
-      upsert(f.chat);
-      return select(f.chat.id);
-    case "CHAT_CREATED": // someone else's, or a device's first message
-    case "CHAT_UPDATED":
-      return upsert(f.chat);
-    case "CHAT_DELETED":
-      chats = chats.filter((c) => c.id !== f.chatId);
-      return f.chatId === current ? select(chats[0]?.id ?? null) : renderChats();
-    case "CHAT_HISTORY":
-      return f.chatId === current && showHistory(f.messages);
-    case "FIRST_MESSAGE": // a question from another browser or a device, live
-      return f.chatId === current && addMessage(f.message);
-    case "MESSAGE_ACCEPTED":
-      return f.chatId === current && f.traceId && replyBubble(f.traceId);
-    case "MESSAGE":
-      return f.chatId === current && onDelta(f);
-    case "ERROR":
-      return onError(f);
-  }
-}
+// One entry per frame type the page cares about, like the server's handler table; others are ignored.
+const receive = (f) => on[f.type]?.(f);
+const on = {
+  CHAT_LIST(f) {
+    chats = f.chats;
+    // (Re)open the chat on screen; after a reconnect its history brings back a reply mid-stream.
+    select(chats.some((c) => c.id === current) ? current : chats[0]?.id ?? null);
+  },
+  NEW_CHAT(f) {
+    upsert(f.chat);
+    select(f.chat.id);
+  },
+  CHAT_CREATED: (f) => upsert(f.chat), // another browser's, or a device's first message
+  CHAT_UPDATED: (f) => upsert(f.chat),
+  CHAT_DELETED: (f) => forget(f.chatId),
+  CHAT_HISTORY: (f) => f.chatId === current && showHistory(f.messages),
+  FIRST_MESSAGE: (f) => f.chatId === current && addMessage(f.message), // asked elsewhere, shown live
+  MESSAGE_ACCEPTED: (f) => f.chatId === current && f.traceId && replyBubble(f.traceId),
+  MESSAGE: (f) => f.chatId === current && onDelta(f),
+  ERROR: onError,
+};
 
 function onDelta(f) {
   const li = replyBubble(f.traceId);
@@ -136,10 +119,7 @@ function onError(f) {
     streaming = null;
     updateControls();
   }
-  if (f.code === "CHAT_NOT_FOUND" && f.chatId === current) {
-    chats = chats.filter((c) => c.id !== current);
-    select(chats[0]?.id ?? null);
-  }
+  if (f.code === "CHAT_NOT_FOUND" && f.chatId) forget(f.chatId);
   notify(f.error);
 }
 
@@ -152,15 +132,19 @@ function upsert(chat) {
   renderChats();
 }
 
+function forget(chatId) {
+  chats = chats.filter((c) => c.id !== chatId);
+  if (chatId === current) select(chats[0]?.id ?? null);
+  else renderChats();
+}
+
 function renderChats() {
   ui.chats.replaceChildren(...chats.map((c) => {
     const li = el("li", c.id === current ? "current" : "");
     li.dataset.id = c.id;
-    const b = el("button", "chat");
-    b.type = "button";
+    const b = Object.assign(el("button", "chat"), { type: "button", onclick: () => select(c.id) });
     b.append(el("span", "name", c.name));
     if (c.device_id) b.append(Object.assign(el("span", "badge", "device"), { title: `device ${c.device_id}` }));
-    b.onclick = () => select(c.id);
     li.append(b);
     return li;
   }));
@@ -169,18 +153,16 @@ function renderChats() {
 
 function select(id) {
   current = id;
-  streaming = null;
-  bubbles.clear();
-  ui.messages.replaceChildren();
+  showHistory([]); // until the server sends it
   ui.messages.dataset.empty = id ? "No messages yet. Say hello." : "No chat yet. Create one to start.";
   history.replaceState(null, "", location.pathname + location.search + (id ? `#${id}` : ""));
   if (id) send({ type: "GET_CHAT_HISTORY", chatId: id }); // also starts watching it
-  document.body.classList.remove("menu");
   renderChats();
   updateControls();
 }
 
 function showHistory(messages) {
+  streaming = null;
   bubbles.clear();
   ui.messages.replaceChildren();
   for (const m of messages) {
@@ -192,7 +174,7 @@ function showHistory(messages) {
 
 function addMessage(m) {
   const li = el("li", `msg ${m.role}`);
-  if (m.device_id) li.append(el("span", "badge", m.device_id));
+  if (m.device_id && m.role === "user") li.append(el("span", "badge", m.device_id)); // asked on a device
   li.append(el("div", "text", m.content));
   if (m.status) li.append(el("small", "status", m.status));
   stickToBottom(() => ui.messages.append(li));
@@ -230,8 +212,7 @@ function updateControls() {
 
 let noticeTimer;
 function notify(text) {
-  ui.notice.textContent = text;
-  ui.notice.hidden = false;
+  Object.assign(ui.notice, { textContent: text, hidden: false });
   clearTimeout(noticeTimer);
   noticeTimer = setTimeout(() => (ui.notice.hidden = true), 6000);
 }
@@ -239,8 +220,9 @@ function notify(text) {
 // ---- what the user does ----
 
 $("new-chat").onclick = () => send({ type: "CREATE_CHAT" });
+// On a phone the chat list slides over; it folds away once something in it (or beside it) is clicked.
 $("menu").onclick = () => document.body.classList.toggle("menu");
-$("scrim").onclick = () => document.body.classList.remove("menu");
+$("sidebar").onclick = $("scrim").onclick = (e) => e.target.closest("button, #scrim") && document.body.classList.remove("menu");
 
 ui.composer.onsubmit = (e) => {
   e.preventDefault();
