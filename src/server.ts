@@ -78,13 +78,13 @@ export function startServer(parts: ServerParts) {
     accepting = false;
     // No new device work; the consumer has checkpointed every batch it finished.
     await devices?.stop().catch((e) => log.error("device bridge did not stop cleanly", { error: e }));
-    const pending = deps.inflight.all();
-    const all = Promise.allSettled(pending.map((g) => g.done));
+    deps.inflight.close();
+    const idle = deps.inflight.idle();
     let timer: ReturnType<typeof setTimeout> | undefined;
     const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), deadlineMs)));
-    if ((await Promise.race([all, late])) === "late") {
-      for (const g of deps.inflight.all()) g.controller.abort({ stop: "interrupted" });
-      await all;
+    if ((await Promise.race([idle, late])) === "late") {
+      deps.inflight.interruptAll({ stop: "interrupted" });
+      await idle;
     }
     clearTimeout(timer);
     for (const ws of conns.all()) ws.close(CLOSE_GOING_AWAY, "server shutting down");

@@ -23,11 +23,19 @@ export type Inflight = ReturnType<typeof createInflight>;
 export function createInflight({ max }: { max: number }) {
   const byChat = new Map<string, Generation>();
   const reserved = new Set<string>();
+  // Shutdown: no new replies, and a way to wait until the last one is stored.
+  let closed = false;
+  let interrupt: StopReason | undefined;
+  const idleWaiters = new Set<() => void>();
+  const settle = () => {
+    if (byChat.size + reserved.size > 0) return;
+    for (const w of idleWaiters) w();
+    idleWaiters.clear();
+  };
 
   return {
     get: (chatId: string) => byChat.get(chatId),
     byTrace: (traceId: string) => [...byChat.values()].find((g) => g.traceId === traceId),
-    all: () => [...byChat.values()],
     get size() {
       return byChat.size + reserved.size;
     },
@@ -36,6 +44,7 @@ export function createInflight({ max }: { max: number }) {
      * is registered, so two sends racing for one chat cannot both start.
      */
     reserve(chatId: string): () => void {
+      if (closed) throw new AppError("SHUTTING_DOWN", "the server is shutting down; send again shortly", { retryAfterMs: 2000 });
       if (byChat.has(chatId) || reserved.has(chatId)) {
         throw new AppError("GENERATION_IN_PROGRESS", "a reply is still being generated in this chat; wait for it or stop it");
       }
@@ -43,14 +52,32 @@ export function createInflight({ max }: { max: number }) {
         throw new AppError("TOO_MANY_GENERATIONS", "the server is generating as many replies as it allows; try again shortly", { retryAfterMs: 1000 });
       }
       reserved.add(chatId);
-      return () => reserved.delete(chatId);
+      return () => {
+        reserved.delete(chatId);
+        settle();
+      };
     },
     add(g: Generation) {
       reserved.delete(g.chatId);
       byChat.set(g.chatId, g);
+      if (interrupt) g.controller.abort(interrupt);
     },
     remove(g: Generation) {
       if (byChat.get(g.chatId) === g) byChat.delete(g.chatId);
+      settle();
+    },
+    /** Refuse new replies from now on (SHUTTING_DOWN). */
+    close() {
+      closed = true;
+    },
+    /** Resolves once no reply is reserved or running. */
+    idle(): Promise<void> {
+      return byChat.size + reserved.size === 0 ? Promise.resolve() : new Promise((r) => idleWaiters.add(r));
+    },
+    /** Cuts every running reply, and any that registers later, short with `reason`. */
+    interruptAll(reason: StopReason) {
+      interrupt = reason;
+      for (const g of byChat.values()) g.controller.abort(reason);
     },
   };
 }

@@ -3,7 +3,7 @@ import type { Logger } from "../log";
 import type { TokenBucket } from "./rate-limit";
 
 type Delta = { chatId: string; traceId: string; seq: number; content: string };
-type Queued = { data: string; delta?: Delta };
+type Queued = { data: string; bytes: number; delta?: Delta };
 
 export type ConnData = {
   id: string;
@@ -38,11 +38,13 @@ export function createConnections({ log, queueLimitBytes }: { log: Logger; queue
     if (delta && last?.delta && last.delta.traceId === delta.traceId) {
       const merged = { ...last.delta, seq: delta.seq, content: last.delta.content + delta.content };
       const mergedData = JSON.stringify({ type: "MESSAGE", chatId: merged.chatId, content: merged.content, traceId: merged.traceId, end: false, seq: merged.seq });
-      d.queuedBytes += mergedData.length - last.data.length;
-      d.queue[d.queue.length - 1] = { data: mergedData, delta: merged };
+      const bytes = Buffer.byteLength(mergedData);
+      d.queuedBytes += bytes - last.bytes;
+      d.queue[d.queue.length - 1] = { data: mergedData, bytes, delta: merged };
     } else {
-      d.queue.push({ data, delta });
-      d.queuedBytes += data.length;
+      const bytes = Buffer.byteLength(data);
+      d.queue.push({ data, bytes, delta });
+      d.queuedBytes += bytes;
     }
     if (d.queuedBytes > queueLimitBytes) {
       log.warn("closing a client that does not keep up", { connId: d.id, queuedBytes: d.queuedBytes });
@@ -64,7 +66,7 @@ export function createConnections({ log, queueLimitBytes }: { log: Logger; queue
     d.paused = false;
     while (d.queue.length > 0) {
       const next = d.queue.shift()!;
-      d.queuedBytes -= next.data.length;
+      d.queuedBytes -= next.bytes;
       if (ws.send(next.data) === -1) {
         d.paused = true;
         return;

@@ -19,6 +19,9 @@ export type SocketOptions = {
   idleTimeoutS: number;
 };
 
+// A lone surrogate ("\ud800") would be echoed as sent but stored as U+FFFD: make both the same.
+const wellFormed = (_key: string, value: unknown) => (typeof value === "string" ? value.toWellFormed() : value);
+
 /** The data a new socket starts with; `id` is unique across replicas. */
 export function newConnData(o: SocketOptions): ConnData {
   return {
@@ -26,7 +29,7 @@ export function newConnData(o: SocketOptions): ConnData {
     watching: new Set(),
     chain: Promise.resolve(),
     frames: tokenBucket({ perSecond: o.framesPerSecond, burst: o.framesPerSecond * 2 }),
-    sends: tokenBucket({ perSecond: o.messagesPerMinute / 60, burst: Math.max(1, Math.ceil(o.messagesPerMinute / 4)) }),
+    sends: tokenBucket({ perSecond: o.messagesPerMinute / 60, burst: o.messagesPerMinute }),
     generations: 0,
     queue: [],
     queuedBytes: 0,
@@ -52,7 +55,7 @@ export function socketHandlers(deps: ChatDeps, o: SocketOptions, metrics: Metric
 
     let json: unknown;
     try {
-      json = JSON.parse(typeof raw === "string" ? raw : raw.toString("utf8"));
+      json = JSON.parse(typeof raw === "string" ? raw : raw.toString("utf8"), wellFormed);
     } catch {
       return fail("BAD_JSON", "the frame is not valid JSON");
     }
