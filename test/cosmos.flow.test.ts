@@ -1,7 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { openCosmosStore } from "../src/store/cosmos";
 import type { Store } from "../src/store/store";
-import { startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
+import { openTestCosmosStore, startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
 import { startTestServer, type TestServer } from "./support/harness";
 import { startSseModel, type SseModel } from "./support/sse-model";
 import type { Frame, TestClient } from "./support/ws-client";
@@ -18,23 +17,11 @@ let cosmos: CosmosTestServer;
 let store: Store;
 let model: SseModel;
 let srv: TestServer;
-const clients: TestClient[] = [];
-const open = async () => {
-  const c = await srv.connect();
-  clients.push(c);
-  return c;
-};
+const open = () => srv.connect();
 
 beforeAll(async () => {
   cosmos = await startCosmosServer();
-  store = await openCosmosStore({
-    endpoint: cosmos.endpoint, key: cosmos.key, database: `pichat-flow-${crypto.randomUUID()}`,
-    containers: {
-      chats: "chats", messages: "messages", users: "users",
-      settings: "settings", processedMessages: "processed_messages", checkpoints: "checkpoints",
-    },
-    allowSelfSignedCert: true,
-  });
+  store = await openTestCosmosStore(cosmos, "pichat-flow");
   model = await startSseModel({ tokens: TOKENS });
   srv = await startTestServer(
     { OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "test-model", OPENAI_API_KEY: "sk-test" },
@@ -42,7 +29,6 @@ beforeAll(async () => {
   );
 });
 afterAll(async () => {
-  for (const c of clients) c.close();
   await srv?.close();
   // The harness closes only stores it opened itself.
   await store?.close();

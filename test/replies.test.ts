@@ -9,12 +9,7 @@ import type { TestClient } from "./support/ws-client";
 
 let model: SseModel;
 let srv: TestServer;
-const clients: TestClient[] = [];
-const open = async () => {
-  const c = await srv.connect();
-  clients.push(c);
-  return c;
-};
+const open = () => srv.connect();
 const words = (n: number) => Array.from({ length: n }, (_, i) => `w${i} `);
 const newChat = async (c: TestClient) => (await c.request({ type: "CREATE_CHAT" }, "NEW_CHAT")).chat;
 
@@ -23,7 +18,6 @@ beforeAll(async () => {
   srv = await startTestServer({ OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "base-model", CHAT_TITLES: "false" });
 });
 afterAll(async () => {
-  for (const c of clients) c.close();
   await srv.close();
   model.stop();
 });

@@ -1,9 +1,8 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import type { Model } from "../src/model/model";
 import { openAICompatibleModel } from "../src/model/openai";
-import { openCosmosStore } from "../src/store/cosmos";
 import type { Store } from "../src/store/store";
-import { startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
+import { openTestCosmosStore, startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
 import { startTestServer, type TestServer } from "./support/harness";
 import { startSseModel, type SseModel } from "./support/sse-model";
 import type { Frame, TestClient } from "./support/ws-client";
@@ -64,14 +63,7 @@ const figures: Record<string, string> = {};
 beforeAll(async () => {
   cosmos = await startCosmosServer();
   // Production timeouts (no requestTimeoutMs), as storeFromConfig opens it.
-  store = await openCosmosStore({
-    endpoint: cosmos.endpoint, key: cosmos.key, database: `pichat-outage-${crypto.randomUUID()}`,
-    containers: {
-      chats: "chats", messages: "messages", users: "users",
-      settings: "settings", processedMessages: "processed_messages", checkpoints: "checkpoints",
-    },
-    allowSelfSignedCert: true,
-  });
+  store = await openTestCosmosStore(cosmos, "pichat-outage");
   sse = await startSseModel({ tokens: TOKENS });
   held = holdableModel(openAICompatibleModel({ baseURL: `${sse.url}/v1`, apiKey: "sk-test", model: "test-model", timeoutMs: 30_000 }));
   srv = await startTestServer({}, { store, model: held.model });

@@ -8,19 +8,13 @@ import type { TestClient } from "./support/ws-client";
 
 let model: SseModel;
 let srv: TestServer;
-const clients: TestClient[] = [];
-const open = async () => {
-  const c = await srv.connect();
-  clients.push(c);
-  return c;
-};
+const open = () => srv.connect();
 
 beforeAll(async () => {
   model = await startSseModel({ tokens: ["The", " answer", " is", " 42", "."] });
   srv = await startTestServer({ OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "test-model", OPENAI_API_KEY: "sk-test", CHAT_TITLES: "false" });
 });
 afterAll(async () => {
-  for (const c of clients) c.close();
   await srv.close();
   model.stop();
 });

@@ -60,3 +60,17 @@ export async function startCosmosServer(): Promise<CosmosTestServer> {
     },
   };
 }
+
+/** Our Cosmos store on the test server, in a fresh database named `<prefix>-<uuid>`. */
+export async function openTestCosmosStore(server: CosmosTestServer, prefix: string, o: { requestTimeoutMs?: number } = {}) {
+  const { openCosmosStore } = await import("../../src/store/cosmos");
+  return openCosmosStore({
+    endpoint: server.endpoint, key: server.key, database: `${prefix}-${crypto.randomUUID()}`,
+    containers: {
+      chats: "chats", messages: "messages", users: "users",
+      settings: "settings", processedMessages: "processed_messages", checkpoints: "checkpoints",
+    },
+    allowSelfSignedCert: true,
+    ...o,
+  });
+}

@@ -8,7 +8,7 @@ import type { Model } from "../../src/model/model";
 import { startServer, type ServerParts } from "../../src/server";
 import { openSqliteStore } from "../../src/store/sqlite";
 import type { Store } from "../../src/store/store";
-import { connect } from "./ws-client";
+import { connect, type TestClient } from "./ws-client";
 
 /** Log lines kept in memory, so tests can assert what was (and was not) logged. */
 export function memoryLogger(level: "debug" | "info" = "debug", secrets: string[] = []): Logger & { lines: string[] } {
@@ -29,14 +29,21 @@ export async function startTestServer(env: Record<string, string> = {}, parts: {
   const log = memoryLogger();
   const running = startServer({ config, store, model: parts.model ?? (await modelFromConfig(config)), log, startDevices: parts.startDevices });
   const wsUrl = `${running.url.replace(/^http/, "ws")}/ws`;
+  // Every client a test opens is closed with the server, so a failing test leaks nothing.
+  const clients: TestClient[] = [];
   return {
     ...running,
     config,
     store,
     log,
     wsUrl,
-    connect: (o: Parameters<typeof connect>[1] & { query?: string } = {}) => connect(o.query ? `${wsUrl}?${o.query}` : wsUrl, o),
+    async connect(o: Parameters<typeof connect>[1] & { query?: string } = {}) {
+      const client = await connect(o.query ? `${wsUrl}?${o.query}` : wsUrl, o);
+      clients.push(client);
+      return client;
+    },
     async close() {
+      for (const c of clients) c.close();
       await running.stop(1000);
       if (!parts.store) await store.close();
       rmSync(dir, { recursive: true, force: true });
