@@ -38,9 +38,11 @@ export async function requireChat(deps: Pick<ChatDeps, "store">, chatId: string)
  * older messages exist: ask again with `before` = the oldest one's created_at.
  */
 export async function chatHistory(deps: Deps, o: { chatId: string; limit?: number; before?: string }): Promise<{ messages: Message[]; hasMore: boolean }> {
-  await requireChat(deps, o.chatId);
   const limit = Math.min(o.limit ?? deps.options.historyMaxMessages, deps.options.historyMaxMessages);
   const page = await deps.store.listMessages(o.chatId, { limit: limit + 1, before: o.before });
+  // Messages live only in a chat that exists (deleteChat removes them first): only an empty page
+  // needs the chat looked up, to tell "no messages yet" from "no such chat".
+  if (page.length === 0) await requireChat(deps, o.chatId);
   return page.length > limit ? { messages: page.slice(1), hasMore: true } : { messages: page, hasMore: false };
 }
 

@@ -101,10 +101,14 @@ export function openSqliteStore(path: string): Store {
        ON CONFLICT (chat_id, id) DO UPDATE SET role = excluded.role, content = excluded.content,
        created_at = excluded.created_at, status = excluded.status, device_id = excluded.device_id`,
     ),
-    listMessages: db.query<MessageRow, { $chat_id: string; $limit: number; $before: string | null }>(
-      `SELECT * FROM (SELECT rowid AS r, * FROM messages WHERE chat_id = $chat_id
-         AND ($before IS NULL OR created_at < $before) ORDER BY created_at DESC, r DESC LIMIT $limit)
-       ORDER BY created_at ASC, r ASC`,
+    // Newest first straight off the (chat_id, created_at) index; reversed in JS rather than
+    // re-sorted by SQLite through a temp B-tree.
+    listMessages: db.query<MessageRow, { $chat_id: string; $limit: number }>(
+      "SELECT rowid AS r, * FROM messages WHERE chat_id = $chat_id ORDER BY created_at DESC, r DESC LIMIT $limit",
+    ),
+    listMessagesBefore: db.query<MessageRow, { $chat_id: string; $limit: number; $before: string }>(
+      `SELECT rowid AS r, * FROM messages WHERE chat_id = $chat_id AND created_at < $before
+       ORDER BY created_at DESC, r DESC LIMIT $limit`,
     ),
     claimProcessed: db.query(
       `INSERT INTO processed_messages (id, expires_at) VALUES ($id, $expires_at)
@@ -180,12 +184,15 @@ export function openSqliteStore(path: string): Store {
 
     addMessage: guard((m) => q.addMessage.run(messageParams(m)).changes > 0),
     putMessage: guard((m) => void q.putMessage.run(messageParams(m))),
-    listMessages: guard((chatId, { limit, before }) =>
-      q.listMessages.all({ $chat_id: chatId, $limit: limit, $before: before ?? null }).map((r) => {
-        const { r: _rowid, ...row } = r as MessageRow & { r: number };
-        return toMessage(row);
-      }),
-    ),
+    listMessages: guard((chatId, { limit, before }) => {
+      const rows = before === undefined
+        ? q.listMessages.all({ $chat_id: chatId, $limit: limit })
+        : q.listMessagesBefore.all({ $chat_id: chatId, $limit: limit, $before: before });
+      // toMessage copies the named columns only, so the rowid column `r` is left behind.
+      const out: Message[] = new Array(rows.length);
+      for (let i = 0; i < rows.length; i++) out[i] = toMessage(rows[rows.length - 1 - i]!);
+      return out;
+    }),
 
     claimProcessed: guard((id, ttlSeconds) => {
       const now = Date.now();

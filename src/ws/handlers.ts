@@ -76,11 +76,14 @@ export const handlers: { [T in InboundType]: Handler<T> } = {
       ctx.reply(frames.catchUp(a.chatId, a.traceId, g.chunks.slice(a.fromSeq).join(""), g.chunks.length));
       return;
     }
-    // Finished (or finishing) already: the stored reply is the whole text.
-    await requireChat(ctx.deps, a.chatId);
+    // Finished (or finishing) already: the stored reply is the whole text. Only when it is not
+    // there does the chat need looking up, to answer CHAT_NOT_FOUND rather than GENERATION_NOT_FOUND.
     const recent = await ctx.deps.store.listMessages(a.chatId, { limit: 50 });
     const done = recent.find((m) => m.id === a.traceId && m.role === "assistant");
-    if (!done) throw new AppError("GENERATION_NOT_FOUND", "no such reply in this chat", { chatId: a.chatId, traceId: a.traceId });
+    if (!done) {
+      await requireChat(ctx.deps, a.chatId);
+      throw new AppError("GENERATION_NOT_FOUND", "no such reply in this chat", { chatId: a.chatId, traceId: a.traceId });
+    }
     ctx.conns.watch(ctx.ws, a.chatId);
     ctx.reply(frames.finished(done));
   }),

@@ -1,0 +1,23 @@
+import { scenario as device } from "./device";
+import { scenario as fanOut } from "./fan-out";
+import { scenario as idleMemory } from "./idle-memory";
+import { runScenarios, type Scenario } from "./lib/report";
+import { scenario as requestResponse } from "./request-response";
+import { scenario as storeCost } from "./store-cost";
+import { scenario as streaming } from "./streaming";
+
+// `bun run bench` runs every scenario; `bun run bench -- fan-out streaming` runs those only.
+// Each scenario is also a script of its own: `bun bench/fan-out.ts`. `--md` also prints the table
+// as Markdown. Results go to bench/results/<time>.json. docs/performance.md explains the figures.
+
+const ALL: Scenario[] = [requestResponse, streaming, fanOut, idleMemory, device, storeCost];
+
+const names = process.argv.slice(2).filter((a) => a !== "--" && !a.startsWith("-"));
+const unknown = names.filter((n) => !ALL.some((s) => s.name === n));
+if (unknown.length) {
+  console.error(`unknown scenario ${unknown.join(", ")}; choose from: ${ALL.map((s) => s.name).join(", ")}`);
+  process.exit(2);
+}
+const chosen = names.length ? ALL.filter((s) => names.includes(s.name)) : ALL;
+const { results } = await runScenarios(chosen, { label: names.length ? names.join("+") : undefined });
+process.exit(results.some((r) => r.error) ? 1 : 0);

@@ -1,0 +1,84 @@
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loadConfig } from "../../src/config";
+import { deviceBridgeOptions, startDeviceBridge } from "../../src/devices";
+import { createLogger } from "../../src/log";
+import { modelFromConfig } from "../../src/model";
+import { startServer } from "../../src/server";
+import { storeFromConfig } from "../../src/store";
+import { serveChild } from "../lib/proc";
+
+// The server under test, in a process of its own: the real startServer on loopback, SQLite in a
+// temp dir unless the bench passes a Cosmos endpoint. The configuration comes only from
+// BENCH_APP_ENV (JSON), never from the ambient environment or a .env file, so a developer's
+// settings cannot leak into a run. Limits are raised so the bench measures work, not refusals.
+//
+// BENCH_DEVICES (JSON {certPath}) turns the IoT Hub bridge on against the local AMQP peer whose
+// connection strings are in BENCH_APP_ENV; the child is ready once the consumer owns every partition.
+
+const dir = mkdtempSync(join(tmpdir(), "pichat-bench-"));
+const overrides = JSON.parse(process.env.BENCH_APP_ENV ?? "{}") as Record<string, string>;
+const config = loadConfig({
+  SERVER_PORT: "0",
+  HOST: "127.0.0.1",
+  ENVIRONMENT: "development",
+  LOG_LEVEL: "warn",
+  SQLITE_PATH: join(dir, "pichat.db"),
+  RATE_LIMIT_FRAMES_PER_SECOND: "100000",
+  RATE_LIMIT_MESSAGES_PER_MINUTE: "100000",
+  MAX_GENERATIONS: "100000",
+  MAX_GENERATIONS_PER_CONNECTION: "1000",
+  OFFLINE_MODEL_DELAY_MS: "0",
+  ...overrides,
+});
+const log = createLogger({ level: config.LOG_LEVEL, json: false, write: (l) => process.stderr.write(`[app] ${l}\n`) });
+const store = await storeFromConfig(config);
+const model = await modelFromConfig(config);
+
+const devices = process.env.BENCH_DEVICES ? (JSON.parse(process.env.BENCH_DEVICES) as { certPath: string; partitions?: number }) : undefined;
+const bridge = devices ? await deviceBridgeOptions(config) : undefined;
+// The test peer's transport (trusting its certificate) is loaded only when the bridge is on.
+const amqpTrusting = devices ? (await import("../../test/support/amqp-peer")).amqpTrusting : undefined;
+const running = startServer({
+  config, store, model, log,
+  startDevices: devices
+    ? (deps, metrics) => startDeviceBridge(deps, {
+        ...bridge!,
+        c2dTransport: amqpTrusting!(readFileSync(devices.certPath, "utf8")),
+        retryDelayMs: 200,
+        loadBalancing: { strategy: "greedy", updateIntervalInMs: 200 },
+      }, metrics)
+    : undefined,
+});
+
+if (devices) {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const s = running.devices?.status();
+    if (s?.status === "running" && s.partitions.length === (devices.partitions ?? 2)) break;
+    if (Date.now() > deadline) throw new Error(`the device consumer did not own every partition in time: ${JSON.stringify(s)}`);
+    await Bun.sleep(20);
+  }
+}
+
+let stopped = false;
+async function stop() {
+  if (stopped) return;
+  stopped = true;
+  await running.stop(1000);
+  await store.close();
+  rmSync(dir, { recursive: true, force: true });
+}
+process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+
+serveChild(
+  { port: running.server.port, url: running.url, ws: `${running.url.replace(/^http/, "ws")}/ws`, store: store.kind, model: model.kind },
+  {
+    mem: (a: { gc?: boolean } = {}) => {
+      if (a?.gc) Bun.gc(true);
+      return { ...process.memoryUsage(), conns: running.conns.count };
+    },
+    stop,
+  },
+);
