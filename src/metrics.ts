@@ -1,5 +1,4 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
-import type { Model } from "./model/model";
 import type { Store } from "./store/store";
 
 /** Every metric the server exports at /metrics, on a registry of its own (tests build many servers). */
@@ -43,27 +42,4 @@ export function instrumentStore(store: Store, m: Metrics): Store {
     };
   }
   return timed as Store;
-}
-
-/** The same model, counting requests and tokens and timing the first token. */
-export function instrumentModel<M extends Model>(model: M, m: Metrics): M {
-  return {
-    ...model,
-    async *stream(turns, options) {
-      const end = m.firstToken.startTimer();
-      let first = true;
-      try {
-        for await (const delta of model.stream(turns, options)) {
-          if (first) end();
-          first = false;
-          m.tokens.inc();
-          yield delta;
-        }
-        m.modelRequests.inc({ outcome: options.signal.aborted ? "aborted" : "ok" });
-      } catch (e) {
-        m.modelRequests.inc({ outcome: options.signal.aborted ? "aborted" : "error" });
-        throw e;
-      }
-    },
-  };
 }

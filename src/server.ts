@@ -8,7 +8,7 @@ import type { IotHubStatus } from "./http/health";
 import type { Logger } from "./log";
 import type { Model } from "./model/model";
 import { observedModel } from "./model/observed";
-import { createMetrics, instrumentModel, instrumentStore, type Metrics } from "./metrics";
+import { createMetrics, instrumentStore, type Metrics } from "./metrics";
 import type { Store } from "./store/store";
 import { showEventsOnSockets } from "./ws/fanout";
 import { newConnData, socketHandlers } from "./ws/socket";
@@ -31,7 +31,7 @@ export function startServer(parts: ServerParts) {
   const { config: c, log } = parts;
   const metrics = createMetrics();
   const store = instrumentStore(parts.store, metrics);
-  const model = observedModel(instrumentModel(parts.model, metrics));
+  const model = observedModel(parts.model, metrics);
   const bus = parts.bus ?? localBus((e) => log.error("event listener failed", { error: e }));
   const deps: ChatDeps = {
     store, model, bus, log,

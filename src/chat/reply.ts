@@ -8,13 +8,13 @@ import type { Message, MessageStatus } from "./schema";
 
 export type ReplyResult = { message?: Message; status?: MessageStatus; error?: { code: string; message: string } };
 
+type ReplyRequest = { chatId: string; prompt: Turn[]; temperature?: number; model?: string; deviceId?: string };
+
 /**
  * Streams the model's reply into a chat: every delta goes out on the bus as it arrives, and the
  * whole reply is stored before the end event, so whoever sees `end` can reload it. A failure keeps
  * the text so far, stored and marked. The caller must hold the chat's slot (inflight.reserve).
  */
-type ReplyRequest = { chatId: string; prompt: Turn[]; temperature?: number; model?: string; deviceId?: string };
-
 export function startReply(deps: ChatDeps, o: ReplyRequest) {
   const g: Generation = {
     chatId: o.chatId,
@@ -27,7 +27,7 @@ export function startReply(deps: ChatDeps, o: ReplyRequest) {
   deps.inflight.add(g);
   const result = run(deps, g, o).finally(() => deps.inflight.remove(g));
   g.done = result.then(() => {});
-  return { traceId: g.traceId, generation: g, result };
+  return { traceId: g.traceId, result };
 }
 
 async function run(deps: ChatDeps, g: Generation, o: ReplyRequest): Promise<ReplyResult> {

@@ -1,5 +1,6 @@
 import type { ServerWebSocket } from "bun";
 import type { Logger } from "../log";
+import { frames } from "./protocol";
 import type { TokenBucket } from "./rate-limit";
 
 type Delta = { chatId: string; traceId: string; seq: number; content: string };
@@ -37,7 +38,7 @@ export function createConnections({ log, queueLimitBytes }: { log: Logger; queue
     const last = d.queue.at(-1);
     if (delta && last?.delta && last.delta.traceId === delta.traceId) {
       const merged = { ...last.delta, seq: delta.seq, content: last.delta.content + delta.content };
-      const mergedData = JSON.stringify({ type: "MESSAGE", chatId: merged.chatId, content: merged.content, traceId: merged.traceId, end: false, seq: merged.seq });
+      const mergedData = JSON.stringify(frames.delta({ type: "reply_delta", ...merged }));
       const bytes = Buffer.byteLength(mergedData);
       d.queuedBytes += bytes - last.bytes;
       d.queue[d.queue.length - 1] = { data: mergedData, bytes, delta: merged };
