@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import type { Chat, Message } from "../src/chat/schema";
+import type { Chat, Message } from "../src/records";
 import { nowIso } from "../src/chat/clock";
 import type { Store } from "../src/store/store";
 

@@ -2,7 +2,7 @@ import { decodeCursor } from "../store/cursor";
 import { nowIso } from "./clock";
 import type { ChatDeps } from "./deps";
 import { AppError } from "./errors";
-import type { Chat, Message } from "./schema";
+import type { Chat, Message } from "../records";
 
 export const DEFAULT_CHAT_NAME = "New Chat";
 

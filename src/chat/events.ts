@@ -1,4 +1,4 @@
-import type { Chat, Message, MessageStatus } from "./schema";
+import type { Chat, Message, MessageStatus } from "../records";
 
 // What happened to chats, for whoever shows it (browser sockets today, other replicas through a
 // shared bus later). Plain JSON values only, so an event can cross a process boundary unchanged.

@@ -1,5 +1,5 @@
 import type { Turn } from "../model/model";
-import type { Message } from "./schema";
+import type { Message } from "../records";
 
 /**
  * The system prompt, then as much recent history as fits in `budgetChars`, newest kept. The

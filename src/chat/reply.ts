@@ -4,7 +4,7 @@ import { nowIso } from "./clock";
 import type { ChatDeps } from "./deps";
 import { AppError } from "./errors";
 import { isStopReason, type Generation, type StopReason } from "./inflight";
-import type { Message, MessageStatus } from "./schema";
+import type { Message, MessageStatus } from "../records";
 
 export type ReplyResult = { message?: Message; status?: MessageStatus; error?: { code: string; message: string } };
 

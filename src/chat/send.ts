@@ -6,7 +6,7 @@ import { buildPrompt } from "./prompt";
 import { startReply, type ReplyResult } from "./reply";
 import { getSettings } from "./settings";
 import { titleChat } from "./title";
-import type { Chat, Message } from "./schema";
+import type { Chat, Message } from "../records";
 
 export type SendResult =
   | { duplicate: true; message: Message }

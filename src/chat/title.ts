@@ -1,6 +1,6 @@
 import type { ChatDeps } from "./deps";
 import { DEFAULT_CHAT_NAME, renameChat } from "./chats";
-import type { Chat, Message } from "./schema";
+import type { Chat, Message } from "../records";
 
 const TITLE_PROMPT = "Write a short title (at most six words) for a conversation that starts like this. Reply with the title only, no quotes.";
 

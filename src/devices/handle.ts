@@ -3,7 +3,7 @@ import { nowIso } from "../chat/clock";
 import type { ChatDeps } from "../chat/deps";
 import { AppError } from "../chat/errors";
 import { sendMessage } from "../chat/send";
-import type { Chat } from "../chat/schema";
+import type { Chat } from "../records";
 import type { C2DSender } from "./c2d";
 import type { DeviceMessage } from "./telemetry";
 

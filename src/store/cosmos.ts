@@ -1,7 +1,7 @@
 import { Agent } from "node:https";
 import type { TokenCredential } from "@azure/identity";
 import { CosmosClient, type Container, type ContainerRequest, type SqlQuerySpec } from "@azure/cosmos";
-import type { Chat, Message } from "../chat/schema";
+import type { Chat, Message } from "../records";
 import { decodeCursor, encodeCursor } from "./cursor";
 import { StoreUnavailableError } from "./errors";
 import type { Checkpoint, Ownership, Store } from "./store";

@@ -1,7 +1,7 @@
 import { Database } from "bun:sqlite";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
-import type { Chat, Message } from "../chat/schema";
+import type { Chat, Message } from "../records";
 import { decodeCursor, encodeCursor } from "./cursor";
 import { StoreUnavailableError } from "./errors";
 import type { Checkpoint, Ownership, Store } from "./store";

@@ -1,4 +1,4 @@
-import type { Chat, Message } from "../chat/schema";
+import type { Chat, Message } from "../records";
 
 // The one contract both stores keep. test/store.contract.ts runs the same suite against each.
 // Everything here is safe for several server replicas sharing one database: uniqueness and

@@ -1,7 +1,7 @@
 import * as v from "valibot";
 import { chatHistory, createChat, deleteChat, listChats, renameChat, requireChat } from "../chat/chats";
 import { stopReply } from "../chat/reply";
-import type { Message } from "../chat/schema";
+import type { Message } from "../records";
 import { getSettings, updateSettings } from "../chat/settings";
 import type { ChatDeps } from "../chat/deps";
 import { AppError } from "../chat/errors";

@@ -1,6 +1,6 @@
 import * as v from "valibot";
 import type { ChatEvent } from "../chat/events";
-import { IsoTime, type Chat, type Message } from "../chat/schema";
+import { IsoTime, type Chat, type Message } from "../records";
 import { SettingsPatchSchema, type Settings } from "../chat/settings";
 
 // Every frame of /ws, in and out. docs/protocol.md describes the same frames with examples.

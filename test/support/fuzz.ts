@@ -13,7 +13,7 @@
 // the alignment and shows up as a requestId or type mismatch on a later frame.
 
 import * as v from "valibot";
-import { ChatSchema, MessageSchema, type Chat, type Message } from "../../src/chat/schema";
+import { ChatSchema, MessageSchema, type Chat, type Message } from "../../src/records";
 import { isInboundType } from "../../src/ws/handlers";
 import { startTestServer, type TestServer } from "./harness";
 import { startSseModel, type SseModel } from "./sse-model";
