@@ -1,7 +1,8 @@
 import { ConfigError, loadConfig, requiredApiToken, SECRET_VARS } from "./config";
 import { createLogger } from "./log";
 import { modelFromConfig } from "./model";
-import { deviceBridgeOptions, startDeviceBridge } from "./devices";
+import { startDeviceBridge } from "./devices/bridge";
+import { deviceBridgeOptions } from "./devices/options";
 import { startServer } from "./server";
 import { storeFromConfig } from "./store";
 
@@ -33,7 +34,7 @@ const bridgeOptions = config.IOT_HUB_ENABLE ? await deviceBridgeOptions(config) 
 const running = startServer({
   config, store, model, log,
   startDevices: config.IOT_HUB_ENABLE
-    ? (deps, metrics) => startDeviceBridge(deps, bridgeOptions!, metrics)
+    ? (parts) => startDeviceBridge(parts, bridgeOptions!)
     : undefined,
 });
 
@@ -54,7 +55,7 @@ let stopping = false;
 async function shutdown(signal: string) {
   if (stopping) return;
   stopping = true;
-  log.info("shutting down", { signal, inflight: running.deps.inflight.size });
+  log.info("shutting down", { signal, inflight: running.chat.replies.size });
   await running.stop();
   await store.close();
   log.info("stopped");

@@ -1,16 +1,15 @@
 import { createApp } from "./app";
 import { authModes } from "./azure-auth";
 import { requiredApiToken, type Config } from "./config";
-import type { ChatDeps } from "./chat/deps";
 import { localBus, type Bus } from "./chat/events";
-import { createInflight } from "./chat/inflight";
-import type { IotHubStatus } from "./http/health";
+import { createChatService, type ChatService } from "./chat/service";
+import type { DeviceBridge } from "./devices/bridge";
 import type { Logger } from "./log";
 import type { Model } from "./model/model";
-import { observedModel } from "./model/observed";
-import { createMetrics, instrumentStore, type Metrics } from "./metrics";
+import { createMetrics, instrumentStore, observedModel, type Metrics } from "./metrics";
 import type { Store } from "./store/store";
 import { showEventsOnSockets } from "./ws/fanout";
+import type { SocketLimits } from "./ws/limits";
 import { newConnData, socketHandlers } from "./ws/socket";
 import pkg from "../package.json";
 
@@ -20,36 +19,38 @@ export type ServerParts = {
   model: Model;
   log: Logger;
   bus?: Bus;
-  /** Starts the IoT Hub bridge on the chat services; without it /health says "disabled". */
-  startDevices?: (deps: ChatDeps, metrics: Metrics) => { status(): IotHubStatus; stop(): Promise<void> };
+  /** Starts the IoT Hub bridge on the chat service; without it /health says "disabled". */
+  startDevices?: (parts: { chat: ChatService; store: Store; log: Logger; metrics: Metrics }) => DeviceBridge;
 };
 
 export const CLOSE_GOING_AWAY = 1001;
 
-/** Builds the chat services, the app and the socket handlers, and listens. */
+// The only module that knows every layer: it builds the chat service once and hands it to the
+// socket and device adapters.
+
+/** Builds the chat service, the app and the socket handlers, and listens. */
 export function startServer(parts: ServerParts) {
   const { config: c, log } = parts;
   const metrics = createMetrics();
   const store = instrumentStore(parts.store, metrics);
   const model = observedModel(parts.model, metrics);
   const bus = parts.bus ?? localBus((e) => log.error("event listener failed", { error: e }));
-  const deps: ChatDeps = {
+  const chat = createChatService({
     store, model, bus, log,
-    inflight: createInflight({ max: c.MAX_GENERATIONS }),
     options: {
-      systemPrompt: c.SYSTEM_PROMPT, historyChars: c.MODEL_HISTORY_CHARS,
-      modelIdleTimeoutMs: c.MODEL_TIMEOUT_MS, historyMaxMessages: c.HISTORY_MAX_MESSAGES, autoTitle: c.CHAT_TITLES,
+      systemPrompt: c.SYSTEM_PROMPT, historyChars: c.MODEL_HISTORY_CHARS, modelIdleTimeoutMs: c.MODEL_TIMEOUT_MS,
+      historyMaxMessages: c.HISTORY_MAX_MESSAGES, autoTitle: c.CHAT_TITLES, maxGenerations: c.MAX_GENERATIONS,
     },
-  };
-  const socketOptions = {
+  });
+  const limits: SocketLimits = {
     maxFrameBytes: c.MAX_FRAME_BYTES, maxMessageChars: c.MAX_MESSAGE_CHARS,
     maxGenerationsPerConnection: c.MAX_GENERATIONS_PER_CONNECTION,
     framesPerSecond: c.RATE_LIMIT_FRAMES_PER_SECOND, messagesPerMinute: c.RATE_LIMIT_MESSAGES_PER_MINUTE,
     sendQueueLimitBytes: c.SEND_BUFFER_LIMIT_BYTES, idleTimeoutS: c.WS_IDLE_TIMEOUT_S,
   };
-  const { websocket, conns } = socketHandlers(deps, socketOptions, metrics);
+  const { websocket, conns } = socketHandlers(chat, limits, { log, metrics });
   const unsubscribe = showEventsOnSockets(bus, conns);
-  const devices = parts.startDevices?.(deps, metrics);
+  const devices = parts.startDevices?.({ chat, store, log, metrics });
   let accepting = true;
 
   const app = createApp({
@@ -59,7 +60,7 @@ export function startServer(parts: ServerParts) {
     devicesEnabled: !!devices,
     allowedOrigins: c.ALLOWED_ORIGINS,
     production: c.ENVIRONMENT === "production",
-    newConnection: () => newConnData(socketOptions),
+    newConnection: () => newConnData(limits),
     accepting: () => accepting,
   });
 
@@ -78,12 +79,12 @@ export function startServer(parts: ServerParts) {
     accepting = false;
     // No new device work; the consumer has checkpointed every batch it finished.
     await devices?.stop().catch((e) => log.error("device bridge did not stop cleanly", { error: e }));
-    deps.inflight.close();
-    const idle = deps.inflight.idle();
+    chat.replies.close();
+    const idle = chat.replies.idle();
     let timer: ReturnType<typeof setTimeout> | undefined;
     const late = new Promise<"late">((resolve) => (timer = setTimeout(() => resolve("late"), deadlineMs)));
     if ((await Promise.race([idle, late])) === "late") {
-      deps.inflight.interruptAll({ stop: "interrupted" });
+      chat.replies.interruptAll({ stop: "interrupted" });
       await idle;
     }
     clearTimeout(timer);
@@ -92,6 +93,11 @@ export function startServer(parts: ServerParts) {
     await server.stop(true);
   }
 
-  return { server, devices, metrics, url: `http://${c.HOST === "0.0.0.0" ? "127.0.0.1" : c.HOST}:${server.port}`, deps, conns, stop };
+  return {
+    server, devices, metrics, chat, conns, stop,
+    url: `http://${c.HOST === "0.0.0.0" ? "127.0.0.1" : c.HOST}:${server.port}`,
+    /** @deprecated the old name of chat.replies and chat.bus, kept while tests move over. */
+    deps: { inflight: chat.replies, bus },
+  };
 }
 export type RunningServer = ReturnType<typeof startServer>;

@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { buildPrompt } from "../src/chat/prompt";
-import { tokenBucket } from "../src/ws/rate-limit";
+import { tokenBucket } from "../src/ws/limits";
 import { nowIso } from "../src/chat/clock";
 
 // Pure logic only: no sockets here.

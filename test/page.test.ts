@@ -1,7 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Browser, Page } from "playwright-core";
-import { createChat } from "../src/chat/chats";
-import { sendMessage } from "../src/chat/send";
 import { launchBrowser, openPage, screenshot } from "./support/browser";
 import { startTestServer, type TestServer } from "./support/harness";
 import { startSseModel, type SseModel } from "./support/sse-model";
@@ -135,12 +133,12 @@ describe("the chat page", () => {
 
   test("a device conversation appears live, with a device badge", async () => {
     model.setScript({ tokens: ["Sunny", " and", " mild", "."], delayMs: 30 });
-    const device = await createChat(srv.deps, { name: "pi-1", deviceId: "pi-1" });
+    const device = await srv.chat.createChat({ name: "pi-1", deviceId: "pi-1" });
     const item = page.locator(`#chats li[data-id="${device.id}"]`);
     await item.locator(".badge", { hasText: "device" }).waitFor();
     await item.locator("button").click();
     await watching(device.id);
-    const sent = await sendMessage(srv.deps, { chatId: device.id, content: "What's the weather like?", deviceId: "pi-1" });
+    const sent = await srv.chat.send({ chatId: device.id, content: "What's the weather like?", deviceId: "pi-1" });
     await page.locator("#messages .msg.user", { hasText: "What's the weather like?" }).locator(".badge", { hasText: "pi-1" }).waitFor();
     await replyDone("Sunny and mild.");
     if (!sent.duplicate) await sent.reply;

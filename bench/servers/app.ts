@@ -2,7 +2,8 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { loadConfig } from "../../src/config";
-import { deviceBridgeOptions, startDeviceBridge } from "../../src/devices";
+import { startDeviceBridge } from "../../src/devices/bridge";
+import { deviceBridgeOptions } from "../../src/devices/options";
 import { createLogger } from "../../src/log";
 import { modelFromConfig } from "../../src/model";
 import { startServer } from "../../src/server";
@@ -43,12 +44,12 @@ const amqpTrusting = devices ? (await import("../../test/support/amqp-peer")).am
 const running = startServer({
   config, store, model, log,
   startDevices: devices
-    ? (deps, metrics) => startDeviceBridge(deps, {
+    ? (parts) => startDeviceBridge(parts, {
         ...bridge!,
         c2dTransport: amqpTrusting!(readFileSync(devices.certPath, "utf8")),
         retryDelayMs: 200,
         loadBalancing: { strategy: "greedy", updateIntervalInMs: 200 },
-      }, metrics)
+      })
     : undefined,
 });
 

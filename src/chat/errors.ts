@@ -1,13 +1,32 @@
-// Stable codes a client can switch on; the text beside them is for people.
-export type ErrorCode =
-  | "BAD_JSON" | "UNKNOWN_TYPE" | "INVALID_FRAME" | "FRAME_TOO_LARGE" | "MESSAGE_TOO_LONG"
-  | "CHAT_NOT_FOUND" | "NO_GENERATION" | "GENERATION_NOT_FOUND" | "RATE_LIMITED" | "GENERATION_IN_PROGRESS" | "TOO_MANY_GENERATIONS"
-  | "STORE_UNAVAILABLE" | "MODEL_ERROR" | "MODEL_TIMEOUT" | "SHUTTING_DOWN" | "INTERNAL_ERROR";
+import { ModelError } from "../model/model";
+import { InvalidCursorError, isStoreUnavailable } from "../store/errors";
+
+// Codes of the chat layer, which a client can switch on; the text beside them is for people.
+// Frame-level codes (BAD_JSON, FRAME_TOO_LARGE, ...) belong to src/ws.
+export type ChatErrorCode =
+  | "CHAT_NOT_FOUND" | "NO_GENERATION" | "GENERATION_NOT_FOUND" | "GENERATION_IN_PROGRESS" | "TOO_MANY_GENERATIONS"
+  | "INVALID_ARGUMENT" | "STORE_UNAVAILABLE" | "MODEL_ERROR" | "MODEL_TIMEOUT" | "SHUTTING_DOWN" | "INTERNAL_ERROR";
 
 /** An error whose message is safe to send to a client as is. */
-export class AppError extends Error {
-  override name = "AppError";
-  constructor(readonly code: ErrorCode, message: string, readonly details?: Record<string, unknown>) {
+export class ChatError extends Error {
+  override name = "ChatError";
+  constructor(readonly code: ChatErrorCode, message: string, readonly details?: Record<string, unknown>) {
     super(message);
   }
+}
+
+export const chatNotFound = (chatId: string) => new ChatError("CHAT_NOT_FOUND", `there is no chat with id ${chatId}`, { chatId });
+
+export type Failure = { code: ChatErrorCode; message: string; details?: Record<string, unknown> };
+
+/**
+ * The one place a failure from the chat layer, the store or the model becomes a code and a text
+ * safe to show. Anything unrecognised is INTERNAL_ERROR with a generic text (the caller logs it).
+ */
+export function describeFailure(e: unknown, internal = "something went wrong"): Failure {
+  if (e instanceof ChatError) return { code: e.code, message: e.message, details: e.details };
+  if (isStoreUnavailable(e)) return { code: "STORE_UNAVAILABLE", message: "the store is unavailable; try again shortly", details: { retryAfterMs: 2000 } };
+  if (e instanceof ModelError) return { code: e.code, message: e.message };
+  if (e instanceof InvalidCursorError) return { code: "INVALID_ARGUMENT", message: e.message };
+  return { code: "INTERNAL_ERROR", message: internal };
 }

@@ -1,5 +1,5 @@
 import * as v from "valibot";
-import type { ChatDeps } from "./deps";
+import type { Store } from "../store/store";
 
 // What a chat owner may tune. null clears a setting back to the server's default.
 export const SettingsPatchSchema = v.object({
@@ -18,17 +18,17 @@ export type SettingsPatch = v.InferOutput<typeof SettingsPatchSchema>;
 /** Single-tenant today: every chat belongs to this owner. Per-user accounts would pass the user id. */
 export const DEFAULT_OWNER = "default";
 
-export async function getSettings(deps: Pick<ChatDeps, "store">, owner = DEFAULT_OWNER): Promise<Settings> {
-  const stored = v.safeParse(SettingsSchema, (await deps.store.getSettings(owner)) ?? {});
+export async function getSettingsOf(store: Store, owner = DEFAULT_OWNER): Promise<Settings> {
+  const stored = v.safeParse(SettingsSchema, (await store.getSettings(owner)) ?? {});
   return stored.success ? stored.output : {};
 }
 
-export async function updateSettings(deps: Pick<ChatDeps, "store">, patch: SettingsPatch, owner = DEFAULT_OWNER): Promise<Settings> {
-  const next: Record<string, unknown> = { ...(await getSettings(deps, owner)) };
+export async function updateSettingsOf(store: Store, patch: SettingsPatch, owner = DEFAULT_OWNER): Promise<Settings> {
+  const next: Record<string, unknown> = { ...(await getSettingsOf(store, owner)) };
   for (const [key, value] of Object.entries(patch)) {
     if (value === null) delete next[key];
     else if (value !== undefined) next[key] = value;
   }
-  await deps.store.putSettings(owner, next);
+  await store.putSettings(owner, next);
   return next as Settings;
 }

@@ -1,6 +1,6 @@
-import type { ChatDeps } from "./deps";
-import { DEFAULT_CHAT_NAME, renameChat } from "./chats";
 import type { Chat, Message } from "../records";
+import { DEFAULT_CHAT_NAME } from "./chats";
+import type { ChatContext } from "./context";
 
 const TITLE_PROMPT = "Write a short title (at most six words) for a conversation that starts like this. Reply with the title only, no quotes.";
 
@@ -8,7 +8,9 @@ const TITLE_PROMPT = "Write a short title (at most six words) for a conversation
  * Names a chat still called by its default name from its first exchange, and announces it as
  * CHAT_UPDATED. Best effort: a failure leaves the default name.
  */
-export async function titleChat(deps: ChatDeps, chat: Chat, exchange: [Message, Message]): Promise<Chat | undefined> {
+export async function titleChat(
+  deps: ChatContext, rename: (o: { chatId: string; name: string }) => Promise<Chat>, chat: Chat, exchange: [Message, Message],
+): Promise<Chat | undefined> {
   if (chat.name !== DEFAULT_CHAT_NAME || deps.model.kind === "offline") return undefined;
   try {
     let title = "";
@@ -25,7 +27,7 @@ export async function titleChat(deps: ChatDeps, chat: Chat, exchange: [Message, 
     // Someone may have renamed it meanwhile; theirs wins.
     const current = await deps.store.getChat(chat.id);
     if (!current || current.name !== DEFAULT_CHAT_NAME) return undefined;
-    return await renameChat(deps, { chatId: chat.id, name: clean });
+    return await rename({ chatId: chat.id, name: clean });
   } catch (e) {
     deps.log.warn("could not title the chat", { chatId: chat.id, error: e });
     return undefined;

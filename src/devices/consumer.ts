@@ -1,7 +1,12 @@
 import { EventHubConsumerClient, earliestEventPosition, type CheckpointStore, type ReceivedEventData } from "@azure/event-hubs";
 import type { TokenCredential } from "@azure/identity";
-import type { IotHubStatus } from "../http/health";
 import type { Logger } from "../log";
+
+export type IotHubStatus =
+  | { status: "disabled" }
+  | { status: "connecting" }
+  | { status: "running"; partitions: string[]; last_event_at?: string }
+  | { status: "error"; reason: string };
 
 export type EventHubAccess =
   | { connectionString: string }

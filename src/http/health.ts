@@ -1,8 +1,7 @@
 import type { Store } from "../store/store";
-import type { ModelHealth } from "../model/observed";
-import type { ModelKind } from "../model/model";
 
-export type IotHubStatus =
+/** What /health shows of the IoT Hub bridge (src/devices reports a status of this shape). */
+export type HubHealth =
   | { status: "disabled" }
   | { status: "connecting" }
   | { status: "running"; partitions: string[]; last_event_at?: string }
@@ -10,8 +9,8 @@ export type IotHubStatus =
 
 export type HealthSources = {
   store: Store;
-  model: { kind: ModelKind; name: string; health(): ModelHealth };
-  iotHub: () => IotHubStatus;
+  model: { kind: string; name: string; health(): { ok: boolean; lastError?: string; lastErrorAt?: string } };
+  iotHub: () => HubHealth;
   /** How each Azure dependency signs in: "key", "azure-identity" or "none". */
   auth: { store: string; model: string; iotHub: string };
   version: string;

@@ -1,7 +1,8 @@
 import type { ServerWebSocket } from "bun";
 import type { Logger } from "../log";
 import { frames } from "./protocol";
-import type { TokenBucket } from "./rate-limit";
+import type { ChatClient } from "../chat/context";
+import type { Budget } from "./limits";
 
 type Delta = { chatId: string; traceId: string; seq: number; content: string };
 type Queued = { data: string; bytes: number; delta?: Delta };
@@ -12,9 +13,8 @@ export type ConnData = {
   watching: Set<string>;
   /** Frames are handled one after another, in arrival order. */
   chain: Promise<void>;
-  frames: TokenBucket;
-  sends: TokenBucket;
-  generations: number;
+  /** What this socket has used of its limits (src/ws/limits.ts). */
+  budget: Budget;
   /** While the socket is under backpressure, frames wait here instead of in the socket buffer. */
   queue: Queued[];
   queuedBytes: number;
@@ -75,6 +75,19 @@ export function createConnections({ log, queueLimitBytes }: { log: Logger; queue
     }
   }
 
+  function watch(ws: Socket, chatId: string) {
+    if (ws.data.watching.has(chatId)) return;
+    ws.data.watching.add(chatId);
+    let set = watchers.get(chatId);
+    if (!set) watchers.set(chatId, (set = new Set()));
+    set.add(ws);
+  }
+
+  function unwatch(ws: Socket, chatId: string) {
+    ws.data.watching.delete(chatId);
+    watchers.get(chatId)?.delete(ws);
+  }
+
   return {
     add(ws: Socket) {
       sockets.set(ws.data.id, ws);
@@ -85,16 +98,18 @@ export function createConnections({ log, queueLimitBytes }: { log: Logger; queue
       ws.data.watching.clear();
       ws.data.queue = [];
     },
-    watch(ws: Socket, chatId: string) {
-      if (ws.data.watching.has(chatId)) return;
-      ws.data.watching.add(chatId);
-      let set = watchers.get(chatId);
-      if (!set) watchers.set(chatId, (set = new Set()));
-      set.add(ws);
-    },
-    unwatch(ws: Socket, chatId: string) {
-      ws.data.watching.delete(chatId);
-      watchers.get(chatId)?.delete(ws);
+    watch,
+    unwatch,
+    /** The socket as the chat service sees it. */
+    client(ws: Socket): ChatClient {
+      return {
+        id: ws.data.id,
+        watch(chatId) {
+          if (ws.data.watching.has(chatId)) return () => {};
+          watch(ws, chatId);
+          return () => unwatch(ws, chatId);
+        },
+      };
     },
     forgetChat(chatId: string) {
       for (const ws of watchers.get(chatId) ?? []) ws.data.watching.delete(chatId);

@@ -1,7 +1,9 @@
 import * as v from "valibot";
+import type { StreamingMessage } from "../chat/chats";
 import type { ChatEvent } from "../chat/events";
-import { IsoTime, type Chat, type Message } from "../records";
+import type { Resumed } from "../chat/reply";
 import { SettingsPatchSchema, type Settings } from "../chat/settings";
+import { IsoTime, type Chat, type Message } from "../records";
 
 // Every frame of /ws, in and out. docs/protocol.md describes the same frames with examples.
 
@@ -69,13 +71,19 @@ export function mergedArgs(frame: Record<string, unknown>): Record<string, unkno
 }
 
 // Outbound frames.
+const catchUp = (r: { chatId: string; traceId: string; content: string; seq: number }) => ({ type: "MESSAGE", chatId: r.chatId, content: r.content, traceId: r.traceId, end: false, seq: r.seq });
+const finished = (message: Message, seq?: number) => ({
+  type: "MESSAGE", chatId: message.chat_id, content: "", traceId: message.id, end: true, ...(seq === undefined ? {} : { seq }),
+  ...(message.status ? { reason: message.status === "incomplete" ? "error" : message.status } : {}), message,
+});
+
 export const frames = {
-  chatList: (chats: Chat[], cursor?: string) => ({ type: "CHAT_LIST", chats, ...(cursor ? { cursor } : {}) }),
+  chatList: (page: { items: Chat[]; cursor?: string }) => ({ type: "CHAT_LIST", chats: page.items, ...(page.cursor ? { cursor: page.cursor } : {}) }),
   newChat: (chat: Chat) => ({ type: "NEW_CHAT", chat }),
   chatCreated: (chat: Chat) => ({ type: "CHAT_CREATED", chat }),
   chatUpdated: (chat: Chat) => ({ type: "CHAT_UPDATED", chat }),
   chatDeleted: (chatId: string) => ({ type: "CHAT_DELETED", chatId }),
-  chatHistory: (chatId: string, messages: (Message | StreamingMessage)[], hasMore: boolean) => ({ type: "CHAT_HISTORY", chatId, messages, hasMore }),
+  chatHistory: (h: { chatId: string; messages: (Message | StreamingMessage)[]; hasMore: boolean }) => ({ type: "CHAT_HISTORY", chatId: h.chatId, messages: h.messages, hasMore: h.hasMore }),
   firstMessage: (message: Message) => ({ type: "FIRST_MESSAGE", chatId: message.chat_id, content: message.content, message }),
   delta: (e: Extract<ChatEvent, { type: "reply_delta" }>) => ({
     type: "MESSAGE", chatId: e.chatId, content: e.content, traceId: e.traceId, end: false, seq: e.seq,
@@ -85,16 +93,14 @@ export const frames = {
     type: "MESSAGE", chatId: e.chatId, content: "", traceId: e.traceId, end: true, seq: e.seq,
     ...(e.status ? { reason: e.status === "incomplete" ? "error" : e.status } : {}),
   }),
-  catchUp: (chatId: string, traceId: string, content: string, seq: number) => ({ type: "MESSAGE", chatId, content, traceId, end: false, seq }),
-  finished: (message: Message, seq?: number) => ({
-    type: "MESSAGE", chatId: message.chat_id, content: "", traceId: message.id, end: true, ...(seq === undefined ? {} : { seq }),
-    ...(message.status ? { reason: message.status === "incomplete" ? "error" : message.status } : {}), message,
-  }),
-  generationStopped: (chatId: string, traceId: string) => ({ type: "GENERATION_STOPPED", chatId, traceId }),
+  /** RESUME's answer: the rest of a live reply so far, or the finished one. */
+  resumed: (r: Resumed) => (r.live ? catchUp(r) : finished(r.message)),
+  catchUp,
+  finished,
+  generationStopped: (g: { chatId: string; traceId: string }) => ({ type: "GENERATION_STOPPED", chatId: g.chatId, traceId: g.traceId }),
   settings: (settings: Settings, defaults: { systemPrompt: string; model: string }) => ({ type: "SETTINGS", settings, defaults }),
-  messageAccepted: (o: { chatId: string; messageId: string; traceId?: string; duplicate: boolean }) => ({ type: "MESSAGE_ACCEPTED", ...o }),
+  messageAccepted: (chatId: string, r: { duplicate: boolean; message: Message; traceId?: string }) => ({
+    type: "MESSAGE_ACCEPTED", chatId, messageId: r.message.id, ...(r.traceId ? { traceId: r.traceId } : {}), duplicate: r.duplicate,
+  }),
   error: (code: string, error: string, extra?: Record<string, unknown>) => ({ type: "ERROR", error, code, ...extra }),
 } as const;
-
-/** An assistant message still being generated, as a history request shows it. */
-export type StreamingMessage = Message & { streaming: true; seq: number };

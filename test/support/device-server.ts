@@ -1,5 +1,6 @@
 import { loadConfig } from "../../src/config";
-import { deviceBridgeOptions, startDeviceBridge } from "../../src/devices";
+import { startDeviceBridge } from "../../src/devices/bridge";
+import { deviceBridgeOptions } from "../../src/devices/options";
 import type { Store } from "../../src/store/store";
 import { amqpTrusting, type IotHubPeer } from "./amqp-peer";
 import { startTestServer } from "./harness";
@@ -23,12 +24,12 @@ export async function startDeviceServer(o: {
   const bridge = await deviceBridgeOptions(srvConfig(env));
   const srv = await startTestServer(env, {
     store: o.store,
-    startDevices: (deps, metrics) => startDeviceBridge(deps, {
+    startDevices: (parts) => startDeviceBridge(parts, {
       ...bridge,
       c2dTransport: amqpTrusting(o.cert.cert),
       retryDelayMs: 200,
       loadBalancing: { strategy: "greedy", updateIntervalInMs: 200 },
-    }, metrics),
+    }),
   });
   await until(() => {
     const s = srv.devices?.status();

@@ -1,0 +1,32 @@
+import type { Logger } from "../log";
+import type { Model } from "../model/model";
+import type { Store } from "../store/store";
+import type { Bus } from "./events";
+import type { Replies } from "./replies";
+
+export type ChatOptions = {
+  systemPrompt: string;
+  /** Characters of history sent with each model request. */
+  historyChars: number;
+  /** Longest silence from the model, mid-stream, before the reply is cut off as timed out. */
+  modelIdleTimeoutMs: number;
+  /** Upper bound on messages returned by one history request. */
+  historyMaxMessages: number;
+  /** Name a chat from its first exchange. */
+  autoTitle: boolean;
+  /** Replies this process generates at once. */
+  maxGenerations: number;
+};
+
+/** What the chat service is built from, once, in server.ts (tests pass real local peers). */
+export type ChatParts = { store: Store; model: Model; bus: Bus; log: Logger; options: ChatOptions };
+
+/** What the modules inside src/chat close over. */
+export type ChatContext = ChatParts & { replies: Replies };
+
+/**
+ * The connection a command came from, as the chat service sees it: an id (so the sender can be
+ * answered differently from other watchers) and a way to start watching a chat's live frames.
+ * `watch` returns an undo, which does nothing if the client was already watching.
+ */
+export type ChatClient = { id: string; watch(chatId: string): () => void };

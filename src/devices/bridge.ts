@@ -1,0 +1,42 @@
+import type { ChatService } from "../chat/service";
+import type { Logger } from "../log";
+import type { Metrics } from "../metrics";
+import type { Store } from "../store/store";
+import { createC2DSender } from "./c2d";
+import { storeCheckpoints } from "./checkpoints";
+import { startDeviceConsumer, type IotHubStatus } from "./consumer";
+import { handleDeviceEvent } from "./handle";
+import type { DeviceBridgeOptions } from "./options";
+
+export type DeviceBridge = { status(): IotHubStatus; stop(): Promise<void> };
+
+/**
+ * Devices in, through the same chat service as the browsers. `store` is only the Event Hubs
+ * checkpoint store's backing (partition ownership and progress), never chats or messages.
+ */
+export function startDeviceBridge(
+  parts: { chat: ChatService; store: Store; log: Logger; metrics?: Metrics },
+  o: DeviceBridgeOptions,
+): DeviceBridge {
+  const log = parts.log.child({ component: "devices" });
+  const c2d = createC2DSender({ access: o.iotHub, Transport: o.c2dTransport });
+  const deps = { chat: parts.chat, c2d, log, metrics: parts.metrics, replyMaxAgeMs: o.replyMaxAgeMs, processedTtlS: o.processedTtlS };
+
+  const consumer = startDeviceConsumer({
+    access: o.eventHub,
+    consumerGroup: o.consumerGroup,
+    checkpointStore: storeCheckpoints(parts.store),
+    log,
+    retryDelayMs: o.retryDelayMs,
+    loadBalancing: o.loadBalancing,
+    handle: (event) => handleDeviceEvent(deps, event),
+  });
+
+  return {
+    status: consumer.status,
+    async stop() {
+      await consumer.stop();
+      await c2d.close();
+    },
+  };
+}

@@ -1,0 +1,35 @@
+import type { TokenCredential } from "@azure/identity";
+import type { Amqp } from "azure-iothub";
+import { azureCredential } from "../azure-auth";
+import type { Config } from "../config";
+import type { C2DAccess } from "./c2d";
+import type { ConsumerOptions, EventHubAccess } from "./consumer";
+
+export type DeviceBridgeOptions = {
+  /** The Event Hub-compatible endpoint: a connection string, or a namespace + hub with Azure identity. */
+  eventHub: EventHubAccess;
+  /** The IoT Hub service API for C2D: a connection string, or a host name with Azure identity. */
+  iotHub: C2DAccess;
+  consumerGroup: string;
+  replyMaxAgeMs: number;
+  processedTtlS: number;
+  /** Seams for tests against the local AMQP peer; production leaves them unset. */
+  c2dTransport?: typeof Amqp;
+  retryDelayMs?: number;
+  loadBalancing?: ConsumerOptions["loadBalancing"];
+};
+
+/** Keys where configured; Azure identity for whatever has none (config.ts checked one of the two is there). */
+export async function deviceBridgeOptions(c: Config, credential: () => Promise<TokenCredential> = azureCredential): Promise<DeviceBridgeOptions> {
+  return {
+    eventHub: c.EVENT_HUB_COMPATIBLE_CONN_STR
+      ? { connectionString: c.EVENT_HUB_COMPATIBLE_CONN_STR }
+      : { fullyQualifiedNamespace: c.EVENT_HUB_FULLY_QUALIFIED_NAMESPACE!, eventHubName: c.EVENT_HUB_NAME!, credential: await credential() },
+    iotHub: c.IOT_HUB_CONNECTION_STRING
+      ? { connectionString: c.IOT_HUB_CONNECTION_STRING }
+      : { hostName: c.IOT_HUB_HOST_NAME!, credential: await credential() },
+    consumerGroup: c.IOT_HUB_CONSUMER_GROUP,
+    replyMaxAgeMs: c.DEVICE_REPLY_MAX_AGE_S * 1000,
+    processedTtlS: c.PROCESSED_MESSAGE_TTL_DAYS * 86_400,
+  };
+}

@@ -1,0 +1,21 @@
+import { describeFailure, type ChatErrorCode } from "../chat/errors";
+
+// Codes of the socket layer: about the frame itself or this socket's limits.
+export type FrameErrorCode = "BAD_JSON" | "UNKNOWN_TYPE" | "INVALID_FRAME" | "FRAME_TOO_LARGE" | "MESSAGE_TOO_LONG" | "RATE_LIMITED" | "TOO_MANY_GENERATIONS";
+export type ErrorCode = FrameErrorCode | Exclude<ChatErrorCode, "INVALID_ARGUMENT">;
+
+export class FrameError extends Error {
+  override name = "FrameError";
+  constructor(readonly code: FrameErrorCode, message: string, readonly details?: Record<string, unknown>) {
+    super(message);
+  }
+}
+
+/** What an ERROR frame says for a failed command; `internal` marks failures to log in full. */
+export function errorFrameOf(e: unknown): { code: ErrorCode; message: string; details?: Record<string, unknown>; internal: boolean } {
+  if (e instanceof FrameError) return { code: e.code, message: e.message, details: e.details, internal: false };
+  const f = describeFailure(e, "something went wrong handling that frame");
+  // A bad argument the chat layer found (a cursor we never issued) is a bad frame to the client.
+  const code = f.code === "INVALID_ARGUMENT" ? "INVALID_FRAME" : f.code;
+  return { code, message: f.message, details: f.details, internal: f.code === "INTERNAL_ERROR" };
+}

@@ -1,0 +1,68 @@
+import { FrameError } from "./errors";
+
+// Every per-socket limit in one place: frame size, frame rate, message length, send rate and
+// replies streaming to one socket. Limits that protect the whole server live in src/chat.
+
+export type SocketLimits = {
+  maxFrameBytes: number;
+  maxMessageChars: number;
+  maxGenerationsPerConnection: number;
+  framesPerSecond: number;
+  messagesPerMinute: number;
+  sendQueueLimitBytes: number;
+  idleTimeoutS: number;
+};
+
+/** Page size of GET_CHATS when the client names none. */
+export const CHAT_PAGE_SIZE = 1000;
+
+/** A token bucket: `burst` tokens, refilled at `perSecond`. Pure, so it is tested without a clock. */
+export function tokenBucket({ perSecond, burst }: { perSecond: number; burst: number }) {
+  let tokens = burst;
+  let last = -1;
+  return function take(nowMs: number): { ok: true } | { ok: false; retryAfterMs: number } {
+    if (last >= 0) tokens = Math.min(burst, tokens + ((nowMs - last) / 1000) * perSecond);
+    last = nowMs;
+    if (tokens >= 1) {
+      tokens -= 1;
+      return { ok: true };
+    }
+    return { ok: false, retryAfterMs: Math.ceil(((1 - tokens) / perSecond) * 1000) };
+  };
+}
+export type TokenBucket = ReturnType<typeof tokenBucket>;
+
+/** What one socket has used of its limits. */
+export type Budget = { frames: TokenBucket; sends: TokenBucket; generations: number };
+
+export const newBudget = (l: SocketLimits): Budget => ({
+  frames: tokenBucket({ perSecond: l.framesPerSecond, burst: l.framesPerSecond * 2 }),
+  sends: tokenBucket({ perSecond: l.messagesPerMinute / 60, burst: l.messagesPerMinute }),
+  generations: 0,
+});
+
+/** Size first, then rate: a frame that is refused for its size does not cost a token. */
+export function admitFrame(l: SocketLimits, b: Budget, bytes: number): void {
+  if (bytes > l.maxFrameBytes) throw new FrameError("FRAME_TOO_LARGE", `frames must be at most ${l.maxFrameBytes} bytes`, { limit: l.maxFrameBytes });
+  const rate = b.frames(Date.now());
+  if (!rate.ok) throw new FrameError("RATE_LIMITED", "too many frames; slow down", { retryAfterMs: rate.retryAfterMs });
+}
+
+/**
+ * Checks a SEND_MESSAGE against the socket's limits (length, replies streaming to it, sends per
+ * minute, in that order) and returns `track`, which counts a started reply until it settles.
+ */
+export function admitSend(l: SocketLimits, b: Budget, content: string) {
+  if (content.length > l.maxMessageChars) {
+    throw new FrameError("MESSAGE_TOO_LONG", `content must be at most ${l.maxMessageChars} characters`, { limit: l.maxMessageChars });
+  }
+  if (b.generations >= l.maxGenerationsPerConnection) {
+    throw new FrameError("TOO_MANY_GENERATIONS", `at most ${l.maxGenerationsPerConnection} replies may stream to one connection at once`, { retryAfterMs: 1000 });
+  }
+  const allowed = b.sends(Date.now());
+  if (!allowed.ok) throw new FrameError("RATE_LIMITED", "too many messages; slow down", { retryAfterMs: allowed.retryAfterMs });
+  return function track(reply: Promise<unknown>) {
+    b.generations += 1;
+    void reply.finally(() => (b.generations -= 1));
+  };
+}
