@@ -1,0 +1,86 @@
+import { describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import { dirname, join, relative } from "node:path";
+
+// The layering docs/architecture.md describes, checked on the source itself: every import of
+// ours in src/, resolved to the layer it lands in.
+
+const SRC = join(import.meta.dir, "..", "src");
+const files = [...new Bun.Glob("**/*.ts").scanSync(SRC)];
+
+/** "chat", "ws", ... for folders; the file's name for top-level modules ("records", "config"). */
+const layerOf = (path: string) => (path.includes("/") ? path.split("/")[0]! : path.replace(/\.ts$/, ""));
+
+type Edge = { from: string; to: string; file: string; spec: string };
+const edges: Edge[] = [];
+for (const file of files) {
+  const text = readFileSync(join(SRC, file), "utf8");
+  for (const m of text.matchAll(/(?:from\s+|import\s*\(\s*)["'](\.[^"']+)["']/g)) {
+    const target = relative(SRC, join(SRC, dirname(file), m[1]!));
+    if (target.startsWith("..")) continue; // package.json
+    edges.push({ from: layerOf(file), to: layerOf(target), file, spec: m[1]! });
+  }
+}
+const crossing = edges.filter((e) => e.from !== e.to);
+
+/** Leaf modules: everyone may use them, and they use nothing of ours but each other. */
+const LEAVES = new Set(["records", "config", "log", "azure-auth"]);
+
+// [from, to, why]
+const FORBIDDEN: [string, string, string][] = [
+  ["store", "chat", "storage knows records, not the chat service"],
+  ["store", "ws", "storage knows nothing of sockets"],
+  ["model", "ws", "the model knows nothing of sockets"],
+  ["model", "chat", "the model knows turns, not chats"],
+  ["chat", "ws", "the chat service is shared by browsers and devices"],
+  ["chat", "devices", "the chat service is shared by browsers and devices"],
+  ["chat", "http", "the chat service knows nothing of HTTP"],
+  ["ws", "devices", "adapters do not know each other"],
+  ["devices", "ws", "adapters do not know each other"],
+  ["devices", "http", "health reads the bridge's status, not the other way round"],
+];
+
+describe("import rules (docs/architecture.md)", () => {
+  test("the scan sees the whole tree", () => {
+    expect(files.length).toBeGreaterThan(30);
+    expect(crossing.some((e) => e.from === "ws" && e.to === "chat")).toBe(true);
+  });
+
+  for (const [from, to, why] of FORBIDDEN) {
+    test(`${from} → ${to} is forbidden: ${why}`, () => {
+      expect(crossing.filter((e) => e.from === from && e.to === to).map((e) => `${e.file} imports ${e.spec}`)).toEqual([]);
+    });
+  }
+
+  test("store/ and model/ import only leaf modules (records, config, log, azure-auth)", () => {
+    const bad = crossing.filter((e) => (e.from === "store" || e.from === "model") && !LEAVES.has(e.to));
+    expect(bad.map((e) => `${e.file} imports ${e.spec}`)).toEqual([]);
+  });
+
+  test("leaf modules import no other layer", () => {
+    const bad = crossing.filter((e) => LEAVES.has(e.from) && !LEAVES.has(e.to));
+    expect(bad.map((e) => `${e.file} imports ${e.spec}`)).toEqual([]);
+  });
+
+  test("records.ts imports nothing of ours", () => {
+    expect(edges.filter((e) => e.file === "records.ts").map((e) => e.spec)).toEqual([]);
+  });
+
+  test("only server.ts and index.ts know both adapters", () => {
+    const knowsBoth = [...new Set(edges.map((e) => e.file))].filter((f) =>
+      edges.some((e) => e.file === f && e.to === "ws") && edges.some((e) => e.file === f && e.to === "devices"));
+    expect(knowsBoth.filter((f) => layerOf(f) !== "ws" && layerOf(f) !== "devices").sort()).toEqual(["server.ts"]);
+  });
+
+  test("no cycle between layers", () => {
+    const graph = new Map<string, Set<string>>();
+    for (const e of crossing) (graph.get(e.from) ?? graph.set(e.from, new Set()).get(e.from)!).add(e.to);
+    const cycles: string[] = [];
+    const visit = (node: string, path: string[]) => {
+      if (path.includes(node)) return void cycles.push([...path.slice(path.indexOf(node)), node].join(" → "));
+      for (const next of graph.get(node) ?? []) visit(next, [...path, node]);
+    };
+    for (const node of graph.keys()) visit(node, []);
+    expect(cycles).toEqual([]);
+  });
+});
