@@ -18,8 +18,10 @@ export type Chat = v.InferOutput<typeof ChatSchema>;
 export const RoleSchema = v.picklist(["user", "assistant", "system"]);
 export type Role = v.InferOutput<typeof RoleSchema>;
 
-// Absent means complete. A reply cut short keeps its text and says why.
-export const MessageStatusSchema = v.picklist(["incomplete", "stopped", "interrupted"]);
+// Absent means complete. A reply cut short keeps its text and says why. "streaming" is stored only
+// while a process is generating the reply (a checkpoint, with its lease); clients see it as
+// `streaming: true` in history, never as a finished status.
+export const MessageStatusSchema = v.picklist(["incomplete", "stopped", "interrupted", "streaming"]);
 export type MessageStatus = v.InferOutput<typeof MessageStatusSchema>;
 
 export const MessageSchema = v.object({
@@ -30,5 +32,9 @@ export const MessageSchema = v.object({
   created_at: IsoTime,
   status: v.optional(MessageStatusSchema),
   device_id: v.optional(v.string()),
+  /** On an assistant reply: the id of the question it answers. */
+  parent_id: v.optional(v.string()),
+  /** Only while status is "streaming": which process generates it, until when (epoch ms) its lease holds, and chunks so far. */
+  lease: v.optional(v.object({ owner: v.string(), until: v.number(), seq: v.number() })),
 });
 export type Message = v.InferOutput<typeof MessageSchema>;

@@ -26,6 +26,8 @@ export function createReplies({ max }: { max: number }) {
   // Shutdown: no new replies, and a way to wait until the last one is stored.
   let closed = false;
   let interrupt: StopReason | undefined;
+  // Chats being deleted: a reply that registers for one of these is stopped at once.
+  const cancelled = new Map<string, number>();
   const idleWaiters = new Set<() => void>();
   const settle = () => {
     if (byChat.size + reserved.size > 0) return;
@@ -68,6 +70,19 @@ export function createReplies({ max }: { max: number }) {
       reserved.delete(g.chatId);
       byChat.set(g.chatId, g);
       if (interrupt) g.controller.abort(interrupt);
+      if ((cancelled.get(g.chatId) ?? 0) > Date.now()) g.controller.abort({ stop: "stopped" } satisfies StopReason);
+    },
+    /**
+     * Stops the chat's reply as "stopped", and any that registers for it in the next `windowMs`
+     * (a send that passed its checks before the chat was deleted). Resolves once none is running.
+     */
+    async cancel(chatId: string, windowMs = 10_000) {
+      cancelled.set(chatId, Date.now() + windowMs);
+      setTimeout(() => cancelled.delete(chatId), windowMs).unref?.();
+      for (let g = byChat.get(chatId); g; g = byChat.get(chatId)) {
+        g.controller.abort({ stop: "stopped" } satisfies StopReason);
+        await g.done;
+      }
     },
     remove(g: Generation) {
       if (byChat.get(g.chatId) === g) byChat.delete(g.chatId);
