@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Chat, Message } from "../src/records";
 import { nowIso } from "../src/chat/clock";
+import { encodeCursor } from "../src/store/cursor";
+import { InvalidCursorError } from "../src/store/errors";
 import type { Store } from "../src/store/store";
 
 // One suite, every store: the SQLite default and Cosmos DB must be interchangeable.
@@ -13,6 +15,27 @@ export const chatFixture = (over: Partial<Chat> = {}): Chat => {
 export const messageFixture = (chat_id: string, over: Partial<Message> = {}): Message => ({
   id: crypto.randomUUID(), chat_id, role: "user", content: "hello", created_at: nowIso(), ...over,
 });
+
+/** A fixed timestamp `ms` after a base, for messages written straight to the store. */
+export const isoAt = (ms: number, base = Date.parse("2025-03-14T09:00:00.000Z")) => new Date(base + ms).toISOString();
+
+const byPosition = (a: Message, b: Message) =>
+  a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+
+/** Every page of a chat's history, newest page first, as the chat layer walks it. */
+export async function allPages(store: Store, chatId: string, limit: number) {
+  const pages: Message[][] = [];
+  let cursor: string | undefined;
+  do {
+    const page = await store.pageMessages(chatId, { limit, cursor });
+    expect(page.items.length).toBeLessThanOrEqual(limit);
+    pages.push(page.items);
+    cursor = page.cursor;
+  } while (cursor);
+  return pages;
+}
+
+const rejectsCursor = async (p: Promise<unknown>) => expect(await p.then(() => "accepted", (e: unknown) => e)).toBeInstanceOf(InvalidCursorError);
 
 export function storeContract(name: string, open: () => Promise<{ store: Store; cleanup: () => Promise<void> }>) {
   describe(`Store contract: ${name}`, () => {
@@ -121,6 +144,247 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
       expect(await store.getChat(chat.id)).toBeUndefined();
       expect(await store.listMessages(chat.id, { limit: 10 })).toEqual([]);
       expect(await store.deleteChat(chat.id)).toBe(false);
+    });
+
+    test("patchChat changes only the named fields; updated_at never moves backwards; a missing chat is undefined", async () => {
+      const chat = chatFixture({ created_at: isoAt(0), updated_at: isoAt(1000) });
+      await store.createChat(chat);
+      const renamed = await store.patchChat(chat.id, { name: "Renamed" });
+      expect(renamed).toStrictEqual({ ...chat, name: "Renamed" });
+      expect(await store.patchChat(chat.id, { updated_at: isoAt(2000) })).toStrictEqual({ ...chat, name: "Renamed", updated_at: isoAt(2000) });
+      // An older activity time (a late writer) is ignored; the name still lands.
+      expect(await store.patchChat(chat.id, { name: "Again", updated_at: isoAt(1500) })).toStrictEqual({ ...chat, name: "Again", updated_at: isoAt(2000) });
+      expect(await store.getChat(chat.id)).toStrictEqual({ ...chat, name: "Again", updated_at: isoAt(2000) });
+      expect(await store.patchChat(crypto.randomUUID(), { name: "x" })).toBeUndefined();
+    });
+
+    test("patchChat: a rename racing an activity update keeps both (20 trials)", async () => {
+      for (let i = 0; i < 20; i++) {
+        const chat = chatFixture({ created_at: isoAt(0), updated_at: isoAt(0) });
+        await store.createChat(chat);
+        await Promise.all([
+          store.patchChat(chat.id, { name: `rename ${i}`, updated_at: isoAt(10) }),
+          store.patchChat(chat.id, { updated_at: isoAt(20) }),
+          store.patchChat(chat.id, { updated_at: isoAt(5) }),
+        ]);
+        expect(await store.getChat(chat.id)).toStrictEqual({ ...chat, name: `rename ${i}`, updated_at: isoAt(20) });
+      }
+    });
+
+    test("deleteChat of a missing chat is false and leaves other chats alone", async () => {
+      const keep = chatFixture();
+      await store.createChat(keep);
+      const m = messageFixture(keep.id);
+      await store.addMessage(m);
+      expect(await store.deleteChat(crypto.randomUUID())).toBe(false);
+      expect(await store.listMessages(keep.id, { limit: 10 })).toStrictEqual([m]);
+    });
+
+    test("pageMessages: messages sharing one created_at come back exactly once, in (created_at, id) order", async () => {
+      const chat = chatFixture();
+      await store.createChat(chat);
+      const made: Message[] = [];
+      // Eleven messages on three timestamps, written in an order unrelated to their ids.
+      for (let i = 0; i < 11; i++) {
+        const m = messageFixture(chat.id, { id: `m-${(i * 7) % 11}-${crypto.randomUUID().slice(0, 4)}`, created_at: isoAt(i < 2 ? 0 : i < 9 ? 1 : 2), content: `c${i}` });
+        expect(await store.addMessage(m)).toBe(true);
+        made.push(m);
+      }
+      const ordered = [...made].sort(byPosition);
+      for (const limit of [1, 2, 3, 4, 11]) {
+        const pages = await allPages(store, chat.id, limit);
+        // Pages come newest first; each page is oldest first.
+        expect(pages.reverse().flat()).toStrictEqual(ordered);
+      }
+      // Exactly `limit` messages in all: no cursor, since nothing older exists.
+      expect((await store.pageMessages(chat.id, { limit: 11 })).cursor).toBeUndefined();
+      expect((await store.pageMessages(chat.id, { limit: 10 })).cursor).toBeString();
+      // listMessages keeps its signature, now in the same order.
+      expect(await store.listMessages(chat.id, { limit: 100 })).toStrictEqual(ordered);
+      expect(await store.listMessages(chat.id, { limit: 3 })).toStrictEqual(ordered.slice(-3));
+      // `before` (older clients) still selects messages strictly older than a timestamp.
+      expect((await store.pageMessages(chat.id, { limit: 100, before: isoAt(1) })).items).toStrictEqual(ordered.slice(0, 2));
+      expect(await store.pageMessages(crypto.randomUUID(), { limit: 5 })).toStrictEqual({ items: [] });
+    });
+
+    test("cursors this store did not issue are InvalidCursorError, for history and chat lists", async () => {
+      const chat = chatFixture();
+      const other = chatFixture();
+      await store.createChat(chat);
+      await store.createChat(other);
+      for (let i = 0; i < 3; i++) {
+        await store.addMessage(messageFixture(chat.id, { created_at: isoAt(i) }));
+        await store.addMessage(messageFixture(other.id, { created_at: isoAt(i) }));
+      }
+      const issued = (await store.pageMessages(chat.id, { limit: 1 })).cursor!;
+      expect((await store.pageMessages(chat.id, { limit: 1, cursor: issued })).items.length).toBe(1);
+      const chatsCursor = (await store.listChats({ limit: 1 })).cursor!;
+      const forged = [
+        encodeCursor(["a", "b", "c"]), // three arbitrary strings
+        encodeCursor([isoAt(0), isoAt(0), crypto.randomUUID()]), // the old, untagged chat-list shape
+        encodeCursor(["messages", chat.id, "yesterday", "m-1"]),
+        encodeCursor(["messages", chat.id, isoAt(0), "a/b"]),
+        encodeCursor(["messages", chat.id, isoAt(0), ""]),
+        encodeCursor(["messages", "not-a-uuid", isoAt(0), "m-1"]),
+        encodeCursor(["messages", chat.id, isoAt(0), "m-1", "extra"]),
+        "not base64 at all!", "", "W10", "bnVsbA",
+        chatsCursor, // a chat-list cursor is not a history cursor
+        (await store.pageMessages(other.id, { limit: 1 })).cursor!, // nor another chat's
+      ];
+      for (const cursor of forged) await rejectsCursor(store.pageMessages(chat.id, { limit: 5, cursor }));
+      const forgedChats = [
+        encodeCursor(["a", "b", "c"]),
+        encodeCursor([isoAt(0), isoAt(0), crypto.randomUUID()]),
+        encodeCursor(["chats", isoAt(0), isoAt(0), "not-a-uuid"]),
+        encodeCursor(["chats", "later", isoAt(0), crypto.randomUUID()]),
+        issued, // a history cursor is not a chat-list cursor
+        "%%%",
+      ];
+      for (const cursor of forgedChats) await rejectsCursor(store.listChats({ limit: 5, cursor }));
+      expect((await store.listChats({ limit: 1, cursor: chatsCursor })).items.length).toBe(1);
+    });
+
+    test("parent_id and lease persist and read back exactly as written; findReply finds the reply to a question", async () => {
+      const chat = chatFixture();
+      const other = chatFixture();
+      await store.createChat(chat);
+      await store.createChat(other);
+      const question = messageFixture(chat.id, { created_at: isoAt(0) });
+      await store.addMessage(question);
+      expect(await store.findReply(chat.id, question.id)).toBeUndefined();
+      const streaming: Message = {
+        id: crypto.randomUUID(), chat_id: chat.id, role: "assistant", content: "par", created_at: isoAt(1),
+        status: "streaming", parent_id: question.id, lease: { owner: "replica-a", until: Date.now() + 60_000, seq: 3 },
+      };
+      await store.putMessage(streaming);
+      expect(await store.findReply(chat.id, question.id)).toStrictEqual(streaming);
+      expect(await store.findReply(other.id, question.id)).toBeUndefined();
+      expect(await store.listMessages(chat.id, { limit: 10 })).toStrictEqual([question, streaming]);
+      // Finalised: the lease goes with the status.
+      const done: Message = { id: streaming.id, chat_id: chat.id, role: "assistant", content: "partial, then whole", created_at: isoAt(1), parent_id: question.id };
+      await store.putMessage(done);
+      expect(await store.findReply(chat.id, question.id)).toStrictEqual(done);
+      expect((await store.pageMessages(chat.id, { limit: 10 })).items).toStrictEqual([question, done]);
+      // A user message pointing at the question is not a reply.
+      await store.addMessage(messageFixture(other.id, { parent_id: question.id }));
+      expect(await store.findReply(other.id, question.id)).toBeUndefined();
+    });
+
+    test("finalizeStale interrupts only lapsed streaming replies (text kept, lease gone), once, per chat when asked", async () => {
+      const now = Date.now();
+      const a = chatFixture();
+      const b = chatFixture();
+      await store.createChat(a);
+      await store.createChat(b);
+      const stream = (chat_id: string, until: number, content: string, created_at: string): Message => ({
+        id: crypto.randomUUID(), chat_id, role: "assistant", content, created_at, status: "streaming",
+        lease: { owner: "dead-replica", until, seq: 2 },
+      });
+      const lapsed = stream(a.id, now - 1000, "  half a reply\n", isoAt(1));
+      const alive = stream(a.id, now + 60_000, "still going", isoAt(2));
+      const elsewhere = stream(b.id, now - 1000, "other chat", isoAt(1));
+      const finished = messageFixture(a.id, { role: "assistant", created_at: isoAt(0) });
+      for (const m of [lapsed, alive, elsewhere, finished]) await store.putMessage(m);
+
+      const { lease: _l, ...rest } = lapsed;
+      const interrupted: Message = { ...rest, status: "interrupted" };
+      // Two callers racing: each stale reply is finalised (and returned) exactly once.
+      const [x, y] = await Promise.all([store.finalizeStale(now, a.id), store.finalizeStale(now, a.id)]);
+      expect([...x!, ...y!]).toStrictEqual([interrupted]);
+      expect(await store.listMessages(a.id, { limit: 10 })).toStrictEqual([finished, interrupted, alive]);
+      expect(await store.listMessages(b.id, { limit: 10 })).toStrictEqual([elsewhere]);
+      expect(await store.finalizeStale(now, a.id)).toStrictEqual([]);
+      // Without a chat: every chat's (a maintenance sweep).
+      const swept = await store.finalizeStale(now);
+      expect(swept.map((m) => m.id)).toContain(elsewhere.id);
+      expect(swept.map((m) => m.id)).not.toContain(alive.id);
+      // Once its lease has run out, the other one goes too.
+      expect((await store.finalizeStale(now + 120_000, a.id)).map((m) => m.id)).toStrictEqual([alive.id]);
+    });
+
+    test("claims: claimed, held by another, reclaimed after the lease lapses, renewed only by the owner, done when completed", async () => {
+      const id = `device-msg-${crypto.randomUUID()}`;
+      expect(await store.claimMessage(id, "a", 60_000)).toBe("claimed");
+      expect(await store.claimMessage(id, "b", 60_000)).toBe("held");
+      expect(await store.claimMessage(id, "a", 60_000)).toBe("claimed"); // its own claim again
+      expect(await store.renewClaim(id, "a", 60_000)).toBe(true);
+      expect(await store.renewClaim(id, "b", 60_000)).toBe(false);
+      // A lease already over (negative length): the next claimer takes it.
+      expect(await store.claimMessage(id, "a", -1)).toBe("claimed");
+      expect(await store.claimMessage(id, "b", 60_000)).toBe("claimed");
+      expect(await store.renewClaim(id, "a", 60_000)).toBe(false);
+      await store.completeClaim(id, "a", 3600); // not a's any more: no effect
+      expect(await store.claimMessage(id, "c", 60_000)).toBe("held");
+      await store.completeClaim(id, "b", 3600);
+      expect(await store.claimMessage(id, "c", 60_000)).toBe("done");
+      expect(await store.claimMessage(id, "b", 60_000)).toBe("done");
+      expect(await store.renewClaim(id, "b", 60_000)).toBe(false);
+      expect(await store.claimProcessed(id, 3600)).toBe(false);
+      // An id recorded by claimProcessed is done for claimers too.
+      const old = `device-msg-${crypto.randomUUID()}`;
+      expect(await store.claimProcessed(old, 3600)).toBe(true);
+      expect(await store.claimMessage(old, "a", 60_000)).toBe("done");
+      // A done record that expired can be claimed again.
+      const expired = `device-msg-${crypto.randomUUID()}`;
+      expect(await store.claimMessage(expired, "a", 60_000)).toBe("claimed");
+      await store.completeClaim(expired, "a", -1);
+      expect(await store.claimMessage(expired, "b", 60_000)).toBe("claimed");
+      // Completing an id never claimed (its record purged meanwhile) still records it.
+      const purged = `device-msg/${crypto.randomUUID()}`;
+      await store.completeClaim(purged, "a", 3600);
+      expect(await store.claimMessage(purged, "b", 60_000)).toBe("done");
+    });
+
+    test("claimMessage raced by 8 owners: exactly one claims", async () => {
+      for (let trial = 0; trial < 20; trial++) {
+        const id = crypto.randomUUID();
+        const results = await Promise.all(Array.from({ length: 8 }, (_, i) => store.claimMessage(id, `owner-${i}`, 60_000)));
+        expect(results.filter((r) => r === "claimed").length).toBe(1);
+        expect(results.filter((r) => r === "held").length).toBe(7);
+      }
+    });
+
+    test("patchSettings merges (null removes, undefined leaves) and returns what is stored", async () => {
+      const owner = `owner-${crypto.randomUUID()}`;
+      expect(await store.patchSettings(owner, { systemPrompt: "Be brief." })).toStrictEqual({ systemPrompt: "Be brief." });
+      expect(await store.patchSettings(owner, { temperature: 0.3, systemPrompt: undefined })).toStrictEqual({ systemPrompt: "Be brief.", temperature: 0.3 });
+      expect(await store.patchSettings(owner, { systemPrompt: null, model: "m" })).toStrictEqual({ temperature: 0.3, model: "m" });
+      expect(await store.getSettings(owner)).toStrictEqual({ temperature: 0.3, model: "m" });
+    });
+
+    test("patchSettings: patches of different keys racing keep both (20 trials)", async () => {
+      for (let i = 0; i < 20; i++) {
+        const owner = `owner-${crypto.randomUUID()}`;
+        if (i % 2) await store.putSettings(owner, { model: "before" });
+        await Promise.all([
+          store.patchSettings(owner, { systemPrompt: `prompt ${i}` }),
+          store.patchSettings(owner, { temperature: i / 10 }),
+          store.patchSettings(owner, { model: null }),
+        ]);
+        expect(await store.getSettings(owner)).toStrictEqual({ systemPrompt: `prompt ${i}`, temperature: i / 10 });
+      }
+    });
+
+    test("content and names are stored byte for byte", async () => {
+      const samples = [
+        "  leading and trailing spaces  ", "\ttabs\tinside\t", "\n\nnewlines around\n\n",
+        "```ts\n    const x = 1;\n\tindented();\n```\n", "CRLF line\r\nnext\r\n", "emoji 👩‍💻🎉 and é ü 中文",
+        " ", "x".repeat(100_000),
+      ];
+      for (const text of samples) {
+        const chat = chatFixture({ name: text.slice(0, 200) });
+        await store.createChat(chat);
+        expect(await store.getChat(chat.id)).toStrictEqual(chat);
+        expect((await store.patchChat(chat.id, { name: ` ${text.slice(0, 150)}\t` }))?.name).toBe(` ${text.slice(0, 150)}\t`);
+        const m = messageFixture(chat.id, { content: text });
+        await store.addMessage(m);
+        const [back] = await store.listMessages(chat.id, { limit: 1 });
+        expect(back!.content === text).toBe(true);
+        expect(back).toStrictEqual(m);
+        const reply: Message = { ...messageFixture(chat.id, { role: "assistant", content: text }), parent_id: m.id };
+        await store.putMessage(reply);
+        expect((await store.findReply(chat.id, m.id))?.content === text).toBe(true);
+      }
     });
 
     test("claimProcessed is true exactly once, even when raced", async () => {

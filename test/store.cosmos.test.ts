@@ -5,7 +5,7 @@ import { CosmosClient } from "@azure/cosmos";
 import { openCosmosStore, type CosmosStoreConfig } from "../src/store/cosmos";
 import { isStoreUnavailable } from "../src/store/errors";
 import type { Store } from "../src/store/store";
-import { chatFixture, storeContract } from "./store.contract";
+import { allPages, chatFixture, isoAt, messageFixture, storeContract } from "./store.contract";
 import { startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
 
 // Each suite gets its own server (stop/start in one must not disturb another) and a fresh database.
@@ -22,7 +22,9 @@ const configFor = (server: CosmosTestServer, database = `pichat-${crypto.randomU
 
 storeContract("cosmos", async () => {
   const server = await startCosmosServer();
-  const store = await openCosmosStore(configFor(server));
+  // The test server compiles each distinct query on first use (over a second for the chat-list
+  // cursor query on a busy machine): the production default timeout, not the outage tests' 2 s.
+  const store = await openCosmosStore({ ...configFor(server), requestTimeoutMs: 5000 });
   return { store, cleanup: async () => { await store.close(); await server.stop(); } };
 });
 
@@ -59,6 +61,56 @@ describe("cosmos store", () => {
     client.dispose();
     await first.close();
     await second.close();
+  });
+
+  test("containers created before the composite indexes get them on open, and history pages work", async () => {
+    const config = configFor(server);
+    const client = new CosmosClient({
+      endpoint: server.endpoint, key: server.key,
+      agent: new Agent({ rejectUnauthorized: false }),
+      connectionPolicy: { enableEndpointDiscovery: false },
+    });
+    // As the first release created them: no indexing policy on messages, none on chats either.
+    const { database } = await client.databases.createIfNotExists({ id: config.database });
+    await database.containers.createIfNotExists({ id: "messages", partitionKey: { paths: ["/chat_id"] } });
+    await database.containers.createIfNotExists({ id: "chats", partitionKey: { paths: ["/owner"] } });
+    const composite = async (id: string) => (await database.container(id).read()).resource?.indexingPolicy?.compositeIndexes ?? [];
+    expect(await composite("messages")).toEqual([]);
+
+    const warnings: string[] = [];
+    const store = await openCosmosStore({ ...config, requestTimeoutMs: 5000, warn: (m) => warnings.push(m) });
+    expect(warnings).toEqual([]);
+    expect(await composite("messages")).toEqual([[{ path: "/created_at", order: "descending" }, { path: "/id", order: "descending" }]]);
+    expect((await composite("chats")).length).toBe(1);
+
+    const chat = chatFixture();
+    await store.createChat(chat);
+    const made = [];
+    for (let i = 0; i < 5; i++) {
+      const m = messageFixture(chat.id, { created_at: isoAt(0), id: `m${i}` });
+      await store.addMessage(m);
+      made.push(m);
+    }
+    expect((await allPages(store, chat.id, 2)).reverse().flat()).toStrictEqual(made);
+    // Opening again changes nothing more.
+    await (await openCosmosStore({ ...config, requestTimeoutMs: 5000, warn: (m) => warnings.push(m) })).close();
+    expect((await composite("messages")).length).toBe(1);
+    expect(warnings).toEqual([]);
+    client.dispose();
+    await store.close();
+  });
+
+  test("deleteChat sweeps a chat's messages even when the chat record is already gone", async () => {
+    const store = await openCosmosStore({ ...configFor(server), requestTimeoutMs: 5000 });
+    const chat = chatFixture();
+    await store.createChat(chat);
+    await store.addMessage(messageFixture(chat.id));
+    expect(await store.deleteChat(chat.id)).toBe(true);
+    // A writer that lost the race stores its message after the delete: the next delete removes it.
+    await store.addMessage(messageFixture(chat.id));
+    expect(await store.deleteChat(chat.id)).toBe(false);
+    expect(await store.listMessages(chat.id, { limit: 10 })).toEqual([]);
+    await store.close();
   });
 
   test("an expired processed record can be claimed again, and is purged", async () => {
