@@ -93,5 +93,12 @@ export function chatCommands(ctx: ChatContext) {
     async deviceChat(deviceId: string): Promise<Chat> {
       return (await store.findDeviceChat(deviceId)) ?? createChat({ name: deviceId, deviceId });
     },
+
+    /** CHAT_NOT_FOUND for the first id that names no chat (WATCH checks its whole list first). */
+    async requireChats(chatIds: string[]): Promise<void> {
+      const found = await Promise.all(chatIds.map((id) => store.getChat(id)));
+      const missing = chatIds.find((_, i) => !found[i]);
+      if (missing) throw chatNotFound(missing);
+    },
   };
 }

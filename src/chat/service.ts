@@ -28,6 +28,7 @@ export function createChatService(parts: ChatParts) {
     deleteChat: chats.deleteChat,
     renameChat: chats.renameChat,
     deviceChat: chats.deviceChat,
+    requireChats: chats.requireChats,
     send: sending.send,
     storeQuestion: sending.storeQuestion,
     stop: reply.stop,

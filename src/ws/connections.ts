@@ -2,6 +2,7 @@ import type { ServerWebSocket } from "bun";
 import type { Logger } from "../log";
 import { frames } from "./protocol";
 import type { ChatClient } from "../chat/context";
+import { FrameError } from "./errors";
 import type { Budget } from "./limits";
 
 type Delta = { chatId: string; traceId: string; seq: number; content: string };
@@ -9,8 +10,15 @@ type Queued = { data: string; bytes: number; delta?: Delta };
 
 export type ConnData = {
   id: string;
-  /** Chats whose new messages this socket receives. */
+  /** Chats whose live frames this socket receives: its focus and its explicit watches. */
   watching: Set<string>;
+  /**
+   * The one implicit watch: the chat last opened (GET_CHAT_HISTORY, RESUME) or sent to. Moving it
+   * drops the previous one, so a client showing one chat never gets another chat's stream.
+   */
+  focus?: string;
+  /** Chats watched with WATCH: kept when the focus moves, until UNWATCH or the chat's deletion. */
+  explicit: Set<string>;
   /** Frames are handled one after another, in arrival order. */
   chain: Promise<void>;
   /** What this socket has used of its limits (src/ws/limits.ts). */
@@ -24,12 +32,24 @@ export type Socket = ServerWebSocket<ConnData>;
 
 export const CLOSE_TOO_SLOW = 1008;
 
+/** Chats one socket may watch with WATCH (its focus is not counted). */
+export const MAX_WATCHED_CHATS = 100;
+
+/** A socket as its frame handlers see it: the chat service's view plus explicit watches. */
+export type SocketClient = ChatClient & {
+  /** WATCH: `exist` throws CHAT_NOT_FOUND for an unknown id; answers what the socket now watches. */
+  watchExplicitly(chatIds: string[], exist: (chatIds: string[]) => Promise<void>): Promise<Watches>;
+  /** UNWATCH: answers what the socket now watches. */
+  unwatchExplicitly(chatIds: string[]): Watches;
+};
+export type Watches = { chatIds: string[]; focus: string | null };
+
 /**
  * Live sockets of this process and the chats they watch. A slow reader is paused rather than
  * buffered without bound: its stream deltas are merged while it catches up, and it is closed
  * if what waits for it still grows past `queueLimitBytes`.
  */
-export function createConnections({ log, queueLimitBytes }: { log: Logger; queueLimitBytes: number }) {
+export function createConnections({ log, queueLimitBytes, maxWatched = MAX_WATCHED_CHATS }: { log: Logger; queueLimitBytes: number; maxWatched?: number }) {
   const sockets = new Map<string, Socket>();
   const watchers = new Map<string, Set<Socket>>();
 
@@ -85,7 +105,84 @@ export function createConnections({ log, queueLimitBytes }: { log: Logger; queue
 
   function unwatch(ws: Socket, chatId: string) {
     ws.data.watching.delete(chatId);
-    watchers.get(chatId)?.delete(ws);
+    const set = watchers.get(chatId);
+    set?.delete(ws);
+    if (set?.size === 0) watchers.delete(chatId);
+  }
+
+  /** Stops a chat's frames to a socket unless it still wants them (its focus or an explicit watch). */
+  function release(ws: Socket, chatId: string) {
+    if (ws.data.focus !== chatId && !ws.data.explicit.has(chatId)) unwatch(ws, chatId);
+  }
+
+  /**
+   * Moves the socket's implicit watch to `chatId`, dropping the previous focus unless it is
+   * explicitly watched. Synchronous, so the chat service can call it at the exact moment its
+   * snapshot is taken: every frame of the old chat sent after this is withheld, every frame of
+   * the new one delivered. The undo (for a send to a chat that turns out not to exist) puts the
+   * previous focus back, unless the focus has moved on since.
+   */
+  function focus(ws: Socket, chatId: string): () => void {
+    const d = ws.data;
+    const prev = d.focus;
+    if (prev === chatId) return () => {};
+    d.focus = chatId;
+    watch(ws, chatId);
+    if (prev !== undefined) release(ws, prev);
+    return () => {
+      // undefined: chatId was deleted meanwhile (forgetChat), which is no reason to keep the old focus dropped.
+      if (d.focus !== chatId && d.focus !== undefined) return;
+      d.focus = prev;
+      if (prev !== undefined) watch(ws, prev);
+      release(ws, chatId);
+    };
+  }
+
+  /** Chats being checked for WATCH, each with the ids deleted while its check ran. */
+  const checks = new Set<Set<string>>();
+
+  /** What WATCH / UNWATCH answer: everything the socket watches, and which one is its focus. */
+  const watchesOf = (ws: Socket) => ({ chatIds: [...ws.data.watching], focus: ws.data.focus ?? null });
+
+  /**
+   * WATCH: adds explicit watches, all or none. Over `maxWatched` explicit watches is refused
+   * before anything is read; `exist` (the chat service) throws CHAT_NOT_FOUND for an unknown id.
+   * A chat deleted while that check ran is left out (its CHAT_DELETED has gone out already).
+   */
+  async function watchExplicitly(ws: Socket, chatIds: string[], exist: (chatIds: string[]) => Promise<void>) {
+    const d = ws.data;
+    const fresh = [...new Set(chatIds)].filter((id) => !d.explicit.has(id));
+    if (d.explicit.size + fresh.length > maxWatched) {
+      throw new FrameError("TOO_MANY_WATCHES", `a connection may watch at most ${maxWatched} chats with WATCH; UNWATCH some first`, {
+        limit: maxWatched, watched: d.explicit.size,
+      });
+    }
+    const deleted = new Set<string>();
+    checks.add(deleted);
+    try {
+      // The focus was found when it was opened and is dropped when deleted: no need to read it again.
+      await exist(fresh.filter((id) => id !== d.focus));
+    } finally {
+      checks.delete(deleted);
+    }
+    if (ws.readyState !== 1) return watchesOf(ws);
+    for (const id of fresh) {
+      if (deleted.has(id)) continue;
+      d.explicit.add(id);
+      watch(ws, id);
+    }
+    return watchesOf(ws);
+  }
+
+  /** UNWATCH: stops these chats' frames, explicit or focus alike; unknown ids are ignored. */
+  function unwatchExplicitly(ws: Socket, chatIds: string[]) {
+    const d = ws.data;
+    for (const id of chatIds) {
+      d.explicit.delete(id);
+      if (d.focus === id) d.focus = undefined;
+      unwatch(ws, id);
+    }
+    return watchesOf(ws);
   }
 
   return {
@@ -94,25 +191,28 @@ export function createConnections({ log, queueLimitBytes }: { log: Logger; queue
     },
     remove(ws: Socket) {
       sockets.delete(ws.data.id);
-      for (const chatId of ws.data.watching) watchers.get(chatId)?.delete(ws);
-      ws.data.watching.clear();
+      for (const chatId of [...ws.data.watching]) unwatch(ws, chatId);
+      ws.data.focus = undefined;
+      ws.data.explicit.clear();
       ws.data.queue = [];
     },
-    watch,
-    unwatch,
-    /** The socket as the chat service sees it. */
-    client(ws: Socket): ChatClient {
+    /** The socket as the chat service sees it (`watch` moves its focus), plus WATCH / UNWATCH for the handlers. */
+    client(ws: Socket): SocketClient {
       return {
         id: ws.data.id,
-        watch(chatId) {
-          if (ws.data.watching.has(chatId)) return () => {};
-          watch(ws, chatId);
-          return () => unwatch(ws, chatId);
-        },
+        watch: (chatId) => focus(ws, chatId),
+        watchExplicitly: (chatIds, exist) => watchExplicitly(ws, chatIds, exist),
+        unwatchExplicitly: (chatIds) => unwatchExplicitly(ws, chatIds),
       };
     },
+    /** A deleted chat: nobody watches it any more, explicitly or as their focus. */
     forgetChat(chatId: string) {
-      for (const ws of watchers.get(chatId) ?? []) ws.data.watching.delete(chatId);
+      for (const deleted of checks) deleted.add(chatId);
+      for (const ws of watchers.get(chatId) ?? []) {
+        ws.data.watching.delete(chatId);
+        ws.data.explicit.delete(chatId);
+        if (ws.data.focus === chatId) ws.data.focus = undefined;
+      }
       watchers.delete(chatId);
     },
     send(ws: Socket, frame: object) {

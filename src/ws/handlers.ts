@@ -1,15 +1,14 @@
 import * as v from "valibot";
-import type { ChatClient } from "../chat/context";
 import type { ChatService } from "../chat/service";
-import type { Socket } from "./connections";
+import type { Socket, SocketClient } from "./connections";
 import { admitSend, CHAT_PAGE_SIZE, type SocketLimits } from "./limits";
 import { frames, inbound, type Args, type InboundType } from "./protocol";
 
 export type HandlerContext = {
   ws: Socket;
   chat: ChatService;
-  /** This socket, as the chat service sees it. */
-  client: ChatClient;
+  /** This socket, as the chat service sees it, plus its explicit watches. */
+  client: SocketClient;
   limits: SocketLimits;
   requestId?: string;
   /** Sends to this socket only, echoing the frame's requestId. */
@@ -30,6 +29,8 @@ export const handlers: { [T in InboundType]: Handler<T> } = {
   RESUME: handler("RESUME", async (c, a) => c.reply(frames.resumed(await c.chat.resume(a, c.client)))),
   GET_SETTINGS: handler("GET_SETTINGS", async (c) => c.reply(frames.settings(await c.chat.getSettings(), c.chat.defaults))),
   UPDATE_SETTINGS: handler("UPDATE_SETTINGS", async (c, a) => c.reply(frames.settings(await c.chat.updateSettings(a), c.chat.defaults))),
+  WATCH: handler("WATCH", async (c, a) => c.reply(frames.watching(await c.client.watchExplicitly(a.chatIds, c.chat.requireChats)))),
+  UNWATCH: handler("UNWATCH", async (c, a) => c.reply(frames.watching(c.client.unwatchExplicitly(a.chatIds)))),
   SEND_MESSAGE: handler("SEND_MESSAGE", async (c, a) => {
     const track = admitSend(c.limits, c.ws.data.budget, a.content);
     const r = await c.chat.send(a, c.client);

@@ -53,6 +53,9 @@ export const inbound = {
   }),
   GET_SETTINGS: v.object({}),
   UPDATE_SETTINGS: SettingsPatchSchema,
+  // More than the one chat a socket follows implicitly (its focus); an empty list just asks what is watched.
+  WATCH: v.object({ chatIds: v.array(ChatId, "chatIds must be an array of chat ids") }),
+  UNWATCH: v.object({ chatIds: v.array(ChatId, "chatIds must be an array of chat ids") }),
 } as const;
 
 export type InboundType = keyof typeof inbound;
@@ -103,4 +106,6 @@ export const frames = {
     type: "MESSAGE_ACCEPTED", chatId, messageId: r.message.id, ...(r.traceId ? { traceId: r.traceId } : {}), duplicate: r.duplicate,
   }),
   error: (code: string, error: string, extra?: Record<string, unknown>) => ({ type: "ERROR", error, code, ...extra }),
+  /** WATCH / UNWATCH's answer: every chat the socket now watches, and which of them is its focus. */
+  watching: (w: { chatIds: string[]; focus: string | null }) => ({ type: "WATCHING", chatIds: w.chatIds, focus: w.focus }),
 } as const;

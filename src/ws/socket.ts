@@ -17,6 +17,7 @@ export function newConnData(limits: SocketLimits): ConnData {
   return {
     id: crypto.randomUUID(),
     watching: new Set(),
+    explicit: new Set(),
     chain: Promise.resolve(),
     budget: newBudget(limits),
     queue: [],

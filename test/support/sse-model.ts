@@ -12,6 +12,8 @@ export type Script = {
   hangAfter?: number;
   /** Answer with this HTTP status and an error body instead of a stream. */
   status?: number;
+  /** After this many tokens, wait for `release()` before sending the rest: a reply held in flight. */
+  holdAfter?: number;
 };
 
 export type ModelRequest = { url: string; path: string; headers: Record<string, string>; body: any; aborted: boolean };
@@ -21,6 +23,10 @@ export async function startSseModel(defaultScript: Script = { tokens: ["Hello", 
   const requests: ModelRequest[] = [];
   const abortWaiters = new Set<() => void>();
   const streams = new Set<ReadableStreamDefaultController>();
+  // Streams waiting at their holdAfter point, and the gate that lets them all go.
+  const held = new Set<ModelRequest>();
+  const heldWaiters = new Set<() => void>();
+  let gate = Promise.withResolvers<void>();
 
   const server = Bun.serve({
     port: 0,
@@ -54,6 +60,13 @@ export async function startSseModel(defaultScript: Script = { tokens: ["Hello", 
             for (let i = 0; i < tokens.length; i++) {
               if (s.dropAfter !== undefined && i >= s.dropAfter) return controller.error(new Error("scripted drop"));
               if (s.hangAfter !== undefined && i >= s.hangAfter) return; // never closes
+              if (s.holdAfter === i) {
+                const open = gate.promise;
+                held.add(record);
+                for (const w of heldWaiters) w();
+                await open;
+                held.delete(record);
+              }
               if (s.delayMs) await Bun.sleep(s.delayMs);
               if (req.signal.aborted) return;
               controller.enqueue(chunk({ content: tokens[i] }));
@@ -97,7 +110,34 @@ export async function startSseModel(defaultScript: Script = { tokens: ["Hello", 
         check();
       });
     },
+    /** Resolves once `n` streams wait at their `holdAfter` point, with those requests. */
+    waitHeld(n = 1, timeoutMs = 5000): Promise<ModelRequest[]> {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          if (held.size < n) return;
+          clearTimeout(timer);
+          heldWaiters.delete(check);
+          resolve([...held]);
+        };
+        const timer = setTimeout(() => {
+          heldWaiters.delete(check);
+          reject(new Error(`${held.size} of ${n} model streams held in time`));
+        }, timeoutMs);
+        heldWaiters.add(check);
+        check();
+      });
+    },
+    /** Lets every held stream go on; streams that reach their hold later wait for the next release. */
+    release() {
+      const open = gate;
+      gate = Promise.withResolvers<void>();
+      open.resolve();
+    },
     stop: () => server.stop(true),
   };
 }
+
+/** The last user turn of a model request: which question it answers. */
+export const lastUserTurn = (req: ModelRequest): string =>
+  [...(req.body?.messages ?? [])].reverse().find((m: { role: string }) => m.role === "user")?.content ?? "";
 export type SseModel = Awaited<ReturnType<typeof startSseModel>>;
