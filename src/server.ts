@@ -11,6 +11,7 @@ import type { Store } from "./store/store";
 import { showEventsOnSockets } from "./ws/fanout";
 import type { SocketLimits } from "./ws/limits";
 import { newConnData, socketHandlers } from "./ws/socket";
+import { defaultMaxConnections, openFileLimit } from "./http/caps";
 import pkg from "../package.json";
 
 export type ServerParts = {
@@ -35,11 +36,14 @@ export function startServer(parts: ServerParts) {
   const store = instrumentStore(parts.store, metrics);
   const model = observedModel(parts.model, metrics);
   const bus = parts.bus ?? localBus((e) => log.error("event listener failed", { error: e }));
+  // This process, as the owner of the leases it takes; a restarted process is a new owner.
+  const instanceId = crypto.randomUUID();
   const chat = createChatService({
     store, model, bus, log,
     options: {
       systemPrompt: c.SYSTEM_PROMPT, historyChars: c.MODEL_HISTORY_CHARS, modelIdleTimeoutMs: c.MODEL_TIMEOUT_MS,
-      historyMaxMessages: c.HISTORY_MAX_MESSAGES, autoTitle: c.CHAT_TITLES, maxGenerations: c.MAX_GENERATIONS,
+      historyMaxMessages: c.HISTORY_MAX_MESSAGES, historyPageMaxBytes: c.HISTORY_PAGE_MAX_BYTES, autoTitle: c.CHAT_TITLES, maxGenerations: c.MAX_GENERATIONS,
+      queueLimit: c.CHAT_QUEUE_LIMIT, replyCheckpointMs: c.REPLY_CHECKPOINT_MS, replyLeaseMs: c.REPLY_LEASE_MS, instanceId,
     },
   });
   const limits: SocketLimits = {
@@ -47,10 +51,15 @@ export function startServer(parts: ServerParts) {
     maxGenerationsPerConnection: c.MAX_GENERATIONS_PER_CONNECTION,
     framesPerSecond: c.RATE_LIMIT_FRAMES_PER_SECOND, messagesPerMinute: c.RATE_LIMIT_MESSAGES_PER_MINUTE,
     sendQueueLimitBytes: c.SEND_BUFFER_LIMIT_BYTES, idleTimeoutS: c.WS_IDLE_TIMEOUT_S,
+    inboundMaxFrames: c.INBOUND_QUEUE_MAX_FRAMES, inboundMaxBytes: c.INBOUND_QUEUE_MAX_BYTES,
   };
-  const { websocket, conns } = socketHandlers(chat, limits, { log, metrics });
+  const { websocket, conns, load } = socketHandlers(chat, limits, { log, metrics });
   const unsubscribe = showEventsOnSockets(bus, conns);
   const devices = parts.startDevices?.({ chat, store, log, metrics });
+  // Replies left "streaming" by a process that died: at start-up, then every half lease.
+  const sweep = () => void chat.sweepOrphans().catch((e) => log.warn("could not sweep orphaned replies", { error: e }));
+  sweep();
+  const sweeper = setInterval(sweep, Math.max(250, c.REPLY_LEASE_MS / 2));
   let accepting = true;
 
   const app = createApp({
@@ -60,7 +69,8 @@ export function startServer(parts: ServerParts) {
     devicesEnabled: !!devices,
     allowedOrigins: c.ALLOWED_ORIGINS,
     production: c.ENVIRONMENT === "production",
-    newConnection: () => newConnData(limits),
+    newConnection: (address) => newConnData(limits, address),
+    connections: { ...load, maxConnections: c.MAX_CONNECTIONS ?? defaultMaxConnections(openFileLimit()), maxPerAddress: c.MAX_CONNECTIONS_PER_ADDRESS },
     accepting: () => accepting,
   });
 
@@ -77,6 +87,7 @@ export function startServer(parts: ServerParts) {
    */
   async function stop(deadlineMs = c.SHUTDOWN_TIMEOUT_MS) {
     accepting = false;
+    clearInterval(sweeper);
     // No new device work; the consumer has checkpointed every batch it finished.
     await devices?.stop().catch((e) => log.error("device bridge did not stop cleanly", { error: e }));
     chat.replies.close();

@@ -2,11 +2,16 @@ import type { Chat, Message } from "../records";
 import { nowIso } from "./clock";
 import type { ChatClient, ChatContext } from "./context";
 import { chatNotFound } from "./errors";
+import { encodeMessageCursor } from "../store/cursor";
+import { fitPage } from "./page-budget";
 
 export const DEFAULT_CHAT_NAME = "New Chat";
 
-/** An assistant message still being generated, as a history request shows it. */
+/** An assistant message still being generated, as a history request shows it (never with its lease). */
 export type StreamingMessage = Message & { streaming: true; seq: number };
+
+/** `cursor` (from the previous page) or `before` (a created_at; older clients) pages back. */
+export type HistoryQuery = { chatId: string; limit?: number; before?: string; cursor?: string };
 
 /** Creating, listing, reading, renaming and deleting chats. */
 export function chatCommands(ctx: ChatContext) {
@@ -19,16 +24,42 @@ export function chatCommands(ctx: ChatContext) {
   }
 
   /**
-   * Oldest first. Without a limit, the whole history up to the configured cap. `hasMore` says
-   * older messages exist: ask again with `before` = the oldest one's created_at.
+   * Oldest first, in (created_at, id) order. Without a limit, the whole history up to the
+   * configured cap. `cursor` is there when older messages exist: ask again with it (or, older
+   * clients, with `before` = the oldest one's created_at).
    */
-  async function storedHistory(o: { chatId: string; limit?: number; before?: string }): Promise<{ messages: Message[]; hasMore: boolean }> {
+  async function storedHistory(o: HistoryQuery): Promise<{ messages: Message[]; hasMore: boolean; cursor?: string }> {
     const limit = Math.min(o.limit ?? options.historyMaxMessages, options.historyMaxMessages);
-    const page = await store.listMessages(o.chatId, { limit: limit + 1, before: o.before });
-    // Messages live only in a chat that exists (deleteChat removes them first): only an empty page
-    // needs the chat looked up, to tell "no messages yet" from "no such chat".
-    if (page.length === 0) await requireChat(o.chatId);
-    return page.length > limit ? { messages: page.slice(1), hasMore: true } : { messages: page, hasMore: false };
+    const page = await store.pageMessages(o.chatId, { limit, cursor: o.cursor, before: o.before });
+    // Messages live only in a chat that exists (deleteChat removes it first and then its messages):
+    // only an empty page needs the chat looked up, to tell "no messages yet" from "no such chat".
+    if (page.items.length === 0) await requireChat(o.chatId);
+    return { messages: page.items, hasMore: page.cursor !== undefined, ...(page.cursor ? { cursor: page.cursor } : {}) };
+  }
+
+  /**
+   * Stored "streaming" checkpoints that are not this process's live reply and whose lease lapsed
+   * (their process died) are finalised as interrupted through the store, and shown as it returns
+   * them: a dead reply is never shown as finished, nor as still streaming.
+   */
+  async function finalizeLapsed(chatId: string, messages: Message[], live?: string): Promise<Message[]> {
+    const now = Date.now();
+    if (!messages.some((m) => m.status === "streaming" && m.id !== live && (!m.lease || m.lease.until < now))) return messages;
+    const finalized = new Map((await store.finalizeStale(now, chatId)).map((m) => [m.id, m] as const));
+    return messages.map((m) => finalized.get(m.id) ?? m);
+  }
+
+  /**
+   * What a client sees of a stored message: never its lease. A checkpoint another process is still
+   * generating (lease running) is shown as streaming from the seq it reached; one whose lease
+   * lapsed and that someone else finalised meanwhile as what it now is.
+   */
+  function present(m: Message, now: number): Message | StreamingMessage {
+    if (m.status !== "streaming" && !m.lease) return m;
+    const { lease, status, ...rest } = m;
+    if (status !== "streaming") return { ...rest, ...(status ? { status } : {}) };
+    if (!lease || lease.until < now) return { ...rest, status: "interrupted" };
+    return { ...rest, streaming: true, seq: lease.seq };
   }
 
   async function createChat(o: { name?: string; deviceId?: string; origin?: string }): Promise<Chat> {
@@ -54,37 +85,50 @@ export function chatCommands(ctx: ChatContext) {
      * streaming comes last, as its text so far (`streaming`, `seq`); the live deltas after it
      * meet it exactly, with no gap and no repeat.
      */
-    async history(o: { chatId: string; limit?: number; before?: string }, client: ChatClient) {
+    async history(o: HistoryQuery, client: ChatClient) {
+      // Only the newest page (no cursor, no before) shows the reply being generated.
+      const newest = !o.before && !o.cursor;
       const pending = replies.get(o.chatId);
-      let { messages, hasMore } = await storedHistory(o);
-      if (pending && replies.get(o.chatId) !== pending && !o.before && !messages.some((m) => m.id === pending.traceId)) {
+      let { messages, hasMore, cursor } = await storedHistory(o);
+      messages = await finalizeLapsed(o.chatId, messages, pending?.traceId);
+      if (pending && replies.get(o.chatId) !== pending && newest && !messages.some((m) => m.id === pending.traceId && m.status !== "streaming")) {
         // The reply finished while we read: it is stored now, and its live end went by unseen.
-        ({ messages, hasMore } = await storedHistory(o));
+        ({ messages, hasMore, cursor } = await storedHistory(o));
+        messages = await finalizeLapsed(o.chatId, messages, replies.get(o.chatId)?.traceId);
       }
       // From here to the return nothing awaits.
       client.watch(o.chatId);
-      const g = o.before ? undefined : replies.get(o.chatId);
-      const all: (Message | StreamingMessage)[] = messages;
+      const g = newest ? replies.get(o.chatId) : undefined;
+      const now = Date.now();
+      const liveEntry = (g: NonNullable<typeof pending>): StreamingMessage =>
+        ({ id: g.traceId, chat_id: g.chatId, role: "assistant", content: g.chunks.join(""), created_at: g.createdAt, streaming: true, seq: g.chunks.length });
+      // This process's own checkpoint of the live reply is shown as the live entry, in its place.
+      const all: (Message | StreamingMessage)[] = messages.map((m) => (g && m.id === g.traceId && m.status === "streaming" ? liveEntry(g) : present(m, now)));
       if (g && !messages.some((m) => m.id === g.traceId)) {
-        all.push({ id: g.traceId, chat_id: g.chatId, role: "assistant", content: g.chunks.join(""), created_at: g.createdAt, streaming: true, seq: g.chunks.length });
+        all.push(liveEntry(g));
       }
-      return { chatId: o.chatId, messages: all, hasMore };
+      // One frame must stay well under the send limit: the oldest messages past the byte budget wait for the next page.
+      const fit = options.historyPageMaxBytes ? fitPage(all, options.historyPageMaxBytes) : { messages: all, trimmed: 0 };
+      // Cut to the budget: the next page starts right before the oldest message kept.
+      const oldest = fit.messages[0];
+      if (fit.trimmed > 0 && oldest) cursor = encodeMessageCursor(o.chatId, oldest);
+      return { chatId: o.chatId, messages: fit.messages, hasMore: hasMore || fit.trimmed > 0, ...(cursor ? { cursor } : {}) };
     },
 
     async deleteChat(o: { chatId: string; origin?: string }): Promise<void> {
-      // A reply still streaming into a deleted chat would write an orphan message: stop it first.
-      const g = replies.get(o.chatId);
-      if (g) {
-        g.controller.abort({ stop: "stopped" });
-        await g.done;
-      }
+      // Delete wins over a racing send. The running reply is stopped first, so its final write
+      // lands before the messages go; one that registers in the next seconds is stopped at once.
+      // Then the chat record, then its messages: a send that checks for the chat after storing
+      // its question sees it gone and removes what it wrote.
+      await replies.cancel(o.chatId);
       if (!(await store.deleteChat(o.chatId))) throw chatNotFound(o.chatId);
       bus.publish({ type: "chat_deleted", chatId: o.chatId, origin: o.origin });
     },
 
     async renameChat(o: { chatId: string; name: string; origin?: string }): Promise<Chat> {
-      const chat = { ...(await requireChat(o.chatId)), name: o.name, updated_at: nowIso() };
-      if (!(await store.updateChat(chat))) throw chatNotFound(o.chatId);
+      // A partial update: a message's activity time landing meanwhile is kept, and vice versa.
+      const chat = await store.patchChat(o.chatId, { name: o.name, updated_at: nowIso() });
+      if (!chat) throw chatNotFound(o.chatId);
       bus.publish({ type: "chat_updated", chat, origin: o.origin });
       return chat;
     },

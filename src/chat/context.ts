@@ -12,10 +12,20 @@ export type ChatOptions = {
   modelIdleTimeoutMs: number;
   /** Upper bound on messages returned by one history request. */
   historyMaxMessages: number;
+  /** Upper bound on the JSON bytes of one history page's messages (src/chat/page-budget.ts); unset: none. */
+  historyPageMaxBytes?: number;
   /** Name a chat from its first exchange. */
   autoTitle: boolean;
-  /** Replies this process generates at once. */
+  /** Chats this process answers at once (a reply running or questions waiting). */
   maxGenerations: number;
+  /** Questions that may wait behind a running reply in one chat. */
+  queueLimit: number;
+  /** How often a streaming reply's text is checkpointed to the store. */
+  replyCheckpointMs: number;
+  /** How long a checkpoint's lease holds without renewal before the reply counts as orphaned. */
+  replyLeaseMs: number;
+  /** This process, as the owner of the leases it takes (reply checkpoints, device claims). */
+  instanceId: string;
 };
 
 /** What the chat service is built from, once, in server.ts (tests pass real local peers). */

@@ -4,7 +4,7 @@ import { InvalidCursorError, isStoreUnavailable } from "../store/errors";
 // Codes of the chat layer, which a client can switch on; the text beside them is for people.
 // Frame-level codes (BAD_JSON, FRAME_TOO_LARGE, ...) belong to src/ws.
 export type ChatErrorCode =
-  | "CHAT_NOT_FOUND" | "NO_GENERATION" | "GENERATION_NOT_FOUND" | "GENERATION_IN_PROGRESS" | "TOO_MANY_GENERATIONS"
+  | "CHAT_NOT_FOUND" | "NO_GENERATION" | "GENERATION_NOT_FOUND" | "QUEUE_FULL" | "TOO_MANY_GENERATIONS"
   | "INVALID_ARGUMENT" | "STORE_UNAVAILABLE" | "MODEL_ERROR" | "MODEL_TIMEOUT" | "SHUTTING_DOWN" | "INTERNAL_ERROR";
 
 /** An error whose message is safe to send to a client as is. */

@@ -3,11 +3,17 @@ import type { Message, MessageStatus } from "../records";
 import { nowIso } from "./clock";
 import type { ChatClient, ChatContext } from "./context";
 import { ChatError, describeFailure } from "./errors";
-import { isStopReason, type Generation, type StopReason } from "./replies";
+import { isStopReason, type Generation, type ReplyOutcome, type StopReason } from "./replies";
 
-export type ReplyResult = { message?: Message; status?: MessageStatus; error?: { code: string; message: string } };
+export type ReplyResult = ReplyOutcome;
 
-export type ReplyRequest = { chatId: string; prompt: Turn[]; temperature?: number; model?: string; deviceId?: string };
+/** What a reply is asked: the question it answers, and the prompt once its turn comes. */
+export type ReplyJob = {
+  question: Message;
+  /** Builds the model's input when the reply starts (after any reply queued before it). */
+  prompt(): Promise<{ turns: Turn[]; temperature?: number; model?: string }>;
+  deviceId?: string;
+};
 
 /** What RESUME answers: the rest of a live reply, or the stored one when it has finished. */
 export type Resumed =
@@ -19,21 +25,12 @@ export function replyCommands(ctx: ChatContext, requireChat: (chatId: string) =>
   const { replies, store } = ctx;
 
   /**
-   * Streams the model's reply into a chat: every delta goes out on the bus as it arrives, and the
-   * whole reply is stored before the end event, so whoever sees `end` can reload it. A failure keeps
-   * the text so far, stored and marked. The caller must hold the chat's slot (replies.reserve).
+   * Streams the model's reply to a question: every delta goes out on the bus as it arrives, the
+   * text so far is checkpointed to the store (status "streaming", with a lease this process renews),
+   * and the whole reply is stored before the end event, so whoever sees `end` can reload it. A
+   * failure keeps the text so far, stored and marked. Runs in the chat's lane (replies.start).
    */
-  function start(o: ReplyRequest) {
-    const g: Generation = {
-      chatId: o.chatId, traceId: crypto.randomUUID(), createdAt: nowIso(), chunks: [],
-      controller: new AbortController(), done: Promise.resolve(),
-    };
-    replies.add(g);
-    const result = run(ctx, g, o).finally(() => replies.remove(g));
-    g.done = result.then(() => {});
-    return { traceId: g.traceId, result };
-  }
-
+  const answer = (job: ReplyJob) => (g: Generation) => run(ctx, g, job);
   /**
    * Stops a reply: the model request is aborted upstream, the text so far is stored marked
    * `stopped`, and the stream ends with reason "stopped". Resolves once that is done.
@@ -68,16 +65,33 @@ export function replyCommands(ctx: ChatContext, requireChat: (chatId: string) =>
     return { live: false, message: done };
   }
 
-  return { start, stop, resume };
+  return { answer, stop, resume };
 }
 
-async function run(ctx: ChatContext, g: Generation, o: ReplyRequest): Promise<ReplyResult> {
+async function run(ctx: ChatContext, g: Generation, job: ReplyJob): Promise<ReplyResult> {
   const { bus, log } = ctx;
+  const base: Message = {
+    id: g.traceId, chat_id: g.chatId, role: "assistant", content: "", created_at: replyTime(job.question),
+    parent_id: job.question.id, ...(job.deviceId ? { device_id: job.deviceId } : {}),
+  };
+  g.createdAt = base.created_at;
+  let prompt: Awaited<ReturnType<ReplyJob["prompt"]>>;
+  try {
+    prompt = await job.prompt();
+  } catch (e) {
+    // Nothing was asked or stored: the question stays unanswered, and a resend of it answers it.
+    const f = describeFailure(e, "the reply could not be started");
+    if (f.code === "INTERNAL_ERROR") log.error("could not start a reply", { chatId: g.chatId, error: e });
+    const error = { code: f.code, message: f.message };
+    bus.publish({ type: "reply_end", chatId: g.chatId, traceId: g.traceId, seq: 1, status: "incomplete", error });
+    return { status: "incomplete", error };
+  }
   const idle = idleWatchdog(g.controller, ctx.options.modelIdleTimeoutMs);
+  const checkpoints = checkpointer(ctx, g, base);
   let status: MessageStatus | undefined;
   let error: ReplyResult["error"];
   try {
-    for await (const delta of ctx.model.stream(o.prompt, { signal: g.controller.signal, temperature: o.temperature, model: o.model })) {
+    for await (const delta of ctx.model.stream(prompt.turns, { signal: g.controller.signal, temperature: prompt.temperature, model: prompt.model })) {
       idle.reset();
       g.chunks.push(delta);
       bus.publish({ type: "reply_delta", chatId: g.chatId, traceId: g.traceId, seq: g.chunks.length, content: delta });
@@ -98,12 +112,11 @@ async function run(ctx: ChatContext, g: Generation, o: ReplyRequest): Promise<Re
     }
   } finally {
     idle.stop();
+    // The last checkpoint lands before the final write, never after it.
+    await checkpoints.stop();
   }
 
-  const message: Message = {
-    id: g.traceId, chat_id: g.chatId, role: "assistant", content: g.chunks.join(""), created_at: g.createdAt,
-    ...(status ? { status } : {}), ...(o.deviceId ? { device_id: o.deviceId } : {}),
-  };
+  const message: Message = { ...base, content: g.chunks.join(""), ...(status ? { status } : {}) };
   let stored: Message | undefined;
   // An empty failed reply is noise in the history; anything with text is kept.
   if (message.content || !status) {
@@ -123,6 +136,47 @@ async function run(ctx: ChatContext, g: Generation, o: ReplyRequest): Promise<Re
     ...(status ? { status } : {}), ...(error ? { error } : {}),
   });
   return { message: stored, status, error };
+}
+
+/** A reply sorts after its question even when another replica's clock is behind. */
+function replyTime(question: Message): string {
+  const after = Date.parse(question.created_at) + 1;
+  const now = Date.parse(nowIso());
+  return new Date(Math.max(after, now)).toISOString();
+}
+
+/**
+ * Writes the reply so far at most every `replyCheckpointMs`, off the token path (one write in
+ * flight at a time; a failed one is retried at the next tick), and renews the lease while the
+ * model is silent. A process that dies stops renewing: its reply is then finalised as interrupted.
+ */
+function checkpointer(ctx: ChatContext, g: Generation, base: Message) {
+  const { replyCheckpointMs: every, replyLeaseMs: leaseMs, instanceId } = ctx.options;
+  let writing: Promise<void> | undefined;
+  let savedSeq = 0;
+  let renewBy = 0;
+  let stopped = false;
+  const tick = () => {
+    const seq = g.chunks.length;
+    if (writing || stopped || seq === 0 || (seq === savedSeq && Date.now() < renewBy)) return;
+    const until = Date.now() + leaseMs;
+    const m: Message = { ...base, content: g.chunks.join(""), status: "streaming", lease: { owner: instanceId, until, seq } };
+    writing = ctx.store.putMessage(m).then(
+      () => {
+        savedSeq = seq;
+        renewBy = until - leaseMs / 2;
+      },
+      (e) => ctx.log.debug("reply checkpoint failed", { chatId: g.chatId, traceId: g.traceId, error: e }),
+    ).finally(() => (writing = undefined));
+  };
+  const timer = setInterval(tick, every);
+  return {
+    async stop() {
+      stopped = true;
+      clearInterval(timer);
+      await writing;
+    },
+  };
 }
 
 function idleWatchdog(controller: AbortController, ms: number) {

@@ -2,37 +2,45 @@ import type { Turn } from "../model/model";
 import type { Chat, Message } from "../records";
 import { nowIso } from "./clock";
 import type { ChatClient, ChatContext } from "./context";
-import { ChatError } from "./errors";
+import { ChatError, chatNotFound } from "./errors";
 import { buildPrompt } from "./prompt";
-import type { ReplyRequest, ReplyResult } from "./reply";
+import type { ReplyJob, ReplyResult } from "./reply";
+import type { Generation, Ticket } from "./replies";
 import { getSettingsOf } from "./settings";
 
 export type SendResult =
-  | { duplicate: true; message: Message }
-  | { duplicate: false; message: Message; traceId: string; reply: Promise<ReplyResult> };
+  /** Already answered, or being answered: `reply` is the answer (stored, or settling here). */
+  | { duplicate: true; message: Message; reply?: Promise<ReplyResult> }
+  /** `queued`: other replies in the chat come first; the question is stored either way. */
+  | { duplicate: false; message: Message; traceId: string; queued: boolean; reply: Promise<ReplyResult> };
 
 export type SendRequest = {
   chatId: string; content: string; messageId?: string; deviceId?: string;
   /** Context to send instead of the stored history (a device's own conversation). */
   context?: Turn[];
-  /** Wait for a running reply in the chat to finish instead of answering GENERATION_IN_PROGRESS. */
-  waitIfBusy?: boolean;
+  /**
+   * A stored reply that a crash cut short (interrupted, or still marked streaming with its lease
+   * lapsed) does not count as an answer: answer again. Devices use it; a voice user cannot read
+   * half a reply.
+   */
+  retryCutShort?: boolean;
 };
 
 type Needs = {
   requireChat(chatId: string): Promise<Chat>;
-  startReply(o: ReplyRequest): { traceId: string; result: Promise<ReplyResult> };
+  answer(job: ReplyJob): (g: Generation) => Promise<ReplyResult>;
   /** Called with the first exchange of a chat that may want a title. */
   titleLater(chat: Chat, exchange: [Message, Message]): void;
 };
 
-/** Questions in, replies started. */
+/** Questions in, replies started or queued behind the chat's running one. */
 export function sendCommands(ctx: ChatContext, needs: Needs) {
   const { store, bus, replies, options, log } = ctx;
 
   /**
-   * Stores a question once (by id) and shows it to the chat's other watchers; false when that
-   * id was stored before. The one path for browsers and devices, answered or not.
+   * Stores a question once (by id) and shows it to the chat's other watchers; `stored: false`
+   * when that id was stored before. The one path for browsers and devices, answered or not. A
+   * chat deleted meanwhile wins: the question is removed again and CHAT_NOT_FOUND thrown.
    */
   async function storeQuestion(chat: Chat, o: { content: string; messageId?: string; deviceId?: string; origin?: string }) {
     const message: Message = {
@@ -40,15 +48,25 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
       ...(o.deviceId ? { device_id: o.deviceId } : {}),
     };
     if (!(await store.addMessage(message))) return { stored: false as const, message };
-    await touch(chat, message.created_at);
+    // deleteChat removes the chat record before its messages: if it is gone now, our write may
+    // have landed after the messages were listed for deletion. Take it back.
+    const after = await store.patchChat(chat.id, { updated_at: message.created_at }).catch((e) => {
+      log.warn("could not update chat activity time", { chatId: chat.id, error: e });
+      return chat;
+    });
+    if (!after) {
+      await store.deleteChat(chat.id).catch(() => {});
+      throw chatNotFound(chat.id);
+    }
     bus.publish({ type: "user_message", message, origin: o.origin });
     return { stored: true as const, message };
   }
 
   /**
-   * Stores a question, then starts the model's reply, which streams on the bus. The question is
-   * durable before the model is asked. A message id seen before in this chat is not stored or
-   * answered again (a resend after a reconnect, a redelivered device event).
+   * Stores a question, then answers it: at once, or after the replies already running or waiting
+   * in that chat, in order. The question is durable before the model is asked. A question id
+   * stored before is answered only if it has no reply and none is on its way (a resend after a
+   * crash); otherwise it is a duplicate.
    */
   async function send(o: SendRequest, client?: ChatClient): Promise<SendResult> {
     // Watch first: the reply may start streaming before send returns.
@@ -62,61 +80,62 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
   }
 
   async function sendOnce(o: SendRequest, origin: string | undefined): Promise<SendResult> {
-    const release = await reserve(o);
-    if (typeof release !== "function") return release;
+    const id = o.messageId ?? crypto.randomUUID();
+    const ticket = replies.admit(o.chatId, id);
+    if (ticket === "duplicate") return { duplicate: true, message: questionOf(o, id), reply: replies.pending(o.chatId, id) };
+    let answered: Message | undefined;
+    let q: Awaited<ReturnType<typeof storeQuestion>>;
     try {
       const chat = await needs.requireChat(o.chatId);
-      // Everything the prompt needs is read before the question is stored: once it is stored,
-      // nothing may fail before the reply starts, or a resend with the same id would only be a duplicate.
-      const [earlier, settings] = await Promise.all([
-        o.context ? [] : store.listMessages(chat.id, { limit: options.historyMaxMessages }),
-        getSettingsOf(store),
-      ]);
-      const q = await storeQuestion(chat, { content: o.content, messageId: o.messageId, deviceId: o.deviceId, origin });
-      if (!q.stored) return { duplicate: true, message: q.message };
-
-      const history = o.context
-        ? [...o.context, { role: "user" as const, content: o.content }]
-        : [...earlier, q.message].slice(-options.historyMaxMessages);
-      const prompt = buildPrompt(settings.systemPrompt ?? options.systemPrompt, history, options.historyChars);
-      const { traceId, result } = needs.startReply({
-        chatId: chat.id, prompt, temperature: settings.temperature, model: settings.model, deviceId: o.deviceId,
-      });
-      if (options.autoTitle) {
-        void result.then((r) => {
-          if (r.message && !r.status) needs.titleLater(chat, [q.message, r.message]);
-        });
-      }
-      return { duplicate: false, message: q.message, traceId, reply: result };
-    } finally {
-      release();
-    }
-  }
-
-  /** The chat's generation slot, or the answer to give instead of taking it. */
-  async function reserve(o: SendRequest): Promise<(() => void) | SendResult> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return replies.reserve(o.chatId);
-      } catch (e) {
-        if (!(e instanceof ChatError && e.code === "GENERATION_IN_PROGRESS")) throw e;
-        // A resend of a question whose reply is still streaming is a duplicate, not a conflict.
-        const known = o.messageId && (await store.listMessages(o.chatId, { limit: 20 })).find((m) => m.id === o.messageId);
-        if (known) return { duplicate: true, message: known };
-        // A device's question waits its turn behind a browser's reply.
-        if (!o.waitIfBusy || attempt >= 5 || !(await replies.whenFree(o.chatId))) throw e;
-      }
-    }
-  }
-
-  // Activity moves a chat to the top of the list; losing that is not worth failing the send.
-  async function touch(chat: Chat, at: string) {
-    try {
-      await store.updateChat({ ...chat, updated_at: at });
+      q = await storeQuestion(chat, { content: o.content, messageId: id, deviceId: o.deviceId, origin });
+      if (!q.stored) answered = await store.findReply(o.chatId, id);
+      if (answered && o.retryCutShort && cutShort(answered)) answered = undefined;
     } catch (e) {
-      log.warn("could not update chat activity time", { chatId: chat.id, error: e });
+      replies.release(ticket);
+      throw e;
     }
+    if (answered) {
+      replies.release(ticket);
+      return { duplicate: true, message: q.message, reply: Promise.resolve({ message: answered, ...(answered.status ? { status: answered.status } : {}) }) };
+    }
+    const queued = replies.position(ticket) > 0;
+    replies.start(ticket, needs.answer({ question: q.message, deviceId: o.deviceId, prompt: () => promptFor(q.message, o) }));
+    if (options.autoTitle) titleAfter(ticket, q.message);
+    return { duplicate: false, message: q.message, traceId: ticket.traceId, queued, reply: ticket.result };
+  }
+
+  /** The model's input, read when the reply starts: history up to this question, and settings. */
+  async function promptFor(question: Message, o: SendRequest) {
+    const [earlier, settings] = await Promise.all([
+      o.context ? [] : store.listMessages(question.chat_id, { limit: options.historyMaxMessages }),
+      getSettingsOf(store),
+    ]);
+    const history = o.context ? [...o.context, { role: "user" as const, content: question.content }] : upTo(earlier, question);
+    return {
+      turns: buildPrompt(settings.systemPrompt ?? options.systemPrompt, history, options.historyChars),
+      temperature: settings.temperature, model: settings.model,
+    };
+  }
+
+  function titleAfter(ticket: Ticket, question: Message) {
+    void ticket.result.then(async (r) => {
+      if (!r.message || r.status) return;
+      const chat = await store.getChat(question.chat_id).catch(() => undefined);
+      if (chat) needs.titleLater(chat, [question, r.message]);
+    });
   }
 
   return { send, storeQuestion };
 }
+
+const cutShort = (m: Message) => m.status === "interrupted" || (m.status === "streaming" && (m.lease?.until ?? 0) < Date.now());
+
+/** Messages from the oldest up to and including the question (later ones wait their turn). */
+function upTo(messages: Message[], question: Message): Message[] {
+  const i = messages.findIndex((m) => m.id === question.id);
+  return i < 0 ? [...messages, question] : messages.slice(0, i + 1);
+}
+
+const questionOf = (o: SendRequest, id: string): Message => ({
+  id, chat_id: o.chatId, role: "user", content: o.content, created_at: nowIso(), ...(o.deviceId ? { device_id: o.deviceId } : {}),
+});

@@ -4,6 +4,7 @@ import { replyCommands } from "./reply";
 import { createReplies } from "./replies";
 import { sendCommands } from "./send";
 import { getSettingsOf, updateSettingsOf, type SettingsPatch } from "./settings";
+import type { ChatContext } from "./context";
 import { titleChat } from "./title";
 
 /**
@@ -11,13 +12,13 @@ import { titleChat } from "./title";
  * src/ws and src/devices are adapters over this object; nothing else reaches the store or model.
  */
 export function createChatService(parts: ChatParts) {
-  const replies = createReplies({ max: parts.options.maxGenerations });
+  const replies = createReplies({ max: parts.options.maxGenerations, queueLimit: parts.options.queueLimit });
   const ctx = { ...parts, replies };
   const chats = chatCommands(ctx);
   const reply = replyCommands(ctx, chats.requireChat);
   const sending = sendCommands(ctx, {
     requireChat: chats.requireChat,
-    startReply: reply.start,
+    answer: reply.answer,
     titleLater: (chat, exchange) => void titleChat(ctx, chats.renameChat, chat, exchange),
   });
 
@@ -35,8 +36,17 @@ export function createChatService(parts: ChatParts) {
     resume: reply.resume,
     getSettings: () => getSettingsOf(parts.store),
     updateSettings: (patch: SettingsPatch) => updateSettingsOf(parts.store, patch),
-    /** A device message id, recorded once; false when it was seen before and has not expired. */
-    claimOnce: (messageId: string, ttlSeconds: number) => parts.store.claimProcessed(messageId, ttlSeconds),
+    /** Device messages are handled at least once, with one effect: a claim is a lease this process holds. */
+    claims: {
+      take: (messageId: string, leaseMs: number) => parts.store.claimMessage(messageId, parts.options.instanceId, leaseMs),
+      renew: (messageId: string, leaseMs: number) => parts.store.renewClaim(messageId, parts.options.instanceId, leaseMs),
+      complete: (messageId: string, ttlSeconds: number) => parts.store.completeClaim(messageId, parts.options.instanceId, ttlSeconds),
+    },
+    /**
+     * Finalises replies whose process died (lease lapsed) as interrupted, and ends their streams
+     * for anyone watching. Run at start-up and then every half lease.
+     */
+    sweepOrphans: () => sweepOrphans(ctx),
     /** The server's defaults, shown beside a user's settings. */
     defaults: { systemPrompt: parts.options.systemPrompt, model: parts.model.name },
     /** Replies in flight, for graceful shutdown and tests. */
@@ -45,3 +55,12 @@ export function createChatService(parts: ChatParts) {
   };
 }
 export type ChatService = ReturnType<typeof createChatService>;
+
+async function sweepOrphans(ctx: ChatContext): Promise<number> {
+  const stale = await ctx.store.finalizeStale(Date.now());
+  for (const m of stale) {
+    ctx.bus.publish({ type: "reply_end", chatId: m.chat_id, traceId: m.id, seq: (m.lease?.seq ?? 0) + 1, status: "interrupted" });
+  }
+  if (stale.length > 0) ctx.log.info("finalised orphaned replies as interrupted", { count: stale.length });
+  return stale.length;
+}

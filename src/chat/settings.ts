@@ -23,12 +23,8 @@ export async function getSettingsOf(store: Store, owner = DEFAULT_OWNER): Promis
   return stored.success ? stored.output : {};
 }
 
+/** One atomic store call: two updates of different keys racing (two tabs, two replicas) keep both. */
 export async function updateSettingsOf(store: Store, patch: SettingsPatch, owner = DEFAULT_OWNER): Promise<Settings> {
-  const next: Record<string, unknown> = { ...(await getSettingsOf(store, owner)) };
-  for (const [key, value] of Object.entries(patch)) {
-    if (value === null) delete next[key];
-    else if (value !== undefined) next[key] = value;
-  }
-  await store.putSettings(owner, next);
-  return next as Settings;
+  const stored = v.safeParse(SettingsSchema, await store.patchSettings(owner, patch));
+  return stored.success ? stored.output : {};
 }

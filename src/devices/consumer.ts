@@ -21,7 +21,7 @@ export type ConsumerOptions = {
   log: Logger;
   /** Tests shorten these; production keeps the SDK's balanced defaults. */
   retryDelayMs?: number;
-  loadBalancing?: { strategy: "balanced" | "greedy"; updateIntervalInMs: number };
+  loadBalancing?: { strategy: "balanced" | "greedy"; updateIntervalInMs: number; partitionOwnershipExpirationIntervalInMs?: number };
 };
 
 // Connection strings must never reach /health or a log line.

@@ -12,6 +12,8 @@ export type DeviceDeps = {
   metrics?: Metrics;
   replyMaxAgeMs: number;
   processedTtlS: number;
+  /** How long a claim on a device message holds without renewal. */
+  claimLeaseMs: number;
 };
 
 export type DeviceOutcome = "answered" | "duplicate" | "stale" | "c2d_failed" | "model_failed";
@@ -42,17 +44,47 @@ export async function handleDeviceEvent(deps: DeviceDeps, event: ReceivedEventDa
 }
 
 /**
- * One device question, end to end and at most once: claim its id, store it in the device's chat,
- * stream the model's reply to watching browsers, store the reply, and send it to the device.
+ * One device question, end to end, at least once with one effect: claim its id (a lease, renewed
+ * while we work), store it in the device's chat, stream the model's reply to watching browsers,
+ * store the reply, send it to the device, and mark the id done. If this process dies midway, the
+ * event is delivered again (it was not checkpointed); once the lease lapses, whoever reads the
+ * partition takes the claim over and finishes the job: a reply already stored is sent, not made again.
  */
 export async function handleDeviceMessage(deps: DeviceDeps, m: DeviceMessage): Promise<DeviceOutcome> {
   const { chat } = deps;
   const log = deps.log.child({ deviceId: m.deviceId, messageId: m.messageId });
-  // Atomic create-if-absent: a redelivery (restart, partition hand-over, another replica) stops here.
-  if (!(await chat.claimOnce(m.messageId, deps.processedTtlS))) {
-    log.info("device message already processed; skipped");
+  const claim = await takeClaim(deps, m.messageId);
+  if (claim !== "claimed") {
+    log.info(claim === "done" ? "device message already handled; skipped" : "device message is being handled elsewhere; skipped");
     return "duplicate";
   }
+  const renew = setInterval(() => {
+    chat.claims.renew(m.messageId, deps.claimLeaseMs).then(
+      (ok) => ok || log.warn("lost the claim on a device message while answering it"),
+      (e) => log.warn("could not renew a device message claim", { error: e }),
+    );
+  }, deps.claimLeaseMs / 3);
+  try {
+    const outcome = await answerDevice(deps, m, log);
+    await chat.claims.complete(m.messageId, deps.processedTtlS);
+    return outcome;
+  } finally {
+    clearInterval(renew);
+  }
+}
+
+/** Waits (up to about one and a half leases) while another owner holds the claim. */
+async function takeClaim(deps: DeviceDeps, messageId: string) {
+  const deadline = Date.now() + deps.claimLeaseMs * 1.5;
+  for (;;) {
+    const c = await deps.chat.claims.take(messageId, deps.claimLeaseMs);
+    if (c !== "held" || Date.now() > deadline) return c;
+    await Bun.sleep(Math.min(1000, Math.max(50, deps.claimLeaseMs / 10)));
+  }
+}
+
+async function answerDevice(deps: DeviceDeps, m: DeviceMessage, log: Logger): Promise<DeviceOutcome> {
+  const { chat } = deps;
   const room = await chat.deviceChat(m.deviceId);
 
   if (Date.now() - m.sentAtMs > deps.replyMaxAgeMs) {
@@ -62,19 +94,21 @@ export async function handleDeviceMessage(deps: DeviceDeps, m: DeviceMessage): P
     return "stale";
   }
 
-  const sent = await chat.send({ chatId: room.id, content: m.text, messageId: m.messageId, deviceId: m.deviceId, context: m.conversation, waitIfBusy: true });
-  if (sent.duplicate) return "duplicate";
+  // A browser's reply may be running in the device's chat: the question waits its turn.
+  const sent = await chat.send({ chatId: room.id, content: m.text, messageId: m.messageId, deviceId: m.deviceId, context: m.conversation, retryCutShort: true });
   const reply = await sent.reply;
-  const answered = reply.message && !reply.error;
+  if (!reply) return "duplicate";
+  // Only a finished reply is an answer; one cut short by a crash is not read out half-way.
+  const answered = reply.message && !reply.error && !reply.status;
   try {
     await deps.c2d.send(
       m.deviceId,
       {
         response: answered ? reply.message!.content : SORRY,
         conversation_id: room.id,
-        message_id: sent.traceId,
+        message_id: reply.message?.id ?? (sent.duplicate ? m.messageId : sent.traceId),
         timestamp: new Date().toISOString(),
-        ...(answered ? {} : { error: reply.error?.code ?? "MODEL_ERROR" }),
+        ...(answered ? {} : { error: reply.error?.code ?? (reply.status === "interrupted" || reply.status === "streaming" ? "INTERRUPTED" : "MODEL_ERROR") }),
       },
       { correlationId: m.messageId, expiresInMs: deps.replyMaxAgeMs },
     );

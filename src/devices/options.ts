@@ -13,6 +13,7 @@ export type DeviceBridgeOptions = {
   consumerGroup: string;
   replyMaxAgeMs: number;
   processedTtlS: number;
+  claimLeaseMs: number;
   /** Seams for tests against the local AMQP peer; production leaves them unset. */
   c2dTransport?: typeof Amqp;
   retryDelayMs?: number;
@@ -31,5 +32,13 @@ export async function deviceBridgeOptions(c: Config, credential: () => Promise<T
     consumerGroup: c.IOT_HUB_CONSUMER_GROUP,
     replyMaxAgeMs: c.DEVICE_REPLY_MAX_AGE_S * 1000,
     processedTtlS: c.PROCESSED_MESSAGE_TTL_DAYS * 86_400,
+    claimLeaseMs: c.DEVICE_CLAIM_LEASE_S * 1000,
+    // How replicas share the hub's partitions through our checkpoint store, and how soon a dead
+    // replica's partitions are taken over (its ownership records expire).
+    loadBalancing: {
+      strategy: c.IOT_HUB_LOAD_BALANCING,
+      updateIntervalInMs: c.IOT_HUB_LOAD_BALANCING_INTERVAL_MS,
+      partitionOwnershipExpirationIntervalInMs: c.IOT_HUB_PARTITION_EXPIRY_MS,
+    },
   };
 }

@@ -22,7 +22,7 @@ const handler = <T extends InboundType>(type: T, run: Handler<T>["run"]): Handle
 export const handlers: { [T in InboundType]: Handler<T> } = {
   GET_CHATS: handler("GET_CHATS", async (c, a) => c.reply(frames.chatList(await c.chat.listChats({ limit: a.limit ?? CHAT_PAGE_SIZE, cursor: a.cursor ?? undefined })))),
   CREATE_CHAT: handler("CREATE_CHAT", async (c, a) => c.reply(frames.newChat(await c.chat.createChat({ name: a.name, origin: c.client.id })))),
-  GET_CHAT_HISTORY: handler("GET_CHAT_HISTORY", async (c, a) => c.reply(frames.chatHistory(await c.chat.history({ chatId: a.chatId, limit: a.limit ?? undefined, before: a.before ?? undefined }, c.client)))),
+  GET_CHAT_HISTORY: handler("GET_CHAT_HISTORY", async (c, a) => c.reply(frames.chatHistory(await c.chat.history({ chatId: a.chatId, limit: a.limit ?? undefined, before: a.before ?? undefined, cursor: a.cursor ?? undefined }, c.client)))),
   DELETE_CHAT: handler("DELETE_CHAT", async (c, a) => c.reply(frames.chatDeleted((await c.chat.deleteChat({ chatId: a.chatId, origin: c.client.id }), a.chatId)))),
   RENAME_CHAT: handler("RENAME_CHAT", async (c, a) => c.reply(frames.chatUpdated(await c.chat.renameChat({ chatId: a.chatId, name: a.name, origin: c.client.id })))),
   STOP_GENERATION: handler("STOP_GENERATION", async (c, a) => c.reply(frames.generationStopped(await c.chat.stop({ chatId: a.chatId ?? undefined, traceId: a.traceId ?? undefined })))),
@@ -34,9 +34,11 @@ export const handlers: { [T in InboundType]: Handler<T> } = {
   SEND_MESSAGE: handler("SEND_MESSAGE", async (c, a) => {
     const track = admitSend(c.limits, c.ws.data.budget, a.content);
     const r = await c.chat.send(a, c.client);
-    // The sender learns of a new reply from its stream; MESSAGE_ACCEPTED only when it asked (requestId) or for a duplicate.
-    if (r.duplicate || c.requestId) c.reply(frames.messageAccepted(a.chatId, r));
-    if (!r.duplicate) track(r.reply);
+    // The sender learns of a new reply from its stream; MESSAGE_ACCEPTED when it asked (requestId),
+    // for a duplicate, and for a question that waits behind another reply.
+    if (r.duplicate || c.requestId || r.queued) c.reply(frames.messageAccepted(a.chatId, r));
+    // A queued reply is not streaming yet; the chat's lane streams one at a time anyway.
+    if (!r.duplicate && !r.queued) track(r.reply);
   }),
 };
 

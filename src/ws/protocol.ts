@@ -8,6 +8,7 @@ import { IsoTime, type Chat, type Message } from "../records";
 // Every frame of /ws, in and out. docs/protocol.md describes the same frames with examples.
 
 const ChatId = v.pipe(v.string("chatId must be a string"), v.uuid("chatId must be a UUID"));
+const ChatIds = v.array(ChatId, "chatIds must be an array of chat ids");
 // Client-chosen message ids become database ids: keep them short and free of path characters.
 const MessageId = v.pipe(
   v.string("message id must be a string"),
@@ -24,7 +25,8 @@ const OptionalName = v.pipe(
 export const inbound = {
   GET_CHATS: v.object({ limit: Limit, cursor: v.nullish(v.string("cursor must be a string")) }),
   CREATE_CHAT: v.object({ name: OptionalName }),
-  GET_CHAT_HISTORY: v.object({ chatId: ChatId, limit: Limit, before: v.nullish(IsoTime) }),
+  // `cursor` (from the previous CHAT_HISTORY) pages back exactly; `before` (a created_at) is the older way. cursor wins.
+  GET_CHAT_HISTORY: v.object({ chatId: ChatId, limit: Limit, before: v.nullish(IsoTime), cursor: v.nullish(v.string("cursor must be a string")) }),
   DELETE_CHAT: v.object({ chatId: ChatId }),
   RENAME_CHAT: v.object({ chatId: ChatId, name: v.pipe(Text("name"), v.maxLength(200, "name must be at most 200 characters")) }),
   // Two spellings in the wild: {chatId, content} and {chatId, message: {content, id}}.
@@ -54,8 +56,8 @@ export const inbound = {
   GET_SETTINGS: v.object({}),
   UPDATE_SETTINGS: SettingsPatchSchema,
   // More than the one chat a socket follows implicitly (its focus); an empty list just asks what is watched.
-  WATCH: v.object({ chatIds: v.array(ChatId, "chatIds must be an array of chat ids") }),
-  UNWATCH: v.object({ chatIds: v.array(ChatId, "chatIds must be an array of chat ids") }),
+  WATCH: v.object({ chatIds: ChatIds }, "chatIds is required: an array of chat ids"),
+  UNWATCH: v.object({ chatIds: ChatIds }, "chatIds is required: an array of chat ids"),
 } as const;
 
 export type InboundType = keyof typeof inbound;
@@ -75,9 +77,11 @@ export function mergedArgs(frame: Record<string, unknown>): Record<string, unkno
 
 // Outbound frames.
 const catchUp = (r: { chatId: string; traceId: string; content: string; seq: number }) => ({ type: "MESSAGE", chatId: r.chatId, content: r.content, traceId: r.traceId, end: false, seq: r.seq });
+// A reply's lease (which process writes it, until when) is the server's business: never in a frame.
+const publicMessage = <M extends Message>({ lease: _lease, ...m }: M): Omit<M, "lease"> => m;
 const finished = (message: Message, seq?: number) => ({
   type: "MESSAGE", chatId: message.chat_id, content: "", traceId: message.id, end: true, ...(seq === undefined ? {} : { seq }),
-  ...(message.status ? { reason: message.status === "incomplete" ? "error" : message.status } : {}), message,
+  ...(message.status ? { reason: message.status === "incomplete" ? "error" : message.status } : {}), message: publicMessage(message),
 });
 
 export const frames = {
@@ -86,8 +90,10 @@ export const frames = {
   chatCreated: (chat: Chat) => ({ type: "CHAT_CREATED", chat }),
   chatUpdated: (chat: Chat) => ({ type: "CHAT_UPDATED", chat }),
   chatDeleted: (chatId: string) => ({ type: "CHAT_DELETED", chatId }),
-  chatHistory: (h: { chatId: string; messages: (Message | StreamingMessage)[]; hasMore: boolean }) => ({ type: "CHAT_HISTORY", chatId: h.chatId, messages: h.messages, hasMore: h.hasMore }),
-  firstMessage: (message: Message) => ({ type: "FIRST_MESSAGE", chatId: message.chat_id, content: message.content, message }),
+  chatHistory: (h: { chatId: string; messages: (Message | StreamingMessage)[]; hasMore: boolean; cursor?: string }) => ({
+    type: "CHAT_HISTORY", chatId: h.chatId, messages: h.messages.map(publicMessage), hasMore: h.hasMore, ...(h.cursor ? { cursor: h.cursor } : {}),
+  }),
+  firstMessage: (message: Message) => ({ type: "FIRST_MESSAGE", chatId: message.chat_id, content: message.content, message: publicMessage(message) }),
   delta: (e: Extract<ChatEvent, { type: "reply_delta" }>) => ({
     type: "MESSAGE", chatId: e.chatId, content: e.content, traceId: e.traceId, end: false, seq: e.seq,
   }),
@@ -102,8 +108,9 @@ export const frames = {
   finished,
   generationStopped: (g: { chatId: string; traceId: string }) => ({ type: "GENERATION_STOPPED", chatId: g.chatId, traceId: g.traceId }),
   settings: (settings: Settings, defaults: { systemPrompt: string; model: string }) => ({ type: "SETTINGS", settings, defaults }),
-  messageAccepted: (chatId: string, r: { duplicate: boolean; message: Message; traceId?: string }) => ({
+  messageAccepted: (chatId: string, r: { duplicate: boolean; message: Message; traceId?: string; queued?: boolean }) => ({
     type: "MESSAGE_ACCEPTED", chatId, messageId: r.message.id, ...(r.traceId ? { traceId: r.traceId } : {}), duplicate: r.duplicate,
+    ...(r.duplicate ? {} : { queued: !!r.queued }),
   }),
   error: (code: string, error: string, extra?: Record<string, unknown>) => ({ type: "ERROR", error, code, ...extra }),
   /** WATCH / UNWATCH's answer: every chat the socket now watches, and which of them is its focus. */
