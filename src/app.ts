@@ -2,6 +2,7 @@ import type { Server } from "bun";
 import { Hono } from "hono";
 import type { Registry } from "prom-client";
 import { chosenProtocol, originAllowed, presentedToken, tokensMatch } from "./http/auth";
+import { connectionRefusal, type ConnectionCaps, type ConnectionLoad } from "./http/caps";
 import { healthReport, type HealthSources } from "./http/health";
 import { registerPage } from "./http/page";
 import type { ConnData } from "./ws/connections";
@@ -11,8 +12,10 @@ export type AppOptions = {
   apiToken?: string;
   allowedOrigins: readonly string[];
   production: boolean;
-  /** The data each accepted socket starts with. */
-  newConnection: () => ConnData;
+  /** The data each accepted socket starts with; `address` is the peer's IP. */
+  newConnection: (address: string) => ConnData;
+  /** Sockets open now, and the caps an upgrade is checked against (src/http/caps.ts). */
+  connections: ConnectionLoad & ConnectionCaps;
   /** False once shutdown has begun: no new sockets. */
   accepting: () => boolean;
   /** Prometheus registry for /metrics, and the token guarding it (none: open). */
@@ -62,6 +65,14 @@ export function createApp(o: AppOptions) {
 
   app.get("/ws", (c) => {
     if (!o.accepting()) return c.json({ error: "the server is shutting down; reconnect shortly", code: "SHUTTING_DOWN" }, 503, { "Retry-After": "2" });
+    // Caps first: the cheapest check, and nothing else is done for a client that would be refused.
+    // Counting is exact: Bun runs the socket's open (which counts it) inside upgrade() below, and
+    // nothing between here and there awaits. `Connection: close` frees the refused one's descriptor.
+    const address = c.env.server.requestIP(c.req.raw)?.address ?? "unknown";
+    const refusal = connectionRefusal(o.connections, address, o.connections);
+    if (refusal) {
+      return c.json({ error: refusal.error, code: refusal.code }, refusal.status, { "Retry-After": String(refusal.retryAfterS), Connection: "close" });
+    }
     const { token, protocols } = presentedToken(c.req.raw);
     if (o.apiToken && !tokensMatch(token, o.apiToken)) {
       return c.json({ error: "a valid API token is required", code: "UNAUTHORIZED" }, 401, { "WWW-Authenticate": "Bearer" });
@@ -74,7 +85,7 @@ export function createApp(o: AppOptions) {
     }
     const protocol = chosenProtocol(protocols);
     const upgraded = c.env.server.upgrade(c.req.raw, {
-      data: o.newConnection(),
+      data: o.newConnection(address),
       headers: protocol ? { "Sec-WebSocket-Protocol": protocol } : undefined,
     });
     return upgraded ? new Response(null) : c.json({ error: "WebSocket upgrade failed", code: "UPGRADE_FAILED" }, 400);

@@ -41,14 +41,15 @@ describe("API token", () => {
     }
   });
 
-  test("in production a foreign browser Origin is refused; a listed or same-origin one is allowed", async () => {
+  test("in production with ALLOWED_ORIGINS a foreign browser Origin is refused, and so is one equal to Host (DNS rebinding); a listed one is allowed", async () => {
     const foreign = await upgradeStatus(`${srv.wsUrl}?token=${TOKEN}`, { Origin: "https://evil.example" });
     expect(foreign.status).toBe(403);
     const listed = await connect(`${srv.wsUrl}?token=${TOKEN}`, { headers: { Origin: "https://chat.example.com" } });
     listed.close();
     const host = new URL(srv.url).host;
-    const same = await connect(`${srv.wsUrl}?token=${TOKEN}`, { headers: { Origin: `http://${host}` } });
-    same.close();
+    const same = await upgradeStatus(`${srv.wsUrl}?token=${TOKEN}`, { Origin: `http://${host}` });
+    expect(same.status).toBe(403);
+    expect(JSON.parse(same.body).code).toBe("ORIGIN_NOT_ALLOWED");
   });
 
   test("/health stays public and shows no secret", async () => {

@@ -30,6 +30,9 @@ const config = loadConfig({
   RATE_LIMIT_MESSAGES_PER_MINUTE: "100000",
   MAX_GENERATIONS: "100000",
   MAX_GENERATIONS_PER_CONNECTION: "1000",
+  // Every bench client is on 127.0.0.1 (10,000 watchers in fan-out): no per-address cap. MAX_CONNECTIONS
+  // stays derived from the open-file limit, as in production.
+  MAX_CONNECTIONS_PER_ADDRESS: "0",
   OFFLINE_MODEL_DELAY_MS: "0",
   ...overrides,
 });

@@ -25,11 +25,17 @@ const digest = (s: string) => createHash("sha256").update(s).digest();
 export const tokensMatch = (presented: string | undefined, expected: string): boolean =>
   presented !== undefined && timingSafeEqual(digest(presented), digest(expected));
 
-/** Same-origin pages are always allowed; others must be listed (or, outside production, anything goes when no list is set). */
+/**
+ * Listed origins are allowed. In production with a list, nothing else is: an `Origin` equal to
+ * the `Host` header proves nothing there, since a DNS-rebinding page sends exactly that (its own
+ * name, now pointing at us). Without a list, or outside production, same-origin pages are allowed
+ * too, and outside production with no list anything goes.
+ */
 export function originAllowed(req: Request, o: { allowed: readonly string[]; production: boolean }): boolean {
   const origin = req.headers.get("origin");
   if (!origin) return true; // not a browser: the token is what guards it
   if (o.allowed.includes(origin) || o.allowed.includes("*")) return true;
+  if (o.production && o.allowed.length > 0) return false;
   const open = !o.production && o.allowed.length === 0;
   try {
     return new URL(origin).host === req.headers.get("host") || open;

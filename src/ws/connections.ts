@@ -10,6 +10,8 @@ type Queued = { data: string; bytes: number; delta?: Delta };
 
 export type ConnData = {
   id: string;
+  /** The peer's IP address (for the per-address connection cap). */
+  address: string;
   /** Chats whose live frames this socket receives: its focus and its explicit watches. */
   watching: Set<string>;
   /**
@@ -67,19 +69,43 @@ export function createConnections({ log, queueLimitBytes, maxWatched = MAX_WATCH
       d.queue.push({ data, bytes, delta });
       d.queuedBytes += bytes;
     }
-    if (d.queuedBytes > queueLimitBytes) {
-      log.warn("closing a client that does not keep up", { connId: d.id, queuedBytes: d.queuedBytes });
-      d.queue = [];
-      d.queuedBytes = 0;
-      ws.close(CLOSE_TOO_SLOW, "client too slow");
-    }
+    closeIfTooSlow(ws);
+  }
+
+  /**
+   * What waits for this client is Bun's buffer for the socket (bytes it accepted and the kernel
+   * has not taken: one large frame can put megabytes there at once) plus our queue. Past the limit
+   * the socket is closed 1008, which also frees Bun's buffer; true when it was.
+   */
+  function closeIfTooSlow(ws: Socket): boolean {
+    const d = ws.data;
+    const buffered = ws.readyState === 1 ? ws.getBufferedAmount() : 0;
+    if (buffered + d.queuedBytes <= queueLimitBytes) return false;
+    log.warn("closing a client that does not keep up", { connId: d.id, queuedBytes: d.queuedBytes, bufferedBytes: buffered });
+    d.queue = [];
+    d.queuedBytes = 0;
+    ws.close(CLOSE_TOO_SLOW, "client too slow");
+    return true;
+  }
+
+  /**
+   * Sends one frame; false when later frames must wait in our queue (or the socket was closed).
+   * Bun answers > 0: written out whole, nothing waits; -1: accepted, but the socket buffer is over
+   * its mark; 0: dropped. After -1 what waits is counted against the limit; after 0 a frame is
+   * lost, and a client must never go on past a gap, so it is closed as too slow.
+   */
+  function write(ws: Socket, data: string): boolean {
+    const sent = ws.send(data);
+    if (sent > 0) return true;
+    ws.data.paused = true;
+    if (!closeIfTooSlow(ws) && sent === 0) ws.close(CLOSE_TOO_SLOW, "client too slow");
+    return false;
   }
 
   function send(ws: Socket, data: string, delta?: Delta) {
     if (ws.readyState !== 1) return;
     if (ws.data.paused) return push(ws, data, delta);
-    // -1: accepted but the socket buffer is over its mark; later frames wait in our queue.
-    if (ws.send(data) === -1) ws.data.paused = true;
+    write(ws, data);
   }
 
   function drain(ws: Socket) {
@@ -88,10 +114,7 @@ export function createConnections({ log, queueLimitBytes, maxWatched = MAX_WATCH
     while (d.queue.length > 0) {
       const next = d.queue.shift()!;
       d.queuedBytes -= next.bytes;
-      if (ws.send(next.data) === -1) {
-        d.paused = true;
-        return;
-      }
+      if (!write(ws, next.data)) return;
     }
   }
 

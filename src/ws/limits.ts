@@ -11,6 +11,9 @@ export type SocketLimits = {
   messagesPerMinute: number;
   sendQueueLimitBytes: number;
   idleTimeoutS: number;
+  /** Frames received and not yet handled (the one being handled included), and their bytes. */
+  inboundMaxFrames: number;
+  inboundMaxBytes: number;
 };
 
 /** Page size of GET_CHATS when the client names none. */
@@ -33,13 +36,38 @@ export function tokenBucket({ perSecond, burst }: { perSecond: number; burst: nu
 export type TokenBucket = ReturnType<typeof tokenBucket>;
 
 /** What one socket has used of its limits. */
-export type Budget = { frames: TokenBucket; sends: TokenBucket; generations: number };
+export type Budget = {
+  frames: TokenBucket;
+  sends: TokenBucket;
+  generations: number;
+  /** Frames waiting in the socket's chain (src/ws/socket.ts), counted from arrival until handled. */
+  pending: { frames: number; bytes: number };
+  /** Frames dropped since the chain last ran empty: the first one of a run is logged, not every one. */
+  dropped: number;
+};
 
 export const newBudget = (l: SocketLimits): Budget => ({
   frames: tokenBucket({ perSecond: l.framesPerSecond, burst: l.framesPerSecond * 2 }),
   sends: tokenBucket({ perSecond: l.messagesPerMinute / 60, burst: l.messagesPerMinute }),
   generations: 0,
+  pending: { frames: 0, bytes: 0 },
+  dropped: 0,
 });
+
+/** What a client is told to wait after a frame was dropped because its queue was full. */
+export const INBOUND_RETRY_AFTER_MS = 1000;
+
+/**
+ * Checked when a frame arrives, before it is queued behind the frames still being handled (a slow
+ * store makes them wait): past `inboundMaxFrames` frames or `inboundMaxBytes` bytes waiting, the
+ * frame is refused, so what one socket holds in memory is bounded whatever it sends. The token
+ * bucket (admitFrame) runs later, in order; this bound is about memory, not rate.
+ */
+export function admitInbound(l: SocketLimits, b: Budget, bytes: number): boolean {
+  // An idle socket always gets its frame in (Bun's maxPayloadLength bounds its size).
+  if (b.pending.frames === 0) return true;
+  return b.pending.frames < l.inboundMaxFrames && b.pending.bytes + bytes <= l.inboundMaxBytes;
+}
 
 /** Size first, then rate: a frame that is refused for its size does not cost a token. */
 export function admitFrame(l: SocketLimits, b: Budget, bytes: number): void {

@@ -6,16 +6,20 @@ import type { Metrics } from "../metrics";
 import { createConnections, type ConnData, type Connections, type Socket } from "./connections";
 import { errorFrameOf, FrameError } from "./errors";
 import { handlers, isInboundType, parseArgs, type HandlerContext } from "./handlers";
-import { admitFrame, newBudget, type SocketLimits } from "./limits";
+import { admitFrame, admitInbound, INBOUND_RETRY_AFTER_MS, newBudget, type SocketLimits } from "./limits";
 import { Envelope, frames, mergedArgs } from "./protocol";
 
 // A lone surrogate ("\ud800") would be echoed as sent but stored as U+FFFD: make both the same.
 const wellFormed = (_key: string, value: unknown) => (typeof value === "string" ? value.toWellFormed() : value);
 
-/** The data a new socket starts with; `id` is unique across replicas. */
-export function newConnData(limits: SocketLimits): ConnData {
+/** Sockets open now: in the whole process, and from one peer address (the upgrade caps read it). */
+export type ConnectionLoad = { total(): number; from(address: string): number };
+
+/** The data a new socket starts with; `id` is unique across replicas. `address` is the peer's IP. */
+export function newConnData(limits: SocketLimits, address = "unknown"): ConnData {
   return {
     id: crypto.randomUUID(),
+    address,
     watching: new Set(),
     explicit: new Set(),
     chain: Promise.resolve(),
@@ -27,15 +31,15 @@ export function newConnData(limits: SocketLimits): ConnData {
 }
 
 /** Bun's websocket handlers for /ws: each frame is checked, then dispatched through the handler table. */
-export function socketHandlers(chat: ChatService, limits: SocketLimits, o: { log: Logger; metrics: Metrics }): { websocket: WebSocketHandler<ConnData>; conns: Connections } {
+export function socketHandlers(chat: ChatService, limits: SocketLimits, o: { log: Logger; metrics: Metrics }): { websocket: WebSocketHandler<ConnData>; conns: Connections; load: ConnectionLoad } {
   const { log, metrics } = o;
   const conns = createConnections({ log, queueLimitBytes: limits.sendQueueLimitBytes });
 
   /** Handles one frame; resolves to "ok" or the error code it answered with. */
-  async function handle(ws: Socket, raw: string | Buffer, seen: { type?: string; chatId?: unknown }): Promise<string> {
+  async function handle(ws: Socket, raw: string | Buffer, bytes: number, seen: { type?: string; chatId?: unknown }): Promise<string> {
     let withId = {};
     try {
-      admitFrame(limits, ws.data.budget, typeof raw === "string" ? Buffer.byteLength(raw) : raw.byteLength);
+      admitFrame(limits, ws.data.budget, bytes);
       let json: unknown;
       try {
         json = JSON.parse(typeof raw === "string" ? raw : raw.toString("utf8"), wellFormed);
@@ -72,6 +76,26 @@ export function socketHandlers(chat: ChatService, limits: SocketLimits, o: { log
     }
   }
 
+  /** Open sockets per peer address, for the per-address cap at upgrade (src/app.ts). */
+  const perAddress = new Map<string, number>();
+
+  /**
+   * A frame that finds the socket's queue full is dropped and answered at once (not in order: it
+   * would otherwise wait in the very queue that is full) with ERROR RATE_LIMITED. The answer goes
+   * through the send accounting, so a client that floods without reading is closed 1008 once the
+   * answers pile up past SEND_BUFFER_LIMIT_BYTES: refusing never costs unbounded memory either.
+   */
+  function refuseInbound(ws: Socket, bytes: number) {
+    const b = ws.data.budget;
+    if (b.dropped++ === 0) {
+      log.warn("dropping frames: the socket's inbound queue is full", { connId: ws.data.id, pendingFrames: b.pending.frames, pendingBytes: b.pending.bytes, bytes });
+    }
+    metrics.commands.inc({ type: "dropped", outcome: "RATE_LIMITED" });
+    conns.send(ws, frames.error("RATE_LIMITED", "too many frames waiting to be handled; this one was dropped", {
+      retryAfterMs: INBOUND_RETRY_AFTER_MS, limit: limits.inboundMaxFrames,
+    }));
+  }
+
   const websocket: WebSocketHandler<ConnData> = {
     // Past the soft limit a frame gets an ERROR and the socket stays; past this one Bun closes with 1009.
     maxPayloadLength: limits.maxFrameBytes * 4,
@@ -81,14 +105,20 @@ export function socketHandlers(chat: ChatService, limits: SocketLimits, o: { log
     closeOnBackpressureLimit: true,
     open(ws) {
       conns.add(ws);
+      perAddress.set(ws.data.address, (perAddress.get(ws.data.address) ?? 0) + 1);
       metrics.connections.set(conns.count);
     },
     message(ws, raw) {
+      const bytes = typeof raw === "string" ? Buffer.byteLength(raw) : raw.byteLength;
+      const b = ws.data.budget;
+      if (!admitInbound(limits, b, bytes)) return refuseInbound(ws, bytes);
+      b.pending.frames += 1;
+      b.pending.bytes += bytes;
       ws.data.chain = ws.data.chain
         .then(async () => {
           const started = performance.now();
           const seen: { type?: string; chatId?: unknown } = {};
-          const outcome = await handle(ws, raw, seen);
+          const outcome = await handle(ws, raw, bytes, seen);
           const seconds = (performance.now() - started) / 1000;
           // Unknown types share one label: a client must not be able to mint metric series.
           const type = seen.type ?? "invalid";
@@ -99,15 +129,25 @@ export function socketHandlers(chat: ChatService, limits: SocketLimits, o: { log
             ...(typeof seen.chatId === "string" ? { chatId: seen.chatId.slice(0, 64) } : {}),
           });
         })
-        .catch((e) => log.error("frame handling crashed", { error: e }));
+        .catch((e) => log.error("frame handling crashed", { error: e }))
+        .finally(() => {
+          b.pending.frames -= 1;
+          b.pending.bytes -= bytes;
+          if (b.pending.frames === 0) b.dropped = 0;
+        });
     },
     drain(ws) {
       conns.drain(ws);
     },
     close(ws) {
       conns.remove(ws);
+      const n = (perAddress.get(ws.data.address) ?? 1) - 1;
+      if (n > 0) perAddress.set(ws.data.address, n);
+      else perAddress.delete(ws.data.address);
       metrics.connections.set(conns.count);
     },
   };
-  return { websocket, conns };
+  /** What the upgrade caps look at: sockets open in this process, and from one address. */
+  const load = { total: () => conns.count, from: (address: string) => perAddress.get(address) ?? 0 };
+  return { websocket, conns, load };
 }
