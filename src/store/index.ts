@@ -4,8 +4,13 @@ import type { Config } from "../config";
 import { openSqliteStore } from "./sqlite";
 import type { Store } from "./store";
 
-/** Cosmos DB when COSMOS_ENDPOINT is set, else the embedded SQLite file. */
-export async function storeFromConfig(c: Config, credential: () => Promise<TokenCredential> = azureCredential): Promise<Store> {
+/**
+ * Cosmos DB when COSMOS_ENDPOINT is set, else the embedded SQLite file. `warn` hears what the store
+ * could not fix on its own at open (a container's indexing policy it may not change).
+ */
+export async function storeFromConfig(
+  c: Config, credential: () => Promise<TokenCredential> = azureCredential, warn?: (message: string) => void,
+): Promise<Store> {
   if (!c.COSMOS_ENDPOINT) return openSqliteStore(c.SQLITE_PATH);
   const { openCosmosStore } = await import("./cosmos");
   return openCosmosStore({
@@ -21,5 +26,6 @@ export async function storeFromConfig(c: Config, credential: () => Promise<Token
       checkpoints: c.COSMOS_CONTAINER_CHECKPOINTS,
     },
     allowSelfSignedCert: c.COSMOS_ALLOW_SELF_SIGNED_CERT,
+    ...(warn ? { warn } : {}),
   });
 }
