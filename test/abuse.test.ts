@@ -224,18 +224,19 @@ describe("a client that never reads a multi-MB history", () => {
 
 const PAGE_CAP = 50_000;
 
-async function pagesOfHistory(srv: TestServer, store: Store) {
+/** Pages back with `cursor` (or, as older clients do, `before` = the oldest created_at). */
+async function pagesOfHistory(srv: TestServer, store: Store, by: "cursor" | "before") {
   // 30 messages of 1-20 KB, and one of 70 KB (alone over the cap) in the middle.
   const { chatId, stored } = await seedChat(store, srv, 31, (i) => (i === 15 ? 70_000 : 1_000 + ((i * 7919) % 19_000)));
   const c = await srv.connect();
   const pages: Frame[] = [];
-  let before: string | undefined;
+  let back: Record<string, string> = {};
   for (;;) {
-    const page = await c.request({ type: "GET_CHAT_HISTORY", chatId, ...(before ? { before } : {}) }, "CHAT_HISTORY");
+    const page = await c.request({ type: "GET_CHAT_HISTORY", chatId, ...back }, "CHAT_HISTORY");
     expect(page.type).toBe("CHAT_HISTORY");
     pages.push(page);
     if (!page.hasMore) break;
-    before = page.messages[0].created_at;
+    back = by === "cursor" ? { cursor: page.cursor } : { before: page.messages[0].created_at };
     if (pages.length > 40) throw new Error("paging does not end");
   }
   c.close();
@@ -261,9 +262,11 @@ describe(`a history larger than HISTORY_PAGE_MAX_BYTES=${PAGE_CAP} comes in page
   test("SQLite", async () => {
     const srv = await startTestServer({ HISTORY_PAGE_MAX_BYTES: String(PAGE_CAP) });
     try {
-      const { stored, pages } = await pagesOfHistory(srv, srv.store);
-      expectPagedWhole(stored, pages);
-      figures.push(`history pages (SQLite): 31 messages, ${Math.round(stored.reduce((n, m) => n + m.content.length, 0) / 1000)} KB, in ${pages.length} pages of ≤ ${PAGE_CAP} B`);
+      for (const by of ["before", "cursor"] as const) {
+        const { stored, pages } = await pagesOfHistory(srv, srv.store, by);
+        expectPagedWhole(stored, pages);
+        if (by === "cursor") figures.push(`history pages (SQLite): 31 messages, ${Math.round(stored.reduce((n, m) => n + m.content.length, 0) / 1000)} KB, in ${pages.length} pages of ≤ ${PAGE_CAP} B`);
+      }
     } finally {
       await srv.close();
     }
@@ -284,8 +287,10 @@ describe(`a history larger than HISTORY_PAGE_MAX_BYTES=${PAGE_CAP} comes in page
     test("Cosmos DB", async () => {
       const srv = await startTestServer({ HISTORY_PAGE_MAX_BYTES: String(PAGE_CAP) }, { store });
       try {
-        const { stored, pages } = await pagesOfHistory(srv, store);
-        expectPagedWhole(stored, pages);
+        for (const by of ["before", "cursor"] as const) {
+          const { stored, pages } = await pagesOfHistory(srv, store, by);
+          expectPagedWhole(stored, pages);
+        }
       } finally {
         await srv.close();
       }
