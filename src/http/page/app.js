@@ -156,7 +156,9 @@ function select(id) {
   showHistory([]); // until the server sends it
   ui.messages.dataset.empty = id ? "No messages yet. Say hello." : "No chat yet. Create one to start.";
   history.replaceState(null, "", location.pathname + location.search + (id ? `#${id}` : ""));
-  if (id) send({ type: "GET_CHAT_HISTORY", chatId: id }); // also starts watching it
+  // Opening a chat also moves the socket's one watch to it: the server stops streaming the chat
+  // shown before, so the page needs no WATCH (it shows one chat; the list comes by CHAT_* frames).
+  if (id) send({ type: "GET_CHAT_HISTORY", chatId: id });
   renderChats();
   updateControls();
 }
