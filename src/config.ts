@@ -30,7 +30,7 @@ const list = v.optional(
 
 export const SECRET_VARS = [
   "API_TOKEN", "METRICS_TOKEN", "COSMOS_KEY", "AZURE_OPENAI_KEY", "OPENAI_API_KEY",
-  "EVENT_HUB_COMPATIBLE_CONN_STR", "IOT_HUB_CONNECTION_STRING",
+  "EVENT_HUB_COMPATIBLE_CONN_STR", "IOT_HUB_CONNECTION_STRING", "REDIS_URL",
 ] as const;
 
 const EnvSchema = v.object({
@@ -53,6 +53,11 @@ const EnvSchema = v.object({
   COSMOS_CONTAINER_PROCESSED_MESSAGES: str("processed_messages"),
   COSMOS_CONTAINER_CHECKPOINTS: str("checkpoints"),
   COSMOS_ALLOW_SELF_SIGNED_CERT: bool(false),
+
+  REDIS_URL: v.optional(v.pipe(v.string(), v.trim(), v.regex(/^rediss?:\/\/\S+$/, "must be a redis:// or rediss:// URL"))),
+  REDIS_CLUSTER: bool(false),
+  REPLICA_ID: v.optional(v.pipe(v.string(), v.trim(), v.regex(/^[\w.-]{1,64}$/, "must be 1 to 64 letters, digits, dots, dashes or underscores"))),
+  MODEL_CALLS_PER_MINUTE: int(0, 0, 1_000_000),
 
   AZURE_OPENAI_ENDPOINT: url,
   AZURE_OPENAI_KEY: optionalStr,
@@ -138,6 +143,10 @@ function problems(c: Config): string | undefined {
       return "IOT_HUB_CONNECTION_STRING: must be set when IOT_HUB_ENABLE=true (or, keyless, IOT_HUB_HOST_NAME)";
     }
   }
+  if (c.REDIS_URL && !c.COSMOS_ENDPOINT) {
+    return "REDIS_URL: several replicas need the shared Cosmos DB store: set COSMOS_ENDPOINT too (the embedded SQLite file is one replica's)";
+  }
+  if (c.REDIS_CLUSTER && !c.REDIS_URL) return "REDIS_CLUSTER: needs REDIS_URL (any node of the cluster)";
   if (c.ENVIRONMENT === "production") {
     if (!c.API_TOKEN || isPlaceholderToken(c.API_TOKEN)) {
       return "API_TOKEN: production needs a real token of at least 16 characters (not the .env.example placeholder); generate one with `openssl rand -hex 32`";

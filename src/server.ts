@@ -101,6 +101,7 @@ export function startServer(parts: ServerParts) {
     clearTimeout(timer);
     for (const ws of conns.all()) ws.close(CLOSE_GOING_AWAY, "server shutting down");
     unsubscribe();
+    chat.close();
     await server.stop(true);
   }
 

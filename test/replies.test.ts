@@ -112,17 +112,22 @@ describe("the server owns the stream", () => {
     expect(missing.code).toBe("GENERATION_NOT_FOUND");
   });
 
-  test("a second SEND_MESSAGE while the chat's reply streams: ERROR GENERATION_IN_PROGRESS, nothing stored for it", async () => {
+  test("a second SEND_MESSAGE while the chat's reply streams is stored at once and answered next (queued: true), not refused", async () => {
     model.setScript({ tokens: words(40), delayMs: 10 });
     const a = await open();
     const chat = await newChat(a);
     a.send({ type: "SEND_MESSAGE", chatId: chat.id, content: "first" });
-    await a.next((f) => f.type === "MESSAGE");
-    const err = await a.request({ type: "SEND_MESSAGE", chatId: chat.id, content: "second" }, "NEVER");
-    expect(err.code).toBe("GENERATION_IN_PROGRESS");
+    const first = await a.next((f) => f.type === "MESSAGE");
+    const accepted = await a.request({ type: "SEND_MESSAGE", chatId: chat.id, content: "second" }, "MESSAGE_ACCEPTED");
+    expect(accepted).toMatchObject({ type: "MESSAGE_ACCEPTED", duplicate: false, queued: true });
+    // Stored before the first reply ends.
+    expect((await srv.store.listMessages(chat.id, { limit: 10 })).map((m) => m.content)).toContain("second");
+    expect(srv.chat.replies.get(chat.id)?.traceId).toBe(first.traceId);
     await a.reply(chat.id);
+    const second = await a.reply(chat.id);
+    expect(second.traceId).toBe(accepted.traceId);
     const stored = await srv.store.listMessages(chat.id, { limit: 10 });
-    expect(stored.map((m) => m.content)).not.toContain("second");
+    expect(stored.filter((m) => m.role === "assistant").map((m) => m.parent_id)).toEqual([stored[0]!.id, accepted.messageId]);
   });
 });
 

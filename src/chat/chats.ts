@@ -14,8 +14,8 @@ export type StreamingMessage = Message & { streaming: true; seq: number };
 export type HistoryQuery = { chatId: string; limit?: number; before?: string; cursor?: string };
 
 /** Creating, listing, reading, renaming and deleting chats. */
-export function chatCommands(ctx: ChatContext) {
-  const { store, bus, replies, options } = ctx;
+export function chatCommands(ctx: ChatContext, stopElsewhere: (r: { chatId: string; traceId: string }) => Promise<boolean>) {
+  const { store, bus, replies, live, options } = ctx;
 
   async function requireChat(chatId: string): Promise<Chat> {
     const chat = await store.getChat(chatId);
@@ -88,22 +88,24 @@ export function chatCommands(ctx: ChatContext) {
     async history(o: HistoryQuery, client: ChatClient) {
       // Only the newest page (no cursor, no before) shows the reply being generated.
       const newest = !o.before && !o.cursor;
-      const pending = replies.get(o.chatId);
+      const pending = live.get(o.chatId);
       let { messages, hasMore, cursor } = await storedHistory(o);
       messages = await finalizeLapsed(o.chatId, messages, pending?.traceId);
-      if (pending && replies.get(o.chatId) !== pending && newest && !messages.some((m) => m.id === pending.traceId && m.status !== "streaming")) {
+      if (pending && live.get(o.chatId) !== pending && newest && !messages.some((m) => m.id === pending.traceId && m.status !== "streaming")) {
         // The reply finished while we read: it is stored now, and its live end went by unseen.
         ({ messages, hasMore, cursor } = await storedHistory(o));
-        messages = await finalizeLapsed(o.chatId, messages, replies.get(o.chatId)?.traceId);
+        messages = await finalizeLapsed(o.chatId, messages, live.get(o.chatId)?.traceId);
       }
+      // A reply streaming on another replica that this one joined mid-way: its text so far first.
+      await live.ready(o.chatId);
       // From here to the return nothing awaits.
       client.watch(o.chatId);
-      const g = newest ? replies.get(o.chatId) : undefined;
+      const g = newest ? live.get(o.chatId) : undefined;
       const now = Date.now();
-      const liveEntry = (g: NonNullable<typeof pending>): StreamingMessage =>
-        ({ id: g.traceId, chat_id: g.chatId, role: "assistant", content: g.chunks.join(""), created_at: g.createdAt, streaming: true, seq: g.chunks.length });
-      // This process's own checkpoint of the live reply is shown as the live entry, in its place.
-      const all: (Message | StreamingMessage)[] = messages.map((m) => (g && m.id === g.traceId && m.status === "streaming" ? liveEntry(g) : present(m, now)));
+      const liveEntry = (g: NonNullable<typeof pending>, createdAt = g.createdAt): StreamingMessage =>
+        ({ id: g.traceId, chat_id: g.chatId, role: "assistant", content: g.chunks.join(""), created_at: createdAt, streaming: true, seq: g.chunks.length });
+      // The stored checkpoint of the live reply is shown as the live entry, in its place.
+      const all: (Message | StreamingMessage)[] = messages.map((m) => (g && m.id === g.traceId && m.status === "streaming" ? liveEntry(g, m.created_at) : present(m, now)));
       if (g && !messages.some((m) => m.id === g.traceId)) {
         all.push(liveEntry(g));
       }
@@ -121,6 +123,8 @@ export function chatCommands(ctx: ChatContext) {
       // Then the chat record, then its messages: a send that checks for the chat after storing
       // its question sees it gone and removes what it wrote.
       await replies.cancel(o.chatId);
+      const elsewhere = live.get(o.chatId);
+      if (elsewhere && !live.isLocal(elsewhere.traceId)) await stopElsewhere(elsewhere);
       if (!(await store.deleteChat(o.chatId))) throw chatNotFound(o.chatId);
       bus.publish({ type: "chat_deleted", chatId: o.chatId, origin: o.origin });
     },

@@ -2,6 +2,8 @@ import type { Logger } from "../log";
 import type { Model } from "../model/model";
 import type { Store } from "../store/store";
 import type { Bus } from "./events";
+import type { Lanes } from "./lanes";
+import type { LiveReplies } from "./live";
 import type { Replies } from "./replies";
 
 export type ChatOptions = {
@@ -29,10 +31,23 @@ export type ChatOptions = {
 };
 
 /** What the chat service is built from, once, in server.ts (tests pass real local peers). */
-export type ChatParts = { store: Store; model: Model; bus: Bus; log: Logger; options: ChatOptions };
+export type ChatParts = {
+  store: Store; model: Model; bus: Bus; log: Logger; options: ChatOptions;
+  /** Lanes shared between replicas (Redis); without it, this process's own. */
+  sharedLanes?: (local: Replies) => Lanes;
+  /** The text so far of a reply streaming on another replica (the Redis stream that mirrors it). */
+  backfill?: (chatId: string, traceId: string) => Promise<string[]>;
+};
 
 /** What the modules inside src/chat close over. */
-export type ChatContext = ChatParts & { replies: Replies };
+export type ChatContext = Omit<ChatParts, "sharedLanes"> & {
+  /** Replies this process generates. */
+  replies: Replies;
+  /** Who answers which chat's questions, and in what order. */
+  lanes: Lanes;
+  /** Replies streaming anywhere (this replica's and, through the bus, the others'), with their text so far. */
+  live: LiveReplies;
+};
 
 /**
  * The connection a command came from, as the chat service sees it: an id (so the sender can be

@@ -1,18 +1,26 @@
 import type { Chat, Message, MessageStatus } from "../records";
 
-// What happened to chats, for whoever shows it (browser sockets today, other replicas through a
-// shared bus later). Plain JSON values only, so an event can cross a process boundary unchanged.
+// What happened to chats, for whoever shows it: this process's sockets, and other replicas' through
+// the Redis bus. Plain JSON values only, so an event crosses a process boundary unchanged.
 // `origin` is the connection that caused it, so the sender can be answered differently.
 export type ChatEvent =
   | { type: "chat_created"; chat: Chat; origin?: string }
   | { type: "chat_updated"; chat: Chat; origin?: string }
   | { type: "chat_deleted"; chatId: string; origin?: string }
   | { type: "user_message"; message: Message; origin?: string }
+  /** A reply began generating on `owner` (a replica id): every replica mirrors it from here. */
+  | { type: "reply_start"; chatId: string; traceId: string; questionId: string; createdAt: string; owner: string }
   | { type: "reply_delta"; chatId: string; traceId: string; seq: number; content: string }
   | {
       type: "reply_end"; chatId: string; traceId: string; seq: number;
       status?: MessageStatus; error?: { code: string; message: string };
-    };
+      /** The reply as stored, when it was (a device on another replica sends it on). */
+      message?: Message;
+    }
+  /** Asks the replica generating `traceId` to stop it (STOP_GENERATION or DELETE_CHAT elsewhere). */
+  | { type: "stop_request"; chatId: string; traceId: string }
+  /** This replica may have missed other replicas' events (the shared bus was down): clients should reload. */
+  | { type: "resync"; reason: string };
 
 export type Bus = {
   publish(event: ChatEvent): void;

@@ -1,3 +1,4 @@
+import type { Turn } from "../model/model";
 import type { Message, MessageStatus } from "../records";
 import { ChatError } from "./errors";
 
@@ -29,6 +30,18 @@ export type ReplyOutcome = {
 export type StopReason = { stop: Extract<MessageStatus, "stopped" | "interrupted"> };
 export const isStopReason = (r: unknown): r is StopReason => typeof r === "object" && r !== null && "stop" in r;
 
+/** A question to answer, as plain data: any replica can run it (multi-replica lanes queue it in Redis). */
+export type JobSpec = {
+  chatId: string;
+  traceId: string;
+  question: Message;
+  deviceId?: string;
+  /** The device's own conversation, sent instead of the stored history. */
+  context?: Turn[];
+  /** The connection that asked, if any. */
+  origin?: string;
+};
+
 /**
  * A place in a chat's lane, taken before the question is stored (so nothing is stored that the
  * lane cannot take) and given its work once it is.
@@ -42,14 +55,15 @@ export type Ticket = {
 };
 
 type Entry = Ticket & {
-  run?: (g: Generation) => Promise<ReplyOutcome>;
+  spec?: JobSpec;
   settle(r: ReplyOutcome | Promise<ReplyOutcome>): void;
 };
 type Lane = { running?: Generation; waiting: Entry[] };
 
 export type Replies = ReturnType<typeof createReplies>;
 
-export function createReplies({ max, queueLimit }: { max: number; queueLimit: number }) {
+/** `run` answers a job in a generation this module registered; it is looked up late (the chat service builds it after). */
+export function createReplies({ max, queueLimit, run }: { max: number; queueLimit: number; run: (spec: JobSpec, g: Generation) => Promise<ReplyOutcome> }) {
   const lanes = new Map<string, Lane>();
   // Every question waiting or being answered here, by chatId + "\n" + questionId.
   const answering = new Map<string, Entry>();
@@ -74,7 +88,7 @@ export function createReplies({ max, queueLimit }: { max: number; queueLimit: nu
       lanes.delete(chatId);
       return settleIdle();
     }
-    if (!head.run) return; // its question is still being stored
+    if (!head.spec) return; // its question is still being stored
     lane.waiting.shift();
     const g: Generation = {
       chatId, traceId: head.traceId, questionId: head.questionId, createdAt: new Date().toISOString(), chunks: [], controller: new AbortController(), done: Promise.resolve(),
@@ -82,7 +96,7 @@ export function createReplies({ max, queueLimit }: { max: number; queueLimit: nu
     lane.running = g;
     if (interrupt) g.controller.abort(interrupt);
     if ((cancelled.get(chatId) ?? 0) > Date.now()) g.controller.abort({ stop: "stopped" } satisfies StopReason);
-    const result = head.run(g).finally(() => {
+    const result = run(head.spec, g).finally(() => {
       lane.running = undefined;
       answering.delete(key(chatId, head.questionId));
       pump(chatId);
@@ -137,19 +151,15 @@ export function createReplies({ max, queueLimit }: { max: number; queueLimit: nu
       answering.set(key(chatId, questionId), entry);
       return entry;
     },
-    /** Replies that will run before this ticket's (0: it starts now). */
-    position(t: Ticket) {
-      const lane = lanes.get(t.chatId);
-      if (!lane) return 0;
-      const i = lane.waiting.indexOf(t as Entry);
-      return i < 0 ? 0 : i + (lane.running ? 1 : 0);
-    },
-    /** The question is stored: the ticket's reply runs when its turn comes. */
-    start(t: Ticket, run: (g: Generation) => Promise<ReplyOutcome>) {
+    /** The question is stored: the ticket's reply runs when its turn comes. `queued`: others come first. */
+    start(t: Ticket, spec: JobSpec): { queued: boolean } {
       const e = t as Entry;
-      if (!lanes.get(t.chatId)?.waiting.includes(e)) return; // dropped meanwhile (chat deleted)
-      e.run = run;
+      const lane = lanes.get(t.chatId);
+      if (!lane?.waiting.includes(e)) return { queued: false }; // dropped meanwhile (chat deleted)
+      const queued = lane.running !== undefined || lane.waiting[0] !== e;
+      e.spec = spec;
       pump(t.chatId);
+      return { queued };
     },
     /** Gives a ticket's place back (its question was not stored, or needs no answer). */
     release(t: Ticket) {

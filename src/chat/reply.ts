@@ -22,7 +22,7 @@ export type Resumed =
 
 /** Generating, stopping and resuming the model's replies. */
 export function replyCommands(ctx: ChatContext, requireChat: (chatId: string) => Promise<unknown>) {
-  const { replies, store } = ctx;
+  const { replies, store, live } = ctx;
 
   /**
    * Streams the model's reply to a question: every delta goes out on the bus as it arrives, the
@@ -37,17 +37,32 @@ export function replyCommands(ctx: ChatContext, requireChat: (chatId: string) =>
    */
   async function stop(o: { chatId?: string; traceId?: string }) {
     const g = o.traceId ? replies.byTrace(o.traceId) : o.chatId ? replies.get(o.chatId) : undefined;
-    if (!g || (o.chatId && g.chatId !== o.chatId)) {
+    if (g && (!o.chatId || g.chatId === o.chatId)) {
+      g.controller.abort({ stop: "stopped" } satisfies StopReason);
+      await g.done;
+      return { chatId: g.chatId, traceId: g.traceId };
+    }
+    // Generating on another replica: ask it, and answer once its end frame has gone out.
+    const r = o.traceId ? live.byTrace(o.traceId) : o.chatId ? live.get(o.chatId) : undefined;
+    if (!r || (o.chatId && r.chatId !== o.chatId)) {
       throw new ChatError("NO_GENERATION", "no reply is being generated there", { chatId: o.chatId, traceId: o.traceId });
     }
-    g.controller.abort({ stop: "stopped" } satisfies StopReason);
-    await g.done;
-    return { chatId: g.chatId, traceId: g.traceId };
+    if (!(await stopElsewhere(r))) {
+      throw new ChatError("NO_GENERATION", "the replica generating that reply did not answer; it is finalised when its lease lapses", { chatId: r.chatId, traceId: r.traceId });
+    }
+    return { chatId: r.chatId, traceId: r.traceId };
+  }
+
+  /** Asks whichever replica generates `r` to stop it; true once its end went out. */
+  async function stopElsewhere(r: { chatId: string; traceId: string }, ms = 5000): Promise<boolean> {
+    ctx.bus.publish({ type: "stop_request", chatId: r.chatId, traceId: r.traceId });
+    return live.waitEnd(r.traceId, ms);
   }
 
   /** The rest of a reply after `fromSeq`, and its live frames from then on for `client`. */
   async function resume(o: { chatId: string; traceId: string; fromSeq: number }, client: ChatClient): Promise<Resumed> {
-    const g = replies.get(o.chatId);
+    await live.ready(o.chatId);
+    const g = live.get(o.chatId);
     if (g?.traceId === o.traceId) {
       // Synchronous from the check to the return: later deltas follow it in order.
       client.watch(o.chatId);
@@ -65,7 +80,7 @@ export function replyCommands(ctx: ChatContext, requireChat: (chatId: string) =>
     return { live: false, message: done };
   }
 
-  return { answer, stop, resume };
+  return { answer, stop, stopElsewhere, resume };
 }
 
 async function run(ctx: ChatContext, g: Generation, job: ReplyJob): Promise<ReplyResult> {
@@ -75,6 +90,9 @@ async function run(ctx: ChatContext, g: Generation, job: ReplyJob): Promise<Repl
     parent_id: job.question.id, ...(job.deviceId ? { device_id: job.deviceId } : {}),
   };
   g.createdAt = base.created_at;
+  // From here every replica mirrors this reply (history and RESUME anywhere).
+  ctx.live.attach(g);
+  bus.publish({ type: "reply_start", chatId: g.chatId, traceId: g.traceId, questionId: g.questionId, createdAt: g.createdAt, owner: ctx.options.instanceId });
   let prompt: Awaited<ReturnType<ReplyJob["prompt"]>>;
   try {
     prompt = await job.prompt();
@@ -133,7 +151,7 @@ async function run(ctx: ChatContext, g: Generation, job: ReplyJob): Promise<Repl
   }
   bus.publish({
     type: "reply_end", chatId: g.chatId, traceId: g.traceId, seq: g.chunks.length + 1,
-    ...(status ? { status } : {}), ...(error ? { error } : {}),
+    ...(status ? { status } : {}), ...(error ? { error } : {}), ...(stored ? { message: stored } : {}),
   });
   return { message: stored, status, error };
 }

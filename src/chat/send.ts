@@ -5,7 +5,7 @@ import type { ChatClient, ChatContext } from "./context";
 import { ChatError, chatNotFound } from "./errors";
 import { buildPrompt } from "./prompt";
 import type { ReplyJob, ReplyResult } from "./reply";
-import type { Generation, Ticket } from "./replies";
+import type { Generation, JobSpec, Ticket } from "./replies";
 import { getSettingsOf } from "./settings";
 
 export type SendResult =
@@ -35,7 +35,7 @@ type Needs = {
 
 /** Questions in, replies started or queued behind the chat's running one. */
 export function sendCommands(ctx: ChatContext, needs: Needs) {
-  const { store, bus, replies, options, log } = ctx;
+  const { store, bus, lanes, options, log } = ctx;
 
   /**
    * Stores a question once (by id) and shows it to the chat's other watchers; `stored: false`
@@ -81,8 +81,8 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
 
   async function sendOnce(o: SendRequest, origin: string | undefined): Promise<SendResult> {
     const id = o.messageId ?? crypto.randomUUID();
-    const ticket = replies.admit(o.chatId, id);
-    if (ticket === "duplicate") return { duplicate: true, message: questionOf(o, id), reply: replies.pending(o.chatId, id) };
+    const ticket = await lanes.admit(o.chatId, id);
+    if (ticket === "duplicate") return { duplicate: true, message: questionOf(o, id), reply: lanes.pending(o.chatId, id) };
     let answered: Message | undefined;
     let q: Awaited<ReturnType<typeof storeQuestion>>;
     try {
@@ -91,21 +91,27 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
       if (!q.stored) answered = await store.findReply(o.chatId, id);
       if (answered && o.retryCutShort && cutShort(answered)) answered = undefined;
     } catch (e) {
-      replies.release(ticket);
+      lanes.release(ticket);
       throw e;
     }
     if (answered) {
-      replies.release(ticket);
+      lanes.release(ticket);
       return { duplicate: true, message: q.message, reply: Promise.resolve({ message: answered, ...(answered.status ? { status: answered.status } : {}) }) };
     }
-    const queued = replies.position(ticket) > 0;
-    replies.start(ticket, needs.answer({ question: q.message, deviceId: o.deviceId, prompt: () => promptFor(q.message, o) }));
+    const { queued } = await lanes.start(ticket, {
+      chatId: o.chatId, traceId: ticket.traceId, question: q.message, origin,
+      ...(o.deviceId ? { deviceId: o.deviceId } : {}), ...(o.context ? { context: o.context } : {}),
+    });
     if (options.autoTitle) titleAfter(ticket, q.message);
     return { duplicate: false, message: q.message, traceId: ticket.traceId, queued, reply: ticket.result };
   }
 
+  /** Answers a job in its generation: the prompt is read when its turn comes. */
+  const run = (spec: JobSpec, g: Generation) =>
+    needs.answer({ question: spec.question, deviceId: spec.deviceId, prompt: () => promptFor(spec.question, spec) })(g);
+
   /** The model's input, read when the reply starts: history up to this question, and settings. */
-  async function promptFor(question: Message, o: SendRequest) {
+  async function promptFor(question: Message, o: { context?: Turn[] }) {
     const [earlier, settings] = await Promise.all([
       o.context ? [] : store.listMessages(question.chat_id, { limit: options.historyMaxMessages }),
       getSettingsOf(store),
@@ -125,7 +131,7 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
     });
   }
 
-  return { send, storeQuestion };
+  return { send, storeQuestion, run };
 }
 
 const cutShort = (m: Message) => m.status === "interrupted" || (m.status === "streaming" && (m.lease?.until ?? 0) < Date.now());

@@ -1,10 +1,11 @@
 import { chatCommands } from "./chats";
-import type { ChatParts } from "./context";
 import { replyCommands } from "./reply";
-import { createReplies } from "./replies";
+import { createReplies, type Generation, type JobSpec, type ReplyOutcome, type StopReason } from "./replies";
+import { localLanes } from "./lanes";
+import { createLiveReplies } from "./live";
 import { sendCommands } from "./send";
 import { getSettingsOf, updateSettingsOf, type SettingsPatch } from "./settings";
-import type { ChatContext } from "./context";
+import type { ChatContext, ChatParts } from "./context";
 import { titleChat } from "./title";
 
 /**
@@ -12,14 +13,26 @@ import { titleChat } from "./title";
  * src/ws and src/devices are adapters over this object; nothing else reaches the store or model.
  */
 export function createChatService(parts: ChatParts) {
-  const replies = createReplies({ max: parts.options.maxGenerations, queueLimit: parts.options.queueLimit });
-  const ctx = { ...parts, replies };
-  const chats = chatCommands(ctx);
+  // The modules below need each other's functions; these late bindings tie the knot once.
+  let run: (spec: JobSpec, g: Generation) => Promise<ReplyOutcome> = async () => ({});
+  let stopElsewhere: (r: { chatId: string; traceId: string }) => Promise<boolean> = async () => false;
+  const replies = createReplies({ max: parts.options.maxGenerations, queueLimit: parts.options.queueLimit, run: (spec, g) => run(spec, g) });
+  const live = createLiveReplies({ bus: parts.bus, backfill: parts.backfill, onError: (e) => parts.log.warn("could not fill in a live reply", { error: e }) });
+  const lanes = parts.sharedLanes ? parts.sharedLanes(replies) : localLanes(replies);
+  const ctx: ChatContext = { ...parts, replies, lanes, live };
+  const chats = chatCommands(ctx, (r) => stopElsewhere(r));
   const reply = replyCommands(ctx, chats.requireChat);
+  stopElsewhere = reply.stopElsewhere;
   const sending = sendCommands(ctx, {
     requireChat: chats.requireChat,
     answer: reply.answer,
     titleLater: (chat, exchange) => void titleChat(ctx, chats.renameChat, chat, exchange),
+  });
+  run = sending.run;
+  // Requests from other replicas: stop a reply generated here; a chat deleted there stops ours.
+  const unsubscribe = parts.bus.subscribe((e) => {
+    if (e.type === "stop_request") replies.byTrace(e.traceId)?.controller.abort({ stop: "stopped" } satisfies StopReason);
+    if (e.type === "chat_deleted") void replies.cancel(e.chatId);
   });
 
   return {
@@ -51,7 +64,12 @@ export function createChatService(parts: ChatParts) {
     defaults: { systemPrompt: parts.options.systemPrompt, model: parts.model.name },
     /** Replies in flight, for graceful shutdown and tests. */
     replies,
+    live,
     bus: parts.bus,
+    close() {
+      unsubscribe();
+      live.close();
+    },
   };
 }
 export type ChatService = ReturnType<typeof createChatService>;

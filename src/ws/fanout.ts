@@ -26,6 +26,11 @@ export function showEventsOnSockets(bus: Bus, conns: Connections): () => void {
         // "ends the stream with an ERROR frame": after end:true, so the UI has closed the bubble.
         if (e.error) conns.toChat(e.chatId, frames.error(e.error.code, e.error.message, { chatId: e.chatId, traceId: e.traceId }));
         return;
+      case "resync":
+        return conns.toAll(frames.resync(e.reason));
+      case "reply_start":
+      case "stop_request":
+        return; // between replicas only
     }
   });
 }

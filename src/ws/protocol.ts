@@ -113,6 +113,8 @@ export const frames = {
     ...(r.duplicate ? {} : { queued: !!r.queued }),
   }),
   error: (code: string, error: string, extra?: Record<string, unknown>) => ({ type: "ERROR", error, code, ...extra }),
+  /** Live frames may have been missed (the shared bus was down): reload the chat list and the open chat. */
+  resync: (reason: string) => ({ type: "RESYNC", reason }),
   /** WATCH / UNWATCH's answer: every chat the socket now watches, and which of them is its focus. */
   watching: (w: { chatIds: string[]; focus: string | null }) => ({ type: "WATCHING", chatIds: w.chatIds, focus: w.focus }),
 } as const;

@@ -1,0 +1,30 @@
+import type { JobSpec, Replies, ReplyOutcome, Ticket } from "./replies";
+
+/**
+ * Who answers a chat's questions, and in what order: one reply at a time per chat, the rest wait.
+ * One replica keeps its lanes in memory (`localLanes`); several share them through Redis
+ * (src/redis/lanes.ts), so a question sent to any replica waits behind a reply running on another.
+ */
+export type Lanes = {
+  /**
+   * A place for a question, taken before it is stored (so nothing is stored that cannot be
+   * answered): "duplicate" when that question is already waiting or being answered somewhere;
+   * throws SHUTTING_DOWN, TOO_MANY_GENERATIONS or QUEUE_FULL.
+   */
+  admit(chatId: string, questionId: string): Promise<Ticket | "duplicate">;
+  /** The question is stored: answer it now or after the replies before it. */
+  start(ticket: Ticket, spec: JobSpec): Promise<{ queued: boolean }>;
+  /** Gives the place back (the question was not stored, or needs no answer). */
+  release(ticket: Ticket): void;
+  /** The reply to a question waiting or being answered, if this replica can see it settle. */
+  pending(chatId: string, questionId: string): Promise<ReplyOutcome> | undefined;
+};
+
+export function localLanes(replies: Replies): Lanes {
+  return {
+    admit: async (chatId, questionId) => replies.admit(chatId, questionId),
+    start: async (ticket, spec) => replies.start(ticket, spec),
+    release: (ticket) => replies.release(ticket),
+    pending: (chatId, questionId) => replies.pending(chatId, questionId),
+  };
+}
