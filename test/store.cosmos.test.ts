@@ -22,8 +22,8 @@ const configFor = (server: CosmosTestServer, database = `pichat-${crypto.randomU
 
 storeContract("cosmos", async () => {
   const server = await startCosmosServer();
-  // The test server compiles each distinct query on first use (over a second for the chat-list
-  // cursor query on a busy machine): the production default timeout, not the outage tests' 2 s.
+  // The test server compiles each distinct query on first use, slowly on a busy machine: the
+  // production default timeout here, not the outage tests' 2 s.
   const store = await openCosmosStore({ ...configFor(server), requestTimeoutMs: 5000 });
   return { store, cleanup: async () => { await store.close(); await server.stop(); } };
 });

@@ -186,8 +186,10 @@ export async function openCosmosStore(config: CosmosStoreConfig): Promise<Store>
     const parameters = [{ name: "@n", value: limit + 1 }, { name: "@owner", value: OWNER }];
     const spec: SqlQuerySpec = after
       ? {
-          query: `SELECT TOP @n * FROM c WHERE c.owner = @owner AND (c.updated_at < @u OR (c.updated_at = @u
-            AND (c.created_at < @c OR (c.created_at = @c AND c.id < @id)))) ${CHAT_ORDER}`,
+          // (u, c, id) < cursor, spelled flat: the nested form means the same, but the test server's
+          // parser takes seconds over it (3.2 s against 0.1 s measured).
+          query: `SELECT TOP @n * FROM c WHERE c.owner = @owner AND (c.updated_at < @u
+            OR (c.updated_at = @u AND c.created_at < @c) OR (c.updated_at = @u AND c.created_at = @c AND c.id < @id)) ${CHAT_ORDER}`,
           parameters: [...parameters, { name: "@u", value: after.updated_at }, { name: "@c", value: after.created_at }, { name: "@id", value: after.id }],
         }
       : { query: `SELECT TOP @n * FROM c WHERE c.owner = @owner ${CHAT_ORDER}`, parameters };
