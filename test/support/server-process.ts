@@ -2,6 +2,7 @@ import type { Subprocess } from "bun";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { reapOnExit } from "./reaper";
 
 // The real server as its own process (`bun src/index.ts`), configured only through env, so a test
 // can SIGTERM it or kill -9 it and start another on the same store.
@@ -37,6 +38,8 @@ export async function spawnServer(env: Record<string, string>, o: { dbPath?: str
     stdout: "pipe",
     stderr: "pipe",
   });
+  // Never outlives the test process, even when a test fails before killing it.
+  reapOnExit(proc);
   const lines: string[] = [];
   const waiters = new Set<() => void>();
   void (async () => {
@@ -78,7 +81,12 @@ export async function spawnServer(env: Record<string, string>, o: { dbPath?: str
       void proc.exited.then(check);
       check();
     });
-  const listening = await waitLine(/PiChat backend listening/, 15_000);
+  const listening = await waitLine(/PiChat backend listening/, 15_000).catch(async (e: unknown) => {
+    // A server that never came up must not linger (holding its port, its store's leases).
+    proc.kill("SIGKILL");
+    await proc.exited;
+    throw e;
+  });
   const wsUrl = /"websocket":"(ws:\/\/[^"]+)"/.exec(listening)?.[1];
   if (!wsUrl) throw new Error(`no websocket url in: ${listening}`);
   return {
