@@ -67,7 +67,8 @@ const EnvSchema = v.object({
   OPENAI_API_KEY: optionalStr,
   OPENAI_MODEL: optionalStr,
   SYSTEM_PROMPT: str("You are PiChat, a helpful voice and chat assistant. Answer clearly and concisely."),
-  MODEL_HISTORY_CHARS: int(12_000, 0, 1_000_000),
+  MODEL_CONTEXT_TOKENS: int(128_000, 64, 100_000_000),
+  MODEL_REPLY_RESERVE_TOKENS: int(4_096, 0, 10_000_000),
   MODEL_TIMEOUT_MS: int(60_000, 100, 600_000),
   OFFLINE_MODEL_DELAY_MS: int(15, 0, 5_000),
   CHAT_TITLES: bool(true),
@@ -87,8 +88,9 @@ const EnvSchema = v.object({
   PROCESSED_MESSAGE_TTL_DAYS: int(7, 1, 365),
   DEVICE_CLAIM_LEASE_S: int(30, 1, 3_600),
 
-  MAX_FRAME_BYTES: int(65_536, 1_024, 16_777_216),
-  MAX_MESSAGE_CHARS: int(16_000, 1, 1_000_000),
+  // 100,000 characters of any script fit one frame: 4 UTF-8 bytes each at most, plus the JSON around them.
+  MAX_FRAME_BYTES: int(524_288, 1_024, 16_777_216),
+  MAX_MESSAGE_CHARS: int(100_000, 1, 1_000_000),
   HISTORY_MAX_MESSAGES: int(500, 1, 10_000),
   RATE_LIMIT_MESSAGES_PER_MINUTE: int(40, 1, 100_000),
   RATE_LIMIT_FRAMES_PER_SECOND: int(50, 1, 100_000),
@@ -135,6 +137,9 @@ function problems(c: Config): string | undefined {
     return "AZURE_OPENAI_DEPLOYMENT_NAME: must be set when AZURE_OPENAI_ENDPOINT is set";
   }
   if (c.OPENAI_BASE_URL && !c.OPENAI_MODEL) return "OPENAI_MODEL: must be set when OPENAI_BASE_URL is set";
+  if (c.MODEL_REPLY_RESERVE_TOKENS >= c.MODEL_CONTEXT_TOKENS) {
+    return `MODEL_REPLY_RESERVE_TOKENS: must be less than MODEL_CONTEXT_TOKENS (${c.MODEL_CONTEXT_TOKENS}), or nothing is left for the prompt`;
+  }
   if (c.IOT_HUB_ENABLE) {
     if (!c.EVENT_HUB_COMPATIBLE_CONN_STR && !(c.EVENT_HUB_FULLY_QUALIFIED_NAMESPACE && c.EVENT_HUB_NAME)) {
       return "EVENT_HUB_COMPATIBLE_CONN_STR: must be set when IOT_HUB_ENABLE=true (or, keyless, EVENT_HUB_FULLY_QUALIFIED_NAMESPACE and EVENT_HUB_NAME)";

@@ -41,7 +41,7 @@ export function startServer(parts: ServerParts) {
   const chat = createChatService({
     store, model, bus, log,
     options: {
-      systemPrompt: c.SYSTEM_PROMPT, historyChars: c.MODEL_HISTORY_CHARS, modelIdleTimeoutMs: c.MODEL_TIMEOUT_MS,
+      systemPrompt: c.SYSTEM_PROMPT, context: { contextTokens: c.MODEL_CONTEXT_TOKENS, replyReserveTokens: c.MODEL_REPLY_RESERVE_TOKENS }, modelIdleTimeoutMs: c.MODEL_TIMEOUT_MS,
       historyMaxMessages: c.HISTORY_MAX_MESSAGES, historyPageMaxBytes: c.HISTORY_PAGE_MAX_BYTES, autoTitle: c.CHAT_TITLES, maxGenerations: c.MAX_GENERATIONS,
       queueLimit: c.CHAT_QUEUE_LIMIT, replyCheckpointMs: c.REPLY_CHECKPOINT_MS, replyLeaseMs: c.REPLY_LEASE_MS, instanceId,
     },

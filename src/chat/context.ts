@@ -4,12 +4,13 @@ import type { Store } from "../store/store";
 import type { Bus } from "./events";
 import type { Lanes } from "./lanes";
 import type { LiveReplies } from "./live";
+import type { ContextBudget } from "./prompt";
 import type { Replies } from "./replies";
 
 export type ChatOptions = {
   systemPrompt: string;
-  /** Characters of history sent with each model request. */
-  historyChars: number;
+  /** The model's context window and the share kept for the reply, in tokens (src/chat/prompt.ts). */
+  context: ContextBudget;
   /** Longest silence from the model, mid-stream, before the reply is cut off as timed out. */
   modelIdleTimeoutMs: number;
   /** Upper bound on messages returned by one history request. */

@@ -5,7 +5,9 @@ import { InvalidCursorError, isStoreUnavailable } from "../store/errors";
 // Frame-level codes (BAD_JSON, FRAME_TOO_LARGE, ...) belong to src/ws.
 export type ChatErrorCode =
   | "CHAT_NOT_FOUND" | "NO_GENERATION" | "GENERATION_NOT_FOUND" | "QUEUE_FULL" | "TOO_MANY_GENERATIONS"
-  | "INVALID_ARGUMENT" | "STORE_UNAVAILABLE" | "MODEL_ERROR" | "MODEL_TIMEOUT" | "SHUTTING_DOWN" | "INTERNAL_ERROR";
+  | "INVALID_ARGUMENT" | "STORE_UNAVAILABLE" | "MODEL_ERROR" | "MODEL_TIMEOUT" | "SHUTTING_DOWN" | "INTERNAL_ERROR"
+  // A question that does not fit the model's context window even alone (details: tokens, limit).
+  | "CONTEXT_TOO_LARGE";
 
 /** An error whose message is safe to send to a client as is. */
 export class ChatError extends Error {

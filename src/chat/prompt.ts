@@ -1,6 +1,8 @@
 import type { Turn } from "../model/model";
 import type { Message } from "../records";
+import type { Store } from "../store/store";
 import { ChatError } from "./errors";
+import { getSettingsOf } from "./settings";
 
 // What goes to the model: the system prompt, then the newest whole messages that fit the model's
 // context window, counted in tokens with the model family's own tokenizer (gpt-tokenizer, pure JS:
@@ -44,7 +46,7 @@ export function encodingFor(model: string): Encoding {
 // gpt-tokenizer's merge is quadratic in a piece's length: 100,000 emoji in a row (one piece, as no
 // regex split falls inside) took minutes, blocking the server. Real tokens are far shorter than
 // this, so cutting a longer run changes its count by about one token per cut.
-const MAX_RUN = 256;
+const MAX_RUN = 128;
 // A text is counted in slices of about this size, cut between pieces (so slices count the same as
 // the whole), which keeps each slice's work bounded.
 const SLICE = 8192;
@@ -202,4 +204,16 @@ export function buildPrompt(tok: Tokenizer, systemPrompt: string, history: reado
     turns.push({ role: m.role, content: m.content });
   }
   return [{ role: "system", content: systemPrompt }, ...turns.reverse()];
+}
+
+/**
+ * The send path's check, before a question is stored: CONTEXT_TOO_LARGE unless it fits the window
+ * with the system prompt and model in effect now (the settings, else the server's defaults).
+ */
+export async function checkQuestionFits(
+  o: { store: Store; defaultModel: string; defaultSystemPrompt: string; budget: ContextBudget }, question: string,
+): Promise<void> {
+  const settings = await getSettingsOf(o.store);
+  const tok = await tokenizerFor(settings.model ?? o.defaultModel);
+  assertFits(tok, settings.systemPrompt ?? o.defaultSystemPrompt, question, o.budget);
 }

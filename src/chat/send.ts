@@ -3,7 +3,7 @@ import type { Chat, Message } from "../records";
 import { nowIso } from "./clock";
 import type { ChatClient, ChatContext } from "./context";
 import { ChatError, chatNotFound } from "./errors";
-import { buildPrompt } from "./prompt";
+import { buildPrompt, checkQuestionFits, tokenizerFor } from "./prompt";
 import type { ReplyJob, ReplyResult } from "./reply";
 import type { Generation, JobSpec, Ticket } from "./replies";
 import { getSettingsOf } from "./settings";
@@ -87,6 +87,8 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
     let q: Awaited<ReturnType<typeof storeQuestion>>;
     try {
       const chat = await needs.requireChat(o.chatId);
+      // A question the model's window cannot hold even alone is refused before it is stored.
+      await checkQuestionFits({ store, defaultModel: ctx.model.name, defaultSystemPrompt: options.systemPrompt, budget: options.context }, o.content);
       q = await storeQuestion(chat, { content: o.content, messageId: id, deviceId: o.deviceId, origin });
       if (!q.stored) answered = await store.findReply(o.chatId, id);
       if (answered && o.retryCutShort && cutShort(answered)) answered = undefined;
@@ -118,7 +120,7 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
     ]);
     const history = o.context ? [...o.context, { role: "user" as const, content: question.content }] : upTo(earlier, question);
     return {
-      turns: buildPrompt(settings.systemPrompt ?? options.systemPrompt, history, options.historyChars),
+      turns: buildPrompt(await tokenizerFor(settings.model ?? ctx.model.name), settings.systemPrompt ?? options.systemPrompt, history, options.context),
       temperature: settings.temperature, model: settings.model,
     };
   }

@@ -4,7 +4,14 @@ import type { Turn } from "../model/model";
 
 // What the Raspberry Pi client sends as device-to-cloud telemetry.
 export const TelemetrySchema = v.object({
-  message: v.pipe(v.string("message must be a string"), v.trim(), v.minLength(1, "message must not be empty"), v.maxLength(16_000, "message is too long")),
+  // Kept exactly as the device sent it; only an empty or all-whitespace message is refused. The cap
+  // (UTF-16 units) lets 100,000 characters of any script through, like MAX_MESSAGE_CHARS's default;
+  // IoT Hub itself caps a device message at 256 KB, and the model's window is the real limit.
+  message: v.pipe(
+    v.string("message must be a string"),
+    v.check((s) => s.trim().length > 0, "message must not be empty or only whitespace"),
+    v.maxLength(200_000, "message is too long"),
+  ),
   conversation: v.optional(v.array(v.object({ role: v.string(), content: v.string() }), "conversation must be a list of {role, content}")),
   timestamp: v.optional(v.number("timestamp must be epoch seconds")),
   device_id: v.optional(v.string()),

@@ -81,7 +81,7 @@ export function admitFrame(l: SocketLimits, b: Budget, bytes: number): void {
  * minute, in that order) and returns `track`, which counts a started reply until it settles.
  */
 export function admitSend(l: SocketLimits, b: Budget, content: string) {
-  if (content.length > l.maxMessageChars) {
+  if (charCount(content, l.maxMessageChars) > l.maxMessageChars) {
     throw new FrameError("MESSAGE_TOO_LONG", `content must be at most ${l.maxMessageChars} characters`, { limit: l.maxMessageChars });
   }
   if (b.generations >= l.maxGenerationsPerConnection) {
@@ -93,4 +93,22 @@ export function admitSend(l: SocketLimits, b: Budget, content: string) {
     b.generations += 1;
     void reply.finally(() => (b.generations -= 1));
   };
+}
+
+/**
+ * Characters as people count them (Unicode code points: an emoji is one, not two UTF-16 units),
+ * counted only as far as needed to tell whether `content` is over `max`.
+ */
+export function charCount(content: string, max: number): number {
+  if (content.length <= max) return content.length;
+  let n = 0;
+  for (let i = 0; i < content.length; i++, n++) {
+    const c = content.charCodeAt(i);
+    if (c >= 0xd800 && c <= 0xdbff && i + 1 < content.length) {
+      const d = content.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) i++;
+    }
+    if (n > max) return n;
+  }
+  return n;
 }

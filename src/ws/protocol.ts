@@ -15,11 +15,19 @@ const MessageId = v.pipe(
   v.regex(/^[^/\\?#\s]{1,128}$/, "message id must be 1 to 128 characters without / \\ ? # or spaces"),
 );
 const Limit = v.nullish(v.pipe(v.number("limit must be a number"), v.integer("limit must be a whole number"), v.minValue(1, "limit must be at least 1"), v.maxValue(1000, "limit must be at most 1000")));
-const Text = (what: string) => v.pipe(v.string(`${what} must be a string`), v.trim(), v.minLength(1, `${what} must not be empty`));
+// Names and message content are kept exactly as sent: leading spaces, tabs, newlines and all (an
+// indented code block must survive a reload). Only a value that is empty or all whitespace is
+// refused, or for CREATE_CHAT's name means "the default".
+const blank = (s: string) => s.trim().length === 0;
+const Name = v.pipe(
+  v.string("name must be a string"),
+  v.check((s) => !blank(s), "name must not be empty or only whitespace"),
+  v.maxLength(200, "name must be at most 200 characters"),
+);
 // The UI may send an empty or null name; that means "use the default", not an error.
 const OptionalName = v.pipe(
-  v.nullish(v.pipe(v.string("name must be a string"), v.trim(), v.maxLength(200, "name must be at most 200 characters"))),
-  v.transform((s) => (s ? s : undefined)),
+  v.nullish(v.pipe(v.string("name must be a string"), v.maxLength(200, "name must be at most 200 characters"))),
+  v.transform((s) => (s && !blank(s) ? s : undefined)),
 );
 
 export const inbound = {
@@ -28,7 +36,7 @@ export const inbound = {
   // `cursor` (from the previous CHAT_HISTORY) pages back exactly; `before` (a created_at) is the older way. cursor wins.
   GET_CHAT_HISTORY: v.object({ chatId: ChatId, limit: Limit, before: v.nullish(IsoTime), cursor: v.nullish(v.string("cursor must be a string")) }),
   DELETE_CHAT: v.object({ chatId: ChatId }),
-  RENAME_CHAT: v.object({ chatId: ChatId, name: v.pipe(Text("name"), v.maxLength(200, "name must be at most 200 characters")) }),
+  RENAME_CHAT: v.object({ chatId: ChatId, name: Name }),
   // Two spellings in the wild: {chatId, content} and {chatId, message: {content, id}}.
   SEND_MESSAGE: v.pipe(
     v.object({
@@ -39,10 +47,10 @@ export const inbound = {
     }),
     v.transform(({ chatId, content, message, messageId }) => ({
       chatId,
-      content: (message?.content ?? content ?? "").trim(),
+      content: message?.content ?? content ?? "",
       messageId: message?.id ?? messageId ?? undefined,
     })),
-    v.check((a) => a.content.length > 0, "content must be a non-empty string"),
+    v.check((a) => !blank(a.content), "content must not be empty or only whitespace"),
   ),
   STOP_GENERATION: v.pipe(
     v.object({ chatId: v.nullish(ChatId), traceId: v.nullish(v.pipe(v.string("traceId must be a string"), v.uuid("traceId must be a UUID"))) }),

@@ -457,15 +457,15 @@ export class FrameGen {
     return r.pick([
       () => {
         const name = r.unicode(r.int(1, 60), { lone: r.chance(0.3) });
-        const tooLong = name.trim().length > 200;
+        const tooLong = name.length > 200;
         return this.frame("unicode", JSON.stringify(this.envelope("CREATE_CHAT", { name }, requestId)), tooLong
           ? { kind: "error", codes: ["INVALID_FRAME"], requestId }
-          : { kind: "ok", replies: ["NEW_CHAT"], requestId, own: { op: "create", name: name.trim() || undefined } });
+          : { kind: "ok", replies: ["NEW_CHAT"], requestId, own: { op: "create", name: name.trim() ? name : undefined } });
       },
       () => {
         const content = r.unicode(r.int(1, 200), { lone: r.chance(0.3) });
-        const trimmed = content.trim();
-        const codes = trimmed.length === 0 ? ["INVALID_FRAME"] : trimmed.length > this.limits.maxMessageChars ? ["MESSAGE_TOO_LONG"] : ["CHAT_NOT_FOUND", "TOO_MANY_GENERATIONS"];
+        // Content is kept exactly; only a blank one is refused, and its length is in code points.
+        const codes = content.trim().length === 0 ? ["INVALID_FRAME"] : [...content].length > this.limits.maxMessageChars ? ["MESSAGE_TOO_LONG"] : ["CHAT_NOT_FOUND", "TOO_MANY_GENERATIONS"];
         return this.frame("unicode", JSON.stringify(this.envelope("SEND_MESSAGE", { chatId: r.uuid(), content }, requestId)), { kind: "error", codes, requestId });
       },
       () => this.frame("unicode", JSON.stringify({ type: "GET_CHATS", requestId, limit: 1, note: r.unicode(r.int(1, 100), { lone: true }) }), { kind: "ok", replies: ["CHAT_LIST"], requestId }),
@@ -487,7 +487,8 @@ export class FrameGen {
     const requestId = this.rid();
     if (r.chance(0.12)) {
       const args = this.validArgs("CREATE_CHAT");
-      const name = typeof args.name === "string" ? args.name : undefined;
+      // Names are stored exactly as sent; a blank one means the default.
+      const name = typeof args.name === "string" && args.name.trim() ? args.name : undefined;
       return this.frame("valid", JSON.stringify(this.envelope("CREATE_CHAT", args, requestId)), { kind: "ok", replies: ["NEW_CHAT"], requestId, own: { op: "create", name } });
     }
     if (r.chance(0.1)) {
@@ -512,8 +513,8 @@ export class FrameGen {
         return this.frame("valid-own", JSON.stringify(this.envelope("GET_CHAT_HISTORY", { chatId: chat.id }, requestId)), { kind: "ok", replies: ["CHAT_HISTORY"], requestId, own: { op: "history", chatId: chat.id } });
       case "rename": {
         const name = r.chance(0.5) ? r.ascii(r.int(1, 40)) : `  ${r.unicode(r.int(1, 30))} `;
-        if (name.trim().length === 0 || name.trim().length > 200) return this.validOwn(ownChats);
-        return this.frame("valid-own", JSON.stringify(this.envelope("RENAME_CHAT", { chatId: chat.id, name }, requestId)), { kind: "ok", replies: ["CHAT_UPDATED"], requestId, own: { op: "rename", chatId: chat.id, name: name.trim() } });
+        if (name.trim().length === 0 || name.length > 200) return this.validOwn(ownChats);
+        return this.frame("valid-own", JSON.stringify(this.envelope("RENAME_CHAT", { chatId: chat.id, name }, requestId)), { kind: "ok", replies: ["CHAT_UPDATED"], requestId, own: { op: "rename", chatId: chat.id, name } });
       }
       case "send":
       case "resend": {
@@ -523,7 +524,7 @@ export class FrameGen {
           ? (r.chance(0.5) ? { chatId: chat.id, message: { content, id: messageId } } : { chatId: chat.id, content, messageId })
           : { chatId: chat.id, content };
         return this.frame("valid-own", JSON.stringify(this.envelope("SEND_MESSAGE", args, requestId)), {
-          kind: "ok", replies: ["MESSAGE_ACCEPTED"], orCodes: GEN_REFUSALS, requestId, own: { op: "send", chatId: chat.id, content: content.trim(), messageId },
+          kind: "ok", replies: ["MESSAGE_ACCEPTED"], orCodes: GEN_REFUSALS, requestId, own: { op: "send", chatId: chat.id, content, messageId },
         });
       }
       case "stop":
