@@ -1,7 +1,7 @@
 import { FrameError } from "./errors";
 
-// Every per-socket limit in one place: frame size, frame rate, message length, send rate and
-// replies streaming to one socket. Limits that protect the whole server live in src/chat.
+// Every per-socket limit in one place: frame size, frame rate, frames waiting to be handled,
+// message length, send rate and replies streaming to one socket. Limits that protect the whole server live in src/chat.
 
 export type SocketLimits = {
   maxFrameBytes: number;
