@@ -8,6 +8,7 @@ import type { Logger } from "./log";
 import type { Model } from "./model/model";
 import { createMetrics, instrumentStore, observedModel, type Metrics } from "./metrics";
 import type { Store } from "./store/store";
+import { startSharedMode } from "./redis";
 import { showEventsOnSockets } from "./ws/fanout";
 import type { SocketLimits } from "./ws/limits";
 import { newConnData, socketHandlers } from "./ws/socket";
@@ -35,15 +36,24 @@ export function startServer(parts: ServerParts) {
   const metrics = createMetrics();
   const store = instrumentStore(parts.store, metrics);
   const model = observedModel(parts.model, metrics);
-  const bus = parts.bus ?? localBus((e) => log.error("event listener failed", { error: e }));
   // This process, as the owner of the leases it takes; a restarted process is a new owner.
   const instanceId = crypto.randomUUID();
+  const replicaId = c.REPLICA_ID ?? instanceId;
+  // Several replicas: live traffic, lanes and service-wide limits through Redis.
+  const shared = c.REDIS_URL
+    ? startSharedMode({
+        url: c.REDIS_URL, cluster: c.REDIS_CLUSTER, replicaId, leaseMs: c.REPLY_LEASE_MS,
+        queueLimit: c.CHAT_QUEUE_LIMIT, maxActive: c.MAX_GENERATIONS, modelCallsPerMinute: c.MODEL_CALLS_PER_MINUTE,
+      }, log, metrics)
+    : undefined;
+  const bus = parts.bus ?? shared?.bus ?? localBus((e) => log.error("event listener failed", { error: e }));
   const chat = createChatService({
-    store, model, bus, log,
+    store, model, bus, log, sharedLanes: shared?.sharedLanes, backfill: shared?.backfill,
     options: {
       systemPrompt: c.SYSTEM_PROMPT, context: { contextTokens: c.MODEL_CONTEXT_TOKENS, replyReserveTokens: c.MODEL_REPLY_RESERVE_TOKENS }, modelIdleTimeoutMs: c.MODEL_TIMEOUT_MS,
       historyMaxMessages: c.HISTORY_MAX_MESSAGES, historyPageMaxBytes: c.HISTORY_PAGE_MAX_BYTES, autoTitle: c.CHAT_TITLES, maxGenerations: c.MAX_GENERATIONS,
       queueLimit: c.CHAT_QUEUE_LIMIT, replyCheckpointMs: c.REPLY_CHECKPOINT_MS, replyLeaseMs: c.REPLY_LEASE_MS, instanceId,
+      modelCallsPerMinute: c.MODEL_CALLS_PER_MINUTE,
     },
   });
   const limits: SocketLimits = {
@@ -56,14 +66,21 @@ export function startServer(parts: ServerParts) {
   const { websocket, conns, load } = socketHandlers(chat, limits, { log, metrics });
   const unsubscribe = showEventsOnSockets(bus, conns);
   const devices = parts.startDevices?.({ chat, store, log, metrics });
-  // Replies left "streaming" by a process that died: at start-up, then every half lease.
-  const sweep = () => void chat.sweepOrphans().catch((e) => log.warn("could not sweep orphaned replies", { error: e }));
+  // Replies left "streaming" by a process that died, and (several replicas) questions waiting in
+  // a lane nobody holds: at start-up, then every half lease.
+  const sweep = () => {
+    void chat.sweepOrphans().catch((e) => log.warn("could not sweep orphaned replies", { error: e }));
+    void shared?.sweep().catch((e) => log.debug("could not sweep shared lanes", { error: e }));
+  };
   sweep();
   const sweeper = setInterval(sweep, Math.max(250, c.REPLY_LEASE_MS / 2));
   let accepting = true;
 
   const app = createApp({
-    health: { store, model, iotHub: devices ? devices.status : () => ({ status: "disabled" }), auth: authModes(c), version: pkg.version, startedAt: Date.now() },
+    health: {
+      store, model, iotHub: devices ? devices.status : () => ({ status: "disabled" }), auth: authModes(c), version: pkg.version, startedAt: Date.now(),
+      replica: replicaId, redis: shared?.health,
+    },
     apiToken: requiredApiToken(c),
     metrics: { registry: metrics.registry, token: c.METRICS_TOKEN ?? requiredApiToken(c) },
     devicesEnabled: !!devices,
@@ -103,10 +120,11 @@ export function startServer(parts: ServerParts) {
     unsubscribe();
     chat.close();
     await server.stop(true);
+    await shared?.close();
   }
 
   return {
-    server, devices, metrics, chat, conns, stop,
+    server, devices, metrics, chat, conns, stop, replicaId,
     url: `http://${c.HOST === "0.0.0.0" ? "127.0.0.1" : c.HOST}:${server.port}`,
     /** @deprecated the old name of chat.replies and chat.bus, kept while tests move over. */
     deps: { inflight: chat.replies, bus },

@@ -38,6 +38,11 @@ const FORBIDDEN: [string, string, string][] = [
   ["ws", "devices", "adapters do not know each other"],
   ["devices", "ws", "adapters do not know each other"],
   ["devices", "http", "health reads the bridge's status, not the other way round"],
+  ["chat", "redis", "the chat service sees shared lanes and the bus through its own interfaces"],
+  ["store", "redis", "storage knows nothing of the shared bus"],
+  ["redis", "ws", "the shared bus carries chat events, not frames"],
+  ["redis", "devices", "the shared bus knows nothing of devices"],
+  ["redis", "http", "the shared bus knows nothing of HTTP"],
 ];
 
 describe("import rules (docs/architecture.md)", () => {

@@ -29,6 +29,8 @@ export type ChatOptions = {
   replyLeaseMs: number;
   /** This process, as the owner of the leases it takes (reply checkpoints, device claims). */
   instanceId: string;
+  /** Questions let in per minute, service-wide (0: no limit). */
+  modelCallsPerMinute: number;
 };
 
 /** What the chat service is built from, once, in server.ts (tests pass real local peers). */

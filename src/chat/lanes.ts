@@ -1,3 +1,4 @@
+import { ChatError } from "./errors";
 import type { JobSpec, Replies, ReplyOutcome, Ticket } from "./replies";
 
 /**
@@ -20,9 +21,21 @@ export type Lanes = {
   pending(chatId: string, questionId: string): Promise<ReplyOutcome> | undefined;
 };
 
-export function localLanes(replies: Replies): Lanes {
+/** One replica's lanes; `modelCallsPerMinute` (0: none) caps the questions it lets in per minute. */
+export function localLanes(replies: Replies, o: { modelCallsPerMinute: number }): Lanes {
+  let window = { minute: 0, count: 0 };
   return {
-    admit: async (chatId, questionId) => replies.admit(chatId, questionId),
+    async admit(chatId, questionId) {
+      const t = replies.admit(chatId, questionId);
+      if (t === "duplicate" || !o.modelCallsPerMinute) return t;
+      const minute = Math.floor(Date.now() / 60_000);
+      if (window.minute !== minute) window = { minute, count: 0 };
+      if (++window.count > o.modelCallsPerMinute) {
+        replies.release(t);
+        throw new ChatError("TOO_MANY_GENERATIONS", "the service is at its model request limit; try again shortly", { retryAfterMs: (minute + 1) * 60_000 - Date.now() });
+      }
+      return t;
+    },
     start: async (ticket, spec) => replies.start(ticket, spec),
     release: (ticket) => replies.release(ticket),
     pending: (chatId, questionId) => replies.pending(chatId, questionId),

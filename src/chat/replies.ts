@@ -133,19 +133,20 @@ export function createReplies({ max, queueLimit, run }: { max: number; queueLimi
      * server's cap, for a chat with nothing running) or QUEUE_FULL (the chat's lane is full).
      * Synchronous, so two sends of one id cannot both take a place.
      */
-    admit(chatId: string, questionId: string): Ticket | "duplicate" {
-      if (closed) throw new ChatError("SHUTTING_DOWN", "the server is shutting down; send again shortly", { retryAfterMs: 2000 });
+    admit(chatId: string, questionId: string, o: { traceId?: string; admitted?: boolean } = {}): Ticket | "duplicate" {
+      if (closed && !o.admitted) throw new ChatError("SHUTTING_DOWN", "the server is shutting down; send again shortly", { retryAfterMs: 2000 });
       if (answering.has(key(chatId, questionId))) return "duplicate";
       let lane = lanes.get(chatId);
-      if (!lane && lanes.size >= max) {
+      // `admitted`: a job the shared lanes already let in (the limits were checked service-wide).
+      if (!o.admitted && !lane && lanes.size >= max) {
         throw new ChatError("TOO_MANY_GENERATIONS", "the server is generating as many replies as it allows; try again shortly", { retryAfterMs: 1000 });
       }
-      if (lane && lane.waiting.length >= queueLimit) {
+      if (!o.admitted && lane && lane.waiting.length >= queueLimit) {
         throw new ChatError("QUEUE_FULL", `at most ${queueLimit} messages may wait for a reply in one chat; wait for the current reply`, { limit: queueLimit });
       }
       let settle!: Entry["settle"];
       const result = new Promise<ReplyOutcome>((r) => (settle = r));
-      const entry: Entry = { chatId, questionId, traceId: crypto.randomUUID(), result, settle };
+      const entry: Entry = { chatId, questionId, traceId: o.traceId ?? crypto.randomUUID(), result, settle };
       if (!lane) lanes.set(chatId, (lane = { waiting: [] }));
       lane.waiting.push(entry);
       answering.set(key(chatId, questionId), entry);
@@ -186,6 +187,9 @@ export function createReplies({ max, queueLimit, run }: { max: number; queueLimi
     /** Refuse new replies from now on (SHUTTING_DOWN). */
     close() {
       closed = true;
+    },
+    get closed() {
+      return closed;
     },
     /** Resolves once no reply is waiting or running. */
     idle(): Promise<void> {

@@ -18,7 +18,7 @@ export function createChatService(parts: ChatParts) {
   let stopElsewhere: (r: { chatId: string; traceId: string }) => Promise<boolean> = async () => false;
   const replies = createReplies({ max: parts.options.maxGenerations, queueLimit: parts.options.queueLimit, run: (spec, g) => run(spec, g) });
   const live = createLiveReplies({ bus: parts.bus, backfill: parts.backfill, onError: (e) => parts.log.warn("could not fill in a live reply", { error: e }) });
-  const lanes = parts.sharedLanes ? parts.sharedLanes(replies) : localLanes(replies);
+  const lanes = parts.sharedLanes ? parts.sharedLanes(replies) : localLanes(replies, { modelCallsPerMinute: parts.options.modelCallsPerMinute });
   const ctx: ChatContext = { ...parts, replies, lanes, live };
   const chats = chatCommands(ctx, (r) => stopElsewhere(r));
   const reply = replyCommands(ctx, chats.requireChat);

@@ -15,22 +15,29 @@ export type HealthSources = {
   auth: { store: string; model: string; iotHub: string };
   version: string;
   startedAt: number;
+  /** This replica's id (several replicas share one store). */
+  replica: string;
+  /** The shared bus (Redis), when several replicas are on. */
+  redis?: () => Promise<{ ok: boolean; mode: string; latency_ms?: number }>;
   storeTimeoutMs?: number;
 };
 
 /** The /health body and status: 503 only when the store cannot be reached. */
 export async function healthReport(s: HealthSources) {
-  const storeOk = await pingWithin(s.store, s.storeTimeoutMs ?? 3000);
+  const [storeOk, redis] = await Promise.all([pingWithin(s.store, s.storeTimeoutMs ?? 3000), s.redis?.()]);
   const model = s.model.health();
   const iot = s.iotHub();
-  const degraded = !model.ok || iot.status === "error" || !storeOk;
+  // Without Redis each replica still serves its own sockets: degraded, not down.
+  const degraded = !model.ok || iot.status === "error" || !storeOk || (redis !== undefined && !redis.ok);
   const body = {
     status: degraded ? "degraded" : "ok",
     services: {
       store: { kind: s.store.kind, ok: storeOk, auth: s.auth.store },
       model: { kind: s.model.kind, name: s.model.name, ok: model.ok, auth: s.auth.model, ...(model.lastError ? { last_error: model.lastError, last_error_at: model.lastErrorAt } : {}) },
       iot_hub: iot.status === "disabled" ? iot : { ...iot, auth: s.auth.iotHub },
+      redis: redis ?? { status: "disabled" },
     },
+    replica: s.replica,
     version: s.version,
     uptime_s: Math.round((Date.now() - s.startedAt) / 1000),
   };

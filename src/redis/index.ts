@@ -1,0 +1,45 @@
+import type { Replies } from "../chat/replies";
+import type { Logger } from "../log";
+import type { Metrics } from "../metrics";
+import { redisBus } from "./bus";
+import { connectRedis } from "./client";
+import { redisLanes } from "./lanes";
+
+export type SharedOptions = {
+  url: string; cluster: boolean; replicaId: string;
+  leaseMs: number; queueLimit: number; maxActive: number; modelCallsPerMinute: number;
+};
+
+/**
+ * Multi-replica mode: the event bus, the chat lanes and the service-wide limits through Redis.
+ * server.ts hands the parts to the chat service; /health reads `health()`.
+ */
+export function startSharedMode(o: SharedOptions, log: Logger, metrics: Metrics) {
+  const redis = connectRedis({ url: o.url, cluster: o.cluster, log, name: o.replicaId });
+  const bus = redisBus({
+    redis, replicaId: o.replicaId, log,
+    onMessage: (direction, lagMs) => {
+      metrics.busMessages.inc({ direction });
+      if (lagMs !== undefined) metrics.busLag.observe(lagMs / 1000);
+    },
+  });
+  let lanes: ReturnType<typeof redisLanes> | undefined;
+  return {
+    bus,
+    backfill: bus.backfill,
+    sharedLanes: (local: Replies) => (lanes = redisLanes(local, { ...o, redis, bus, log })),
+    /** Takes over the questions of replicas that died. */
+    sweep: async () => lanes?.sweep(),
+    async health() {
+      const latency = await redis.ping();
+      return latency === undefined
+        ? { ok: false, mode: redis.mode }
+        : { ok: true, mode: redis.mode, latency_ms: Math.round(latency * 100) / 100 };
+    },
+    async close() {
+      lanes?.close();
+      await redis.close();
+    },
+  };
+}
+export type SharedMode = ReturnType<typeof startSharedMode>;

@@ -1,0 +1,216 @@
+import type { Bus } from "../chat/events";
+import { ChatError } from "../chat/errors";
+import type { Lanes } from "../chat/lanes";
+import type { JobSpec, Replies, ReplyOutcome, Ticket } from "../chat/replies";
+import type { Logger } from "../log";
+import type { RedisConnection } from "./client";
+import { keys } from "./keys";
+
+// One reply per chat across replicas. A chat's lane is a Redis key naming the replica that answers
+// its questions (a lease, renewed while it works); questions asked anywhere while the lane is held
+// wait in a Redis list and the lane's holder answers them in order. A replica that dies stops
+// renewing: another one takes the lane and the questions waiting in it over (the takeover sweep).
+
+// KEYS: lane, queue. ARGV: replica, leaseMs, job.
+const ACQUIRE_OR_ENQUEUE = `
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 'run' end
+redis.call('RPUSH', KEYS[2], ARGV[3])
+return 'queued'`;
+// KEYS: lane, queue. ARGV: replica, leaseMs. The next job, or the lane given up when none waits.
+const NEXT_OR_RELEASE = `
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return false end
+local job = redis.call('LPOP', KEYS[2])
+if job then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return job end
+redis.call('DEL', KEYS[1])
+return false`;
+// KEYS: lane, queue. ARGV: replica, leaseMs. A waiting job whose lane nobody holds.
+const CLAIM_ORPHAN = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 'busy' end
+local job = redis.call('LPOP', KEYS[2])
+if not job then return 'empty' end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return job`;
+// KEYS: lane. ARGV: replica, leaseMs.
+const RENEW = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0`;
+
+type RemoteTicket = Ticket & { settle(r: ReplyOutcome): void };
+
+/** Redis not answering (as opposed to a refusal we decided). */
+const unreachable = (e: unknown) => !(e instanceof ChatError);
+
+export function redisLanes(local: Replies, o: {
+  redis: RedisConnection; bus: Bus; replicaId: string; log: Logger;
+  leaseMs: number; queueLimit: number; maxActive: number; modelCallsPerMinute: number;
+}): Lanes & { sweep(): Promise<void>; close(): void } {
+  const { cmd } = o.redis;
+  const owned = new Set<string>();
+  // Questions answered elsewhere (or later here), settled by their reply's end event.
+  const awaiting = new Map<string, RemoteTicket>();
+  const questionTtlMs = Math.max(10 * 60_000, o.leaseMs * 4);
+
+  const unsubscribe = o.bus.subscribe((e) => {
+    if (e.type === "reply_end") {
+      const t = awaiting.get(e.traceId);
+      if (!t) return;
+      awaiting.delete(e.traceId);
+      t.settle({ ...(e.message ? { message: e.message } : {}), ...(e.status ? { status: e.status } : {}), ...(e.error ? { error: e.error } : {}) });
+    } else if (e.type === "chat_deleted") {
+      // Questions still waiting in a deleted chat are never answered.
+      cmd.del(keys.queue(e.chatId)).catch(() => {});
+      for (const t of awaiting.values()) if (t.chatId === e.chatId) (awaiting.delete(t.traceId), t.settle({ status: "stopped" }));
+    }
+  });
+
+  const renewer = setInterval(() => {
+    for (const chatId of owned) {
+      cmd.eval(RENEW, 1, keys.lane(chatId), o.replicaId, String(o.leaseMs)).catch(() => {});
+      cmd.zadd(keys.active, String(Date.now() + o.leaseMs), chatId).catch(() => {});
+    }
+  }, Math.max(100, o.leaseMs / 3));
+
+  /** Runs a job here, then the next one waiting in the lane, until none waits. */
+  function runHere(spec: JobSpec): Promise<ReplyOutcome> {
+    owned.add(spec.chatId);
+    const t = local.admit(spec.chatId, spec.question.id, { traceId: spec.traceId, admitted: true });
+    if (t === "duplicate") return local.pending(spec.chatId, spec.question.id) ?? Promise.resolve({});
+    local.start(t, spec);
+    void t.result.then(() => next(spec.chatId));
+    return t.result;
+  }
+
+  async function next(chatId: string) {
+    try {
+      const job = (await cmd.eval(NEXT_OR_RELEASE, 2, keys.lane(chatId), keys.queue(chatId), o.replicaId, String(o.leaseMs))) as string | null;
+      if (job) return void runHere(JSON.parse(job) as JobSpec);
+      owned.delete(chatId);
+      await cmd.zrem(keys.active, chatId);
+    } catch (e) {
+      // Redis is down: the lease lapses and whoever sweeps first after it is back goes on.
+      owned.delete(chatId);
+      o.log.warn("could not hand a chat's lane on", { chatId, error: e });
+    }
+  }
+
+  let modelWindow = { minute: 0, count: 0 };
+  async function admitModelCall(): Promise<void> {
+    if (!o.modelCallsPerMinute) return;
+    const minute = Math.floor(Date.now() / 60_000);
+    let count: number;
+    try {
+      const k = keys.modelCalls(minute);
+      count = await cmd.incr(k);
+      if (count === 1) await cmd.expire(k, 120);
+    } catch {
+      // Redis down: count on this replica alone until it is back.
+      if (modelWindow.minute !== minute) modelWindow = { minute, count: 0 };
+      count = ++modelWindow.count;
+    }
+    if (count > o.modelCallsPerMinute) {
+      throw new ChatError("TOO_MANY_GENERATIONS", "the service is at its model request limit; try again shortly", { retryAfterMs: (minute + 1) * 60_000 - Date.now() });
+    }
+  }
+
+  // While Redis is down each replica answers its own sockets' questions in its own lanes.
+  const localTickets = new WeakSet<Ticket>();
+  function admitLocally(chatId: string, questionId: string) {
+    const t = local.admit(chatId, questionId);
+    if (t !== "duplicate") localTickets.add(t);
+    return t;
+  }
+
+  async function admitShared(chatId: string, questionId: string): Promise<Ticket | "duplicate"> {
+    const [waiting, lane, active] = await Promise.all([
+      cmd.llen(keys.queue(chatId)),
+      cmd.exists(keys.lane(chatId)),
+      cmd.zcount(keys.active, String(Date.now()), "+inf"),
+    ]);
+    if (!lane && active >= o.maxActive) {
+      throw new ChatError("TOO_MANY_GENERATIONS", "the service is generating as many replies as it allows; try again shortly", { retryAfterMs: 1000 });
+    }
+    if (waiting >= o.queueLimit) {
+      throw new ChatError("QUEUE_FULL", `at most ${o.queueLimit} messages may wait for a reply in one chat; wait for the current reply`, { limit: o.queueLimit });
+    }
+    // One replica answers a question: the first to mark it.
+    if (!(await cmd.set(keys.question(chatId, questionId), o.replicaId, "PX", questionTtlMs, "NX"))) return "duplicate";
+    await admitModelCall().catch(async (e) => {
+      await cmd.del(keys.question(chatId, questionId)).catch(() => {});
+      throw e;
+    });
+    let settle!: (r: ReplyOutcome) => void;
+    const result = new Promise<ReplyOutcome>((r) => (settle = r));
+    const ticket: RemoteTicket = { chatId, questionId, traceId: crypto.randomUUID(), result, settle };
+    return ticket;
+  }
+
+  return {
+    async admit(chatId, questionId) {
+      if (local.closed) throw new ChatError("SHUTTING_DOWN", "the server is shutting down; send again shortly", { retryAfterMs: 2000 });
+      if (local.pending(chatId, questionId)) return "duplicate";
+      if (!o.redis.up()) return admitLocally(chatId, questionId);
+      try {
+        return await admitShared(chatId, questionId);
+      } catch (e) {
+        if (!unreachable(e)) throw e;
+        o.log.warn("redis did not answer; answering this question in this replica's own lane", { chatId, error: e });
+        return admitLocally(chatId, questionId);
+      }
+    },
+
+    async start(ticket, spec) {
+      if (localTickets.has(ticket)) return local.start(ticket, spec);
+      const t = ticket as RemoteTicket;
+      let got: unknown;
+      try {
+        got = await cmd.eval(ACQUIRE_OR_ENQUEUE, 2, keys.lane(spec.chatId), keys.queue(spec.chatId), o.replicaId, String(o.leaseMs), JSON.stringify(spec));
+      } catch (e) {
+        // Redis went away after the question was stored: answer it here rather than not at all.
+        o.log.warn("redis did not answer; answering this question in this replica's own lane", { chatId: spec.chatId, error: e });
+        const lt = local.admit(spec.chatId, spec.question.id, { traceId: spec.traceId, admitted: true });
+        if (lt === "duplicate") return { queued: false };
+        void lt.result.then(t.settle);
+        return local.start(lt, spec);
+      }
+      void t.result.finally(() => cmd.del(keys.question(spec.chatId, spec.question.id)).catch(() => {}));
+      if (got === "run") {
+        await cmd.zadd(keys.active, String(Date.now() + o.leaseMs), spec.chatId);
+        void runHere(spec).then(t.settle);
+        return { queued: false };
+      }
+      awaiting.set(spec.traceId, t);
+      await cmd.sadd(keys.queued, spec.chatId);
+      return { queued: true };
+    },
+
+    release(ticket) {
+      if (localTickets.has(ticket)) return local.release(ticket);
+      cmd.del(keys.question(ticket.chatId, ticket.questionId)).catch(() => {});
+      (ticket as RemoteTicket).settle({});
+    },
+
+    pending(chatId, questionId) {
+      return local.pending(chatId, questionId) ?? [...awaiting.values()].find((t) => t.chatId === chatId && t.questionId === questionId)?.result;
+    },
+
+    /** Questions waiting in a lane that nobody holds (its replica died): take them over. */
+    async sweep() {
+      const chats = await cmd.smembers(keys.queued);
+      for (const chatId of chats) {
+        const got = (await cmd.eval(CLAIM_ORPHAN, 2, keys.lane(chatId), keys.queue(chatId), o.replicaId, String(o.leaseMs))) as string;
+        if (got === "empty") await cmd.srem(keys.queued, chatId);
+        else if (got !== "busy") {
+          o.log.info("took over a chat whose replica stopped answering", { chatId });
+          await cmd.zadd(keys.active, String(Date.now() + o.leaseMs), chatId);
+          void runHere(JSON.parse(got) as JobSpec);
+        }
+      }
+      await cmd.zremrangebyscore(keys.active, "-inf", String(Date.now()));
+    },
+
+    close() {
+      clearInterval(renewer);
+      unsubscribe();
+    },
+  };
+}

@@ -1,0 +1,208 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import type { Message } from "../src/records";
+import { startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
+import { startRedis, startRedisCluster, type RedisCluster, type RedisServer } from "./support/redis-server";
+import { startReplicas, type Replicas } from "./support/replicas";
+import { lastUserTurn, startSseModel, type SseModel } from "./support/sse-model";
+import { until } from "./support/until";
+import { connect, type Frame, type TestClient } from "./support/ws-client";
+
+// Several replicas, one product: three real server processes on one Cosmos database and one Redis
+// (a single node, then a 3-node cluster), checked over real sockets from browsers on different
+// replicas, including kill -9 of the replica generating a reply and Redis going away.
+
+const LEASE_MS = 2000;
+let model: SseModel;
+let cosmos: CosmosTestServer;
+const clients: TestClient[] = [];
+
+beforeAll(async () => {
+  model = await startSseModel({ tokens: ["ok"] });
+  cosmos = await startCosmosServer();
+});
+afterAll(async () => {
+  for (const c of clients) c.close();
+  await cosmos?.stop();
+  model?.stop();
+});
+
+const words = (n: number) => Array.from({ length: n }, (_, i) => `w${i} `);
+const env = () => ({
+  OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "m", CHAT_TITLES: "false",
+  REPLY_CHECKPOINT_MS: "200", REPLY_LEASE_MS: String(LEASE_MS),
+});
+async function on(r: Replicas, i: number) {
+  const c = await connect(r.replicas[i]!.wsUrl);
+  clients.push(c);
+  return c;
+}
+const newChat = async (c: TestClient) => (await c.request({ type: "CREATE_CHAT" }, "NEW_CHAT")).chat as { id: string };
+const open = async (c: TestClient, chatId: string) => (await c.request({ type: "GET_CHAT_HISTORY", chatId }, "CHAT_HISTORY")) as Frame;
+const health = async (r: Replicas, i: number) => (await (await fetch(`${r.replicas[i]!.httpUrl}/health`)).json()) as Frame;
+/** Every query shape the test server compiles once, paid before the timed tests (cold: seconds). */
+async function warmUp(r: Replicas) {
+  model.setScript({ tokens: ["warm"] });
+  for (let i = 0; i < r.replicas.length; i++) {
+    const c = await on(r, i);
+    const chat = await newChat(c);
+    c.send({ type: "SEND_MESSAGE", chatId: chat.id, content: "warm up" });
+    await c.reply(chat.id, 60_000);
+    await c.request({ type: "GET_CHAT_HISTORY", chatId: chat.id }, "CHAT_HISTORY", 30_000);
+  }
+}
+const streamed = (c: TestClient, traceId: string) =>
+  c.frames.filter((f) => f.type === "MESSAGE" && f.traceId === traceId && !f.end);
+
+for (const kind of ["single", "cluster"] as const) {
+  describe(`three replicas on one Redis ${kind === "single" ? "node" : "cluster"}`, () => {
+    let redis: RedisServer | RedisCluster;
+    let r: Replicas;
+    beforeAll(async () => {
+      redis = kind === "single" ? await startRedis() : await startRedisCluster({ nodes: 3 });
+      r = await startReplicas({ n: 3, redis, cosmos, env: env() });
+      await warmUp(r);
+    }, 120_000);
+    afterAll(async () => {
+      await r?.stop();
+      await redis?.stop();
+    });
+
+    test("/health shows Redis and the replica", async () => {
+      for (let i = 0; i < 3; i++) {
+        const h = await health(r, i);
+        expect(h.replica).toBe(`r${i}`);
+        expect(h.services.redis).toMatchObject({ ok: true, mode: kind, latency_ms: expect.any(Number) });
+      }
+    });
+
+    test("chat events reach every replica's sockets once; a reply generated on r0 streams token by token to a watcher on r1, exactly", async () => {
+      const [a, b, c] = [await on(r, 0), await on(r, 1), await on(r, 2)];
+      const chat = await newChat(a);
+      for (const x of [b, c]) await x.next((f) => f.type === "CHAT_CREATED" && f.chat.id === chat.id);
+      await open(b, chat.id);
+      model.setScript({ tokens: words(30), delayMs: 3 });
+      a.send({ type: "SEND_MESSAGE", chatId: chat.id, content: "hello from r0" });
+      expect((await b.next((f) => f.type === "FIRST_MESSAGE" && f.chatId === chat.id)).content).toBe("hello from r0");
+      const got = await b.reply(chat.id, 15_000);
+      expect(got.text).toBe(words(30).join(""));
+      expect(got.chunks.map((f) => f.seq)).toEqual(Array.from({ length: 30 }, (_, i) => i + 1));
+      expect(got.end).toMatchObject({ end: true, seq: 31 });
+      // c never opened the chat: it sees no frame of it but the creation.
+      expect(c.frames.filter((f) => f.chatId === chat.id && f.type !== "CHAT_CREATED")).toEqual([]);
+      expect(c.frames.filter((f) => f.type === "CHAT_CREATED" && f.chat.id === chat.id)).toHaveLength(1);
+    }, 30_000);
+
+    test("history on another replica mid-stream: the text so far, then the rest live, no gap, no repeat", async () => {
+      const a = await on(r, 0);
+      const chat = await newChat(a);
+      model.setScript((req) => ({ tokens: words(40), ...(lastUserTurn(req) === "resume me" ? { holdAfter: 15 } : {}) }));
+      a.send({ type: "SEND_MESSAGE", chatId: chat.id, content: "resume me" });
+      await model.waitHeld(1, 10_000);
+      const b = await on(r, 2);
+      const h = await open(b, chat.id);
+      const partial = (h.messages as (Message & { streaming?: boolean; seq?: number })[]).at(-1)!;
+      expect(partial).toMatchObject({ role: "assistant", streaming: true, seq: 15, content: words(15).join("") });
+      model.release();
+      const rest = await b.reply(chat.id, 15_000);
+      expect(rest.chunks[0]!.seq).toBe(16);
+      expect(partial.content + rest.text).toBe(words(40).join(""));
+      const stored = (await r.store.pageMessages(chat.id, { limit: 10 })).items.find((m) => m.id === partial.id)!;
+      expect(stored.content).toBe(partial.content + rest.text);
+    }, 30_000);
+
+    test("RESUME and STOP_GENERATION on a replica that is not generating: resumed exactly, then stopped upstream", async () => {
+      const a = await on(r, 0);
+      const chat = await newChat(a);
+      model.setScript({ tokens: words(500), delayMs: 5 });
+      const asked = model.requests.length;
+      a.send({ type: "SEND_MESSAGE", chatId: chat.id, content: "long one" });
+      const first = await a.next((f) => f.type === "MESSAGE" && !f.end && f.chatId === chat.id);
+      const b = await on(r, 1);
+      const caught = await b.request({ type: "RESUME", chatId: chat.id, traceId: first.traceId, fromSeq: 0 }, "MESSAGE");
+      expect(caught).toMatchObject({ type: "MESSAGE", traceId: first.traceId, end: false });
+      await b.next((f) => f.type === "MESSAGE" && f.traceId === first.traceId && f.seq > caught.seq);
+      const stopped = await b.request({ type: "STOP_GENERATION", chatId: chat.id }, "GENERATION_STOPPED");
+      expect(stopped).toMatchObject({ type: "GENERATION_STOPPED", traceId: first.traceId });
+      await until(() => model.requests[asked]?.aborted, "the model request on r0 to be aborted upstream");
+      const end = await b.next((f) => f.type === "MESSAGE" && f.end && f.traceId === first.traceId);
+      expect(end.reason).toBe("stopped");
+      const text = caught.content + streamed(b, first.traceId).filter((f) => f.seq > caught.seq).map((f) => f.content).join("");
+      const stored = (await r.store.pageMessages(chat.id, { limit: 10 })).items.find((m) => m.id === first.traceId)!;
+      expect(stored.status).toBe("stopped");
+      expect(stored.content).toBe(text);
+    }, 30_000);
+
+    test("one reply per chat across replicas: a question on r1 while r0 answers waits, and is answered next, once", async () => {
+      const a = await on(r, 0);
+      const b = await on(r, 1);
+      const chat = await newChat(a);
+      model.setScript((req) => ({ tokens: ["re: ", lastUserTurn(req)], ...(lastUserTurn(req) === "one" ? { holdAfter: 1 } : {}) }));
+      const asked = model.requests.length;
+      a.send({ type: "SEND_MESSAGE", chatId: chat.id, content: "one" });
+      await model.waitHeld(1, 10_000);
+      const accepted = await b.request({ type: "SEND_MESSAGE", chatId: chat.id, content: "two", requestId: "t" }, "MESSAGE_ACCEPTED");
+      expect(accepted).toMatchObject({ duplicate: false, queued: true });
+      expect(model.requests.slice(asked).map(lastUserTurn)).toEqual(["one"]);
+      model.release();
+      const second = await b.next((f) => f.type === "MESSAGE" && f.end && f.traceId === accepted.traceId, 15_000);
+      expect(second.end).toBe(true);
+      expect(model.requests.slice(asked).map(lastUserTurn)).toEqual(["one", "two"]);
+      const stored = (await r.store.pageMessages(chat.id, { limit: 10 })).items;
+      expect(stored.filter((m) => m.role === "assistant").map((m) => m.content)).toEqual(["re: one", "re: two"]);
+    }, 30_000);
+  });
+}
+
+describe("losing a replica and losing Redis", () => {
+  let redis: RedisServer;
+  let r: Replicas;
+  beforeAll(async () => {
+    redis = await startRedis();
+    r = await startReplicas({ n: 3, redis, cosmos, env: env() });
+    await warmUp(r);
+  }, 120_000);
+  afterAll(async () => {
+    await r?.stop();
+    await redis?.stop();
+  });
+
+  test("kill -9 the replica generating a reply: watchers elsewhere get the end frame within 20 s, and it is stored interrupted", async () => {
+    const a = await on(r, 0);
+    const b = await on(r, 1);
+    const chat = await newChat(a);
+    model.setScript({ tokens: words(2000), delayMs: 5 });
+    a.send({ type: "SEND_MESSAGE", chatId: chat.id, content: "then crash" });
+    const first = await a.next((f) => f.type === "MESSAGE" && !f.end && f.chatId === chat.id);
+    await open(b, chat.id);
+    await b.next((f) => f.type === "MESSAGE" && f.traceId === first.traceId && f.seq > 20, 10_000);
+    const killedAt = Date.now();
+    await r.kill(0);
+    const end = await b.next((f) => f.type === "MESSAGE" && f.end && f.traceId === first.traceId, 20_000);
+    console.log(`watcher on r1 got the end frame ${Date.now() - killedAt} ms after r0 was killed (lease ${LEASE_MS} ms)`);
+    expect(end.reason).toBe("interrupted");
+    const stored = (await r.store.pageMessages(chat.id, { limit: 10 })).items.find((m) => m.id === first.traceId)!;
+    expect(stored.status).toBe("interrupted");
+    expect(stored.content.length).toBeGreaterThan(0);
+    const seen = streamed(b, first.traceId).map((f) => f.content).join("");
+    expect(seen.length).toBeGreaterThan(0);
+    await r.restart(0);
+  }, 40_000);
+
+  test("Redis down: each replica serves its own sockets (degraded in /health); back up: clients are told to reload, and replicas talk again", async () => {
+    const a = await on(r, 1);
+    const b = await on(r, 2);
+    await redis.stop();
+    await until(async () => (await health(r, 1)).services.redis.ok === false, "r1 to see Redis down");
+    expect((await health(r, 1)).status).toBe("degraded");
+    model.setScript({ tokens: ["still", " here"] });
+    const chat = await newChat(a);
+    a.send({ type: "SEND_MESSAGE", chatId: chat.id, content: "during the outage" });
+    expect((await a.reply(chat.id, 10_000)).text).toBe("still here");
+
+    await redis.start();
+    for (const c of [a, b]) await c.next((f) => f.type === "RESYNC", 15_000);
+    await until(async () => (await health(r, 2)).services.redis.ok === true, "r2 to see Redis back");
+    const chat2 = await newChat(a);
+    await b.next((f) => f.type === "CHAT_CREATED" && f.chat.id === chat2.id, 10_000);
+  }, 60_000);
+});
