@@ -9,7 +9,7 @@ import { startDeviceServer } from "./support/device-server";
 import type { TestServer } from "./support/harness";
 import { startSseModel, type SseModel } from "./support/sse-model";
 import { makeLocalhostCert, type LocalhostCert } from "./support/tls-cert";
-import { until } from "./support/until";
+import { until, within } from "./support/until";
 import type { TestClient } from "./support/ws-client";
 
 // scripts/device.ts end to end with no cloud: the simulator (azure-iot-device over AMQP, a separate
@@ -70,18 +70,15 @@ async function simulate(args: string[], o: { connectionString?: string; deadline
   running.add(proc);
   const output = Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text()]);
   const deadlineMs = o.deadlineMs ?? 15_000;
-  let timer: Timer | undefined;
-  const deadline = new Promise<"deadline">((resolve) => (timer = setTimeout(() => resolve("deadline"), deadlineMs)));
-  const outcome = await Promise.race([proc.exited, deadline]);
-  clearTimeout(timer);
-  if (outcome === "deadline") proc.kill("SIGKILL");
+  const code = await within(proc.exited, deadlineMs, "device.ts to exit").catch(() => undefined);
+  if (code === undefined) proc.kill("SIGKILL");
   const [stdout, stderr] = await output;
   await proc.exited;
   running.delete(proc);
-  if (outcome === "deadline") {
+  if (code === undefined) {
     throw new Error(`device.ts still running after ${deadlineMs} ms; stdout: ${stdout}\nstderr: ${stderr}`);
   }
-  return { code: outcome, stdout, stderr, ms: performance.now() - started };
+  return { code, stdout, stderr, ms: performance.now() - started };
 }
 
 describe("bun run device", () => {
@@ -160,11 +157,7 @@ describe("the peer's device endpoint", () => {
         });
       });
       await device.open();
-      let timer: Timer | undefined;
-      await Promise.race([
-        completed,
-        new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`not completed; seen ${JSON.stringify(seen)}`)), 5000))),
-      ]).finally(() => clearTimeout(timer));
+      await within(completed, 5000, () => `the redelivered message to be completed; seen ${JSON.stringify(seen)}`);
       expect(seen).toEqual([`${sent.messageId} {"response":"queued"}`, `${sent.messageId} {"response":"queued"}`]);
       await until(() => unanswered.pendingC2D("pi-queue") === 0, "the completed message to leave the queue", 5000);
     } finally {

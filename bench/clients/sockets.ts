@@ -1,4 +1,4 @@
-import { now } from "../lib/clock";
+import { now, until, within } from "../lib/clock";
 import { serveChild } from "../lib/proc";
 import { closeAll, openMany } from "../lib/ws";
 
@@ -34,20 +34,15 @@ function onMessage(e: MessageEvent) {
 }
 
 async function watch(ws: WebSocket, chatId: string): Promise<void> {
-  await new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("no CHAT_HISTORY within 30 s")), 30_000);
+  const answered = new Promise<void>((resolve, reject) => {
     ws.onmessage = (e) => {
       const d = String(e.data);
-      if (d.startsWith('{"type":"CHAT_HISTORY"')) {
-        clearTimeout(timer);
-        resolve();
-      } else if (d.startsWith('{"type":"ERROR"')) {
-        clearTimeout(timer);
-        reject(new Error(d));
-      }
+      if (d.startsWith('{"type":"CHAT_HISTORY"')) resolve();
+      else if (d.startsWith('{"type":"ERROR"')) reject(new Error(d));
     };
     ws.send(JSON.stringify({ type: "GET_CHAT_HISTORY", chatId, limit: 1 }));
   });
+  await within(answered, 30_000, "CHAT_HISTORY");
 }
 
 const child = serveChild({ pid: process.pid }, {
@@ -64,8 +59,7 @@ const child = serveChild({ pid: process.pid }, {
   times: () => ({ times: Object.fromEntries(times), stray }),
   async close() {
     closeAll(sockets);
-    const deadline = Date.now() + 10_000;
-    while (sockets.some((ws) => ws.readyState !== WebSocket.CLOSED) && Date.now() < deadline) await Bun.sleep(20);
+    await until(() => sockets.every((ws) => ws.readyState === WebSocket.CLOSED), "every socket to close", 10_000).catch(() => {});
     const left = sockets.filter((ws) => ws.readyState !== WebSocket.CLOSED).length;
     sockets = [];
     times.clear();

@@ -5,15 +5,5 @@ export const now = (): number => performance.timeOrigin + performance.now();
 
 export const sleep = (ms: number) => Bun.sleep(ms);
 
-/** Rejects after `ms` with a message naming what was awaited: every wait in the bench is bounded. */
-export async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([p, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+/** Every wait in the bench is bounded, with the tests' own deadline helper. */
+export { until, within } from "../../test/support/until";

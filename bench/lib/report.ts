@@ -1,7 +1,7 @@
 import { mkdirSync, writeFileSync } from "node:fs";
 import { cpus, totalmem, release } from "node:os";
 import { join } from "node:path";
-import { now } from "./clock";
+import { now, within } from "./clock";
 import { BENCH_DIR } from "./proc";
 
 // What a scenario reports: rows for the table (ours beside the baseline, as a ratio) and the raw
@@ -78,20 +78,14 @@ export async function runScenarios(list: Scenario[], o: { label?: string } = {})
   for (const s of list) {
     console.log(`\n== ${s.name}: ${s.title}`);
     const ts = now();
-    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      const out = await Promise.race([
-        s.run(),
-        new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`scenario took longer than ${s.timeoutMs / 1000} s`)), s.timeoutMs))),
-      ]);
+      const out = await within(s.run(), s.timeoutMs, `the scenario (${s.timeoutMs / 1000} s at most)`);
       results.push({ name: s.name, title: s.title, seconds: (now() - ts) / 1000, ...out });
     } catch (e) {
       const error = e instanceof Error ? e.message : String(e);
       console.error(`!! ${s.name} failed: ${error}`);
       if (e instanceof Error && e.stack) console.error(e.stack);
       results.push({ name: s.name, title: s.title, seconds: (now() - ts) / 1000, rows: [], data: {}, error });
-    } finally {
-      clearTimeout(timer);
     }
     console.log(`   (${((now() - ts) / 1000).toFixed(1)} s)`);
   }
