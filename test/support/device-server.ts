@@ -1,6 +1,7 @@
 import { loadConfig } from "../../src/config";
 import { startDeviceBridge } from "../../src/devices/bridge";
 import { deviceBridgeOptions } from "../../src/devices/options";
+import type { Model } from "../../src/model/model";
 import type { Store } from "../../src/store/store";
 import { amqpTrusting, type IotHubPeer } from "./amqp-peer";
 import { startTestServer } from "./harness";
@@ -14,6 +15,8 @@ import { until } from "./until";
 export async function startDeviceServer(o: {
   peer: IotHubPeer; cert: LocalhostCert; env?: Record<string, string>; store?: Store;
   iotHubConnectionString?: string; partitions?: number;
+  /** Passed to startTestServer (e.g. to hold a reply in flight). */
+  wrapModel?: (m: Model) => Model;
 }) {
   const env = {
     IOT_HUB_ENABLE: "true",
@@ -24,6 +27,7 @@ export async function startDeviceServer(o: {
   const bridge = await deviceBridgeOptions(srvConfig(env));
   const srv = await startTestServer(env, {
     store: o.store,
+    wrapModel: o.wrapModel,
     startDevices: (parts) => startDeviceBridge(parts, {
       ...bridge,
       c2dTransport: amqpTrusting(o.cert.cert),

@@ -22,12 +22,20 @@ export function memoryLogger(level: "debug" | "info" = "debug", secrets: string[
  * production. Pass `store` or `model` to use a specific peer; otherwise a temp SQLite file and
  * whatever the env selects (the offline model by default).
  */
-export async function startTestServer(env: Record<string, string> = {}, parts: { store?: Store; model?: Model; startDevices?: ServerParts["startDevices"] } = {}) {
+export async function startTestServer(
+  env: Record<string, string> = {},
+  parts: {
+    store?: Store; model?: Model; startDevices?: ServerParts["startDevices"];
+    /** Wraps whichever model the server gets (e.g. createHolds().wrap, to hold a reply in flight). */
+    wrapModel?: (m: Model) => Model;
+  } = {},
+) {
   const dir = mkdtempSync(join(tmpdir(), "pichat-test-"));
   const config = loadConfig({ SERVER_PORT: "0", HOST: "127.0.0.1", SQLITE_PATH: join(dir, "pichat.db"), OFFLINE_MODEL_DELAY_MS: "0", ENVIRONMENT: "test", ...env });
   const store = parts.store ?? openSqliteStore(config.SQLITE_PATH);
   const log = memoryLogger();
-  const running = startServer({ config, store, model: parts.model ?? (await modelFromConfig(config)), log, startDevices: parts.startDevices });
+  const model = parts.model ?? (await modelFromConfig(config));
+  const running = startServer({ config, store, model: parts.wrapModel ? parts.wrapModel(model) : model, log, startDevices: parts.startDevices });
   const wsUrl = `${running.url.replace(/^http/, "ws")}/ws`;
   // Every client a test opens is closed with the server, so a failing test leaks nothing.
   const clients: TestClient[] = [];

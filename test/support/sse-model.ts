@@ -14,6 +14,8 @@ export type Script = {
   status?: number;
   /** After this many tokens, wait for `release()` before sending the rest: a reply held in flight. */
   holdAfter?: number;
+  /** Send nothing at all, not even the response headers, until the client gives up. */
+  silent?: boolean;
 };
 
 export type ModelRequest = { url: string; path: string; headers: Record<string, string>; body: any; aborted: boolean };
@@ -44,6 +46,14 @@ export async function startSseModel(defaultScript: Script = { tokens: ["Hello", 
         for (const w of abortWaiters) w();
       });
       const s = script(record);
+      const aborted = new Promise<void>((resolve) => {
+        if (req.signal.aborted) resolve();
+        else req.signal.addEventListener("abort", () => resolve(), { once: true });
+      });
+      if (s.silent) {
+        await aborted;
+        return new Response(null, { status: 499 });
+      }
       if (s.status) return Response.json({ error: { message: "scripted failure", type: "server_error" } }, { status: s.status });
       const tokens = s.tokens ?? defaultScript.tokens ?? [];
       const enc = new TextEncoder();
@@ -64,7 +74,8 @@ export async function startSseModel(defaultScript: Script = { tokens: ["Hello", 
                 const open = gate.promise;
                 held.add(record);
                 for (const w of heldWaiters) w();
-                await open;
+                // An abort (a stop, a shutdown) ends the hold too, as it would end a live model's stream.
+                await Promise.race([open, aborted]);
                 held.delete(record);
               }
               if (s.delayMs) await Bun.sleep(s.delayMs);

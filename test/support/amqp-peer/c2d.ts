@@ -10,7 +10,8 @@ export type C2DMessage = {
   properties: Record<string, unknown>;
   raw: Message;
 };
-export type C2DMode = "accept" | "reject-not-found" | "reject";
+/** "drop-once": the next C2D message is neither settled nor kept; its connection is cut mid-send, then "accept". */
+export type C2DMode = "accept" | "reject-not-found" | "reject" | "drop-once";
 
 const DEVICEBOUND = "/messages/devicebound";
 const TO = /^\/devices\/([^/]+)\/messages\/devicebound$/;
@@ -35,6 +36,10 @@ export function createC2DEndpoint() {
     const device = TO.exec(String(msg.to ?? ""));
     if (!device) {
       return ctx.delivery?.reject({ condition: "com.microsoft:argument-error", description: `bad 'to': ${msg.to}` });
+    }
+    if (mode === "drop-once") {
+      mode = "accept";
+      return void (ctx.connection as unknown as { socket?: { destroy(): void } }).socket?.destroy();
     }
     if (mode !== "accept") return ctx.delivery?.reject(REJECTIONS[mode]);
     const m: C2DMessage = {
