@@ -109,7 +109,7 @@ describe(`protocol fuzz (seed ${SEED}, ${FRAMES} frames)`, () => {
     const res = await fetch(`${srv.url}/health`);
     expect(res.status).toBe(200);
     expect(((await res.json()) as { status: string }).status).toBe("ok");
-    expect(srv.deps.inflight.size).toBe(0);
+    expect(srv.chat.replies.size).toBe(0);
     const c = await srv.connect();
     expect((await c.request({ type: "GET_CHATS", limit: 1 }, "CHAT_LIST")).type).toBe("CHAT_LIST");
     c.close();
