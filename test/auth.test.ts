@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { tokensMatch } from "../src/http/auth";
+import { UPGRADE_HEADERS } from "./support/fixtures";
 import { startTestServer, type TestServer } from "./support/harness";
 import { connect } from "./support/ws-client";
 
@@ -7,11 +8,10 @@ const TOKEN = "0f3c9a7d5e2b4c1a8f6e0d9b7c5a3e1f";
 
 // A refused upgrade must be a plain HTTP answer: no 101, no socket, no frames.
 async function upgradeStatus(url: string, headers: Record<string, string> = {}) {
-  const res = await fetch(url.replace(/^ws/, "http"), {
-    headers: { Connection: "Upgrade", Upgrade: "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", ...headers },
-  });
-  return { status: res.status, body: await res.text() };
+  const res = await fetch(url.replace(/^ws/, "http"), { headers: { ...UPGRADE_HEADERS, ...headers } });
+  return { status: res.status, body: await res.text(), headers: res.headers };
 }
+const json = (body: string) => JSON.parse(body) as Record<string, unknown>;
 
 describe("API token", () => {
   let srv: TestServer;
@@ -20,12 +20,21 @@ describe("API token", () => {
   });
   afterAll(() => srv.close());
 
-  test("no token and a wrong token are refused with 401 before the upgrade", async () => {
-    expect((await upgradeStatus(srv.wsUrl)).status).toBe(401);
-    const wrong = await upgradeStatus(`${srv.wsUrl}?token=${TOKEN.slice(0, -1)}x`);
-    expect(wrong.status).toBe(401);
-    expect(wrong.body).not.toContain(TOKEN);
-    expect((await upgradeStatus(srv.wsUrl, { Authorization: "Bearer nope" })).status).toBe(401);
+  test("no token and a wrong token are refused with 401 before the upgrade: code UNAUTHORIZED and WWW-Authenticate: Bearer", async () => {
+    const refusals = [
+      await upgradeStatus(srv.wsUrl),
+      await upgradeStatus(`${srv.wsUrl}?token=${TOKEN.slice(0, -1)}x`),
+      await upgradeStatus(srv.wsUrl, { Authorization: "Bearer nope" }),
+      await upgradeStatus(srv.wsUrl, { "Sec-WebSocket-Protocol": "pichat, bearer.nope" }),
+      // The header wins over a right token in the query (the first of the three ways that is present).
+      await upgradeStatus(`${srv.wsUrl}?token=${TOKEN}`, { Authorization: "Bearer nope" }),
+    ];
+    for (const r of refusals) {
+      expect(r.status).toBe(401);
+      expect(json(r.body)).toEqual({ error: "a valid API token is required", code: "UNAUTHORIZED" });
+      expect(r.headers.get("www-authenticate")).toBe("Bearer");
+      expect(r.body).not.toContain(TOKEN);
+    }
     await expect(connect(srv.wsUrl)).rejects.toThrow();
   });
 
@@ -44,6 +53,7 @@ describe("API token", () => {
   test("in production with ALLOWED_ORIGINS a foreign browser Origin is refused, and so is one equal to Host (DNS rebinding); a listed one is allowed", async () => {
     const foreign = await upgradeStatus(`${srv.wsUrl}?token=${TOKEN}`, { Origin: "https://evil.example" });
     expect(foreign.status).toBe(403);
+    expect(json(foreign.body)).toEqual({ error: "this origin may not open a socket here", code: "ORIGIN_NOT_ALLOWED" });
     const listed = await connect(`${srv.wsUrl}?token=${TOKEN}`, { headers: { Origin: "https://chat.example.com" } });
     listed.close();
     const host = new URL(srv.url).host;
@@ -52,10 +62,51 @@ describe("API token", () => {
     expect(JSON.parse(same.body).code).toBe("ORIGIN_NOT_ALLOWED");
   });
 
+  test("in production the \"null\" Origin of a file:// page is refused (it is not a URL and not listed)", async () => {
+    const refused = await upgradeStatus(`${srv.wsUrl}?token=${TOKEN}`, { Origin: "null" });
+    expect(refused.status).toBe(403);
+    expect(json(refused.body)).toMatchObject({ code: "ORIGIN_NOT_ALLOWED" });
+    await expect(connect(`${srv.wsUrl}?token=${TOKEN}`, { headers: { Origin: "null" } })).rejects.toThrow();
+  });
+
+  test("an Upgrade request the WebSocket handshake cannot complete (no or a malformed Sec-WebSocket-Key) gets 400 UPGRADE_FAILED", async () => {
+    for (const key of [undefined, "short"]) {
+      const headers: Record<string, string> = { ...UPGRADE_HEADERS, Authorization: `Bearer ${TOKEN}` };
+      if (key === undefined) delete headers["Sec-WebSocket-Key"];
+      else headers["Sec-WebSocket-Key"] = key;
+      const res = await fetch(srv.url + "/ws", { headers });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toEqual({ error: "WebSocket upgrade failed", code: "UPGRADE_FAILED" });
+    }
+    // A plain GET with the token is not an upgrade at all: 426, and the token was accepted (not 401).
+    const plain = await fetch(srv.url + "/ws", { headers: { Authorization: `Bearer ${TOKEN}` } });
+    expect(plain.status).toBe(426);
+    expect(await plain.json()).toEqual({ error: "expected a WebSocket upgrade", code: "UPGRADE_REQUIRED" });
+  });
+
   test("/health stays public and shows no secret", async () => {
     const res = await fetch(`${srv.url}/health`);
     expect(res.status).toBe(200);
     expect(await res.text()).not.toContain(TOKEN);
+  });
+});
+
+describe("origins in production", () => {
+  test("\"null\" is allowed only when ALLOWED_ORIGINS lists it literally, or lists *", async () => {
+    for (const allowed of ["https://chat.example.com,null", "*"]) {
+      const srv = await startTestServer({ ENVIRONMENT: "production", API_TOKEN: TOKEN, ALLOWED_ORIGINS: allowed });
+      try {
+        const c = await srv.connect({ query: `token=${TOKEN}`, headers: { Origin: "null" } });
+        expect((await c.request({ type: "GET_CHATS", limit: 1 }, "CHAT_LIST")).type).toBe("CHAT_LIST");
+        if (allowed !== "*") {
+          // Listing "null" lets only "null" in: a foreign URL origin is still refused.
+          const foreign = await upgradeStatus(`${srv.wsUrl}?token=${TOKEN}`, { Origin: "https://evil.example" });
+          expect(foreign.status).toBe(403);
+        }
+      } finally {
+        await srv.close();
+      }
+    }
   });
 });
 

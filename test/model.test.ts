@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { OFFLINE_LABEL } from "../src/model/offline";
 import { startTestServer, type TestServer } from "./support/harness";
 import { startSseModel, type SseModel } from "./support/sse-model";
+import { until } from "./support/until";
 
 // Both model paths through the real `openai` client against a local SSE server, and the
 // failures a real model service produces.
@@ -109,15 +110,49 @@ describe("failures", () => {
     });
   });
 
-  test("model errors never leak the API key", async () => {
+  test("a model that accepts the request but sends nothing times out before the first chunk: MODEL_TIMEOUT, upstream aborted, nothing stored for the reply", async () => {
+    // hangAfter 0: the stream opens (headers, the role chunk) and then no content ever comes.
+    // silent: not even the response headers come.
+    for (const script of [{ tokens: ["never"], hangAfter: 0 }, { silent: true }]) {
+      model.setScript(script);
+      await withServer(openaiEnv(), async (s) => {
+        const upstream = model.requests.length;
+        const started = performance.now();
+        const { c, chat } = await ask(s);
+        const r = await c.reply(chat.id);
+        const took = performance.now() - started;
+        expect(r.chunks).toEqual([]);
+        expect(r.end).toMatchObject({ end: true, content: "", seq: 1, reason: "error" });
+        const err = await c.next("ERROR");
+        expect(err).toMatchObject({ code: "MODEL_TIMEOUT", chatId: chat.id, traceId: r.traceId });
+        expect(err.requestId).toBeUndefined();
+        // Cut off by MODEL_TIMEOUT_MS (400), not by anything slower.
+        expect(took).toBeGreaterThanOrEqual(390);
+        expect(took).toBeLessThan(5_000);
+        await until(() => model.requests[upstream]?.aborted, "the silent model request to be aborted upstream", 5_000);
+        const stored = await s.store.listMessages(chat.id, { limit: 10 });
+        expect(stored.map((m) => [m.role, m.content])).toEqual([["user", "question"]]);
+        c.close();
+      });
+    }
+  });
+
+  test("model errors never leak the API key: not to the client, not in /health, not in the logs", async () => {
     model.setScript({ status: 401 });
     await withServer({ ...openaiEnv(), OPENAI_API_KEY: "sk-very-secret-value" }, async (s) => {
       const { c, chat } = await ask(s);
       await c.reply(chat.id);
-      await c.next("ERROR");
+      const err = await c.next("ERROR");
+      expect(err.code).toBe("MODEL_ERROR");
       expect(JSON.stringify(c.frames)).not.toContain("sk-very-secret-value");
       const health = await (await fetch(`${s.url}/health`)).text();
       expect(health).not.toContain("sk-very-secret-value");
+      // The test logger redacts nothing (production's does), so this sees what the code itself put in
+      // the lines: the failure is logged (the check looks at real lines), and never with the key.
+      const failure = s.log.lines.filter((l) => l.includes("model reply failed") && l.includes(chat.id));
+      expect(failure).toHaveLength(1);
+      expect(s.log.lines.join("\n")).not.toContain("sk-very-secret-value");
+      expect(s.log.lines.join("\n")).not.toContain("[redacted]");
       c.close();
     });
   });

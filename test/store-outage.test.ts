@@ -1,9 +1,10 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
-import type { Model } from "../src/model/model";
 import { openAICompatibleModel } from "../src/model/openai";
 import type { Store } from "../src/store/store";
+import { handlers } from "../src/ws/handlers";
 import { openTestCosmosStore, startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
 import { startTestServer, type TestServer } from "./support/harness";
+import { createHolds } from "./support/held-model";
 import { startSseModel, type SseModel } from "./support/sse-model";
 import type { Frame, TestClient } from "./support/ws-client";
 
@@ -18,44 +19,16 @@ const DOWN_BOUND_MS = 10_000;
 /** Per test: a hanging store call would need its full timeouts before the bound assertions fail. */
 const TEST_TIMEOUT_MS = 60_000;
 
+let cosmos: CosmosTestServer;
+let store: Store;
+let sse: SseModel;
 /**
- * The SSE model, with a hold the mid-reply test arms: the reply to one question pauses after its
+ * The SSE model behind a hold the mid-reply tests arm: the reply to one question pauses after its
  * first delta until released. That makes "the store dies between storing the question and storing
  * the reply" deterministic, with no timing race between the stream and stopping the database.
  * The hold is keyed by the question because chat titling streams from the same model meanwhile.
  */
-function holdableModel(inner: Model) {
-  const holds = new Map<string, Promise<void>>();
-  const model: Model = {
-    kind: inner.kind,
-    name: inner.name,
-    async *stream(turns, options) {
-      const hold = holds.get(turns.at(-1)?.content ?? "");
-      let n = 0;
-      for await (const delta of inner.stream(turns, options)) {
-        yield delta; // resumes only after the server has published this delta
-        if (++n === 1 && hold) await hold;
-      }
-    },
-  };
-  return {
-    model,
-    /** Holds the reply to `question` after its first delta; call the returned function to let it go on. */
-    holdReplyTo(question: string): () => void {
-      let release!: () => void;
-      holds.set(question, new Promise<void>((r) => (release = r)));
-      return () => {
-        holds.delete(question);
-        release();
-      };
-    },
-  };
-}
-
-let cosmos: CosmosTestServer;
-let store: Store;
-let sse: SseModel;
-let held: ReturnType<typeof holdableModel>;
+const holds = createHolds();
 let srv: TestServer;
 let a: TestClient; // the one browser socket that lives through every outage
 const figures: Record<string, string> = {};
@@ -65,8 +38,8 @@ beforeAll(async () => {
   // Production timeouts (no requestTimeoutMs), as storeFromConfig opens it.
   store = await openTestCosmosStore(cosmos, "pichat-outage");
   sse = await startSseModel({ tokens: TOKENS });
-  held = holdableModel(openAICompatibleModel({ baseURL: `${sse.url}/v1`, apiKey: "sk-test", model: "test-model", timeoutMs: 30_000 }));
-  srv = await startTestServer({}, { store, model: held.model });
+  const model = holds.wrap(openAICompatibleModel({ baseURL: `${sse.url}/v1`, apiKey: "sk-test", model: "test-model", timeoutMs: 30_000 }));
+  srv = await startTestServer({}, { store, model });
   a = await srv.connect();
 });
 // Each test that needs the database down stops it itself (stop() is a no-op when down), and none
@@ -115,6 +88,7 @@ const health = async () => {
 describe("the store goes away mid-session and comes back", () => {
   let kept: Frame; // written before the outage; must survive it
   let keptTraceId: string;
+  let spare: Frame; // deleted while the store is down: must survive that too
 
   test("before the outage: a chat with one exchange", async () => {
     kept = await newChat();
@@ -125,7 +99,8 @@ describe("the store goes away mid-session and comes back", () => {
     expect((await health()).status).toBe(200);
   });
 
-  test("while it is down, every command answers STORE_UNAVAILABLE within the bound and the socket stays open", async () => {
+  test("while it is down, every command that needs the store (every type but STOP_GENERATION and UNWATCH) answers STORE_UNAVAILABLE within the bound and the socket stays open; UNWATCH still answers", async () => {
+    spare = await newChat();
     await cosmos.stop();
     const framesBefore = a.frames.length;
     const commands: [string, Frame, string][] = [
@@ -133,20 +108,65 @@ describe("the store goes away mid-session and comes back", () => {
       ["CREATE_CHAT", { type: "CREATE_CHAT", name: "during the outage" }, "NEW_CHAT"],
       ["SEND_MESSAGE", { type: "SEND_MESSAGE", chatId: kept.id, content: "anyone there?" }, "MESSAGE_ACCEPTED"],
       ["GET_CHAT_HISTORY", { type: "GET_CHAT_HISTORY", chatId: kept.id }, "CHAT_HISTORY"],
+      ["DELETE_CHAT", { type: "DELETE_CHAT", chatId: spare.id }, "CHAT_DELETED"],
+      ["RENAME_CHAT", { type: "RENAME_CHAT", chatId: kept.id, name: "renamed during the outage" }, "CHAT_UPDATED"],
+      ["RESUME", { type: "RESUME", chatId: kept.id, traceId: keptTraceId, fromSeq: 0 }, "MESSAGE"],
+      ["GET_SETTINGS", { type: "GET_SETTINGS" }, "SETTINGS"],
+      ["UPDATE_SETTINGS", { type: "UPDATE_SETTINGS", temperature: 1.5 }, "SETTINGS"],
+      // Not a chat this socket watches already, so the server must ask the store whether it exists.
+      ["WATCH", { type: "WATCH", chatIds: [spare.id] }, "WATCHING"],
     ];
+    // Every frame type is here except the two that read no store: UNWATCH (below) and
+    // STOP_GENERATION (the next test).
+    expect([...commands.map(([name]) => name), "STOP_GENERATION", "UNWATCH"].sort()).toEqual(Object.keys(handlers).sort());
     for (const [name, frame, replyType] of commands) {
       const { value: f, ms: took } = await timed(() => ask(frame, replyType));
       figures[`${name} → STORE_UNAVAILABLE while down`] = ms(took);
-      expect(f).toMatchObject({ type: "ERROR", code: "STORE_UNAVAILABLE", retryAfterMs: expect.any(Number) });
+      expect({ name, ...f }).toMatchObject({ name, type: "ERROR", code: "STORE_UNAVAILABLE", retryAfterMs: expect.any(Number) });
       expect(took).toBeLessThan(DOWN_BOUND_MS);
       expect(a.ws.readyState).toBe(WebSocket.OPEN);
     }
-    // Nothing half-happened: no chat announced, no question shown, no reply started, the model not asked.
-    // (Only frame types are checked: a late CHAT_UPDATED from titling the earlier chat may land here.)
-    const during = a.frames.slice(framesBefore).map((f) => f.type);
-    expect(during.filter((t) => t === "ERROR").length).toBe(commands.length);
-    expect(during.filter((t) => ["NEW_CHAT", "CHAT_CREATED", "FIRST_MESSAGE", "MESSAGE", "MESSAGE_ACCEPTED"].includes(t))).toEqual([]);
+    // Nothing half-happened: no chat announced, deleted or renamed, no question shown, no reply
+    // started, no settings changed, the model not asked. (A late CHAT_UPDATED from titling the
+    // earlier chat may land here, so renames are told apart by name.)
+    const during = a.frames.slice(framesBefore);
+    expect(during.filter((f) => f.type === "ERROR").length).toBe(commands.length);
+    expect(during.map((f) => f.type).filter((t) => ["NEW_CHAT", "CHAT_CREATED", "CHAT_DELETED", "FIRST_MESSAGE", "MESSAGE", "MESSAGE_ACCEPTED", "SETTINGS", "WATCHING"].includes(t))).toEqual([]);
+    expect(during.filter((f) => f.type === "CHAT_UPDATED" && f.chat.name === "renamed during the outage")).toEqual([]);
     expect(askedAbout("anyone there?")).toBe(0);
+    // UNWATCH needs no store: it answers as usual, within the bound.
+    const { value: unwatched, ms: unwatchMs } = await timed(() => ask({ type: "UNWATCH", chatIds: [kept.id] }, "WATCHING"));
+    figures["UNWATCH → WATCHING while down"] = ms(unwatchMs);
+    expect(unwatched).toMatchObject({ type: "WATCHING", chatIds: expect.any(Array) });
+    expect(unwatchMs).toBeLessThan(DOWN_BOUND_MS);
+  }, TEST_TIMEOUT_MS);
+
+  test("while it is down, STOP_GENERATION (which reads no store) still stops a running reply within the bound: end \"stopped\", then ERROR STORE_UNAVAILABLE (the partial reply could not be saved), then GENERATION_STOPPED", async () => {
+    const chat = await newChat();
+    const question = "stop me while the store is down";
+    const { release } = holds.hold({ question });
+    try {
+      a.send({ type: "SEND_MESSAGE", chatId: chat.id, content: question });
+      const first = await a.next((f) => f.type === "MESSAGE" && f.chatId === chat.id && !f.end);
+      await cosmos.stop();
+      const { value: stopped, ms: took } = await timed(() => ask({ type: "STOP_GENERATION", chatId: chat.id }, "GENERATION_STOPPED"));
+      figures["STOP_GENERATION → GENERATION_STOPPED while down"] = ms(took);
+      expect(stopped).toMatchObject({ type: "GENERATION_STOPPED", chatId: chat.id, traceId: first.traceId });
+      expect(took).toBeLessThan(DOWN_BOUND_MS);
+      const end = a.frames.find((f) => f.type === "MESSAGE" && f.end && f.traceId === first.traceId);
+      expect(end).toMatchObject({ content: "", reason: "stopped", seq: 2 });
+      const err = a.frames.find((f) => f.type === "ERROR" && f.traceId === first.traceId);
+      expect(err).toMatchObject({ code: "STORE_UNAVAILABLE", chatId: chat.id });
+      expect(err!.requestId).toBeUndefined();
+      // In that order: the end, the ERROR about it, then the answer to the stop.
+      expect([a.frames.indexOf(end!), a.frames.indexOf(err!)]).toEqual([a.frames.indexOf(stopped) - 2, a.frames.indexOf(stopped) - 1]);
+      expect(a.ws.readyState).toBe(WebSocket.OPEN);
+    } finally {
+      release();
+    }
+    await cosmos.start();
+    // The question had been stored; the stopped reply could not be.
+    expect(turns(await historyOf(chat.id))).toEqual([["user", question]]);
   }, TEST_TIMEOUT_MS);
 
   test("while it is down, /health answers 503 with the store not ok", async () => {
@@ -169,8 +189,11 @@ describe("the store goes away mid-session and comes back", () => {
     figures["first command answered after start()"] = ms(took);
     expect(list.type).toBe("CHAT_LIST");
     expect(list.chats.some((c: Frame) => c.id === kept.id)).toBe(true);
-    // Nothing written during the outage leaked in.
+    // Nothing written during the outage leaked in: no chat, no rename, no settings, no delete.
     expect(list.chats.some((c: Frame) => c.name === "during the outage")).toBe(false);
+    expect(list.chats.some((c: Frame) => c.id === spare.id)).toBe(true);
+    expect(list.chats.some((c: Frame) => c.name === "renamed during the outage")).toBe(false);
+    expect((await ask({ type: "GET_SETTINGS" }, "SETTINGS")).settings).toEqual({});
 
     // The chat from before the outage still holds exactly its one exchange.
     const old = await historyOf(kept.id);
@@ -199,10 +222,25 @@ describe("the store goes away mid-session and comes back", () => {
     expect(a.frames.slice(framesBefore).filter((f) => f.type === "ERROR")).toEqual([]);
   }, TEST_TIMEOUT_MS);
 
+  // KNOWN BUG at the time of writing (src/chat/chats.ts deleteChat): replies.cancel() marks the chat
+  // "deleted" for 10 s before the store is asked, and nothing undoes it when the delete fails, so
+  // the next reply in a chat that still exists ends at once, empty. Flip to test() once fixed.
+  test.failing("a DELETE_CHAT that fails while the store is down leaves the chat answering as before", async () => {
+    const chat = await newChat();
+    await cosmos.stop();
+    expect(await ask({ type: "DELETE_CHAT", chatId: chat.id }, "CHAT_DELETED")).toMatchObject({ type: "ERROR", code: "STORE_UNAVAILABLE" });
+    await cosmos.start();
+    expect(turns(await historyOf(chat.id))).toEqual([]);
+    a.send({ type: "SEND_MESSAGE", chatId: chat.id, content: "still here after a failed delete?" });
+    const r = await a.reply(chat.id);
+    expect(r.end.reason).toBeUndefined();
+    expect(r.text).toBe(REPLY);
+  }, TEST_TIMEOUT_MS);
+
   test("the store dies after the question is stored, before the reply is: the whole stream, end, then ERROR STORE_UNAVAILABLE; then recovery", async () => {
     const chat = await newChat();
     const question = "the question is stored";
-    const release = held.holdReplyTo(question);
+    const { release } = holds.hold({ question });
     try {
       a.send({ type: "SEND_MESSAGE", chatId: chat.id, content: question });
       // The first delta means the question is stored and the model is answering; the reply is now held.

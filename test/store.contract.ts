@@ -45,7 +45,7 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
     afterAll(async () => cleanup?.());
 
     test("ping answers", async () => {
-      await store.ping();
+      await expect(store.ping()).resolves.toBeUndefined();
     });
 
     test("a created chat reads back identically and lists first", async () => {
@@ -392,6 +392,22 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
       const results = await Promise.all(Array.from({ length: 8 }, () => store.claimProcessed(id, 3600)));
       expect(results.filter(Boolean).length).toBe(1);
       expect(await store.claimProcessed(id, 3600)).toBe(false);
+    });
+
+    // A TTL of 0 expires the record the moment it is written, so expiry needs no clock and no sleep.
+    test("claimProcessed: an expired record is claimed again and then holds; purgeProcessed drops expired records only", async () => {
+      const id = `dev/msg?#${crypto.randomUUID()}`; // characters Cosmos forbids in ids
+      expect(await store.claimProcessed(id, 0)).toBe(true);
+      expect(await store.claimProcessed(id, 3600)).toBe(true); // expired: taken over
+      expect(await store.claimProcessed(id, 3600)).toBe(false); // and now live for an hour
+      const gone = crypto.randomUUID();
+      expect(await store.claimProcessed(gone, 0)).toBe(true);
+      expect(await store.purgeProcessed()).toBeGreaterThanOrEqual(1);
+      expect(await store.purgeProcessed()).toBe(0);
+      // The purge kept the live record and removed the expired one, which can be claimed afresh.
+      expect(await store.claimProcessed(id, 3600)).toBe(false);
+      expect(await store.claimProcessed(gone, 3600)).toBe(true);
+      expect(await store.claimProcessed(gone, 3600)).toBe(false);
     });
 
     test("ownership: create-if-absent, then only with the current etag", async () => {
