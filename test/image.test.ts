@@ -7,6 +7,7 @@ import { startIotHubPeer, type IotHubPeer } from "./support/amqp-peer";
 import { startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
 import { bytesUnder, filesUnder, playDockerfile, type Stage } from "./support/dockerfile";
 import { reapOnExit, removeOnExit } from "./support/reaper";
+import { startRedis, type RedisServer } from "./support/redis-server";
 import { startSseModel, type SseModel } from "./support/sse-model";
 import { startRelay } from "./support/tcp-relay";
 import { makeLocalhostCert, type LocalhostCert } from "./support/tls-cert";
@@ -114,18 +115,19 @@ let cert: LocalhostCert;
 let cosmos: CosmosTestServer;
 let peer: IotHubPeer;
 let model: SseModel;
+let redis: RedisServer;
 let identityEndpoint: ReturnType<typeof Bun.serve>;
 let relay: ReturnType<typeof startRelay>;
 const tokenRequests: { resource: string | null; secret: string | null }[] = [];
 const TOKENS = ["Bundled", " and", " still", " streaming", "."];
 const COSMOS_DATABASE = `image-${crypto.randomUUID()}`;
-/** Cosmos DB, the OpenAI-compatible model, the device bridge; all with keys. */
+/** Cosmos DB, Redis (the replicas' bus), the OpenAI-compatible model, the device bridge; all with keys. */
 let full: Running;
 /** The image's default SQLite path, and Azure OpenAI signed in through a (local) managed identity. */
 let keyless: Running;
 
 beforeAll(async () => {
-  [cert, cosmos, model] = await Promise.all([makeLocalhostCert(), startCosmosServer(), startSseModel({ tokens: TOKENS })]);
+  [cert, cosmos, model, redis] = await Promise.all([makeLocalhostCert(), startCosmosServer(), startSseModel({ tokens: TOKENS }), startRedis()]);
   peer = await startIotHubPeer({ tls: cert, partitions: 1 });
   relay = startRelay(peer.iotHubPort);
   // App Service's managed identity endpoint (IDENTITY_ENDPOINT + IDENTITY_HEADER), which DefaultAzureCredential uses.
@@ -146,6 +148,7 @@ beforeAll(async () => {
   [full, keyless] = await Promise.all([
     startFromBundle(runtime, {
       COSMOS_ENDPOINT: cosmos.endpoint, COSMOS_KEY: cosmos.key, COSMOS_DATABASE, COSMOS_ALLOW_SELF_SIGNED_CERT: "true",
+      REDIS_URL: redis.url,
       OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "m",
       IOT_HUB_ENABLE: "true", EVENT_HUB_COMPATIBLE_CONN_STR: peer.eventHubConnectionString, IOT_HUB_CONNECTION_STRING: peer.iotHubConnectionString.replace(/localhost:\d+/, `localhost:${relay.port}`),
       // The IoT Hub service endpoint's TLS certificate is the test's own; trusted the way a process can be from outside.
@@ -162,7 +165,7 @@ afterAll(async () => {
   for (const p of children) p.kill("SIGKILL");
   await Promise.allSettled([...children].map((p) => p.exited));
   relay?.stop();
-  await Promise.allSettled([peer?.stop(), cosmos?.stop()]);
+  await Promise.allSettled([peer?.stop(), cosmos?.stop(), redis?.stop()]);
   model?.stop();
   identityEndpoint?.stop(true);
   rmSync(work, { recursive: true, force: true });
@@ -220,11 +223,11 @@ describe("the image's recipe", () => {
   }, TEST_MS);
 });
 
-describe("from the bundle: Cosmos DB, an OpenAI-compatible model, the IoT Hub bridge, metrics, the page", () => {
-  test("/health: the Cosmos store reachable, the model configured, the device consumer running", async () => {
+describe("from the bundle: Cosmos DB, Redis, an OpenAI-compatible model, the IoT Hub bridge, metrics, the page", () => {
+  test("/health: the Cosmos store and Redis reachable, the model configured, the device consumer running", async () => {
     expect(await health(full)).toMatchObject({
       status: "ok",
-      services: { store: { kind: "cosmos", ok: true, auth: "key" }, model: { kind: "openai-compatible", name: "m", ok: true } },
+      services: { store: { kind: "cosmos", ok: true, auth: "key" }, redis: { ok: true }, model: { kind: "openai-compatible", name: "m", ok: true } },
     });
     const iot = await until(async () => {
       const h = await health(full);
