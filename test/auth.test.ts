@@ -92,6 +92,19 @@ describe("API token", () => {
 });
 
 describe("origins in production", () => {
+  test("without ALLOWED_ORIGINS, \"null\" is refused too (it is not a URL, so not same-origin); a client with no Origin is not", async () => {
+    const srv = await startTestServer({ ENVIRONMENT: "production", API_TOKEN: TOKEN });
+    try {
+      const refused = await upgradeStatus(`${srv.wsUrl}?token=${TOKEN}`, { Origin: "null" });
+      expect(refused.status).toBe(403);
+      expect(json(refused.body)).toMatchObject({ code: "ORIGIN_NOT_ALLOWED" });
+      const c = await srv.connect({ query: `token=${TOKEN}` });
+      expect((await c.request({ type: "GET_CHATS", limit: 1 }, "CHAT_LIST")).type).toBe("CHAT_LIST");
+    } finally {
+      await srv.close();
+    }
+  });
+
   test("\"null\" is allowed only when ALLOWED_ORIGINS lists it literally, or lists *", async () => {
     for (const allowed of ["https://chat.example.com,null", "*"]) {
       const srv = await startTestServer({ ENVIRONMENT: "production", API_TOKEN: TOKEN, ALLOWED_ORIGINS: allowed });
