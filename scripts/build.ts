@@ -87,7 +87,7 @@ const sizes = readdirSync(outdir, { recursive: true, withFileTypes: true })
   .filter((e) => e.isFile())
   .map((e) => ({ path: relative(outdir, join(e.parentPath, e.name)), bytes: Bun.file(join(e.parentPath, e.name)).size }));
 const total = sizes.reduce((n, f) => n + f.bytes, 0);
-console.log(`build: ${relative(process.cwd(), outdir) || "."}/ ${(total / 1e6).toFixed(2)} MB, ${result.outputs.length} outputs`);
+console.log(`build: ${relative(process.cwd(), outdir) || "."}/ ${(total / 1e6).toFixed(2)} MB`);
 for (const f of sizes) console.log(`  ${f.path.padEnd(20)} ${(f.bytes / 1e6).toFixed(3)} MB`);
 for (const r of rewritten) console.log(`  bundled createRequire: ${r}`);
 console.log(`  left to the runtime: ${[...external].sort().join(", ")}`);
