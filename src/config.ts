@@ -54,7 +54,7 @@ const EnvSchema = v.object({
   COSMOS_CONTAINER_CHECKPOINTS: str("checkpoints"),
   COSMOS_ALLOW_SELF_SIGNED_CERT: bool(false),
 
-  REDIS_URL: v.optional(v.pipe(v.string(), v.trim(), v.regex(/^rediss?:\/\/\S+$/, "must be a redis:// or rediss:// URL"))),
+  REDIS_URL: v.optional(v.pipe(v.string(), v.trim(), v.regex(/^rediss?:\/\/[^\s,]+(,\s*rediss?:\/\/[^\s,]+)*$/, "must be a redis:// or rediss:// URL (a cluster may list several, comma-separated)"))),
   REDIS_CLUSTER: bool(false),
   REPLICA_ID: v.optional(v.pipe(v.string(), v.trim(), v.regex(/^[\w.-]{1,64}$/, "must be 1 to 64 letters, digits, dots, dashes or underscores"))),
   MODEL_CALLS_PER_MINUTE: int(0, 0, 1_000_000),

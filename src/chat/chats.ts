@@ -123,9 +123,15 @@ export function chatCommands(ctx: ChatContext, stopElsewhere: (r: { chatId: stri
       // Then the chat record, then its messages: a send that checks for the chat after storing
       // its question sees it gone and removes what it wrote.
       await replies.cancel(o.chatId);
-      const elsewhere = live.get(o.chatId);
-      if (elsewhere && !live.isLocal(elsewhere.traceId)) await stopElsewhere(elsewhere);
-      if (!(await store.deleteChat(o.chatId))) throw chatNotFound(o.chatId);
+      try {
+        const elsewhere = live.get(o.chatId);
+        if (elsewhere && !live.isLocal(elsewhere.traceId)) await stopElsewhere(elsewhere);
+        if (!(await store.deleteChat(o.chatId))) throw chatNotFound(o.chatId);
+      } catch (e) {
+        // Not deleted (the store failed, or there was no such chat): replies may start in it again.
+        replies.uncancel(o.chatId);
+        throw e;
+      }
       bus.publish({ type: "chat_deleted", chatId: o.chatId, origin: o.origin });
     },
 

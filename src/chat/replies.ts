@@ -184,6 +184,10 @@ export function createReplies({ max, queueLimit, run }: { max: number; queueLimi
       }
     },
 
+    /** The chat was not deleted after all (the store failed): replies may start in it again. */
+    uncancel(chatId: string) {
+      cancelled.delete(chatId);
+    },
     /** Refuse new replies from now on (SHUTTING_DOWN). */
     close() {
       closed = true;

@@ -112,6 +112,8 @@ async function run(ctx: ChatContext, g: Generation, job: ReplyJob): Promise<Repl
     for await (const delta of ctx.model.stream(prompt.turns, { signal: g.controller.signal, temperature: prompt.temperature, model: prompt.model })) {
       idle.reset();
       g.chunks.push(delta);
+      // The first text is saved at once: a crash right after it still leaves a reply to finalise.
+      if (g.chunks.length === 1) checkpoints.now();
       bus.publish({ type: "reply_delta", chatId: g.chatId, traceId: g.traceId, seq: g.chunks.length, content: delta });
     }
     // The openai SDK ends the iteration quietly when aborted; an abort is never a finished reply.
@@ -164,9 +166,9 @@ function replyTime(question: Message): string {
 }
 
 /**
- * Writes the reply so far at most every `replyCheckpointMs`, off the token path (one write in
- * flight at a time; a failed one is retried at the next tick), and renews the lease while the
- * model is silent. A process that dies stops renewing: its reply is then finalised as interrupted.
+ * Writes the reply so far as soon as it has text, then at most every `replyCheckpointMs`, off the
+ * token path (one write in flight at a time; a failed one is retried at the next tick), and renews
+ * the lease while the model is silent. A process that dies stops renewing: its reply is then finalised as interrupted.
  */
 function checkpointer(ctx: ChatContext, g: Generation, base: Message) {
   const { replyCheckpointMs: every, replyLeaseMs: leaseMs, instanceId } = ctx.options;
@@ -189,6 +191,7 @@ function checkpointer(ctx: ChatContext, g: Generation, base: Message) {
   };
   const timer = setInterval(tick, every);
   return {
+    now: tick,
     async stop() {
       stopped = true;
       clearInterval(timer);

@@ -74,7 +74,9 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
     try {
       return await sendOnce(o, client?.id);
     } catch (e) {
-      if (e instanceof ChatError && e.code === "CHAT_NOT_FOUND") unwatch?.();
+      // Refused (no such chat, a limit, shutting down) or failed: nothing will stream, so the
+      // socket keeps watching what it watched.
+      unwatch?.();
       throw e;
     }
   }

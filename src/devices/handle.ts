@@ -2,7 +2,8 @@ import type { ReceivedEventData } from "@azure/event-hubs";
 import type { ChatService } from "../chat/service";
 import type { Logger } from "../log";
 import type { Metrics } from "../metrics";
-import type { C2DSender } from "./c2d";
+import { ChatError } from "../chat/errors";
+import type { C2DReply, C2DSender } from "./c2d";
 import { parseDeviceEvent, type DeviceMessage } from "./telemetry";
 
 export type DeviceDeps = {
@@ -14,9 +15,11 @@ export type DeviceDeps = {
   processedTtlS: number;
   /** How long a claim on a device message holds without renewal. */
   claimLeaseMs: number;
+  /** Messages this process is handling now: a redelivery meanwhile (a partition handed back and forth) waits for it. */
+  handling: Map<string, Promise<DeviceOutcome>>;
 };
 
-export type DeviceOutcome = "answered" | "duplicate" | "stale" | "c2d_failed" | "model_failed";
+export type DeviceOutcome = "answered" | "duplicate" | "stale" | "refused" | "c2d_failed" | "model_failed";
 
 export const SORRY = "Sorry, I couldn't get an answer just now. Please try again.";
 
@@ -51,6 +54,22 @@ export async function handleDeviceEvent(deps: DeviceDeps, event: ReceivedEventDa
  * partition takes the claim over and finishes the job: a reply already stored is sent, not made again.
  */
 export async function handleDeviceMessage(deps: DeviceDeps, m: DeviceMessage): Promise<DeviceOutcome> {
+  const running = deps.handling.get(m.messageId);
+  if (running) {
+    await running.catch(() => {});
+    deps.log.info("device message already handled; skipped", { deviceId: m.deviceId, messageId: m.messageId });
+    return "duplicate";
+  }
+  const p = handleOnce(deps, m);
+  deps.handling.set(m.messageId, p);
+  try {
+    return await p;
+  } finally {
+    deps.handling.delete(m.messageId);
+  }
+}
+
+async function handleOnce(deps: DeviceDeps, m: DeviceMessage): Promise<DeviceOutcome> {
   const { chat } = deps;
   const log = deps.log.child({ deviceId: m.deviceId, messageId: m.messageId });
   const claim = await takeClaim(deps, m.messageId);
@@ -95,26 +114,36 @@ async function answerDevice(deps: DeviceDeps, m: DeviceMessage, log: Logger): Pr
   }
 
   // A browser's reply may be running in the device's chat: the question waits its turn.
-  const sent = await chat.send({ chatId: room.id, content: m.text, messageId: m.messageId, deviceId: m.deviceId, context: m.conversation, retryCutShort: true });
+  let sent: Awaited<ReturnType<typeof chat.send>>;
+  try {
+    sent = await chat.send({ chatId: room.id, content: m.text, messageId: m.messageId, deviceId: m.deviceId, context: m.conversation, retryCutShort: true });
+  } catch (e) {
+    // Refused (too long for the model's context, the chat's queue full, the service at its limit):
+    // the device still hears back, with the reason, instead of waiting in silence.
+    if (!(e instanceof ChatError) || e.code === "STORE_UNAVAILABLE") throw e;
+    log.warn("device message refused", { code: e.code });
+    return (await tellDevice(deps, m, { response: SORRY, conversation_id: room.id, message_id: m.messageId, error: e.code }, log)) ? "refused" : "c2d_failed";
+  }
   const reply = await sent.reply;
   if (!reply) return "duplicate";
   // Only a finished reply is an answer; one cut short by a crash is not read out half-way.
   const answered = reply.message && !reply.error && !reply.status;
-  try {
-    await deps.c2d.send(
-      m.deviceId,
-      {
-        response: answered ? reply.message!.content : SORRY,
-        conversation_id: room.id,
-        message_id: reply.message?.id ?? (sent.duplicate ? m.messageId : sent.traceId),
-        timestamp: new Date().toISOString(),
-        ...(answered ? {} : { error: reply.error?.code ?? (reply.status === "interrupted" || reply.status === "streaming" ? "INTERRUPTED" : "MODEL_ERROR") }),
-      },
-      { correlationId: m.messageId, expiresInMs: deps.replyMaxAgeMs },
-    );
-  } catch (e) {
-    log.error("could not send the reply to the device; it stays stored", { chatId: room.id, error: e });
-    return "c2d_failed";
-  }
+  const told = await tellDevice(deps, m, {
+    response: answered ? reply.message!.content : SORRY,
+    conversation_id: room.id,
+    message_id: reply.message?.id ?? (sent.duplicate ? m.messageId : sent.traceId),
+    ...(answered ? {} : { error: reply.error?.code ?? (reply.status === "interrupted" || reply.status === "streaming" ? "INTERRUPTED" : "MODEL_ERROR") }),
+  }, log);
+  if (!told) return "c2d_failed";
   return answered ? "answered" : "model_failed";
+}
+
+async function tellDevice(deps: DeviceDeps, m: DeviceMessage, reply: Omit<C2DReply, "timestamp">, log: Logger): Promise<boolean> {
+  try {
+    await deps.c2d.send(m.deviceId, { ...reply, timestamp: new Date().toISOString() }, { correlationId: m.messageId, expiresInMs: deps.replyMaxAgeMs });
+    return true;
+  } catch (e) {
+    log.error("could not send the reply to the device; it stays stored", { chatId: reply.conversation_id, error: e });
+    return false;
+  }
 }

@@ -28,12 +28,16 @@ export function connectRedis(o: { url: string; cluster: boolean; log: Logger; na
     maxRetriesPerRequest: 1,
     enableAutoPipelining: true,
   };
-  const make = (offlineQueue: boolean): RedisClient => {
+  const make = (offlineQueue: boolean, subscriber = false): RedisClient => {
     if (!o.cluster) return new Redis(o.url, { ...common, enableOfflineQueue: offlineQueue, lazyConnect: false });
-    const u = new URL(o.url);
+    // Any node finds the rest; several (comma-separated) let a restart find the cluster while one is down.
+    const urls = o.url.split(",").map((x) => new URL(x.trim()));
+    const u = urls[0]!;
     const tls = u.protocol === "rediss:" ? { tls: { servername: u.hostname } } : {};
-    return new Cluster([{ host: u.hostname, port: Number(u.port || 6379) }], {
+    return new Cluster(urls.map((n) => ({ host: n.hostname, port: Number(n.port || 6379) })), {
       enableOfflineQueue: offlineQueue,
+      // The bus uses sharded pub/sub: one channel, one slot, one node, so one replica's events stay in order.
+      shardedSubscribers: subscriber,
       enableAutoPipelining: true,
       clusterRetryStrategy: common.retryStrategy,
       redisOptions: {
@@ -45,7 +49,7 @@ export function connectRedis(o: { url: string; cluster: boolean; log: Logger; na
   };
   const cmd = make(false);
   // The subscriber queues its (re-)subscriptions until it is connected.
-  const sub = make(true);
+  const sub = make(true, true);
   // Errors are reported by /health and the bus; logging each reconnect attempt would flood the log.
   let lastLogged = 0;
   const onError = (e: Error) => {

@@ -19,5 +19,5 @@ export const keys = {
   modelCalls: (minute: number) => `pichat:model-calls:${minute}`,
 };
 
-/** Pub/sub channel every replica publishes chat events on and listens to. */
-export const EVENTS_CHANNEL = "pichat:events";
+/** The sharded pub/sub channel every replica publishes chat events on and listens to. */
+export const EVENTS_CHANNEL = "pichat:{events}";

@@ -30,7 +30,7 @@ export type Replicas = {
 
 /** REDIS_URL (and REDIS_CLUSTER) for a Redis node or cluster from redis-server.ts. */
 export function redisEnv(redis: RedisServer | RedisCluster): Record<string, string> {
-  return "nodes" in redis ? { REDIS_URL: redis.url, REDIS_CLUSTER: "true" } : { REDIS_URL: redis.url };
+  return "nodes" in redis ? { REDIS_URL: redis.urls.join(","), REDIS_CLUSTER: "true" } : { REDIS_URL: redis.url };
 }
 
 const running = (p: ServerProcess) => p.proc.exitCode === null && p.proc.signalCode === null;

@@ -17,7 +17,7 @@ export type ReceiverAttach = { partitionId: string; consumerGroup: string; filte
 
 type StoredEvent = { sequenceNumber: number; offset: string; enqueuedTime: Date; message: Message };
 type Partition = { id: string; events: StoredEvent[]; nextOffset: number };
-type Subscription = { sender: Sender; partition: Partition; next: number };
+type Subscription = { sender: Sender; partition: Partition; next: number; consumerGroup: string; epoch?: number };
 
 // Offsets are byte positions in a log where each record also takes a fixed header, so they always grow
 // and never equal the sequence number: code that mixes the two up fails against this peer.
@@ -80,7 +80,19 @@ export function createEventHubEndpoint(opts: { hubName: string; partitions: numb
     if (start === undefined) {
       return void sender.close({ condition: "amqp:not-implemented", description: `unsupported filter '${filter}'` });
     }
-    const sub = { sender, partition, next: start };
+    // Epoch receivers, as Event Hubs does: a receiver attached with an epoch (the SDK's ownerLevel,
+    // sent when a checkpoint store balances partitions) takes the partition from any earlier one of
+    // that consumer group with an equal or lower epoch, which is detached as "link stolen".
+    const rawEpoch = (sender as unknown as { remote?: { attach?: { properties?: Record<string, unknown> } } }).remote?.attach?.properties?.["com.microsoft:epoch"];
+    const epoch = rawEpoch === undefined ? undefined : Number(rawEpoch);
+    if (epoch !== undefined) {
+      for (const other of [...subscriptions.values()]) {
+        if (other.partition !== partition || other.consumerGroup !== m[2] || other.epoch === undefined || other.epoch > epoch) continue;
+        subscriptions.delete(other.sender);
+        other.sender.close({ condition: "amqp:link:stolen", description: `a receiver with epoch ${epoch} took partition ${partition.id}` });
+      }
+    }
+    const sub: Subscription = { sender, partition, next: start, consumerGroup: m[2]!, ...(epoch === undefined ? {} : { epoch }) };
     subscriptions.set(sender, sub);
     flush(sub);
   }
