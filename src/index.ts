@@ -1,4 +1,4 @@
-import { ConfigError, loadConfig, requiredApiToken, SECRET_VARS } from "./config";
+import { ConfigError, loadConfig, requiredApiToken, SECRET_VARS, type Config } from "./config";
 import { createLogger } from "./log";
 import { modelFromConfig } from "./model";
 import { startDeviceBridge } from "./devices/bridge";
@@ -8,7 +8,7 @@ import { storeFromConfig } from "./store";
 
 // Start-up only: read config, build dependencies, listen, and stop cleanly on a signal.
 
-let config;
+let config: Config;
 try {
   config = loadConfig();
 } catch (e) {
@@ -28,15 +28,26 @@ const log = createLogger({
 process.on("unhandledRejection", (reason) => log.error("unhandled rejection", { error: reason }));
 process.on("uncaughtException", (error) => log.error("uncaught exception", { error }));
 
-const store = await storeFromConfig(config);
-const model = await modelFromConfig(config);
-const bridgeOptions = config.IOT_HUB_ENABLE ? await deviceBridgeOptions(config) : undefined;
-const running = startServer({
-  config, store, model, log,
-  startDevices: config.IOT_HUB_ENABLE
-    ? (parts) => startDeviceBridge(parts, bridgeOptions!)
-    : undefined,
-});
+// A server that cannot start must say so with a failing exit code (a container restarts on it).
+async function startUp() {
+  const store = await storeFromConfig(config, undefined, (m) => log.warn(m));
+  const model = await modelFromConfig(config);
+  const bridgeOptions = config.IOT_HUB_ENABLE ? await deviceBridgeOptions(config) : undefined;
+  const running = startServer({
+    config, store, model, log,
+    startDevices: config.IOT_HUB_ENABLE ? (parts) => startDeviceBridge(parts, bridgeOptions!) : undefined,
+  });
+  return { store, model, running };
+}
+let started: Awaited<ReturnType<typeof startUp>>;
+try {
+  started = await startUp();
+} catch (error) {
+  // The stack (source-mapped from a bundle) is what an operator needs here.
+  log.error("could not start", { error, stack: error instanceof Error ? error.stack : undefined });
+  process.exit(1);
+}
+const { store, model, running } = started;
 
 log.info("PiChat backend listening", {
   url: `${running.url}/`, websocket: `${running.url.replace(/^http/, "ws")}/ws`,

@@ -82,6 +82,19 @@ describe("start-up", () => {
     expect(err.trim().split("\n")).toHaveLength(1);
     expect(err).toContain("API_TOKEN");
   });
+
+  test("a store that cannot be opened (an unwritable SQLite path) exits 1 and says why, rather than 0", async () => {
+    const proc = Bun.spawn(["bun", "src/index.ts"], {
+      cwd: new URL("..", import.meta.url).pathname,
+      env: { PATH: process.env.PATH, SERVER_PORT: "0", HOST: "127.0.0.1", SQLITE_PATH: "/proc/pichat-cannot-write-here/pichat.db" },
+      stdout: "pipe", stderr: "pipe",
+    });
+    const code = await proc.exited;
+    const out = await new Response(proc.stdout).text();
+    expect(code).toBe(1);
+    expect(out).toContain("could not start");
+    expect(out).not.toContain("PiChat backend listening");
+  });
 });
 
 describe("logger", () => {

@@ -60,7 +60,9 @@ for (const kind of ["sqlite", "cosmos"] as const) {
         // Stored before any answer: a reload now shows both questions, and the other tab saw them arrive.
         const now = await history(watcher, chat.id);
         expect(now.filter((m) => m.role === "user").map((m) => m.content)).toEqual(["first", "second", "third"]);
-        expect(now.at(-1)).toMatchObject({ role: "assistant", streaming: true, id: firstDelta.traceId });
+        // The running reply sits where it started: after "first", before the questions asked during it.
+        expect(now.map((m) => m.content === undefined ? m.id : m.role)).toEqual(["user", "assistant", "user", "user"]);
+        expect(now[1]).toMatchObject({ role: "assistant", streaming: true, id: firstDelta.traceId });
         expect(watcher.frames.filter((f) => f.type === "FIRST_MESSAGE").map((f) => f.content)).toEqual(["first", "second", "third"]);
         expect(model.requests.slice(asked0).filter((r) => lastUserTurn(r) === "second")).toHaveLength(0);
       } finally {

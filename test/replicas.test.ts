@@ -227,7 +227,7 @@ describe("device partitions shared by three replicas", () => {
         ...env(), IOT_HUB_ENABLE: "true", EVENT_HUB_COMPATIBLE_CONN_STR: peer.eventHubConnectionString,
         IOT_HUB_CONNECTION_STRING: peer.iotHubConnectionString, NODE_EXTRA_CA_CERTS: cert.certPath,
         IOT_HUB_LOAD_BALANCING: "balanced", IOT_HUB_LOAD_BALANCING_INTERVAL_MS: "300", IOT_HUB_PARTITION_EXPIRY_MS: "3000",
-        DEVICE_CLAIM_LEASE_S: "2", DEVICE_REPLY_MAX_AGE_S: "120",
+        DEVICE_CLAIM_LEASE_S: "5", DEVICE_REPLY_MAX_AGE_S: "120",
       },
     });
   }, 120_000);

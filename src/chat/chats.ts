@@ -105,7 +105,9 @@ export function chatCommands(ctx: ChatContext, stopElsewhere: (r: { chatId: stri
       const liveEntry = (g: NonNullable<typeof pending>, createdAt = g.createdAt): StreamingMessage =>
         ({ id: g.traceId, chat_id: g.chatId, role: "assistant", content: g.chunks.join(""), created_at: createdAt, streaming: true, seq: g.chunks.length });
       // The stored checkpoint of the live reply is shown as the live entry, in its place.
-      const all: (Message | StreamingMessage)[] = messages.map((m) => (g && m.id === g.traceId && m.status === "streaming" ? liveEntry(g, m.created_at) : present(m, now)));
+      const shown = messages.map((m) => (g && m.id === g.traceId && m.status === "streaming" ? liveEntry(g, m.created_at) : present(m, now)));
+      // A reply still being generated belongs to the newest page only (older pages are stored messages).
+      const all: (Message | StreamingMessage)[] = newest ? shown : shown.filter((m) => !("streaming" in m));
       if (g && !messages.some((m) => m.id === g.traceId)) {
         all.push(liveEntry(g));
       }

@@ -228,8 +228,9 @@ $("sidebar").onclick = $("scrim").onclick = (e) => e.target.closest("button, #sc
 
 ui.composer.onsubmit = (e) => {
   e.preventDefault();
-  const content = ui.input.value.trim();
-  if (!content || streaming) return;
+  // Sent exactly as typed (indentation and trailing spaces are content); blank is not a message.
+  const content = ui.input.value;
+  if (!content.trim() || streaming) return;
   // With a requestId the server answers MESSAGE_ACCEPTED {traceId} (or an ERROR carrying it).
   if (!send({ type: "SEND_MESSAGE", chatId: current, content, requestId: "send" })) return;
   addMessage({ id: `mine-${Date.now()}`, role: "user", content }); // the server does not echo it back
@@ -246,8 +247,8 @@ ui.input.onkeydown = (e) => {
 ui.stop.onclick = () => send({ type: "STOP_GENERATION", chatId: current });
 
 ui.title.onchange = () => {
-  const name = ui.title.value.trim();
-  if (name) send({ type: "RENAME_CHAT", chatId: current, name });
+  const name = ui.title.value;
+  if (name.trim()) send({ type: "RENAME_CHAT", chatId: current, name });
   else renderChats();
 };
 ui.title.onkeydown = (e) => e.key === "Enter" && ui.title.blur();
