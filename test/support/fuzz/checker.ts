@@ -91,28 +91,35 @@ export async function checkStore(
           if (knownIssues.examples.length < 3) knownIssues.examples.push(`chat name told ${JSON.stringify(entry.name)}, stored ${JSON.stringify(chat.name)}`);
         } else violations.push(`[store] chat ${chat.id} name ${JSON.stringify(chat.name)}, clients were told ${JSON.stringify(entry.name)}`);
       }
-      // Each accepted question, then its reply: whole and unmarked, or (if stopped) a non-empty prefix marked "stopped" or nothing.
-      const got = messages.map((m) => ({ id: m.id, role: m.role, content: m.content, status: m.status }));
+      // Each accepted question once, in the order sent; each reply once, after its question (a
+      // question sent while a reply streamed is stored at once and answered later, so replies need
+      // not follow their question directly): whole and unmarked, or (if stopped) a non-empty prefix
+      // marked "stopped" or nothing.
+      const got = messages.map((m) => ({ id: m.id, role: m.role, content: m.content, status: m.status, parent_id: m.parent_id }));
       const problem = (() => {
-        let i = 0;
-        for (const s of entry.sent) {
-          const u = got[i++];
-          if (!u || u.id !== s.id || u.role !== "user" || u.status !== undefined) return `question ${s.id} missing or out of place`;
+        const questions = got.filter((m) => m.role === "user");
+        if (questions.length !== entry.sent.length) return `${questions.length} questions stored for ${entry.sent.length} sent`;
+        const at = new Map(got.map((m, i) => [m.id, i] as const));
+        let expected = entry.sent.length;
+        for (const [k, s] of entry.sent.entries()) {
+          const u = questions[k]!;
+          if (u.id !== s.id || u.status !== undefined) return `question ${s.id} missing or out of place`;
           if (u.content !== s.content) {
             if (!sameIgnoringLoneSurrogates(u.content, s.content)) return `question ${s.id} content changed`;
             knownIssues.loneSurrogateRoundTrip++;
           }
-          const a = got[i];
+          const ai = at.get(s.traceId);
+          const a = ai === undefined ? undefined : got[ai];
           if (entry.stopped.has(s.traceId)) {
-            if (a?.id !== s.traceId) continue; // stopped before any text: not stored
-            i++;
+            if (!a) continue; // stopped before any text: not stored
             if (a.role !== "assistant" || a.status !== "stopped" || !a.content || !FUZZ_MODEL_TEXT.startsWith(a.content)) return `stopped reply ${s.traceId} stored as ${JSON.stringify(a)}`;
-          } else {
-            i++;
-            if (!a || a.id !== s.traceId || a.role !== "assistant" || a.status !== undefined || a.content !== FUZZ_MODEL_TEXT) return `reply ${s.traceId} stored as ${JSON.stringify(a)}`;
+          } else if (!a || a.role !== "assistant" || a.status !== undefined || a.content !== FUZZ_MODEL_TEXT) {
+            return `reply ${s.traceId} stored as ${JSON.stringify(a)}`;
           }
+          if (a.parent_id !== s.id || ai! < at.get(s.id)!) return `reply ${s.traceId} does not follow its question ${s.id}`;
+          expected++;
         }
-        return i === got.length ? undefined : `${got.length - i} messages nobody sent`;
+        return expected === got.length ? undefined : `${got.length - expected} messages nobody sent`;
       })();
       if (problem) violations.push(`[store] chat ${chat.id}: ${problem}; stored ${JSON.stringify(got).slice(0, 400)}`);
     }
