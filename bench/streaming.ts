@@ -115,7 +115,11 @@ export const scenario: Scenario = {
     const sse = await spawnChild<{ url: string }>("servers/sse-model.ts", { name: "sse-model" });
     const app = await spawnChild<{ ws: string }>("servers/app.ts", {
       name: "app",
-      env: { BENCH_APP_ENV: JSON.stringify({ OPENAI_BASE_URL: `${sse.info.url}/v1`, OPENAI_MODEL: "bench" }) },
+      // BENCH_CHECKPOINT_MS: how often replies are checkpointed (REPLY_CHECKPOINT_MS; 60000 ≈ only the first save).
+      env: { BENCH_APP_ENV: JSON.stringify({
+        OPENAI_BASE_URL: `${sse.info.url}/v1`, OPENAI_MODEL: "bench",
+        ...(process.env.BENCH_CHECKPOINT_MS ? { REPLY_CHECKPOINT_MS: process.env.BENCH_CHECKPOINT_MS } : {}),
+      }) },
     });
     const sockets = await openMany(app.info.ws, CONCURRENT, 20);
     try {
