@@ -69,6 +69,15 @@ describe("config", () => {
   });
 });
 
+describe("several replicas", () => {
+  test("REDIS_URL without the shared Cosmos store is refused with one line naming it", () => {
+    expect(() => loadConfig({ REDIS_URL: "redis://127.0.0.1:6379" })).toThrow(/^REDIS_URL: several replicas need the shared Cosmos DB store/);
+    expect(() => loadConfig({ REDIS_URL: "redis://127.0.0.1:6379", COSMOS_ENDPOINT: "https://localhost:8081/" })).not.toThrow();
+    expect(() => loadConfig({ REDIS_URL: "http://x", COSMOS_ENDPOINT: "https://localhost:8081/" })).toThrow(/REDIS_URL: must be a redis/);
+    expect(() => loadConfig({ REDIS_CLUSTER: "true" })).toThrow(/^REDIS_CLUSTER: needs REDIS_URL/);
+  });
+});
+
 describe("start-up", () => {
   test("production with the placeholder token exits 1 with one line naming API_TOKEN", async () => {
     const proc = Bun.spawn(["bun", "src/index.ts"], {

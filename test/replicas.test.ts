@@ -279,3 +279,40 @@ describe("device partitions shared by three replicas", () => {
     }
   }, 150_000);
 });
+
+describe("limits that protect the service are shared", () => {
+  let redis: RedisServer;
+  let r: Replicas;
+  beforeAll(async () => {
+    redis = await startRedis();
+    r = await startReplicas({ n: 2, redis, cosmos, env: { ...env(), MAX_GENERATIONS: "1" } });
+    await warmUp(r);
+  }, 120_000);
+  afterAll(async () => {
+    await r?.stop();
+    await redis?.stop();
+  });
+
+  test("MAX_GENERATIONS counts every replica: while r0 answers one chat, r1 refuses another (nothing stored), then takes it", async () => {
+    const a = await on(r, 0);
+    const b = await on(r, 1);
+    const [one, two] = [await newChat(a), await newChat(b)];
+    model.setScript((req) => ({ tokens: ["re: ", lastUserTurn(req)], ...(lastUserTurn(req) === "busy" ? { holdAfter: 1 } : {}) }));
+    a.send({ type: "SEND_MESSAGE", chatId: one.id, content: "busy" });
+    await model.waitHeld(1, 10_000);
+    const refused = await b.request({ type: "SEND_MESSAGE", chatId: two.id, content: "elsewhere", requestId: "x" }, "MESSAGE_ACCEPTED");
+    expect(refused).toMatchObject({ type: "ERROR", code: "TOO_MANY_GENERATIONS", requestId: "x" });
+    expect((await r.store.pageMessages(two.id, { limit: 5 })).items).toEqual([]);
+    model.release();
+    await a.reply(one.id, 15_000);
+    await until(async () => {
+      const again = await b.request({ type: "SEND_MESSAGE", chatId: two.id, content: "elsewhere", requestId: `y${Date.now()}` }, "MESSAGE_ACCEPTED");
+      return again.type === "MESSAGE_ACCEPTED" && again;
+    }, "r1 to take the chat once r0 is done", 10_000);
+    expect((await b.reply(two.id, 15_000)).text).toBe("re: elsewhere");
+    // The bus is counted: events published here were received there.
+    const metrics = await (await fetch(`${r.replicas[1]!.httpUrl}/metrics`)).text();
+    expect(metrics).toMatch(/pichat_bus_messages_total\{direction="received"\} [1-9]/);
+    expect(metrics).toMatch(/pichat_bus_lag_seconds_count [1-9]/);
+  }, 60_000);
+});
