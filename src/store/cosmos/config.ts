@@ -1,0 +1,18 @@
+import type { TokenCredential } from "@azure/identity";
+
+export type CosmosStoreConfig = {
+  endpoint: string;
+  /** With a key, key auth; without, `credential` (Azure identity) is required. */
+  key?: string;
+  credential?: TokenCredential;
+  database: string;
+  containers: { chats: string; messages: string; users: string; settings: string; processedMessages: string; checkpoints: string };
+  /** For the official emulator and for tests: trust a self-signed HTTPS certificate. */
+  allowSelfSignedCert: boolean;
+  /** Per HTTP request; an unreachable server fails as StoreUnavailableError instead of hanging. */
+  requestTimeoutMs?: number;
+  /** Told when an existing container's indexing policy could not be brought up to date (no secrets in the text). */
+  warn?: (message: string) => void;
+};
+
+export type ContainerName = keyof CosmosStoreConfig["containers"];

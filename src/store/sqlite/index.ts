@@ -1,0 +1,162 @@
+import type { Message } from "../../records";
+import { decodeChatCursor, decodeMessageCursor, encodeChatCursor, encodeMessageCursor } from "../cursor";
+import { StoreUnavailableError } from "../errors";
+import { mergeSettings } from "../merge";
+import type { Checkpoint, Ownership, Page, Store } from "../store";
+import { chatParams, type MessageRow, messageParams, toChat, toMessage } from "./rows";
+import { openDatabase } from "./schema";
+import { prepareStatements } from "./statements";
+
+/** `path` ":memory:" gives a private in-memory database (tests of pure logic only). */
+export function openSqliteStore(path: string): Store {
+  const db = openDatabase(path);
+  const q = prepareStatements(db);
+
+  // The chat first, then its messages (the foreign key cascade, and an explicit sweep for rows an
+  // older file may hold without one), in one transaction.
+  const deleteChatTx = db.transaction((id: string) => {
+    const existed = q.deleteChat.run({ $id: id }).changes > 0;
+    q.deleteMessages.run({ $id: id });
+    return existed;
+  });
+
+  const claimTx = db.transaction((id: string, owner: string, leaseMs: number): "claimed" | "held" | "done" => {
+    const now = Date.now();
+    if (q.claimMessage.run({ $id: id, $owner: owner, $until: now + leaseMs, $now: now }).changes > 0) return "claimed";
+    return q.getClaim.get({ $id: id })?.done === 1 ? "done" : "held";
+  });
+
+  const patchSettingsTx = db.transaction((owner: string, patch: Record<string, unknown>) => {
+    const row = q.getSettings.get({ $owner: owner });
+    const next = mergeSettings(row ? (JSON.parse(row.value) as Record<string, unknown>) : {}, patch);
+    q.putSettings.run({ $owner: owner, $value: JSON.stringify(next) });
+    return next;
+  });
+
+  // bun:sqlite is synchronous; the async signatures keep the contract the same as Cosmos.
+  // A closed or broken database file is the embedded equivalent of an unreachable server.
+  const guard = <A extends unknown[], R>(fn: (...a: A) => R) => async (...a: A): Promise<Awaited<R>> => {
+    try {
+      return await fn(...a);
+    } catch (e) {
+      if (e instanceof Error && /closed|SQLITE_(IOERR|CANTOPEN|BUSY|LOCKED)/i.test(`${e.message} ${(e as { code?: string }).code ?? ""}`)) {
+        throw new StoreUnavailableError("the SQLite database is unavailable", { cause: e });
+      }
+      throw e;
+    }
+  };
+
+  /** Newest `limit` rows (fetched one extra to learn whether older ones exist), returned oldest first. */
+  const page = (rows: MessageRow[], limit: number, chatId: string): Page<Message> => {
+    const n = Math.min(rows.length, limit);
+    const items: Message[] = new Array(n);
+    for (let i = 0; i < n; i++) items[i] = toMessage(rows[n - 1 - i]!);
+    const oldest = items[0];
+    return rows.length > limit && oldest ? { items, cursor: encodeMessageCursor(chatId, oldest) } : { items };
+  };
+
+  const byPosition = (a: Message, b: Message) =>
+    a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+
+  return {
+    kind: "sqlite",
+    ping: guard(() => void db.query("SELECT 1").get()),
+    close: async () => db.close(),
+
+    listChats: guard(({ limit, cursor }) => {
+      const after = cursor === undefined ? undefined : decodeChatCursor(cursor);
+      const rows = after
+        ? q.listChatsAfter.all({ $limit: limit + 1, $u: after.updated_at, $c: after.created_at, $id: after.id })
+        : q.listChats.all({ $limit: limit + 1 });
+      const items = rows.slice(0, limit).map(toChat);
+      const last = items.at(-1);
+      return rows.length > limit && last ? { items, cursor: encodeChatCursor(last) } : { items };
+    }),
+    getChat: guard((id) => {
+      const row = q.getChat.get({ $id: id });
+      return row ? toChat(row) : undefined;
+    }),
+    createChat: guard((chat) => void q.insertChat.run(chatParams(chat))),
+    updateChat: guard((chat) => q.updateChat.run(chatParams(chat)).changes > 0),
+    patchChat: guard((id, patch) => {
+      const row = q.patchChat.get({ $id: id, $name: patch.name ?? null, $u: patch.updated_at ?? null });
+      return row ? toChat(row) : undefined;
+    }),
+    deleteChat: guard((id) => deleteChatTx(id)),
+    findDeviceChat: guard((deviceId) => {
+      const row = q.deviceChat.get({ $device_id: deviceId });
+      return row ? toChat(row) : undefined;
+    }),
+
+    addMessage: guard((m) => q.addMessage.run(messageParams(m)).changes > 0),
+    putMessage: guard((m) => void q.putMessage.run(messageParams(m))),
+    listMessages: guard((chatId, { limit, before }) => {
+      if (limit <= 0) return [];
+      const rows = before === undefined
+        ? q.pageMessages.all({ $chat_id: chatId, $limit: limit })
+        : q.pageMessagesBefore.all({ $chat_id: chatId, $limit: limit, $before: before });
+      return page(rows, limit, chatId).items;
+    }),
+    pageMessages: guard((chatId, { limit, cursor, before }) => {
+      // Checked before anything else: a bad cursor is the caller's error even on an empty chat.
+      const after = cursor === undefined ? undefined : decodeMessageCursor(cursor, chatId);
+      if (limit <= 0) return { items: [] };
+      const rows = after
+        ? q.pageMessagesAfter.all({ $chat_id: chatId, $limit: limit + 1, $t: after.created_at, $id: after.id })
+        : before === undefined
+          ? q.pageMessages.all({ $chat_id: chatId, $limit: limit + 1 })
+          : q.pageMessagesBefore.all({ $chat_id: chatId, $limit: limit + 1, $before: before });
+      return page(rows, limit, chatId);
+    }),
+    findReply: guard((chatId, questionId) => {
+      const row = q.findReply.get({ $chat_id: chatId, $parent_id: questionId });
+      return row ? toMessage(row) : undefined;
+    }),
+    finalizeStale: guard((now, chatId) => {
+      const rows = chatId === undefined ? q.finalizeStale.all({ $now: now }) : q.finalizeStaleIn.all({ $now: now, $chat_id: chatId });
+      return rows.map(toMessage).sort(byPosition);
+    }),
+
+    claimProcessed: guard((id, ttlSeconds) => {
+      const now = Date.now();
+      return q.claimProcessed.run({ $id: id, $expires_at: now + ttlSeconds * 1000, $now: now }).changes > 0;
+    }),
+    claimMessage: guard((id, owner, leaseMs) => claimTx.immediate(id, owner, leaseMs)),
+    renewClaim: guard((id, owner, leaseMs) => {
+      const until = Date.now() + leaseMs;
+      return q.renewClaim.run({ $id: id, $owner: owner, $until: until }).changes > 0;
+    }),
+    completeClaim: guard((id, owner, ttlSeconds) =>
+      void q.completeClaim.run({ $id: id, $owner: owner, $expires_at: Date.now() + ttlSeconds * 1000 }),
+    ),
+    purgeProcessed: guard(() => q.purgeProcessed.run({ $now: Date.now() }).changes),
+
+    listOwnership: guard((scope) =>
+      q.listOwnership.all({ $scope: scope }).map((r) => ({
+        partitionId: r.partition_id, ownerId: r.owner_id, etag: r.etag, lastModifiedTimeInMs: r.modified_ms,
+      })),
+    ),
+    claimOwnership: guard((scope, partitionId, ownerId, etag): Ownership | undefined => {
+      const next = { $scope: scope, $pid: partitionId, $owner: ownerId, $etag: crypto.randomUUID(), $ms: Date.now() };
+      const changed = etag === undefined
+        ? q.claimNew.run(next).changes
+        : q.claimExisting.run({ ...next, $expected: etag }).changes;
+      return changed > 0 ? { partitionId, ownerId, etag: next.$etag, lastModifiedTimeInMs: next.$ms } : undefined;
+    }),
+    listCheckpoints: guard((scope): Checkpoint[] =>
+      q.listCheckpoints.all({ $scope: scope }).map((r) => ({
+        partitionId: r.partition_id, sequenceNumber: r.sequence_number, offset: r.offset,
+      })),
+    ),
+    putCheckpoint: guard((scope, cp) =>
+      void q.putCheckpoint.run({ $scope: scope, $pid: cp.partitionId, $seq: cp.sequenceNumber, $offset: cp.offset }),
+    ),
+
+    getSettings: guard((owner) => {
+      const row = q.getSettings.get({ $owner: owner });
+      return row ? (JSON.parse(row.value) as Record<string, unknown>) : undefined;
+    }),
+    putSettings: guard((owner, settings) => void q.putSettings.run({ $owner: owner, $value: JSON.stringify(settings) })),
+    patchSettings: guard((owner, patch) => patchSettingsTx.immediate(owner, patch)),
+  };
+}

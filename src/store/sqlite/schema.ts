@@ -1,0 +1,69 @@
+import { Database } from "bun:sqlite";
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+
+// Tables as a fresh file gets them. An older file is brought up to date by migrate() below, and the
+// indexes are created after that (some are on columns an older file gains only there).
+const TABLES = `
+CREATE TABLE IF NOT EXISTS chats (
+  id TEXT PRIMARY KEY, name TEXT NOT NULL, active INTEGER NOT NULL,
+  created_at TEXT NOT NULL, updated_at TEXT NOT NULL, device_id TEXT
+);
+CREATE TABLE IF NOT EXISTS messages (
+  chat_id TEXT NOT NULL REFERENCES chats(id) ON DELETE CASCADE, id TEXT NOT NULL,
+  role TEXT NOT NULL, content TEXT NOT NULL, created_at TEXT NOT NULL,
+  status TEXT, device_id TEXT, parent_id TEXT, lease_owner TEXT, lease_until INTEGER, lease_seq INTEGER,
+  PRIMARY KEY (chat_id, id)
+);
+CREATE TABLE IF NOT EXISTS processed_messages (
+  id TEXT PRIMARY KEY, expires_at INTEGER NOT NULL, owner TEXT, lease_until INTEGER, done INTEGER NOT NULL DEFAULT 1
+);
+CREATE TABLE IF NOT EXISTS ownership (
+  scope TEXT NOT NULL, partition_id TEXT NOT NULL, owner_id TEXT NOT NULL,
+  etag TEXT NOT NULL, modified_ms INTEGER NOT NULL, PRIMARY KEY (scope, partition_id)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+  scope TEXT NOT NULL, partition_id TEXT NOT NULL, sequence_number INTEGER NOT NULL,
+  offset TEXT NOT NULL, PRIMARY KEY (scope, partition_id)
+);
+CREATE TABLE IF NOT EXISTS settings (owner TEXT PRIMARY KEY, value TEXT NOT NULL);
+`;
+
+/** Columns added since the first release: `ALTER TABLE ... ADD COLUMN` on files that lack them. */
+const ADDED_COLUMNS: Record<string, Record<string, string>> = {
+  messages: { parent_id: "TEXT", lease_owner: "TEXT", lease_until: "INTEGER", lease_seq: "INTEGER" },
+  // Rows written by claimProcessed before claims existed are finished work: done defaults to 1.
+  processed_messages: { owner: "TEXT", lease_until: "INTEGER", done: "INTEGER NOT NULL DEFAULT 1" },
+};
+
+const INDEXES = `
+CREATE INDEX IF NOT EXISTS chats_recent ON chats (updated_at DESC, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS chats_device ON chats (device_id) WHERE device_id IS NOT NULL;
+DROP INDEX IF EXISTS messages_time;
+CREATE INDEX IF NOT EXISTS messages_page ON messages (chat_id, created_at, id);
+-- (created_at, id) too, so "the newest reply to this question" needs no sort.
+CREATE INDEX IF NOT EXISTS messages_parent ON messages (chat_id, parent_id, created_at, id) WHERE parent_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS messages_streaming ON messages (lease_until) WHERE status = 'streaming';
+`;
+
+function migrate(db: Database) {
+  db.transaction(() => {
+    for (const [table, columns] of Object.entries(ADDED_COLUMNS)) {
+      const have = new Set(db.query<{ name: string }, []>(`SELECT name FROM pragma_table_info('${table}')`).all().map((c) => c.name));
+      for (const [column, type] of Object.entries(columns)) {
+        if (!have.has(column)) db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${type}`);
+      }
+    }
+  }).immediate();
+}
+
+/** The file opened (created if missing) and brought up to the current schema. */
+export function openDatabase(path: string): Database {
+  if (path !== ":memory:") mkdirSync(dirname(path), { recursive: true });
+  const db = new Database(path, { create: true, strict: true });
+  db.exec("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;");
+  db.exec(TABLES);
+  migrate(db);
+  db.exec(INDEXES);
+  return db;
+}
