@@ -126,8 +126,6 @@ export function startServer(parts: ServerParts) {
   return {
     server, devices, metrics, chat, conns, stop, replicaId,
     url: `http://${c.HOST === "0.0.0.0" ? "127.0.0.1" : c.HOST}:${server.port}`,
-    /** @deprecated the old name of chat.replies and chat.bus, kept while tests move over. */
-    deps: { inflight: chat.replies, bus },
   };
 }
 export type RunningServer = ReturnType<typeof startServer>;
