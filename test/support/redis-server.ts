@@ -1,3 +1,4 @@
+import { forEachLine } from "./lines";
 import type { Subprocess } from "bun";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -104,21 +105,11 @@ async function launch(port: number, dir: string, lines: string[], cluster?: Clus
   let ready!: () => void;
   const isReady = new Promise<void>((r) => (ready = r));
   // Keep draining stdout for the process's whole life, or a chatty Redis would block on a full pipe.
-  void (async () => {
-    const decoder = new TextDecoder();
-    let buf = "";
-    for await (const chunk of proc.stdout) {
-      buf += decoder.decode(chunk, { stream: true });
-      let i: number;
-      while ((i = buf.indexOf("\n")) >= 0) {
-        const line = buf.slice(0, i);
-        buf = buf.slice(i + 1);
-        if (lines.length > 2000) lines.splice(0, 1000);
-        lines.push(line);
-        if (line.includes("Ready to accept connections")) ready();
-      }
-    }
-  })();
+  void forEachLine(proc.stdout, (line) => {
+    if (lines.length > 2000) lines.splice(0, 1000);
+    lines.push(line);
+    if (line.includes("Ready to accept connections")) ready();
+  });
   const timeout = Bun.sleep(10_000).then(() => "timeout" as const);
   const outcome = await Promise.race([isReady.then(() => "ready" as const), proc.exited.then(() => "exited" as const), timeout]);
   if (outcome === "ready") return { proc, exited: proc.exited };

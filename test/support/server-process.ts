@@ -1,3 +1,4 @@
+import { forEachLine } from "./lines";
 import type { Subprocess } from "bun";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -42,20 +43,12 @@ export async function spawnServer(env: Record<string, string>, o: { dbPath?: str
   reapOnExit(proc);
   const lines: string[] = [];
   const waiters = new Set<() => void>();
-  void (async () => {
-    const decoder = new TextDecoder();
-    let buf = "";
-    for await (const chunk of proc.stdout) {
-      buf += decoder.decode(chunk, { stream: true });
-      let i: number;
-      while ((i = buf.indexOf("\n")) >= 0) {
-        lines.push(buf.slice(0, i));
-        buf = buf.slice(i + 1);
-      }
-      for (const w of waiters) w();
-    }
+  void forEachLine(proc.stdout, (line) => {
+    lines.push(line);
     for (const w of waiters) w();
-  })();
+  }).then(() => {
+    for (const w of waiters) w();
+  });
   const stderr = new Response(proc.stderr).text();
   const waitLine = (re: RegExp, ms: number) =>
     new Promise<string>((resolve, reject) => {
