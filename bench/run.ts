@@ -1,6 +1,7 @@
 import { scenario as device } from "./device";
 import { scenario as fanOut } from "./fan-out";
 import { scenario as idleMemory } from "./idle-memory";
+import { scenario as replicas } from "./replicas";
 import { runScenarios, type Scenario } from "./lib/report";
 import { scenario as requestResponse } from "./request-response";
 import { scenario as storeCost } from "./store-cost";
@@ -10,7 +11,7 @@ import { scenario as streaming } from "./streaming";
 // Each scenario is also a script of its own: `bun bench/fan-out.ts`. `--md` also prints the table
 // as Markdown. Results go to bench/results/<time>.json. docs/performance.md explains the figures.
 
-const ALL: Scenario[] = [requestResponse, streaming, fanOut, idleMemory, device, storeCost];
+const ALL: Scenario[] = [requestResponse, streaming, fanOut, idleMemory, device, storeCost, replicas];
 
 const names = process.argv.slice(2).filter((a) => a !== "--" && !a.startsWith("-"));
 const unknown = names.filter((n) => !ALL.some((s) => s.name === n));
