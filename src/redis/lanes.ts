@@ -48,7 +48,10 @@ export function redisLanes(local: Replies, o: {
   const owned = new Set<string>();
   // Questions answered elsewhere (or later here), settled by their reply's end event.
   const awaiting = new Map<string, RemoteTicket>();
-  const questionTtlMs = Math.max(10 * 60_000, o.leaseMs * 4);
+  // A question mark lives while the replica that set it waits for the answer (renewed below); if
+  // that replica dies, it lapses and a resend of the question is answered.
+  const questionTtlMs = o.leaseMs * 2;
+  const marks = new Set<string>();
 
   const unsubscribe = o.bus.subscribe((e) => {
     if (e.type === "reply_end") {
@@ -64,6 +67,7 @@ export function redisLanes(local: Replies, o: {
   });
 
   const renewer = setInterval(() => {
+    for (const k of marks) cmd.pexpire(k, questionTtlMs).catch(() => {});
     for (const chatId of owned) {
       cmd.eval(RENEW, 1, keys.lane(chatId), o.replicaId, String(o.leaseMs)).catch(() => {});
       cmd.zadd(keys.active, String(Date.now() + o.leaseMs), chatId).catch(() => {});
@@ -112,6 +116,12 @@ export function redisLanes(local: Replies, o: {
     }
   }
 
+  function unmark(chatId: string, questionId: string) {
+    const mark = keys.question(chatId, questionId);
+    marks.delete(mark);
+    cmd.del(mark).catch(() => {});
+  }
+
   // While Redis is down each replica answers its own sockets' questions in its own lanes.
   const localTickets = new WeakSet<Ticket>();
   function admitLocally(chatId: string, questionId: string) {
@@ -133,9 +143,12 @@ export function redisLanes(local: Replies, o: {
       throw new ChatError("QUEUE_FULL", `at most ${o.queueLimit} messages may wait for a reply in one chat; wait for the current reply`, { limit: o.queueLimit });
     }
     // One replica answers a question: the first to mark it.
-    if (!(await cmd.set(keys.question(chatId, questionId), o.replicaId, "PX", questionTtlMs, "NX"))) return "duplicate";
+    const mark = keys.question(chatId, questionId);
+    if (!(await cmd.set(mark, o.replicaId, "PX", questionTtlMs, "NX"))) return "duplicate";
+    marks.add(mark);
     await admitModelCall().catch(async (e) => {
-      await cmd.del(keys.question(chatId, questionId)).catch(() => {});
+      marks.delete(mark);
+      await cmd.del(mark).catch(() => {});
       throw e;
     });
     let settle!: (r: ReplyOutcome) => void;
@@ -172,7 +185,7 @@ export function redisLanes(local: Replies, o: {
         void lt.result.then(t.settle);
         return local.start(lt, spec);
       }
-      void t.result.finally(() => cmd.del(keys.question(spec.chatId, spec.question.id)).catch(() => {}));
+      void t.result.finally(() => unmark(spec.chatId, spec.question.id));
       if (got === "run") {
         await cmd.zadd(keys.active, String(Date.now() + o.leaseMs), spec.chatId);
         void runHere(spec).then(t.settle);
@@ -185,7 +198,7 @@ export function redisLanes(local: Replies, o: {
 
     release(ticket) {
       if (localTickets.has(ticket)) return local.release(ticket);
-      cmd.del(keys.question(ticket.chatId, ticket.questionId)).catch(() => {});
+      unmark(ticket.chatId, ticket.questionId);
       (ticket as RemoteTicket).settle({});
     },
 
