@@ -83,12 +83,14 @@ export function redisBus(o: {
     stats,
     ready,
     publish(e) {
+      // Other replicas first: their fan-out then runs while this replica does its own.
+      if (e.type !== "resync") {
+        mirror(e);
+        stats.published++;
+        o.onMessage?.("published");
+        cmd.spublish(EVENTS_CHANNEL, JSON.stringify({ from: o.replicaId, at: Date.now(), e })).catch(failed);
+      }
       local.publish(e);
-      if (e.type === "resync") return;
-      mirror(e);
-      stats.published++;
-      o.onMessage?.("published");
-      cmd.spublish(EVENTS_CHANNEL, JSON.stringify({ from: o.replicaId, at: Date.now(), e })).catch(failed);
     },
     subscribe: local.subscribe,
     async backfill(chatId, traceId) {

@@ -26,7 +26,9 @@ export function connectRedis(o: { url: string; cluster: boolean; log: Logger; na
     // Keep retrying, never faster than every 100 ms nor slower than every 2 s.
     retryStrategy: (times: number) => Math.min(100 * times, 2000),
     maxRetriesPerRequest: 1,
-    enableAutoPipelining: true,
+    // Each command goes out when it is issued: auto-pipelining would hold every token's publish
+    // until setImmediate, behind this replica's own fan-out.
+    enableAutoPipelining: false,
   };
   const make = (offlineQueue: boolean, subscriber = false): RedisClient => {
     if (!o.cluster) return new Redis(o.url, { ...common, enableOfflineQueue: offlineQueue, lazyConnect: false });
@@ -38,7 +40,7 @@ export function connectRedis(o: { url: string; cluster: boolean; log: Logger; na
       enableOfflineQueue: offlineQueue,
       // The bus uses sharded pub/sub: one channel, one slot, one node, so one replica's events stay in order.
       shardedSubscribers: subscriber,
-      enableAutoPipelining: true,
+      enableAutoPipelining: common.enableAutoPipelining,
       clusterRetryStrategy: common.retryStrategy,
       redisOptions: {
         connectionName: common.connectionName, maxRetriesPerRequest: 1, ...tls,
