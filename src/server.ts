@@ -74,6 +74,8 @@ export function startServer(parts: ServerParts) {
   };
   sweep();
   const sweeper = setInterval(sweep, Math.max(250, c.REPLY_LEASE_MS / 2));
+  // Handled device message ids past their TTL: maintenance, hourly (on Cosmos a cross-partition query).
+  const purger = setInterval(() => void chat.claims.purge().catch((e) => log.warn("could not purge handled device messages", { error: e })), 3_600_000);
   let accepting = true;
 
   const app = createApp({
@@ -105,6 +107,7 @@ export function startServer(parts: ServerParts) {
   async function stop(deadlineMs = c.SHUTDOWN_TIMEOUT_MS) {
     accepting = false;
     clearInterval(sweeper);
+    clearInterval(purger);
     // No new device work; the consumer has checkpointed every batch it finished.
     await devices?.stop().catch((e) => log.error("device bridge did not stop cleanly", { error: e }));
     chat.replies.close();

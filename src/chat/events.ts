@@ -8,8 +8,8 @@ export type ChatEvent =
   | { type: "chat_updated"; chat: Chat; origin?: string }
   | { type: "chat_deleted"; chatId: string; origin?: string }
   | { type: "user_message"; message: Message; origin?: string }
-  /** A reply began generating on `owner` (a replica id): every replica mirrors it from here. */
-  | { type: "reply_start"; chatId: string; traceId: string; questionId: string; createdAt: string; owner: string }
+  /** A reply began generating (on some replica): every replica mirrors it from here. */
+  | { type: "reply_start"; chatId: string; traceId: string; createdAt: string }
   | { type: "reply_delta"; chatId: string; traceId: string; seq: number; content: string }
   | {
       type: "reply_end"; chatId: string; traceId: string; seq: number;

@@ -21,18 +21,37 @@ export type Lanes = {
   pending(chatId: string, questionId: string): Promise<ReplyOutcome> | undefined;
 };
 
-/** One replica's lanes; `modelCallsPerMinute` (0: none) caps the questions it lets in per minute. */
-export function localLanes(replies: Replies, o: { modelCallsPerMinute: number }): Lanes {
+/**
+ * Questions let in per minute, service-wide (0: no limit). `shared` counts this minute's questions
+ * across replicas (Redis); without it, or while it fails, this process counts alone.
+ */
+export function modelCallLimit(perMinute: number, shared?: (minute: number) => Promise<number>) {
   let window = { minute: 0, count: 0 };
+  const countHere = (minute: number) => {
+    if (window.minute !== minute) window = { minute, count: 0 };
+    return ++window.count;
+  };
+  return async function admitModelCall(): Promise<void> {
+    if (!perMinute) return;
+    const minute = Math.floor(Date.now() / 60_000);
+    const count = shared ? await shared(minute).catch(() => countHere(minute)) : countHere(minute);
+    if (count > perMinute) {
+      throw new ChatError("TOO_MANY_GENERATIONS", "the service is at its model request limit; try again shortly", { retryAfterMs: (minute + 1) * 60_000 - Date.now() });
+    }
+  };
+}
+
+/** One replica's lanes, in memory; `admitModelCall` is the service's model request limit. */
+export function localLanes(replies: Replies, admitModelCall: () => Promise<void>): Lanes {
   return {
     async admit(chatId, questionId) {
       const t = replies.admit(chatId, questionId);
-      if (t === "duplicate" || !o.modelCallsPerMinute) return t;
-      const minute = Math.floor(Date.now() / 60_000);
-      if (window.minute !== minute) window = { minute, count: 0 };
-      if (++window.count > o.modelCallsPerMinute) {
+      if (t === "duplicate") return t;
+      try {
+        await admitModelCall();
+      } catch (e) {
         replies.release(t);
-        throw new ChatError("TOO_MANY_GENERATIONS", "the service is at its model request limit; try again shortly", { retryAfterMs: (minute + 1) * 60_000 - Date.now() });
+        throw e;
       }
       return t;
     },

@@ -92,7 +92,7 @@ async function run(ctx: ChatContext, g: Generation, job: ReplyJob): Promise<Repl
   g.createdAt = base.created_at;
   // From here every replica mirrors this reply (history and RESUME anywhere).
   ctx.live.attach(g);
-  bus.publish({ type: "reply_start", chatId: g.chatId, traceId: g.traceId, questionId: g.questionId, createdAt: g.createdAt, owner: ctx.options.instanceId });
+  bus.publish({ type: "reply_start", chatId: g.chatId, traceId: g.traceId, createdAt: g.createdAt });
   let prompt: Awaited<ReturnType<ReplyJob["prompt"]>>;
   try {
     prompt = await job.prompt();

@@ -2,7 +2,7 @@ import type { Turn } from "../model/model";
 import type { Chat, Message } from "../records";
 import { nowIso } from "./clock";
 import type { ChatClient, ChatContext } from "./context";
-import { ChatError, chatNotFound } from "./errors";
+import { chatNotFound } from "./errors";
 import { buildPrompt, checkQuestionFits, tokenizerFor } from "./prompt";
 import type { ReplyJob, ReplyResult } from "./reply";
 import type { Generation, JobSpec, Ticket } from "./replies";

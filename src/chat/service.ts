@@ -1,7 +1,7 @@
 import { chatCommands } from "./chats";
 import { replyCommands } from "./reply";
 import { createReplies, type Generation, type JobSpec, type ReplyOutcome, type StopReason } from "./replies";
-import { localLanes } from "./lanes";
+import { localLanes, modelCallLimit } from "./lanes";
 import { createLiveReplies } from "./live";
 import { sendCommands } from "./send";
 import { getSettingsOf, updateSettingsOf, type SettingsPatch } from "./settings";
@@ -18,7 +18,7 @@ export function createChatService(parts: ChatParts) {
   let stopElsewhere: (r: { chatId: string; traceId: string }) => Promise<boolean> = async () => false;
   const replies = createReplies({ max: parts.options.maxGenerations, queueLimit: parts.options.queueLimit, run: (spec, g) => run(spec, g) });
   const live = createLiveReplies({ bus: parts.bus, backfill: parts.backfill, onError: (e) => parts.log.warn("could not fill in a live reply", { error: e }) });
-  const lanes = parts.sharedLanes ? parts.sharedLanes(replies) : localLanes(replies, { modelCallsPerMinute: parts.options.modelCallsPerMinute });
+  const lanes = parts.sharedLanes ? parts.sharedLanes(replies) : localLanes(replies, modelCallLimit(parts.options.modelCallsPerMinute));
   const ctx: ChatContext = { ...parts, replies, lanes, live };
   const chats = chatCommands(ctx, (r) => stopElsewhere(r));
   const reply = replyCommands(ctx, chats.requireChat);
@@ -54,6 +54,8 @@ export function createChatService(parts: ChatParts) {
       take: (messageId: string, leaseMs: number) => parts.store.claimMessage(messageId, parts.options.instanceId, leaseMs),
       renew: (messageId: string, leaseMs: number) => parts.store.renewClaim(messageId, parts.options.instanceId, leaseMs),
       complete: (messageId: string, ttlSeconds: number) => parts.store.completeClaim(messageId, parts.options.instanceId, ttlSeconds),
+      /** Drops records past their TTL (Cosmos expires them itself; the SQLite table would only grow). */
+      purge: () => parts.store.purgeProcessed(),
     },
     /**
      * Finalises replies whose process died (lease lapsed) as interrupted, and ends their streams

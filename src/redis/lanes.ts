@@ -1,6 +1,6 @@
 import type { Bus } from "../chat/events";
 import { ChatError } from "../chat/errors";
-import type { Lanes } from "../chat/lanes";
+import { localLanes, modelCallLimit, type Lanes } from "../chat/lanes";
 import type { JobSpec, Replies, ReplyOutcome, Ticket } from "../chat/replies";
 import type { Logger } from "../log";
 import type { RedisConnection } from "./client";
@@ -97,24 +97,13 @@ export function redisLanes(local: Replies, o: {
     }
   }
 
-  let modelWindow = { minute: 0, count: 0 };
-  async function admitModelCall(): Promise<void> {
-    if (!o.modelCallsPerMinute) return;
-    const minute = Math.floor(Date.now() / 60_000);
-    let count: number;
-    try {
-      const k = keys.modelCalls(minute);
-      count = await cmd.incr(k);
-      if (count === 1) await cmd.expire(k, 120);
-    } catch {
-      // Redis down: count on this replica alone until it is back.
-      if (modelWindow.minute !== minute) modelWindow = { minute, count: 0 };
-      count = ++modelWindow.count;
-    }
-    if (count > o.modelCallsPerMinute) {
-      throw new ChatError("TOO_MANY_GENERATIONS", "the service is at its model request limit; try again shortly", { retryAfterMs: (minute + 1) * 60_000 - Date.now() });
-    }
-  }
+  // One limit for shared and fallback admission: counted in Redis, or here while it is down.
+  const admitModelCall = modelCallLimit(o.modelCallsPerMinute, async (minute) => {
+    const k = keys.modelCalls(minute);
+    const count = await cmd.incr(k);
+    if (count === 1) await cmd.expire(k, 120);
+    return count;
+  });
 
   function unmark(chatId: string, questionId: string) {
     const mark = keys.question(chatId, questionId);
@@ -124,8 +113,9 @@ export function redisLanes(local: Replies, o: {
 
   // While Redis is down each replica answers its own sockets' questions in its own lanes.
   const localTickets = new WeakSet<Ticket>();
-  function admitLocally(chatId: string, questionId: string) {
-    const t = local.admit(chatId, questionId);
+  const fallback = localLanes(local, admitModelCall);
+  async function admitLocally(chatId: string, questionId: string) {
+    const t = await fallback.admit(chatId, questionId);
     if (t !== "duplicate") localTickets.add(t);
     return t;
   }
