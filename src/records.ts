@@ -15,6 +15,14 @@ export const ChatSchema = v.object({
 });
 export type Chat = v.InferOutput<typeof ChatSchema>;
 
+/** A person with personal API tokens (`bun run users add`). JWT users and the legacy token's user have no record. */
+export const UserSchema = v.object({
+  id: v.string(),
+  name: v.string(),
+  created_at: IsoTime,
+});
+export type User = v.InferOutput<typeof UserSchema>;
+
 export const RoleSchema = v.picklist(["user", "assistant", "system"]);
 export type Role = v.InferOutput<typeof RoleSchema>;
 

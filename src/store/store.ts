@@ -1,4 +1,4 @@
-import type { Chat, Message } from "../records";
+import type { Chat, Message, User } from "../records";
 
 // The one contract both stores keep. test/store.contract.ts runs the same suite against each.
 // Everything here is safe for several server replicas sharing one database: uniqueness and
@@ -22,24 +22,26 @@ export type Store = {
   ping(): Promise<void>;
   close(): Promise<void>;
 
-  /** Most recently active first (updated_at, then created_at, descending). */
-  listChats(opts: { limit: number; cursor?: string }): Promise<Page<Chat>>;
-  getChat(id: string): Promise<Chat | undefined>;
-  createChat(chat: Chat): Promise<void>;
-  /** Replaces the stored chat; false when it no longer exists. */
-  updateChat(chat: Chat): Promise<boolean>;
+  // Chats belong to an owner (a user id, src/auth/identity.ts). Every chat method names the owner:
+  // another owner's chat is not there for it, exactly as an id that does not exist. On Cosmos the
+  // owner is the partition key, so each of these is one partition.
+
+  /** The owner's chats, most recently active first (updated_at, then created_at, descending). */
+  listChats(owner: string, opts: { limit: number; cursor?: string }): Promise<Page<Chat>>;
+  getChat(owner: string, id: string): Promise<Chat | undefined>;
+  createChat(owner: string, chat: Chat): Promise<void>;
   /**
    * Changes only the named fields (a partial update: a rename racing an activity update loses
    * neither). `updated_at` never moves backwards. The chat as stored after, or undefined when it no longer exists.
    */
-  patchChat(id: string, patch: { name?: string; updated_at?: string }): Promise<Chat | undefined>;
+  patchChat(owner: string, id: string, patch: { name?: string; updated_at?: string }): Promise<Chat | undefined>;
   /**
-   * Removes the chat and all its messages; false when there was no such chat. The chat record
+   * Removes the chat and all its messages; false when the owner has no such chat. The chat record
    * goes first, so a writer that checks for the chat after writing sees it gone (delete wins).
    */
-  deleteChat(id: string): Promise<boolean>;
-  /** The active chat bound to a device, if any. */
-  findDeviceChat(deviceId: string): Promise<Chat | undefined>;
+  deleteChat(owner: string, id: string): Promise<boolean>;
+  /** The owner's active chat bound to a device, if any. */
+  findDeviceChat(owner: string, deviceId: string): Promise<Chat | undefined>;
 
   /** Creates the message if its id is new in that chat; false (and nothing written) if it exists. */
   addMessage(message: Message): Promise<boolean>;
@@ -98,4 +100,21 @@ export type Store = {
    * two patches of different keys racing keep both. Returns the settings as stored after.
    */
   patchSettings(owner: string, patch: Record<string, unknown>): Promise<Record<string, unknown>>;
+
+  // Users with personal tokens, and which user each device belongs to (src/store/*/users.ts).
+
+  /** False (nothing written) when the name is taken; the database decides, so two racing creates have one winner. */
+  createUser(user: User): Promise<boolean>;
+  findUser(name: string): Promise<User | undefined>;
+  /** Every user, by name. */
+  listUsers(): Promise<User[]>;
+  /** Stores a personal token by its hash (never the token) for an existing user. */
+  addToken(userId: string, hash: string): Promise<void>;
+  /** The user a live (not revoked) token hash belongs to. */
+  userOfToken(hash: string): Promise<User | undefined>;
+  /** Revokes every token of the user; returns how many there were. */
+  revokeTokens(userId: string): Promise<number>;
+  /** Sets (or moves) the device to `owner`, a user id. */
+  assignDevice(deviceId: string, owner: string): Promise<void>;
+  deviceOwner(deviceId: string): Promise<string | undefined>;
 };

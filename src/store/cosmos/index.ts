@@ -10,6 +10,7 @@ import { guard } from "./failures";
 import { messageOps } from "./messages";
 import type { Cosmos } from "./requests";
 import { settingsOps } from "./settings";
+import { userOps } from "./users";
 
 // Azure Cosmos DB behind the Store contract. docs/storage.md explains the partition keys; in
 // short, every hot-path call names its partition key so it never fans out across partitions.
@@ -48,6 +49,7 @@ export async function openCosmosStore(config: CosmosStoreConfig): Promise<Store>
     ...claimOps(k),
     ...checkpointOps(k),
     ...settingsOps(k),
+    ...userOps(k),
   };
 
   // One error mapping for every operation that talks to the server.

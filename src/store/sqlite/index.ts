@@ -6,6 +6,7 @@ import type { Checkpoint, Ownership, Page, Store } from "../store";
 import { chatParams, type MessageRow, messageParams, toChat, toMessage } from "./rows";
 import { openDatabase } from "./schema";
 import { prepareStatements } from "./statements";
+import { userOps } from "./users";
 
 /** `path` ":memory:" gives a private in-memory database (tests of pure logic only). */
 export function openSqliteStore(path: string): Store {
@@ -14,9 +15,10 @@ export function openSqliteStore(path: string): Store {
 
   // The chat first, then its messages (the foreign key cascade, and an explicit sweep for rows an
   // older file may hold without one), in one transaction.
-  const deleteChatTx = db.transaction((id: string) => {
-    const existed = q.deleteChat.run({ $id: id }).changes > 0;
-    q.deleteMessages.run({ $id: id });
+  // Another owner's chat is left alone, messages included.
+  const deleteChatTx = db.transaction((owner: string, id: string) => {
+    const existed = q.deleteChat.all({ $owner: owner, $id: id }).length > 0;
+    if (existed) q.deleteMessages.run({ $id: id });
     return existed;
   });
 
@@ -63,28 +65,27 @@ export function openSqliteStore(path: string): Store {
     ping: guard(() => void db.query("SELECT 1").get()),
     close: async () => db.close(),
 
-    listChats: guard(({ limit, cursor }) => {
+    listChats: guard((owner, { limit, cursor }) => {
       const after = cursor === undefined ? undefined : decodeChatCursor(cursor);
       const rows = after
-        ? q.listChatsAfter.all({ $limit: limit + 1, $u: after.updated_at, $c: after.created_at, $id: after.id })
-        : q.listChats.all({ $limit: limit + 1 });
+        ? q.listChatsAfter.all({ $owner: owner, $limit: limit + 1, $u: after.updated_at, $c: after.created_at, $id: after.id })
+        : q.listChats.all({ $owner: owner, $limit: limit + 1 });
       const items = rows.slice(0, limit).map(toChat);
       const last = items.at(-1);
       return rows.length > limit && last ? { items, cursor: encodeChatCursor(last) } : { items };
     }),
-    getChat: guard((id) => {
-      const row = q.getChat.get({ $id: id });
+    getChat: guard((owner, id) => {
+      const row = q.getChat.get({ $owner: owner, $id: id });
       return row ? toChat(row) : undefined;
     }),
-    createChat: guard((chat) => void q.insertChat.run(chatParams(chat))),
-    updateChat: guard((chat) => q.updateChat.run(chatParams(chat)).changes > 0),
-    patchChat: guard((id, patch) => {
-      const row = q.patchChat.get({ $id: id, $name: patch.name ?? null, $u: patch.updated_at ?? null });
+    createChat: guard((owner, chat) => void q.insertChat.run(chatParams(owner, chat))),
+    patchChat: guard((owner, id, patch) => {
+      const row = q.patchChat.get({ $owner: owner, $id: id, $name: patch.name ?? null, $u: patch.updated_at ?? null });
       return row ? toChat(row) : undefined;
     }),
-    deleteChat: guard((id) => deleteChatTx(id)),
-    findDeviceChat: guard((deviceId) => {
-      const row = q.deviceChat.get({ $device_id: deviceId });
+    deleteChat: guard((owner, id) => deleteChatTx(owner, id)),
+    findDeviceChat: guard((owner, deviceId) => {
+      const row = q.deviceChat.get({ $owner: owner, $device_id: deviceId });
       return row ? toChat(row) : undefined;
     }),
 
@@ -158,5 +159,7 @@ export function openSqliteStore(path: string): Store {
     }),
     putSettings: guard((owner, settings) => void q.putSettings.run({ $owner: owner, $value: JSON.stringify(settings) })),
     patchSettings: guard((owner, patch) => patchSettingsTx.immediate(owner, patch)),
+
+    ...userOps(db, guard),
   };
 }

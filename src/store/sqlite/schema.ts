@@ -6,7 +6,7 @@ import { dirname } from "node:path";
 // indexes are created after that (some are on columns an older file gains only there).
 const TABLES = `
 CREATE TABLE IF NOT EXISTS chats (
-  id TEXT PRIMARY KEY, name TEXT NOT NULL, active INTEGER NOT NULL,
+  id TEXT PRIMARY KEY, owner TEXT NOT NULL DEFAULT 'default', name TEXT NOT NULL, active INTEGER NOT NULL,
   created_at TEXT NOT NULL, updated_at TEXT NOT NULL, device_id TEXT
 );
 CREATE TABLE IF NOT EXISTS messages (
@@ -27,18 +27,30 @@ CREATE TABLE IF NOT EXISTS checkpoints (
   offset TEXT NOT NULL, PRIMARY KEY (scope, partition_id)
 );
 CREATE TABLE IF NOT EXISTS settings (owner TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS users (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL);
+-- Personal tokens by their SHA-256 (hex); the token itself is never stored.
+CREATE TABLE IF NOT EXISTS api_tokens (
+  hash TEXT PRIMARY KEY, user_id TEXT NOT NULL REFERENCES users(id) ON DELETE CASCADE, created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS api_tokens_user ON api_tokens (user_id);
+CREATE TABLE IF NOT EXISTS device_owners (device_id TEXT PRIMARY KEY, owner TEXT NOT NULL);
 `;
 
 /** Columns added since the first release: `ALTER TABLE ... ADD COLUMN` on files that lack them. */
 const ADDED_COLUMNS: Record<string, Record<string, string>> = {
+  // Chats from before users existed belong to the legacy API_TOKEN user (src/auth/identity.ts).
+  chats: { owner: "TEXT NOT NULL DEFAULT 'default'" },
   messages: { parent_id: "TEXT", lease_owner: "TEXT", lease_until: "INTEGER", lease_seq: "INTEGER" },
   // Rows written by claimProcessed before claims existed are finished work: done defaults to 1.
   processed_messages: { owner: "TEXT", lease_until: "INTEGER", done: "INTEGER NOT NULL DEFAULT 1" },
 };
 
 const INDEXES = `
-CREATE INDEX IF NOT EXISTS chats_recent ON chats (updated_at DESC, created_at DESC, id DESC);
-CREATE INDEX IF NOT EXISTS chats_device ON chats (device_id) WHERE device_id IS NOT NULL;
+-- Listing is per owner, most recent first.
+DROP INDEX IF EXISTS chats_recent;
+CREATE INDEX IF NOT EXISTS chats_owner_recent ON chats (owner, updated_at DESC, created_at DESC, id DESC);
+DROP INDEX IF EXISTS chats_device;
+CREATE INDEX IF NOT EXISTS chats_owner_device ON chats (owner, device_id) WHERE device_id IS NOT NULL;
 DROP INDEX IF EXISTS messages_time;
 CREATE INDEX IF NOT EXISTS messages_page ON messages (chat_id, created_at, id);
 -- (created_at, id) too, so "the newest reply to this question" needs no sort.
