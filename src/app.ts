@@ -1,19 +1,22 @@
 import type { Server } from "bun";
 import { Hono } from "hono";
 import type { Registry } from "prom-client";
+import type { Authenticator } from "./auth/authenticate";
 import { chosenProtocol, originAllowed, presentedToken, tokensMatch } from "./http/auth";
 import { connectionRefusal, type ConnectionCaps, type ConnectionLoad } from "./http/caps";
 import { healthReport, type HealthSources } from "./http/health";
 import { registerPage } from "./http/page";
 import type { ConnData } from "./ws/connections";
+import type { Identity } from "./auth/identity";
 
 export type AppOptions = {
   health: HealthSources;
-  apiToken?: string;
+  /** Who a presented token belongs to (src/auth): the legacy API_TOKEN, a personal token, a JWT. */
+  auth: Authenticator;
   allowedOrigins: readonly string[];
   production: boolean;
-  /** The data each accepted socket starts with; `address` is the peer's IP. */
-  newConnection: (address: string) => ConnData;
+  /** The data each accepted socket starts with; `address` is the peer's IP, `user` who signed in. */
+  newConnection: (address: string, user: Identity) => ConnData;
   /** Sockets open now, and the caps an upgrade is checked against (src/http/caps.ts). */
   connections: ConnectionLoad & ConnectionCaps;
   /** False once shutdown has begun: no new sockets. */
@@ -24,6 +27,9 @@ export type AppOptions = {
 };
 
 type Env = { Bindings: { server: Server<ConnData> } };
+
+const UNAUTHORIZED = { error: "a valid API token is required", code: "UNAUTHORIZED" } as const;
+const STORE_DOWN = { error: "signing in needs the database, which is unavailable; try again shortly", code: "STORE_UNAVAILABLE" } as const;
 
 /** HTTP routes only; what happens on a socket lives in src/ws. */
 export function createApp(o: AppOptions) {
@@ -63,20 +69,48 @@ export function createApp(o: AppOptions) {
     return c.body(await o.metrics.registry.metrics(), 200, { "Content-Type": o.metrics.registry.contentType });
   });
 
-  app.get("/ws", (c) => {
-    if (!o.accepting()) return c.json({ error: "the server is shutting down; reconnect shortly", code: "SHUTTING_DOWN" }, 503, { "Retry-After": "2" });
+  /** The identity behind the request's token (header, `bearer.<token>` subprotocol or ?token=), or the answer refusing it. */
+  const signIn = async (req: Request): Promise<{ user: Identity } | { refuse: Response }> => {
+    const { token } = presentedToken(req);
+    try {
+      const user = await o.auth.authenticate(token);
+      if (user) return { user };
+      return { refuse: Response.json(UNAUTHORIZED, { status: 401, headers: { "WWW-Authenticate": "Bearer" } }) };
+    } catch {
+      // A personal token could not be looked up: not the client's fault, so not a 401.
+      return { refuse: Response.json(STORE_DOWN, { status: 503, headers: { "Retry-After": "2" } }) };
+    }
+  };
+
+  // Who the token signs in as; the page shows it. Nothing of the token itself (hash, expiry) leaves.
+  app.get("/api/me", async (c) => {
+    const signed = await signIn(c.req.raw);
+    if ("refuse" in signed) return signed.refuse;
+    const { userId: id, name, via } = signed.user;
+    return c.json({ id, name, via }, 200, { "Cache-Control": "no-store" });
+  });
+
+  app.get("/ws", async (c) => {
+    const shuttingDown = () => c.json({ error: "the server is shutting down; reconnect shortly", code: "SHUTTING_DOWN" }, 503, { "Retry-After": "2" });
+    if (!o.accepting()) return shuttingDown();
     // Caps first: the cheapest check, and nothing else is done for a client that would be refused.
-    // Counting is exact: Bun runs the socket's open (which counts it) inside upgrade() below, and
-    // nothing between here and there awaits. `Connection: close` frees the refused one's descriptor.
+    // `Connection: close` frees the refused one's descriptor.
     const address = c.env.server.requestIP(c.req.raw)?.address ?? "unknown";
-    const refusal = connectionRefusal(o.connections, address, o.connections);
-    if (refusal) {
-      return c.json({ error: refusal.error, code: refusal.code }, refusal.status, { "Retry-After": String(refusal.retryAfterS), Connection: "close" });
-    }
-    const { token, protocols } = presentedToken(c.req.raw);
-    if (o.apiToken && !tokensMatch(token, o.apiToken)) {
-      return c.json({ error: "a valid API token is required", code: "UNAUTHORIZED" }, 401, { "WWW-Authenticate": "Bearer" });
-    }
+    const capped = () => {
+      const refusal = connectionRefusal(o.connections, address, o.connections);
+      return refusal && c.json({ error: refusal.error, code: refusal.code }, refusal.status, { "Retry-After": String(refusal.retryAfterS), Connection: "close" });
+    };
+    const early = capped();
+    if (early) return early;
+    const { protocols } = presentedToken(c.req.raw);
+    // Signing in may wait on the store or the identity provider's keys.
+    const signed = await signIn(c.req.raw);
+    if ("refuse" in signed) return signed.refuse;
+    // Counted again after that wait, and exactly: Bun runs the socket's open (which counts it) inside
+    // upgrade() below, and nothing from here to there awaits.
+    if (!o.accepting()) return shuttingDown();
+    const late = capped();
+    if (late) return late;
     if (!originAllowed(c.req.raw, { allowed: o.allowedOrigins, production: o.production })) {
       return c.json({ error: "this origin may not open a socket here", code: "ORIGIN_NOT_ALLOWED" }, 403);
     }
@@ -85,7 +119,7 @@ export function createApp(o: AppOptions) {
     }
     const protocol = chosenProtocol(protocols);
     const upgraded = c.env.server.upgrade(c.req.raw, {
-      data: o.newConnection(address),
+      data: o.newConnection(address, signed.user),
       headers: protocol ? { "Sec-WebSocket-Protocol": protocol } : undefined,
     });
     return upgraded ? new Response(null) : c.json({ error: "WebSocket upgrade failed", code: "UPGRADE_FAILED" }, 400);

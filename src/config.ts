@@ -41,6 +41,14 @@ const EnvSchema = v.object({
   API_TOKEN: optionalStr,
   ALLOWED_ORIGINS: list,
   METRICS_TOKEN: optionalStr,
+  // Sign-in with OpenID Connect access tokens (src/auth/jwt.ts): Entra ID by tenant, or any issuer by JWKS URL.
+  AUTH_ENTRA_TENANT_ID: v.optional(v.pipe(v.string(), v.trim(), v.regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, "must be the tenant's id (a GUID), not its domain name"))),
+  AUTH_JWKS_URL: url,
+  AUTH_ISSUER: optionalStr,
+  AUTH_AUDIENCE: list,
+  AUTH_CLOCK_SKEW_S: int(60, 0, 600),
+  AUTH_JWKS_COOLDOWN_S: int(30, 1, 3_600),
+  AUTH_RECHECK_MS: int(2_000, 100, 600_000),
 
   SQLITE_PATH: str("./data/pichat.db"),
   COSMOS_ENDPOINT: url,
@@ -87,6 +95,8 @@ const EnvSchema = v.object({
   DEVICE_REPLY_MAX_AGE_S: int(30, 1, 86_400),
   PROCESSED_MESSAGE_TTL_DAYS: int(7, 1, 365),
   DEVICE_CLAIM_LEASE_S: int(30, 1, 3_600),
+  // Unassigned devices' chats: "default" (the API_TOKEN user), "none" (stored, not answered) or a user's name.
+  DEVICE_DEFAULT_OWNER: v.optional(v.pipe(v.string(), v.trim(), v.regex(/^[\w.@-]{1,64}$/, "must be default, none or a user's name")), "default"),
 
   // 100,000 characters of any script fit one frame: 4 UTF-8 bytes each at most, plus the JSON around them.
   MAX_FRAME_BYTES: int(524_288, 1_024, 16_777_216),
@@ -152,10 +162,19 @@ function problems(c: Config): string | undefined {
     return "REDIS_URL: several replicas need the shared Cosmos DB store: set COSMOS_ENDPOINT too (the embedded SQLite file is one replica's)";
   }
   if (c.REDIS_CLUSTER && !c.REDIS_URL) return "REDIS_CLUSTER: needs REDIS_URL (any node of the cluster)";
+  const jwt = c.AUTH_ENTRA_TENANT_ID || c.AUTH_JWKS_URL;
+  if (c.AUTH_ENTRA_TENANT_ID && c.AUTH_JWKS_URL) return "AUTH_JWKS_URL: set either AUTH_ENTRA_TENANT_ID (Entra ID) or AUTH_JWKS_URL, not both";
+  if (c.AUTH_JWKS_URL && !c.AUTH_ISSUER) return "AUTH_ISSUER: must be set when AUTH_JWKS_URL is set (the iss every token must carry)";
+  if (c.AUTH_ISSUER && !c.AUTH_JWKS_URL) return "AUTH_ISSUER: needs AUTH_JWKS_URL (with AUTH_ENTRA_TENANT_ID the issuer is the tenant's)";
+  if (jwt && c.AUTH_AUDIENCE.length === 0) return "AUTH_AUDIENCE: must be set when AUTH_ENTRA_TENANT_ID or AUTH_JWKS_URL is set (the aud every token must carry)";
+  if (!jwt && c.AUTH_AUDIENCE.length > 0) return "AUTH_AUDIENCE: needs AUTH_ENTRA_TENANT_ID or AUTH_JWKS_URL";
   if (c.ENVIRONMENT === "production") {
-    if (!c.API_TOKEN || isPlaceholderToken(c.API_TOKEN)) {
+    // With sign-in by JWT the legacy token is optional; a placeholder is refused all the same.
+    if ((!c.API_TOKEN && !jwt) || (c.API_TOKEN && isPlaceholderToken(c.API_TOKEN))) {
       return "API_TOKEN: production needs a real token of at least 16 characters (not the .env.example placeholder); generate one with `openssl rand -hex 32`";
     }
+    if (!c.API_TOKEN && !c.METRICS_TOKEN) return "METRICS_TOKEN: production without API_TOKEN needs it, or /metrics would be open";
+    if (c.AUTH_JWKS_URL && !c.AUTH_JWKS_URL.startsWith("https://")) return "AUTH_JWKS_URL: production needs an https:// URL";
   }
   return undefined;
 }

@@ -1,4 +1,7 @@
 import { createApp } from "./app";
+import { createAuthenticator } from "./auth/authenticate";
+import { createJwtVerifier, jwtSettings } from "./auth/jwt";
+import { watchRevocations } from "./auth/revocation";
 import { authModes } from "./azure-auth";
 import { requiredApiToken, type Config } from "./config";
 import { localBus, type Bus } from "./chat/events";
@@ -53,7 +56,7 @@ export function startServer(parts: ServerParts) {
       systemPrompt: c.SYSTEM_PROMPT, context: { contextTokens: c.MODEL_CONTEXT_TOKENS, replyReserveTokens: c.MODEL_REPLY_RESERVE_TOKENS }, modelIdleTimeoutMs: c.MODEL_TIMEOUT_MS,
       historyMaxMessages: c.HISTORY_MAX_MESSAGES, historyPageMaxBytes: c.HISTORY_PAGE_MAX_BYTES, autoTitle: c.CHAT_TITLES, maxGenerations: c.MAX_GENERATIONS,
       queueLimit: c.CHAT_QUEUE_LIMIT, replyCheckpointMs: c.REPLY_CHECKPOINT_MS, replyLeaseMs: c.REPLY_LEASE_MS, instanceId,
-      modelCallsPerMinute: c.MODEL_CALLS_PER_MINUTE,
+      modelCallsPerMinute: c.MODEL_CALLS_PER_MINUTE, deviceDefaultOwner: c.DEVICE_DEFAULT_OWNER,
     },
   });
   const limits: SocketLimits = {
@@ -77,18 +80,25 @@ export function startServer(parts: ServerParts) {
   // Handled device message ids past their TTL: maintenance, hourly (on Cosmos a cross-partition query).
   const purger = setInterval(() => void chat.claims.purge().catch((e) => log.warn("could not purge handled device messages", { error: e })), 3_600_000);
   let accepting = true;
+  // Sign-in: the legacy token, personal tokens (in the store), and JWTs when an issuer is configured.
+  const jwt = jwtSettings(c);
+  const auth = createAuthenticator({
+    apiToken: requiredApiToken(c), jwt: jwt && createJwtVerifier(jwt), store, production: c.ENVIRONMENT === "production", log,
+  });
+  // Revoked personal tokens and expired JWTs: their open sockets are closed.
+  const stopRevocations = watchRevocations({ everyMs: c.AUTH_RECHECK_MS, sockets: () => conns.all(), stillValid: auth.stillValid, log });
 
   const app = createApp({
     health: {
       store, model, iotHub: devices ? devices.status : () => ({ status: "disabled" }), auth: authModes(c), version: pkg.version, startedAt: Date.now(),
       replica: replicaId, redis: shared?.health,
     },
-    apiToken: requiredApiToken(c),
+    auth,
     metrics: { registry: metrics.registry, token: c.METRICS_TOKEN ?? requiredApiToken(c) },
     devicesEnabled: !!devices,
     allowedOrigins: c.ALLOWED_ORIGINS,
     production: c.ENVIRONMENT === "production",
-    newConnection: (address) => newConnData(limits, address),
+    newConnection: (address, user) => newConnData(limits, address, user),
     connections: { ...load, maxConnections: c.MAX_CONNECTIONS ?? defaultMaxConnections(openFileLimit()), maxPerAddress: c.MAX_CONNECTIONS_PER_ADDRESS },
     accepting: () => accepting,
   });
@@ -106,6 +116,7 @@ export function startServer(parts: ServerParts) {
    */
   async function stop(deadlineMs = c.SHUTDOWN_TIMEOUT_MS) {
     accepting = false;
+    stopRevocations();
     clearInterval(sweeper);
     clearInterval(purger);
     // No new device work; the consumer has checkpointed every batch it finished.

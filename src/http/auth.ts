@@ -1,5 +1,3 @@
-import { createHash, timingSafeEqual } from "node:crypto";
-
 // Browsers cannot set headers on a WebSocket, so the token may come three ways.
 // A subprotocol entry looks like "bearer.<token>"; the reply names a non-secret entry when one was offered.
 const PROTOCOL_PREFIX = "bearer.";
@@ -20,10 +18,8 @@ export function chosenProtocol(protocols: string[]): string | undefined {
   return protocols.find((p) => !p.startsWith(PROTOCOL_PREFIX)) ?? protocols[0];
 }
 
-// Hashing first gives equal lengths, so the comparison time says nothing about the token.
-const digest = (s: string) => createHash("sha256").update(s).digest();
-export const tokensMatch = (presented: string | undefined, expected: string): boolean =>
-  presented !== undefined && timingSafeEqual(digest(presented), digest(expected));
+/** Constant-time token comparison; it lives with the other token rules in src/auth. */
+export { tokensMatch } from "../auth/tokens";
 
 /**
  * Listed origins are allowed. In production with a list, nothing else is: an `Origin` equal to
