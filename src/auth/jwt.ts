@@ -69,6 +69,8 @@ export function createJwtVerifier(s: JwtSettings): JwtVerifier {
     const scope = claim(payload, "tid") ?? claim(payload, "iss");
     if (!subject || !scope) throw Object.assign(new Error("the token names no subject"), { code: "ERR_JWT_NO_SUBJECT" });
     const name = claim(payload, "name") ?? claim(payload, "preferred_username") ?? claim(payload, "email") ?? subject;
-    return { userId: jwtUserId(scope, subject), name, via: "jwt", expiresAt: (payload.exp as number) * 1000 };
+    // The socket lives as long as the token would still be accepted: exp plus the tolerated skew.
+    const expiresAt = ((payload.exp as number) + s.clockToleranceS) * 1000;
+    return { userId: jwtUserId(scope, subject), name, via: "jwt", expiresAt };
   };
 }
