@@ -13,7 +13,7 @@ const store = openSqliteStore(path);
 try {
   const t = new Date().toISOString();
   const chat = { id: crypto.randomUUID(), name: "bench", active: true, created_at: t, updated_at: t };
-  await store.createChat(chat);
+  await store.createChat("default", chat);
   for (const tokens of [200, 2000, 10_000]) {
     const chunks = Array.from({ length: tokens }, (_, i) => `tok${i} `);
     const save = () =>

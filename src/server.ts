@@ -13,7 +13,7 @@ import { createMetrics, instrumentStore, observedModel, type Metrics } from "./m
 import type { Store } from "./store/store";
 import { startSharedMode } from "./redis";
 import { showEventsOnSockets } from "./ws/fanout";
-import type { SocketLimits } from "./ws/limits";
+import { localUserSends, type SocketLimits } from "./ws/limits";
 import { newConnData, socketHandlers } from "./ws/socket";
 import { defaultMaxConnections, openFileLimit } from "./http/caps";
 import pkg from "../package.json";
@@ -66,7 +66,10 @@ export function startServer(parts: ServerParts) {
     sendQueueLimitBytes: c.SEND_BUFFER_LIMIT_BYTES, idleTimeoutS: c.WS_IDLE_TIMEOUT_S,
     inboundMaxFrames: c.INBOUND_QUEUE_MAX_FRAMES, inboundMaxBytes: c.INBOUND_QUEUE_MAX_BYTES,
   };
-  const { websocket, conns, load } = socketHandlers(chat, limits, { log, metrics });
+  // A user's sends per minute, across their sockets; across replicas too when Redis is on.
+  const ownSends = localUserSends(c.RATE_LIMIT_MESSAGES_PER_MINUTE);
+  const userSends = shared ? shared.userSends(c.RATE_LIMIT_MESSAGES_PER_MINUTE, ownSends) : ownSends;
+  const { websocket, conns, load } = socketHandlers(chat, limits, { log, metrics, userSends });
   const unsubscribe = showEventsOnSockets(bus, conns);
   const devices = parts.startDevices?.({ chat, store, log, metrics });
   // Replies left "streaming" by a process that died, and (several replicas) questions waiting in

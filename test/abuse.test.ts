@@ -32,9 +32,9 @@ function slowStore(dir: string) {
   let open = () => {};
   const store: Store = {
     ...inner,
-    async listChats(o) {
+    async listChats(owner, o) {
       await gate;
-      return inner.listChats(o);
+      return inner.listChats(owner, o);
     },
   };
   return {

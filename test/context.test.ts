@@ -203,7 +203,7 @@ describe("a device's own conversation goes through the same budget", () => {
     expect(promptTokens(sent)).toBeLessThanOrEqual(LIMIT);
     expect(promptTokens([sent[0]!, conversation[conversation.length - kept.length - 1] as Turn, ...sent.slice(1)])).toBeGreaterThan(LIMIT);
 
-    const chat = (await srv.store.listChats({ limit: 100 })).items.find((c) => c.device_id === deviceId)!;
+    const chat = (await srv.store.listChats("default", { limit: 100 })).items.find((c) => c.device_id === deviceId)!;
     expect((await srv.store.listMessages(chat.id, { limit: 10 })).map((m) => [m.role, m.content])).toEqual([["user", message], ["assistant", TOKENS.join("")]]);
   });
 });

@@ -61,7 +61,7 @@ describe("web UI flow on Cosmos DB", () => {
     const list = await a.request({ type: "GET_CHATS" }, "CHAT_LIST");
     expect(list.chats[0]).toEqual(chat);
     // Read straight from Cosmos: the record round-trips without Cosmos' system fields.
-    expect(await store.getChat(chat.id)).toEqual(chat);
+    expect(await store.getChat("default", chat.id)).toEqual(chat);
   });
 
   test("SEND_MESSAGE streams the reply under one traceId; a watcher sees FIRST_MESSAGE and the same stream; history has both turns", async () => {
@@ -125,7 +125,7 @@ describe("web UI flow on Cosmos DB", () => {
     expect(gone).toMatchObject({ type: "CHAT_DELETED", chatId: chat.id });
     await b.next((f) => f.type === "CHAT_DELETED" && f.chatId === chat.id);
 
-    expect(await store.getChat(chat.id)).toBeUndefined();
+    expect(await store.getChat("default", chat.id)).toBeUndefined();
     expect(await store.listMessages(chat.id, { limit: 10 })).toEqual([]);
     const list = await a.request({ type: "GET_CHATS" }, "CHAT_LIST");
     expect(list.chats.some((c: Frame) => c.id === chat.id)).toBe(false);

@@ -96,7 +96,7 @@ describe("bun run device", () => {
 
     const created = await browser.next((f) => f.type === "CHAT_CREATED" && f.chat.device_id === "pi-sim");
     expect(created.chat).toMatchObject({ name: "pi-sim", device_id: "pi-sim" });
-    const chat = (await srv.store.findDeviceChat("pi-sim"))!;
+    const chat = (await srv.store.findDeviceChat("default", "pi-sim"))!;
     expect(chat.id).toBe(created.chat.id);
     const stored = await srv.store.listMessages(chat.id, { limit: 10 });
     expect(stored.map((m) => [m.role, m.content])).toEqual([

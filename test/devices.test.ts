@@ -174,7 +174,7 @@ describe("one effect per message, however often it is delivered", () => {
     ask(deviceId, { message: "then this" });
     // The device's messages are handled in order: once "then this" is answered, the duplicate was seen.
     await peer.waitForC2D((m) => m.deviceId === deviceId && peer.c2d.filter((x) => x.deviceId === deviceId).length >= 2);
-    const chat = (await srv.store.findDeviceChat(deviceId))!;
+    const chat = (await srv.store.findDeviceChat("default", deviceId))!;
     await until(async () => (await srv.store.listMessages(chat.id, { limit: 20 })).length === 4, "both exchanges stored");
     const stored = await srv.store.listMessages(chat.id, { limit: 20 });
     expect(stored.filter((m) => m.id === messageId)).toHaveLength(1);
@@ -223,7 +223,7 @@ describe("C2D failures", () => {
     } finally {
       peer.setC2DMode("accept");
     }
-    const chat = (await srv.store.findDeviceChat(deviceId))!;
+    const chat = (await srv.store.findDeviceChat("default", deviceId))!;
     const stored = await srv.store.listMessages(chat.id, { limit: 5 });
     expect(stored.map((m) => m.role)).toEqual(["user", "assistant"]);
     ask(deviceId, { message: "and now?" });
@@ -367,7 +367,7 @@ describe("restart", () => {
     try {
       for (const text of ["first", "second"]) ownPeer.sendTelemetry({ deviceId: "pi-x", body: { message: text }, messageId: crypto.randomUUID() });
       await until(() => s.log.lines.filter((l) => l.includes("could not send the reply")).length === 2, "both C2D failures logged", 20_000);
-      const chat = (await s.store.findDeviceChat("pi-x"))!;
+      const chat = (await s.store.findDeviceChat("default", "pi-x"))!;
       const stored = await s.store.listMessages(chat.id, { limit: 10 });
       expect(stored.map((m) => [m.role, m.content])).toEqual([
         ["user", "first"], ["assistant", TOKENS.join("")], ["user", "second"], ["assistant", TOKENS.join("")],

@@ -151,7 +151,7 @@ for (const kind of ["sqlite", "cosmos"] as const) {
         const chat = await newChat(a, { name });
         expect(chat.name).toBe(name);
         expect((await b.next((f) => f.type === "CHAT_CREATED" && f.chat.id === chat.id)).chat.name).toBe(name);
-        expect((await srv.store.getChat(chat.id))!.name).toBe(name);
+        expect((await srv.store.getChat("default", chat.id))!.name).toBe(name);
 
         const renamed = ` ${name} (renamed) `;
         const updated = await a.request({ type: "RENAME_CHAT", chatId: chat.id, name: renamed }, "CHAT_UPDATED");
@@ -171,7 +171,7 @@ for (const kind of ["sqlite", "cosmos"] as const) {
         expect(err).toMatchObject({ type: "ERROR", code: "INVALID_FRAME" });
         expect(err.error).toContain("name must not be empty or only whitespace");
       }
-      expect((await srv.store.getChat(chat.id))!.name).toBe(" keep me ");
+      expect((await srv.store.getChat("default", chat.id))!.name).toBe(" keep me ");
     });
   });
 }

@@ -90,7 +90,7 @@ describe(`protocol fuzz (seed ${SEED}, ${FRAMES} frames)`, () => {
     const watcher = await srv.connect();
     try {
       const created = (await a.request({ type: "CREATE_CHAT", name: "lone \ud800 surrogate" }, "NEW_CHAT")).chat;
-      expect((await srv.store.getChat(created.id))?.name).toBe(created.name);
+      expect((await srv.store.getChat("default", created.id))?.name).toBe(created.name);
       await watcher.request({ type: "GET_CHAT_HISTORY", chatId: created.id }, "CHAT_HISTORY");
       a.send({ type: "SEND_MESSAGE", chatId: created.id, content: "half an emoji: \ud83d!" });
       const first = await watcher.next("FIRST_MESSAGE");

@@ -1,5 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
 import { connectWithConn as connectAndFind, modelEnv, newChat } from "./support/fixtures";
+import { addUser } from "./support/users";
 import { startTestServer, type TestServer } from "./support/harness";
 import { createHolds } from "./support/held-model";
 import { startSseModel, type SseModel } from "./support/sse-model";
@@ -73,9 +74,10 @@ describe("rate limits", () => {
     console.log(`RATE_LIMIT_MESSAGES_PER_MINUTE=3: ${accepted} of 6 accepted in a row; then RATE_LIMITED, retryAfterMs=${answers.at(-1)!.retryAfterMs}`);
   });
 
-  // The burst is a whole minute's allowance: "3 per minute" must accept three in a row.
+  // The burst is a whole minute's allowance: "3 per minute" must accept three in a row. The test
+  // above used up the legacy user's minute: this is another user, whose bucket is full.
   test("RATE_LIMIT_MESSAGES_PER_MINUTE=3 accepts the first three messages in a row", async () => {
-    const c = track(await msgSrv.connect());
+    const c = track(await msgSrv.connect({ token: (await addUser(msgSrv.store)).token }));
     const chats = [];
     for (let i = 0; i < 4; i++) chats.push(await newChat(c));
     const answers = await sendInARow(c, chats);
@@ -272,9 +274,10 @@ describe("MAX_GENERATIONS=1 (server-wide)", () => {
     // b is under its own per-connection cap (2) and its chat is free: only the server's cap refuses it.
     const refused = await b.request({ type: "SEND_MESSAGE", requestId: "b1", chatId: chatB.id, message: { id: "b1", content: "me too" } }, "MESSAGE_ACCEPTED");
     expect(refused).toMatchObject({ type: "ERROR", code: "TOO_MANY_GENERATIONS", retryAfterMs: 1000, requestId: "b1" });
-    // The documented order puts the server's cap before the chat lookup: an unknown chat is refused the same way.
+    // The documented order puts the chat lookup (whose chat it is) before the server's cap: an
+    // unknown chat is CHAT_NOT_FOUND, as it would be for another user's chat.
     const unknown = await b.request({ type: "SEND_MESSAGE", requestId: "b2", chatId: crypto.randomUUID(), content: "anyone?" }, "MESSAGE_ACCEPTED");
-    expect(unknown).toMatchObject({ type: "ERROR", code: "TOO_MANY_GENERATIONS", requestId: "b2" });
+    expect(unknown).toMatchObject({ type: "ERROR", code: "CHAT_NOT_FOUND", requestId: "b2" });
     expect(await srv.store.listMessages(chatB.id, { limit: 10 })).toEqual([]);
     expect(model.requests.length).toBe(upstream);
     expect(b.frames.some((f) => f.type === "MESSAGE")).toBe(false);

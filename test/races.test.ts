@@ -82,7 +82,7 @@ for (const backend of backends) {
         expect((await sender.reply(chat.id)).end.reason).toBeUndefined();
         await settled();
         const question = (await store.listMessages(chat.id, { limit: 10 })).find((m) => m.role === "user")!;
-        const stored = await store.getChat(chat.id);
+        const stored = await store.getChat("default", chat.id);
         expect(stored?.name).toBe(name);
         expect(stored?.updated_at).toBe([renamed.chat.updated_at as string, question.created_at].sort().at(-1)!);
         // What the server lists is what is stored.
@@ -124,7 +124,7 @@ for (const backend of backends) {
         if (outcome.type === "ERROR") expect(outcome.code).toBe("CHAT_NOT_FOUND");
         await settled();
         model.release();
-        expect(await store.getChat(chat.id)).toBeUndefined();
+        expect(await store.getChat("default", chat.id)).toBeUndefined();
         expect(await store.listMessages(chat.id, { limit: 100 })).toEqual([]);
         const h = await deleter.request({ type: "GET_CHAT_HISTORY", chatId: chat.id }, "CHAT_HISTORY");
         expect(h).toMatchObject({ type: "ERROR", code: "CHAT_NOT_FOUND" });

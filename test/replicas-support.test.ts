@@ -60,7 +60,7 @@ describe("startReplicas", () => {
     const c = await client(set.replicas[2]!.wsUrl);
     const list = await c.request({ type: "GET_CHATS" }, "CHAT_LIST");
     expect(list.chats.map((x: { id: string }) => x.id)).toContain(chat.id);
-    expect(await set.store.getChat(chat.id)).toMatchObject({ id: chat.id, name: "shared" });
+    expect(await set.store.getChat("default", chat.id)).toMatchObject({ id: chat.id, name: "shared" });
   });
 
   test("kill(i) is kill -9; restart(i) brings the replica back on the same address with the same store", async () => {

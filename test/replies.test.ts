@@ -209,7 +209,7 @@ describe("during a stream", () => {
     await until(() => model.requests[upstream]?.aborted, "the model request to be aborted upstream");
     expect(srv.chat.replies.get(chat.id)).toBeUndefined();
     // The stopped partial reply was not left behind as an orphan.
-    expect(await srv.store.getChat(chat.id)).toBeUndefined();
+    expect(await srv.store.getChat("default", chat.id)).toBeUndefined();
     expect(await srv.store.listMessages(chat.id, { limit: 10 })).toEqual([]);
     expect((await watcher.request({ type: "GET_CHAT_HISTORY", chatId: chat.id }, "CHAT_HISTORY")).code).toBe("CHAT_NOT_FOUND");
   });
@@ -303,7 +303,7 @@ describe("rename and titles", () => {
       await a.reply(chat.id);
       const update = await watcher.next((f) => f.type === "CHAT_UPDATED" && f.chat.id === chat.id);
       expect(update.chat.name).toBe("Paris trip ideas");
-      expect((await titled.store.getChat(chat.id))!.name).toBe("Paris trip ideas");
+      expect((await titled.store.getChat("default", chat.id))!.name).toBe("Paris trip ideas");
       a.close();
       watcher.close();
     } finally {
@@ -333,7 +333,7 @@ describe("rename and titles", () => {
       await within(hold.ended, 5_000, "the title stream to end");
       await new Promise((resolve) => setImmediate(resolve));
       expect(updates.map((e) => e.type === "chat_updated" && e.chat.name)).toEqual(["Mine"]);
-      expect((await titled.store.getChat(chat.id))!.name).toBe("Mine");
+      expect((await titled.store.getChat("default", chat.id))!.name).toBe("Mine");
       expect((await watcher.next((f) => f.type === "CHAT_UPDATED" && f.chat.id === chat.id)).chat.name).toBe("Mine");
       expect(watcher.frames.filter((f) => f.type === "CHAT_UPDATED" && f.chat.id === chat.id)).toHaveLength(1);
       a.close();

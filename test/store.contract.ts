@@ -50,36 +50,36 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
 
     test("a created chat reads back identically and lists first", async () => {
       const chat = chatFixture({ name: "contract 1" });
-      await store.createChat(chat);
-      expect(await store.getChat(chat.id)).toEqual(chat);
-      const page = await store.listChats({ limit: 5 });
+      await store.createChat("default", chat);
+      expect(await store.getChat("default", chat.id)).toEqual(chat);
+      const page = await store.listChats("default", { limit: 5 });
       expect(page.items[0]).toEqual(chat);
     });
 
     test("device chats keep device_id and are found by it; inactive ones are not", async () => {
       const deviceId = `pi-${crypto.randomUUID()}`;
-      expect(await store.findDeviceChat(deviceId)).toBeUndefined();
+      expect(await store.findDeviceChat("default", deviceId)).toBeUndefined();
       const old = chatFixture({ device_id: deviceId, active: false, name: deviceId });
       const current = chatFixture({ device_id: deviceId, name: deviceId });
-      await store.createChat(old);
-      await store.createChat(current);
-      expect(await store.findDeviceChat(deviceId)).toEqual(current);
+      await store.createChat("default", old);
+      await store.createChat("default", current);
+      expect(await store.findDeviceChat("default", deviceId)).toEqual(current);
     });
 
     test("listChats pages newest-activity first with a cursor, no gaps or repeats", async () => {
       const made: Chat[] = [];
       for (let i = 0; i < 5; i++) {
         const c = chatFixture({ name: `page ${i}` });
-        await store.createChat(c);
+        await store.createChat("default", c);
         made.push(c);
       }
       // Touch the oldest: activity, not creation, decides the order.
       const touched = { ...made[0]!, updated_at: nowIso() };
-      expect(await store.updateChat(touched)).toBe(true);
+      expect(await store.patchChat("default", touched.id, { updated_at: touched.updated_at })).toEqual(touched);
       const seen: Chat[] = [];
       let cursor: string | undefined;
       do {
-        const page = await store.listChats({ limit: 2, cursor });
+        const page = await store.listChats("default", { limit: 2, cursor });
         expect(page.items.length).toBeLessThanOrEqual(2);
         seen.push(...page.items);
         cursor = page.cursor;
@@ -92,18 +92,30 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
       expect([...times].sort().reverse()).toEqual(times);
     });
 
-    test("updateChat replaces; on a missing chat it returns false", async () => {
-      const chat = chatFixture();
-      await store.createChat(chat);
-      const renamed = { ...chat, name: "Renamed", updated_at: nowIso() };
-      expect(await store.updateChat(renamed)).toBe(true);
-      expect(await store.getChat(chat.id)).toEqual(renamed);
-      expect(await store.updateChat(chatFixture())).toBe(false);
+    test("a chat is its owner's only: another owner cannot read, list, find, patch or delete it", async () => {
+      const [alice, bob] = [`alice-${crypto.randomUUID()}`, `bob-${crypto.randomUUID()}`];
+      const deviceId = `pi-${crypto.randomUUID()}`;
+      const chat = chatFixture({ name: "alice's", device_id: deviceId });
+      await store.createChat(alice, chat);
+      const m = messageFixture(chat.id, { content: "private" });
+      await store.addMessage(m);
+      expect(await store.getChat(bob, chat.id)).toBeUndefined();
+      expect((await store.listChats(bob, { limit: 50 })).items).toEqual([]);
+      expect(await store.findDeviceChat(bob, deviceId)).toBeUndefined();
+      expect(await store.patchChat(bob, chat.id, { name: "taken" })).toBeUndefined();
+      expect(await store.deleteChat(bob, chat.id)).toBe(false);
+      // Untouched, messages included.
+      expect(await store.getChat(alice, chat.id)).toEqual(chat);
+      expect((await store.listChats(alice, { limit: 50 })).items).toEqual([chat]);
+      expect(await store.findDeviceChat(alice, deviceId)).toEqual(chat);
+      expect((await store.pageMessages(chat.id, { limit: 10 })).items).toEqual([m]);
+      expect(await store.deleteChat(alice, chat.id)).toBe(true);
+      expect(await store.getChat(alice, chat.id)).toBeUndefined();
     });
 
     test("messages: idempotent add, oldest first, limit keeps the newest, before pages back", async () => {
       const chat = chatFixture();
-      await store.createChat(chat);
+      await store.createChat("default", chat);
       const msgs: Message[] = [];
       for (let i = 0; i < 5; i++) {
         const m = messageFixture(chat.id, { content: `m${i}`, role: i % 2 ? "assistant" : "user" });
@@ -118,7 +130,7 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
 
     test("putMessage creates, then replaces content and status", async () => {
       const chat = chatFixture();
-      await store.createChat(chat);
+      await store.createChat("default", chat);
       const reply = messageFixture(chat.id, { role: "assistant", content: "par", status: "incomplete" });
       await store.putMessage(reply);
       const done: Message = { id: reply.id, chat_id: chat.id, role: "assistant", content: "partial then whole", created_at: reply.created_at };
@@ -129,8 +141,8 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
     test("the same message id in two chats is two messages", async () => {
       const a = chatFixture();
       const b = chatFixture();
-      await store.createChat(a);
-      await store.createChat(b);
+      await store.createChat("default", a);
+      await store.createChat("default", b);
       const id = crypto.randomUUID();
       expect(await store.addMessage(messageFixture(a.id, { id }))).toBe(true);
       expect(await store.addMessage(messageFixture(b.id, { id }))).toBe(true);
@@ -138,51 +150,51 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
 
     test("deleteChat removes the chat and its messages; a second delete is false", async () => {
       const chat = chatFixture();
-      await store.createChat(chat);
+      await store.createChat("default", chat);
       for (let i = 0; i < 3; i++) await store.addMessage(messageFixture(chat.id));
-      expect(await store.deleteChat(chat.id)).toBe(true);
-      expect(await store.getChat(chat.id)).toBeUndefined();
+      expect(await store.deleteChat("default", chat.id)).toBe(true);
+      expect(await store.getChat("default", chat.id)).toBeUndefined();
       expect(await store.listMessages(chat.id, { limit: 10 })).toEqual([]);
-      expect(await store.deleteChat(chat.id)).toBe(false);
+      expect(await store.deleteChat("default", chat.id)).toBe(false);
     });
 
     test("patchChat changes only the named fields; updated_at never moves backwards; a missing chat is undefined", async () => {
       const chat = chatFixture({ created_at: isoAt(0), updated_at: isoAt(1000) });
-      await store.createChat(chat);
-      const renamed = await store.patchChat(chat.id, { name: "Renamed" });
+      await store.createChat("default", chat);
+      const renamed = await store.patchChat("default", chat.id, { name: "Renamed" });
       expect(renamed).toStrictEqual({ ...chat, name: "Renamed" });
-      expect(await store.patchChat(chat.id, { updated_at: isoAt(2000) })).toStrictEqual({ ...chat, name: "Renamed", updated_at: isoAt(2000) });
+      expect(await store.patchChat("default", chat.id, { updated_at: isoAt(2000) })).toStrictEqual({ ...chat, name: "Renamed", updated_at: isoAt(2000) });
       // An older activity time (a late writer) is ignored; the name still lands.
-      expect(await store.patchChat(chat.id, { name: "Again", updated_at: isoAt(1500) })).toStrictEqual({ ...chat, name: "Again", updated_at: isoAt(2000) });
-      expect(await store.getChat(chat.id)).toStrictEqual({ ...chat, name: "Again", updated_at: isoAt(2000) });
-      expect(await store.patchChat(crypto.randomUUID(), { name: "x" })).toBeUndefined();
+      expect(await store.patchChat("default", chat.id, { name: "Again", updated_at: isoAt(1500) })).toStrictEqual({ ...chat, name: "Again", updated_at: isoAt(2000) });
+      expect(await store.getChat("default", chat.id)).toStrictEqual({ ...chat, name: "Again", updated_at: isoAt(2000) });
+      expect(await store.patchChat("default", crypto.randomUUID(), { name: "x" })).toBeUndefined();
     });
 
     test("patchChat: a rename racing an activity update keeps both (20 trials)", async () => {
       for (let i = 0; i < 20; i++) {
         const chat = chatFixture({ created_at: isoAt(0), updated_at: isoAt(0) });
-        await store.createChat(chat);
+        await store.createChat("default", chat);
         await Promise.all([
-          store.patchChat(chat.id, { name: `rename ${i}`, updated_at: isoAt(10) }),
-          store.patchChat(chat.id, { updated_at: isoAt(20) }),
-          store.patchChat(chat.id, { updated_at: isoAt(5) }),
+          store.patchChat("default", chat.id, { name: `rename ${i}`, updated_at: isoAt(10) }),
+          store.patchChat("default", chat.id, { updated_at: isoAt(20) }),
+          store.patchChat("default", chat.id, { updated_at: isoAt(5) }),
         ]);
-        expect(await store.getChat(chat.id)).toStrictEqual({ ...chat, name: `rename ${i}`, updated_at: isoAt(20) });
+        expect(await store.getChat("default", chat.id)).toStrictEqual({ ...chat, name: `rename ${i}`, updated_at: isoAt(20) });
       }
     });
 
     test("deleteChat of a missing chat is false and leaves other chats alone", async () => {
       const keep = chatFixture();
-      await store.createChat(keep);
+      await store.createChat("default", keep);
       const m = messageFixture(keep.id);
       await store.addMessage(m);
-      expect(await store.deleteChat(crypto.randomUUID())).toBe(false);
+      expect(await store.deleteChat("default", crypto.randomUUID())).toBe(false);
       expect(await store.listMessages(keep.id, { limit: 10 })).toStrictEqual([m]);
     });
 
     test("pageMessages: messages sharing one created_at come back exactly once, in (created_at, id) order", async () => {
       const chat = chatFixture();
-      await store.createChat(chat);
+      await store.createChat("default", chat);
       const made: Message[] = [];
       // Eleven messages on three timestamps, written in an order unrelated to their ids.
       for (let i = 0; i < 11; i++) {
@@ -210,15 +222,15 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
     test("cursors this store did not issue are InvalidCursorError, for history and chat lists", async () => {
       const chat = chatFixture();
       const other = chatFixture();
-      await store.createChat(chat);
-      await store.createChat(other);
+      await store.createChat("default", chat);
+      await store.createChat("default", other);
       for (let i = 0; i < 3; i++) {
         await store.addMessage(messageFixture(chat.id, { created_at: isoAt(i) }));
         await store.addMessage(messageFixture(other.id, { created_at: isoAt(i) }));
       }
       const issued = (await store.pageMessages(chat.id, { limit: 1 })).cursor!;
       expect((await store.pageMessages(chat.id, { limit: 1, cursor: issued })).items.length).toBe(1);
-      const chatsCursor = (await store.listChats({ limit: 1 })).cursor!;
+      const chatsCursor = (await store.listChats("default", { limit: 1 })).cursor!;
       const forged = [
         encodeCursor(["a", "b", "c"]), // three arbitrary strings
         encodeCursor([isoAt(0), isoAt(0), crypto.randomUUID()]), // the old, untagged chat-list shape
@@ -240,15 +252,15 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
         issued, // a history cursor is not a chat-list cursor
         "%%%",
       ];
-      for (const cursor of forgedChats) await rejectsCursor(store.listChats({ limit: 5, cursor }));
-      expect((await store.listChats({ limit: 1, cursor: chatsCursor })).items.length).toBe(1);
+      for (const cursor of forgedChats) await rejectsCursor(store.listChats("default", { limit: 5, cursor }));
+      expect((await store.listChats("default", { limit: 1, cursor: chatsCursor })).items.length).toBe(1);
     });
 
     test("parent_id and lease persist and read back exactly as written; findReply finds the reply to a question", async () => {
       const chat = chatFixture();
       const other = chatFixture();
-      await store.createChat(chat);
-      await store.createChat(other);
+      await store.createChat("default", chat);
+      await store.createChat("default", other);
       const question = messageFixture(chat.id, { created_at: isoAt(0) });
       await store.addMessage(question);
       expect(await store.findReply(chat.id, question.id)).toBeUndefined();
@@ -274,8 +286,8 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
       const now = Date.now();
       const a = chatFixture();
       const b = chatFixture();
-      await store.createChat(a);
-      await store.createChat(b);
+      await store.createChat("default", a);
+      await store.createChat("default", b);
       const stream = (chat_id: string, until: number, content: string, created_at: string): Message => ({
         id: crypto.randomUUID(), chat_id, role: "assistant", content, created_at, status: "streaming",
         lease: { owner: "dead-replica", until, seq: 2 },
@@ -373,9 +385,9 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
       ];
       for (const text of samples) {
         const chat = chatFixture({ name: text.slice(0, 200) });
-        await store.createChat(chat);
-        expect(await store.getChat(chat.id)).toStrictEqual(chat);
-        expect((await store.patchChat(chat.id, { name: ` ${text.slice(0, 150)}\t` }))?.name).toBe(` ${text.slice(0, 150)}\t`);
+        await store.createChat("default", chat);
+        expect(await store.getChat("default", chat.id)).toStrictEqual(chat);
+        expect((await store.patchChat("default", chat.id, { name: ` ${text.slice(0, 150)}\t` }))?.name).toBe(` ${text.slice(0, 150)}\t`);
         const m = messageFixture(chat.id, { content: text });
         await store.addMessage(m);
         const [back] = await store.listMessages(chat.id, { limit: 1 });

@@ -39,10 +39,10 @@ describe("cosmos store", () => {
     const config = configFor(server);
     const first = await openCosmosStore(config);
     const chat = chatFixture();
-    await first.createChat(chat);
+    await first.createChat("default", chat);
     // A second replica opening the same database: createIfNotExists, nothing lost.
     const second = await openCosmosStore(config);
-    expect(await second.getChat(chat.id)).toEqual(chat);
+    expect(await second.getChat("default", chat.id)).toEqual(chat);
 
     const client = new CosmosClient({
       endpoint: server.endpoint, key: server.key,
@@ -84,7 +84,7 @@ describe("cosmos store", () => {
     expect((await composite("chats")).length).toBe(1);
 
     const chat = chatFixture();
-    await store.createChat(chat);
+    await store.createChat("default", chat);
     const made = [];
     for (let i = 0; i < 5; i++) {
       const m = messageFixture(chat.id, { created_at: isoAt(0), id: `m${i}` });
@@ -103,12 +103,12 @@ describe("cosmos store", () => {
   test("deleteChat sweeps a chat's messages even when the chat record is already gone", async () => {
     const store = await openCosmosStore({ ...configFor(server), requestTimeoutMs: 5000 });
     const chat = chatFixture();
-    await store.createChat(chat);
+    await store.createChat("default", chat);
     await store.addMessage(messageFixture(chat.id));
-    expect(await store.deleteChat(chat.id)).toBe(true);
+    expect(await store.deleteChat("default", chat.id)).toBe(true);
     // A writer that lost the race stores its message after the delete: the next delete removes it.
     await store.addMessage(messageFixture(chat.id));
-    expect(await store.deleteChat(chat.id)).toBe(false);
+    expect(await store.deleteChat("default", chat.id)).toBe(false);
     expect(await store.listMessages(chat.id, { limit: 10 })).toEqual([]);
     await store.close();
   });
@@ -133,7 +133,7 @@ describe("cosmos store", () => {
   test("a stopped server is reported unavailable quickly; the same store recovers", async () => {
     const store: Store = await openCosmosStore(configFor(server));
     const chat = chatFixture();
-    await store.createChat(chat);
+    await store.createChat("default", chat);
 
     await server.stop();
     const started = performance.now();
@@ -143,11 +143,11 @@ describe("cosmos store", () => {
     expect(isStoreUnavailable(err)).toBe(true);
     expect(elapsed).toBeLessThan(10_000);
     expect(String((err as Error).message)).not.toContain(server.key);
-    expect(isStoreUnavailable(await store.getChat(chat.id).catch((e: unknown) => e))).toBe(true);
+    expect(isStoreUnavailable(await store.getChat("default", chat.id).catch((e: unknown) => e))).toBe(true);
 
     await server.start();
     await store.ping();
-    expect(await store.getChat(chat.id)).toEqual(chat);
+    expect(await store.getChat("default", chat.id)).toEqual(chat);
     await store.close();
   });
 

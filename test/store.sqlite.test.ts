@@ -17,10 +17,10 @@ test("sqlite: data survives reopening the file, in WAL mode", async () => {
   const path = join(dir, "pichat.db");
   const chat = chatFixture();
   const first = openSqliteStore(path);
-  await first.createChat(chat);
+  await first.createChat("default", chat);
   await first.close();
   const second = openSqliteStore(path);
-  expect(await second.getChat(chat.id)).toEqual(chat);
+  expect(await second.getChat("default", chat.id)).toEqual(chat);
   const { Database } = await import("bun:sqlite");
   const raw = new Database(path, { readonly: true });
   expect(raw.query<{ journal_mode: string }, []>("PRAGMA journal_mode").get()?.journal_mode).toBe("wal");

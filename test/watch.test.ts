@@ -289,7 +289,7 @@ for (const kind of ["sqlite", "cosmos"] as const) {
     test(`at most ${MAX_WATCHED_CHATS} chats watched with WATCH: TOO_MANY_WATCHES and nothing changes; the focus does not count`, async () => {
       const { srv } = env;
       const chats: string[] = [];
-      for (let i = 0; i <= MAX_WATCHED_CHATS + 1; i++) chats.push((await srv.chat.createChat({ name: `many ${i}` })).id);
+      for (let i = 0; i <= MAX_WATCHED_CHATS + 1; i++) chats.push((await srv.chat.createChat({ owner: "default", name: `many ${i}` })).id);
       const b = await srv.connect();
       const all = chats.slice(0, MAX_WATCHED_CHATS + 1);
       const over = await b.request({ type: "WATCH", requestId: "all", chatIds: all }, "WATCHING");

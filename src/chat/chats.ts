@@ -13,27 +13,46 @@ export type StreamingMessage = Message & { streaming: true; seq: number };
 /** `cursor` (from the previous page) or `before` (a created_at; older clients) pages back. */
 export type HistoryQuery = { chatId: string; limit?: number; before?: string; cursor?: string };
 
+/** Owners known for chat ids, kept for this many ids at most (the oldest go first). */
+const KNOWN_OWNERS = 10_000;
+
 /** Creating, listing, reading, renaming and deleting chats. */
 export function chatCommands(ctx: ChatContext, stopElsewhere: (r: { chatId: string; traceId: string }) => Promise<boolean>) {
   const { store, bus, replies, live, options } = ctx;
 
-  async function requireChat(chatId: string): Promise<Chat> {
-    const chat = await store.getChat(chatId);
+  /**
+   * Another owner's chat is answered exactly as one that does not exist: the same error, after the
+   * same kind of store read (the owner is part of every chat lookup, src/store/store.ts).
+   */
+  async function requireChat(owner: string, chatId: string): Promise<Chat> {
+    const chat = await store.getChat(owner, chatId);
     if (!chat) throw chatNotFound(chatId);
+    known.set(chatId, owner);
     return chat;
   }
+
+  // Chat ids are never reused and a chat never changes owner, so "this owner has this chat" can be
+  // remembered until the chat is deleted: a history page or a send on one's own chat then needs no
+  // extra store read. Only the owner's own answer is remembered; anything else reads the store,
+  // so a foreign id costs what a missing one costs.
+  const known = new Map<string, string>();
+  async function requireOwned(owner: string, chatId: string): Promise<void> {
+    if (known.get(chatId) === owner) return;
+    await requireChat(owner, chatId);
+    if (known.size > KNOWN_OWNERS) known.delete(known.keys().next().value!);
+  }
+  const forget = (chatId: string) => known.delete(chatId);
 
   /**
    * Oldest first, in (created_at, id) order. Without a limit, the whole history up to the
    * configured cap. `cursor` is there when older messages exist: ask again with it (or, older
    * clients, with `before` = the oldest one's created_at).
    */
-  async function storedHistory(o: HistoryQuery): Promise<{ messages: Message[]; hasMore: boolean; cursor?: string }> {
+  async function storedHistory(owner: string, o: HistoryQuery): Promise<{ messages: Message[]; hasMore: boolean; cursor?: string }> {
     const limit = Math.min(o.limit ?? options.historyMaxMessages, options.historyMaxMessages);
     const page = await store.pageMessages(o.chatId, { limit, cursor: o.cursor, before: o.before });
-    // Messages live only in a chat that exists (deleteChat removes it first and then its messages):
-    // only an empty page needs the chat looked up, to tell "no messages yet" from "no such chat".
-    if (page.items.length === 0) await requireChat(o.chatId);
+    // A chat deleted meanwhile (here or on another replica) leaves an empty page: say so.
+    if (page.items.length === 0) await requireChat(owner, o.chatId);
     return { messages: page.items, hasMore: page.cursor !== undefined, ...(page.cursor ? { cursor: page.cursor } : {}) };
   }
 
@@ -62,21 +81,24 @@ export function chatCommands(ctx: ChatContext, stopElsewhere: (r: { chatId: stri
     return { ...rest, streaming: true, seq: lease.seq };
   }
 
-  async function createChat(o: { name?: string; deviceId?: string; origin?: string }): Promise<Chat> {
+  async function createChat(o: { owner: string; name?: string; deviceId?: string; origin?: string }): Promise<Chat> {
     const t = nowIso();
     const chat: Chat = {
       id: crypto.randomUUID(), name: o.name ?? DEFAULT_CHAT_NAME, active: true, created_at: t, updated_at: t,
       ...(o.deviceId ? { device_id: o.deviceId } : {}),
     };
-    await store.createChat(chat);
-    bus.publish({ type: "chat_created", chat, origin: o.origin });
+    await store.createChat(o.owner, chat);
+    known.set(chat.id, o.owner);
+    bus.publish({ type: "chat_created", owner: o.owner, chat, origin: o.origin });
     return chat;
   }
 
   return {
     requireChat,
+    requireOwned,
+    forget,
 
-    listChats: (o: { limit: number; cursor?: string }) => store.listChats(o),
+    listChats: (owner: string, o: { limit: number; cursor?: string }) => store.listChats(owner, o),
 
     createChat,
 
@@ -88,12 +110,13 @@ export function chatCommands(ctx: ChatContext, stopElsewhere: (r: { chatId: stri
     async history(o: HistoryQuery, client: ChatClient) {
       // Only the newest page (no cursor, no before) shows the reply being generated.
       const newest = !o.before && !o.cursor;
+      await requireOwned(client.owner, o.chatId);
       const pending = live.get(o.chatId);
-      let { messages, hasMore, cursor } = await storedHistory(o);
+      let { messages, hasMore, cursor } = await storedHistory(client.owner, o);
       messages = await finalizeLapsed(o.chatId, messages, pending?.traceId);
       if (pending && live.get(o.chatId) !== pending && newest && !messages.some((m) => m.id === pending.traceId && m.status !== "streaming")) {
         // The reply finished while we read: it is stored now, and its live end went by unseen.
-        ({ messages, hasMore, cursor } = await storedHistory(o));
+        ({ messages, hasMore, cursor } = await storedHistory(client.owner, o));
         messages = await finalizeLapsed(o.chatId, messages, live.get(o.chatId)?.traceId);
       }
       // A reply streaming on another replica that this one joined mid-way: its text so far first.
@@ -119,7 +142,9 @@ export function chatCommands(ctx: ChatContext, stopElsewhere: (r: { chatId: stri
       return { chatId: o.chatId, messages: fit.messages, hasMore: hasMore || fit.trimmed > 0, ...(cursor ? { cursor } : {}) };
     },
 
-    async deleteChat(o: { chatId: string; origin?: string }): Promise<void> {
+    async deleteChat(o: { owner: string; chatId: string; origin?: string }): Promise<void> {
+      // Only the owner's: nothing below may touch another owner's replies.
+      await requireChat(o.owner, o.chatId);
       // Delete wins over a racing send. The running reply is stopped first, so its final write
       // lands before the messages go; one that registers in the next seconds is stopped at once.
       // Then the chat record, then its messages: a send that checks for the chat after storing
@@ -128,33 +153,34 @@ export function chatCommands(ctx: ChatContext, stopElsewhere: (r: { chatId: stri
       try {
         const elsewhere = live.get(o.chatId);
         if (elsewhere && !live.isLocal(elsewhere.traceId)) await stopElsewhere(elsewhere);
-        if (!(await store.deleteChat(o.chatId))) throw chatNotFound(o.chatId);
+        if (!(await store.deleteChat(o.owner, o.chatId))) throw chatNotFound(o.chatId);
       } catch (e) {
         // Not deleted (the store failed, or there was no such chat): replies may start in it again.
         replies.uncancel(o.chatId);
         throw e;
       }
-      bus.publish({ type: "chat_deleted", chatId: o.chatId, origin: o.origin });
+      forget(o.chatId);
+      bus.publish({ type: "chat_deleted", owner: o.owner, chatId: o.chatId, origin: o.origin });
     },
 
-    async renameChat(o: { chatId: string; name: string; origin?: string }): Promise<Chat> {
+    async renameChat(o: { owner: string; chatId: string; name: string; origin?: string }): Promise<Chat> {
       // A partial update: a message's activity time landing meanwhile is kept, and vice versa.
-      const chat = await store.patchChat(o.chatId, { name: o.name, updated_at: nowIso() });
+      const chat = await store.patchChat(o.owner, o.chatId, { name: o.name, updated_at: nowIso() });
       if (!chat) throw chatNotFound(o.chatId);
-      bus.publish({ type: "chat_updated", chat, origin: o.origin });
+      bus.publish({ type: "chat_updated", owner: o.owner, chat, origin: o.origin });
       return chat;
     },
 
-    /** The active chat bound to a device, created (and announced to every browser) on its first message. */
-    async deviceChat(deviceId: string): Promise<Chat> {
-      return (await store.findDeviceChat(deviceId)) ?? createChat({ name: deviceId, deviceId });
+    /** The owner's active chat bound to a device, created (and announced to the owner's browsers) on its first message. */
+    async deviceChat(owner: string, deviceId: string): Promise<Chat> {
+      return (await store.findDeviceChat(owner, deviceId)) ?? createChat({ owner, name: deviceId, deviceId });
     },
 
-    /** CHAT_NOT_FOUND for the first id that names no chat (WATCH checks its whole list first). */
-    async requireChats(chatIds: string[]): Promise<void> {
-      const found = await Promise.all(chatIds.map((id) => store.getChat(id)));
-      const missing = chatIds.find((_, i) => !found[i]);
-      if (missing) throw chatNotFound(missing);
+    /** CHAT_NOT_FOUND for the first id that names none of the owner's chats (WATCH checks its whole list first). */
+    async requireChats(owner: string, chatIds: string[]): Promise<void> {
+      const found = await Promise.allSettled(chatIds.map((id) => requireOwned(owner, id)));
+      const i = found.findIndex((r) => r.status === "rejected");
+      if (i >= 0) throw (found[i] as PromiseRejectedResult).reason;
     },
   };
 }

@@ -31,6 +31,8 @@ export type ChatOptions = {
   instanceId: string;
   /** Questions let in per minute, service-wide (0: no limit). */
   modelCallsPerMinute: number;
+  /** DEVICE_DEFAULT_OWNER: who owns the chats of devices nobody was assigned to ("default", "none" or a user name). */
+  deviceDefaultOwner: string;
 };
 
 /** What the chat service is built from, once, in server.ts (tests pass real local peers). */
@@ -54,7 +56,8 @@ export type ChatContext = Omit<ChatParts, "sharedLanes"> & {
 
 /**
  * The connection a command came from, as the chat service sees it: an id (so the sender can be
- * answered differently from other watchers) and a way to start watching a chat's live frames.
+ * answered differently from other watchers), the user it signed in as (the owner of what it
+ * touches) and a way to start watching a chat's live frames.
  * `watch` returns an undo, which does nothing if the client was already watching.
  */
-export type ChatClient = { id: string; watch(chatId: string): () => void };
+export type ChatClient = { id: string; owner: string; watch(chatId: string): () => void };

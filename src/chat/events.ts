@@ -2,12 +2,14 @@ import type { Chat, Message, MessageStatus } from "../records";
 
 // What happened to chats, for whoever shows it: this process's sockets, and other replicas' through
 // the Redis bus. Plain JSON values only, so an event crosses a process boundary unchanged.
-// `origin` is the connection that caused it, so the sender can be answered differently.
+// `origin` is the connection that caused it, so the sender can be answered differently. `owner`
+// is the user whose chat it is: only that user's sockets are shown it. Reply frames go only to
+// sockets watching the chat, and only its owner can watch it.
 export type ChatEvent =
-  | { type: "chat_created"; chat: Chat; origin?: string }
-  | { type: "chat_updated"; chat: Chat; origin?: string }
-  | { type: "chat_deleted"; chatId: string; origin?: string }
-  | { type: "user_message"; message: Message; origin?: string }
+  | { type: "chat_created"; owner: string; chat: Chat; origin?: string }
+  | { type: "chat_updated"; owner: string; chat: Chat; origin?: string }
+  | { type: "chat_deleted"; owner: string; chatId: string; origin?: string }
+  | { type: "user_message"; owner: string; message: Message; origin?: string }
   /** A reply began generating (on some replica): every replica mirrors it from here. */
   | { type: "reply_start"; chatId: string; traceId: string; createdAt: string }
   | { type: "reply_delta"; chatId: string; traceId: string; seq: number; content: string }

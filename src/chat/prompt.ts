@@ -211,9 +211,9 @@ export function buildPrompt(tok: Tokenizer, systemPrompt: string, history: reado
  * with the system prompt and model in effect now (the settings, else the server's defaults).
  */
 export async function checkQuestionFits(
-  o: { store: Store; defaultModel: string; defaultSystemPrompt: string; budget: ContextBudget }, question: string,
+  o: { store: Store; owner: string; defaultModel: string; defaultSystemPrompt: string; budget: ContextBudget }, question: string,
 ): Promise<void> {
-  const settings = await getSettingsOf(o.store);
+  const settings = await getSettingsOf(o.store, o.owner);
   const tok = await tokenizerFor(settings.model ?? o.defaultModel);
   assertFits(tok, settings.systemPrompt ?? o.defaultSystemPrompt, question, o.budget);
 }

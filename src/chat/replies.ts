@@ -32,6 +32,8 @@ export const isStopReason = (r: unknown): r is StopReason => typeof r === "objec
 
 /** A question to answer, as plain data: any replica can run it (multi-replica lanes queue it in Redis). */
 export type JobSpec = {
+  /** The chat's owner: their settings shape the reply. */
+  owner: string;
   chatId: string;
   traceId: string;
   question: Message;

@@ -21,7 +21,7 @@ export type Resumed =
   | { live: false; message: Message };
 
 /** Generating, stopping and resuming the model's replies. */
-export function replyCommands(ctx: ChatContext, requireChat: (chatId: string) => Promise<unknown>) {
+export function replyCommands(ctx: ChatContext, requireOwned: (owner: string, chatId: string) => Promise<void>) {
   const { replies, store, live } = ctx;
 
   /**
@@ -35,16 +35,22 @@ export function replyCommands(ctx: ChatContext, requireChat: (chatId: string) =>
    * Stops a reply: the model request is aborted upstream, the text so far is stored marked
    * `stopped`, and the stream ends with reason "stopped". Resolves once that is done.
    */
-  async function stop(o: { chatId?: string; traceId?: string }) {
+  async function stop(o: { owner: string; chatId?: string; traceId?: string }) {
+    // Another user's reply is answered as one that is not there, after the same store read.
+    const owns = (chatId: string) => requireOwned(o.owner, chatId).then(() => true, (e: unknown) => {
+      if (e instanceof ChatError && e.code === "CHAT_NOT_FOUND") return false;
+      throw e;
+    });
     const g = o.traceId ? replies.byTrace(o.traceId) : o.chatId ? replies.get(o.chatId) : undefined;
-    if (g && (!o.chatId || g.chatId === o.chatId)) {
+    if (g && (!o.chatId || g.chatId === o.chatId) && (await owns(g.chatId))) {
       g.controller.abort({ stop: "stopped" } satisfies StopReason);
       await g.done;
       return { chatId: g.chatId, traceId: g.traceId };
     }
     // Generating on another replica: ask it, and answer once its end frame has gone out.
     const r = o.traceId ? live.byTrace(o.traceId) : o.chatId ? live.get(o.chatId) : undefined;
-    if (!r || (o.chatId && r.chatId !== o.chatId)) {
+    if (!r || (o.chatId && r.chatId !== o.chatId) || !(await owns(r.chatId))) {
+      if (!r && !g) await owns(o.chatId ?? o.traceId ?? "");
       throw new ChatError("NO_GENERATION", "no reply is being generated there", { chatId: o.chatId, traceId: o.traceId });
     }
     if (!(await stopElsewhere(r))) {
@@ -61,6 +67,7 @@ export function replyCommands(ctx: ChatContext, requireChat: (chatId: string) =>
 
   /** The rest of a reply after `fromSeq`, and its live frames from then on for `client`. */
   async function resume(o: { chatId: string; traceId: string; fromSeq: number }, client: ChatClient): Promise<Resumed> {
+    await requireOwned(client.owner, o.chatId);
     await live.ready(o.chatId);
     const g = live.get(o.chatId);
     if (g?.traceId === o.traceId) {
@@ -68,12 +75,10 @@ export function replyCommands(ctx: ChatContext, requireChat: (chatId: string) =>
       client.watch(o.chatId);
       return { live: true, chatId: o.chatId, traceId: o.traceId, content: g.chunks.slice(o.fromSeq).join(""), seq: g.chunks.length };
     }
-    // Finished (or finishing) already: the stored reply is the whole text. Only when it is not
-    // there does the chat need looking up, to answer CHAT_NOT_FOUND rather than GENERATION_NOT_FOUND.
+    // Finished (or finishing) already: the stored reply is the whole text.
     const recent = await store.listMessages(o.chatId, { limit: 50 });
     const done = recent.find((m) => m.id === o.traceId && m.role === "assistant");
     if (!done) {
-      await requireChat(o.chatId);
       throw new ChatError("GENERATION_NOT_FOUND", "no such reply in this chat", { chatId: o.chatId, traceId: o.traceId });
     }
     client.watch(o.chatId);

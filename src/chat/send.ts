@@ -15,6 +15,8 @@ export type SendResult =
   | { duplicate: false; message: Message; traceId: string; queued: boolean; reply: Promise<ReplyResult> };
 
 export type SendRequest = {
+  /** The user asking: the chat must be theirs, and their settings shape the reply. */
+  owner: string;
   chatId: string; content: string; messageId?: string; deviceId?: string;
   /** Context to send instead of the stored history (a device's own conversation). */
   context?: Turn[];
@@ -27,10 +29,11 @@ export type SendRequest = {
 };
 
 type Needs = {
-  requireChat(chatId: string): Promise<Chat>;
+  requireOwned(owner: string, chatId: string): Promise<void>;
+  requireChat(owner: string, chatId: string): Promise<Chat>;
   answer(job: ReplyJob): (g: Generation) => Promise<ReplyResult>;
   /** Called with the first exchange of a chat that may want a title. */
-  titleLater(chat: Chat, exchange: [Message, Message]): void;
+  titleLater(owner: string, chat: Chat, exchange: [Message, Message]): void;
 };
 
 /** Questions in, replies started or queued behind the chat's running one. */
@@ -42,23 +45,24 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
    * when that id was stored before. The one path for browsers and devices, answered or not. A
    * chat deleted meanwhile wins: the question is removed again and CHAT_NOT_FOUND thrown.
    */
-  async function storeQuestion(chat: Chat, o: { content: string; messageId?: string; deviceId?: string; origin?: string }) {
+  async function storeQuestion(o: { owner: string; chatId: string; content: string; messageId?: string; deviceId?: string; origin?: string }) {
+    const { owner, chatId } = o;
     const message: Message = {
-      id: o.messageId ?? crypto.randomUUID(), chat_id: chat.id, role: "user", content: o.content, created_at: nowIso(),
+      id: o.messageId ?? crypto.randomUUID(), chat_id: chatId, role: "user", content: o.content, created_at: nowIso(),
       ...(o.deviceId ? { device_id: o.deviceId } : {}),
     };
     if (!(await store.addMessage(message))) return { stored: false as const, message };
     // deleteChat removes the chat record before its messages: if it is gone now, our write may
     // have landed after the messages were listed for deletion. Take it back.
-    const after = await store.patchChat(chat.id, { updated_at: message.created_at }).catch((e) => {
-      log.warn("could not update chat activity time", { chatId: chat.id, error: e });
-      return chat;
-    });
+    const after = await store.patchChat(owner, chatId, { updated_at: message.created_at }).then(
+      (chat) => chat !== undefined,
+      (e) => (log.warn("could not update chat activity time", { chatId, error: e }), true),
+    );
     if (!after) {
-      await store.deleteChat(chat.id).catch(() => {});
-      throw chatNotFound(chat.id);
+      await store.deleteChat(owner, chatId).catch(() => {});
+      throw chatNotFound(chatId);
     }
-    bus.publish({ type: "user_message", message, origin: o.origin });
+    bus.publish({ type: "user_message", owner, message, origin: o.origin });
     return { stored: true as const, message };
   }
 
@@ -83,15 +87,16 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
 
   async function sendOnce(o: SendRequest, origin: string | undefined): Promise<SendResult> {
     const id = o.messageId ?? crypto.randomUUID();
+    // Ownership before anything else: the lane would otherwise tell a duplicate in someone else's chat.
+    await needs.requireOwned(o.owner, o.chatId);
     const ticket = await lanes.admit(o.chatId, id);
     if (ticket === "duplicate") return { duplicate: true, message: questionOf(o, id), reply: lanes.pending(o.chatId, id) };
     let answered: Message | undefined;
     let q: Awaited<ReturnType<typeof storeQuestion>>;
     try {
-      const chat = await needs.requireChat(o.chatId);
       // A question the model's window cannot hold even alone is refused before it is stored.
-      await checkQuestionFits({ store, defaultModel: ctx.model.name, defaultSystemPrompt: options.systemPrompt, budget: options.context }, o.content);
-      q = await storeQuestion(chat, { content: o.content, messageId: id, deviceId: o.deviceId, origin });
+      await checkQuestionFits({ store, owner: o.owner, defaultModel: ctx.model.name, defaultSystemPrompt: options.systemPrompt, budget: options.context }, o.content);
+      q = await storeQuestion({ owner: o.owner, chatId: o.chatId, content: o.content, messageId: id, deviceId: o.deviceId, origin });
       if (!q.stored) answered = await store.findReply(o.chatId, id);
       if (answered && o.retryCutShort && cutShort(answered)) answered = undefined;
     } catch (e) {
@@ -103,10 +108,10 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
       return { duplicate: true, message: q.message, reply: Promise.resolve({ message: answered, ...(answered.status ? { status: answered.status } : {}) }) };
     }
     const { queued } = await lanes.start(ticket, {
-      chatId: o.chatId, traceId: ticket.traceId, question: q.message, origin,
+      owner: o.owner, chatId: o.chatId, traceId: ticket.traceId, question: q.message, origin,
       ...(o.deviceId ? { deviceId: o.deviceId } : {}), ...(o.context ? { context: o.context } : {}),
     });
-    if (options.autoTitle) titleAfter(ticket, q.message);
+    if (options.autoTitle) titleAfter(ticket, o.owner, q.message);
     return { duplicate: false, message: q.message, traceId: ticket.traceId, queued, reply: ticket.result };
   }
 
@@ -114,11 +119,11 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
   const run = (spec: JobSpec, g: Generation) =>
     needs.answer({ question: spec.question, deviceId: spec.deviceId, prompt: () => promptFor(spec.question, spec) })(g);
 
-  /** The model's input, read when the reply starts: history up to this question, and settings. */
-  async function promptFor(question: Message, o: { context?: Turn[] }) {
+  /** The model's input, read when the reply starts: history up to this question, and the owner's settings. */
+  async function promptFor(question: Message, o: { owner: string; context?: Turn[] }) {
     const [earlier, settings] = await Promise.all([
       o.context ? [] : store.listMessages(question.chat_id, { limit: options.historyMaxMessages }),
-      getSettingsOf(store),
+      getSettingsOf(store, o.owner),
     ]);
     const history = o.context ? [...o.context, { role: "user" as const, content: question.content }] : upTo(earlier, question);
     return {
@@ -127,11 +132,11 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
     };
   }
 
-  function titleAfter(ticket: Ticket, question: Message) {
+  function titleAfter(ticket: Ticket, owner: string, question: Message) {
     void ticket.result.then(async (r) => {
       if (!r.message || r.status) return;
-      const chat = await store.getChat(question.chat_id).catch(() => undefined);
-      if (chat) needs.titleLater(chat, [question, r.message]);
+      const chat = await store.getChat(owner, question.chat_id).catch(() => undefined);
+      if (chat) needs.titleLater(owner, chat, [question, r.message]);
     });
   }
 

@@ -7,6 +7,7 @@ import { sendCommands } from "./send";
 import { getSettingsOf, updateSettingsOf, type SettingsPatch } from "./settings";
 import type { ChatContext, ChatParts } from "./context";
 import { titleChat } from "./title";
+import { defaultDeviceOwner, deviceOwners, UNASSIGNED_OWNER } from "./device-owners";
 
 /**
  * The chat service: every use-case browsers and devices share, built once from its parts.
@@ -21,18 +22,22 @@ export function createChatService(parts: ChatParts) {
   const lanes = parts.sharedLanes ? parts.sharedLanes(replies) : localLanes(replies, modelCallLimit(parts.options.modelCallsPerMinute));
   const ctx: ChatContext = { ...parts, replies, lanes, live };
   const chats = chatCommands(ctx, (r) => stopElsewhere(r));
-  const reply = replyCommands(ctx, chats.requireChat);
+  const reply = replyCommands(ctx, chats.requireOwned);
   stopElsewhere = reply.stopElsewhere;
   const sending = sendCommands(ctx, {
     requireChat: chats.requireChat,
+    requireOwned: chats.requireOwned,
     answer: reply.answer,
-    titleLater: (chat, exchange) => void titleChat(ctx, chats.renameChat, chat, exchange),
+    titleLater: (owner, chat, exchange) => void titleChat(ctx, chats.renameChat, owner, chat, exchange),
   });
   run = sending.run;
   // Requests from other replicas: stop a reply generated here; a chat deleted there stops ours.
   const unsubscribe = parts.bus.subscribe((e) => {
     if (e.type === "stop_request") replies.byTrace(e.traceId)?.controller.abort({ stop: "stopped" } satisfies StopReason);
-    if (e.type === "chat_deleted") void replies.cancel(e.chatId);
+    if (e.type === "chat_deleted") {
+      chats.forget(e.chatId);
+      void replies.cancel(e.chatId);
+    }
   });
 
   return {
@@ -42,13 +47,16 @@ export function createChatService(parts: ChatParts) {
     deleteChat: chats.deleteChat,
     renameChat: chats.renameChat,
     deviceChat: chats.deviceChat,
+    /** Whose a device's chats are: its assignment, else DEVICE_DEFAULT_OWNER; UNASSIGNED_OWNER means nobody's (not answered). */
+    deviceOwner: deviceOwners(parts.store, defaultDeviceOwner(parts.store, parts.options.deviceDefaultOwner, parts.log), parts.log),
+    unassignedOwner: UNASSIGNED_OWNER,
     requireChats: chats.requireChats,
     send: sending.send,
     storeQuestion: sending.storeQuestion,
     stop: reply.stop,
     resume: reply.resume,
-    getSettings: () => getSettingsOf(parts.store),
-    updateSettings: (patch: SettingsPatch) => updateSettingsOf(parts.store, patch),
+    getSettings: (owner: string) => getSettingsOf(parts.store, owner),
+    updateSettings: (owner: string, patch: SettingsPatch) => updateSettingsOf(parts.store, owner, patch),
     /** Device messages are handled at least once, with one effect: a claim is a lease this process holds. */
     claims: {
       take: (messageId: string, leaseMs: number) => parts.store.claimMessage(messageId, parts.options.instanceId, leaseMs),

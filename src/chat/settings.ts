@@ -15,16 +15,14 @@ export const SettingsSchema = v.object({
 export type Settings = v.InferOutput<typeof SettingsSchema>;
 export type SettingsPatch = v.InferOutput<typeof SettingsPatchSchema>;
 
-/** Single-tenant today: every chat belongs to this owner. Per-user accounts would pass the user id. */
-export const DEFAULT_OWNER = "default";
-
-export async function getSettingsOf(store: Store, owner = DEFAULT_OWNER): Promise<Settings> {
+/** A user's settings (each user has their own; the legacy API_TOKEN user's are the pre-users global ones). */
+export async function getSettingsOf(store: Store, owner: string): Promise<Settings> {
   const stored = v.safeParse(SettingsSchema, (await store.getSettings(owner)) ?? {});
   return stored.success ? stored.output : {};
 }
 
 /** One atomic store call: two updates of different keys racing (two tabs, two replicas) keep both. */
-export async function updateSettingsOf(store: Store, patch: SettingsPatch, owner = DEFAULT_OWNER): Promise<Settings> {
+export async function updateSettingsOf(store: Store, owner: string, patch: SettingsPatch): Promise<Settings> {
   const stored = v.safeParse(SettingsSchema, await store.patchSettings(owner, patch));
   return stored.success ? stored.output : {};
 }

@@ -9,7 +9,7 @@ const TITLE_PROMPT = "Write a short title (at most six words) for a conversation
  * CHAT_UPDATED. Best effort: a failure leaves the default name.
  */
 export async function titleChat(
-  deps: ChatContext, rename: (o: { chatId: string; name: string }) => Promise<Chat>, chat: Chat, exchange: [Message, Message],
+  deps: ChatContext, rename: (o: { owner: string; chatId: string; name: string }) => Promise<Chat>, owner: string, chat: Chat, exchange: [Message, Message],
 ): Promise<Chat | undefined> {
   if (chat.name !== DEFAULT_CHAT_NAME || deps.model.kind === "offline") return undefined;
   try {
@@ -25,9 +25,9 @@ export async function titleChat(
     const clean = title.replace(/^["'\s#*]+|["'\s.*]+$/g, "").replace(/\s+/g, " ").slice(0, 60);
     if (!clean) return undefined;
     // Someone may have renamed it meanwhile; theirs wins.
-    const current = await deps.store.getChat(chat.id);
+    const current = await deps.store.getChat(owner, chat.id);
     if (!current || current.name !== DEFAULT_CHAT_NAME) return undefined;
-    return await rename({ chatId: chat.id, name: clean });
+    return await rename({ owner, chatId: chat.id, name: clean });
   } catch (e) {
     deps.log.warn("could not title the chat", { chatId: chat.id, error: e });
     return undefined;

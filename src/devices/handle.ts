@@ -19,7 +19,7 @@ export type DeviceDeps = {
   handling: Map<string, Promise<DeviceOutcome>>;
 };
 
-export type DeviceOutcome = "answered" | "duplicate" | "stale" | "refused" | "c2d_failed" | "model_failed";
+export type DeviceOutcome = "answered" | "duplicate" | "stale" | "unassigned" | "refused" | "c2d_failed" | "model_failed";
 
 export const SORRY = "Sorry, I couldn't get an answer just now. Please try again.";
 
@@ -104,11 +104,20 @@ async function takeClaim(deps: DeviceDeps, messageId: string) {
 
 async function answerDevice(deps: DeviceDeps, m: DeviceMessage, log: Logger): Promise<DeviceOutcome> {
   const { chat } = deps;
-  const room = await chat.deviceChat(m.deviceId);
+  // The device's user owns its chat, and only their browsers are shown it.
+  const owner = await chat.deviceOwner(m.deviceId);
+  const room = await chat.deviceChat(owner, m.deviceId);
+  const keepOnly = { owner, chatId: room.id, content: m.text, messageId: m.messageId, deviceId: m.deviceId };
 
+  if (owner === chat.unassignedOwner) {
+    // DEVICE_DEFAULT_OWNER=none: nobody answers for this device. Kept (nobody sees it) until it is assigned.
+    await chat.storeQuestion(keepOnly);
+    log.info("device message from an unassigned device; stored, not answered");
+    return "unassigned";
+  }
   if (Date.now() - m.sentAtMs > deps.replyMaxAgeMs) {
     // The device stopped waiting long ago: keep the question, skip the model and the reply.
-    await chat.storeQuestion(room, { content: m.text, messageId: m.messageId, deviceId: m.deviceId });
+    await chat.storeQuestion(keepOnly);
     log.info("device message too old to answer; stored only", { ageMs: Date.now() - m.sentAtMs });
     return "stale";
   }
@@ -116,7 +125,7 @@ async function answerDevice(deps: DeviceDeps, m: DeviceMessage, log: Logger): Pr
   // A browser's reply may be running in the device's chat: the question waits its turn.
   let sent: Awaited<ReturnType<typeof chat.send>>;
   try {
-    sent = await chat.send({ chatId: room.id, content: m.text, messageId: m.messageId, deviceId: m.deviceId, context: m.conversation, retryCutShort: true });
+    sent = await chat.send({ owner, chatId: room.id, content: m.text, messageId: m.messageId, deviceId: m.deviceId, context: m.conversation, retryCutShort: true });
   } catch (e) {
     // Refused (too long for the model's context, the chat's queue full, the service at its limit):
     // the device still hears back, with the reason, instead of waiting in silence.

@@ -3,6 +3,7 @@ import type { Logger } from "../log";
 import type { Metrics } from "../metrics";
 import { redisBus } from "./bus";
 import { connectRedis } from "./client";
+import { redisUserSends } from "./user-sends";
 import { redisLanes } from "./lanes";
 
 export type SharedOptions = {
@@ -28,6 +29,8 @@ export function startSharedMode(o: SharedOptions, log: Logger, metrics: Metrics)
     bus,
     backfill: bus.backfill,
     sharedLanes: (local: Replies) => (lanes = redisLanes(local, { ...o, redis, bus, log })),
+    /** Each user's sends per minute, counted across replicas. */
+    userSends: (perMinute: number, fallback: Parameters<typeof redisUserSends>[2]) => redisUserSends(redis, perMinute, fallback, log),
     /** Takes over the questions of replicas that died. */
     sweep: async () => lanes?.sweep(),
     async health() {

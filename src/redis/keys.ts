@@ -17,6 +17,8 @@ export const keys = {
   active: "pichat:active",
   /** Model requests in the current minute, service-wide. */
   modelCalls: (minute: number) => `pichat:model-calls:${minute}`,
+  /** One user's send bucket (RATE_LIMIT_MESSAGES_PER_MINUTE across their sockets and replicas). */
+  userSends: (userId: string) => `pichat:{u:${userId}}:sends`,
 };
 
 /** The sharded pub/sub channel every replica publishes chat events on and listens to. */

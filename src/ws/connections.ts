@@ -1,6 +1,7 @@
 import type { ServerWebSocket } from "bun";
 import type { Logger } from "../log";
 import { frames } from "./protocol";
+import type { Identity } from "../auth/identity";
 import type { ChatClient } from "../chat/context";
 import { FrameError } from "./errors";
 import type { Budget } from "./limits";
@@ -10,6 +11,8 @@ type Queued = { data: string; bytes: number; delta?: Delta };
 
 export type ConnData = {
   id: string;
+  /** Who signed in on this socket: everything it touches and is shown belongs to `user.userId`. */
+  user: Identity;
   /** The peer's IP address (for the per-address connection cap). */
   address: string;
   /** Chats whose live frames this socket receives: its focus and its explicit watches. */
@@ -54,6 +57,8 @@ export type Watches = { chatIds: string[]; focus: string | null };
 export function createConnections({ log, queueLimitBytes, maxWatched = MAX_WATCHED_CHATS }: { log: Logger; queueLimitBytes: number; maxWatched?: number }) {
   const sockets = new Map<string, Socket>();
   const watchers = new Map<string, Set<Socket>>();
+  /** Each user's sockets: chat-list frames go to these only. */
+  const byOwner = new Map<string, Set<Socket>>();
 
   function push(ws: Socket, data: string, delta?: Delta) {
     const d = ws.data;
@@ -211,9 +216,16 @@ export function createConnections({ log, queueLimitBytes, maxWatched = MAX_WATCH
   return {
     add(ws: Socket) {
       sockets.set(ws.data.id, ws);
+      const owner = ws.data.user.userId;
+      let set = byOwner.get(owner);
+      if (!set) byOwner.set(owner, (set = new Set()));
+      set.add(ws);
     },
     remove(ws: Socket) {
       sockets.delete(ws.data.id);
+      const set = byOwner.get(ws.data.user.userId);
+      set?.delete(ws);
+      if (set?.size === 0) byOwner.delete(ws.data.user.userId);
       for (const chatId of [...ws.data.watching]) unwatch(ws, chatId);
       ws.data.focus = undefined;
       ws.data.explicit.clear();
@@ -223,6 +235,7 @@ export function createConnections({ log, queueLimitBytes, maxWatched = MAX_WATCH
     client(ws: Socket): SocketClient {
       return {
         id: ws.data.id,
+        owner: ws.data.user.userId,
         watch: (chatId) => focus(ws, chatId),
         watchExplicitly: (chatIds, exist) => watchExplicitly(ws, chatIds, exist),
         unwatchExplicitly: (chatIds) => unwatchExplicitly(ws, chatIds),
@@ -241,13 +254,26 @@ export function createConnections({ log, queueLimitBytes, maxWatched = MAX_WATCH
     send(ws: Socket, frame: object) {
       send(ws, JSON.stringify(frame));
     },
-    /** To everyone watching a chat, except the socket with id `except`. Serialised once. */
-    toChat(chatId: string, frame: object, o: { except?: string; delta?: Delta } = {}) {
+    /**
+     * To everyone watching a chat, except the socket with id `except`. Serialised once. Only the
+     * chat's owner can start watching it; with `owner`, that is checked again per socket.
+     */
+    toChat(chatId: string, frame: object, o: { except?: string; delta?: Delta; owner?: string } = {}) {
       const set = watchers.get(chatId);
       if (!set || set.size === 0) return;
       const data = JSON.stringify(frame);
-      for (const ws of set) if (ws.data.id !== o.except) send(ws, data, o.delta);
+      for (const ws of set) if (ws.data.id !== o.except && (o.owner === undefined || ws.data.user.userId === o.owner)) send(ws, data, o.delta);
     },
+    /** To every socket of one user (their chat list changed), except the socket with id `except`. */
+    toOwner(owner: string, frame: object, o: { except?: string } = {}) {
+      const set = byOwner.get(owner);
+      if (!set || set.size === 0) return;
+      const data = JSON.stringify(frame);
+      for (const ws of set) if (ws.data.id !== o.except) send(ws, data);
+    },
+    /** Every socket of one user (revocation closes them). */
+    ofOwner: (owner: string): Socket[] => [...(byOwner.get(owner) ?? [])],
+    /** To every socket (RESYNC: it names no chat). */
     toAll(frame: object, o: { except?: string } = {}) {
       const data = JSON.stringify(frame);
       for (const ws of sockets.values()) if (ws.data.id !== o.except) send(ws, data);

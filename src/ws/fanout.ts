@@ -9,16 +9,17 @@ import { frames } from "./protocol";
 export function showEventsOnSockets(bus: Bus, conns: Connections): () => void {
   return bus.subscribe((e: ChatEvent) => {
     switch (e.type) {
+      // Chat-list changes go to the owner's sockets only; nobody else may learn the chat exists.
       case "chat_created":
-        return conns.toAll(frames.chatCreated(e.chat), { except: e.origin });
+        return conns.toOwner(e.owner, frames.chatCreated(e.chat), { except: e.origin });
       case "chat_updated":
-        return conns.toAll(frames.chatUpdated(e.chat), { except: e.origin });
+        return conns.toOwner(e.owner, frames.chatUpdated(e.chat), { except: e.origin });
       case "chat_deleted":
-        conns.toAll(frames.chatDeleted(e.chatId), { except: e.origin });
+        conns.toOwner(e.owner, frames.chatDeleted(e.chatId), { except: e.origin });
         return conns.forgetChat(e.chatId);
       case "user_message":
         // The sender already shows what it typed; everyone else sees it arrive.
-        return conns.toChat(e.message.chat_id, frames.firstMessage(e.message), { except: e.origin });
+        return conns.toChat(e.message.chat_id, frames.firstMessage(e.message), { except: e.origin, owner: e.owner });
       case "reply_delta":
         return conns.toChat(e.chatId, frames.delta(e), { delta: e });
       case "reply_end":

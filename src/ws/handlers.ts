@@ -1,7 +1,7 @@
 import * as v from "valibot";
 import type { ChatService } from "../chat/service";
 import type { Socket, SocketClient } from "./connections";
-import { admitSend, CHAT_PAGE_SIZE, type SocketLimits } from "./limits";
+import { admitSend, CHAT_PAGE_SIZE, type SocketLimits, type UserSends } from "./limits";
 import { frames, inbound, type Args, type InboundType } from "./protocol";
 
 export type HandlerContext = {
@@ -10,6 +10,8 @@ export type HandlerContext = {
   /** This socket, as the chat service sees it, plus its explicit watches. */
   client: SocketClient;
   limits: SocketLimits;
+  /** The signed-in user's sends per minute, across their sockets (and replicas). */
+  userSends: UserSends;
   requestId?: string;
   /** Sends to this socket only, echoing the frame's requestId. */
   reply(frame: object): void;
@@ -20,20 +22,20 @@ const handler = <T extends InboundType>(type: T, run: Handler<T>["run"]): Handle
 
 /** One entry per inbound frame type: the schema that checks it and the chat service call it makes. */
 export const handlers: { [T in InboundType]: Handler<T> } = {
-  GET_CHATS: handler("GET_CHATS", async (c, a) => c.reply(frames.chatList(await c.chat.listChats({ limit: a.limit ?? CHAT_PAGE_SIZE, cursor: a.cursor ?? undefined })))),
-  CREATE_CHAT: handler("CREATE_CHAT", async (c, a) => c.reply(frames.newChat(await c.chat.createChat({ name: a.name, origin: c.client.id })))),
+  GET_CHATS: handler("GET_CHATS", async (c, a) => c.reply(frames.chatList(await c.chat.listChats(c.client.owner, { limit: a.limit ?? CHAT_PAGE_SIZE, cursor: a.cursor ?? undefined })))),
+  CREATE_CHAT: handler("CREATE_CHAT", async (c, a) => c.reply(frames.newChat(await c.chat.createChat({ owner: c.client.owner, name: a.name, origin: c.client.id })))),
   GET_CHAT_HISTORY: handler("GET_CHAT_HISTORY", async (c, a) => c.reply(frames.chatHistory(await c.chat.history({ chatId: a.chatId, limit: a.limit ?? undefined, before: a.before ?? undefined, cursor: a.cursor ?? undefined }, c.client)))),
-  DELETE_CHAT: handler("DELETE_CHAT", async (c, a) => c.reply(frames.chatDeleted((await c.chat.deleteChat({ chatId: a.chatId, origin: c.client.id }), a.chatId)))),
-  RENAME_CHAT: handler("RENAME_CHAT", async (c, a) => c.reply(frames.chatUpdated(await c.chat.renameChat({ chatId: a.chatId, name: a.name, origin: c.client.id })))),
-  STOP_GENERATION: handler("STOP_GENERATION", async (c, a) => c.reply(frames.generationStopped(await c.chat.stop({ chatId: a.chatId ?? undefined, traceId: a.traceId ?? undefined })))),
+  DELETE_CHAT: handler("DELETE_CHAT", async (c, a) => c.reply(frames.chatDeleted((await c.chat.deleteChat({ owner: c.client.owner, chatId: a.chatId, origin: c.client.id }), a.chatId)))),
+  RENAME_CHAT: handler("RENAME_CHAT", async (c, a) => c.reply(frames.chatUpdated(await c.chat.renameChat({ owner: c.client.owner, chatId: a.chatId, name: a.name, origin: c.client.id })))),
+  STOP_GENERATION: handler("STOP_GENERATION", async (c, a) => c.reply(frames.generationStopped(await c.chat.stop({ owner: c.client.owner, chatId: a.chatId ?? undefined, traceId: a.traceId ?? undefined })))),
   RESUME: handler("RESUME", async (c, a) => c.reply(frames.resumed(await c.chat.resume(a, c.client)))),
-  GET_SETTINGS: handler("GET_SETTINGS", async (c) => c.reply(frames.settings(await c.chat.getSettings(), c.chat.defaults))),
-  UPDATE_SETTINGS: handler("UPDATE_SETTINGS", async (c, a) => c.reply(frames.settings(await c.chat.updateSettings(a), c.chat.defaults))),
-  WATCH: handler("WATCH", async (c, a) => c.reply(frames.watching(await c.client.watchExplicitly(a.chatIds, c.chat.requireChats)))),
+  GET_SETTINGS: handler("GET_SETTINGS", async (c) => c.reply(frames.settings(await c.chat.getSettings(c.client.owner), c.chat.defaults))),
+  UPDATE_SETTINGS: handler("UPDATE_SETTINGS", async (c, a) => c.reply(frames.settings(await c.chat.updateSettings(c.client.owner, a), c.chat.defaults))),
+  WATCH: handler("WATCH", async (c, a) => c.reply(frames.watching(await c.client.watchExplicitly(a.chatIds, (ids) => c.chat.requireChats(c.client.owner, ids))))),
   UNWATCH: handler("UNWATCH", async (c, a) => c.reply(frames.watching(c.client.unwatchExplicitly(a.chatIds)))),
   SEND_MESSAGE: handler("SEND_MESSAGE", async (c, a) => {
-    const track = admitSend(c.limits, c.ws.data.budget, a.content);
-    const r = await c.chat.send(a, c.client);
+    const track = await admitSend(c.limits, c.ws.data.budget, a.content, () => c.userSends(c.client.owner));
+    const r = await c.chat.send({ ...a, owner: c.client.owner }, c.client);
     // The sender learns of a new reply from its stream; MESSAGE_ACCEPTED when it asked (requestId),
     // for a duplicate, and for a question that waits behind another reply.
     if (r.duplicate || c.requestId || r.queued) c.reply(frames.messageAccepted(a.chatId, r));

@@ -1,7 +1,9 @@
 import { FrameError } from "./errors";
 
 // Every per-socket limit in one place: frame size, frame rate, frames waiting to be handled,
-// message length, send rate and replies streaming to one socket. Limits that protect the whole server live in src/chat.
+// message length and replies streaming to one socket; and the one per-user limit, sends per
+// minute across all of a user's sockets (and replicas, with Redis). Limits that protect the whole
+// server live in src/chat.
 
 export type SocketLimits = {
   maxFrameBytes: number;
@@ -35,10 +37,28 @@ export function tokenBucket({ perSecond, burst }: { perSecond: number; burst: nu
 }
 export type TokenBucket = ReturnType<typeof tokenBucket>;
 
+/** Whether a user may send one more message now: one bucket per user, wherever they are connected. */
+export type UserSends = (userId: string) => Promise<{ ok: true } | { ok: false; retryAfterMs: number }>;
+
+/** Users idle this long have a full bucket anyway: their entry can go. */
+const IDLE_USER_MS = 120_000;
+
+/** Each user's send bucket, in this process (one replica, or the fallback while Redis is down). */
+export function localUserSends(perMinute: number): UserSends {
+  const buckets = new Map<string, { take: TokenBucket; used: number }>();
+  return async (userId) => {
+    const now = Date.now();
+    if (buckets.size > 10_000) for (const [k, b] of buckets) if (now - b.used > IDLE_USER_MS) buckets.delete(k);
+    let b = buckets.get(userId);
+    if (!b) buckets.set(userId, (b = { take: tokenBucket({ perSecond: perMinute / 60, burst: perMinute }), used: now }));
+    b.used = now;
+    return b.take(now);
+  };
+}
+
 /** What one socket has used of its limits. */
 export type Budget = {
   frames: TokenBucket;
-  sends: TokenBucket;
   generations: number;
   /** Frames waiting in the socket's chain (src/ws/socket.ts), counted from arrival until handled. */
   pending: { frames: number; bytes: number };
@@ -48,7 +68,6 @@ export type Budget = {
 
 export const newBudget = (l: SocketLimits): Budget => ({
   frames: tokenBucket({ perSecond: l.framesPerSecond, burst: l.framesPerSecond * 2 }),
-  sends: tokenBucket({ perSecond: l.messagesPerMinute / 60, burst: l.messagesPerMinute }),
   generations: 0,
   pending: { frames: 0, bytes: 0 },
   dropped: 0,
@@ -77,17 +96,17 @@ export function admitFrame(l: SocketLimits, b: Budget, bytes: number): void {
 }
 
 /**
- * Checks a SEND_MESSAGE against the socket's limits (length, replies streaming to it, sends per
- * minute, in that order) and returns `track`, which counts a started reply until it settles.
+ * Checks a SEND_MESSAGE against the limits (length, replies streaming to this socket, the user's
+ * sends per minute, in that order) and returns `track`, which counts a started reply until it settles.
  */
-export function admitSend(l: SocketLimits, b: Budget, content: string) {
+export async function admitSend(l: SocketLimits, b: Budget, content: string, sends: () => ReturnType<UserSends>) {
   if (charCount(content, l.maxMessageChars) > l.maxMessageChars) {
     throw new FrameError("MESSAGE_TOO_LONG", `content must be at most ${l.maxMessageChars} characters`, { limit: l.maxMessageChars });
   }
   if (b.generations >= l.maxGenerationsPerConnection) {
     throw new FrameError("TOO_MANY_GENERATIONS", `at most ${l.maxGenerationsPerConnection} replies may stream to one connection at once`, { retryAfterMs: 1000 });
   }
-  const allowed = b.sends(Date.now());
+  const allowed = await sends();
   if (!allowed.ok) throw new FrameError("RATE_LIMITED", "too many messages; slow down", { retryAfterMs: allowed.retryAfterMs });
   return function track(reply: Promise<unknown>) {
     b.generations += 1;

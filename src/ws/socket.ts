@@ -1,12 +1,13 @@
 import type { WebSocketHandler } from "bun";
 import * as v from "valibot";
+import type { Identity } from "../auth/identity";
 import type { ChatService } from "../chat/service";
 import type { Logger } from "../log";
 import type { Metrics } from "../metrics";
 import { createConnections, type ConnData, type Connections, type Socket } from "./connections";
 import { errorFrameOf, FrameError } from "./errors";
 import { handlers, isInboundType, parseArgs, type HandlerContext } from "./handlers";
-import { admitFrame, admitInbound, INBOUND_RETRY_AFTER_MS, newBudget, type SocketLimits } from "./limits";
+import { admitFrame, admitInbound, INBOUND_RETRY_AFTER_MS, localUserSends, newBudget, type SocketLimits, type UserSends } from "./limits";
 import { Envelope, frames, mergedArgs } from "./protocol";
 
 // A lone surrogate ("\ud800") would be echoed as sent but stored as U+FFFD: make both the same.
@@ -16,9 +17,10 @@ const wellFormed = (_key: string, value: unknown) => (typeof value === "string" 
 export type ConnectionLoad = { total(): number; from(address: string): number };
 
 /** The data a new socket starts with; `id` is unique across replicas. `address` is the peer's IP. */
-export function newConnData(limits: SocketLimits, address = "unknown"): ConnData {
+export function newConnData(limits: SocketLimits, address: string, user: Identity): ConnData {
   return {
     id: crypto.randomUUID(),
+    user,
     address,
     watching: new Set(),
     explicit: new Set(),
@@ -31,7 +33,10 @@ export function newConnData(limits: SocketLimits, address = "unknown"): ConnData
 }
 
 /** Bun's websocket handlers for /ws: each frame is checked, then dispatched through the handler table. */
-export function socketHandlers(chat: ChatService, limits: SocketLimits, o: { log: Logger; metrics: Metrics }): { websocket: WebSocketHandler<ConnData>; conns: Connections; load: ConnectionLoad } {
+export function socketHandlers(
+  chat: ChatService, limits: SocketLimits, o: { log: Logger; metrics: Metrics; userSends?: UserSends },
+): { websocket: WebSocketHandler<ConnData>; conns: Connections; load: ConnectionLoad } {
+  const userSends = o.userSends ?? localUserSends(limits.messagesPerMinute);
   const { log, metrics } = o;
   const conns = createConnections({ log, queueLimitBytes: limits.sendQueueLimitBytes });
 
@@ -63,7 +68,7 @@ export function socketHandlers(chat: ChatService, limits: SocketLimits, o: { log
         throw new FrameError("INVALID_FRAME", field && !issue.message.startsWith(field) ? `${field}: ${issue.message}` : issue.message);
       }
       const ctx: HandlerContext = {
-        ws, chat, client: conns.client(ws), limits, requestId,
+        ws, chat, client: conns.client(ws), limits, userSends, requestId,
         reply: (frame) => conns.send(ws, { ...frame, ...withId }),
       };
       await (handlers[type].run as (c: HandlerContext, a: unknown) => Promise<void>)(ctx, args.output);

@@ -31,7 +31,10 @@ export async function startTestServer(
   } = {},
 ) {
   const dir = mkdtempSync(join(tmpdir(), "pichat-test-"));
-  const config = loadConfig({ SERVER_PORT: "0", HOST: "127.0.0.1", SQLITE_PATH: join(dir, "pichat.db"), OFFLINE_MODEL_DELAY_MS: "0", ENVIRONMENT: "test", ...env });
+  const config = loadConfig({ SERVER_PORT: "0", HOST: "127.0.0.1", SQLITE_PATH: join(dir, "pichat.db"), OFFLINE_MODEL_DELAY_MS: "0", ENVIRONMENT: "test",
+    // Every client of a test is the same user unless it signs in as another: their sends share one
+    // bucket (per user), which tests of other things must not run into. limits.test.ts sets its own.
+    RATE_LIMIT_MESSAGES_PER_MINUTE: "100000", ...env });
   const store = parts.store ?? openSqliteStore(config.SQLITE_PATH);
   const log = memoryLogger();
   const model = parts.model ?? (await modelFromConfig(config));

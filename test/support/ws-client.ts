@@ -18,8 +18,10 @@ export type TestClient = {
   close(): void;
 };
 
-export async function connect(url: string, o: { protocols?: string[]; headers?: Record<string, string> } = {}): Promise<TestClient> {
-  const ws = new WebSocket(url, { protocols: o.protocols, headers: o.headers } as any);
+/** `token` signs in as its user (an Authorization header), like a script or a device would. */
+export async function connect(url: string, o: { protocols?: string[]; headers?: Record<string, string>; token?: string } = {}): Promise<TestClient> {
+  const headers = o.token ? { ...o.headers, Authorization: `Bearer ${o.token}` } : o.headers;
+  const ws = new WebSocket(url, { protocols: o.protocols, headers } as any);
   const frames: Frame[] = [];
   let cursor = 0;
   const waiters = new Set<() => void>();

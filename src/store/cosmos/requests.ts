@@ -9,9 +9,6 @@ export type Cosmos = {
   o: () => { abortSignal: AbortSignal };
 };
 
-/** Single tenant today: every chat lives in this partition until per-user accounts arrive. */
-export const OWNER = "default";
-
 const SYSTEM_FIELDS = ["_rid", "_self", "_etag", "_attachments", "_ts"];
 
 /** Attempts at a read-then-conditional-write before giving up as contention (each lost attempt means another writer won). */

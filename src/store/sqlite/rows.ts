@@ -2,7 +2,7 @@ import type { Chat, Message } from "../../records";
 
 // Records to bound parameters and rows back to records.
 
-export type ChatRow = { id: string; name: string; active: number; created_at: string; updated_at: string; device_id: string | null };
+export type ChatRow = { id: string; owner: string; name: string; active: number; created_at: string; updated_at: string; device_id: string | null };
 export type MessageRow = {
   chat_id: string; id: string; role: Message["role"]; content: string; created_at: string;
   status: string | null; device_id: string | null; parent_id: string | null;
@@ -32,8 +32,8 @@ export const toMessage = (r: MessageRow): Message => ({
   ...(r.lease_owner === null ? {} : { lease: { owner: r.lease_owner, until: r.lease_until ?? 0, seq: r.lease_seq ?? 0 } }),
 });
 
-export const chatParams = (c: Chat) => ({
-  $id: c.id, $name: c.name, $active: c.active ? 1 : 0,
+export const chatParams = (owner: string, c: Chat) => ({
+  $id: c.id, $owner: owner, $name: c.name, $active: c.active ? 1 : 0,
   $created_at: c.created_at, $updated_at: c.updated_at, $device_id: c.device_id ?? null,
 });
 

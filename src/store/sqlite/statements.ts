@@ -4,31 +4,29 @@ import { type ChatRow, type ClaimRow, MESSAGE_COLUMNS, MESSAGE_VALUES, type Mess
 /** Every statement the store runs, prepared once per open database. */
 export function prepareStatements(db: Database) {
   return {
-    listChats: db.query<ChatRow, { $limit: number }>(
-      "SELECT * FROM chats ORDER BY updated_at DESC, created_at DESC, id DESC LIMIT $limit",
+    // Every chat statement names its owner: another user's chat id matches no row, exactly like an
+    // id that does not exist.
+    listChats: db.query<ChatRow, { $owner: string; $limit: number }>(
+      "SELECT * FROM chats WHERE owner = $owner ORDER BY updated_at DESC, created_at DESC, id DESC LIMIT $limit",
     ),
-    listChatsAfter: db.query<ChatRow, { $limit: number; $u: string; $c: string; $id: string }>(
-      `SELECT * FROM chats WHERE (updated_at, created_at, id) < ($u, $c, $id)
+    listChatsAfter: db.query<ChatRow, { $owner: string; $limit: number; $u: string; $c: string; $id: string }>(
+      `SELECT * FROM chats WHERE owner = $owner AND (updated_at, created_at, id) < ($u, $c, $id)
        ORDER BY updated_at DESC, created_at DESC, id DESC LIMIT $limit`,
     ),
-    getChat: db.query<ChatRow, { $id: string }>("SELECT * FROM chats WHERE id = $id"),
+    getChat: db.query<ChatRow, { $owner: string; $id: string }>("SELECT * FROM chats WHERE id = $id AND owner = $owner"),
     insertChat: db.query(
-      `INSERT INTO chats (id, name, active, created_at, updated_at, device_id)
-       VALUES ($id, $name, $active, $created_at, $updated_at, $device_id)`,
-    ),
-    updateChat: db.query(
-      `UPDATE chats SET name = $name, active = $active, created_at = $created_at,
-       updated_at = $updated_at, device_id = $device_id WHERE id = $id`,
+      `INSERT INTO chats (id, owner, name, active, created_at, updated_at, device_id)
+       VALUES ($id, $owner, $name, $active, $created_at, $updated_at, $device_id)`,
     ),
     // One statement: only the named columns change, and activity time never goes backwards.
-    patchChat: db.query<ChatRow, { $id: string; $name: string | null; $u: string | null }>(
+    patchChat: db.query<ChatRow, { $owner: string; $id: string; $name: string | null; $u: string | null }>(
       `UPDATE chats SET name = coalesce($name, name), updated_at = max(updated_at, coalesce($u, updated_at))
-       WHERE id = $id RETURNING *`,
+       WHERE id = $id AND owner = $owner RETURNING *`,
     ),
-    deleteChat: db.query("DELETE FROM chats WHERE id = $id"),
+    deleteChat: db.query<ChatRow, { $owner: string; $id: string }>("DELETE FROM chats WHERE id = $id AND owner = $owner RETURNING id"),
     deleteMessages: db.query("DELETE FROM messages WHERE chat_id = $id"),
-    deviceChat: db.query<ChatRow, { $device_id: string }>(
-      "SELECT * FROM chats WHERE device_id = $device_id AND active = 1 ORDER BY updated_at DESC LIMIT 1",
+    deviceChat: db.query<ChatRow, { $owner: string; $device_id: string }>(
+      "SELECT * FROM chats WHERE owner = $owner AND device_id = $device_id AND active = 1 ORDER BY updated_at DESC LIMIT 1",
     ),
     addMessage: db.query(`INSERT INTO messages (${MESSAGE_COLUMNS}) VALUES (${MESSAGE_VALUES}) ON CONFLICT DO NOTHING`),
     putMessage: db.query(

@@ -63,7 +63,7 @@ export async function checkStore(
   const seen = new Set<string>();
   let cursor: string | undefined;
   do {
-    const page = await store.listChats({ limit: 200, cursor });
+    const page = await store.listChats("default", { limit: 200, cursor });
     cursor = page.cursor;
     for (const chat of page.items) {
       storeSummary.chats++;

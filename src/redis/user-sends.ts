@@ -1,0 +1,40 @@
+import type { Logger } from "../log";
+import type { RedisConnection } from "./client";
+import { keys } from "./keys";
+
+// Each user's sends per minute as one token bucket in Redis, so a user's limit is the same however
+// many sockets and replicas they use. Redis's own clock refills it (replicas' clocks may differ).
+const TAKE = `
+local cap = tonumber(ARGV[1])
+local perMs = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(b[1]) or cap
+local at = tonumber(b[2]) or now
+tokens = math.min(cap, tokens + math.max(0, now - at) * perMs)
+local wait = -1
+if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) / perMs) end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(cap / perMs) + 1000)
+return wait
+`;
+
+type Admission = { ok: true } | { ok: false; retryAfterMs: number };
+
+/** The shared bucket; while Redis does not answer, `fallback` (this process's own buckets) decides. */
+export function redisUserSends(redis: RedisConnection, perMinute: number, fallback: (userId: string) => Promise<Admission>, log: Logger) {
+  const perMs = perMinute / 60_000;
+  let warned = false;
+  return async (userId: string): Promise<Admission> => {
+    try {
+      const wait = Number(await redis.cmd.eval(TAKE, 1, keys.userSends(userId), String(perMinute), String(perMs)));
+      warned = false;
+      return wait < 0 ? { ok: true } : { ok: false, retryAfterMs: wait };
+    } catch (e) {
+      if (!warned) log.warn("redis did not answer; counting user sends in this replica alone", { error: e });
+      warned = true;
+      return fallback(userId);
+    }
+  };
+}
