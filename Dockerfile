@@ -13,8 +13,9 @@ COPY tsconfig.json ./
 COPY scripts/build.ts ./scripts/
 COPY src ./src
 # scripts/build.ts: dist/index.js (minified, every dependency inside), dist/index.js.map beside it for
-# stack traces, dist/page/ (the built-in page, read at start-up). It fails if the bundle would still
-# load anything at run time that Bun does not provide itself.
+# stack traces, dist/page/ (the built-in page, read at start-up; its libraries, from node_modules, in
+# dist/page/vendor/). It fails if the bundle would still load anything at run time that Bun does not
+# provide itself.
 RUN bun run build
 # The SQLite default writes here; owned by the runtime user (the distroless "nonroot", uid 65532).
 RUN mkdir -p /data && chown 65532:65532 /data

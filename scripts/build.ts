@@ -1,10 +1,11 @@
-import { cpSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, cpSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { isBuiltin } from "node:module";
 import { join, relative, resolve } from "node:path";
 import type { BunPlugin } from "bun";
+import { VENDOR, vendorPath } from "../src/http/page";
 
 // The production bundle: src/index.ts and every dependency it loads in one file, `dist/index.js`, run with
-// `bun --no-install dist/index.js` and nothing else beside it but its source map and the built-in page.
+// `bun --no-install dist/index.js` and nothing else beside it but its source map and the built-in page (with its two libraries).
 // `bun run build` runs this; the image's build stage runs `bun run build` (Dockerfile), and so does
 // test/image.test.ts. `--outdir <dir>` writes elsewhere (bench/startup.ts uses it).
 
@@ -82,12 +83,15 @@ writeFileSync(mapPath, JSON.stringify(map));
 // The built-in page is read at start-up from `page/` beside the module that serves it
 // (src/http/page.ts: `join(import.meta.dir, "page", …)`); in the bundle that module's directory is outdir.
 cpSync(join(src, "http", "page"), join(outdir, "page"), { recursive: true });
+// The page's libraries come from node_modules, which the image lacks: beside it in dist/page/vendor/.
+mkdirSync(join(outdir, "page", "vendor"));
+for (const name of Object.keys(VENDOR)) copyFileSync(vendorPath(name), join(outdir, "page", "vendor", name));
 
 const sizes = readdirSync(outdir, { recursive: true, withFileTypes: true })
   .filter((e) => e.isFile())
   .map((e) => ({ path: relative(outdir, join(e.parentPath, e.name)), bytes: Bun.file(join(e.parentPath, e.name)).size }));
 const total = sizes.reduce((n, f) => n + f.bytes, 0);
 console.log(`build: ${relative(process.cwd(), outdir) || "."}/ ${(total / 1e6).toFixed(2)} MB`);
-for (const f of sizes) console.log(`  ${f.path.padEnd(20)} ${(f.bytes / 1e6).toFixed(3)} MB`);
+for (const f of sizes) console.log(`  ${f.path.padEnd(26)} ${(f.bytes / 1e6).toFixed(3)} MB`);
 for (const r of rewritten) console.log(`  bundled createRequire: ${r}`);
 console.log(`  left to the runtime: ${[...external].sort().join(", ")}`);

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { VENDOR } from "../src/http/page";
 import { openCosmosStore } from "../src/store/cosmos";
 import { startIotHubPeer, type IotHubPeer } from "./support/amqp-peer";
 import { startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
@@ -184,7 +185,10 @@ describe("the image's recipe", () => {
 
     // Only what the runtime stage copied: no node_modules, no sources, not even package.json.
     expect(runtime.copied.sort()).toEqual(["/app/dist", "/data"]);
-    const page = readdirSync(join(REPO, "src", "http", "page")).map((f) => `app/dist/page/${f}`);
+    const page = [
+      ...readdirSync(join(REPO, "src", "http", "page")).map((f) => `app/dist/page/${f}`),
+      ...Object.keys(VENDOR).map((f) => `app/dist/page/vendor/${f}`), // the page's libraries, from node_modules
+    ];
     expect(image.files).toEqual(["app/dist/index.js", "app/dist/index.js.map", ...page].sort());
     expect(statSync(join(runtime.root, "data")).isDirectory()).toBe(true);
 
@@ -308,7 +312,8 @@ describe("from the bundle: Cosmos DB, Redis, an OpenAI-compatible model, the IoT
   }, TEST_MS);
 
   test("the built-in page is served", async () => {
-    for (const [path, type] of [["/", "text/html"], ["/page/app.js", "text/javascript"], ["/page/style.css", "text/css"]] as const) {
+    const vendor = Object.keys(VENDOR).map((f) => [`/page/vendor/${f}`, "text/javascript"] as const);
+    for (const [path, type] of [["/", "text/html"], ["/page/app.js", "text/javascript"], ["/page/markdown.js", "text/javascript"], ["/page/style.css", "text/css"], ...vendor] as const) {
       const res = await fetch(`${full.url}${path}`);
       expect(res.status).toBe(200);
       expect(res.headers.get("content-type")).toStartWith(type);

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Browser, Page } from "playwright-core";
+import { LEGACY_USER_ID as OWNER } from "../src/auth/identity";
 import { launchBrowser, openPage, screenshot } from "./support/browser";
 import { startTestServer, type TestServer } from "./support/harness";
 import { startSseModel, type SseModel } from "./support/sse-model";
@@ -18,11 +19,14 @@ let page: Page;
 let problems: string[] = [];
 let chatId = "";
 
-/** Waits until the last bubble is a finished reply, and checks it reads exactly `text`. */
+/**
+ * Waits until the last bubble is a finished reply, and checks it reads exactly `text`. A reply is rendered
+ * as Markdown: plain words become one paragraph, whose text is theirs less the whitespace at either end.
+ */
 async function replyDone(text: string) {
   const last = page.locator("#messages > li.assistant:last-child:not(.streaming) > .text", { hasText: text.trim() });
   await last.waitFor();
-  expect(await last.textContent()).toBe(text);
+  expect((await last.textContent())!.trim()).toBe(text.trim());
 }
 const online = () => page.locator('#conn[data-state="online"]').waitFor();
 const watching = (id: string) => until(() => srv.conns.all().some((ws) => ws.data.watching.has(id)), `the page to watch chat ${id}`);
@@ -64,7 +68,7 @@ describe("the chat page", () => {
     const current = page.locator("#chats li.current");
     await current.waitFor();
     chatId = (await current.getAttribute("data-id"))!;
-    expect(await srv.store.getChat(chatId)).toMatchObject({ id: chatId, name: "New Chat" });
+    expect(await srv.store.getChat(OWNER, chatId)).toMatchObject({ id: chatId, name: "New Chat" });
 
     await page.fill("#input", "Hi there");
     await page.press("#input", "Enter");
@@ -103,7 +107,7 @@ describe("the chat page", () => {
     await until(() => model.requests[upstream]?.aborted, "the model request to be aborted");
     const stored = await until(async () => (await srv.store.listMessages(chatId, { limit: 10 })).find((m) => m.status === "stopped"), "a stopped reply in the store");
     const shown = await page.locator("#messages .msg.assistant").last().locator(".text").textContent();
-    expect(stored.content).toBe(shown!);
+    expect(shown!.trim()).toBe(stored.content.trim());
     expect(shown!.length).toBeLessThan(words(400).join("").length);
     await screenshot(page, "3-stopped");
   }, T);
@@ -128,17 +132,17 @@ describe("the chat page", () => {
     await page.press("#title", "Enter");
     await page.locator(`#chats li[data-id="${chatId}"] .name`, { hasText: name }).waitFor();
     expect(await page.locator("#chats b").count()).toBe(0);
-    expect((await srv.store.getChat(chatId))?.name).toBe(name);
+    expect((await srv.store.getChat(OWNER, chatId))?.name).toBe(name);
   }, T);
 
   test("a device conversation appears live, with a device badge", async () => {
     model.setScript({ tokens: ["Sunny", " and", " mild", "."], delayMs: 30 });
-    const device = await srv.chat.createChat({ name: "pi-1", deviceId: "pi-1" });
+    const device = await srv.chat.createChat({ owner: OWNER, name: "pi-1", deviceId: "pi-1" });
     const item = page.locator(`#chats li[data-id="${device.id}"]`);
     await item.locator(".badge", { hasText: "device" }).waitFor();
     await item.locator("button").click();
     await watching(device.id);
-    const sent = await srv.chat.send({ chatId: device.id, content: "What's the weather like?", deviceId: "pi-1" });
+    const sent = await srv.chat.send({ owner: OWNER, chatId: device.id, content: "What's the weather like?", deviceId: "pi-1" });
     await page.locator("#messages .msg.user", { hasText: "What's the weather like?" }).locator(".badge", { hasText: "pi-1" }).waitFor();
     await replyDone("Sunny and mild.");
     if (!sent.duplicate) await sent.reply;
@@ -164,7 +168,7 @@ describe("the chat page", () => {
     page.once("dialog", (d) => d.accept());
     await page.click("#delete");
     await page.locator(`#chats li[data-id="${chatId}"]`).waitFor({ state: "detached" });
-    expect(await srv.store.getChat(chatId)).toBeFalsy();
+    expect(await srv.store.getChat(OWNER, chatId)).toBeFalsy();
     await screenshot(page, "7-deleted");
     expect(problems).toEqual([]);
   }, T);

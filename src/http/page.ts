@@ -1,24 +1,61 @@
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import type { Env, Hono } from "hono";
 
-// The built-in chat page at `/`: three static files (src/http/page/), read once at start-up.
-// No build step and nothing fetched from elsewhere, so it works offline.
+// The built-in chat page at `/`: static files (src/http/page/), read once at start-up, and the two
+// libraries it renders replies with, served from this origin at /page/vendor/. No build step and nothing
+// fetched from elsewhere, so it works offline.
 
+// Trusted Types: the page's own code never hands a string to an HTML sink (innerHTML and the like);
+// only DOMPurify's policy may, and it only passes its own sanitised output through.
 const CSP = [
   "default-src 'self'",
+  "script-src 'self'",
+  "object-src 'none'",
   "connect-src 'self' ws: wss:",
   "img-src 'self' data:",
   "base-uri 'none'",
   "form-action 'self'",
   "frame-ancestors 'none'",
+  "require-trusted-types-for 'script'",
+  "trusted-types dompurify",
 ].join("; ");
 
-const read = (name: string) => readFileSync(join(import.meta.dir, "page", name), "utf8");
+/**
+ * The browser builds of the page's libraries (exact versions pinned in package.json): URL name -> module
+ * in node_modules. scripts/build.ts copies them to dist/page/vendor/, since the image has no node_modules.
+ */
+export const VENDOR: Record<string, string> = {
+  "marked.esm.js": "marked/lib/marked.esm.js",
+  "purify.es.mjs": "dompurify/dist/purify.es.mjs",
+};
+
+const pageDir = join(import.meta.dir, "page");
+const read = (name: string) => readFileSync(join(pageDir, name), "utf8");
+
+/**
+ * Beside the bundle in dist/page/vendor/; from source, straight from node_modules (looked up by path:
+ * the packages' `exports` do not list these files, so module resolution would refuse them).
+ */
+export function vendorPath(name: string): string {
+  const copied = join(pageDir, "vendor", name);
+  if (existsSync(copied)) return copied;
+  for (let dir = import.meta.dir; ; dir = dirname(dir)) {
+    const file = join(dir, "node_modules", VENDOR[name]!);
+    if (existsSync(file)) return file;
+    if (dirname(dir) === dir) throw new Error(`the page's library ${VENDOR[name]} is not in node_modules: run bun install`);
+  }
+}
+// The source map comment only makes DevTools ask for a file we do not serve.
+const readVendor = (name: string) => readFileSync(vendorPath(name), "utf8").replace(/\n\/\/# sourceMappingURL=\S+\s*$/, "\n");
+
+const JS = "text/javascript; charset=utf-8";
 const files: Record<string, { body: string; type: string }> = {
   "/": { body: read("index.html"), type: "text/html; charset=utf-8" },
-  "/page/app.js": { body: read("app.js"), type: "text/javascript; charset=utf-8" },
+  "/page/app.js": { body: read("app.js"), type: JS },
+  "/page/markdown.js": { body: read("markdown.js"), type: JS },
   "/page/style.css": { body: read("style.css"), type: "text/css; charset=utf-8" },
+  ...Object.fromEntries(Object.keys(VENDOR).map((name) => [`/page/vendor/${name}`, { body: readVendor(name), type: JS }])),
 };
 
 export function registerPage<E extends Env>(app: Hono<E>) {

@@ -1,5 +1,8 @@
 // PiChat's built-in page: the /ws protocol in plain JavaScript, no framework, no build.
-// Everything the server sends is shown with textContent, never parsed as HTML.
+// Everything the server sends is shown with textContent, never parsed as HTML, except a reply's
+// Markdown, which goes through renderMarkdown (markdown.js: parsed, then sanitised into DOM nodes).
+
+import { renderMarkdown } from "/page/markdown.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -15,6 +18,7 @@ let chats = []; // as the server lists them, most recently active first
 let current = location.hash.slice(1) || null; // the chat on screen; kept in the URL so a reload shows it again
 let streaming = null; // traceId of the reply streaming into it ("pending" just after a send)
 const bubbles = new Map(); // message id or traceId -> its <li>
+const sources = new WeakMap(); // a reply's .text element -> its Markdown so far
 
 const el = (tag, className = "", text = "") => Object.assign(document.createElement(tag), { className, textContent: text });
 
@@ -106,8 +110,10 @@ function onDelta(f) {
   const li = replyBubble(f.traceId);
   if (f.seq <= Number(li.dataset.seq)) return; // already in the history we were sent
   li.dataset.seq = f.seq;
-  stickToBottom(() => li.querySelector(".text").append(f.content));
-  if (!f.end) return;
+  const text = li.querySelector(".text");
+  sources.set(text, (sources.get(text) ?? "") + f.content);
+  if (!f.end) return renderSoon(text);
+  renderNow(text);
   li.classList.remove("streaming");
   if (f.reason) li.append(el("small", "status", f.reason));
   if (streaming === f.traceId) streaming = null;
@@ -177,7 +183,13 @@ function showHistory(messages) {
 function addMessage(m) {
   const li = el("li", `msg ${m.role}`);
   if (m.device_id && m.role === "user") li.append(el("span", "badge", m.device_id)); // asked on a device
-  li.append(el("div", "text", m.content));
+  if (m.role === "user") li.append(el("div", "text", m.content)); // what a person typed stays plain text
+  else {
+    const text = el("div", "text");
+    sources.set(text, m.content);
+    renderMarkdown(text, m.content);
+    li.append(text);
+  }
   if (m.status) li.append(el("small", "status", m.status));
   stickToBottom(() => ui.messages.append(li));
   bubbles.set(m.id, li);
@@ -194,6 +206,27 @@ function replyBubble(traceId, text = "", seq = 0) {
   streaming = traceId;
   updateControls();
   return li;
+}
+
+// A streaming reply is re-rendered at most once per frame, however many deltas arrived in between, and
+// less often when rendering gets slow (a long reply is parsed whole each time): never over a third of the time.
+const dirty = new Set();
+let frame = 0;
+let notBefore = 0;
+function renderSoon(text) {
+  dirty.add(text);
+  frame ||= requestAnimationFrame(renderDirty);
+}
+function renderDirty(now) {
+  frame = 0;
+  if (now < notBefore) return void (frame = requestAnimationFrame(renderDirty));
+  const start = performance.now();
+  for (const text of dirty) renderNow(text);
+  notBefore = performance.now() + 2 * (performance.now() - start);
+}
+function renderNow(text) {
+  dirty.delete(text);
+  if (text.isConnected) stickToBottom(() => renderMarkdown(text, sources.get(text) ?? ""));
 }
 
 function stickToBottom(change) {
