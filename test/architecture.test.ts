@@ -43,6 +43,12 @@ const FORBIDDEN: [string, string, string][] = [
   ["redis", "ws", "the shared bus carries chat events, not frames"],
   ["redis", "devices", "the shared bus knows nothing of devices"],
   ["redis", "http", "the shared bus knows nothing of HTTP"],
+  ["auth", "chat", "who signed in is decided before any chat is touched"],
+  ["auth", "ws", "identity knows tokens, not sockets (revocation takes them as a plain iterable)"],
+  ["auth", "devices", "identity knows nothing of devices"],
+  ["auth", "http", "identity knows tokens, not how HTTP carries them"],
+  ["auth", "model", "identity knows nothing of the model"],
+  ["auth", "redis", "identity knows nothing of the shared bus"],
 ];
 
 describe("import rules (docs/architecture.md)", () => {
@@ -60,6 +66,14 @@ describe("import rules (docs/architecture.md)", () => {
   test("store/ and model/ import only leaf modules (records, config, log, azure-auth)", () => {
     const bad = crossing.filter((e) => (e.from === "store" || e.from === "model") && !LEAVES.has(e.to));
     expect(bad.map((e) => `${e.file} imports ${e.spec}`)).toEqual([]);
+  });
+
+  test("auth/ imports only leaf modules, and the store for its types", () => {
+    const bad = crossing.filter((e) => e.from === "auth" && !LEAVES.has(e.to) && e.to !== "store");
+    expect(bad.map((e) => `${e.file} imports ${e.spec}`)).toEqual([]);
+    const valueImports = files.filter((f) => f.startsWith("auth/"))
+      .flatMap((f) => [...readFileSync(join(SRC, f), "utf8").matchAll(/^import (?!type )[^;]*from\s+["'](\.\.\/store[^"']*)["']/gm)].map((m) => `${f} imports ${m[1]}`));
+    expect(valueImports).toEqual([]);
   });
 
   test("leaf modules import no other layer", () => {

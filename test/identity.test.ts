@@ -1,8 +1,16 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { type CryptoKey, exportJWK, exportSPKI, generateKeyPair, type JWK, type JWTPayload, SignJWT } from "jose";
-import { jwtUserId } from "../src/auth/jwt";
+import { exportSPKI, type JWTPayload, SignJWT } from "jose";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { jwtSettings, jwtUserId } from "../src/auth/jwt";
+import { ConfigError, loadConfig } from "../src/config";
+import { StoreUnavailableError } from "../src/store/errors";
+import { openSqliteStore } from "../src/store/sqlite";
+import type { Store } from "../src/store/store";
 import { hashToken, newPersonalToken } from "../src/auth/tokens";
 import { UPGRADE_HEADERS } from "./support/fixtures";
+import { type Key, makeKey, sign, startJwks } from "./support/jwks";
 import { startTestServer, type TestServer } from "./support/harness";
 import { until, within } from "./support/until";
 import { connect } from "./support/ws-client";
@@ -16,32 +24,11 @@ const AUDIENCE = "api://pichat-test";
 const TENANT = "11111111-2222-3333-4444-555555555555";
 const LEGACY = "0f3c9a7d5e2b4c1a8f6e0d9b7c5a3e1f";
 
-type Key = { kid: string; alg: "RS256" | "ES256"; privateKey: CryptoKey; publicKey: CryptoKey; jwk: JWK };
-const makeKey = async (kid: string, alg: Key["alg"]): Promise<Key> => {
-  const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: true });
-  return { kid, alg, privateKey, publicKey, jwk: { ...(await exportJWK(publicKey)), kid, alg, use: "sig" } };
-};
-
-/** The identity provider's key endpoint: serves `keys`, counts fetches. */
-function startJwks(keys: JWK[]) {
-  let fetches = 0;
-  const server = Bun.serve({
-    port: 0, hostname: "127.0.0.1",
-    fetch: () => {
-      fetches++;
-      return Response.json({ keys });
-    },
-  });
-  return { url: `http://127.0.0.1:${server.port}/keys`, keys, fetches: () => fetches, stop: () => server.stop(true) };
-}
-
 const now = () => Math.floor(Date.now() / 1000);
 const claims = (over: JWTPayload = {}): JWTPayload => ({
   iss: ISSUER, aud: AUDIENCE, sub: "pairwise-sub-1", oid: "object-id-1", tid: TENANT, name: "Ada Lovelace",
   iat: now(), exp: now() + 600, ...over,
 });
-const sign = (key: Key, payload: JWTPayload, header: Record<string, unknown> = {}) =>
-  new SignJWT(payload).setProtectedHeader({ alg: key.alg, kid: key.kid, typ: "JWT", ...header }).sign(key.privateKey);
 const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString("base64url");
 
 let rsa: Key;
@@ -229,5 +216,68 @@ describe("clock skew", () => {
     expect(await status({ nbf: now() + 30 })).toBe(200);
     expect(await status({ exp: now() - 120 })).toBe(401);
     expect(await status({ nbf: now() + 120 })).toBe(401);
+  });
+});
+
+describe("a personal token while the store is down", () => {
+  test("is answered 503 STORE_UNAVAILABLE (not 401), before the upgrade", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "pichat-id-"));
+    const base = openSqliteStore(join(dir, "down.db"));
+    const down: Store = { ...base, userOfToken: async () => { throw new StoreUnavailableError("down for the test"); } };
+    const s = await startTestServer({ API_TOKEN: LEGACY }, { store: down });
+    try {
+      for (const path of ["/ws", "/api/me"]) {
+        const res = await fetch(`${s.url}${path}?token=${newPersonalToken()}`, { headers: UPGRADE_HEADERS });
+        expect(res.status).toBe(503);
+        expect(res.headers.get("retry-after")).toBe("2");
+        expect(((await res.json()) as { code: string }).code).toBe("STORE_UNAVAILABLE");
+      }
+      // The legacy token needs no store.
+      expect((await fetch(`${s.url}/api/me?token=${LEGACY}`)).status).toBe(200);
+    } finally {
+      await s.close();
+      await base.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("configuration", () => {
+  const fails = (env: Record<string, string>) => {
+    try {
+      loadConfig(env);
+    } catch (e) {
+      expect(e).toBeInstanceOf(ConfigError);
+      return (e as Error).message;
+    }
+    throw new Error("expected a ConfigError");
+  };
+  const tid = "11111111-2222-3333-4444-555555555555";
+
+  test("half-configured sign-in is refused with the variable named", () => {
+    expect(fails({ AUTH_ENTRA_TENANT_ID: tid })).toStartWith("AUTH_AUDIENCE:");
+    expect(fails({ AUTH_JWKS_URL: "https://idp.example/keys", AUTH_AUDIENCE: "api://x" })).toStartWith("AUTH_ISSUER:");
+    expect(fails({ AUTH_ISSUER: "https://idp.example/" })).toStartWith("AUTH_ISSUER:");
+    expect(fails({ AUTH_AUDIENCE: "api://x" })).toStartWith("AUTH_AUDIENCE:");
+    expect(fails({ AUTH_ENTRA_TENANT_ID: "contoso.onmicrosoft.com", AUTH_AUDIENCE: "api://x" })).toStartWith("AUTH_ENTRA_TENANT_ID:");
+    expect(fails({ AUTH_ENTRA_TENANT_ID: tid, AUTH_JWKS_URL: "https://idp.example/keys", AUTH_ISSUER: "i", AUTH_AUDIENCE: "a" })).toStartWith("AUTH_JWKS_URL:");
+  });
+
+  test("Entra ID: the tenant's JWKS and issuers; audiences may be a list", () => {
+    const s = jwtSettings(loadConfig({ AUTH_ENTRA_TENANT_ID: tid, AUTH_AUDIENCE: "api://pichat, 0000-client-id" }))!;
+    expect(s.jwksUrl.href).toBe(`https://login.microsoftonline.com/${tid}/discovery/v2.0/keys`);
+    expect(s.issuers).toContain(`https://login.microsoftonline.com/${tid}/v2.0`);
+    expect(s.audiences).toEqual(["api://pichat", "0000-client-id"]);
+    expect(s.clockToleranceS).toBe(60);
+    expect(jwtSettings(loadConfig({}))).toBeUndefined();
+  });
+
+  test("production: a JWT issuer may replace API_TOKEN (then METRICS_TOKEN is required); a placeholder API_TOKEN is still refused", () => {
+    const jwt = { ENVIRONMENT: "production", AUTH_ENTRA_TENANT_ID: tid, AUTH_AUDIENCE: "api://pichat" };
+    expect(fails(jwt)).toStartWith("METRICS_TOKEN:");
+    expect(loadConfig({ ...jwt, METRICS_TOKEN: "m".repeat(8) + "3f9c0a7e5b1d" }).API_TOKEN).toBeUndefined();
+    expect(fails({ ...jwt, METRICS_TOKEN: "3f9c0a7e5b1d4c2a", API_TOKEN: "change-me-to-a-long-random-string" })).toStartWith("API_TOKEN:");
+    expect(fails({ ENVIRONMENT: "production" })).toStartWith("API_TOKEN:");
+    expect(fails({ ENVIRONMENT: "production", API_TOKEN: LEGACY, AUTH_JWKS_URL: "http://idp.example/keys", AUTH_ISSUER: "i", AUTH_AUDIENCE: "a" })).toStartWith("AUTH_JWKS_URL:");
   });
 });
