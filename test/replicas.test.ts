@@ -138,6 +138,27 @@ for (const kind of ["single", "cluster"] as const) {
       expect(stored.content).toBe(text);
     }, 30_000);
 
+    test("settings are kept per replica, and an update on r0 drops r1's copy: r1's next reply uses the new system prompt", async () => {
+      const [a, b] = [await on(r, 0), await on(r, 1)];
+      const chat = await newChat(b);
+      model.setScript({ tokens: ["ok"] });
+      const systemOf = (i: number) => model.requests[i]!.body.messages.find((m: { role: string }) => m.role === "system")?.content;
+      // r1 reads (and keeps) the settings for this question.
+      const before = model.requests.length;
+      b.send({ type: "SEND_MESSAGE", chatId: chat.id, content: "first" });
+      await b.reply(chat.id, 15_000);
+      const prompt = `Answer as a pirate ${crypto.randomUUID()}`;
+      expect(systemOf(before)).not.toBe(prompt);
+      await a.request({ type: "UPDATE_SETTINGS", systemPrompt: prompt }, "SETTINGS");
+      // The update reaches r1 over the bus (milliseconds); GET_SETTINGS there reads what a reply would.
+      await until(async () => (await b.request({ type: "GET_SETTINGS" }, "SETTINGS")).settings.systemPrompt === prompt, "r1 to see the new settings", 5_000);
+      const asked = model.requests.length;
+      b.send({ type: "SEND_MESSAGE", chatId: chat.id, content: "second" });
+      await b.reply(chat.id, 15_000);
+      expect(systemOf(asked)).toBe(prompt);
+      await a.request({ type: "UPDATE_SETTINGS", systemPrompt: null }, "SETTINGS");
+    }, 30_000);
+
     test("one reply per chat across replicas: a question on r1 while r0 answers waits, and is answered next, once", async () => {
       const a = await on(r, 0);
       const b = await on(r, 1);

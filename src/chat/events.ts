@@ -21,6 +21,8 @@ export type ChatEvent =
     }
   /** Asks the replica generating `traceId` to stop it (STOP_GENERATION or DELETE_CHAT elsewhere). */
   | { type: "stop_request"; chatId: string; traceId: string }
+  /** A user's settings changed: every replica drops its copy (src/chat/settings-cache.ts). */
+  | { type: "settings_updated"; owner: string }
   /** This replica may have missed other replicas' events (the shared bus was down): clients should reload. */
   | { type: "resync"; reason: string };
 

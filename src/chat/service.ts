@@ -7,6 +7,7 @@ import { sendCommands } from "./send";
 import { getSettingsOf, updateSettingsOf, type SettingsPatch } from "./settings";
 import type { ChatContext, ChatParts } from "./context";
 import { titleChat } from "./title";
+import { withSettingsCache } from "./settings-cache";
 import { defaultDeviceOwner, deviceOwners, UNASSIGNED_OWNER } from "./device-owners";
 
 /**
@@ -20,7 +21,8 @@ export function createChatService(parts: ChatParts) {
   const replies = createReplies({ max: parts.options.maxGenerations, queueLimit: parts.options.queueLimit, run: (spec, g) => run(spec, g) });
   const live = createLiveReplies({ bus: parts.bus, backfill: parts.backfill, onError: (e) => parts.log.warn("could not fill in a live reply", { error: e }) });
   const lanes = parts.sharedLanes ? parts.sharedLanes(replies) : localLanes(replies, modelCallLimit(parts.options.modelCallsPerMinute));
-  const ctx: ChatContext = { ...parts, replies, lanes, live };
+  const settingsCache = withSettingsCache(parts.store, parts.bus);
+  const ctx: ChatContext = { ...parts, store: settingsCache.store, replies, lanes, live };
   const chats = chatCommands(ctx, (r) => stopElsewhere(r));
   const reply = replyCommands(ctx, chats.requireOwned);
   stopElsewhere = reply.stopElsewhere;
@@ -55,8 +57,8 @@ export function createChatService(parts: ChatParts) {
     storeQuestion: sending.storeQuestion,
     stop: reply.stop,
     resume: reply.resume,
-    getSettings: (owner: string) => getSettingsOf(parts.store, owner),
-    updateSettings: (owner: string, patch: SettingsPatch) => updateSettingsOf(parts.store, owner, patch),
+    getSettings: (owner: string) => getSettingsOf(ctx.store, owner),
+    updateSettings: (owner: string, patch: SettingsPatch) => updateSettingsOf(ctx.store, owner, patch),
     /** Device messages are handled at least once, with one effect: a claim is a lease this process holds. */
     claims: {
       take: (messageId: string, leaseMs: number) => parts.store.claimMessage(messageId, parts.options.instanceId, leaseMs),
@@ -78,6 +80,7 @@ export function createChatService(parts: ChatParts) {
     bus: parts.bus,
     close() {
       unsubscribe();
+      settingsCache.stop();
       live.close();
     },
   };

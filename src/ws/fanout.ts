@@ -31,6 +31,7 @@ export function showEventsOnSockets(bus: Bus, conns: Connections): () => void {
         return conns.toAll(frames.resync(e.reason));
       case "reply_start":
       case "stop_request":
+      case "settings_updated":
         return; // between replicas only
     }
   });
