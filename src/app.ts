@@ -6,6 +6,7 @@ import { chosenProtocol, originAllowed, presentedToken, tokensMatch } from "./ht
 import { connectionRefusal, type ConnectionCaps, type ConnectionLoad } from "./http/caps";
 import { healthReport, type HealthSources } from "./http/health";
 import { registerPage } from "./http/page";
+import { StoreUnavailableError } from "./store/errors";
 import type { ConnData } from "./ws/connections";
 import type { Identity } from "./auth/identity";
 
@@ -76,9 +77,10 @@ export function createApp(o: AppOptions) {
       const user = await o.auth.authenticate(token);
       if (user) return { user };
       return { refuse: Response.json(UNAUTHORIZED, { status: 401, headers: { "WWW-Authenticate": "Bearer" } }) };
-    } catch {
+    } catch (e) {
       // A personal token could not be looked up: not the client's fault, so not a 401.
-      return { refuse: Response.json(STORE_DOWN, { status: 503, headers: { "Retry-After": "2" } }) };
+      if (e instanceof StoreUnavailableError) return { refuse: Response.json(STORE_DOWN, { status: 503, headers: { "Retry-After": "2" } }) };
+      throw e;
     }
   };
 
