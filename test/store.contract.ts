@@ -158,6 +158,19 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
       expect(await store.deleteChat("default", chat.id)).toBe(false);
     });
 
+    test("touchChat moves only updated_at, in one call; a missing or another owner's chat is false and untouched", async () => {
+      const chat = chatFixture({ name: "touched", created_at: isoAt(1000), updated_at: isoAt(1000) });
+      await store.createChat("default", chat);
+      expect(await store.touchChat("default", chat.id, isoAt(3000))).toBe(true);
+      expect(await store.getChat("default", chat.id)).toStrictEqual({ ...chat, updated_at: isoAt(3000) });
+      expect(await store.touchChat("someone-else", chat.id, isoAt(9000))).toBe(false);
+      expect(await store.touchChat("default", crypto.randomUUID(), isoAt(9000))).toBe(false);
+      expect(await store.getChat("default", chat.id)).toStrictEqual({ ...chat, updated_at: isoAt(3000) });
+      // Activity now puts it first in its owner's list.
+      expect(await store.touchChat("default", chat.id, nowIso())).toBe(true);
+      expect((await store.listChats("default", { limit: 1 })).items[0]?.id).toBe(chat.id);
+    });
+
     test("patchChat changes only the named fields; updated_at never moves backwards; a missing chat is undefined", async () => {
       const chat = chatFixture({ created_at: isoAt(0), updated_at: isoAt(1000) });
       await store.createChat("default", chat);

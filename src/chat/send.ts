@@ -54,8 +54,7 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
     if (!(await store.addMessage(message))) return { stored: false as const, message };
     // deleteChat removes the chat record before its messages: if it is gone now, our write may
     // have landed after the messages were listed for deletion. Take it back.
-    const after = await store.patchChat(owner, chatId, { updated_at: message.created_at }).then(
-      (chat) => chat !== undefined,
+    const after = await store.touchChat(owner, chatId, message.created_at).catch(
       (e) => (log.warn("could not update chat activity time", { chatId, error: e }), true),
     );
     if (!after) {

@@ -6,7 +6,7 @@ import type { Store } from "../store";
 import { status } from "./failures";
 import { type Cosmos, ETAG_ATTEMPTS, matchEtag, query, read, strip, tolerate } from "./requests";
 
-type ChatOps = Pick<Store, "listChats" | "getChat" | "createChat" | "patchChat" | "deleteChat" | "findDeviceChat">;
+type ChatOps = Pick<Store, "listChats" | "getChat" | "createChat" | "patchChat" | "touchChat" | "deleteChat" | "findDeviceChat">;
 
 const toChat = (doc: Record<string, unknown>) => strip<Chat>(doc, ["owner"]);
 const chatDoc = (owner: string, chat: Chat) => ({ ...chat, owner });
@@ -43,13 +43,14 @@ export function chatOps(k: Cosmos): ChatOps {
    * and an activity update racing both land), and updated_at is set only when it moves forward.
    * A conditional patch with a filter predicate would save the read, but it cannot take parameters.
    */
-  const patchChat = async (owner: string, id: string, patch: { name?: string; updated_at?: string }) => {
+  const patchChat = async (owner: string, id: string, patch: { name?: string; updated_at?: string; selected?: string }) => {
     for (let attempt = 0; attempt < ETAG_ATTEMPTS; attempt++) {
       const doc = await read<ChatDoc>(k, c.chats, id, owner);
       if (!doc) return undefined;
       const ops: PatchOperation[] = [];
       if (patch.name !== undefined && patch.name !== doc.name) ops.push({ op: "set", path: "/name", value: patch.name });
       if (patch.updated_at !== undefined && patch.updated_at > doc.updated_at) ops.push({ op: "set", path: "/updated_at", value: patch.updated_at });
+      if (patch.selected !== undefined && patch.selected !== doc.selected) ops.push({ op: "set", path: "/selected", value: patch.selected });
       if (ops.length === 0) return toChat(doc);
       try {
         const res = await c.chats.item(id, owner).patch<ChatDoc>(ops, { ...o(), ...matchEtag(String(doc._etag)) });
@@ -90,6 +91,9 @@ export function chatOps(k: Cosmos): ChatOps {
     },
     createChat: async (owner, chat) => void (await c.chats.items.create(chatDoc(owner, chat), o())),
     patchChat,
+    // One request: no read, no etag. A missing chat (deleted meanwhile) answers 404.
+    touchChat: (owner, id, at) =>
+      tolerate(async () => (await c.chats.item(id, owner).patch([{ op: "set", path: "/updated_at", value: at }], o()), true), [404], false),
     deleteChat,
     findDeviceChat: async (owner, deviceId) => {
       const [doc] = await query<Record<string, unknown>>(k, c.chats, {
