@@ -1,6 +1,11 @@
 import { scenario as device } from "./device";
 import { scenario as fanOut } from "./fan-out";
+import { scenario as flatCost } from "./flat-cost";
 import { scenario as idleMemory } from "./idle-memory";
+import { scenario as limitCosmos } from "./limit-cosmos";
+import { scenario as limitHistory } from "./limit-history";
+import { scenario as limitSend } from "./limit-send";
+import { scenario as limitStreams } from "./limit-streams";
 import { scenario as replicas } from "./replicas";
 import { runScenarios, type Scenario } from "./lib/report";
 import { scenario as requestResponse } from "./request-response";
@@ -8,12 +13,15 @@ import { scenario as storeCost } from "./store-cost";
 import { scenario as streaming } from "./streaming";
 
 // `bun run bench` runs every scenario; `bun run bench -- fan-out streaming` runs those only.
+// `bun run bench issue15` runs the scenarios of issue 15 (against the bare stack: limit-*, flat-cost).
 // Each scenario is also a script of its own: `bun bench/fan-out.ts`. `--md` also prints the table
 // as Markdown. Results go to bench/results/<time>.json. docs/performance.md explains the figures.
 
-const ALL: Scenario[] = [requestResponse, streaming, fanOut, idleMemory, device, storeCost, replicas];
+const ALL: Scenario[] = [requestResponse, streaming, fanOut, idleMemory, device, storeCost, replicas, limitHistory, limitSend, limitStreams, flatCost, limitCosmos];
+// Names that stand for several scenarios: `bun run bench issue15` runs every target of issue 15.
+const GROUPS: Record<string, string[]> = { issue15: [limitHistory, limitSend, limitStreams, flatCost, limitCosmos].map((s) => s.name) };
 
-const names = process.argv.slice(2).filter((a) => a !== "--" && !a.startsWith("-"));
+const names = process.argv.slice(2).filter((a) => a !== "--" && !a.startsWith("-")).flatMap((n) => GROUPS[n] ?? [n]);
 const unknown = names.filter((n) => !ALL.some((s) => s.name === n));
 if (unknown.length) {
   console.error(`unknown scenario ${unknown.join(", ")}; choose from: ${ALL.map((s) => s.name).join(", ")}`);

@@ -20,7 +20,7 @@ import { nextFrame, openSocket, request } from "./lib/ws";
 // the same way: the least a command that touches the store can cost.
 
 const N = Number(process.env.BENCH_STORE_N ?? 10);
-const EMULATOR_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XqBNQ==";
+export const EMULATOR_KEY = "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XqBNQ==";
 
 type Req = { label: string; partition: "single" | "cross" | "meta"; charge: number };
 
@@ -51,7 +51,7 @@ function classify(req: IncomingMessage): Omit<Req, "charge"> {
   return { label: `${req.method} ${seg.slice(0, 5).join("/")}`, partition: "meta" };
 }
 
-async function startCountingCosmos() {
+export async function startCountingCosmos() {
   const server = createHttpsServer();
   const log: Req[] = [];
   server.prependListener("request", (req: IncomingMessage, res: ServerResponse) => {
@@ -73,7 +73,7 @@ async function startCountingCosmos() {
   };
 }
 
-async function storeOps(metricsUrl: string): Promise<Map<string, number>> {
+export async function storeOps(metricsUrl: string): Promise<Map<string, number>> {
   const text = await (await within(fetch(metricsUrl), 10_000, "/metrics")).text();
   const out = new Map<string, number>();
   for (const m of text.matchAll(/^pichat_store_operation_duration_seconds_count\{([^}]*)\} (\d+)/gm)) {

@@ -23,10 +23,10 @@ const CONCURRENT = Number(process.env.BENCH_STREAM_CONCURRENT ?? 20);
 const PACE_MS = 1;
 const SLOW_PACE_MS = 5;
 
-type Stream = { sentAt: number; recv: number[]; stamps: number[]; tokens: number };
+export type Stream = { sentAt: number; recv: number[]; stamps: number[]; tokens: number };
 
 /** The model's own stream, read with fetch: the time each token arrived and the time it was written. */
-async function direct(sseUrl: string, prompt: string): Promise<Stream> {
+export async function direct(sseUrl: string, prompt: string): Promise<Stream> {
   const sentAt = now();
   const res = await fetch(`${sseUrl}/v1/chat/completions`, {
     method: "POST", headers: { "content-type": "application/json" },
@@ -57,7 +57,7 @@ async function direct(sseUrl: string, prompt: string): Promise<Stream> {
 }
 
 /** The same through the server: SEND_MESSAGE on a fresh chat, every MESSAGE delta timed on arrival. */
-async function ours(ws: WebSocket, prompt: string): Promise<Stream> {
+export async function ours(ws: WebSocket, prompt: string): Promise<Stream> {
   const { chat } = await request(ws, { type: "CREATE_CHAT", name: "bench stream" }, "NEW_CHAT");
   const s: Stream = { sentAt: 0, recv: [], stamps: [], tokens: 0 };
   const done = new Promise<void>((resolve, reject) => {
@@ -86,7 +86,7 @@ type Figures = {
   interArrivalMs: { p50: number; p99: number };
   latencyMs: { p50: number; p99: number; max: number };
 };
-function figures(streams: Stream[], offsetMs: number): Figures {
+export function figures(streams: Stream[], offsetMs: number): Figures {
   const gaps: number[] = [];
   const lat: number[] = [];
   for (const s of streams) {

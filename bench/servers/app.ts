@@ -84,5 +84,21 @@ serveChild(
       return { ...process.memoryUsage(), conns: running.conns.count };
     },
     stop,
+    /**
+     * Writes `pairs` questions and answers straight into a chat through the store (a chat of 10,000
+     * messages in well under a second, where the protocol would take minutes), older than anything
+     * sent after. The chat itself is made through the protocol first, so it is an ordinary chat.
+     */
+    seed: async (a: { chatId: string; pairs: number; words?: number }) => {
+      const base = Date.now() - (2 * a.pairs + 10);
+      const at = (i: number) => new Date(base + i).toISOString();
+      const answer = Array.from({ length: a.words ?? 20 }, () => " word").join("");
+      for (let i = 0; i < a.pairs; i++) {
+        const q = { id: crypto.randomUUID(), chat_id: a.chatId, role: "user" as const, content: `Question ${i + 1}: what will the weather be like tomorrow?`, created_at: at(2 * i) };
+        await store.addMessage(q);
+        await store.addMessage({ id: crypto.randomUUID(), chat_id: a.chatId, role: "assistant", content: answer, created_at: at(2 * i + 1), parent_id: q.id });
+      }
+      return 2 * a.pairs;
+    },
   },
 );

@@ -1,0 +1,88 @@
+import { sleep } from "./lib/clock";
+import { runAlone, type Row, type Scenario } from "./lib/report";
+import { envNumber, startApp, startModel, stopAll } from "./lib/sides";
+import { nextFrame, openSocket, request } from "./lib/ws";
+import { EMULATOR_KEY, startCountingCosmos, storeOps } from "./store-cost";
+
+// Issue 15 on Cosmos: what one SEND_MESSAGE (its reply included) and one GET_CHAT_HISTORY cost the
+// store, on the Cosmos test server (@vercel/cosmosdb-server, counting every HTTP request it gets, as
+// bench/store-cost.ts does). Two counts: our store operations (the server's own /metrics) and the
+// requests the Cosmos server received, with the SDK's query-plan requests (one beside every query,
+// even a single-partition one; see docs/performance.md, "Store cost") shown apart.
+
+const N = envNumber("BENCH_LIMIT_COSMOS_N", 10);
+const TOKENS = envNumber("BENCH_LIMIT_SEND_TOKENS", 20);
+
+export const scenario: Scenario = {
+  name: "limit-cosmos",
+  title: "store operations and Cosmos requests per SEND_MESSAGE and per GET_CHAT_HISTORY (issue 15)",
+  timeoutMs: 180_000,
+  async run() {
+    const cosmos = await startCountingCosmos();
+    const sse = await startModel();
+    const app = await startApp(sse, {
+      COSMOS_ENDPOINT: cosmos.endpoint, COSMOS_KEY: EMULATOR_KEY, COSMOS_DATABASE: `pichat-limit-${crypto.randomUUID().slice(0, 8)}`,
+      COSMOS_ALLOW_SELF_SIGNED_CERT: "true",
+      // The orphan sweep (a finalizeStale every half lease) is not part of any command: at the
+      // longest lease it runs at start-up and then every 150 s, outside the counted windows.
+      REPLY_LEASE_MS: "300000",
+    });
+    const ws = await openSocket(app.info.ws);
+    try {
+      if (app.info.store !== "cosmos") throw new Error(`the server uses ${app.info.store}, not Cosmos`);
+      const metricsUrl = `${app.info.url}/metrics`;
+      const { chat } = await request(ws, { type: "CREATE_CHAT", name: "bench cosmos" }, "NEW_CHAT");
+      const send = async (i: number) => {
+        const end = nextFrame(ws, (f) => (f.type === "MESSAGE" && f.chatId === chat.id && f.end) || f.type === "ERROR", 15_000, "the reply's end");
+        ws.send(JSON.stringify({ type: "SEND_MESSAGE", chatId: chat.id, content: `question ${i} tokens=${TOKENS}` }));
+        const f = await end;
+        if (f.type === "ERROR" || f.reason) throw new Error(`SEND_MESSAGE failed: ${JSON.stringify(f)}`);
+      };
+      const history = async () => void (await request(ws, { type: "GET_CHAT_HISTORY", chatId: chat.id }, "CHAT_HISTORY"));
+      // Two warm-ups (the SDK reads container metadata once), then N counted.
+      const measure = async (step: (i: number) => Promise<void>) => {
+        await step(-2);
+        await step(-1);
+        await sleep(150);
+        const ops0 = await storeOps(metricsUrl);
+        const r0 = cosmos.log.length;
+        for (let i = 0; i < N; i++) await step(i);
+        // The reply's last write lands before its end frame; give stragglers (a checkpoint) a moment.
+        await sleep(300);
+        const ops1 = await storeOps(metricsUrl);
+        const reqs = cosmos.log.slice(r0);
+        const ops: Record<string, number> = {};
+        for (const [k, v] of ops1) if (v - (ops0.get(k) ?? 0) > 0) ops[k] = (v - (ops0.get(k) ?? 0)) / N;
+        const byLabel: Record<string, number> = {};
+        for (const r of reqs) byLabel[r.label] = (byLabel[r.label] ?? 0) + 1 / N;
+        const plans = reqs.filter((r) => r.label.endsWith(".query-plan")).length / N;
+        return { ops, opsPerCommand: Object.values(ops).reduce((a, b) => a + b, 0), requests: reqs.length / N, queryPlans: plans, byLabel };
+      };
+      const s = await measure(send);
+      const h = await measure(history);
+      const text = (o: Record<string, number>) => Object.entries(o).map(([k, v]) => (v === 1 ? k : `${k}×${+v.toFixed(2)}`)).join(", ");
+      const rows: Row[] = [
+        {
+          metric: "SEND_MESSAGE (its reply included): store operations", unit: "", ours: +s.opsPerCommand.toFixed(2), target: "≤ 3", met: s.opsPerCommand <= 3,
+          note: text(s.ops),
+        },
+        {
+          metric: "SEND_MESSAGE: Cosmos requests", unit: "", ours: +s.requests.toFixed(2), target: "≤ 3 (query plans apart)", met: s.requests - s.queryPlans <= 3,
+          note: `${text(s.byLabel)}; ${s.queryPlans} of them SDK query-plan requests`,
+        },
+        { metric: "GET_CHAT_HISTORY: store operations", unit: "", ours: +h.opsPerCommand.toFixed(2), target: "1", met: h.opsPerCommand === 1, note: text(h.ops) },
+        {
+          metric: "GET_CHAT_HISTORY: Cosmos requests", unit: "", ours: +h.requests.toFixed(2), target: "1 query (query plans apart)", met: h.requests - h.queryPlans === 1,
+          note: `${text(h.byLabel)}; ${h.queryPlans} of them SDK query-plan requests`,
+        },
+      ];
+      return { rows, data: { n: N, tokens: TOKENS, send: s, history: h } };
+    } finally {
+      ws.close();
+      await stopAll([app, sse]);
+      await cosmos.stop();
+    }
+  },
+};
+
+if (import.meta.main) await runAlone(scenario);

@@ -1,0 +1,70 @@
+import { alternate, closedLoop, isSendEnd } from "./lib/loops";
+import { ratio, runAlone, type Row, type Scenario } from "./lib/report";
+import { createChats, envList, envNumber, ROUND_MS, ROUNDS, startApp, startBare, startModel, stopAll, WARMUP_MS } from "./lib/sides";
+import { closeAll, openMany } from "./lib/ws";
+
+// Issue 15, sends: N clients loop SEND_MESSAGE (closed loop: the next question leaves when the
+// reply's end frame arrives), the model streaming a TOKENS-chunk reply as fast as it can, against
+// the bare server making the same streamed call with the `openai` package to the same model and
+// forwarding each delta as our frame (storing nothing). Rounds alternate.
+//
+// Each client cycles through its own ring of named chats (CHATS in all), so chats stay small (about
+// 0 to 20 messages over a run) and every reply's prompt is a short history: the size of a chat is
+// what bench/flat-cost.ts varies. The bare server's prompt is the system prompt and the question.
+
+const CLIENTS = envList("BENCH_LIMIT_SEND_CLIENTS", "1,10");
+const TOKENS = envNumber("BENCH_LIMIT_SEND_TOKENS", 20);
+const CHATS = envNumber("BENCH_LIMIT_SEND_CHATS", 1000);
+const CPU_TARGET_US = 250;
+
+export const sendFrame = (chatId: string, k: number, tokens: number) =>
+  JSON.stringify({ type: "SEND_MESSAGE", chatId, content: `Question ${k + 1}: what will the weather be like tomorrow? tokens=${tokens}` });
+
+export const scenario: Scenario = {
+  name: "limit-send",
+  title: `SEND_MESSAGE with a ${TOKENS}-chunk streamed reply vs the bare server forwarding the same model call (issue 15)`,
+  timeoutMs: 300_000,
+  async run() {
+    const sse = await startModel();
+    const app = await startApp(sse);
+    const bare = await startBare(sse);
+    try {
+      const setup = await openMany(app.info.ws, 10, 10);
+      const chats = await createChats(setup, CHATS);
+      closeAll(setup);
+      const rows: Row[] = [];
+      const data: Record<string, unknown> = { tokens: TOKENS, chats: CHATS, rounds: ROUNDS, roundMs: ROUND_MS, byClients: {} };
+      for (const clients of CLIENTS) {
+        const per = Math.floor(CHATS / clients);
+        const ring = (i: number, k: number) => chats[i * per + (k % per)]!;
+        const loop = (url: string, server: typeof app | typeof bare) => () =>
+          closedLoop({ url, clients, frame: (i, k) => sendFrame(ring(i, k), k, TOKENS), classify: isSendEnd, server, warmupMs: WARMUP_MS, roundMs: ROUND_MS });
+        const r = await alternate(ROUNDS, { bare: loop(bare.info.url, bare), ours: loop(app.info.ws, app) }, `${clients} clients`, { warmRound: true });
+        (data.byClients as Record<string, unknown>)[clients] = r;
+        const label = `send, ${clients} client${clients > 1 ? "s" : ""}`;
+        const x = ratio(r.ours.perS, r.bare.perS);
+        const errors = r.ours.errors + r.bare.errors ? `; errors ours ${r.ours.errors}, bare ${r.bare.errors}: ${r.ours.firstError ?? r.bare.firstError}` : "";
+        rows.push({
+          metric: `${label}: sends/s`, unit: "/s", ours: r.ours.perS, baseline: r.bare.perS, ratio: x, better: "higher",
+          target: "≥ 0.6× bare", met: x >= 0.6, note: `server cpu ours ${r.ours.serverCpuPercent.join("/")}%, bare ${r.bare.serverCpuPercent.join("/")}%${errors}`,
+        });
+        rows.push({
+          metric: `${label}: server CPU per send`, unit: "µs", ours: r.ours.serverCpuUs, baseline: r.bare.serverCpuUs, ratio: ratio(r.ours.serverCpuUs, r.bare.serverCpuUs), better: "lower",
+          target: `≤ ${CPU_TARGET_US} µs`, met: r.ours.serverCpuUs <= CPU_TARGET_US, note: "server process CPU ÷ sends (the model runs in its own process)",
+        });
+        rows.push({ metric: `${label}: latency p50`, unit: "ms", ours: r.ours.latencyMs.p50, baseline: r.bare.latencyMs.p50, ratio: ratio(r.ours.latencyMs.p50, r.bare.latencyMs.p50), better: "lower", note: "send to the reply's end frame" });
+        const p99 = ratio(r.ours.latencyMs.p99, r.bare.latencyMs.p99);
+        rows.push({
+          metric: `${label}: latency p99`, unit: "ms", ours: r.ours.latencyMs.p99, baseline: r.bare.latencyMs.p99, ratio: p99, better: "lower",
+          ...(clients >= 10 ? { target: "≤ 2× bare", met: p99 <= 2 } : {}),
+        });
+        rows.push({ metric: `${label}: frames per send`, unit: "", ours: r.ours.framesPerReply, baseline: r.bare.framesPerReply, note: `${TOKENS} deltas + the end frame expected` });
+      }
+      return { rows, data };
+    } finally {
+      await stopAll([app, bare, sse]);
+    }
+  },
+};
+
+if (import.meta.main) await runAlone(scenario);
