@@ -5,6 +5,8 @@ import type { Authenticator } from "./auth/authenticate";
 import { chosenProtocol, originAllowed, presentedToken, tokensMatch } from "./http/auth";
 import { connectionRefusal, type ConnectionCaps, type ConnectionLoad } from "./http/caps";
 import { healthReport, type HealthSources } from "./http/health";
+import { registerChatRoutes, type ChatRoutes } from "./http/chats";
+import type { Logger } from "./log";
 import { registerPage } from "./http/page";
 import { StoreUnavailableError } from "./store/errors";
 import type { ConnData } from "./ws/connections";
@@ -25,6 +27,9 @@ export type AppOptions = {
   /** Prometheus registry for /metrics, and the token guarding it (none: open). */
   metrics: { registry: Registry; token?: string };
   devicesEnabled: boolean;
+  /** Export and import of chats (src/http/chats.ts), through the chat service. */
+  chats: ChatRoutes["chats"];
+  log: Logger;
 };
 
 type Env = { Bindings: { server: Server<ConnData> } };
@@ -91,6 +96,8 @@ export function createApp(o: AppOptions) {
     const { userId: id, name, via } = signed.user;
     return c.json({ id, name, via }, 200, { "Cache-Control": "no-store" });
   });
+
+  registerChatRoutes(app, { chats: o.chats, signIn, allowedOrigins: o.allowedOrigins, production: o.production, log: o.log });
 
   app.get("/ws", async (c) => {
     const shuttingDown = () => c.json({ error: "the server is shutting down; reconnect shortly", code: "SHUTTING_DOWN" }, 503, { "Retry-After": "2" });

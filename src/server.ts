@@ -99,6 +99,8 @@ export function startServer(parts: ServerParts) {
     auth,
     metrics: { registry: metrics.registry, token: c.METRICS_TOKEN ?? requiredApiToken(c) },
     devicesEnabled: !!devices,
+    chats: chat,
+    log,
     allowedOrigins: c.ALLOWED_ORIGINS,
     production: c.ENVIRONMENT === "production",
     newConnection: (address, user) => newConnData(limits, address, user),

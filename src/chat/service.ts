@@ -7,6 +7,7 @@ import { sendCommands } from "./send";
 import { getSettingsOf, updateSettingsOf, type SettingsPatch } from "./settings";
 import type { ChatContext, ChatParts } from "./context";
 import { titleChat } from "./title";
+import { transferCommands } from "./transfer";
 import { withSettingsCache } from "./settings-cache";
 import { defaultDeviceOwner, deviceOwners, UNASSIGNED_OWNER } from "./device-owners";
 
@@ -33,6 +34,7 @@ export function createChatService(parts: ChatParts) {
     titleLater: (owner, chat, exchange) => void titleChat(ctx, chats.renameChat, owner, chat, exchange),
   });
   run = sending.run;
+  const transfer = transferCommands(ctx, chats.requireChat);
   // Requests from other replicas: stop a reply generated here; a chat deleted there stops ours.
   const unsubscribe = parts.bus.subscribe((e) => {
     if (e.type === "stop_request") replies.byTrace(e.traceId)?.controller.abort({ stop: "stopped" } satisfies StopReason);
@@ -53,6 +55,10 @@ export function createChatService(parts: ChatParts) {
     deviceOwner: deviceOwners(parts.store, defaultDeviceOwner(parts.store, parts.options.deviceDefaultOwner, parts.log), parts.log),
     unassignedOwner: UNASSIGNED_OWNER,
     requireChats: chats.requireChats,
+    /** A chat and its messages as pages for a file (src/chat/transfer.ts), owner only. */
+    exportChat: transfer.exportChat,
+    /** A new chat for the owner from an exported file; announced like CREATE_CHAT, never answered by the model. */
+    importChat: transfer.importChat,
     send: sending.send,
     storeQuestion: sending.storeQuestion,
     stop: reply.stop,
