@@ -224,6 +224,38 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       expect(modelCalls).toBe(callsBefore);
     });
 
+    test("a branched chat survives export and import: parent links (\"\" for an edited first question) and the selected message, remapped", async () => {
+      const base0 = { chat_id: "", content: "" };
+      const chat = { id: crypto.randomUUID(), name: "branched", active: true, created_at: T(0), updated_at: T(6), selected: "q3" } as Chat;
+      await base.createChat(alice.id, chat);
+      const messages: Message[] = [
+        { ...base0, id: "q1", role: "user", content: "first question", created_at: T(1) },
+        { ...base0, id: "a1", role: "assistant", content: "first answer", created_at: T(2), parent_id: "q1" },
+        { ...base0, id: "a1b", role: "assistant", content: "regenerated answer", created_at: T(3), parent_id: "q1" },
+        { ...base0, id: "q1-edit", role: "user", content: "edited first question", created_at: T(4), parent_id: "" },
+        { ...base0, id: "a1-edit", role: "assistant", content: "answer to the edit", created_at: T(5), parent_id: "q1-edit" },
+        { ...base0, id: "q3", role: "user", content: "follow-up on the regenerated answer", created_at: T(6), parent_id: "a1b" },
+      ].map((m) => ({ ...m, chat_id: chat.id }) as Message);
+      for (const m of messages) expect(await base.addMessage(m)).toBe(true);
+      const file = await json(await get(`/api/chats/${chat.id}/export`, alice.token));
+      expect(file.chat.selected).toBe("q3");
+      expect(file.messages.map((m: Message) => m.parent_id)).toEqual([undefined, "q1", "q1", "", "q1-edit", "a1b"]);
+
+      const res = await post(JSON.stringify(file), bob.token);
+      expect(res.status).toBe(201);
+      const { chat: made } = await json(res);
+      const copy = await json(await get(`/api/chats/${made.id}/export`, bob.token));
+      const ids = copy.messages.map((m: Message) => m.id) as string[];
+      expect(copy.messages.map((m: Message) => m.content)).toEqual(messages.map((m) => m.content));
+      expect(copy.messages.map((m: Message) => m.parent_id)).toEqual([undefined, ids[0], ids[0], "", ids[3], ids[2]]);
+      expect(copy.chat.selected).toBe(ids[5]);
+      expect(made.selected).toBe(ids[5]);
+
+      const dangling = await post(JSON.stringify({ ...file, chat: { ...file.chat, selected: "nobody" } }), bob.token);
+      expect(dangling.status).toBe(400);
+      expect((await json(dangling)).error).toBe("chat.selected: names no message of this export");
+    });
+
     test("malformed imports are refused with the first problem and store nothing", async () => {
       const { chat } = await variedChat(alice);
       const good = await json(await get(`/api/chats/${chat.id}/export`, alice.token));

@@ -18,7 +18,8 @@ export const EXPORT_PAGE_MESSAGES = 250;
 /** Message writes in flight at once while importing. */
 const IMPORT_WRITES_AT_ONCE = 8;
 
-export type ExportedChat = { id: string; name: string; created_at: string; updated_at: string; device_id?: string };
+/** `selected`: on a branched chat only, the message its current branch passes through (src/chat/branches.ts). */
+export type ExportedChat = { id: string; name: string; created_at: string; updated_at: string; device_id?: string; selected?: string };
 export type ExportedMessage = {
   id: string; role: Message["role"]; content: string; created_at: string;
   status?: NonNullable<Message["status"]>; parent_id?: string; device_id?: string;
@@ -55,10 +56,17 @@ export const ImportSchema = v.object({
     created_at: Timestamp,
     updated_at: v.optional(Timestamp),
     device_id: v.optional(v.string("must be a string")),
+    selected: v.optional(v.string("must be a string")),
   }, "must be an object"),
   messages: v.array(ImportedMessage, "must be an array"),
 }, "must be a JSON object");
 export type ChatImport = v.InferOutput<typeof ImportSchema>;
+
+/** The parent_id of a branched chat's first message(s) (src/chat/tree.ts TOP). */
+const TOP = "";
+
+/** A branched chat's current message; read loosely, as chats stored before branches have none. */
+const selectedOf = (chat: Chat): string | undefined => (chat as { selected?: string }).selected;
 
 const invalid = (message: string) => new ChatError("INVALID_ARGUMENT", message);
 
@@ -114,7 +122,10 @@ export function transferCommands(ctx: ChatContext, requireChat: (owner: string, 
     }
     return {
       exportedAt,
-      chat: { id: chat.id, name: chat.name, created_at: chat.created_at, updated_at: chat.updated_at, ...(chat.device_id !== undefined ? { device_id: chat.device_id } : {}) },
+      chat: {
+        id: chat.id, name: chat.name, created_at: chat.created_at, updated_at: chat.updated_at,
+        ...(chat.device_id !== undefined ? { device_id: chat.device_id } : {}), ...(selectedOf(chat) !== undefined ? { selected: selectedOf(chat) } : {}),
+      },
       pages: pages(),
     };
   }
@@ -137,7 +148,8 @@ export function transferCommands(ctx: ChatContext, requireChat: (owner: string, 
       seen.add(m.id);
     });
     incoming.forEach((m, i) => {
-      if (m.parent_id !== undefined && !seen.has(m.parent_id)) throw invalid(`messages.${i}.parent_id: names no message of this export`);
+      // "" is the top of a branched chat (an edited first question): kept as it is.
+      if (m.parent_id !== undefined && m.parent_id !== TOP && !seen.has(m.parent_id)) throw invalid(`messages.${i}.parent_id: names no message of this export`);
       if (m.device_id !== undefined && !v.is(StoredMessageId, m.device_id)) throw invalid(`messages.${i}.device_id: not a device id`);
     });
 
@@ -150,13 +162,16 @@ export function transferCommands(ctx: ChatContext, requireChat: (owner: string, 
       id: newId.get(m.id)!, chat_id: chatId, role: m.role, content: m.content, created_at: m.created_at,
       // Nothing generates an imported reply: one exported mid-stream is cut short for good.
       ...(m.status ? { status: m.status === "streaming" ? "interrupted" as const : m.status } : {}),
-      ...(m.parent_id !== undefined ? { parent_id: newId.get(m.parent_id)! } : {}),
+      ...(m.parent_id !== undefined ? { parent_id: m.parent_id === TOP ? TOP : newId.get(m.parent_id)! } : {}),
       ...(m.device_id !== undefined ? { device_id: m.device_id } : {}),
     }));
     const last = messages.reduce((t, m) => (m.created_at > t ? m.created_at : t), source.created_at);
     // No device_id on the copy: a device's next question must go on landing in its own chat
     // (findDeviceChat), not in an imported one. The messages keep theirs.
-    const chat: Chat = { id: chatId, name: source.name.trim() === "" ? DEFAULT_CHAT_NAME : source.name, active: true, created_at: source.created_at, updated_at: last };
+    if (source.selected !== undefined && !seen.has(source.selected)) throw invalid("chat.selected: names no message of this export");
+    // A branched chat stays branched, on the same branch.
+    const selected = source.selected !== undefined ? { selected: newId.get(source.selected)! } : {};
+    const chat: Chat = { id: chatId, name: source.name.trim() === "" ? DEFAULT_CHAT_NAME : source.name, active: true, created_at: source.created_at, updated_at: last, ...selected };
 
     await store.createChat(owner, chat);
     try {
