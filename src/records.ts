@@ -12,6 +12,11 @@ export const ChatSchema = v.object({
   created_at: IsoTime,
   updated_at: IsoTime,
   device_id: v.optional(v.string()),
+  /**
+   * Only on a chat that was ever branched (REGENERATE, EDIT_MESSAGE, SELECT_BRANCH): the message its
+   * current branch passes through (src/chat/branches.ts). Never set on a chat that was not.
+   */
+  selected: v.optional(v.string()),
 });
 export type Chat = v.InferOutput<typeof ChatSchema>;
 
@@ -40,9 +45,30 @@ export const MessageSchema = v.object({
   created_at: IsoTime,
   status: v.optional(MessageStatusSchema),
   device_id: v.optional(v.string()),
-  /** On an assistant reply: the id of the question it answers. */
+  /**
+   * On an assistant reply: the id of the question it answers. On a question asked in a branched
+   * chat (or an edit): the message it follows, "" for the chat's first message. Absent on
+   * questions of a chat that was never branched: they follow the message before them.
+   */
   parent_id: v.optional(v.string()),
   /** Only while status is "streaming": which process generates it, until when (epoch ms) its lease holds, and chunks so far. */
   lease: v.optional(v.object({ owner: v.string(), until: v.number(), seq: v.number() })),
 });
 export type Message = v.InferOutput<typeof MessageSchema>;
+
+/**
+ * One search result (SEARCH): a chat whose name matched (no messageId) or one of its messages.
+ * The snippet is plain text; `highlights` are the matched words as [start, end) UTF-16 offsets
+ * into it, so a client marks them itself and never has to trust markup.
+ */
+export const SearchHitSchema = v.object({
+  chatId: v.pipe(v.string(), v.uuid()),
+  chatName: v.string(),
+  messageId: v.optional(v.string()),
+  role: v.optional(RoleSchema),
+  /** The message's; for a name hit, the chat's. */
+  created_at: IsoTime,
+  snippet: v.string(),
+  highlights: v.array(v.tuple([v.number(), v.number()])),
+});
+export type SearchHit = v.InferOutput<typeof SearchHitSchema>;

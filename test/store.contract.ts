@@ -469,4 +469,46 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
       expect(await store.getSettings(owner)).toEqual({ systemPrompt: "Be kind.", temperature: 0.5 });
     });
   });
+
+  // Branches (src/chat/branches.ts): a chat's `selected` message and the parents questions carry.
+  describe(`Store contract: ${name}: branches`, () => {
+    let store: Store;
+    let cleanup: () => Promise<void>;
+    beforeAll(async () => ({ store, cleanup } = await open()));
+    afterAll(async () => cleanup?.());
+
+    test("patchChat sets selected and changes nothing else; every read returns it; name and activity updates keep it; a chat never branched has none", async () => {
+      const chat = chatFixture({ name: "branched", created_at: isoAt(0), updated_at: isoAt(1000) });
+      const plain = chatFixture({ name: "plain", created_at: isoAt(0), updated_at: isoAt(500) });
+      await store.createChat("default", chat);
+      await store.createChat("default", plain);
+      expect(await store.patchChat("default", chat.id, { selected: "m-1" })).toStrictEqual({ ...chat, selected: "m-1" });
+      expect(await store.getChat("default", chat.id)).toStrictEqual({ ...chat, selected: "m-1" });
+      expect(await store.patchChat("default", chat.id, { selected: "m-2", updated_at: isoAt(2000) })).toStrictEqual({ ...chat, updated_at: isoAt(2000), selected: "m-2" });
+      expect(await store.patchChat("default", chat.id, { name: "renamed" })).toStrictEqual({ ...chat, name: "renamed", updated_at: isoAt(2000), selected: "m-2" });
+      expect(await store.touchChat("default", chat.id, isoAt(3000))).toBe(true);
+      const after = { ...chat, name: "renamed", updated_at: isoAt(3000), selected: "m-2" };
+      expect(await store.getChat("default", chat.id)).toStrictEqual(after);
+      expect((await store.listChats("default", { limit: 1000 })).items.filter((c) => c.id === chat.id || c.id === plain.id)).toStrictEqual([after, plain]);
+      expect(await store.getChat("default", plain.id)).toStrictEqual(plain);
+      // Another owner's chat is not there to patch.
+      expect(await store.patchChat("someone-else", chat.id, { selected: "m-3" })).toBeUndefined();
+      expect((await store.getChat("default", chat.id))?.selected).toBe("m-2");
+    });
+
+    test("a question's parent_id round-trips, \"\" (the top of the chat) included; listMessages reads a whole chat of replies and questions in order", async () => {
+      const chat = chatFixture();
+      await store.createChat("default", chat);
+      const q1 = messageFixture(chat.id, { id: "q1", created_at: isoAt(0) });
+      const a1 = messageFixture(chat.id, { id: "a1", role: "assistant", parent_id: "q1", created_at: isoAt(1) });
+      const edit = messageFixture(chat.id, { id: "q1b", parent_id: "", created_at: isoAt(2) });
+      const a2 = messageFixture(chat.id, { id: "a1b", role: "assistant", parent_id: "q1", created_at: isoAt(3) });
+      const q2 = messageFixture(chat.id, { id: "q2", parent_id: "a1b", created_at: isoAt(4) });
+      for (const m of [q1, a1, edit, a2, q2]) expect(await store.addMessage(m)).toBe(true);
+      expect(await store.listMessages(chat.id, { limit: 2000 })).toStrictEqual([q1, a1, edit, a2, q2]);
+      expect(await store.findReply(chat.id, "q1")).toStrictEqual(a2);
+      expect(await store.deleteChat("default", chat.id)).toBe(true);
+      expect(await store.listMessages(chat.id, { limit: 2000 })).toEqual([]);
+    });
+  });
 }

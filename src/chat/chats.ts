@@ -4,6 +4,7 @@ import type { ChatClient, ChatContext } from "./context";
 import { chatNotFound } from "./errors";
 import { encodeMessageCursor } from "../store/cursor";
 import { fitPage } from "./page-budget";
+import { BRANCH_MAX_MESSAGES, branchHistory } from "./branches";
 
 export const DEFAULT_CHAT_NAME = "New Chat";
 
@@ -16,8 +17,15 @@ export type HistoryQuery = { chatId: string; limit?: number; before?: string; cu
 /** Owners known for chat ids, kept for this many ids at most (the oldest go first). */
 const KNOWN_OWNERS = 10_000;
 
+/** A branched chat's page entry keeps its sibling fields when its live entry stands in for it. */
+const siblingsOf = (m: Message & { siblings?: number; sibling?: number }) => (m.siblings ? { siblings: m.siblings, sibling: m.sibling } : {});
+
 /** Creating, listing, reading, renaming and deleting chats. */
-export function chatCommands(ctx: ChatContext, stopElsewhere: (r: { chatId: string; traceId: string }) => Promise<boolean>) {
+export function chatCommands(
+  ctx: ChatContext, stopElsewhere: (r: { chatId: string; traceId: string }) => Promise<boolean>,
+  /** The question a regeneration this process runs answers (src/chat/branches.ts). */
+  regeneratingQuestion: (traceId: string) => string | undefined = () => undefined,
+) {
   const { store, bus, replies, live, options } = ctx;
 
   /**
@@ -28,6 +36,7 @@ export function chatCommands(ctx: ChatContext, stopElsewhere: (r: { chatId: stri
     const chat = await store.getChat(owner, chatId);
     if (!chat) throw chatNotFound(chatId);
     known.set(chatId, owner);
+    if (chat.selected !== undefined) markBranched(chatId);
     return chat;
   }
 
@@ -41,7 +50,43 @@ export function chatCommands(ctx: ChatContext, stopElsewhere: (r: { chatId: stri
     await requireChat(owner, chatId);
     if (known.size > KNOWN_OWNERS) known.delete(known.keys().next().value!);
   }
-  const forget = (chatId: string) => known.delete(chatId);
+  const forget = (chatId: string) => {
+    known.delete(chatId);
+    branched.delete(chatId);
+  };
+
+  // Chats known to be branched (src/chat/branches.ts). A chat never stops being branched, and every
+  // replica hears when one starts (branch_selected on the bus), so "not in this set" for a chat in
+  // `known` means never branched: its history and sends cost what they cost before branches existed.
+  // The set only grows by facts (a record read with `selected`, an event), so a read racing an event loses nothing.
+  const branched = new Set<string>();
+  function markBranched(chatId: string) {
+    branched.add(chatId);
+    if (branched.size > KNOWN_OWNERS) {
+      // Forgotten here, so forgotten as known too: the next use reads the record again.
+      const oldest = branched.values().next().value!;
+      branched.delete(oldest);
+      known.delete(oldest);
+    }
+  }
+  /** Whether the owner's chat is branched: from memory for a chat this process knows, else one read of its record. */
+  async function isBranched(owner: string, chatId: string): Promise<boolean> {
+    if (known.get(chatId) !== owner) await requireChat(owner, chatId);
+    return branched.has(chatId);
+  }
+
+  /** A branched chat's page: its current branch (read whole, up to BRANCH_MAX_MESSAGES), paged in memory. */
+  async function branchedHistory(owner: string, o: HistoryQuery) {
+    const chat = await requireChat(owner, o.chatId);
+    const stored = await store.listMessages(o.chatId, { limit: BRANCH_MAX_MESSAGES });
+    const g = !o.before && !o.cursor ? live.get(o.chatId) : undefined;
+    const questionId = g && regeneratingQuestion(g.traceId);
+    const limit = Math.min(o.limit ?? options.historyMaxMessages, options.historyMaxMessages);
+    return branchHistory(chat, stored, { limit, cursor: o.cursor, before: o.before }, g && questionId ? { traceId: g.traceId, questionId, createdAt: g.createdAt } : undefined);
+  }
+  /** The page a history request reads: stored order, or the current branch of a branched chat. */
+  const pageOf = (owner: string, o: HistoryQuery): Promise<{ messages: Message[]; hasMore: boolean; cursor?: string; offBranch?: Set<string> }> =>
+    branched.has(o.chatId) ? branchedHistory(owner, o) : storedHistory(owner, o);
 
   /**
    * Oldest first, in (created_at, id) order. Without a limit, the whole history up to the
@@ -97,6 +142,13 @@ export function chatCommands(ctx: ChatContext, stopElsewhere: (r: { chatId: stri
     requireChat,
     requireOwned,
     forget,
+    markBranched,
+    isBranched,
+    /** The bus was down (RESYNC): what this process remembers of chats may be stale; read the records again. */
+    forgetAll() {
+      known.clear();
+      branched.clear();
+    },
 
     listChats: (owner: string, o: { limit: number; cursor?: string }) => store.listChats(owner, o),
 
@@ -112,11 +164,11 @@ export function chatCommands(ctx: ChatContext, stopElsewhere: (r: { chatId: stri
       const newest = !o.before && !o.cursor;
       await requireOwned(client.owner, o.chatId);
       const pending = live.get(o.chatId);
-      let { messages, hasMore, cursor } = await storedHistory(client.owner, o);
+      let { messages, hasMore, cursor, offBranch } = await pageOf(client.owner, o);
       messages = await finalizeLapsed(o.chatId, messages, pending?.traceId);
       if (pending && live.get(o.chatId) !== pending && newest && !messages.some((m) => m.id === pending.traceId && m.status !== "streaming")) {
         // The reply finished while we read: it is stored now, and its live end went by unseen.
-        ({ messages, hasMore, cursor } = await storedHistory(client.owner, o));
+        ({ messages, hasMore, cursor, offBranch } = await pageOf(client.owner, o));
         messages = await finalizeLapsed(o.chatId, messages, live.get(o.chatId)?.traceId);
       }
       // A reply streaming on another replica that this one joined mid-way: its text so far first.
@@ -128,10 +180,12 @@ export function chatCommands(ctx: ChatContext, stopElsewhere: (r: { chatId: stri
       const liveEntry = (g: NonNullable<typeof pending>, createdAt = g.createdAt): StreamingMessage =>
         ({ id: g.traceId, chat_id: g.chatId, role: "assistant", content: g.chunks.join(""), created_at: createdAt, streaming: true, seq: g.chunks.length });
       // The stored checkpoint of the live reply is shown as the live entry, in its place.
-      const shown = messages.map((m) => (g && m.id === g.traceId && m.status === "streaming" ? liveEntry(g, m.created_at) : present(m, now)));
+      // (On a branched chat's page it keeps its place among its siblings.)
+      const shown = messages.map((m) => (g && m.id === g.traceId && m.status === "streaming" ? { ...siblingsOf(m), ...liveEntry(g, m.created_at) } : present(m, now)));
       // A reply still being generated belongs to the newest page only (older pages are stored messages).
       const all: (Message | StreamingMessage)[] = newest ? shown : shown.filter((m) => !("streaming" in m));
-      if (g && !messages.some((m) => m.id === g.traceId)) {
+      // Not a reply streaming on another branch of a branched chat.
+      if (g && !messages.some((m) => m.id === g.traceId) && !offBranch?.has(g.traceId)) {
         all.push(liveEntry(g));
       }
       // One frame must stay well under the send limit: the oldest messages past the byte budget wait for the next page.

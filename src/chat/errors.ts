@@ -7,7 +7,9 @@ export type ChatErrorCode =
   | "CHAT_NOT_FOUND" | "NO_GENERATION" | "GENERATION_NOT_FOUND" | "QUEUE_FULL" | "TOO_MANY_GENERATIONS"
   | "INVALID_ARGUMENT" | "STORE_UNAVAILABLE" | "MODEL_ERROR" | "MODEL_TIMEOUT" | "SHUTTING_DOWN" | "INTERNAL_ERROR"
   // A question that does not fit the model's context window even alone (details: tokens, limit).
-  | "CONTEXT_TOO_LARGE";
+  | "CONTEXT_TOO_LARGE"
+  // Branches (src/chat/branches.ts): no such message in the chat; a message that is not a question.
+  | "MESSAGE_NOT_FOUND" | "NOT_A_QUESTION";
 
 /** An error whose message is safe to send to a client as is. */
 export class ChatError extends Error {

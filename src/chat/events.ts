@@ -10,6 +10,8 @@ export type ChatEvent =
   | { type: "chat_updated"; owner: string; chat: Chat; origin?: string }
   | { type: "chat_deleted"; owner: string; chatId: string; origin?: string }
   | { type: "user_message"; owner: string; message: Message; origin?: string }
+  /** A chat's current branch changed (REGENERATE, EDIT_MESSAGE, SELECT_BRANCH): it is branched from now on. */
+  | { type: "branch_selected"; owner: string; chatId: string; messageId: string; origin?: string }
   /** A reply began generating (on some replica): every replica mirrors it from here. */
   | { type: "reply_start"; chatId: string; traceId: string; createdAt: string }
   | { type: "reply_delta"; chatId: string; traceId: string; seq: number; content: string }

@@ -42,6 +42,10 @@ export type JobSpec = {
   context?: Turn[];
   /** The connection that asked, if any. */
   origin?: string;
+  /** Its place in the lane when that is not the question's id (a regeneration: src/chat/branches.ts). */
+  laneKey?: string;
+  /** The chat is branched: the prompt is the question's path in the tree, not the stored order. */
+  branched?: boolean;
 };
 
 /**

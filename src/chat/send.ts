@@ -7,6 +7,7 @@ import { buildPrompt, checkQuestionFits, tokenizerFor } from "./prompt";
 import type { ReplyJob, ReplyResult } from "./reply";
 import type { Generation, JobSpec, Ticket } from "./replies";
 import { getSettingsOf } from "./settings";
+import type { BranchCommands } from "./branches";
 
 export type SendResult =
   /** Already answered, or being answered: `reply` is the answer (stored, or settling here). */
@@ -26,6 +27,8 @@ export type SendRequest = {
    * half a reply.
    */
   retryCutShort?: boolean;
+  /** EDIT_MESSAGE: the question this one is an edit of. It goes beside it, as a new branch that becomes current. */
+  editOf?: string;
 };
 
 type Needs = {
@@ -34,6 +37,9 @@ type Needs = {
   answer(job: ReplyJob): (g: Generation) => Promise<ReplyResult>;
   /** Called with the first exchange of a chat that may want a title. */
   titleLater(owner: string, chat: Chat, exchange: [Message, Message]): void;
+  /** From memory for a chat this process knows (the hot path reads nothing more). */
+  isBranched(owner: string, chatId: string): Promise<boolean>;
+  branches: Pick<BranchCommands, "editParent" | "leaf" | "serial" | "announce" | "pathFor">;
 };
 
 /** Questions in, replies started or queued behind the chat's running one. */
@@ -45,16 +51,28 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
    * when that id was stored before. The one path for browsers and devices, answered or not. A
    * chat deleted meanwhile wins: the question is removed again and CHAT_NOT_FOUND thrown.
    */
-  async function storeQuestion(o: { owner: string; chatId: string; content: string; messageId?: string; deviceId?: string; origin?: string }) {
+  async function storeQuestion(o: QuestionToStore) {
+    // A branched chat's question follows its current branch's leaf (an edit: its tree parent is
+    // given), one at a time in this process, and becomes the chat's selected message.
+    if (o.parentId !== undefined || (await needs.isBranched(o.owner, o.chatId))) {
+      return needs.branches.serial(o.chatId, async () => place(o, o.parentId ?? (await needs.branches.leaf(o.owner, o.chatId))));
+    }
+    return place(o);
+  }
+
+  async function place(o: QuestionToStore, parentId?: string) {
     const { owner, chatId } = o;
     const message: Message = {
       id: o.messageId ?? crypto.randomUUID(), chat_id: chatId, role: "user", content: o.content, created_at: nowIso(),
-      ...(o.deviceId ? { device_id: o.deviceId } : {}),
+      ...(o.deviceId ? { device_id: o.deviceId } : {}), ...(parentId !== undefined ? { parent_id: parentId } : {}),
     };
     if (!(await store.addMessage(message))) return { stored: false as const, message };
     // deleteChat removes the chat record before its messages: if it is gone now, our write may
     // have landed after the messages were listed for deletion. Take it back.
-    const after = await store.touchChat(owner, chatId, message.created_at).catch(
+    const activity = parentId === undefined
+      ? store.touchChat(owner, chatId, message.created_at)
+      : store.patchChat(owner, chatId, { updated_at: message.created_at, selected: message.id }).then((chat) => chat !== undefined);
+    const after = await activity.catch(
       (e) => (log.warn("could not update chat activity time", { chatId, error: e }), true),
     );
     if (!after) {
@@ -62,6 +80,8 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
       throw chatNotFound(chatId);
     }
     bus.publish({ type: "user_message", owner, message, origin: o.origin });
+    // An edit starts a branch: the owner's other sockets watching the chat reload it.
+    if (o.parentId !== undefined) needs.branches.announce(owner, chatId, message.id, o.origin);
     return { stored: true as const, message };
   }
 
@@ -92,6 +112,8 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
     const id = o.messageId ?? crypto.randomUUID();
     // Ownership before anything else: the lane would otherwise tell a duplicate in someone else's chat.
     await needs.requireOwned(o.owner, o.chatId);
+    // An edit's place (and that it edits a question) is settled before a place in the lane is taken.
+    const parentId = o.editOf === undefined ? undefined : await needs.branches.editParent(o.owner, o.chatId, o.editOf);
     const ticket = await lanes.admit(o.chatId, id);
     if (ticket === "duplicate") return { duplicate: true, message: questionOf(o, id), reply: lanes.pending(o.chatId, id) };
     let answered: Message | undefined;
@@ -99,7 +121,7 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
     try {
       // A question the model's window cannot hold even alone is refused before it is stored.
       await checkQuestionFits({ store, owner: o.owner, defaultModel: ctx.model.name, defaultSystemPrompt: options.systemPrompt, budget: options.context }, o.content);
-      q = await storeQuestion({ owner: o.owner, chatId: o.chatId, content: o.content, messageId: id, deviceId: o.deviceId, origin });
+      q = await storeQuestion({ owner: o.owner, chatId: o.chatId, content: o.content, messageId: id, deviceId: o.deviceId, origin, parentId });
       if (!q.stored) answered = await store.findReply(o.chatId, id);
       if (answered && o.retryCutShort && cutShort(answered)) answered = undefined;
     } catch (e) {
@@ -113,6 +135,7 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
     const { queued } = await lanes.start(ticket, {
       owner: o.owner, chatId: o.chatId, traceId: ticket.traceId, question: q.message, origin,
       ...(o.deviceId ? { deviceId: o.deviceId } : {}), ...(o.context ? { context: o.context } : {}),
+      ...(q.message.parent_id !== undefined ? { branched: true } : {}),
     });
     if (options.autoTitle) titleAfter(ticket, o.owner, q.message);
     return { duplicate: false, message: q.message, traceId: ticket.traceId, queued, reply: ticket.result };
@@ -123,12 +146,13 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
     needs.answer({ question: spec.question, deviceId: spec.deviceId, prompt: () => promptFor(spec.question, spec) })(g);
 
   /** The model's input, read when the reply starts: history up to this question, and the owner's settings. */
-  async function promptFor(question: Message, o: { owner: string; context?: Turn[] }) {
+  async function promptFor(question: Message, o: { owner: string; context?: Turn[]; branched?: boolean }) {
     const [earlier, settings] = await Promise.all([
-      o.context ? [] : store.listMessages(question.chat_id, { limit: options.historyMaxMessages }),
+      // A branched chat's question is shown the path above it in the tree, not other branches.
+      o.context ? [] : o.branched ? needs.branches.pathFor(question) : store.listMessages(question.chat_id, { limit: options.historyMaxMessages }),
       getSettingsOf(store, o.owner),
     ]);
-    const history = o.context ? [...o.context, { role: "user" as const, content: question.content }] : upTo(earlier, question);
+    const history = o.context ? [...o.context, { role: "user" as const, content: question.content }] : o.branched ? earlier : upTo(earlier, question);
     return {
       turns: buildPrompt(await tokenizerFor(settings.model ?? ctx.model.name), settings.systemPrompt ?? options.systemPrompt, history, options.context),
       temperature: settings.temperature, model: settings.model,
@@ -145,6 +169,12 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
 
   return { send, storeQuestion, run };
 }
+
+type QuestionToStore = {
+  owner: string; chatId: string; content: string; messageId?: string; deviceId?: string; origin?: string;
+  /** The question's tree parent, given for an edit (src/chat/branches.ts). */
+  parentId?: string;
+};
 
 const cutShort = (m: Message) => m.status === "interrupted" || (m.status === "streaming" && (m.lease?.until ?? 0) < Date.now());
 

@@ -5,8 +5,10 @@ import { localLanes, modelCallLimit } from "./lanes";
 import { createLiveReplies } from "./live";
 import { sendCommands } from "./send";
 import { getSettingsOf, updateSettingsOf, type SettingsPatch } from "./settings";
-import type { ChatContext, ChatParts } from "./context";
+import type { ChatClient, ChatContext, ChatParts } from "./context";
 import { titleChat } from "./title";
+import { branchCommands } from "./branches";
+import { searchCommands } from "./search";
 import { transferCommands } from "./transfer";
 import { withSettingsCache } from "./settings-cache";
 import { defaultDeviceOwner, deviceOwners, UNASSIGNED_OWNER } from "./device-owners";
@@ -24,7 +26,10 @@ export function createChatService(parts: ChatParts) {
   const lanes = parts.sharedLanes ? parts.sharedLanes(replies) : localLanes(replies, modelCallLimit(parts.options.modelCallsPerMinute));
   const settingsCache = withSettingsCache(parts.store, parts.bus);
   const ctx: ChatContext = { ...parts, store: settingsCache.store, replies, lanes, live };
-  const chats = chatCommands(ctx, (r) => stopElsewhere(r));
+  let regeneratingQuestion: (traceId: string) => string | undefined = () => undefined;
+  const chats = chatCommands(ctx, (r) => stopElsewhere(r), (t) => regeneratingQuestion(t));
+  const branches = branchCommands(ctx, { requireChat: chats.requireChat, markBranched: chats.markBranched });
+  regeneratingQuestion = branches.regeneratingQuestion;
   const reply = replyCommands(ctx, chats.requireOwned);
   stopElsewhere = reply.stopElsewhere;
   const sending = sendCommands(ctx, {
@@ -32,6 +37,8 @@ export function createChatService(parts: ChatParts) {
     requireOwned: chats.requireOwned,
     answer: reply.answer,
     titleLater: (owner, chat, exchange) => void titleChat(ctx, chats.renameChat, owner, chat, exchange),
+    isBranched: chats.isBranched,
+    branches,
   });
   run = sending.run;
   const transfer = transferCommands(ctx, chats.requireChat);
@@ -42,6 +49,9 @@ export function createChatService(parts: ChatParts) {
       chats.forget(e.chatId);
       void replies.cancel(e.chatId);
     }
+    // A chat branched anywhere is branched here too; after a gap in the bus, nothing remembered is trusted.
+    if (e.type === "branch_selected") chats.markBranched(e.chatId);
+    if (e.type === "resync") chats.forgetAll();
   });
 
   return {
@@ -61,10 +71,31 @@ export function createChatService(parts: ChatParts) {
     importChat: transfer.importChat,
     send: sending.send,
     storeQuestion: sending.storeQuestion,
+    /** REGENERATE: a new reply to a question, the earlier ones kept as other versions (src/chat/branches.ts). */
+    async regenerate(o: { chatId: string; questionId?: string }, client: ChatClient) {
+      // Watch first, as for a send: the reply may start streaming before this returns.
+      await chats.requireOwned(client.owner, o.chatId);
+      const unwatch = client.watch(o.chatId);
+      try {
+        return await branches.regenerate({ ...o, owner: client.owner, origin: client.id });
+      } catch (e) {
+        unwatch();
+        throw e;
+      }
+    },
+    /** GET_BRANCHES: a message and its siblings. */
+    branches: branches.branches,
+    /** SELECT_BRANCH: makes the branch through a message current, and answers with its newest history page. */
+    async selectBranch(o: { chatId: string; messageId: string }, client: ChatClient) {
+      await branches.select({ ...o, owner: client.owner, origin: client.id });
+      return chats.history({ chatId: o.chatId }, client);
+    },
     stop: reply.stop,
     resume: reply.resume,
     getSettings: (owner: string) => getSettingsOf(ctx.store, owner),
     updateSettings: (owner: string, patch: SettingsPatch) => updateSettingsOf(ctx.store, owner, patch),
+    /** Full-text search over the owner's chat names and messages (src/chat/search.ts). */
+    search: searchCommands(ctx).search,
     /** Device messages are handled at least once, with one effect: a claim is a lease this process holds. */
     claims: {
       take: (messageId: string, leaseMs: number) => parts.store.claimMessage(messageId, parts.options.instanceId, leaseMs),

@@ -77,8 +77,8 @@ export function redisLanes(local: Replies, o: {
   /** Runs a job here, then the next one waiting in the lane, until none waits. */
   function runHere(spec: JobSpec): Promise<ReplyOutcome> {
     owned.add(spec.chatId);
-    const t = local.admit(spec.chatId, spec.question.id, { traceId: spec.traceId, admitted: true });
-    if (t === "duplicate") return local.pending(spec.chatId, spec.question.id) ?? Promise.resolve({});
+    const t = local.admit(spec.chatId, spec.laneKey ?? spec.question.id, { traceId: spec.traceId, admitted: true });
+    if (t === "duplicate") return local.pending(spec.chatId, spec.laneKey ?? spec.question.id) ?? Promise.resolve({});
     local.start(t, spec);
     void t.result.then(() => next(spec.chatId));
     return t.result;
@@ -170,12 +170,12 @@ export function redisLanes(local: Replies, o: {
       } catch (e) {
         // Redis went away after the question was stored: answer it here rather than not at all.
         o.log.warn("redis did not answer; answering this question in this replica's own lane", { chatId: spec.chatId, error: e });
-        const lt = local.admit(spec.chatId, spec.question.id, { traceId: spec.traceId, admitted: true });
+        const lt = local.admit(spec.chatId, spec.laneKey ?? spec.question.id, { traceId: spec.traceId, admitted: true });
         if (lt === "duplicate") return { queued: false };
         void lt.result.then(t.settle);
         return local.start(lt, spec);
       }
-      void t.result.finally(() => unmark(spec.chatId, spec.question.id));
+      void t.result.finally(() => unmark(ticket.chatId, ticket.questionId));
       if (got === "run") {
         await cmd.zadd(keys.active, String(Date.now() + o.leaseMs), spec.chatId);
         void runHere(spec).then(t.settle);

@@ -1,4 +1,4 @@
-import type { Chat, Message, User } from "../records";
+import type { Chat, Message, SearchHit, User } from "../records";
 
 // The one contract both stores keep. test/store.contract.ts runs the same suite against each.
 // Everything here is safe for several server replicas sharing one database: uniqueness and
@@ -32,9 +32,17 @@ export type Store = {
   createChat(owner: string, chat: Chat): Promise<void>;
   /**
    * Changes only the named fields (a partial update: a rename racing an activity update loses
-   * neither). `updated_at` never moves backwards. The chat as stored after, or undefined when it no longer exists.
+   * neither). `updated_at` never moves backwards; `selected` (a branched chat's current message) is
+   * set as given. The chat as stored after, or undefined when it no longer exists.
    */
-  patchChat(owner: string, id: string, patch: { name?: string; updated_at?: string }): Promise<Chat | undefined>;
+  patchChat(owner: string, id: string, patch: { name?: string; updated_at?: string; selected?: string }): Promise<Chat | undefined>;
+  /**
+   * A question's activity time, in one store operation (a send's hot path): sets `updated_at` to
+   * `at` when that is later. On Cosmos the set is unconditional (no read first), so two questions
+   * landing in the same chat within milliseconds may leave the earlier one's time. False when the
+   * owner has no such chat (deleted meanwhile).
+   */
+  touchChat(owner: string, id: string, at: string): Promise<boolean>;
   /**
    * Removes the chat and all its messages; false when the owner has no such chat. The chat record
    * goes first, so a writer that checks for the chat after writing sees it gone (delete wins).
@@ -42,6 +50,13 @@ export type Store = {
   deleteChat(owner: string, id: string): Promise<boolean>;
   /** The owner's active chat bound to a device, if any. */
   findDeviceChat(owner: string, deviceId: string): Promise<Chat | undefined>;
+  /**
+   * Full-text search over the owner's chat names and finished messages (never a "streaming"
+   * checkpoint, never another owner's), best first. Each word of `query` must match the start of
+   * a word, case and diacritics aside (src/store/search-text.ts). A query without words finds
+   * nothing; a cursor from another query throws InvalidCursorError.
+   */
+  searchChats(owner: string, query: string, opts: { limit: number; cursor?: string }): Promise<Page<SearchHit>>;
 
   /** Creates the message if its id is new in that chat; false (and nothing written) if it exists. */
   addMessage(message: Message): Promise<boolean>;

@@ -20,6 +20,9 @@ export function showEventsOnSockets(bus: Bus, conns: Connections): () => void {
       case "user_message":
         // The sender already shows what it typed; everyone else sees it arrive.
         return conns.toChat(e.message.chat_id, frames.firstMessage(e.message), { except: e.origin, owner: e.owner });
+      case "branch_selected":
+        // The sender has its answer; the owner's other sockets showing the chat reload it.
+        return conns.toChat(e.chatId, frames.branchSelected(e.chatId, e.messageId), { except: e.origin, owner: e.owner });
       case "reply_delta":
         return conns.toChat(e.chatId, frames.delta(e), { delta: e });
       case "reply_end":

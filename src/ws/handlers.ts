@@ -33,6 +33,23 @@ export const handlers: { [T in InboundType]: Handler<T> } = {
   UPDATE_SETTINGS: handler("UPDATE_SETTINGS", async (c, a) => c.reply(frames.settings(await c.chat.updateSettings(c.client.owner, a), c.chat.defaults))),
   WATCH: handler("WATCH", async (c, a) => c.reply(frames.watching(await c.client.watchExplicitly(a.chatIds, (ids) => c.chat.requireChats(c.client.owner, ids))))),
   UNWATCH: handler("UNWATCH", async (c, a) => c.reply(frames.watching(c.client.unwatchExplicitly(a.chatIds)))),
+  SEARCH: handler("SEARCH", async (c, a) => c.reply(frames.searchResults(await c.chat.search(c.client.owner, { query: a.query, limit: a.limit ?? undefined, cursor: a.cursor ?? undefined })))),
+  // Branches: REGENERATE and EDIT_MESSAGE start a reply and count as sends (limits.ts); see src/chat/branches.ts.
+  REGENERATE: handler("REGENERATE", async (c, a) => {
+    const track = await admitSend(c.limits, c.ws.data.budget, "", () => c.userSends(c.client.owner));
+    const r = await c.chat.regenerate({ chatId: a.chatId, questionId: a.questionId ?? undefined }, c.client);
+    c.reply(frames.regenerating(r));
+    if (!r.queued) track(r.reply);
+  }),
+  EDIT_MESSAGE: handler("EDIT_MESSAGE", async (c, a) => {
+    const track = await admitSend(c.limits, c.ws.data.budget, a.content, () => c.userSends(c.client.owner));
+    const r = await c.chat.send({ ...a, owner: c.client.owner }, c.client);
+    // Always answered: the sender learns the new question's id (and the reply's traceId) here.
+    c.reply(frames.messageAccepted(a.chatId, r));
+    if (!r.duplicate && !r.queued) track(r.reply);
+  }),
+  GET_BRANCHES: handler("GET_BRANCHES", async (c, a) => c.reply(frames.branches(await c.chat.branches({ ...a, owner: c.client.owner })))),
+  SELECT_BRANCH: handler("SELECT_BRANCH", async (c, a) => c.reply(frames.chatHistory(await c.chat.selectBranch(a, c.client)))),
   SEND_MESSAGE: handler("SEND_MESSAGE", async (c, a) => {
     const track = await admitSend(c.limits, c.ws.data.budget, a.content, () => c.userSends(c.client.owner));
     const r = await c.chat.send({ ...a, owner: c.client.owner }, c.client);

@@ -1,7 +1,9 @@
 import * as v from "valibot";
 import type { StreamingMessage } from "../chat/chats";
+import type { BranchInfo } from "../chat/branches";
 import type { ChatEvent } from "../chat/events";
 import type { Resumed } from "../chat/reply";
+import { hasSearchTerms, type SearchResults } from "../chat/search";
 import { SettingsPatchSchema, type Settings } from "../chat/settings";
 import { IsoTime, type Chat, type Message } from "../records";
 
@@ -14,6 +16,8 @@ const MessageId = v.pipe(
   v.string("message id must be a string"),
   v.regex(/^[^/\\?#\s]{1,128}$/, "message id must be 1 to 128 characters without / \\ ? # or spaces"),
 );
+// A stored message named by a client (any stored id: a device's too). Unknown ids are MESSAGE_NOT_FOUND.
+const MessageRef = v.pipe(v.string("messageId must be a string"), v.minLength(1, "messageId must not be empty"), v.maxLength(255, "messageId must be at most 255 characters"));
 const Limit = v.nullish(v.pipe(v.number("limit must be a number"), v.integer("limit must be a whole number"), v.minValue(1, "limit must be at least 1"), v.maxValue(1000, "limit must be at most 1000")));
 // Names and message content are kept exactly as sent: leading spaces, tabs, newlines and all (an
 // indented code block must survive a reload). Only a value that is empty or all whitespace is
@@ -66,6 +70,29 @@ export const inbound = {
   // More than the one chat a socket follows implicitly (its focus); an empty list just asks what is watched.
   WATCH: v.object({ chatIds: ChatIds }, "chatIds is required: an array of chat ids"),
   UNWATCH: v.object({ chatIds: ChatIds }, "chatIds is required: an array of chat ids"),
+  // Branches (src/chat/branches.ts). REGENERATE without questionId: the last question on the current branch.
+  REGENERATE: v.object({ chatId: ChatId, questionId: v.nullish(v.pipe(v.string("questionId must be a string"), v.minLength(1, "questionId must not be empty"), v.maxLength(255, "questionId must be at most 255 characters"))) }),
+  // `messageId` is the question edited; the new question's own id, if the client picks it, is `message.id` (as in SEND_MESSAGE).
+  EDIT_MESSAGE: v.pipe(
+    v.object({
+      chatId: ChatId,
+      messageId: MessageRef,
+      content: v.nullish(v.string("content must be a string")),
+      message: v.nullish(v.object({ content: v.nullish(v.string("message.content must be a string")), id: v.nullish(MessageId) })),
+    }),
+    v.transform(({ chatId, messageId, content, message }) => ({ chatId, editOf: messageId, content: message?.content ?? content ?? "", messageId: message?.id ?? undefined })),
+    v.check((a) => !blank(a.content), "content must not be empty or only whitespace"),
+  ),
+  GET_BRANCHES: v.object({ chatId: ChatId, messageId: MessageRef }),
+  SELECT_BRANCH: v.object({ chatId: ChatId, messageId: MessageRef }),
+  // The caller's own chats only. Its words are all required, and nothing else in a query is syntax:
+  // one without a letter or digit (punctuation alone) has nothing to search for.
+  SEARCH: v.object({
+    query: v.pipe(v.string("query must be a string"), v.check((s) => !blank(s), "query must not be empty or only whitespace"),
+      v.maxLength(200, "query must be at most 200 characters"), v.check(hasSearchTerms, "query: must contain a letter or a digit")),
+    limit: v.nullish(v.pipe(v.number("limit must be a number"), v.integer("limit must be a whole number"), v.minValue(1, "limit must be at least 1"), v.maxValue(50, "limit must be at most 50"))),
+    cursor: v.nullish(v.string("cursor must be a string")),
+  }),
 } as const;
 
 export type InboundType = keyof typeof inbound;
@@ -123,6 +150,12 @@ export const frames = {
   error: (code: string, error: string, extra?: Record<string, unknown>) => ({ type: "ERROR", error, code, ...extra }),
   /** Live frames may have been missed (the shared bus was down): reload the chat list and the open chat. */
   resync: (reason: string) => ({ type: "RESYNC", reason }),
+  searchResults: (r: SearchResults) => ({ type: "SEARCH_RESULTS", query: r.query, hits: r.hits, ...(r.cursor ? { cursor: r.cursor } : {}) }),
+  /** REGENERATE's answer: which question is answered again, under which traceId; `queued` when other replies come first. */
+  regenerating: (r: { chatId: string; questionId: string; traceId: string; queued: boolean }) => ({ type: "REGENERATING", chatId: r.chatId, questionId: r.questionId, traceId: r.traceId, queued: r.queued }),
+  branches: (b: BranchInfo) => ({ type: "BRANCHES", chatId: b.chatId, messageId: b.messageId, siblings: b.siblings, current: b.current }),
+  /** To the owner's other sockets watching the chat: its current branch changed; reload its history. */
+  branchSelected: (chatId: string, messageId: string) => ({ type: "BRANCH_SELECTED", chatId, messageId }),
   /** WATCH / UNWATCH's answer: every chat the socket now watches, and which of them is its focus. */
   watching: (w: { chatIds: string[]; focus: string | null }) => ({ type: "WATCHING", chatIds: w.chatIds, focus: w.focus }),
 } as const;

@@ -5,6 +5,7 @@ import { mergeSettings } from "../merge";
 import type { Checkpoint, Ownership, Page, Store } from "../store";
 import { chatParams, type MessageRow, messageParams, toChat, toMessage } from "./rows";
 import { openDatabase } from "./schema";
+import { searchOps } from "./search";
 import { prepareStatements } from "./statements";
 import { userOps } from "./users";
 
@@ -80,9 +81,10 @@ export function openSqliteStore(path: string): Store {
     }),
     createChat: guard((owner, chat) => void q.insertChat.run(chatParams(owner, chat))),
     patchChat: guard((owner, id, patch) => {
-      const row = q.patchChat.get({ $owner: owner, $id: id, $name: patch.name ?? null, $u: patch.updated_at ?? null });
+      const row = q.patchChat.get({ $owner: owner, $id: id, $name: patch.name ?? null, $u: patch.updated_at ?? null, $selected: patch.selected ?? null });
       return row ? toChat(row) : undefined;
     }),
+    touchChat: guard((owner, id, at) => q.patchChat.get({ $owner: owner, $id: id, $name: null, $u: at, $selected: null }) !== null),
     deleteChat: guard((owner, id) => deleteChatTx(owner, id)),
     findDeviceChat: guard((owner, deviceId) => {
       const row = q.deviceChat.get({ $owner: owner, $device_id: deviceId });
@@ -161,5 +163,6 @@ export function openSqliteStore(path: string): Store {
     patchSettings: guard((owner, patch) => patchSettingsTx.immediate(owner, patch)),
 
     ...userOps(db, guard),
+    ...searchOps(db, guard),
   };
 }

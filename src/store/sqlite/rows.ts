@@ -2,7 +2,7 @@ import type { Chat, Message } from "../../records";
 
 // Records to bound parameters and rows back to records.
 
-export type ChatRow = { id: string; owner: string; name: string; active: number; created_at: string; updated_at: string; device_id: string | null };
+export type ChatRow = { id: string; owner: string; name: string; active: number; created_at: string; updated_at: string; device_id: string | null; selected: string | null };
 export type MessageRow = {
   chat_id: string; id: string; role: Message["role"]; content: string; created_at: string;
   status: string | null; device_id: string | null; parent_id: string | null;
@@ -17,6 +17,7 @@ export const toChat = (r: ChatRow): Chat => ({
   created_at: r.created_at,
   updated_at: r.updated_at,
   ...(r.device_id === null ? {} : { device_id: r.device_id }),
+  ...(r.selected === null ? {} : { selected: r.selected }),
 });
 
 // Only the fields that were written come back, so a record reads back exactly equal to itself.
@@ -34,7 +35,7 @@ export const toMessage = (r: MessageRow): Message => ({
 
 export const chatParams = (owner: string, c: Chat) => ({
   $id: c.id, $owner: owner, $name: c.name, $active: c.active ? 1 : 0,
-  $created_at: c.created_at, $updated_at: c.updated_at, $device_id: c.device_id ?? null,
+  $created_at: c.created_at, $updated_at: c.updated_at, $device_id: c.device_id ?? null, $selected: c.selected ?? null,
 });
 
 export const messageParams = (m: Message) => ({

@@ -1,13 +1,14 @@
 import { Database } from "bun:sqlite";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
+import { ensureSearchIndex } from "./search";
 
 // Tables as a fresh file gets them. An older file is brought up to date by migrate() below, and the
 // indexes are created after that (some are on columns an older file gains only there).
 const TABLES = `
 CREATE TABLE IF NOT EXISTS chats (
   id TEXT PRIMARY KEY, owner TEXT NOT NULL DEFAULT 'default', name TEXT NOT NULL, active INTEGER NOT NULL,
-  created_at TEXT NOT NULL, updated_at TEXT NOT NULL, device_id TEXT
+  created_at TEXT NOT NULL, updated_at TEXT NOT NULL, device_id TEXT, selected TEXT
 );
 CREATE TABLE IF NOT EXISTS messages (
   chat_id TEXT NOT NULL REFERENCES chats(id) ON DELETE CASCADE, id TEXT NOT NULL,
@@ -39,7 +40,8 @@ CREATE TABLE IF NOT EXISTS device_owners (device_id TEXT PRIMARY KEY, owner TEXT
 /** Columns added since the first release: `ALTER TABLE ... ADD COLUMN` on files that lack them. */
 const ADDED_COLUMNS: Record<string, Record<string, string>> = {
   // Chats from before users existed belong to the legacy API_TOKEN user (src/auth/identity.ts).
-  chats: { owner: "TEXT NOT NULL DEFAULT 'default'" },
+  // A branched chat's current message (src/chat/branches.ts); NULL on every other chat.
+  chats: { owner: "TEXT NOT NULL DEFAULT 'default'", selected: "TEXT" },
   messages: { parent_id: "TEXT", lease_owner: "TEXT", lease_until: "INTEGER", lease_seq: "INTEGER" },
   // Rows written by claimProcessed before claims existed are finished work: done defaults to 1.
   processed_messages: { owner: "TEXT", lease_until: "INTEGER", done: "INTEGER NOT NULL DEFAULT 1" },
@@ -77,5 +79,7 @@ export function openDatabase(path: string): Database {
   db.exec(TABLES);
   migrate(db);
   db.exec(INDEXES);
+  // Full-text search (search.ts): created, and filled from existing rows, on a file that has none.
+  ensureSearchIndex(db);
   return db;
 }

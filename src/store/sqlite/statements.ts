@@ -15,12 +15,13 @@ export function prepareStatements(db: Database) {
     ),
     getChat: db.query<ChatRow, { $owner: string; $id: string }>("SELECT * FROM chats WHERE id = $id AND owner = $owner"),
     insertChat: db.query(
-      `INSERT INTO chats (id, owner, name, active, created_at, updated_at, device_id)
-       VALUES ($id, $owner, $name, $active, $created_at, $updated_at, $device_id)`,
+      `INSERT INTO chats (id, owner, name, active, created_at, updated_at, device_id, selected)
+       VALUES ($id, $owner, $name, $active, $created_at, $updated_at, $device_id, $selected)`,
     ),
     // One statement: only the named columns change, and activity time never goes backwards.
-    patchChat: db.query<ChatRow, { $owner: string; $id: string; $name: string | null; $u: string | null }>(
-      `UPDATE chats SET name = coalesce($name, name), updated_at = max(updated_at, coalesce($u, updated_at))
+    patchChat: db.query<ChatRow, { $owner: string; $id: string; $name: string | null; $u: string | null; $selected: string | null }>(
+      `UPDATE chats SET name = coalesce($name, name), updated_at = max(updated_at, coalesce($u, updated_at)),
+       selected = coalesce($selected, selected)
        WHERE id = $id AND owner = $owner RETURNING *`,
     ),
     deleteChat: db.query<ChatRow, { $owner: string; $id: string }>("DELETE FROM chats WHERE id = $id AND owner = $owner RETURNING id"),
