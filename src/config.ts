@@ -61,6 +61,8 @@ const EnvSchema = v.object({
   COSMOS_CONTAINER_PROCESSED_MESSAGES: str("processed_messages"),
   COSMOS_CONTAINER_CHECKPOINTS: str("checkpoints"),
   COSMOS_ALLOW_SELF_SIGNED_CERT: bool(false),
+  // SEARCH on Cosmos: the account's full-text search ("on"), a parameterised scan ("off"), or whichever the account answers ("auto").
+  COSMOS_FULL_TEXT_SEARCH: v.optional(v.picklist(["auto", "on", "off"], "must be auto, on or off"), "auto"),
 
   REDIS_URL: v.optional(v.pipe(v.string(), v.trim(), v.regex(/^rediss?:\/\/[^\s,]+(,\s*rediss?:\/\/[^\s,]+)*$/, "must be a redis:// or rediss:// URL (a cluster may list several, comma-separated)"))),
   REDIS_CLUSTER: bool(false),

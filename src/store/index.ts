@@ -26,6 +26,7 @@ export async function storeFromConfig(
       checkpoints: c.COSMOS_CONTAINER_CHECKPOINTS,
     },
     allowSelfSignedCert: c.COSMOS_ALLOW_SELF_SIGNED_CERT,
+    fullTextSearch: c.COSMOS_FULL_TEXT_SEARCH,
     ...(warn ? { warn } : {}),
   });
 }

@@ -11,6 +11,12 @@ export type CosmosStoreConfig = {
   allowSelfSignedCert: boolean;
   /** Per HTTP request; an unreachable server fails as StoreUnavailableError instead of hanging. */
   requestTimeoutMs?: number;
+  /**
+   * Full-text search on messages (src/store/cosmos/search.ts): "on" creates the messages container
+   * with a full-text policy and index and queries with FullTextContainsAll/FullTextScore; "off" uses
+   * the parameterised scan; "auto" (the default) probes once and uses full text where the account answers it.
+   */
+  fullTextSearch?: "auto" | "on" | "off";
   /** Told when an existing container's indexing policy could not be brought up to date (no secrets in the text). */
   warn?: (message: string) => void;
 };

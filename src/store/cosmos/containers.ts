@@ -28,6 +28,19 @@ const CONTAINERS: Record<ContainerName, Omit<ContainerRequest, "id">> = {
   checkpoints: { partitionKey: { paths: ["/scope"] } },
 };
 
+// COSMOS_FULL_TEXT_SEARCH=on: the messages container is created with a full-text policy and index
+// on content (an account needs the full-text feature for that). A container that exists keeps its
+// definition: add the same policy and index to it by hand (docs/storage.md).
+const FULL_TEXT = {
+  fullTextPolicy: { defaultLanguage: "en-US", fullTextPaths: [{ path: "/content", language: "en-US" }] },
+  fullTextIndexes: [{ path: "/content" }],
+};
+const withFullText = (req: ContainerRequest): ContainerRequest => ({
+  ...req,
+  fullTextPolicy: FULL_TEXT.fullTextPolicy,
+  indexingPolicy: { ...req.indexingPolicy, fullTextIndexes: FULL_TEXT.fullTextIndexes },
+});
+
 type CompositePath = { path: string; order?: string };
 const sameComposite = (a: CompositePath[], b: CompositePath[]) =>
   a.length === b.length && a.every((p, i) => p.path === b[i]!.path && (p.order ?? "ascending") === (b[i]!.order ?? "ascending"));
@@ -56,7 +69,8 @@ export function setupContainers(client: CosmosClient, config: CosmosStoreConfig,
     const { database } = await client.databases.createIfNotExists({ id: config.database }, o());
     const entries = await Promise.all(
       (Object.keys(CONTAINERS) as ContainerName[]).map(async (name) => {
-        const req = { id: config.containers[name], ...CONTAINERS[name] };
+        const base = { id: config.containers[name], ...CONTAINERS[name] };
+        const req = name === "messages" && config.fullTextSearch === "on" ? withFullText(base) : base;
         const { container, resource } = await database.containers.createIfNotExists(req, o());
         await ensureCompositeIndexes(container, resource, req);
         return [name, container] as const;

@@ -9,6 +9,7 @@ import { setupContainers } from "./containers";
 import { guard } from "./failures";
 import { messageOps } from "./messages";
 import type { Cosmos } from "./requests";
+import { searchOps } from "./search";
 import { settingsOps } from "./settings";
 import { userOps } from "./users";
 
@@ -50,6 +51,7 @@ export async function openCosmosStore(config: CosmosStoreConfig): Promise<Store>
     ...checkpointOps(k),
     ...settingsOps(k),
     ...userOps(k),
+    ...searchOps(k, config.fullTextSearch ?? "auto"),
   };
 
   // One error mapping for every operation that talks to the server.
