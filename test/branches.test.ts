@@ -274,6 +274,33 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       expect(await a.request({ type: "GET_CHAT_HISTORY", chatId }, "NEVER")).toMatchObject({ code: "CHAT_NOT_FOUND" });
     });
 
+    test("questions that were queued before the chat was branched keep their answers on the branch: each follows the answer of the question before it", async () => {
+      const { srv, model } = env;
+      const a = await srv.connect();
+      const chatId = await newChat(a);
+      model.setScript((req) => (lastUserTurn(req) === "K1" ? { tokens: ["re:K1", " held"], holdAfter: 1 } : answering(req)));
+      try {
+        a.send({ type: "SEND_MESSAGE", chatId, content: "K1" });
+        await model.waitHeld(1);
+        // Stored while K1's answer streams: K1, its answer, K2, K3, then K2's and K3's answers.
+        for (const q of ["K2", "K3"]) expect(await a.request({ type: "SEND_MESSAGE", chatId, content: q }, "MESSAGE_ACCEPTED")).toMatchObject({ queued: true });
+        model.release();
+      } finally {
+        model.setScript(answering);
+      }
+      for (let i = 0; i < 3; i++) await a.reply(chatId);
+      const linear = turns(await history(a, chatId)).map((t) => t[1]);
+      expect(linear).toEqual(["K1", "re:K1 held", "K2", "K3", expect.stringMatching(/^re:K2/), expect.stringMatching(/^re:K3/)]);
+      const r = await a.request({ type: "REGENERATE", chatId }, "REGENERATING");
+      const again = await a.reply(chatId);
+      expect(r.traceId).toBe(again.traceId);
+      expect(turns(await history(a, chatId))).toEqual([
+        ["user", "K1"], ["assistant", "re:K1 held"], ["user", "K2"], ["assistant", linear[4]], ["user", "K3"], ["assistant", again.text, "2/2"],
+      ]);
+      // The model was shown that conversation, K2's answer included.
+      expect(prompt(requestFor(model, "K3")).map(([, c]) => c)).toEqual(["K1", "re:K1 held", "K2", linear[4], "K3"]);
+    });
+
     test("a chat never branched reads exactly as before: each history frame is byte for byte the stored page, and costs one store read (no chat record, no whole-chat read)", async () => {
       const { srv, calls } = env;
       const a = await srv.connect();
