@@ -1,6 +1,7 @@
 import { getBearerTokenProvider, type TokenCredential } from "@azure/identity";
 import OpenAI, { AzureOpenAI } from "openai";
 import { ModelError, type Model, type ModelKind, type StreamOptions, type Turn } from "./model";
+import { chatDeltas } from "./sse";
 
 type ClientOptions = { timeoutMs: number };
 
@@ -24,27 +25,33 @@ export function openAICompatibleModel(o: ClientOptions & { baseURL: string; apiK
   return chatCompletionsModel("openai-compatible", client, o.model);
 }
 
+/**
+ * The SDK makes the request (URL, auth, Azure's api-version, retries, HTTP errors); the body is
+ * read by src/model/sse.ts: the SDK's stream reader was most of a send's CPU (issue 15).
+ */
 function chatCompletionsModel(kind: ModelKind, client: OpenAI, name: string): Model {
   return {
     kind,
     name,
     async *stream(turns: Turn[], { signal, temperature, model }: StreamOptions) {
-      let stream;
+      let body: ReadableStream<Uint8Array> | null;
       try {
-        stream = await client.chat.completions.create(
+        const res = await client.chat.completions.create(
           { model: model ?? name, messages: turns, stream: true, ...(temperature === undefined ? {} : { temperature }) },
           { signal },
-        );
+        ).asResponse();
+        body = res.body;
       } catch (e) {
         throw toModelError(e, signal);
       }
+      if (!body) throw new ModelError("MODEL_ERROR", "the model service answered without a body");
       try {
-        for await (const chunk of stream) {
-          const delta = chunk.choices[0]?.delta?.content;
-          if (delta) yield delta;
-        }
+        yield* chatDeltas(body);
       } catch (e) {
         throw toModelError(e, signal);
+      } finally {
+        // Stopped early (an abort, a consumer that left): the connection is not read to the end.
+        await body.cancel().catch(() => {});
       }
     },
   };
