@@ -241,27 +241,29 @@ describe("replies rendered as Markdown", () => {
     const t = await page.evaluate(async () => {
       const { renderMarkdown } = await import("/page/markdown.js" as string);
       const para = "Some **bold** text, `code`, and [a link](https://example.com).\n\n";
-      const text = (para + "```\nlet x = 1;\n```\n\n| a | b |\n| - | - |\n| 1 | 2 |\n\n").repeat(600) + "The end";
+      const text = (para + "```\nlet x = 1;\n```\n\n| a | b |\n| - | - |\n| 1 | 2 |\n\n").repeat(300) + "The end"; // ~35 kB
       const median = (f: (i: number) => void) => {
-        const runs = Array.from({ length: 5 }, (_, i) => {
+        const runs = Array.from({ length: 3 }, (_, i) => {
           const start = performance.now();
           f(i);
           return performance.now() - start;
         });
-        return runs.sort((a, b) => a - b)[2]!;
+        return runs.sort((a, b) => a - b)[1]!;
       };
       renderMarkdown(document.createElement("div"), text); // warm up
       const full = median(() => renderMarkdown(document.createElement("div"), text));
       const el = document.createElement("div");
       renderMarkdown(el, text);
       const first = el.firstChild;
-      const delta = median((i) => renderMarkdown(el, `${text} is near${".".repeat(i + 1)}`));
+      const grown = (i: number) => `${text} is near${".".repeat(i + 1)}`;
+      const delta = median((i) => renderMarkdown(el, grown(i)));
       const whole = document.createElement("div");
-      renderMarkdown(whole, `${text} is near.....`);
+      renderMarkdown(whole, grown(2)); // the last of the three deltas
+
       return { chars: text.length, blocks: el.childElementCount, full, delta, kept: el.firstChild === first, same: el.isEqualNode(whole) };
     });
     console.log(`renderMarkdown, ${t.chars} characters in ${t.blocks} blocks: whole ${t.full.toFixed(1)} ms, one more delta ${t.delta.toFixed(1)} ms`);
-    expect(t.blocks).toBeGreaterThan(1000);
+    expect(t.blocks).toBeGreaterThan(500);
     expect(t.kept).toBe(true);
     expect(t.same).toBe(true); // rendering in steps ends exactly where rendering at once does
     expect(t.delta).toBeLessThan(t.full / 3);
