@@ -3,7 +3,11 @@
 
 export type Level = "debug" | "info" | "warn" | "error";
 export type Fields = Record<string, unknown>;
-export type Logger = Record<Level, (msg: string, fields?: Fields) => void> & { child(fields: Fields): Logger };
+export type Logger = Record<Level, (msg: string, fields?: Fields) => void> & {
+  child(fields: Fields): Logger;
+  /** Whether lines at `level` are written (to skip building fields nobody will read). */
+  enabled(level: Level): boolean;
+};
 
 const RANK: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
@@ -29,6 +33,7 @@ export function createLogger(o: {
     warn: (m, f) => emit("warn", m, f),
     error: (m, f) => emit("error", m, f),
     child: (fields) => createLogger({ ...o, base: { ...o.base, ...fields } }),
+    enabled: (level) => RANK[level] >= RANK[o.level],
   };
 }
 

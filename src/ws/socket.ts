@@ -39,6 +39,21 @@ export function socketHandlers(
   const userSends = o.userSends ?? localUserSends(limits.messagesPerMinute);
   const { log, metrics } = o;
   const conns = createConnections({ log, queueLimitBytes: limits.sendQueueLimitBytes });
+  const debug = log.enabled("debug");
+  // prom-client hashes the labels on every call; the labelled children are looked up once.
+  const counters = new Map<string, { inc(): void }>();
+  const counted = (type: string, outcome: string) => {
+    const key = `${type} ${outcome}`;
+    let c = counters.get(key);
+    if (!c) counters.set(key, (c = metrics.commands.labels(type, outcome)));
+    return c;
+  };
+  const timers = new Map<string, { observe(v: number): void }>();
+  const timed = (type: string) => {
+    let t = timers.get(type);
+    if (!t) timers.set(type, (t = metrics.commandSeconds.labels(type)));
+    return t;
+  };
 
   /** Handles one frame; resolves to "ok" or the error code it answered with. */
   async function handle(ws: Socket, raw: string | Buffer, bytes: number, seen: { type?: string; chatId?: unknown }): Promise<string> {
@@ -119,27 +134,34 @@ export function socketHandlers(
       if (!admitInbound(limits, b, bytes)) return refuseInbound(ws, bytes);
       b.pending.frames += 1;
       b.pending.bytes += bytes;
-      ws.data.chain = ws.data.chain
-        .then(async () => {
+      const job = async () => {
+        try {
           const started = performance.now();
           const seen: { type?: string; chatId?: unknown } = {};
           const outcome = await handle(ws, raw, bytes, seen);
           const seconds = (performance.now() - started) / 1000;
           // Unknown types share one label: a client must not be able to mint metric series.
           const type = seen.type ?? "invalid";
-          metrics.commands.inc({ type, outcome });
-          metrics.commandSeconds.observe({ type }, seconds);
-          log.info("ws command", {
-            type, outcome, durationMs: Math.round(seconds * 10_000) / 10, connId: ws.data.id,
-            ...(typeof seen.chatId === "string" ? { chatId: seen.chatId.slice(0, 64) } : {}),
-          });
-        })
-        .catch((e) => log.error("frame handling crashed", { error: e }))
-        .finally(() => {
+          counted(type, outcome).inc();
+          timed(type).observe(seconds);
+          // Every refusal is logged; a command that went through only at debug (a line per frame
+          // at info cost more than the command itself: issue 15).
+          if (outcome !== "ok" || debug) {
+            log[outcome === "ok" ? "debug" : "info"]("ws command", {
+              type, outcome, durationMs: Math.round(seconds * 10_000) / 10, connId: ws.data.id,
+              ...(typeof seen.chatId === "string" ? { chatId: seen.chatId.slice(0, 64) } : {}),
+            });
+          }
+        } catch (e) {
+          log.error("frame handling crashed", { error: e });
+        } finally {
           b.pending.frames -= 1;
           b.pending.bytes -= bytes;
           if (b.pending.frames === 0) b.dropped = 0;
-        });
+        }
+      };
+      // Frames are handled one after another: an idle socket starts at once, a busy one queues.
+      ws.data.chain = b.pending.frames === 1 ? job() : ws.data.chain.then(job);
     },
     drain(ws) {
       conns.drain(ws);
