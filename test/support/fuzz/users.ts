@@ -19,6 +19,7 @@ import { startTestServer, type TestServer } from "../harness";
 import { startIdentityProvider } from "../jwks";
 import { lastUserTurn, startSseModel, type SseModel } from "../sse-model";
 import { addUser } from "../users";
+import { connect } from "../ws-client";
 import { Rng } from "./rng";
 
 type Frame = Record<string, any>;
@@ -43,6 +44,7 @@ export async function startUsersFuzzTarget(o: { store: "sqlite" | "cosmos"; cosm
     API_TOKEN: LEGACY_TOKEN, ...idp.env, OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "fuzz-model", OPENAI_API_KEY: "sk-fuzz",
     CHAT_TITLES: "false", RATE_LIMIT_FRAMES_PER_SECOND: "100000", RATE_LIMIT_MESSAGES_PER_MINUTE: "100000",
   }, { store });
+  if (o.store === "cosmos") await warmUp(srv);
   return {
     srv, model, idp, kind: o.store,
     async stop() {
@@ -54,6 +56,30 @@ export async function startUsersFuzzTarget(o: { store: "sqlite" | "cosmos"; cosm
   };
 }
 export type UsersFuzzTarget = Awaited<ReturnType<typeof startUsersFuzzTarget>>;
+
+/**
+ * The Cosmos test server compiles each query shape once, taking seconds (cold requests then time
+ * out as STORE_UNAVAILABLE): every path the load takes is run once before it starts.
+ */
+async function warmUp(srv: TestServer) {
+  const c = await connect(srv.wsUrl, { token: LEGACY_TOKEN });
+  try {
+    const chat = (await c.request({ type: "CREATE_CHAT" }, "NEW_CHAT", 30_000)).chat;
+    c.send({ type: "SEND_MESSAGE", chatId: chat.id, content: "warm up" });
+    const { traceId } = await c.reply(chat.id, 30_000);
+    for (const frame of [
+      { type: "GET_CHAT_HISTORY", chatId: chat.id, limit: 1 }, { type: "GET_CHATS" }, { type: "GET_SETTINGS" },
+      { type: "RESUME", chatId: chat.id, traceId, fromSeq: 0 }, { type: "STOP_GENERATION", chatId: chat.id },
+      { type: "RENAME_CHAT", chatId: chat.id, name: "warm" }, { type: "DELETE_CHAT", chatId: chat.id },
+    ]) {
+      const requestId = crypto.randomUUID();
+      c.send({ ...frame, requestId });
+      await c.next((f) => f.requestId === requestId, 30_000);
+    }
+  } finally {
+    c.close();
+  }
+}
 
 export type UsersFuzzOptions = {
   seed: number;
