@@ -115,6 +115,13 @@ describe("the store goes away mid-session and comes back", () => {
       ["UPDATE_SETTINGS", { type: "UPDATE_SETTINGS", temperature: 1.5 }, "SETTINGS"],
       // Not a chat this socket watches already, so the server must ask the store whether it exists.
       ["WATCH", { type: "WATCH", chatIds: [spare.id] }, "WATCHING"],
+      // Branches (src/chat/branches.ts): each reads the chat and its messages first.
+      ["REGENERATE", { type: "REGENERATE", chatId: kept.id }, "REGENERATING"],
+      ["EDIT_MESSAGE", { type: "EDIT_MESSAGE", chatId: kept.id, messageId: keptTraceId, content: "edited during the outage" }, "MESSAGE_ACCEPTED"],
+      ["GET_BRANCHES", { type: "GET_BRANCHES", chatId: kept.id, messageId: keptTraceId }, "BRANCHES"],
+      ["SELECT_BRANCH", { type: "SELECT_BRANCH", chatId: kept.id, messageId: keptTraceId }, "CHAT_HISTORY"],
+      // Search reads the owner's chats first (Cosmos) or the index (SQLite).
+      ["SEARCH", { type: "SEARCH", query: "anyone there" }, "SEARCH_RESULTS"],
     ];
     // Every frame type is here except the two that read no store: UNWATCH (below) and
     // STOP_GENERATION (the next test).
