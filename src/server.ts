@@ -57,6 +57,9 @@ export function startServer(parts: ServerParts) {
       historyMaxMessages: c.HISTORY_MAX_MESSAGES, historyPageMaxBytes: c.HISTORY_PAGE_MAX_BYTES, autoTitle: c.CHAT_TITLES, maxGenerations: c.MAX_GENERATIONS,
       queueLimit: c.CHAT_QUEUE_LIMIT, replyCheckpointMs: c.REPLY_CHECKPOINT_MS, replyLeaseMs: c.REPLY_LEASE_MS, instanceId,
       modelCallsPerMinute: c.MODEL_CALLS_PER_MINUTE, deviceDefaultOwner: c.DEVICE_DEFAULT_OWNER,
+      // Characters, two bytes each in memory (JS strings); with several replicas, trusted for less time
+      // without news from the bus (src/chat/recent.ts).
+      historyCacheChars: c.HISTORY_CACHE_MB * 500_000, historyCacheTtlMs: shared ? 5_000 : 60_000,
     },
   });
   const limits: SocketLimits = {

@@ -92,6 +92,11 @@ for (const kind of ["single", "cluster"] as const) {
       // c never opened the chat: it sees no frame of it but the creation.
       expect(c.frames.filter((f) => f.chatId === chat.id && f.type !== "CHAT_CREATED")).toEqual([]);
       expect(c.frames.filter((f) => f.type === "CHAT_CREATED" && f.chat.id === chat.id)).toHaveLength(1);
+      // r1 kept the chat's (then empty) newest messages when b opened it: what it answers now came
+      // over the bus, and equals the store exactly.
+      const stored = (await r.store.pageMessages(chat.id, { limit: 10 })).items;
+      expect((await open(b, chat.id)).messages).toEqual(stored);
+      expect(stored.map((m) => m.content)).toEqual(["hello from r0", words(30).join("")]);
     }, 30_000);
 
     test("history on another replica mid-stream: the text so far, then the rest live, no gap, no repeat", async () => {

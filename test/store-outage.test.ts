@@ -107,14 +107,14 @@ describe("the store goes away mid-session and comes back", () => {
       ["GET_CHATS", { type: "GET_CHATS" }, "CHAT_LIST"],
       ["CREATE_CHAT", { type: "CREATE_CHAT", name: "during the outage" }, "NEW_CHAT"],
       ["SEND_MESSAGE", { type: "SEND_MESSAGE", chatId: kept.id, content: "anyone there?" }, "MESSAGE_ACCEPTED"],
-      ["GET_CHAT_HISTORY", { type: "GET_CHAT_HISTORY", chatId: kept.id }, "CHAT_HISTORY"],
+      // A chat whose newest messages this replica has not kept (src/chat/recent.ts) must be read.
+      ["GET_CHAT_HISTORY", { type: "GET_CHAT_HISTORY", chatId: spare.id }, "CHAT_HISTORY"],
       ["DELETE_CHAT", { type: "DELETE_CHAT", chatId: spare.id }, "CHAT_DELETED"],
       ["RENAME_CHAT", { type: "RENAME_CHAT", chatId: kept.id, name: "renamed during the outage" }, "CHAT_UPDATED"],
       ["RESUME", { type: "RESUME", chatId: kept.id, traceId: keptTraceId, fromSeq: 0 }, "MESSAGE"],
-      ["GET_SETTINGS", { type: "GET_SETTINGS" }, "SETTINGS"],
       ["UPDATE_SETTINGS", { type: "UPDATE_SETTINGS", temperature: 1.5 }, "SETTINGS"],
-      // Not a chat this socket watches already, so the server must ask the store whether it exists.
-      ["WATCH", { type: "WATCH", chatIds: [spare.id] }, "WATCHING"],
+      // The failed update may or may not have landed: the kept copy was dropped, so this must read.
+      ["GET_SETTINGS", { type: "GET_SETTINGS" }, "SETTINGS"],
       // Branches (src/chat/branches.ts): each reads the chat and its messages first.
       ["REGENERATE", { type: "REGENERATE", chatId: kept.id }, "REGENERATING"],
       ["EDIT_MESSAGE", { type: "EDIT_MESSAGE", chatId: kept.id, messageId: keptTraceId, content: "edited during the outage" }, "MESSAGE_ACCEPTED"],
@@ -125,7 +125,14 @@ describe("the store goes away mid-session and comes back", () => {
     ];
     // Every frame type is here except the two that read no store: UNWATCH (below) and
     // STOP_GENERATION (the next test).
-    expect([...commands.map(([name]) => name), "STOP_GENERATION", "UNWATCH"].sort()).toEqual(Object.keys(handlers).sort());
+    // What this replica keeps answers from memory: the newest messages of a chat it has read, and the
+    // settings it has read (both kept exact by the bus). Asked first, so they are known to be kept.
+    const fromMemory: [string, Frame, string][] = [
+      ["GET_CHAT_HISTORY", { type: "GET_CHAT_HISTORY", chatId: kept.id }, "CHAT_HISTORY"],
+      // A chat this replica knows is the caller's (created here): no store read to watch it.
+      ["WATCH", { type: "WATCH", chatIds: [spare.id] }, "WATCHING"],
+    ];
+    expect([...new Set([...commands, ...fromMemory].map(([name]) => name)), "STOP_GENERATION", "UNWATCH"].sort()).toEqual(Object.keys(handlers).sort());
     for (const [name, frame, replyType] of commands) {
       const { value: f, ms: took } = await timed(() => ask(frame, replyType));
       figures[`${name} → STORE_UNAVAILABLE while down`] = ms(took);
@@ -145,6 +152,14 @@ describe("the store goes away mid-session and comes back", () => {
     const { value: unwatched, ms: unwatchMs } = await timed(() => ask({ type: "UNWATCH", chatIds: [kept.id] }, "WATCHING"));
     figures["UNWATCH → WATCHING while down"] = ms(unwatchMs);
     expect(unwatched).toMatchObject({ type: "WATCHING", chatIds: expect.any(Array) });
+    // Kept reads still answer, exactly what was stored before the outage, within the bound.
+    for (const [name, frame, replyType] of fromMemory) {
+      const { value: f, ms: took } = await timed(() => ask(frame, replyType));
+      figures[`${name} → from memory while down`] = ms(took);
+      expect({ name, type: f.type }).toEqual({ name, type: replyType });
+      expect(took).toBeLessThan(DOWN_BOUND_MS);
+      if (name === "GET_CHAT_HISTORY") expect(turns(f.messages)).toEqual([["user", "remember me"], ["assistant", REPLY]]);
+    }
     expect(unwatchMs).toBeLessThan(DOWN_BOUND_MS);
   }, TEST_TIMEOUT_MS);
 

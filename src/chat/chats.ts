@@ -95,7 +95,10 @@ export function chatCommands(
    */
   async function storedHistory(owner: string, o: HistoryQuery): Promise<{ messages: Message[]; hasMore: boolean; cursor?: string }> {
     const limit = Math.min(o.limit ?? options.historyMaxMessages, options.historyMaxMessages);
-    const page = await store.pageMessages(o.chatId, { limit, cursor: o.cursor, before: o.before });
+    // The newest page from the chat's kept messages; older pages from the store.
+    const page = o.cursor || o.before
+      ? await store.pageMessages(o.chatId, { limit, cursor: o.cursor, before: o.before })
+      : await ctx.recent.newest(o.chatId, limit);
     // A chat deleted meanwhile (here or on another replica) leaves an empty page: say so.
     if (page.items.length === 0) await requireChat(owner, o.chatId);
     return { messages: page.items, hasMore: page.cursor !== undefined, ...(page.cursor ? { cursor: page.cursor } : {}) };
@@ -109,7 +112,10 @@ export function chatCommands(
   async function finalizeLapsed(chatId: string, messages: Message[], live?: string): Promise<Message[]> {
     const now = Date.now();
     if (!messages.some((m) => m.status === "streaming" && m.id !== live && (!m.lease || m.lease.until < now))) return messages;
-    const finalized = new Map((await store.finalizeStale(now, chatId)).map((m) => [m.id, m] as const));
+    const stale = await store.finalizeStale(now, chatId);
+    // As the sweeper does: watchers get the end, and every replica's kept messages are read again.
+    for (const m of stale) bus.publish({ type: "reply_end", chatId: m.chat_id, traceId: m.id, seq: (m.lease?.seq ?? 0) + 1, status: "interrupted" });
+    const finalized = new Map(stale.map((m) => [m.id, m] as const));
     return messages.map((m) => finalized.get(m.id) ?? m);
   }
 
@@ -186,7 +192,11 @@ export function chatCommands(
       const all: (Message | StreamingMessage)[] = newest ? shown : shown.filter((m) => !("streaming" in m));
       // Not a reply streaming on another branch of a branched chat.
       if (g && !messages.some((m) => m.id === g.traceId) && !offBranch?.has(g.traceId)) {
-        all.push(liveEntry(g));
+        // In its place by (created_at, id): questions asked while it streams come after it.
+        const entry = liveEntry(g);
+        let i = all.length;
+        while (i > 0 && (all[i - 1]!.created_at > entry.created_at || (all[i - 1]!.created_at === entry.created_at && all[i - 1]!.id > entry.id))) i--;
+        all.splice(i, 0, entry);
       }
       // One frame must stay well under the send limit: the oldest messages past the byte budget wait for the next page.
       const fit = options.historyPageMaxBytes ? fitPage(all, options.historyPageMaxBytes) : { messages: all, trimmed: 0 };

@@ -5,6 +5,7 @@ import type { Bus } from "./events";
 import type { Lanes } from "./lanes";
 import type { LiveReplies } from "./live";
 import type { ContextBudget } from "./prompt";
+import type { RecentMessages } from "./recent";
 import type { Replies } from "./replies";
 
 export type ChatOptions = {
@@ -31,6 +32,10 @@ export type ChatOptions = {
   instanceId: string;
   /** Questions let in per minute, service-wide (0: no limit). */
   modelCallsPerMinute: number;
+  /** Characters of message content kept in memory for chats' newest messages (HISTORY_CACHE_MB); 0: none. */
+  historyCacheChars: number;
+  /** How long a chat's cached newest messages are trusted without news from the bus. */
+  historyCacheTtlMs: number;
   /** DEVICE_DEFAULT_OWNER: who owns the chats of devices nobody was assigned to ("default", "none" or a user name). */
   deviceDefaultOwner: string;
 };
@@ -52,6 +57,8 @@ export type ChatContext = Omit<ChatParts, "sharedLanes"> & {
   lanes: Lanes;
   /** Replies streaming anywhere (this replica's and, through the bus, the others'), with their text so far. */
   live: LiveReplies;
+  /** Each chat's newest messages, kept exact through the bus (src/chat/recent.ts). */
+  recent: RecentMessages;
 };
 
 /**

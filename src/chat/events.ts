@@ -23,6 +23,8 @@ export type ChatEvent =
     }
   /** Asks the replica generating `traceId` to stop it (STOP_GENERATION or DELETE_CHAT elsewhere). */
   | { type: "stop_request"; chatId: string; traceId: string }
+  /** A chat's stored messages may differ from what replicas kept of them: read them again (src/chat/recent.ts). */
+  | { type: "messages_changed"; chatId: string }
   /** A user's settings changed: every replica drops its copy (src/chat/settings-cache.ts). */
   | { type: "settings_updated"; owner: string }
   /** This replica may have missed other replicas' events (the shared bus was down): clients should reload. */

@@ -115,6 +115,9 @@ async function run(ctx: ChatContext, g: Generation, job: ReplyJob): Promise<Repl
   let error: ReplyResult["error"];
   try {
     for await (const delta of ctx.model.stream(prompt.turns, { signal: g.controller.signal, temperature: prompt.temperature, model: prompt.model })) {
+      // A stopped reply takes nothing more, even deltas the model had already sent (one read of
+      // its stream can hold many).
+      if (g.controller.signal.aborted) break;
       idle.reset();
       g.chunks.push(delta);
       // The first text is saved at once: a crash right after it still leaves a reply to finalise.

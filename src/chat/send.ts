@@ -66,7 +66,12 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
       id: o.messageId ?? crypto.randomUUID(), chat_id: chatId, role: "user", content: o.content, created_at: nowIso(),
       ...(o.deviceId ? { device_id: o.deviceId } : {}), ...(parentId !== undefined ? { parent_id: parentId } : {}),
     };
-    if (!(await store.addMessage(message))) return { stored: false as const, message };
+    if (!(await store.addMessage(message))) {
+      // Stored before, perhaps by a process that died before announcing it: every replica reads
+      // this chat's messages again rather than trust what it kept (src/chat/recent.ts).
+      bus.publish({ type: "messages_changed", chatId });
+      return { stored: false as const, message };
+    }
     // deleteChat removes the chat record before its messages: if it is gone now, our write may
     // have landed after the messages were listed for deletion. Take it back.
     const activity = parentId === undefined
@@ -149,7 +154,7 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
   async function promptFor(question: Message, o: { owner: string; context?: Turn[]; branched?: boolean }) {
     const [earlier, settings] = await Promise.all([
       // A branched chat's question is shown the path above it in the tree, not other branches.
-      o.context ? [] : o.branched ? needs.branches.pathFor(question) : store.listMessages(question.chat_id, { limit: options.historyMaxMessages }),
+      o.context ? [] : o.branched ? needs.branches.pathFor(question) : ctx.recent.newest(question.chat_id, options.historyMaxMessages).then((p) => p.items),
       getSettingsOf(store, o.owner),
     ]);
     const history = o.context ? [...o.context, { role: "user" as const, content: question.content }] : o.branched ? earlier : upTo(earlier, question);

@@ -11,6 +11,7 @@ import { branchCommands } from "./branches";
 import { searchCommands } from "./search";
 import { transferCommands } from "./transfer";
 import { withSettingsCache } from "./settings-cache";
+import { recentMessages } from "./recent";
 import { defaultDeviceOwner, deviceOwners, UNASSIGNED_OWNER } from "./device-owners";
 
 /**
@@ -25,7 +26,10 @@ export function createChatService(parts: ChatParts) {
   const live = createLiveReplies({ bus: parts.bus, backfill: parts.backfill, onError: (e) => parts.log.warn("could not fill in a live reply", { error: e }) });
   const lanes = parts.sharedLanes ? parts.sharedLanes(replies) : localLanes(replies, modelCallLimit(parts.options.modelCallsPerMinute));
   const settingsCache = withSettingsCache(parts.store, parts.bus);
-  const ctx: ChatContext = { ...parts, store: settingsCache.store, replies, lanes, live };
+  const recent = recentMessages(parts.store, parts.bus, {
+    perChat: parts.options.historyMaxMessages, maxChars: parts.options.historyCacheChars, ttlMs: parts.options.historyCacheTtlMs,
+  });
+  const ctx: ChatContext = { ...parts, store: settingsCache.store, replies, lanes, live, recent };
   let regeneratingQuestion: (traceId: string) => string | undefined = () => undefined;
   const chats = chatCommands(ctx, (r) => stopElsewhere(r), (t) => regeneratingQuestion(t));
   const branches = branchCommands(ctx, { requireChat: chats.requireChat, markBranched: chats.markBranched });
@@ -118,6 +122,7 @@ export function createChatService(parts: ChatParts) {
     close() {
       unsubscribe();
       settingsCache.stop();
+      recent.stop();
       live.close();
     },
   };

@@ -35,6 +35,7 @@ export function showEventsOnSockets(bus: Bus, conns: Connections): () => void {
       case "reply_start":
       case "stop_request":
       case "settings_updated":
+      case "messages_changed":
         return; // between replicas only
     }
   });

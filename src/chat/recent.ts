@@ -1,0 +1,160 @@
+import type { Message } from "../records";
+import { encodeMessageCursor } from "../store/cursor";
+import type { Page, Store } from "../store/store";
+import type { Bus } from "./events";
+
+// Each chat's newest messages, kept per replica: the newest history page and a reply's prompt are
+// read from here instead of the store (issue 15: the store read was half of a history request's
+// cost, and a send read the chat's history again for its prompt).
+//
+// Exact while the bus delivers: every message written is announced on it (a question as
+// user_message, a reply as reply_end with the stored message), on every replica, and anything
+// else that changes a chat's messages drops its entry (a reply ended without a stored message, a
+// reply finalised as interrupted, a deletion, a branch, a gap in the bus). An entry is also dropped
+// after `ttlMs`, which bounds how stale it can be while the shared bus is down. Streaming
+// checkpoints are not announced and are left out; the live mirror (src/chat/live.ts) shows them.
+
+export type RecentOptions = {
+  /** Messages kept per chat: the most any read asks for (HISTORY_MAX_MESSAGES). */
+  perChat: number;
+  /** Characters of content kept in all (the oldest-used chats go first); 0 turns the cache off. */
+  maxChars: number;
+  ttlMs: number;
+};
+
+type Entry = {
+  /** The newest messages, oldest first, in (created_at, id) order. */
+  messages: Message[];
+  /** No older messages exist than these. */
+  complete: boolean;
+  chars: number;
+  until: number;
+};
+
+const before = (a: Message, b: Message) => a.created_at < b.created_at || (a.created_at === b.created_at && a.id < b.id);
+const charsOf = (m: Message) => m.content.length + 200;
+
+export function recentMessages(store: Store, bus: Bus, o: RecentOptions) {
+  const entries = new Map<string, Entry>();
+  let chars = 0;
+  // Bumped whenever a chat's messages change: a store read that started before a change is
+  // answered but not kept (it may or may not have seen the change).
+  const changes = new Map<string, number>();
+  let generation = 0;
+  const changed = (chatId: string) => changes.set(chatId, (changes.get(chatId) ?? 0) + 1);
+
+  function drop(chatId: string) {
+    const e = entries.get(chatId);
+    if (e) {
+      chars -= e.chars;
+      entries.delete(chatId);
+    }
+  }
+
+  /** Puts the message in its place (or replaces it, by id); the oldest go past `perChat`. */
+  function upsert(e: Entry, m: Message) {
+    const list = e.messages;
+    const at = list.findIndex((x) => x.id === m.id);
+    if (at >= 0) {
+      e.chars -= charsOf(list[at]!);
+      list.splice(at, 1);
+    }
+    let i = list.length;
+    while (i > 0 && before(m, list[i - 1]!)) i--;
+    // A new message older than everything kept, when older ones exist: it belongs to a page the store answers.
+    if (at < 0 && i === 0 && !e.complete && list.length > 0) return;
+    e.chars += charsOf(m);
+    list.splice(i, 0, m);
+    while (list.length > o.perChat) {
+      e.chars -= charsOf(list.shift()!);
+      e.complete = false;
+    }
+  }
+
+  function apply(chatId: string, m: Message) {
+    changed(chatId);
+    const e = entries.get(chatId);
+    if (!e) return;
+    const was = e.chars;
+    upsert(e, m);
+    chars += e.chars - was;
+  }
+
+  const unsubscribe = bus.subscribe((e) => {
+    switch (e.type) {
+      case "user_message":
+        return apply(e.message.chat_id, e.message);
+      case "reply_end":
+        if (e.message) return apply(e.chatId, e.message);
+        changed(e.chatId);
+        return drop(e.chatId);
+      case "chat_deleted":
+      case "branch_selected":
+      case "messages_changed":
+        changed(e.chatId);
+        return drop(e.chatId);
+      case "resync":
+        generation++;
+        entries.clear();
+        chars = 0;
+        return;
+    }
+  });
+
+  function keep(chatId: string, e: Entry) {
+    if (e.chars > o.maxChars / 4) return; // one huge chat must not push everyone else out
+    entries.set(chatId, e);
+    chars += e.chars;
+    for (const [id, old] of entries) {
+      if (chars <= o.maxChars) break;
+      entries.delete(id);
+      chars -= old.chars;
+    }
+  }
+
+  async function entryOf(chatId: string): Promise<Entry> {
+    const hit = entries.get(chatId);
+    if (hit && hit.until > Date.now()) {
+      // Most recently used last: eviction takes the front.
+      entries.delete(chatId);
+      entries.set(chatId, hit);
+      return hit;
+    }
+    if (hit) drop(chatId);
+    const mark = changes.get(chatId) ?? 0;
+    const gen = generation;
+    const page = await store.pageMessages(chatId, { limit: o.perChat });
+    // Checkpoints are not announced, so they are not kept either (see above).
+    const messages = page.items.filter((m) => m.status !== "streaming");
+    const e: Entry = {
+      messages, complete: page.cursor === undefined, until: Date.now() + o.ttlMs,
+      chars: messages.reduce((n, m) => n + charsOf(m), 0),
+    };
+    if ((changes.get(chatId) ?? 0) === mark && generation === gen && !entries.has(chatId)) keep(chatId, e);
+    return e;
+  }
+
+  return {
+    /**
+     * The chat's newest `limit` messages (at most `perChat`), oldest first, and a cursor when older
+     * ones exist: what the store's pageMessages answers, minus streaming checkpoints.
+     */
+    async newest(chatId: string, limit: number): Promise<Page<Message>> {
+      if (o.maxChars === 0) return store.pageMessages(chatId, { limit });
+      const e = await entryOf(chatId);
+      const n = Math.min(limit, e.messages.length);
+      const items = n > 0 ? e.messages.slice(e.messages.length - n) : [];
+      const older = e.messages.length > n || !e.complete;
+      const oldest = items[0];
+      return older && oldest ? { items, cursor: encodeMessageCursor(chatId, oldest) } : { items };
+    },
+    /** Messages of this chat changed without an event (a reply finalised here): read it again next time. */
+    invalidate(chatId: string) {
+      changed(chatId);
+      drop(chatId);
+    },
+    stats: () => ({ chats: entries.size, chars }),
+    stop: unsubscribe,
+  };
+}
+export type RecentMessages = ReturnType<typeof recentMessages>;
