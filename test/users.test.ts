@@ -24,14 +24,15 @@ const RECHECK_MS = 300;
 
 /**
  * The model's reply names the question's marker (`secret-…`), so a leaked reply is recognisable.
- * "[hold]" holds the reply after two tokens (released by the test); "[slow]" streams 30 tokens, 5 ms apart.
+ * "[hold]" holds the reply after two tokens (released by the test); "[slow]" streams 30 tokens, 5 ms
+ * apart, held after the 10th (released by the test once its probes are under way).
  */
 function script(req: ModelRequest): Script {
   const q = lastUserTurn(req);
   const marker = /secret-[\w-]+/.exec(q)?.[0] ?? "plain";
   const tokens = ["Re ", marker, ":", " fine", "."];
   if (q.includes("[hold]")) return { tokens, holdAfter: 2 };
-  if (q.includes("[slow]")) return { tokens: [...tokens, ...Array.from({ length: 25 }, (_, i) => ` ${marker}-t${i}`)], delayMs: 5 };
+  if (q.includes("[slow]")) return { tokens: [...tokens, ...Array.from({ length: 25 }, (_, i) => ` ${marker}-t${i}`)], delayMs: 5, holdAfter: 10 };
   return { tokens };
 }
 const replyTo = (marker: string) => `Re ${marker}: fine.`;
@@ -296,13 +297,18 @@ for (const kind of ["sqlite", "cosmos"] as const) {
             ];
             const f = await answerTo(prober, tries[n % tries.length]!);
             expect(f.code).toBe("CHAT_NOT_FOUND");
+            // Two rounds of probes in, the rest of the reply streams while they go on.
+            if (n === 2 * tries.length) {
+              await model.waitHeld(1);
+              model.release();
+            }
           }
           return n;
         })();
         const mine = await a1.reply(chat.id);
         streaming = false;
         const probes = await probing;
-        expect(probes).toBeGreaterThan(3);
+        expect(probes).toBeGreaterThan(8);
         expect(first.content + mine.text).toStartWith(replyTo(marker));
         expect(await a2.next((f) => f.type === "FIRST_MESSAGE" && f.chatId === chat.id)).toMatchObject({ content: question });
         expect((await a2.reply(chat.id)).traceId).toBe(first.traceId);
