@@ -207,6 +207,8 @@ describe("losing a replica and losing Redis", () => {
     const first = await a.next((f) => f.type === "MESSAGE" && !f.end && f.chatId === chat.id);
     await open(b, chat.id);
     await b.next((f) => f.type === "MESSAGE" && f.traceId === first.traceId && f.seq > 20, 10_000);
+    // Killed once its text is checkpointed (before that, a crash leaves the question unanswered: crash.test.ts).
+    await until(async () => (await r.store.pageMessages(chat.id, { limit: 10 })).items.some((m) => m.id === first.traceId && m.content.length > 0), "a checkpoint of the reply");
     const killedAt = Date.now();
     await r.kill(0);
     const end = await b.next((f) => f.type === "MESSAGE" && f.end && f.traceId === first.traceId, 20_000).catch((e) => {

@@ -37,7 +37,16 @@ export function chatCommands(
     if (!chat) throw chatNotFound(chatId);
     known.set(chatId, owner);
     if (chat.selected !== undefined) markBranched(chatId);
+    noteName(chat);
     return chat;
+  }
+
+  // Chats known to have a name of their own: no title is wanted, so a send there reads no record to check.
+  const named = new Set<string>();
+  function noteName(chat: Chat) {
+    if (chat.name === DEFAULT_CHAT_NAME) return;
+    if (named.size > KNOWN_OWNERS) named.delete(named.values().next().value!);
+    named.add(chat.id);
   }
 
   // Chat ids are never reused and a chat never changes owner, so "this owner has this chat" can be
@@ -52,6 +61,7 @@ export function chatCommands(
   }
   const forget = (chatId: string) => {
     known.delete(chatId);
+    named.delete(chatId);
     branched.delete(chatId);
   };
 
@@ -140,6 +150,7 @@ export function chatCommands(
     };
     await store.createChat(o.owner, chat);
     known.set(chat.id, o.owner);
+    noteName(chat);
     bus.publish({ type: "chat_created", owner: o.owner, chat, origin: o.origin });
     return chat;
   }
@@ -148,6 +159,10 @@ export function chatCommands(
     requireChat,
     requireOwned,
     forget,
+    /** A chat renamed or created with a name (here, or on another replica through chat_updated). */
+    noteName,
+    /** Whether the chat may still carry the default name (false: known to be named). */
+    mayNeedTitle: (chatId: string) => !named.has(chatId),
     markBranched,
     isBranched,
     /** The bus was down (RESYNC): what this process remembers of chats may be stale; read the records again. */

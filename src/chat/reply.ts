@@ -120,8 +120,6 @@ async function run(ctx: ChatContext, g: Generation, job: ReplyJob): Promise<Repl
       if (g.controller.signal.aborted) break;
       idle.reset();
       g.chunks.push(delta);
-      // The first text is saved at once: a crash right after it still leaves a reply to finalise.
-      if (g.chunks.length === 1) checkpoints.now();
       bus.publish({ type: "reply_delta", chatId: g.chatId, traceId: g.traceId, seq: g.chunks.length, content: delta });
     }
     // The openai SDK ends the iteration quietly when aborted; an abort is never a finished reply.
@@ -174,9 +172,11 @@ function replyTime(question: Message): string {
 }
 
 /**
- * Writes the reply so far as soon as it has text, then at most every `replyCheckpointMs`, off the
- * token path (one write in flight at a time; a failed one is retried at the next tick), and renews
- * the lease while the model is silent. A process that dies stops renewing: its reply is then finalised as interrupted.
+ * Writes the reply so far every `replyCheckpointMs` once it has text, off the token path (one write
+ * in flight at a time; a failed one is retried at the next tick), and renews the lease while the
+ * model is silent. A process that dies stops renewing: its reply is then finalised as interrupted.
+ * A reply that ends within the first interval is written once, finished (a crash before the first
+ * checkpoint leaves its question unanswered, and a resend answers it: docs/protocol.md).
  */
 function checkpointer(ctx: ChatContext, g: Generation, base: Message) {
   const { replyCheckpointMs: every, replyLeaseMs: leaseMs, instanceId } = ctx.options;
@@ -199,7 +199,6 @@ function checkpointer(ctx: ChatContext, g: Generation, base: Message) {
   };
   const timer = setInterval(tick, every);
   return {
-    now: tick,
     async stop() {
       stopped = true;
       clearInterval(timer);

@@ -35,6 +35,8 @@ type Needs = {
   requireOwned(owner: string, chatId: string): Promise<void>;
   requireChat(owner: string, chatId: string): Promise<Chat>;
   answer(job: ReplyJob): (g: Generation) => Promise<ReplyResult>;
+  /** False for a chat known to be named already (no record read to find out). */
+  mayNeedTitle(chatId: string): boolean;
   /** Called with the first exchange of a chat that may want a title. */
   titleLater(owner: string, chat: Chat, exchange: [Message, Message]): void;
   /** From memory for a chat this process knows (the hot path reads nothing more). */
@@ -142,7 +144,7 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
       ...(o.deviceId ? { deviceId: o.deviceId } : {}), ...(o.context ? { context: o.context } : {}),
       ...(q.message.parent_id !== undefined ? { branched: true } : {}),
     });
-    if (options.autoTitle) titleAfter(ticket, o.owner, q.message);
+    if (options.autoTitle && ctx.model.kind !== "offline") titleAfter(ticket, o.owner, q.message);
     return { duplicate: false, message: q.message, traceId: ticket.traceId, queued, reply: ticket.result };
   }
 
@@ -166,7 +168,7 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
 
   function titleAfter(ticket: Ticket, owner: string, question: Message) {
     void ticket.result.then(async (r) => {
-      if (!r.message || r.status) return;
+      if (!r.message || r.status || !needs.mayNeedTitle(question.chat_id)) return;
       const chat = await store.getChat(owner, question.chat_id).catch(() => undefined);
       if (chat) needs.titleLater(owner, chat, [question, r.message]);
     });

@@ -41,6 +41,7 @@ export function createChatService(parts: ChatParts) {
     requireOwned: chats.requireOwned,
     answer: reply.answer,
     titleLater: (owner, chat, exchange) => void titleChat(ctx, chats.renameChat, owner, chat, exchange),
+    mayNeedTitle: chats.mayNeedTitle,
     isBranched: chats.isBranched,
     branches,
   });
@@ -49,6 +50,7 @@ export function createChatService(parts: ChatParts) {
   // Requests from other replicas: stop a reply generated here; a chat deleted there stops ours.
   const unsubscribe = parts.bus.subscribe((e) => {
     if (e.type === "stop_request") replies.byTrace(e.traceId)?.controller.abort({ stop: "stopped" } satisfies StopReason);
+    if (e.type === "chat_updated") chats.noteName(e.chat);
     if (e.type === "chat_deleted") {
       chats.forget(e.chatId);
       void replies.cancel(e.chatId);
