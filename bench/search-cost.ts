@@ -43,7 +43,7 @@ const open = (name: string, triggers: boolean) => {
   if (!triggers) {
     // The baseline: the same file without the index's triggers (the store's statements re-prepare).
     const raw = new Database(path);
-    for (const t of ["messages_fts_insert", "messages_fts_update", "messages_fts_delete"]) raw.exec(`DROP TRIGGER ${t}`);
+    for (const t of ["messages_search_insert", "messages_search_update", "messages_search_delete"]) raw.exec(`DROP TRIGGER ${t}`);
     raw.close();
   }
   return store;

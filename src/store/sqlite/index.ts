@@ -5,7 +5,7 @@ import { mergeSettings } from "../merge";
 import type { Checkpoint, Ownership, Page, Store } from "../store";
 import { chatParams, type MessageRow, messageParams, toChat, toMessage } from "./rows";
 import { openDatabase } from "./schema";
-import { searchOps } from "./search";
+import { INDEX_EVERY_MS, indexQueued, searchOps } from "./search";
 import { prepareStatements } from "./statements";
 import { userOps } from "./users";
 
@@ -13,6 +13,16 @@ import { userOps } from "./users";
 export function openSqliteStore(path: string): Store {
   const db = openDatabase(path);
   const q = prepareStatements(db);
+  // Messages waiting for the search index go in now and then even when nobody searches (search.ts).
+  const indexQueue = indexQueued(db);
+  const indexer = setInterval(() => {
+    try {
+      indexQueue();
+    } catch {
+      // Busy or closing: the next search or tick does it.
+    }
+  }, INDEX_EVERY_MS);
+  indexer.unref?.();
 
   // The chat first, then its messages (the foreign key cascade, and an explicit sweep for rows an
   // older file may hold without one), in one transaction.
@@ -64,7 +74,10 @@ export function openSqliteStore(path: string): Store {
   return {
     kind: "sqlite",
     ping: guard(() => void db.query("SELECT 1").get()),
-    close: async () => db.close(),
+    close: async () => {
+      clearInterval(indexer);
+      db.close();
+    },
 
     listChats: guard((owner, { limit, cursor }) => {
       const after = cursor === undefined ? undefined : decodeChatCursor(cursor);
