@@ -105,10 +105,12 @@ export function chatCommands(
    */
   async function storedHistory(owner: string, o: HistoryQuery): Promise<{ messages: Message[]; hasMore: boolean; cursor?: string }> {
     const limit = Math.min(o.limit ?? options.historyMaxMessages, options.historyMaxMessages);
-    // The newest page from the chat's kept messages; older pages from the store.
-    const page = o.cursor || o.before
-      ? await store.pageMessages(o.chatId, { limit, cursor: o.cursor, before: o.before })
-      : await ctx.recent.newest(o.chatId, limit);
+    // The newest page from the chat's kept messages; older pages from the store. A kept checkpoint
+    // of a reply this replica does not mirror live (its process may have died, or renewed its lease
+    // since) is read again from the store, where its lease is current.
+    const read = () => store.pageMessages(o.chatId, { limit, cursor: o.cursor, before: o.before });
+    let page = o.cursor || o.before ? await read() : await ctx.recent.newest(o.chatId, limit);
+    if (!o.cursor && !o.before && page.items.some((m) => m.status === "streaming" && m.id !== live.get(o.chatId)?.traceId)) page = await read();
     // A chat deleted meanwhile (here or on another replica) leaves an empty page: say so.
     if (page.items.length === 0) await requireChat(owner, o.chatId);
     return { messages: page.items, hasMore: page.cursor !== undefined, ...(page.cursor ? { cursor: page.cursor } : {}) };

@@ -12,7 +12,8 @@ import type { Bus } from "./events";
 // else that changes a chat's messages drops its entry (a reply ended without a stored message, a
 // reply finalised as interrupted, a deletion, a branch, a gap in the bus). An entry is also dropped
 // after `ttlMs`, which bounds how stale it can be while the shared bus is down. Streaming
-// checkpoints are not announced and are left out; the live mirror (src/chat/live.ts) shows them.
+// checkpoints are not announced: one read with the rest is kept as read (its reply's end replaces
+// or drops it), and history reads the store again for one it does not mirror live (chats.ts).
 
 export type RecentOptions = {
   /** Messages kept per chat: the most any read asks for (HISTORY_MAX_MESSAGES). */
@@ -124,8 +125,7 @@ export function recentMessages(store: Store, bus: Bus, o: RecentOptions) {
     const mark = changes.get(chatId) ?? 0;
     const gen = generation;
     const page = await store.pageMessages(chatId, { limit: o.perChat });
-    // Checkpoints are not announced, so they are not kept either (see above).
-    const messages = page.items.filter((m) => m.status !== "streaming");
+    const messages = page.items;
     const e: Entry = {
       messages, complete: page.cursor === undefined, until: Date.now() + o.ttlMs,
       chars: messages.reduce((n, m) => n + charsOf(m), 0),
@@ -137,7 +137,7 @@ export function recentMessages(store: Store, bus: Bus, o: RecentOptions) {
   return {
     /**
      * The chat's newest `limit` messages (at most `perChat`), oldest first, and a cursor when older
-     * ones exist: what the store's pageMessages answers, minus streaming checkpoints.
+     * ones exist: what the store's pageMessages answers (a streaming checkpoint as it was when read).
      */
     async newest(chatId: string, limit: number): Promise<Page<Message>> {
       if (o.maxChars === 0) return store.pageMessages(chatId, { limit });
