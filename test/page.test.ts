@@ -55,7 +55,7 @@ describe("the chat page", () => {
     const html = await res.text();
     expect(html).not.toMatch(/<script(?![^>]*\bsrc=)/);
     expect(html).not.toMatch(/\son\w+=/);
-    expect((await fetch(`${srv.url}/page/app.js`)).headers.get("content-type")).toStartWith("text/javascript");
+    for (const js of ["app.js", "search.js", "transfer.js"]) expect((await fetch(`${srv.url}/page/${js}`)).headers.get("content-type")).toStartWith("text/javascript");
     expect((await fetch(`${srv.url}/page/style.css`)).headers.get("content-type")).toStartWith("text/css");
     const api: any = await (await fetch(`${srv.url}/api`)).json();
     expect(api).toMatchObject({ name: "PiChat backend", websocket: "/ws", health: "/health" });
@@ -64,6 +64,10 @@ describe("the chat page", () => {
   test("goes online, creates a chat, and streams the reply in", async () => {
     await page.goto(srv.url);
     await online();
+    // An open server (development, no token configured): everyone is the user default, nothing to sign out of.
+    await page.locator("#who .user-name", { hasText: "default" }).waitFor();
+    expect(await page.locator("#who .user-kind").textContent()).toBe("no sign-in needed");
+    expect(await page.isHidden("#sign-out")).toBe(true);
     await page.click("#new-chat");
     const current = page.locator("#chats li.current");
     await current.waitFor();
@@ -174,44 +178,4 @@ describe("the chat page", () => {
   }, T);
 });
 
-describe("with an API token", () => {
-  const TOKEN = "page-test-token-5b1f0c9e7a3d";
-  let tokenSrv: TestServer;
-  beforeAll(async () => {
-    tokenSrv = await startTestServer({ API_TOKEN: TOKEN });
-  }, T);
-  afterAll(() => tokenSrv?.close(), T);
-
-  test("?token= gets the page online, and the token leaves the address bar", async () => {
-    const { page, context } = await openPage(browser);
-    try {
-      await page.goto(`${tokenSrv.url}/?token=${TOKEN}`);
-      await page.locator('#conn[data-state="online"]').waitFor();
-      expect(page.url()).not.toContain(TOKEN);
-      expect(await page.evaluate(() => sessionStorage.getItem("pichat.token"))).toBe(TOKEN);
-      await page.reload(); // remembered for this tab
-      await page.locator('#conn[data-state="online"]').waitFor();
-    } finally {
-      await context.close();
-    }
-  }, T);
-
-  test("without a token the page asks for one, then connects", async () => {
-    const { page, context } = await openPage(browser);
-    try {
-      await page.goto(tokenSrv.url);
-      await page.locator("#token-form", { hasText: "needs an API token" }).waitFor();
-      expect(await page.getAttribute("#conn", "data-state")).toBe("offline");
-      await screenshot(page, "8-token-prompt");
-      await page.fill("#token", "wrong-token");
-      await page.press("#token", "Enter");
-      await page.locator("#token-form", { hasText: "That token was refused" }).waitFor();
-      await page.fill("#token", TOKEN);
-      await page.press("#token", "Enter");
-      await page.locator('#conn[data-state="online"]').waitFor();
-      expect(await page.isHidden("#token-form")).toBe(true);
-    } finally {
-      await context.close();
-    }
-  }, T);
-});
+// Signing in with a token (the prompt, a refused token, ?token=, who is signed in): page-features.test.ts.

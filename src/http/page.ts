@@ -54,6 +54,8 @@ const files: Record<string, { body: string; type: string }> = {
   "/": { body: read("index.html"), type: "text/html; charset=utf-8" },
   "/page/app.js": { body: read("app.js"), type: JS },
   "/page/markdown.js": { body: read("markdown.js"), type: JS },
+  "/page/search.js": { body: read("search.js"), type: JS },
+  "/page/transfer.js": { body: read("transfer.js"), type: JS },
   "/page/style.css": { body: read("style.css"), type: "text/css; charset=utf-8" },
   ...Object.fromEntries(Object.keys(VENDOR).map((name) => [`/page/vendor/${name}`, { body: readVendor(name), type: JS }])),
 };

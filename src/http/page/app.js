@@ -3,24 +3,41 @@
 // Markdown, which goes through renderMarkdown (markdown.js: parsed, then sanitised into DOM nodes).
 
 import { renderMarkdown } from "/page/markdown.js";
+import { createSearch } from "/page/search.js";
+import { errorText, fileName, saveFile } from "/page/transfer.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
   conn: $("conn"), chats: $("chats"), title: $("title"), del: $("delete"), messages: $("messages"),
   composer: $("composer"), input: $("input"), send: $("send"), stop: $("stop"),
   notice: $("notice"), tokenForm: $("token-form"), token: $("token"),
+  who: $("who"), signOut: $("sign-out"), chatMenu: $("chat-menu"), chatMenuItems: $("chat-menu-items"),
+  importButton: $("import"), importFile: $("import-file"),
 };
 const TOKEN_KEY = "pichat.token";
+const KINDS = { api_token: "API token", token: "personal token", jwt: "Entra ID" };
 
 let ws = null; // the socket, while one is open or opening
+let session = 0; // bumped at every sign-out: a connect still under way for an older one gives up
+let retry = 0; // the reconnect timer
 let attempts = 0; // failed connects in a row, for the backoff
 let chats = []; // as the server lists them, most recently active first
 let current = location.hash.slice(1) || null; // the chat on screen; kept in the URL so a reload shows it again
 let streaming = null; // traceId of the reply streaming into it ("pending" just after a send)
+let mine = null; // the bubble of a question sent or edited here, until MESSAGE_ACCEPTED names its id
+let reloadOnEnd = false; // a regenerated or edited branch: its history (with the version counts) once answered
+let keepScroll = false; // the next history re-renders the chat on screen: leave the view where it is
+let refocus = null; // {index, act}: the switcher button to focus again once a branch switch re-rendered
+let findAfterLoad = null; // a search hit's message, to show once its chat's history is on screen
 const bubbles = new Map(); // message id or traceId -> its <li>
 const sources = new WeakMap(); // a reply's .text element -> its Markdown so far
 
 const el = (tag, className = "", text = "") => Object.assign(document.createElement(tag), { className, textContent: text });
+const button = (text, label, onclick) => {
+  const b = Object.assign(el("button", "act", text), { type: "button", onclick });
+  if (label) b.setAttribute("aria-label", label);
+  return b;
+};
 
 // The token: taken from ?token= once, then kept in sessionStorage and out of the address bar.
 const params = new URLSearchParams(location.search);
@@ -29,20 +46,88 @@ if (params.has("token")) {
   params.delete("token");
   history.replaceState(null, "", location.pathname + (params.size ? `?${params}` : "") + location.hash);
 }
+const token = () => sessionStorage.getItem(TOKEN_KEY);
+const authHeaders = () => (token() ? { Authorization: `Bearer ${token()}` } : {});
+
+// ---- signing in: who the token is, and signing out ----
+
+/** Asks the server who the token signs in as: "ok" (and shown), "refused" (401), or "unknown" (unreachable). */
+async function whoAmI() {
+  let res;
+  try {
+    res = await fetch("/api/me", { headers: authHeaders(), cache: "no-store" });
+  } catch {
+    return "unknown";
+  }
+  if (res.status === 401) return "refused";
+  const me = res.ok ? await res.json().catch(() => null) : null;
+  if (!me?.name) return "unknown";
+  const kind = token() ? KINDS[me.via] ?? me.via : "no sign-in needed";
+  ui.who.querySelector(".user-name").textContent = me.name;
+  ui.who.querySelector(".user-kind").textContent = kind;
+  ui.who.title = `Signed in as ${me.name} (${kind})`;
+  ui.who.hidden = false;
+  ui.signOut.hidden = !token(); // an open server (development) has nothing to sign out of
+  return "ok";
+}
+
+/** Forgets the token and everything shown with it, and asks for a token, saying why. */
+function signedOut(why) {
+  session++;
+  clearTimeout(retry);
+  sessionStorage.removeItem(TOKEN_KEY);
+  if (ws) {
+    ws.onclose = null;
+    ws.close(1000, "signed out");
+    ws = null;
+  }
+  answerWaiting();
+  ui.who.hidden = ui.signOut.hidden = true;
+  chats = [];
+  renderChats();
+  showHistory([]);
+  search.reset();
+  setConn("offline");
+  askToken(why);
+}
+
+function askToken(why) {
+  ui.tokenForm.querySelector("p").textContent = why;
+  ui.tokenForm.hidden = false;
+  ui.token.value = "";
+  ui.token.focus();
+}
+
+/** fetch with the token; a 401 signs out (the token no longer works), a network failure is a notice. Null then. */
+async function api(path, init = {}) {
+  let res;
+  try {
+    res = await fetch(path, { ...init, headers: { ...init.headers, ...authHeaders() }, cache: "no-store" });
+  } catch {
+    notify("The server could not be reached.");
+    return null;
+  }
+  if (res.status !== 401) return res;
+  signedOut("Your sign-in is no longer accepted. Sign in again with a valid token.");
+  return null;
+}
 
 // ---- connection: one socket, reconnect with backoff ----
 
-function connect() {
+async function connect() {
+  const mySession = session;
   setConn("connecting");
-  const token = sessionStorage.getItem(TOKEN_KEY);
+  const presented = token();
+  const who = await whoAmI();
+  if (mySession !== session) return;
+  if (who === "refused") return signedOut(presented ? "That token was refused." : "This server needs an API token.");
   // Browsers cannot set headers on a WebSocket: the token travels as a "bearer.<token>" subprotocol.
-  const protocols = token ? ["pichat", `bearer.${token}`] : ["pichat"];
+  const protocols = presented ? ["pichat", `bearer.${presented}`] : ["pichat"];
   let opened = false;
   try {
     ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`, protocols);
   } catch {
-    setConn("offline");
-    return askToken("That token has characters a browser cannot send.");
+    return signedOut("That token has characters a browser cannot send.");
   }
   ws.onopen = () => {
     opened = true;
@@ -51,23 +136,44 @@ function connect() {
     send({ type: "GET_CHATS" }); // CHAT_LIST then re-opens the current chat
   };
   ws.onmessage = (e) => receive(JSON.parse(e.data));
-  ws.onclose = async () => {
+  ws.onclose = async (e) => {
     ws = null;
+    answerWaiting();
     setConn("offline");
-    if (!opened && (await refused(token))) return askToken(token ? "That token was refused." : "This server needs an API token.");
+    // Revoked or expired while connected: reconnecting would only be refused again.
+    if (e.code === 1008 && /^token /.test(e.reason)) return signedOut(`Signed out: ${e.reason}. Sign in again with a valid token.`);
+    if (!opened && (await refused(presented))) {
+      if (mySession === session) signedOut(presented ? "That token was refused." : "This server needs an API token.");
+      return;
+    }
     const delay = Math.min(10_000, 500 * 2 ** attempts++) * (0.75 + Math.random() / 2);
-    setTimeout(connect, delay);
+    if (mySession === session) retry = setTimeout(connect, delay);
   };
 }
 
 // A browser does not say why a socket was refused; the same request as plain HTTP answers 401.
-const refused = (token) =>
-  fetch("/ws", { headers: token ? { Authorization: `Bearer ${token}` } : {} }).then((r) => r.status === 401, () => false);
+const refused = (presented) =>
+  fetch("/ws", { headers: presented ? { Authorization: `Bearer ${presented}` } : {} }).then((r) => r.status === 401, () => false);
 
 function send(frame) {
   if (ws?.readyState !== WebSocket.OPEN) return false;
   ws.send(JSON.stringify(frame));
   return true;
+}
+
+// Requests whose answer a caller awaits, by requestId; answered with null if the socket closes first.
+let requests = 0;
+const waiting = new Map();
+function request(frame) {
+  const requestId = `r${++requests}`;
+  return new Promise((resolve) => {
+    if (!send({ ...frame, requestId })) return resolve(null);
+    waiting.set(requestId, resolve);
+  });
+}
+function answerWaiting() {
+  for (const resolve of waiting.values()) resolve(null);
+  waiting.clear();
 }
 
 function setConn(state) {
@@ -76,16 +182,17 @@ function setConn(state) {
   updateControls();
 }
 
-function askToken(why) {
-  ui.tokenForm.querySelector("p").textContent = why;
-  ui.tokenForm.hidden = false;
-  ui.token.focus();
-}
-
 // ---- frames from the server ----
 
 // One entry per frame type the page cares about, like the server's handler table; others are ignored.
-const receive = (f) => on[f.type]?.(f);
+function receive(f) {
+  const resolve = f.requestId && waiting.get(f.requestId);
+  if (resolve) {
+    waiting.delete(f.requestId);
+    resolve(f);
+  }
+  on[f.type]?.(f);
+}
 const on = {
   CHAT_LIST(f) {
     chats = f.chats;
@@ -96,13 +203,34 @@ const on = {
     upsert(f.chat);
     select(f.chat.id);
   },
-  CHAT_CREATED: (f) => upsert(f.chat), // another browser's, or a device's first message
+  CHAT_CREATED: (f) => upsert(f.chat), // another browser's, a device's first message, or an import
   CHAT_UPDATED: (f) => upsert(f.chat),
   CHAT_DELETED: (f) => forget(f.chatId),
-  CHAT_HISTORY: (f) => f.chatId === current && showHistory(f.messages),
+  CHAT_HISTORY(f) {
+    if (f.chatId !== current) return;
+    showHistory(f.messages, keepScroll);
+    keepScroll = false;
+    afterHistory();
+  },
   FIRST_MESSAGE: (f) => f.chatId === current && addMessage(f.message), // asked elsewhere, shown live
-  MESSAGE_ACCEPTED: (f) => f.chatId === current && f.traceId && replyBubble(f.traceId),
+  MESSAGE_ACCEPTED(f) {
+    if (f.chatId !== current) return;
+    if ((f.requestId === "send" || f.requestId === "edit") && mine) {
+      rekey(mine, f.messageId);
+      mine = null;
+    }
+    if (f.traceId) replyBubble(f.traceId).dataset.parent = f.messageId;
+  },
+  REGENERATING: (f) => f.chatId === current && (replyBubble(f.traceId).dataset.parent = f.questionId),
+  // Another tab switched versions, regenerated or edited here: show the chat's current branch, and again
+  // once a reply ends (its first deltas may have raced the history asked for now).
+  BRANCH_SELECTED(f) {
+    if (f.chatId !== current) return;
+    reloadHistory();
+    reloadOnEnd = true;
+  },
   MESSAGE: (f) => f.chatId === current && onDelta(f),
+  SEARCH_RESULTS: (f) => search.results(f),
   ERROR: onError,
 };
 
@@ -115,18 +243,30 @@ function onDelta(f) {
   if (!f.end) return renderSoon(text);
   renderNow(text);
   li.classList.remove("streaming");
-  if (f.reason) li.append(el("small", "status", f.reason));
+  if (f.reason) li.querySelector(".actions").before(el("small", "status", f.reason));
   if (streaming === f.traceId) streaming = null;
   updateControls();
+  // A new version or branch: its history says how many there are now, and which this is.
+  if (reloadOnEnd && !streaming) reloadHistory();
 }
 
 function onError(f) {
-  if (f.requestId === "send" || (f.traceId && f.traceId === streaming)) {
+  if (f.requestId === "search") return search.failed(f);
+  if (["send", "edit", "regenerate"].includes(f.requestId) || (f.traceId && f.traceId === streaming)) {
     streaming = null;
     updateControls();
   }
+  // An edit or a regeneration refused: what is on screen was cut for it, so show the chat as stored.
+  if (f.requestId === "edit" || f.requestId === "regenerate") reloadHistory();
   if (f.code === "CHAT_NOT_FOUND" && f.chatId) forget(f.chatId);
   notify(f.error);
+}
+
+function reloadHistory() {
+  reloadOnEnd = false;
+  if (!current) return;
+  keepScroll = true;
+  send({ type: "GET_CHAT_HISTORY", chatId: current });
 }
 
 // ---- what is on screen ----
@@ -159,29 +299,56 @@ function renderChats() {
 
 function select(id) {
   current = id;
+  keepScroll = false;
+  reloadOnEnd = false;
   showHistory([]); // until the server sends it
   ui.messages.dataset.empty = id ? "No messages yet. Say hello." : "No chat yet. Create one to start.";
   history.replaceState(null, "", location.pathname + location.search + (id ? `#${id}` : ""));
   // Opening a chat also moves the socket's one watch to it: the server stops streaming the chat
   // shown before, so the page needs no WATCH (it shows one chat; the list comes by CHAT_* frames).
   if (id) send({ type: "GET_CHAT_HISTORY", chatId: id });
+  toggleMenu(false);
   renderChats();
   updateControls();
 }
 
-function showHistory(messages) {
+function showHistory(messages, keep = false) {
+  const m = ui.messages;
+  const top = m.scrollTop;
+  const atBottom = m.scrollHeight - m.scrollTop - m.clientHeight < 60;
   streaming = null;
+  mine = null;
   bubbles.clear();
-  ui.messages.replaceChildren();
-  for (const m of messages) {
-    if (m.streaming) replyBubble(m.id, m.content, m.seq); // a reply still being written
-    else addMessage(m);
+  m.replaceChildren();
+  for (const msg of messages) {
+    if (msg.streaming) replyBubble(msg.id, msg.content, msg.seq); // a reply still being written
+    else addMessage(msg);
   }
-  ui.messages.scrollTop = ui.messages.scrollHeight;
+  m.scrollTop = keep && !atBottom ? top : m.scrollHeight;
+}
+
+/** After a history is on screen: focus the switcher that asked for it, or show the message a search found. */
+function afterHistory() {
+  if (refocus) {
+    const li = ui.messages.children[refocus.index];
+    const other = refocus.act === "prev" ? "next" : "prev";
+    (li?.querySelector(`[data-act="${refocus.act}"]:enabled`) ?? li?.querySelector(`[data-act="${other}"]:enabled`))?.focus();
+    refocus = null;
+  }
+  if (findAfterLoad) {
+    const li = bubbles.get(findAfterLoad);
+    findAfterLoad = null;
+    if (li) {
+      li.classList.add("found");
+      li.scrollIntoView({ block: "center" });
+    }
+  }
 }
 
 function addMessage(m) {
   const li = el("li", `msg ${m.role}`);
+  li.dataset.id = m.id;
+  if (m.parent_id) li.dataset.parent = m.parent_id;
   if (m.device_id && m.role === "user") li.append(el("span", "badge", m.device_id)); // asked on a device
   if (m.role === "user") li.append(el("div", "text", m.content)); // what a person typed stays plain text
   else {
@@ -191,9 +358,48 @@ function addMessage(m) {
     li.append(text);
   }
   if (m.status) li.append(el("small", "status", m.status));
+  li.append(actions(m));
+  enableActions(li);
   stickToBottom(() => ui.messages.append(li));
   bubbles.set(m.id, li);
   return li;
+}
+
+/**
+ * A message's buttons: "‹ i/n ›" when it has siblings (an answer's versions, a question's branches),
+ * Regenerate on a reply, Edit on a question typed here (known by its id once the server named it).
+ */
+function actions(m) {
+  const bar = el("div", "actions");
+  if (m.siblings > 1 && m.sibling >= 1) {
+    const what = m.role === "user" ? "branch" : "version";
+    const prev = button("‹", `Previous ${what}`, () => switchSibling(bar.parentElement, -1, "prev"));
+    const next = button("›", `Next ${what}`, () => switchSibling(bar.parentElement, 1, "next"));
+    prev.dataset.act = "prev";
+    next.dataset.act = "next";
+    if (m.sibling <= 1) prev.dataset.edge = "";
+    if (m.sibling >= m.siblings) next.dataset.edge = "";
+    const count = el("span", "count", `${m.sibling}/${m.siblings}`);
+    count.setAttribute("aria-label", `${what} ${m.sibling} of ${m.siblings}`);
+    bar.append(prev, count, next);
+  }
+  if (m.role === "assistant") bar.append(Object.assign(button("↻ Regenerate", "", () => regenerate(bar.parentElement)), { title: "Answer this question again (the current reply is kept as a version)" }));
+  if (m.role === "user" && !m.device_id && !String(m.id).startsWith("mine-")) {
+    const edit = button("✎ Edit", "", () => editMessage(bar.parentElement));
+    edit.dataset.act = "edit";
+    edit.title = "Edit and ask again (the original stays as another branch)";
+    bar.append(edit);
+  }
+  return bar;
+}
+
+/** A question sent here gets its real id (MESSAGE_ACCEPTED): from then on it can be edited. */
+function rekey(li, id) {
+  bubbles.delete(li.dataset.id);
+  li.dataset.id = id;
+  bubbles.set(id, li);
+  li.querySelector(".actions").replaceWith(actions({ id, role: "user" }));
+  enableActions(li);
 }
 
 /** The bubble a streamed reply grows in; made on its first frame. */
@@ -206,6 +412,16 @@ function replyBubble(traceId, text = "", seq = 0) {
   streaming = traceId;
   updateControls();
   return li;
+}
+
+/** Removes `li` and every message after it: a regenerated or edited branch replaces them. */
+function cutFrom(li) {
+  while (li.nextElementSibling) drop(li.nextElementSibling);
+  drop(li);
+}
+function drop(li) {
+  bubbles.delete(li.dataset.id);
+  li.remove();
 }
 
 // A streaming reply is re-rendered at most once per frame, however many deltas arrived in between, and
@@ -243,6 +459,14 @@ function updateControls() {
   ui.send.hidden = !!streaming;
   ui.stop.hidden = !streaming;
   ui.title.disabled = ui.del.disabled = !online || !current;
+  ui.chatMenu.disabled = !current;
+  enableActions(ui.messages);
+}
+
+/** One reply at a time on screen: no new version or branch while one streams (nor offline, nor past the ends). */
+function enableActions(root) {
+  const idle = ws?.readyState === WebSocket.OPEN && !streaming;
+  for (const b of root.querySelectorAll(".actions button")) b.disabled = !idle || b.dataset.edge !== undefined;
 }
 
 let noticeTimer;
@@ -252,21 +476,153 @@ function notify(text) {
   noticeTimer = setTimeout(() => (ui.notice.hidden = true), 6000);
 }
 
+// ---- versions and branches ----
+
+/** Answers the reply's question again; the new version streams where the reply was. */
+function regenerate(li) {
+  if (streaming || !current) return;
+  const questionId = li.dataset.parent || questionBefore(li);
+  if (!send({ type: "REGENERATE", chatId: current, ...(questionId ? { questionId } : {}), requestId: "regenerate" })) return;
+  cutFrom(li);
+  streaming = "pending";
+  reloadOnEnd = true;
+  updateControls();
+}
+function questionBefore(li) {
+  for (let p = li.previousElementSibling; p; p = p.previousElementSibling) {
+    if (p.classList.contains("user")) return p.dataset.id.startsWith("mine-") ? undefined : p.dataset.id;
+  }
+}
+
+/** The previous or next sibling of a message becomes current; the chat re-renders from the answer. */
+async function switchSibling(li, step, act) {
+  const chatId = current;
+  const id = li?.dataset.id;
+  if (!id || streaming) return;
+  const f = await request({ type: "GET_BRANCHES", chatId, messageId: id });
+  if (f?.type !== "BRANCHES" || chatId !== current) return;
+  const target = f.siblings[f.siblings.findIndex((s) => s.id === id) + step];
+  if (!target) return;
+  refocus = { index: [...ui.messages.children].indexOf(li), act };
+  keepScroll = true;
+  send({ type: "SELECT_BRANCH", chatId, messageId: target.id }); // answered with the branch's CHAT_HISTORY
+}
+
+/** An inline editor in the question's bubble; saving asks the edited question on a new branch. */
+function editMessage(li) {
+  if (streaming || li.querySelector(".editor")) return;
+  const text = li.querySelector(".text");
+  const bar = li.querySelector(".actions");
+  const editor = el("form", "editor");
+  const area = Object.assign(el("textarea"), { value: text.textContent, rows: Math.min(10, text.textContent.split("\n").length + 1) });
+  area.setAttribute("aria-label", "Edit your message");
+  const save = Object.assign(el("button", "primary", "Save and ask"), { type: "submit" });
+  const cancel = Object.assign(el("button", "", "Cancel"), { type: "button" });
+  const close = () => {
+    editor.remove();
+    text.hidden = bar.hidden = false;
+    bar.querySelector('[data-act="edit"]')?.focus();
+  };
+  cancel.onclick = close;
+  area.onkeydown = (e) => {
+    if (e.key === "Escape") close();
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      editor.requestSubmit();
+    }
+  };
+  editor.onsubmit = (e) => {
+    e.preventDefault();
+    const content = area.value;
+    if (!content.trim() || streaming) return;
+    if (!send({ type: "EDIT_MESSAGE", chatId: current, messageId: li.dataset.id, content, requestId: "edit" })) return;
+    cutFrom(li);
+    mine = addMessage({ id: `mine-${Date.now()}`, role: "user", content });
+    streaming = "pending";
+    reloadOnEnd = true;
+    updateControls();
+  };
+  editor.append(area, el("div", "editor-buttons"));
+  editor.lastChild.append(cancel, save);
+  text.hidden = bar.hidden = true;
+  text.after(editor);
+  area.focus();
+}
+
+// ---- search ----
+
+const search = createSearch({
+  input: $("search"), panel: $("results"), status: $("results-status"), list: $("hits"), more: $("more-results"),
+  chatList: ui.chats, send,
+  open(hit) {
+    findAfterLoad = hit.messageId ?? null;
+    select(hit.chatId);
+  },
+});
+
+// ---- export and import ----
+
+function toggleMenu(open) {
+  ui.chatMenuItems.hidden = !open;
+  ui.chatMenu.setAttribute("aria-expanded", String(open));
+  if (open) ui.chatMenuItems.querySelector("button").focus();
+}
+ui.chatMenu.onclick = () => toggleMenu(ui.chatMenuItems.hidden);
+ui.chatMenuItems.onkeydown = (e) => {
+  const items = [...ui.chatMenuItems.querySelectorAll("button")];
+  const at = items.indexOf(document.activeElement);
+  if (e.key === "Escape" || e.key === "Tab") {
+    toggleMenu(false);
+    if (e.key === "Escape") ui.chatMenu.focus();
+  } else if (e.key === "ArrowDown" || e.key === "ArrowUp") {
+    e.preventDefault();
+    items[(at + (e.key === "ArrowDown" ? 1 : items.length - 1)) % items.length].focus();
+  }
+};
+ui.chatMenuItems.onclick = (e) => {
+  const item = e.target.closest("button[data-format]");
+  if (!item) return;
+  toggleMenu(false);
+  exportChat(current, item.dataset.format);
+};
+document.addEventListener("click", (e) => e.target.closest(".chat-menu") || toggleMenu(false));
+
+async function exportChat(chatId, format) {
+  if (!chatId) return;
+  const res = await api(`/api/chats/${encodeURIComponent(chatId)}/export?format=${format}`);
+  if (!res) return;
+  if (!res.ok) return notify(await errorText(res, "The export failed"));
+  saveFile(await res.blob(), fileName(res.headers.get("Content-Disposition"), `chat.${format}`));
+}
+
+ui.importButton.onclick = () => ui.importFile.click();
+ui.importFile.onchange = async () => {
+  const file = ui.importFile.files[0];
+  ui.importFile.value = ""; // the same file can be chosen again
+  if (!file) return;
+  const res = await api("/api/chats/import", { method: "POST", headers: { "Content-Type": "application/json" }, body: file });
+  if (!res) return;
+  if (res.status !== 201) return notify(await errorText(res, "The import failed"));
+  const { chat } = await res.json();
+  upsert(chat); // CHAT_CREATED brings it to this user's other tabs (and here, where it is already listed)
+  select(chat.id);
+};
+
 // ---- what the user does ----
 
 $("new-chat").onclick = () => send({ type: "CREATE_CHAT" });
 // On a phone the chat list slides over; it folds away once something in it (or beside it) is clicked.
 $("menu").onclick = () => document.body.classList.toggle("menu");
-$("sidebar").onclick = $("scrim").onclick = (e) => e.target.closest("button, #scrim") && document.body.classList.remove("menu");
+$("sidebar").onclick = $("scrim").onclick = (e) => e.target.closest(".chat, .hit, #scrim") && document.body.classList.remove("menu");
 
 ui.composer.onsubmit = (e) => {
   e.preventDefault();
   // Sent exactly as typed (indentation and trailing spaces are content); blank is not a message.
   const content = ui.input.value;
   if (!content.trim() || streaming) return;
-  // With a requestId the server answers MESSAGE_ACCEPTED {traceId} (or an ERROR carrying it).
+  // With a requestId the server answers MESSAGE_ACCEPTED {messageId, traceId} (or an ERROR carrying it).
   if (!send({ type: "SEND_MESSAGE", chatId: current, content, requestId: "send" })) return;
-  addMessage({ id: `mine-${Date.now()}`, role: "user", content }); // the server does not echo it back
+  mine = addMessage({ id: `mine-${Date.now()}`, role: "user", content }); // the server does not echo it back
   ui.input.value = "";
   streaming = "pending";
   updateControls();
@@ -290,10 +646,12 @@ ui.del.onclick = () => {
   if (chat && confirm(`Delete "${chat.name}" and its messages?`)) send({ type: "DELETE_CHAT", chatId: chat.id });
 };
 
+ui.signOut.onclick = () => signedOut("Signed out. Enter a token to sign in again.");
 ui.tokenForm.onsubmit = (e) => {
   e.preventDefault();
   sessionStorage.setItem(TOKEN_KEY, ui.token.value.trim());
   ui.tokenForm.hidden = true;
+  ui.notice.hidden = true;
   connect();
 };
 
