@@ -143,6 +143,7 @@ describe("versions and branches", () => {
     await page.locator("#messages > li.assistant .count", { hasText: "2/2" }).waitFor();
     expect(await texts("assistant")).toEqual(["Second answer."]);
     expect(await texts("user")).toEqual(["What is the answer?"]);
+    expect(await page.getByRole("group", { name: "version 2 of 2" }).count()).toBe(1); // what a screen reader hears
     await screenshot(page, "f2-regenerated");
 
     // The model was asked the same question again, and nothing after it.

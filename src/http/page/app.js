@@ -68,6 +68,7 @@ async function whoAmI() {
   ui.who.title = `Signed in as ${me.name} (${kind})`;
   ui.who.hidden = false;
   ui.signOut.hidden = !token(); // an open server (development) has nothing to sign out of
+  updateControls();
   return "ok";
 }
 
@@ -134,6 +135,7 @@ async function connect() {
     attempts = 0;
     setConn("online");
     send({ type: "GET_CHATS" }); // CHAT_LIST then re-opens the current chat
+    if (ui.who.hidden) whoAmI().then(updateControls); // unanswered before the socket opened
   };
   ws.onmessage = (e) => receive(JSON.parse(e.data));
   ws.onclose = async (e) => {
@@ -379,9 +381,12 @@ function actions(m) {
     next.dataset.act = "next";
     if (m.sibling <= 1) prev.dataset.edge = "";
     if (m.sibling >= m.siblings) next.dataset.edge = "";
-    const count = el("span", "count", `${m.sibling}/${m.siblings}`);
-    count.setAttribute("aria-label", `${what} ${m.sibling} of ${m.siblings}`);
-    bar.append(prev, count, next);
+    // A named group: "version 2 of 3" is read out with the arrows (a bare "2/3" says little).
+    const switcher = el("span", "switcher");
+    switcher.setAttribute("role", "group");
+    switcher.setAttribute("aria-label", `${what} ${m.sibling} of ${m.siblings}`);
+    switcher.append(prev, el("span", "count", `${m.sibling}/${m.siblings}`), next);
+    bar.append(switcher);
   }
   if (m.role === "assistant") bar.append(Object.assign(button("↻ Regenerate", "", () => regenerate(bar.parentElement)), { title: "Answer this question again (the current reply is kept as a version)" }));
   if (m.role === "user" && !m.device_id && !String(m.id).startsWith("mine-")) {
@@ -459,7 +464,9 @@ function updateControls() {
   ui.send.hidden = !!streaming;
   ui.stop.hidden = !streaming;
   ui.title.disabled = ui.del.disabled = !online || !current;
-  ui.chatMenu.disabled = !current;
+  // Export and import are plain HTTP with the token: offered while someone is signed in.
+  ui.chatMenu.disabled = !current || ui.who.hidden;
+  ui.importButton.disabled = ui.who.hidden;
   enableActions(ui.messages);
 }
 
