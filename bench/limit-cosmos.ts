@@ -70,9 +70,9 @@ export const scenario: Scenario = {
           metric: "SEND_MESSAGE: Cosmos requests", unit: "", ours: +s.requests.toFixed(2), target: "≤ 3 (query plans apart)", met: s.requests - s.queryPlans <= 3,
           note: `${text(s.byLabel)}; ${s.queryPlans} of them SDK query-plan requests`,
         },
-        { metric: "GET_CHAT_HISTORY: store operations", unit: "", ours: +h.opsPerCommand.toFixed(2), target: "1", met: h.opsPerCommand === 1, note: text(h.ops) },
+        { metric: "GET_CHAT_HISTORY: store operations", unit: "", ours: +h.opsPerCommand.toFixed(2), target: "≤ 1 (0: served from the replica's kept messages)", met: h.opsPerCommand <= 1, note: text(h.ops) },
         {
-          metric: "GET_CHAT_HISTORY: Cosmos requests", unit: "", ours: +h.requests.toFixed(2), target: "1 query (query plans apart)", met: h.requests - h.queryPlans === 1,
+          metric: "GET_CHAT_HISTORY: Cosmos requests", unit: "", ours: +h.requests.toFixed(2), target: "≤ 1 query (query plans apart)", met: h.requests - h.queryPlans <= 1,
           note: `${text(h.byLabel)}; ${h.queryPlans} of them SDK query-plan requests`,
         },
       ];

@@ -158,6 +158,22 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
       expect(await store.deleteChat("default", chat.id)).toBe(false);
     });
 
+    test("addQuestion stores a question with its chat's activity time; a known id is \"exists\" (nothing written); another owner's or a missing chat is \"gone\" (nothing left written)", async () => {
+      const chat = chatFixture({ name: "asked", created_at: isoAt(1000), updated_at: isoAt(1000) });
+      await store.createChat("default", chat);
+      const q = messageFixture(chat.id, { content: "why?", created_at: isoAt(2000) });
+      expect(await store.addQuestion("default", q)).toBe("added");
+      expect((await store.getChat("default", chat.id))?.updated_at).toBe(isoAt(2000));
+      expect(await store.addQuestion("default", { ...q, content: "again", created_at: isoAt(3000) })).toBe("exists");
+      expect((await store.getChat("default", chat.id))?.updated_at).toBe(isoAt(2000));
+      const foreign = messageFixture(chat.id, { content: "not mine" });
+      expect(await store.addQuestion("someone-else", foreign)).toBe("gone");
+      expect((await store.pageMessages(chat.id, { limit: 10 })).items).toEqual([q]);
+      const orphan = messageFixture(crypto.randomUUID(), { content: "no chat" });
+      expect(await store.addQuestion("default", orphan)).toBe("gone");
+      expect((await store.pageMessages(orphan.chat_id, { limit: 10 })).items).toEqual([]);
+    });
+
     test("touchChat moves only updated_at, in one call; a missing or another owner's chat is false and untouched", async () => {
       const chat = chatFixture({ name: "touched", created_at: isoAt(1000), updated_at: isoAt(1000) });
       await store.createChat("default", chat);

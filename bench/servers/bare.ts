@@ -1,4 +1,4 @@
-import OpenAI from "openai";
+import { openAICompatibleModel } from "../../src/model/openai";
 import { serveChild } from "../lib/proc";
 
 // The bare limits of issue 15: a Bun.serve WebSocket server that speaks the real PiChat protocol
@@ -10,7 +10,7 @@ import { serveChild } from "../lib/proc";
 //       the frames our server streams for a reply of `tokens=N` chunks (" word" each, default 5).
 //       The limit of the stack for a request/response command.
 //   model (BARE_MODEL_URL set)        SEND_MESSAGE makes the same streamed Chat Completions call our
-//       server makes, with the `openai` package (same client options), to the same local SSE model,
+//       server makes, with our own model client (src/model/openai.ts), to the same local SSE model,
 //       and forwards every delta as our MESSAGE frame, then the end frame; it stores nothing. The
 //       limit for a send. Its prompt is the system prompt and the question (it keeps no history).
 //
@@ -22,8 +22,9 @@ const chats = new Map<string, { chat: Record<string, unknown>; messages: Message
 
 const SYSTEM = "You are PiChat, a helpful voice and chat assistant. Answer clearly and concisely.";
 const modelUrl = process.env.BARE_MODEL_URL;
-// As src/model/openai.ts builds it for an OpenAI-compatible server.
-const client = modelUrl ? new OpenAI({ baseURL: modelUrl, apiKey: "unused", timeout: 120_000, maxRetries: 1 }) : undefined;
+// Our own model client (src/model/openai.ts: the openai package makes the request, src/model/sse.ts
+// reads the stream), so the limit of a send is measured with the same model call ours makes.
+const client = modelUrl ? openAICompatibleModel({ baseURL: modelUrl, model: "bench", timeoutMs: 120_000 }) : undefined;
 
 const delta = (chatId: string, traceId: string, seq: number, content: string) =>
   JSON.stringify({ type: "MESSAGE", chatId, content, traceId, end: false, seq });
@@ -38,13 +39,8 @@ async function streamFromModel(ws: Ws, chatId: string, content: string) {
   const traceId = crypto.randomUUID();
   let seq = 0;
   try {
-    const stream = await client!.chat.completions.create({
-      model: "bench", stream: true, messages: [{ role: "system", content: SYSTEM }, { role: "user", content }],
-    });
-    for await (const chunk of stream) {
-      const d = chunk.choices[0]?.delta?.content;
-      if (d) ws.send(delta(chatId, traceId, ++seq, d));
-    }
+    const turns = [{ role: "system" as const, content: SYSTEM }, { role: "user" as const, content }];
+    for await (const d of client!.stream(turns, { signal: new AbortController().signal })) ws.send(delta(chatId, traceId, ++seq, d));
     ws.send(end(chatId, traceId, seq + 1));
   } catch (e) {
     ws.send(JSON.stringify({ type: "MESSAGE", chatId, content: "", traceId, end: true, seq: seq + 1, reason: "error" }));

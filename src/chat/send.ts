@@ -62,30 +62,35 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
     return place(o);
   }
 
+  /** A branched chat's question also becomes its selected message (src/chat/branches.ts). */
+  async function storeInBranch(owner: string, message: Message): Promise<"added" | "exists" | "gone"> {
+    if (!(await store.addMessage(message))) return "exists";
+    // deleteChat removes the chat record before its messages: if it is gone now, our write may
+    // have landed after the messages were listed for deletion. Take it back.
+    const after = await store.patchChat(owner, message.chat_id, { updated_at: message.created_at, selected: message.id }).then(
+      (chat) => chat !== undefined,
+      (e) => (log.warn("could not update chat activity time", { chatId: message.chat_id, error: e }), true),
+    );
+    if (after) return "added";
+    await store.deleteChat(owner, message.chat_id).catch(() => {});
+    return "gone";
+  }
+
   async function place(o: QuestionToStore, parentId?: string) {
     const { owner, chatId } = o;
     const message: Message = {
       id: o.messageId ?? crypto.randomUUID(), chat_id: chatId, role: "user", content: o.content, created_at: nowIso(),
       ...(o.deviceId ? { device_id: o.deviceId } : {}), ...(parentId !== undefined ? { parent_id: parentId } : {}),
     };
-    if (!(await store.addMessage(message))) {
+    // The question and its chat's activity time; a chat deleted meanwhile wins (store.addQuestion).
+    const stored = parentId === undefined ? await store.addQuestion(owner, message) : await storeInBranch(owner, message);
+    if (stored === "exists") {
       // Stored before, perhaps by a process that died before announcing it: every replica reads
       // this chat's messages again rather than trust what it kept (src/chat/recent.ts).
       bus.publish({ type: "messages_changed", chatId });
       return { stored: false as const, message };
     }
-    // deleteChat removes the chat record before its messages: if it is gone now, our write may
-    // have landed after the messages were listed for deletion. Take it back.
-    const activity = parentId === undefined
-      ? store.touchChat(owner, chatId, message.created_at)
-      : store.patchChat(owner, chatId, { updated_at: message.created_at, selected: message.id }).then((chat) => chat !== undefined);
-    const after = await activity.catch(
-      (e) => (log.warn("could not update chat activity time", { chatId, error: e }), true),
-    );
-    if (!after) {
-      await store.deleteChat(owner, chatId).catch(() => {});
-      throw chatNotFound(chatId);
-    }
+    if (stored === "gone") throw chatNotFound(chatId);
     bus.publish({ type: "user_message", owner, message, origin: o.origin });
     // An edit starts a branch: the owner's other sockets watching the chat reload it.
     if (o.parentId !== undefined) needs.branches.announce(owner, chatId, message.id, o.origin);

@@ -60,6 +60,12 @@ export type Store = {
 
   /** Creates the message if its id is new in that chat; false (and nothing written) if it exists. */
   addMessage(message: Message): Promise<boolean>;
+  /**
+   * A question, stored with its chat's activity time (the send path: on SQLite one transaction,
+   * on Cosmos addMessage then touchChat). "exists": that id was stored before (nothing written);
+   * "gone": the owner has no such chat (deleted meanwhile, or never theirs): nothing is left written.
+   */
+  addQuestion(owner: string, message: Message): Promise<"added" | "exists" | "gone">;
   /** Creates or replaces a message (an assistant reply being finalised). */
   putMessage(message: Message): Promise<void>;
   /**

@@ -4,12 +4,13 @@ import { decodeMessageCursor, encodeMessageCursor } from "../cursor";
 import type { Page, Store } from "../store";
 import { type Cosmos, matchEtag, query, strip, tolerate } from "./requests";
 
-type MessageOps = Pick<Store, "addMessage" | "putMessage" | "listMessages" | "pageMessages" | "findReply" | "finalizeStale">;
+type MessageOps = Pick<Store, "addMessage" | "addQuestion" | "putMessage" | "listMessages" | "pageMessages" | "findReply" | "finalizeStale">;
 
 const MESSAGE_ORDER = "ORDER BY c.created_at DESC, c.id DESC";
 
 export function messageOps(k: Cosmos): MessageOps {
   const { c, o } = k;
+  const addMessage = (m: Message) => tolerate(async () => (await c.messages.items.create(m, o()), true), [409], false);
 
   /**
    * The newest `limit` messages (one extra fetched, to learn whether older ones exist) older than
@@ -68,7 +69,17 @@ export function messageOps(k: Cosmos): MessageOps {
   };
 
   return {
-    addMessage: (m) => tolerate(async () => (await c.messages.items.create(m, o()), true), [409], false),
+    addMessage,
+    // Two requests (the message and the chat live in different containers). deleteChat removes the
+    // chat record before its messages: a question written as the chat went may have missed its
+    // sweep, so it is taken back here.
+    addQuestion: async (owner, m) => {
+      if (!(await addMessage(m))) return "exists";
+      const touched = await tolerate(async () => (await c.chats.item(m.chat_id, owner).patch([{ op: "set", path: "/updated_at", value: m.created_at }], o()), true), [404], false);
+      if (touched) return "added";
+      await tolerate(async () => void (await c.messages.item(m.id, m.chat_id).delete(o())), [404], undefined);
+      return "gone";
+    },
     putMessage: async (m) => void (await c.messages.items.upsert(m, o())),
     listMessages,
     pageMessages,

@@ -33,6 +33,14 @@ export function openSqliteStore(path: string): Store {
     return existed;
   });
 
+  // One commit for the question and its chat's activity time (each commit is a WAL write: ~50 µs here).
+  const addQuestionTx = db.transaction((owner: string, m: Message): "added" | "exists" | "gone" => {
+    if (q.hasMessage.get({ $chat_id: m.chat_id, $id: m.id })) return "exists";
+    if (!q.touchChat.get({ $owner: owner, $id: m.chat_id, $u: m.created_at })) return "gone";
+    q.addMessage.run(messageParams(m));
+    return "added";
+  });
+
   const claimTx = db.transaction((id: string, owner: string, leaseMs: number): "claimed" | "held" | "done" => {
     const now = Date.now();
     if (q.claimMessage.run({ $id: id, $owner: owner, $until: now + leaseMs, $now: now }).changes > 0) return "claimed";
@@ -105,6 +113,7 @@ export function openSqliteStore(path: string): Store {
     }),
 
     addMessage: guard((m) => q.addMessage.run(messageParams(m)).changes > 0),
+    addQuestion: guard((owner, m) => addQuestionTx.immediate(owner, m)),
     putMessage: guard((m) => void q.putMessage.run(messageParams(m))),
     listMessages: guard((chatId, { limit, before }) => {
       if (limit <= 0) return [];
