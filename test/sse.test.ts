@@ -46,6 +46,19 @@ describe("chatDeltas", () => {
     expect(await all(body(noisy))).toEqual(["a", "b"]);
   });
 
+  test("once the signal is aborted, no delta already read is handed on, and the abort's reason is thrown", async () => {
+    const ac = new AbortController();
+    const got: string[] = [];
+    const run = async () => {
+      for await (const d of chatDeltas(body(line("a") + line("b") + line("c")), ac.signal)) {
+        got.push(d);
+        ac.abort(new Error("stopped"));
+      }
+    };
+    await expect(run()).rejects.toThrow("stopped");
+    expect(got).toEqual(["a"]);
+  });
+
   test("a body that ends without [DONE] or a final newline still yields its last delta", async () => {
     expect(await all(body(line("a") + line("b").trimEnd()))).toEqual(["a", "b"]);
   });

@@ -207,12 +207,18 @@ function checkpointer(ctx: ChatContext, g: Generation, base: Message) {
   };
 }
 
+/**
+ * Aborts the reply after `ms` without a delta. A delta only records the time (no timer per delta):
+ * the one timer, when it fires early, waits out the rest of the silence.
+ */
 function idleWatchdog(controller: AbortController, ms: number) {
+  let last = performance.now();
   let timer: ReturnType<typeof setTimeout> | undefined;
-  const reset = () => {
-    clearTimeout(timer);
-    timer = setTimeout(() => controller.abort(new ModelError("MODEL_TIMEOUT", `the model sent nothing for ${ms} ms`)), ms);
+  const check = () => {
+    const silent = performance.now() - last;
+    if (silent >= ms) controller.abort(new ModelError("MODEL_TIMEOUT", `the model sent nothing for ${ms} ms`));
+    else timer = setTimeout(check, ms - silent);
   };
-  reset();
-  return { reset, stop: () => clearTimeout(timer) };
+  timer = setTimeout(check, ms);
+  return { reset: () => void (last = performance.now()), stop: () => clearTimeout(timer) };
 }

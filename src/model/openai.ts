@@ -46,11 +46,7 @@ function chatCompletionsModel(kind: ModelKind, client: OpenAI, name: string): Mo
       }
       if (!body) throw new ModelError("MODEL_ERROR", "the model service answered without a body");
       try {
-        for await (const delta of chatDeltas(body)) {
-          // Deltas already read when the request is aborted are not handed on.
-          if (signal.aborted) break;
-          yield delta;
-        }
+        yield* chatDeltas(body, signal);
         signal.throwIfAborted();
       } catch (e) {
         throw toModelError(e, signal);

@@ -5,8 +5,12 @@
 
 const decoder = () => new TextDecoder("utf-8");
 
-/** Text deltas in order. Ends at `data: [DONE]` or at the end of the body; an `error` event throws. */
-export async function* chatDeltas(body: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+/**
+ * Text deltas in order. Ends at `data: [DONE]` or at the end of the body; an `error` event throws.
+ * Once `signal` is aborted nothing more is handed on, not even deltas already read (one read can
+ * hold many), and the abort's reason is thrown.
+ */
+export async function* chatDeltas(body: ReadableStream<Uint8Array>, signal?: AbortSignal): AsyncGenerator<string> {
   const text = decoder();
   let carry = "";
   for await (const bytes of body as unknown as AsyncIterable<Uint8Array>) {
@@ -21,7 +25,10 @@ export async function* chatDeltas(body: ReadableStream<Uint8Array>): AsyncGenera
       start = end + 1;
       const delta = deltaOf(line);
       if (delta === DONE) return;
-      if (delta) yield delta;
+      if (delta) {
+        signal?.throwIfAborted();
+        yield delta;
+      }
     }
     carry = chunk.slice(start);
   }
