@@ -143,7 +143,20 @@ const isHighSurrogate = (c: number) => c >= 0xd800 && c <= 0xdbff;
 const COUNT_CACHE_SIZE = 20_000;
 const counted = new Map<string, number>();
 
+// The same message objects come back for every question while a chat's newest messages are kept
+// (src/chat/recent.ts): looked up by identity first, with no key to build (a prompt of 500
+// messages built 500 keys per question).
+const byObject = new WeakMap<object, { encoding: Encoding; length: number; n: number }>();
+
 function messageTokens(tok: Tokenizer, m: Message | Turn): number {
+  const hit = byObject.get(m);
+  if (hit && hit.encoding === tok.encoding && hit.length === m.content.length) return hit.n;
+  const n = keyedTokens(tok, m);
+  byObject.set(m, { encoding: tok.encoding, length: m.content.length, n });
+  return n;
+}
+
+function keyedTokens(tok: Tokenizer, m: Message | Turn): number {
   const id = "id" in m ? m.id : undefined;
   if (id === undefined) return TOKENS_PER_MESSAGE + tok.count(m.content);
   const key = `${tok.encoding}\u0000${"chat_id" in m ? m.chat_id : ""}\u0000${id}\u0000${m.content.length}`;
@@ -159,9 +172,22 @@ function messageTokens(tok: Tokenizer, m: Message | Turn): number {
 /** Tokens available for the prompt: the window less the reply's reserve. */
 export const promptLimit = (b: ContextBudget) => Math.max(0, b.contextTokens - b.replyReserveTokens);
 
+// System prompts are few (the server's and each user's) and counted for every question: remembered.
+const systemCounts = new Map<string, number>();
+function systemTokens(tok: Tokenizer, systemPrompt: string): number {
+  const key = `${tok.encoding}\u0000${systemPrompt}`;
+  let n = systemCounts.get(key);
+  if (n === undefined) {
+    n = tok.count(systemPrompt);
+    if (systemCounts.size >= 1_000) systemCounts.clear();
+    systemCounts.set(key, n);
+  }
+  return n;
+}
+
 /** Tokens of the smallest prompt that answers `question`: the system prompt and the question alone. */
 export function minimalPromptTokens(tok: Tokenizer, systemPrompt: string, question: string): number {
-  return REPLY_PRIMING_TOKENS + TOKENS_PER_MESSAGE + tok.count(systemPrompt) + TOKENS_PER_MESSAGE + tok.count(question);
+  return REPLY_PRIMING_TOKENS + TOKENS_PER_MESSAGE + systemTokens(tok, systemPrompt) + TOKENS_PER_MESSAGE + tok.count(question);
 }
 
 export function contextTooLarge(tokens: number, b: ContextBudget): ChatError {
@@ -190,7 +216,7 @@ export function assertFits(tok: Tokenizer, systemPrompt: string, question: strin
  */
 export function buildPrompt(tok: Tokenizer, systemPrompt: string, history: readonly (Message | Turn)[], b: ContextBudget): Turn[] {
   const limit = promptLimit(b);
-  let used = REPLY_PRIMING_TOKENS + TOKENS_PER_MESSAGE + tok.count(systemPrompt);
+  let used = REPLY_PRIMING_TOKENS + TOKENS_PER_MESSAGE + systemTokens(tok, systemPrompt);
   const turns: Turn[] = [];
   for (let i = history.length - 1; i >= 0; i--) {
     const m = history[i]!;

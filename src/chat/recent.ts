@@ -55,7 +55,9 @@ export function recentMessages(store: Store, bus: Bus, o: RecentOptions) {
   /** Puts the message in its place (or replaces it, by id); the oldest go past `perChat`. */
   function upsert(e: Entry, m: Message) {
     const list = e.messages;
-    const at = list.findIndex((x) => x.id === m.id);
+    // From the newest end: what changes is nearly always a message just asked or answered.
+    let at = list.length - 1;
+    while (at >= 0 && list[at]!.id !== m.id) at--;
     if (at >= 0) {
       e.chars -= charsOf(list[at]!);
       list.splice(at, 1);
