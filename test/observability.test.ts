@@ -34,7 +34,7 @@ describe("/metrics", () => {
       expect(metricValue(text, "pichat_model_tokens_streamed_total")).toBe(3);
       expect(metricValue(text, "pichat_model_time_to_first_token_seconds_count")).toBe(1);
       expect(metricValue(text, 'pichat_model_requests_total{outcome="ok"}')).toBe(1);
-      expect(metricValue(text, 'pichat_store_operation_duration_seconds_count{op="addMessage",outcome="ok"}')).toBe(1);
+      expect(metricValue(text, 'pichat_store_operation_duration_seconds_count{op="addQuestion",outcome="ok"}')).toBe(1);
       expect(metricValue(text, "pichat_process_resident_memory_bytes")).toBeGreaterThan(0);
       c.close();
     } finally {
