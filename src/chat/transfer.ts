@@ -187,6 +187,9 @@ export function transferCommands(ctx: ChatContext, requireChat: (owner: string, 
         log.warn("could not delete a failed import; it stays unannounced", { chatId: chat.id, error: cleanup }));
       throw e;
     }
+    // Written without an event per message: anything a replica kept of this chat while it filled
+    // (it is listed from its first write) is read again.
+    bus.publish({ type: "messages_changed", chatId: chat.id });
     bus.publish({ type: "chat_created", owner, chat });
     return chat;
   }
