@@ -21,18 +21,36 @@ const FAIL_WRITE = "this write fails";
 
 type User = Awaited<ReturnType<typeof addUser>>;
 
+/** A message with this content waits to be written until `release()` (an import caught half-way). */
+const PAUSE_WRITE = "this write waits";
+
 /** The store as the server uses it, except that writing a FAIL_WRITE message throws; the chat ids it was asked to write into. */
 function failingWrites(store: Store) {
   const chatIds = new Set<string>();
+  let gate = Promise.withResolvers<void>();
+  let paused = Promise.withResolvers<void>();
   const wrapped: Store = {
     ...store,
     async addMessage(m: Message) {
       chatIds.add(m.chat_id);
       if (m.content === FAIL_WRITE) throw new StoreUnavailableError("test: this write fails");
+      if (m.content === PAUSE_WRITE) {
+        paused.resolve();
+        await gate.promise;
+      }
       return store.addMessage(m);
     },
   };
-  return { store: wrapped, chatIds };
+  return {
+    store: wrapped, chatIds,
+    /** Resolves once a PAUSE_WRITE write waits. */
+    paused: () => paused.promise,
+    release() {
+      gate.resolve();
+      gate = Promise.withResolvers<void>();
+      paused = Promise.withResolvers<void>();
+    },
+  };
 }
 
 /** A JSON answer, loosely typed: the test checks its shape itself. */
@@ -308,6 +326,23 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       const streamed = await post(chunked, bob.token);
       expect(streamed.status).toBe(413);
       expect((await chatsOf(bob)).length).toBe(before);
+    });
+
+    test("a history read while an import is half written does not stick: after the import, history holds every message", async () => {
+      const messages = Array.from({ length: 24 }, (_, i) => ({ id: `h${i}`, role: i % 2 ? "assistant" : "user", content: i === 16 ? PAUSE_WRITE : `part ${i}`, created_at: T(i + 1) }));
+      writes.chatIds.clear();
+      const importing = post(JSON.stringify({ format: "pichat.chat", version: 1, chat: { name: "half", created_at: T(0) }, messages }), alice.token);
+      await writes.paused();
+      const [chatId] = [...writes.chatIds];
+      // The owner opens the chat (it is listed from its first write) while the import waits.
+      const c = await srv.connect({ token: alice.token });
+      const partial = await c.request({ type: "GET_CHAT_HISTORY", chatId }, "CHAT_HISTORY");
+      expect(partial.messages.length).toBeLessThan(messages.length);
+      writes.release();
+      expect((await importing).status).toBe(201);
+      const whole = await c.request({ type: "GET_CHAT_HISTORY", chatId }, "CHAT_HISTORY");
+      expect(whole.messages.map((m: Message) => m.content)).toEqual(messages.map((m) => m.content));
+      c.close();
     });
 
     test("a message write failing mid-import leaves no chat and no messages behind", async () => {
