@@ -1,3 +1,4 @@
+import { IMPORT_MAX_CHARS, IMPORT_MAX_MESSAGES } from "../src/chat/transfer";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -290,6 +291,9 @@ for (const kind of ["sqlite", "cosmos"] as const) {
         [JSON.stringify({ ...good, messages: good.messages.map((m: Message, i: number) => (i === 4 ? { ...m, parent_id: "nobody" } : m)) }), 400, "INVALID_ARGUMENT"],
         [JSON.stringify({ ...good, messages: [...good.messages, good.messages[0]] }), 400, "INVALID_ARGUMENT"],
         [JSON.stringify({ ...good, chat: { ...good.chat, name: "x".repeat(201) } }), 400, "INVALID_ARGUMENT"],
+        // Within 10 MiB, but past the bounds of one import.
+        [JSON.stringify({ ...good, messages: good.messages.map((m: Message, i: number) => (i === 0 ? { ...m, content: "y".repeat(IMPORT_MAX_CHARS + 1) } : m)) }), 400, "INVALID_ARGUMENT"],
+        [JSON.stringify({ ...good, messages: Array.from({ length: IMPORT_MAX_MESSAGES + 1 }, (_, i) => ({ id: `n${i}`, role: "user", content: "", created_at: T(i) })) }), 400, "INVALID_ARGUMENT"],
       ];
       const errors: string[] = [];
       for (const [body, status, code, type] of variants) {
@@ -306,6 +310,10 @@ for (const kind of ["sqlite", "cosmos"] as const) {
         "messages.1.created_at: must be an ISO 8601 timestamp",
         "messages.4.parent_id: names no message of this export",
         `messages.9.id: "sys-1" appears twice`,
+      ]);
+      expect(errors.slice(11)).toEqual([
+        `messages.0.content: must be at most ${IMPORT_MAX_CHARS} characters`,
+        `messages: must hold at most ${IMPORT_MAX_MESSAGES} messages`,
       ]);
       expect((await chatsOf(bob)).length).toBe(before);
     });

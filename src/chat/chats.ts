@@ -35,7 +35,7 @@ export function chatCommands(
   async function requireChat(owner: string, chatId: string): Promise<Chat> {
     const chat = await store.getChat(owner, chatId);
     if (!chat) throw chatNotFound(chatId);
-    known.set(chatId, owner);
+    remember(chatId, owner);
     if (chat.selected !== undefined) markBranched(chatId);
     noteName(chat);
     return chat;
@@ -57,6 +57,11 @@ export function chatCommands(
   async function requireOwned(owner: string, chatId: string): Promise<void> {
     if (known.get(chatId) === owner) return;
     await requireChat(owner, chatId);
+  }
+  /** The oldest remembered go first: a chat read again is remembered again. */
+  function remember(chatId: string, owner: string) {
+    known.delete(chatId);
+    known.set(chatId, owner);
     if (known.size > KNOWN_OWNERS) known.delete(known.keys().next().value!);
   }
   const forget = (chatId: string) => {
@@ -151,7 +156,7 @@ export function chatCommands(
       ...(o.deviceId ? { device_id: o.deviceId } : {}),
     };
     await store.createChat(o.owner, chat);
-    known.set(chat.id, o.owner);
+    remember(chat.id, o.owner);
     noteName(chat);
     bus.publish({ type: "chat_created", owner: o.owner, chat, origin: o.origin });
     return chat;

@@ -38,11 +38,15 @@ const charsOf = (m: Message) => m.content.length + 200;
 export function recentMessages(store: Store, bus: Bus, o: RecentOptions) {
   const entries = new Map<string, Entry>();
   let chars = 0;
-  // Bumped whenever a chat's messages change: a store read that started before a change is
-  // answered but not kept (it may or may not have seen the change).
-  const changes = new Map<string, number>();
+  // Changes to a chat while a store read of it is in flight: that read is answered but not kept
+  // (it may or may not have seen the change). Counted only for chats being read, so nothing grows
+  // with the chats other replicas touch.
+  const reading = new Map<string, { reads: number; changes: number }>();
   let generation = 0;
-  const changed = (chatId: string) => changes.set(chatId, (changes.get(chatId) ?? 0) + 1);
+  const changed = (chatId: string) => {
+    const r = reading.get(chatId);
+    if (r) r.changes++;
+  };
 
   function drop(chatId: string) {
     const e = entries.get(chatId);
@@ -124,16 +128,23 @@ export function recentMessages(store: Store, bus: Bus, o: RecentOptions) {
       return hit;
     }
     if (hit) drop(chatId);
-    const mark = changes.get(chatId) ?? 0;
+    let r = reading.get(chatId);
+    if (!r) reading.set(chatId, (r = { reads: 0, changes: 0 }));
+    r.reads++;
+    const mark = r.changes;
     const gen = generation;
-    const page = await store.pageMessages(chatId, { limit: o.perChat });
-    const messages = page.items;
-    const e: Entry = {
-      messages, complete: page.cursor === undefined, until: Date.now() + o.ttlMs,
-      chars: messages.reduce((n, m) => n + charsOf(m), 0),
-    };
-    if ((changes.get(chatId) ?? 0) === mark && generation === gen && !entries.has(chatId)) keep(chatId, e);
-    return e;
+    try {
+      const page = await store.pageMessages(chatId, { limit: o.perChat });
+      const messages = page.items;
+      const e: Entry = {
+        messages, complete: page.cursor === undefined, until: Date.now() + o.ttlMs,
+        chars: messages.reduce((n, m) => n + charsOf(m), 0),
+      };
+      if (r.changes === mark && generation === gen && !entries.has(chatId)) keep(chatId, e);
+      return e;
+    } finally {
+      if (--r.reads === 0) reading.delete(chatId);
+    }
   }
 
   return {
@@ -149,11 +160,6 @@ export function recentMessages(store: Store, bus: Bus, o: RecentOptions) {
       const older = e.messages.length > n || !e.complete;
       const oldest = items[0];
       return older && oldest ? { items, cursor: encodeMessageCursor(chatId, oldest) } : { items };
-    },
-    /** Messages of this chat changed without an event (a reply finalised here): read it again next time. */
-    invalidate(chatId: string) {
-      changed(chatId);
-      drop(chatId);
     },
     stats: () => ({ chats: entries.size, chars }),
     stop: unsubscribe,

@@ -12,11 +12,13 @@ export const SETTINGS_TTL_MS = 30_000;
 
 export function withSettingsCache(store: Store, bus: Bus, ttlMs = SETTINGS_TTL_MS): { store: Store; stop(): void } {
   const cached = new Map<string, { value: Record<string, unknown> | undefined; until: number }>();
-  // Bumped per owner on every invalidation: a read that started before one is answered, not kept.
-  const epochs = new Map<string, number>();
+  // Invalidations of an owner while a read of theirs is in flight: that read is answered, not kept.
+  // Counted only while reads are in flight, so nothing grows with other replicas' users.
+  const reading = new Map<string, { reads: number; changes: number }>();
   const invalidate = (owner: string) => {
     cached.delete(owner);
-    epochs.set(owner, (epochs.get(owner) ?? 0) + 1);
+    const r = reading.get(owner);
+    if (r) r.changes++;
   };
   const unsubscribe = bus.subscribe((e) => {
     if (e.type === "settings_updated") invalidate(e.owner);
@@ -28,13 +30,20 @@ export function withSettingsCache(store: Store, bus: Bus, ttlMs = SETTINGS_TTL_M
     async getSettings(owner) {
       const hit = cached.get(owner);
       if (hit && hit.until > Date.now()) return hit.value;
-      const epoch = epochs.get(owner) ?? 0;
-      const value = await store.getSettings(owner);
-      if ((epochs.get(owner) ?? 0) === epoch) {
-        if (cached.size >= 10_000) cached.delete(cached.keys().next().value!);
-        cached.set(owner, { value, until: Date.now() + ttlMs });
+      let r = reading.get(owner);
+      if (!r) reading.set(owner, (r = { reads: 0, changes: 0 }));
+      r.reads++;
+      const mark = r.changes;
+      try {
+        const value = await store.getSettings(owner);
+        if (r.changes === mark) {
+          if (cached.size >= 10_000) cached.delete(cached.keys().next().value!);
+          cached.set(owner, { value, until: Date.now() + ttlMs });
+        }
+        return value;
+      } finally {
+        if (--r.reads === 0) reading.delete(owner);
       }
-      return value;
     },
     async patchSettings(owner, patch) {
       invalidate(owner);

@@ -17,6 +17,9 @@ export const TRANSFER_VERSION = 1;
 export const EXPORT_PAGE_MESSAGES = 250;
 /** Message writes in flight at once while importing. */
 const IMPORT_WRITES_AT_ONCE = 8;
+/** Bounds on one import besides its bytes (src/http/chats.ts): messages, and characters in one message. */
+export const IMPORT_MAX_MESSAGES = 20_000;
+export const IMPORT_MAX_CHARS = 400_000;
 
 /** `selected`: on a branched chat only, the message its current branch passes through (src/chat/branches.ts). */
 export type ExportedChat = { id: string; name: string; created_at: string; updated_at: string; device_id?: string; selected?: string };
@@ -38,7 +41,8 @@ const Timestamp = v.pipe(
 const ImportedMessage = v.object({
   id: v.pipe(v.string("must be a string"), v.minLength(1, "must not be empty"), v.maxLength(255, "must be at most 255 characters")),
   role: v.picklist(RoleSchema.options, "must be \"user\", \"assistant\" or \"system\""),
-  content: v.string("must be a string"),
+  // Within one Cosmos DB item (2 MB) whatever the script: 4 bytes a character at most.
+  content: v.pipe(v.string("must be a string"), v.maxLength(IMPORT_MAX_CHARS, `must be at most ${IMPORT_MAX_CHARS} characters`)),
   created_at: Timestamp,
   status: v.optional(v.picklist(MessageStatusSchema.options, "must be \"incomplete\", \"stopped\", \"interrupted\" or \"streaming\"")),
   parent_id: v.optional(v.string("must be a string")),
@@ -58,7 +62,7 @@ export const ImportSchema = v.object({
     device_id: v.optional(v.string("must be a string")),
     selected: v.optional(v.string("must be a string")),
   }, "must be an object"),
-  messages: v.array(ImportedMessage, "must be an array"),
+  messages: v.pipe(v.array(ImportedMessage, "must be an array"), v.maxLength(IMPORT_MAX_MESSAGES, `must hold at most ${IMPORT_MAX_MESSAGES} messages`)),
 }, "must be a JSON object");
 export type ChatImport = v.InferOutput<typeof ImportSchema>;
 

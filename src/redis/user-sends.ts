@@ -22,13 +22,20 @@ return wait
 
 type Admission = { ok: true } | { ok: false; retryAfterMs: number };
 
+/** How long a send waits for the shared bucket before this replica counts it alone. */
+const ANSWER_MS = 500;
+
 /** The shared bucket; while Redis does not answer, `fallback` (this process's own buckets) decides. */
 export function redisUserSends(redis: RedisConnection, perMinute: number, fallback: (userId: string) => Promise<Admission>, log: Logger) {
   const perMs = perMinute / 60_000;
   let warned = false;
   return async (userId: string): Promise<Admission> => {
     try {
-      const wait = Number(await redis.cmd.eval(TAKE, 1, keys.userSends(userId), String(perMinute), String(perMs)));
+      // A Redis that holds the answer must not hold the socket's frames: past ANSWER_MS, count here.
+      const wait = Number(await Promise.race([
+        redis.cmd.eval(TAKE, 1, keys.userSends(userId), String(perMinute), String(perMs)),
+        Bun.sleep(ANSWER_MS).then(() => Promise.reject(new Error(`redis did not answer within ${ANSWER_MS} ms`))),
+      ]));
       warned = false;
       return wait < 0 ? { ok: true } : { ok: false, retryAfterMs: wait };
     } catch (e) {
