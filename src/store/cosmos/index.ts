@@ -40,13 +40,14 @@ export async function openCosmosStore(config: CosmosStoreConfig): Promise<Store>
     throw e;
   });
   const k: Cosmos = { c, o };
+  const chats = chatOps(k);
 
   const store: Store = {
     kind: "cosmos",
     ping: async () => void (await database.read(o())),
     close: async () => client.dispose(),
-    ...chatOps(k),
-    ...messageOps(k),
+    ...chats,
+    ...messageOps(k, chats.touchChat),
     ...claimOps(k),
     ...checkpointOps(k),
     ...settingsOps(k),

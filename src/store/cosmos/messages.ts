@@ -8,7 +8,8 @@ type MessageOps = Pick<Store, "addMessage" | "addQuestion" | "putMessage" | "lis
 
 const MESSAGE_ORDER = "ORDER BY c.created_at DESC, c.id DESC";
 
-export function messageOps(k: Cosmos): MessageOps {
+/** `touchChat` is the chat container's (chats.ts): a question's activity time is its one patch. */
+export function messageOps(k: Cosmos, touchChat: Store["touchChat"]): MessageOps {
   const { c, o } = k;
   const addMessage = (m: Message) => tolerate(async () => (await c.messages.items.create(m, o()), true), [409], false);
 
@@ -75,8 +76,7 @@ export function messageOps(k: Cosmos): MessageOps {
     // sweep, so it is taken back here.
     addQuestion: async (owner, m) => {
       if (!(await addMessage(m))) return "exists";
-      const touched = await tolerate(async () => (await c.chats.item(m.chat_id, owner).patch([{ op: "set", path: "/updated_at", value: m.created_at }], o()), true), [404], false);
-      if (touched) return "added";
+      if (await touchChat(owner, m.chat_id, m.created_at)) return "added";
       await tolerate(async () => void (await c.messages.item(m.id, m.chat_id).delete(o())), [404], undefined);
       return "gone";
     },
