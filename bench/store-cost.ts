@@ -85,11 +85,43 @@ export async function storeOps(metricsUrl: string): Promise<Map<string, number>>
   return out;
 }
 
-type Cost = {
+export type Cost = {
   command: string; n: number; opsPerCommand: number; ops: Record<string, number>;
   requestsPerCommand: number; requests: Record<string, number>; ruPerCommand: number;
   crossPartitionPerCommand: number; queryPlanPerCommand: number; metadataPerCommand: number;
 };
+
+/**
+ * Runs `step` for `warmups` warm-ups (-warmups … -1, not counted) and then `n` times, and diffs the
+ * store's operation counters (/metrics) and the Cosmos server's request log around the n.
+ */
+export async function measureCost(
+  o: { metricsUrl: string; cosmos: Awaited<ReturnType<typeof startCountingCosmos>>; n: number; warmups?: number },
+  command: string, step: (i: number) => Promise<void>,
+): Promise<Cost> {
+  const N = o.n;
+  for (let w = o.warmups ?? 1; w > 0; w--) await step(-w);
+  await sleep(150);
+  const ops0 = await storeOps(o.metricsUrl);
+  const r0 = o.cosmos.log.length;
+  for (let i = 0; i < N; i++) await step(i);
+  // A reply's last write lands before its end frame; give stragglers (a checkpoint) a moment.
+  await sleep(300);
+  const ops1 = await storeOps(o.metricsUrl);
+  const reqs = o.cosmos.log.slice(r0);
+  const ops: Record<string, number> = {};
+  for (const [k, v] of ops1) if (v - (ops0.get(k) ?? 0) > 0) ops[k] = (v - (ops0.get(k) ?? 0)) / N;
+  const counts: Record<string, number> = {};
+  for (const r of reqs) counts[r.label] = (counts[r.label] ?? 0) + 1;
+  const requests = Object.fromEntries(Object.entries(counts).map(([k, v]) => [k, v / N]));
+  return {
+    command, n: N, ops, opsPerCommand: Object.values(ops).reduce((a, b) => a + b, 0),
+    requests, requestsPerCommand: reqs.length / N, ruPerCommand: reqs.reduce((s, r) => s + r.charge, 0) / N,
+    crossPartitionPerCommand: reqs.filter((r) => r.partition === "cross").length / N,
+    queryPlanPerCommand: reqs.filter((r) => r.label.endsWith(".query-plan")).length / N,
+    metadataPerCommand: reqs.filter((r) => r.partition === "meta" && !r.label.endsWith(".query-plan")).length / N,
+  };
+}
 
 export const scenario: Scenario = {
   name: "store-cost",
@@ -113,29 +145,7 @@ export const scenario: Scenario = {
       if (app.info.store !== "cosmos") throw new Error(`the server uses ${app.info.store}, not Cosmos`);
       const metricsUrl = `${app.info.url}/metrics`;
 
-      /** Runs `once` warm-up + N times, and diffs the counters around the N. */
-      const measure = async (command: string, step: (i: number) => Promise<void>): Promise<Cost> => {
-        await step(-1);
-        await sleep(150);
-        const ops0 = await storeOps(metricsUrl);
-        const r0 = cosmos.log.length;
-        for (let i = 0; i < N; i++) await step(i);
-        await sleep(300);
-        const ops1 = await storeOps(metricsUrl);
-        const reqs = cosmos.log.slice(r0);
-        const ops: Record<string, number> = {};
-        for (const [k, v] of ops1) if (v - (ops0.get(k) ?? 0) > 0) ops[k] = (v - (ops0.get(k) ?? 0)) / N;
-        const counts: Record<string, number> = {};
-        for (const r of reqs) counts[r.label] = (counts[r.label] ?? 0) + 1;
-        const requests = Object.fromEntries(Object.entries(counts).map(([k, v]) => [k, v / N]));
-        return {
-          command, n: N, ops, opsPerCommand: Object.values(ops).reduce((a, b) => a + b, 0),
-          requests, requestsPerCommand: reqs.length / N, ruPerCommand: reqs.reduce((s, r) => s + r.charge, 0) / N,
-          crossPartitionPerCommand: reqs.filter((r) => r.partition === "cross").length / N,
-          queryPlanPerCommand: reqs.filter((r) => r.label.endsWith(".query-plan")).length / N,
-          metadataPerCommand: reqs.filter((r) => r.partition === "meta" && !r.label.endsWith(".query-plan")).length / N,
-        };
-      };
+      const measure = (command: string, step: (i: number) => Promise<void>) => measureCost({ metricsUrl, cosmos, n: N }, command, step);
 
       const costs: Cost[] = [];
       const chats: string[] = [];
