@@ -24,9 +24,23 @@ async function chatOf(n: number, branched: boolean): Promise<Chat> {
   let t = 1;
   let prev: string | undefined;
   for (let i = 0; i < n / 2; i++) {
-    const q: Message = { id: `q${i}`, chat_id: chat.id, role: "user", content: `question ${i} `.repeat(20), created_at: at(t++), ...(branched && prev !== undefined ? { parent_id: prev } : {}) };
+    const q: Message = {
+      id: `q${i}`,
+      chat_id: chat.id,
+      role: "user",
+      content: `question ${i} `.repeat(20),
+      created_at: at(t++),
+      ...(branched && prev !== undefined ? { parent_id: prev } : {}),
+    };
     await store.addMessage(q);
-    const a: Message = { id: `a${i}`, chat_id: chat.id, role: "assistant", content: `answer ${i} `.repeat(60), created_at: at(t++), parent_id: q.id };
+    const a: Message = {
+      id: `a${i}`,
+      chat_id: chat.id,
+      role: "assistant",
+      content: `answer ${i} `.repeat(60),
+      created_at: at(t++),
+      parent_id: q.id,
+    };
     await store.addMessage(a);
     if (branched && i % 10 === 9) {
       // An edit beside q: a sibling with its own answer (the branch continues from the newer one).
@@ -57,7 +71,7 @@ for (const n of [100, 500, 2000]) {
     const page = branchHistory(tree, stored, { limit: 500 });
     const tb = performance.now() - t0;
     length = page.messages.length;
-    if (i >= 10) (a.push(ta), b.push(tb));
+    if (i >= 10) a.push(ta), b.push(tb);
   }
   console.log(`${n} | ${median(a).toFixed(2)} | ${median(b).toFixed(2)} | ${length}`);
 }

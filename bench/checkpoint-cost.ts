@@ -18,8 +18,13 @@ try {
     const chunks = Array.from({ length: tokens }, (_, i) => `tok${i} `);
     const save = () =>
       store.putMessage({
-        id: `r${tokens}`, chat_id: chat.id, role: "assistant", content: chunks.join(""), created_at: t,
-        status: "streaming", lease: { owner: "bench", until: Date.now() + 10_000, seq: tokens },
+        id: `r${tokens}`,
+        chat_id: chat.id,
+        role: "assistant",
+        content: chunks.join(""),
+        created_at: t,
+        status: "streaming",
+        lease: { owner: "bench", until: Date.now() + 10_000, seq: tokens },
       });
     for (let i = 0; i < 20; i++) await save(); // warm
     const n = 300;

@@ -25,31 +25,71 @@ const token = newPersonalToken();
 await store.addToken(user.id, hashToken(token));
 const chatId = crypto.randomUUID();
 const t0 = Date.UTC(2025, 0, 1);
-await store.createChat(user.id, { id: chatId, name: "long", active: true, created_at: new Date(t0).toISOString(), updated_at: new Date(t0 + N).toISOString() });
+await store.createChat(user.id, {
+  id: chatId,
+  name: "long",
+  active: true,
+  created_at: new Date(t0).toISOString(),
+  updated_at: new Date(t0 + N).toISOString(),
+});
 const filler = "x".repeat(CHARS - 20);
 for (let i = 0; i < N; i += 500) {
-  await Promise.all(Array.from({ length: Math.min(500, N - i) }, (_, j) => store.addMessage({
-    id: `m-${i + j}`, chat_id: chatId, role: (i + j) % 2 ? "assistant" : "user", content: `${i + j} ${filler}`, created_at: new Date(t0 + i + j + 1).toISOString(),
-  })));
+  await Promise.all(
+    Array.from({ length: Math.min(500, N - i) }, (_, j) =>
+      store.addMessage({
+        id: `m-${i + j}`,
+        chat_id: chatId,
+        role: (i + j) % 2 ? "assistant" : "user",
+        content: `${i + j} ${filler}`,
+        created_at: new Date(t0 + i + j + 1).toISOString(),
+      }),
+    ),
+  );
 }
 await store.close();
 
 const port = 20_000 + Math.floor(Math.random() * 20_000);
 const server = Bun.spawn(["bun", "src/index.ts"], {
   cwd: join(import.meta.dir, ".."),
-  env: { ...process.env, SERVER_PORT: String(port), HOST: "127.0.0.1", SQLITE_PATH: dbPath, API_TOKEN, ENVIRONMENT: "development", LOG_LEVEL: "warn" },
-  stdout: "ignore", stderr: "inherit",
+  env: {
+    ...process.env,
+    SERVER_PORT: String(port),
+    HOST: "127.0.0.1",
+    SQLITE_PATH: dbPath,
+    API_TOKEN,
+    ENVIRONMENT: "development",
+    LOG_LEVEL: "warn",
+  },
+  stdout: "ignore",
+  stderr: "inherit",
 });
-const status = (field: string) => Number(/(\d+) kB/.exec(readFileSync(`/proc/${server.pid}/status`, "utf8").split("\n").find((l) => l.startsWith(field)) ?? "")?.[1] ?? 0) * 1024;
+const status = (field: string) =>
+  Number(
+    /(\d+) kB/.exec(
+      readFileSync(`/proc/${server.pid}/status`, "utf8")
+        .split("\n")
+        .find((l) => l.startsWith(field)) ?? "",
+    )?.[1] ?? 0,
+  ) * 1024;
 const url = `http://127.0.0.1:${port}`;
 
 try {
-  await within((async () => {
-    for (;;) {
-      if (await fetch(`${url}/health/live`).then((r) => r.ok, () => false)) return;
-      await Bun.sleep(50);
-    }
-  })(), 20_000, "the server to start");
+  await within(
+    (async () => {
+      for (;;) {
+        if (
+          await fetch(`${url}/health/live`).then(
+            (r) => r.ok,
+            () => false,
+          )
+        )
+          return;
+        await Bun.sleep(50);
+      }
+    })(),
+    20_000,
+    "the server to start",
+  );
   // Warm the route once on a small request, so the figures below are the export's, not start-up's.
   await fetch(`${url}/api/chats/${crypto.randomUUID()}/export`, { headers: { Authorization: `Bearer ${token}` } }).then((r) => r.text());
   Bun.gc(true);
@@ -66,7 +106,9 @@ try {
       if (pace === "slow" && ++chunks % 64 === 0) await Bun.sleep(5);
     }
     const ms = performance.now() - started;
-    console.log(`${pace} read: ${MB(bytes)} (${N} messages) in ${(ms / 1000).toFixed(1)} s; server RSS ${MB(before)} before, peak so far ${MB(status("VmHWM:"))}, now ${MB(status("VmRSS:"))}`);
+    console.log(
+      `${pace} read: ${MB(bytes)} (${N} messages) in ${(ms / 1000).toFixed(1)} s; server RSS ${MB(before)} before, peak so far ${MB(status("VmHWM:"))}, now ${MB(status("VmRSS:"))}`,
+    );
   }
 } finally {
   server.kill();

@@ -39,17 +39,46 @@ export const scenario: Scenario = {
       const cpuRow = (what: string, r: Record<"small" | "large", { serverCpuUs: number; perS: number }>, note: string): Row => {
         const x = ratio(r.large.serverCpuUs, r.small.serverCpuUs);
         return {
-          metric: `${what}: server CPU, ${LARGE.toLocaleString("en-US")} vs ${SMALL} messages`, unit: "µs", ours: r.large.serverCpuUs, baseline: r.small.serverCpuUs,
-          ratio: x, better: "lower", target: "≤ 1.2× (flat within 20%)", met: x <= 1.2,
+          metric: `${what}: server CPU, ${LARGE.toLocaleString("en-US")} vs ${SMALL} messages`,
+          unit: "µs",
+          ours: r.large.serverCpuUs,
+          baseline: r.small.serverCpuUs,
+          ratio: x,
+          better: "lower",
+          target: "≤ 1.2× (flat within 20%)",
+          met: x <= 1.2,
           note: `${note}; per second ${Math.round(r.large.perS)} vs ${Math.round(r.small.perS)}`,
         };
       };
 
-      const historyFrame = (ring: string[]) => (i: number, k: number) => JSON.stringify({ type: "GET_CHAT_HISTORY", chatId: ring[(i + k) % ring.length], limit: PAGE });
-      const history = await alternate(ROUNDS, {
-        small: () => closedLoop({ url: app.info.ws, clients: HISTORY_CLIENTS, frame: historyFrame(small), classify: isHistory, server: app, warmupMs: WARMUP_MS, roundMs: ROUND_MS }),
-        large: () => closedLoop({ url: app.info.ws, clients: HISTORY_CLIENTS, frame: historyFrame(large), classify: isHistory, server: app, warmupMs: WARMUP_MS, roundMs: ROUND_MS }),
-      }, `history, ${HISTORY_CLIENTS} clients`);
+      const historyFrame = (ring: string[]) => (i: number, k: number) =>
+        JSON.stringify({ type: "GET_CHAT_HISTORY", chatId: ring[(i + k) % ring.length], limit: PAGE });
+      const history = await alternate(
+        ROUNDS,
+        {
+          small: () =>
+            closedLoop({
+              url: app.info.ws,
+              clients: HISTORY_CLIENTS,
+              frame: historyFrame(small),
+              classify: isHistory,
+              server: app,
+              warmupMs: WARMUP_MS,
+              roundMs: ROUND_MS,
+            }),
+          large: () =>
+            closedLoop({
+              url: app.info.ws,
+              clients: HISTORY_CLIENTS,
+              frame: historyFrame(large),
+              classify: isHistory,
+              server: app,
+              warmupMs: WARMUP_MS,
+              roundMs: ROUND_MS,
+            }),
+        },
+        `history, ${HISTORY_CLIENTS} clients`,
+      );
       data.history = history;
       rows.push(cpuRow("history", history, `GET_CHAT_HISTORY limit ${PAGE}, ${HISTORY_CLIENTS} clients`));
 
@@ -58,15 +87,51 @@ export const scenario: Scenario = {
         const per = Math.max(1, Math.floor(ring.length / SEND_CLIENTS));
         return (i: number, k: number) => sendFrame(ring[(i * per + (k % per)) % ring.length]!, k, TOKENS);
       };
-      const send = await alternate(ROUNDS, {
-        small: () => closedLoop({ url: app.info.ws, clients: SEND_CLIENTS, frame: ringFrame(small), classify: isSendEnd, server: app, warmupMs: WARMUP_MS, roundMs: ROUND_MS }),
-        large: () => closedLoop({ url: app.info.ws, clients: SEND_CLIENTS, frame: ringFrame(large), classify: isSendEnd, server: app, warmupMs: WARMUP_MS, roundMs: ROUND_MS }),
-      }, `send, ${SEND_CLIENTS} client(s)`, { warmRound: true });
+      const send = await alternate(
+        ROUNDS,
+        {
+          small: () =>
+            closedLoop({
+              url: app.info.ws,
+              clients: SEND_CLIENTS,
+              frame: ringFrame(small),
+              classify: isSendEnd,
+              server: app,
+              warmupMs: WARMUP_MS,
+              roundMs: ROUND_MS,
+            }),
+          large: () =>
+            closedLoop({
+              url: app.info.ws,
+              clients: SEND_CLIENTS,
+              frame: ringFrame(large),
+              classify: isSendEnd,
+              server: app,
+              warmupMs: WARMUP_MS,
+              roundMs: ROUND_MS,
+            }),
+        },
+        `send, ${SEND_CLIENTS} client(s)`,
+        { warmRound: true },
+      );
       data.send = send;
       rows.push(cpuRow("send", send, `SEND_MESSAGE, ${TOKENS}-chunk reply, ${SEND_CLIENTS} client(s)`));
-      rows.push({ metric: `send: latency p50, ${LARGE.toLocaleString("en-US")} vs ${SMALL} messages`, unit: "ms", ours: send.large.latencyMs.p50, baseline: send.small.latencyMs.p50, ratio: ratio(send.large.latencyMs.p50, send.small.latencyMs.p50), better: "lower" });
+      rows.push({
+        metric: `send: latency p50, ${LARGE.toLocaleString("en-US")} vs ${SMALL} messages`,
+        unit: "ms",
+        ours: send.large.latencyMs.p50,
+        baseline: send.small.latencyMs.p50,
+        ratio: ratio(send.large.latencyMs.p50, send.small.latencyMs.p50),
+        better: "lower",
+      });
       const errors = history.small.errors + history.large.errors + send.small.errors + send.large.errors;
-      if (errors) rows.push({ metric: "errors", unit: "", ours: errors, note: history.small.firstError ?? history.large.firstError ?? send.small.firstError ?? send.large.firstError });
+      if (errors)
+        rows.push({
+          metric: "errors",
+          unit: "",
+          ours: errors,
+          note: history.small.firstError ?? history.large.firstError ?? send.small.firstError ?? send.large.firstError,
+        });
       return { rows, data };
     } finally {
       await stopAll([app, sse]);

@@ -22,7 +22,10 @@ async function settledMem(server: Child): Promise<Mem> {
   return { rss: server.rssBytes(), heapUsed: m.heapUsed, conns: m.conns };
 }
 
-async function perConnection(server: Child, url: string): Promise<{ zero: Mem; steps: { n: number; mem: Mem; rssPerConn: number; heapPerConn: number }[] }> {
+async function perConnection(
+  server: Child,
+  url: string,
+): Promise<{ zero: Mem; steps: { n: number; mem: Mem; rssPerConn: number; heapPerConn: number }[] }> {
   const clients: Child[] = [];
   try {
     // One warm-up connection cycle first, so code paths and pools the first socket creates are in the zero point.
@@ -45,7 +48,9 @@ async function perConnection(server: Child, url: string): Promise<{ zero: Mem; s
       const mem = await settledMem(server);
       if (mem.conns !== n && mem.conns !== undefined) console.log(`   note: the server reports ${mem.conns} connections, expected ${n}`);
       steps.push({ n, mem, rssPerConn: (mem.rss - zero.rss) / n, heapPerConn: (mem.heapUsed - zero.heapUsed) / n });
-      console.log(`   ${server.name} ${n}: rss ${(mem.rss / 2 ** 20).toFixed(1)} MiB (+${((mem.rss - zero.rss) / n).toFixed(0)} B/conn), heap +${((mem.heapUsed - zero.heapUsed) / n).toFixed(0)} B/conn`);
+      console.log(
+        `   ${server.name} ${n}: rss ${(mem.rss / 2 ** 20).toFixed(1)} MiB (+${((mem.rss - zero.rss) / n).toFixed(0)} B/conn), heap +${((mem.heapUsed - zero.heapUsed) / n).toFixed(0)} B/conn`,
+      );
     }
     return { zero, steps };
   } finally {
@@ -60,14 +65,14 @@ export const scenario: Scenario = {
   async run() {
     const rows: Row[] = [];
     const base = await spawnChild<{ url: string }>("servers/baseline.ts", { name: "baseline" });
-    let b;
+    let b: Awaited<ReturnType<typeof perConnection>>;
     try {
       b = await perConnection(base, `${base.info.url}/idle`);
     } finally {
       await base.stop();
     }
     const app = await spawnChild<{ ws: string }>("servers/app.ts", { name: "app" });
-    let o;
+    let o: Awaited<ReturnType<typeof perConnection>>;
     try {
       o = await perConnection(app, app.info.ws);
     } finally {
@@ -77,11 +82,24 @@ export const scenario: Scenario = {
       const os = o.steps[i]!;
       const bs = b.steps[i]!;
       rows.push({
-        metric: `${os.n.toLocaleString("en-US")} idle: RSS per connection`, unit: "B", ours: Math.round(os.rssPerConn), baseline: Math.round(bs.rssPerConn),
-        ratio: ratio(os.rssPerConn, bs.rssPerConn), better: "lower", target: "< 16 KiB", met: os.rssPerConn < 16 * 1024,
+        metric: `${os.n.toLocaleString("en-US")} idle: RSS per connection`,
+        unit: "B",
+        ours: Math.round(os.rssPerConn),
+        baseline: Math.round(bs.rssPerConn),
+        ratio: ratio(os.rssPerConn, bs.rssPerConn),
+        better: "lower",
+        target: "< 16 KiB",
+        met: os.rssPerConn < 16 * 1024,
         note: `RSS ${round(os.mem.rss / 2 ** 20, 1)} MiB (base ${round(bs.mem.rss / 2 ** 20, 1)} MiB); idle server ${round(o.zero.rss / 2 ** 20, 1)} MiB (base ${round(b.zero.rss / 2 ** 20, 1)} MiB)`,
       });
-      rows.push({ metric: `${os.n.toLocaleString("en-US")} idle: JS heap per connection`, unit: "B", ours: Math.round(os.heapPerConn), baseline: Math.round(bs.heapPerConn), ratio: ratio(os.heapPerConn, bs.heapPerConn), better: "lower" });
+      rows.push({
+        metric: `${os.n.toLocaleString("en-US")} idle: JS heap per connection`,
+        unit: "B",
+        ours: Math.round(os.heapPerConn),
+        baseline: Math.round(bs.heapPerConn),
+        ratio: ratio(os.heapPerConn, bs.heapPerConn),
+        better: "lower",
+      });
     }
     return { rows, data: { ours: o, baseline: b, perProcess: PER_PROCESS } };
   },

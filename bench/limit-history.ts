@@ -42,13 +42,40 @@ export const scenario: Scenario = {
         const x = ratio(r.ours.perS, r.bare.perS);
         const label = `history, ${clients} clients`;
         rows.push({
-          metric: `${label}: replies/s`, unit: "/s", ours: r.ours.perS, baseline: r.bare.perS, ratio: x, better: "higher",
-          target: "≥ 0.5× bare", met: x >= 0.5,
+          metric: `${label}: replies/s`,
+          unit: "/s",
+          ours: r.ours.perS,
+          baseline: r.bare.perS,
+          ratio: x,
+          better: "higher",
+          target: "≥ 0.5× bare",
+          met: x >= 0.5,
           note: `server cpu ours ${r.ours.serverCpuPercent.join("/")}%, bare ${r.bare.serverCpuPercent.join("/")}%${r.ours.errors ? `; ${r.ours.errors} errors: ${r.ours.firstError}` : ""}`,
         });
-        rows.push({ metric: `${label}: server CPU per reply`, unit: "µs", ours: r.ours.serverCpuUs, baseline: r.bare.serverCpuUs, ratio: ratio(r.ours.serverCpuUs, r.bare.serverCpuUs), better: "lower" });
-        rows.push({ metric: `${label}: latency p50`, unit: "ms", ours: r.ours.latencyMs.p50, baseline: r.bare.latencyMs.p50, ratio: ratio(r.ours.latencyMs.p50, r.bare.latencyMs.p50), better: "lower" });
-        rows.push({ metric: `${label}: latency p99`, unit: "ms", ours: r.ours.latencyMs.p99, baseline: r.bare.latencyMs.p99, ratio: ratio(r.ours.latencyMs.p99, r.bare.latencyMs.p99), better: "lower" });
+        rows.push({
+          metric: `${label}: server CPU per reply`,
+          unit: "µs",
+          ours: r.ours.serverCpuUs,
+          baseline: r.bare.serverCpuUs,
+          ratio: ratio(r.ours.serverCpuUs, r.bare.serverCpuUs),
+          better: "lower",
+        });
+        rows.push({
+          metric: `${label}: latency p50`,
+          unit: "ms",
+          ours: r.ours.latencyMs.p50,
+          baseline: r.bare.latencyMs.p50,
+          ratio: ratio(r.ours.latencyMs.p50, r.bare.latencyMs.p50),
+          better: "lower",
+        });
+        rows.push({
+          metric: `${label}: latency p99`,
+          unit: "ms",
+          ours: r.ours.latencyMs.p99,
+          baseline: r.bare.latencyMs.p99,
+          ratio: ratio(r.ours.latencyMs.p99, r.bare.latencyMs.p99),
+          better: "lower",
+        });
       }
       return { rows, data };
     } finally {

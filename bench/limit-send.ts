@@ -38,27 +38,73 @@ export const scenario: Scenario = {
         const per = Math.floor(CHATS / clients);
         const ring = (i: number, k: number) => chats[i * per + (k % per)]!;
         const loop = (url: string, server: typeof app | typeof bare) => () =>
-          closedLoop({ url, clients, frame: (i, k) => sendFrame(ring(i, k), k, TOKENS), classify: isSendEnd, server, warmupMs: WARMUP_MS, roundMs: ROUND_MS });
-        const r = await alternate(ROUNDS, { bare: loop(bare.info.url, bare), ours: loop(app.info.ws, app) }, `${clients} clients`, { warmRound: true });
+          closedLoop({
+            url,
+            clients,
+            frame: (i, k) => sendFrame(ring(i, k), k, TOKENS),
+            classify: isSendEnd,
+            server,
+            warmupMs: WARMUP_MS,
+            roundMs: ROUND_MS,
+          });
+        const r = await alternate(ROUNDS, { bare: loop(bare.info.url, bare), ours: loop(app.info.ws, app) }, `${clients} clients`, {
+          warmRound: true,
+        });
         (data.byClients as Record<string, unknown>)[clients] = r;
         const label = `send, ${clients} client${clients > 1 ? "s" : ""}`;
         const x = ratio(r.ours.perS, r.bare.perS);
-        const errors = r.ours.errors + r.bare.errors ? `; errors ours ${r.ours.errors}, bare ${r.bare.errors}: ${r.ours.firstError ?? r.bare.firstError}` : "";
+        const errors =
+          r.ours.errors + r.bare.errors
+            ? `; errors ours ${r.ours.errors}, bare ${r.bare.errors}: ${r.ours.firstError ?? r.bare.firstError}`
+            : "";
         rows.push({
-          metric: `${label}: sends/s`, unit: "/s", ours: r.ours.perS, baseline: r.bare.perS, ratio: x, better: "higher",
-          target: "≥ 0.6× bare", met: x >= 0.6, note: `server cpu ours ${r.ours.serverCpuPercent.join("/")}%, bare ${r.bare.serverCpuPercent.join("/")}%${errors}`,
+          metric: `${label}: sends/s`,
+          unit: "/s",
+          ours: r.ours.perS,
+          baseline: r.bare.perS,
+          ratio: x,
+          better: "higher",
+          target: "≥ 0.6× bare",
+          met: x >= 0.6,
+          note: `server cpu ours ${r.ours.serverCpuPercent.join("/")}%, bare ${r.bare.serverCpuPercent.join("/")}%${errors}`,
         });
         rows.push({
-          metric: `${label}: server CPU per send`, unit: "µs", ours: r.ours.serverCpuUs, baseline: r.bare.serverCpuUs, ratio: ratio(r.ours.serverCpuUs, r.bare.serverCpuUs), better: "lower",
-          target: `≤ ${CPU_TARGET_US} µs`, met: r.ours.serverCpuUs <= CPU_TARGET_US, note: "server process CPU ÷ sends (the model runs in its own process)",
+          metric: `${label}: server CPU per send`,
+          unit: "µs",
+          ours: r.ours.serverCpuUs,
+          baseline: r.bare.serverCpuUs,
+          ratio: ratio(r.ours.serverCpuUs, r.bare.serverCpuUs),
+          better: "lower",
+          target: `≤ ${CPU_TARGET_US} µs`,
+          met: r.ours.serverCpuUs <= CPU_TARGET_US,
+          note: "server process CPU ÷ sends (the model runs in its own process)",
         });
-        rows.push({ metric: `${label}: latency p50`, unit: "ms", ours: r.ours.latencyMs.p50, baseline: r.bare.latencyMs.p50, ratio: ratio(r.ours.latencyMs.p50, r.bare.latencyMs.p50), better: "lower", note: "send to the reply's end frame" });
+        rows.push({
+          metric: `${label}: latency p50`,
+          unit: "ms",
+          ours: r.ours.latencyMs.p50,
+          baseline: r.bare.latencyMs.p50,
+          ratio: ratio(r.ours.latencyMs.p50, r.bare.latencyMs.p50),
+          better: "lower",
+          note: "send to the reply's end frame",
+        });
         const p99 = ratio(r.ours.latencyMs.p99, r.bare.latencyMs.p99);
         rows.push({
-          metric: `${label}: latency p99`, unit: "ms", ours: r.ours.latencyMs.p99, baseline: r.bare.latencyMs.p99, ratio: p99, better: "lower",
+          metric: `${label}: latency p99`,
+          unit: "ms",
+          ours: r.ours.latencyMs.p99,
+          baseline: r.bare.latencyMs.p99,
+          ratio: p99,
+          better: "lower",
           ...(clients >= 10 ? { target: "≤ 2× bare", met: p99 <= 2 } : {}),
         });
-        rows.push({ metric: `${label}: frames per send`, unit: "", ours: r.ours.framesPerReply, baseline: r.bare.framesPerReply, note: `${TOKENS} deltas + the end frame expected` });
+        rows.push({
+          metric: `${label}: frames per send`,
+          unit: "",
+          ours: r.ours.framesPerReply,
+          baseline: r.bare.framesPerReply,
+          note: `${TOKENS} deltas + the end frame expected`,
+        });
       }
       return { rows, data };
     } finally {

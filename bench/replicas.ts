@@ -2,7 +2,7 @@ import { Redis } from "ioredis";
 import { loadavg } from "node:os";
 import { startRedis, type RedisServer } from "../test/support/redis-server";
 import { now, sleep, within } from "./lib/clock";
-import { cpuSecondsOf, cpuWindow, spawnChild, type Child } from "./lib/proc";
+import { cpuSecondsOf, spawnChild, type Child } from "./lib/proc";
 import { ratio, runAlone, type Row, type Scenario } from "./lib/report";
 import { round, summarize, type Summary } from "./lib/stats";
 import { openSocket, request } from "./lib/ws";
@@ -51,21 +51,24 @@ async function timedReply(sender: WebSocket, watchers: WebSocket[], prompt: stri
   const { chat } = await request(sender, { type: "CREATE_CHAT", name: "bench replicas" }, "NEW_CHAT");
   for (const w of watchers) await request(w, { type: "GET_CHAT_HISTORY", chatId: chat.id, limit: 1 }, "CHAT_HISTORY", 30_000);
   const out: Timed = { recv: watchers.map(() => new Array<number>(tokens)), stamps: new Array<number>(tokens) };
-  const ended = watchers.map((w, i) => new Promise<void>((resolve, reject) => {
-    w.onmessage = (e) => {
-      const t = now();
-      const d = e.data as string;
-      if (!d.startsWith(MESSAGE)) return;
-      const f = JSON.parse(d);
-      if (f.chatId !== chat.id) return;
-      if (f.end) {
-        w.onmessage = null;
-        return f.reason ? reject(new Error(`the reply ended with ${f.reason}`)) : resolve();
-      }
-      out.recv[i]![f.seq - 1] = t;
-      out.stamps[f.seq - 1] = Number(f.content);
-    };
-  }));
+  const ended = watchers.map(
+    (w, i) =>
+      new Promise<void>((resolve, reject) => {
+        w.onmessage = (e) => {
+          const t = now();
+          const d = e.data as string;
+          if (!d.startsWith(MESSAGE)) return;
+          const f = JSON.parse(d);
+          if (f.chatId !== chat.id) return;
+          if (f.end) {
+            w.onmessage = null;
+            return f.reason ? reject(new Error(`the reply ended with ${f.reason}`)) : resolve();
+          }
+          out.recv[i]![f.seq - 1] = t;
+          out.stamps[f.seq - 1] = Number(f.content);
+        };
+      }),
+  );
   sender.send(JSON.stringify({ type: "SEND_MESSAGE", chatId: chat.id, content: prompt }));
   await within(Promise.all(ended), timeoutMs, "the streamed reply at every watcher");
   for (const [i, r] of out.recv.entries()) {
@@ -113,7 +116,14 @@ async function redisHop(url: string, count: number, paceMs: number): Promise<num
 
 // ---- B: W watchers in client processes ----
 
-type Samples = { n: number[]; lat: string[]; extremes: Record<string, { min: number; max: number }>; ends: number; failedEnds: number; stray: number };
+type Samples = {
+  n: number[];
+  lat: string[];
+  extremes: Record<string, { min: number; max: number }>;
+  ends: number;
+  failedEnds: number;
+  stray: number;
+};
 type FanOut = { each: number[]; byReplica: number[][]; lastPerDelta: number[]; firstPerDelta: number[]; cpu: Record<string, number> };
 type FanOutSide = { name: string; label: string; urls: string[]; sender: WebSocket; cpuOf: { name: string; cpuSeconds(): number }[] };
 
@@ -132,24 +142,32 @@ async function fanOut(o: { sides: FanOutSide[]; clients: Child[]; perClient: num
     const { chat } = await request(side.sender, { type: "CREATE_CHAT", name: `bench replicas fan-out ${side.name}` }, "NEW_CHAT");
     chats[side.name] = chat.id;
     const t0 = now();
-    await Promise.all(o.clients.map((c) => c.call("connect", { group: side.name, urls: side.urls, count: o.perClient, chatId: chat.id }, 240_000)));
+    await Promise.all(
+      o.clients.map((c) => c.call("connect", { group: side.name, urls: side.urls, count: o.perClient, chatId: chat.id }, 240_000)),
+    );
     connectS[side.name] = (now() - t0) / 1000;
     console.log(`   ${side.label}: ${watchers} watchers connected and watching in ${connectS[side.name]!.toFixed(1)} s`);
   }
 
   const replied: Record<string, number[]> = Object.fromEntries(o.sides.map((x) => [x.name, o.clients.map(() => 0)]));
   let wake: (() => void) | undefined;
-  o.clients.forEach((c, i) => c.onEvent((e) => {
-    if (e.kind !== "ended") return;
-    replied[e.group as string]![i] = e.replies as number;
-    wake?.();
-  }));
+  o.clients.forEach((c, i) =>
+    c.onEvent((e) => {
+      if (e.kind !== "ended") return;
+      replied[e.group as string]![i] = e.replies as number;
+      wake?.();
+    }),
+  );
   const reply = async (side: FanOutSide, tokens: number, pace: number) => {
     const counts = replied[side.name]!;
     const target = Math.min(...counts) + 1;
-    const all = within(new Promise<void>((resolve) => {
-      wake = () => counts.every((r) => r >= target) && resolve();
-    }), tokens * pace + 60_000, `every watcher to get the reply's end (${side.label})`);
+    const all = within(
+      new Promise<void>((resolve) => {
+        wake = () => counts.every((r) => r >= target) && resolve();
+      }),
+      tokens * pace + 60_000,
+      `every watcher to get the reply's end (${side.label})`,
+    );
     side.sender.send(JSON.stringify({ type: "SEND_MESSAGE", chatId: chats[side.name], content: `tokens=${tokens} delay=${pace} stamp` }));
     await all;
   };
@@ -225,7 +243,10 @@ async function fanOut(o: { sides: FanOutSide[]; clients: Child[]; perClient: num
 
 const ms = (s: Summary) => ({ p50: round(s.p50), p90: round(s.p90), p99: round(s.p99), max: round(s.max), n: s.n });
 /** First and last watcher per delta, in the model's order: where in a reply the time goes. */
-const raw = (f: FanOut) => ({ firstPerDeltaMs: f.firstPerDelta.map((x) => round(x, 1)), lastPerDeltaMs: f.lastPerDelta.map((x) => round(x, 1)) });
+const raw = (f: FanOut) => ({
+  firstPerDeltaMs: f.firstPerDelta.map((x) => round(x, 1)),
+  lastPerDeltaMs: f.lastPerDelta.map((x) => round(x, 1)),
+});
 const pair = (a: number, b: number) => `${round(a, 3)} / ${round(b, 3)} ms`;
 
 export const scenario: Scenario = {
@@ -248,12 +269,19 @@ export const scenario: Scenario = {
       redis = r;
       children.push(cosmos, sse);
       const common = {
-        OPENAI_BASE_URL: `${sse.info.url}/v1`, OPENAI_MODEL: "bench",
-        COSMOS_ENDPOINT: cosmos.info.endpoint, COSMOS_KEY: cosmos.info.key, COSMOS_ALLOW_SELF_SIGNED_CERT: "true",
+        OPENAI_BASE_URL: `${sse.info.url}/v1`,
+        OPENAI_MODEL: "bench",
+        COSMOS_ENDPOINT: cosmos.info.endpoint,
+        COSMOS_KEY: cosmos.info.key,
+        COSMOS_ALLOW_SELF_SIGNED_CERT: "true",
       };
       const replicaDb = `bench-replicas-${crypto.randomUUID()}`;
       const app = async (name: string, env: Record<string, string>) => {
-        const c = await spawnChild<{ ws: string }>("servers/app.ts", { name, env: { BENCH_APP_ENV: JSON.stringify({ ...common, ...env }) }, readyTimeoutMs: 90_000 });
+        const c = await spawnChild<{ ws: string }>("servers/app.ts", {
+          name,
+          env: { BENCH_APP_ENV: JSON.stringify({ ...common, ...env }) },
+          readyTimeoutMs: 90_000,
+        });
         children.push(c);
         return c;
       };
@@ -273,10 +301,13 @@ export const scenario: Scenario = {
         // connection; and proof that every replica is subscribed to the bus: a watcher on each must
         // get every token (a replica subscribes a moment after it listens, so the first tries may not).
         for (let i = 0, ok = 0; ok < 3; i++) {
-          const tried = await timedReply(multi.sender, multi.watchers, "tokens=20 delay=1 stamp", 20, 10_000).then(() => true, (e) => {
-            if (i >= 5) throw e;
-            return false;
-          });
+          const tried = await timedReply(multi.sender, multi.watchers, "tokens=20 delay=1 stamp", 20, 10_000).then(
+            () => true,
+            (e) => {
+              if (i >= 5) throw e;
+              return false;
+            },
+          );
           if (tried) ok++;
           await timedReply(one.sender, one.watchers, "tokens=20 delay=1 stamp", 20);
         }
@@ -306,31 +337,69 @@ export const scenario: Scenario = {
         for (const pace of A_PACES) hops[pace] = summarize(await redisHop(redis.url, A_TOKENS, pace));
         const aData: Record<string, unknown> = {};
         for (const pace of A_PACES) {
-          const s = { r0: summarize(a[pace]!.r0), r1: summarize(a[pace]!.r1), added: summarize(a[pace]!.added), solo: summarize(a[pace]!.solo) };
-          aData[`paced${pace}ms`] = { r0: ms(s.r0), r1: ms(s.r1), addedSameSeq: ms(s.added), oneReplicaNoRedis: ms(s.solo), bareRedisHop: ms(hops[pace]!),
+          const s = {
+            r0: summarize(a[pace]!.r0),
+            r1: summarize(a[pace]!.r1),
+            added: summarize(a[pace]!.added),
+            solo: summarize(a[pace]!.solo),
+          };
+          aData[`paced${pace}ms`] = {
+            r0: ms(s.r0),
+            r1: ms(s.r1),
+            addedSameSeq: ms(s.added),
+            oneReplicaNoRedis: ms(s.solo),
+            bareRedisHop: ms(hops[pace]!),
             // Per token in send order (repeat after repeat), to see when the slow ones come.
-            rawAddedMs: a[pace]!.added.map((x) => round(x)), rawR0Ms: a[pace]!.r0.map((x) => round(x)) };
+            rawAddedMs: a[pace]!.added.map((x) => round(x)),
+            rawR0Ms: a[pace]!.r0.map((x) => round(x)),
+          };
           const label = `token paced ${pace} ms`;
           const tokens = `${A_REPEATS} replies × ${A_TOKENS} tokens`;
           rows.push({
-            metric: `${label}: latency p50, watcher on r1 vs on r0`, unit: "ms", ours: s.r1.p50, baseline: s.r0.p50, ratio: ratio(s.r1.p50, s.r0.p50), better: "lower",
+            metric: `${label}: latency p50, watcher on r1 vs on r0`,
+            unit: "ms",
+            ours: s.r1.p50,
+            baseline: s.r0.p50,
+            ratio: ratio(s.r1.p50, s.r0.p50),
+            better: "lower",
             note: `added (r1 − r0, same seq): p50 ${round(s.added.p50)} ms; ${tokens}`,
           });
           rows.push({
-            metric: `${label}: latency p99, watcher on r1 vs on r0`, unit: "ms", ours: s.r1.p99, baseline: s.r0.p99, ratio: ratio(s.r1.p99, s.r0.p99), better: "lower",
-            target: "≤ 1 ms added", met: s.added.p99 <= 1,
+            metric: `${label}: latency p99, watcher on r1 vs on r0`,
+            unit: "ms",
+            ours: s.r1.p99,
+            baseline: s.r0.p99,
+            ratio: ratio(s.r1.p99, s.r0.p99),
+            better: "lower",
+            target: "≤ 1 ms added",
+            met: s.added.p99 <= 1,
             note: `added (r1 − r0, same seq): p99 ${round(s.added.p99)} ms, max ${round(s.added.max)} ms; p99 − p99 ${round(s.r1.p99 - s.r0.p99)} ms`,
           });
           rows.push({
-            metric: `${label}: latency p50 / p99, r0 vs one server without Redis`, unit: "ms", ours: pair(s.r0.p50, s.r0.p99), baseline: pair(s.solo.p50, s.solo.p99), ratio: ratio(s.r0.p99, s.solo.p99), better: "lower",
+            metric: `${label}: latency p50 / p99, r0 vs one server without Redis`,
+            unit: "ms",
+            ours: pair(s.r0.p50, s.r0.p99),
+            baseline: pair(s.solo.p50, s.solo.p99),
+            ratio: ratio(s.r0.p99, s.solo.p99),
+            better: "lower",
             note: `the generating replica's own cost of multi-replica mode (XADD + SPUBLISH per token)`,
           });
           rows.push({
-            metric: `${label}: latency p50 / p99, r1 vs one server without Redis`, unit: "ms", ours: pair(s.r1.p50, s.r1.p99), baseline: pair(s.solo.p50, s.solo.p99), ratio: ratio(s.r1.p99, s.solo.p99), better: "lower",
+            metric: `${label}: latency p50 / p99, r1 vs one server without Redis`,
+            unit: "ms",
+            ours: pair(s.r1.p50, s.r1.p99),
+            baseline: pair(s.solo.p50, s.solo.p99),
+            ratio: ratio(s.r1.p99, s.solo.p99),
+            better: "lower",
             note: `p99 − p99: ${round(s.r1.p99 - s.solo.p99)} ms`,
           });
           rows.push({
-            metric: `${label}: added (r1 − r0, same seq) p50 / p99 vs a bare Redis hop`, unit: "ms", ours: pair(s.added.p50, s.added.p99), baseline: pair(hops[pace]!.p50, hops[pace]!.p99), ratio: ratio(s.added.p99, hops[pace]!.p99), better: "lower",
+            metric: `${label}: added (r1 − r0, same seq) p50 / p99 vs a bare Redis hop`,
+            unit: "ms",
+            ours: pair(s.added.p50, s.added.p99),
+            baseline: pair(hops[pace]!.p50, hops[pace]!.p99),
+            ratio: ratio(s.added.p99, hops[pace]!.p99),
+            better: "lower",
             note: `bare: SPUBLISH of the time → subscriber, ioredis in the bench process, ${A_TOKENS} messages`,
           });
         }
@@ -344,7 +413,9 @@ export const scenario: Scenario = {
       const procs = Math.max(1, Math.ceil(B_WATCHERS / PER_PROCESS));
       const perClient = Math.ceil(B_WATCHERS / procs);
       const watchers = perClient * procs;
-      const clients = await Promise.all(Array.from({ length: procs }, (_, i) => spawnChild(`clients/delta-watchers.ts`, { name: `clients${i}` })));
+      const clients = await Promise.all(
+        Array.from({ length: procs }, (_, i) => spawnChild(`clients/delta-watchers.ts`, { name: `clients${i}` })),
+      );
       children.push(...clients);
       const redisCpu = { name: "redis", cpuSeconds: () => cpuSecondsOf(redis!.pid() ?? -1) };
       const clientCpu = clients.map((c) => ({ name: c.name, cpuSeconds: () => c.cpuSeconds() }));
@@ -352,13 +423,25 @@ export const scenario: Scenario = {
       const senderM = await openSocket(r0.info.ws);
       const senderS = await openSocket(solo.info.ws);
       const f = await fanOut({
-        clients, perClient, sse, paces: B_PACES,
+        clients,
+        perClient,
+        sse,
+        paces: B_PACES,
         sides: [
           {
-            name: "replicas", label: `${REPLICAS} replicas`, urls: replicas.map((x) => x.info.ws), sender: senderM,
+            name: "replicas",
+            label: `${REPLICAS} replicas`,
+            urls: replicas.map((x) => x.info.ws),
+            sender: senderM,
             cpuOf: [...replicas.map((x) => ({ name: x.name, cpuSeconds: () => x.cpuSeconds() })), redisCpu, ...clientCpu],
           },
-          { name: "one", label: "one server", urls: [solo.info.ws], sender: senderS, cpuOf: [{ name: "solo", cpuSeconds: () => solo.cpuSeconds() }, ...clientCpu] },
+          {
+            name: "one",
+            label: "one server",
+            urls: [solo.info.ws],
+            sender: senderS,
+            cpuOf: [{ name: "solo", cpuSeconds: () => solo.cpuSeconds() }, ...clientCpu],
+          },
         ],
       });
       senderM.close();
@@ -367,19 +450,47 @@ export const scenario: Scenario = {
       const bData: Record<string, unknown> = {};
       const cpuNote = (c: Record<string, number>, names: string[]) => names.map((n) => `${n} ${c[n]}%`).join(", ");
       for (const pace of B_PACES) {
-        const mp = f.byPace[pace]!.replicas!, sp = f.byPace[pace]!.one!;
-        const me = summarize(mp.each), se = summarize(sp.each), ml = summarize(mp.lastPerDelta), sl = summarize(sp.lastPerDelta);
+        const mp = f.byPace[pace]!.replicas!,
+          sp = f.byPace[pace]!.one!;
+        const me = summarize(mp.each),
+          se = summarize(sp.each),
+          ml = summarize(mp.lastPerDelta),
+          sl = summarize(sp.lastPerDelta);
         const per = mp.byReplica.map((x) => summarize(x));
         const label = `${watchers.toLocaleString("en-US")} watchers, a delta every ${pace} ms`;
-        rows.push({ metric: `${label}: latency p50, ${REPLICAS} replicas vs one server`, unit: "ms", ours: me.p50, baseline: se.p50, ratio: ratio(me.p50, se.p50), better: "lower", note: `${B_REPLIES} replies × ${B_TOKENS} deltas, ${procs} client processes` });
         rows.push({
-          metric: `${label}: latency p99, ${REPLICAS} replicas vs one server`, unit: "ms", ours: me.p99, baseline: se.p99, ratio: ratio(me.p99, se.p99), better: "lower",
-          target: "≤ 100 ms", met: me.p99 <= 100,
+          metric: `${label}: latency p50, ${REPLICAS} replicas vs one server`,
+          unit: "ms",
+          ours: me.p50,
+          baseline: se.p50,
+          ratio: ratio(me.p50, se.p50),
+          better: "lower",
+          note: `${B_REPLIES} replies × ${B_TOKENS} deltas, ${procs} client processes`,
+        });
+        rows.push({
+          metric: `${label}: latency p99, ${REPLICAS} replicas vs one server`,
+          unit: "ms",
+          ours: me.p99,
+          baseline: se.p99,
+          ratio: ratio(me.p99, se.p99),
+          better: "lower",
+          target: "≤ 100 ms",
+          met: me.p99 <= 100,
           note: `cpu: ${cpuNote(mp.cpu, [...replicas.map((x) => x.name), "redis", ...clients.map((c) => c.name)])}; one server: ${cpuNote(sp.cpu, ["solo", ...clients.map((c) => c.name)])}`,
         });
-        rows.push({ metric: `${label}: last watcher per delta p50 / p99`, unit: "ms", ours: pair(ml.p50, ml.p99), baseline: pair(sl.p50, sl.p99), ratio: ratio(ml.p99, sl.p99), better: "lower", note: `${ml.n} deltas each side` });
         rows.push({
-          metric: `${label}: latency p50 / p99 by replica`, unit: "ms", ours: per.map((x, i) => `r${i} ${round(x.p50, 1)}/${round(x.p99, 1)}`).join(", "),
+          metric: `${label}: last watcher per delta p50 / p99`,
+          unit: "ms",
+          ours: pair(ml.p50, ml.p99),
+          baseline: pair(sl.p50, sl.p99),
+          ratio: ratio(ml.p99, sl.p99),
+          better: "lower",
+          note: `${ml.n} deltas each side`,
+        });
+        rows.push({
+          metric: `${label}: latency p50 / p99 by replica`,
+          unit: "ms",
+          ours: per.map((x, i) => `r${i} ${round(x.p50, 1)}/${round(x.p99, 1)}`).join(", "),
           note: `r0 generates; r1, r2 get the deltas through Redis; ${per.map((x, i) => `r${i} ${x.n / (B_TOKENS * B_REPLIES)} sockets`).join(", ")}`,
         });
         bData[`every${pace}ms`] = {
@@ -388,12 +499,22 @@ export const scenario: Scenario = {
         };
       }
       data.fanOut = {
-        watchers, processes: procs, replies: B_REPLIES, tokens: B_TOKENS, pacesMs: B_PACES,
-        connectS: { replicas: round(f.connectS.replicas!, 1), oneServer: round(f.connectS.one!, 1) }, ...bData,
+        watchers,
+        processes: procs,
+        replies: B_REPLIES,
+        tokens: B_TOKENS,
+        pacesMs: B_PACES,
+        connectS: { replicas: round(f.connectS.replicas!, 1), oneServer: round(f.connectS.one!, 1) },
+        ...bData,
       };
       const loadAtEnd = loadavg().map((x) => round(x, 2));
       data.loadAtEnd = loadAtEnd;
-      rows.push({ metric: "load average (1, 5, 15 min) at start / end", unit: "", ours: `${loadAtStart.join(", ")} / ${loadAtEnd.join(", ")}`, note: "2 cores shared with other work" });
+      rows.push({
+        metric: "load average (1, 5, 15 min) at start / end",
+        unit: "",
+        ours: `${loadAtStart.join(", ")} / ${loadAtEnd.join(", ")}`,
+        note: "2 cores shared with other work",
+      });
       return { rows, data };
     } finally {
       await within(Promise.all(children.map((c) => c.stop())), 30_000, "replica bench processes to stop").catch(() => {});

@@ -90,9 +90,10 @@ export const scenario: Scenario = {
         for (let r = 0; r < ROUNDS; r++) {
           const order = r % 2 === 0 ? (["baseline", "ours"] as const) : (["ours", "baseline"] as const);
           for (const side of order) {
-            const res = side === "ours"
-              ? await loop(app.info.ws, clients, frame, '{"type":"CHAT_HISTORY"', app)
-              : await loop(`${base.info.url}/echo?bytes=${replyBytes}`, clients, frame, '{"type":"ECHO"', base);
+            const res =
+              side === "ours"
+                ? await loop(app.info.ws, clients, frame, '{"type":"CHAT_HISTORY"', app)
+                : await loop(`${base.info.url}/echo?bytes=${replyBytes}`, clients, frame, '{"type":"ECHO"', base);
             (side === "ours" ? ours : baseline).push(res);
             console.log(`   ${clients} clients, ${side}: ${Math.round(res.replies / res.seconds)} msg/s, cpu ${JSON.stringify(res.cpu)}`);
           }
@@ -112,18 +113,48 @@ export const scenario: Scenario = {
         const b = agg(baseline);
         (data.byClients as Record<string, unknown>)[clients] = { ours: o, baseline: b };
         const r = ratio(o.msgsPerS, b.msgsPerS);
-        const cpuNote = (x: ReturnType<typeof agg>) => `server ${x.cpuPercent.map((c) => c.server).join("/")}%, client ${x.cpuPercent.map((c) => c.bench).join("/")}%`;
+        const cpuNote = (x: ReturnType<typeof agg>) =>
+          `server ${x.cpuPercent.map((c) => c.server).join("/")}%, client ${x.cpuPercent.map((c) => c.bench).join("/")}%`;
         // Server CPU time per reply: what one request costs the server, whatever else shares the machine.
         const usPerReply = (ls: Loop[]) => median(ls.map((l) => ((l.cpu.server! / 100) * l.seconds * 1e6) / l.replies));
         o.serverCpuUsPerReply = round(usPerReply(ours), 1);
         b.serverCpuUsPerReply = round(usPerReply(baseline), 1);
         rows.push({
-          metric: `${clients} client${clients > 1 ? "s" : ""}: replies/s`, unit: "msg/s", ours: o.msgsPerS, baseline: b.msgsPerS, ratio: r, better: "higher",
-          target: "≥ 0.5× baseline", met: r >= 0.5, note: `cpu ours: ${cpuNote(o)}; base: ${cpuNote(b)}${o.errors ? `; ${o.errors} non-history replies` : ""}`,
+          metric: `${clients} client${clients > 1 ? "s" : ""}: replies/s`,
+          unit: "msg/s",
+          ours: o.msgsPerS,
+          baseline: b.msgsPerS,
+          ratio: r,
+          better: "higher",
+          target: "≥ 0.5× baseline",
+          met: r >= 0.5,
+          note: `cpu ours: ${cpuNote(o)}; base: ${cpuNote(b)}${o.errors ? `; ${o.errors} non-history replies` : ""}`,
         });
-        rows.push({ metric: `${clients} client${clients > 1 ? "s" : ""}: server CPU per reply`, unit: "µs", ours: o.serverCpuUsPerReply, baseline: b.serverCpuUsPerReply, ratio: ratio(o.serverCpuUsPerReply, b.serverCpuUsPerReply), better: "lower", note: "CPU time of the server process ÷ replies (from /proc, 10 ms ticks)" });
-        rows.push({ metric: `${clients} client${clients > 1 ? "s" : ""}: latency p50`, unit: "ms", ours: o.latencyMs.p50, baseline: b.latencyMs.p50, ratio: ratio(o.latencyMs.p50, b.latencyMs.p50), better: "lower" });
-        rows.push({ metric: `${clients} client${clients > 1 ? "s" : ""}: latency p99`, unit: "ms", ours: o.latencyMs.p99, baseline: b.latencyMs.p99, ratio: ratio(o.latencyMs.p99, b.latencyMs.p99), better: "lower" });
+        rows.push({
+          metric: `${clients} client${clients > 1 ? "s" : ""}: server CPU per reply`,
+          unit: "µs",
+          ours: o.serverCpuUsPerReply,
+          baseline: b.serverCpuUsPerReply,
+          ratio: ratio(o.serverCpuUsPerReply, b.serverCpuUsPerReply),
+          better: "lower",
+          note: "CPU time of the server process ÷ replies (from /proc, 10 ms ticks)",
+        });
+        rows.push({
+          metric: `${clients} client${clients > 1 ? "s" : ""}: latency p50`,
+          unit: "ms",
+          ours: o.latencyMs.p50,
+          baseline: b.latencyMs.p50,
+          ratio: ratio(o.latencyMs.p50, b.latencyMs.p50),
+          better: "lower",
+        });
+        rows.push({
+          metric: `${clients} client${clients > 1 ? "s" : ""}: latency p99`,
+          unit: "ms",
+          ours: o.latencyMs.p99,
+          baseline: b.latencyMs.p99,
+          ratio: ratio(o.latencyMs.p99, b.latencyMs.p99),
+          better: "lower",
+        });
       }
       rows.unshift({ metric: "reply frame size (both sides)", unit: "B", ours: replyBytes, baseline: replyBytes });
       return { rows, data };

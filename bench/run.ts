@@ -17,11 +17,27 @@ import { scenario as streaming } from "./streaming";
 // Each scenario is also a script of its own: `bun bench/fan-out.ts`. `--md` also prints the table
 // as Markdown. Results go to bench/results/<time>.json. docs/performance.md explains the figures.
 
-const ALL: Scenario[] = [requestResponse, streaming, fanOut, idleMemory, device, storeCost, replicas, limitHistory, limitSend, limitStreams, flatCost, limitCosmos];
+const ALL: Scenario[] = [
+  requestResponse,
+  streaming,
+  fanOut,
+  idleMemory,
+  device,
+  storeCost,
+  replicas,
+  limitHistory,
+  limitSend,
+  limitStreams,
+  flatCost,
+  limitCosmos,
+];
 // Names that stand for several scenarios: `bun run bench issue15` runs every target of issue 15.
 const GROUPS: Record<string, string[]> = { issue15: [limitHistory, limitSend, limitStreams, flatCost, limitCosmos].map((s) => s.name) };
 
-const names = process.argv.slice(2).filter((a) => a !== "--" && !a.startsWith("-")).flatMap((n) => GROUPS[n] ?? [n]);
+const names = process.argv
+  .slice(2)
+  .filter((a) => a !== "--" && !a.startsWith("-"))
+  .flatMap((n) => GROUPS[n] ?? [n]);
 const unknown = names.filter((n) => !ALL.some((s) => s.name === n));
 if (unknown.length) {
   console.error(`unknown scenario ${unknown.join(", ")}; choose from: ${ALL.map((s) => s.name).join(", ")}`);

@@ -19,12 +19,14 @@ const ROUNDS = Number(process.env.BENCH_SEARCH_ROUNDS ?? 5);
 const N = Number(process.env.BENCH_SEARCH_N ?? 2000);
 const CORPUS = Number(process.env.BENCH_SEARCH_MESSAGES ?? 20_000);
 
-const WORDS = ("the a of and to in is you that it he was for on are as with his they at be this have from or one had by word but not " +
+const WORDS = (
+  "the a of and to in is you that it he was for on are as with his they at be this have from or one had by word but not " +
   "what all were we when your can said there use an each which she do how their if will up other about out many then them these so " +
   "some her would make like him into time has look two more write go see number no way could people my than first water been call " +
-  "who oil its now find long down day did get come made may part lisbon recipe garden python kernel invoice budget").split(" ");
+  "who oil its now find long down day did get come made may part lisbon recipe garden python kernel invoice budget"
+).split(" ");
 let seed = 42;
-const rand = () => ((seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31);
+const rand = () => (seed = (seed * 1_103_515_245 + 12_345) % 2 ** 31) / 2 ** 31;
 const text = (chars: number) => {
   const out: string[] = [];
   let n = 0;
@@ -55,7 +57,8 @@ const iso = (i: number) => new Date(t0 + i).toISOString();
 try {
   const sides = { fts: open("fts", true), bare: open("bare", false) };
   const chatId = crypto.randomUUID();
-  for (const s of Object.values(sides)) await s.createChat("bench", { id: chatId, name: "bench", active: true, created_at: iso(0), updated_at: iso(0) });
+  for (const s of Object.values(sides))
+    await s.createChat("bench", { id: chatId, name: "bench", active: true, created_at: iso(0), updated_at: iso(0) });
   const questions = Array.from({ length: N }, () => text(300));
   const replies = Array.from({ length: N }, () => text(2000));
 
@@ -76,11 +79,19 @@ try {
       const base = next;
       next += N;
       const reply = (i: number, streaming: boolean): Message => ({
-        id: `r${base + i}`, chat_id: chatId, role: "assistant", content: replies[i]!, created_at: iso(base + i), parent_id: `q${base + i}`,
+        id: `r${base + i}`,
+        chat_id: chatId,
+        role: "assistant",
+        content: replies[i]!,
+        created_at: iso(base + i),
+        parent_id: `q${base + i}`,
         ...(streaming ? { status: "streaming" as const, lease: { owner: "bench", until: Date.now() + 60_000, seq: 1 } } : {}),
       });
-      perOp["addMessage (question, 300 chars)"]![side].push(await time((i) =>
-        s.addMessage({ id: `q${base + i}`, chat_id: chatId, role: "user", content: questions[i]!, created_at: iso(base + i) })));
+      perOp["addMessage (question, 300 chars)"]![side].push(
+        await time((i) =>
+          s.addMessage({ id: `q${base + i}`, chat_id: chatId, role: "user", content: questions[i]!, created_at: iso(base + i) }),
+        ),
+      );
       await time((i) => s.putMessage(reply(i, true))); // the first checkpoint inserts the row
       perOp["putMessage (streaming checkpoint, 2000 chars)"]![side].push(await time((i) => s.putMessage(reply(i, true))));
       perOp["putMessage (final reply over its checkpoint, 2000 chars)"]![side].push(await time((i) => s.putMessage(reply(i, false))));
@@ -90,7 +101,9 @@ try {
   for (const [op, r] of Object.entries(perOp)) {
     const fts = median(r.fts);
     const bare = median(r.bare);
-    console.log(`  ${op}: with FTS triggers ${round(fts, 1)} µs, without ${round(bare, 1)} µs, added ${round(fts - bare, 1)} µs (${round((fts / bare - 1) * 100, 0)} %)`);
+    console.log(
+      `  ${op}: with FTS triggers ${round(fts, 1)} µs, without ${round(bare, 1)} µs, added ${round(fts - bare, 1)} µs (${round((fts / bare - 1) * 100, 0)} %)`,
+    );
   }
   for (const s of Object.values(sides)) await s.close();
 
@@ -98,9 +111,16 @@ try {
   const store = open("corpus", true);
   const owners = Array.from({ length: 10 }, (_, i) => `owner-${i}`);
   const chats = owners.flatMap((o) => Array.from({ length: 20 }, () => ({ owner: o, id: crypto.randomUUID() })));
-  for (const c of chats) await store.createChat(c.owner, { id: c.id, name: text(30), active: true, created_at: iso(0), updated_at: iso(0) });
+  for (const c of chats)
+    await store.createChat(c.owner, { id: c.id, name: text(30), active: true, created_at: iso(0), updated_at: iso(0) });
   for (let i = 0; i < CORPUS; i++) {
-    await store.addMessage({ id: `m${i}`, chat_id: chats[i % chats.length]!.id, role: i % 2 ? "assistant" : "user", content: text(i % 2 ? 1200 : 200), created_at: iso(i) });
+    await store.addMessage({
+      id: `m${i}`,
+      chat_id: chats[i % chats.length]!.id,
+      role: i % 2 ? "assistant" : "user",
+      content: text(i % 2 ? 1200 : 200),
+      created_at: iso(i),
+    });
   }
   for (const query of ["lisbon", "recipe garden", "the", "pyth", "invoice budget kernel"]) {
     const samples: number[] = [];
@@ -111,7 +131,9 @@ try {
       samples.push(performance.now() - started);
     }
     const s = summarize(samples.slice(5));
-    console.log(`  SEARCH "${query}" over ${CORPUS} messages (10 owners): p50 ${round(s.p50, 2)} ms, p90 ${round(s.p90, 2)} ms (${hits} hits on the page)`);
+    console.log(
+      `  SEARCH "${query}" over ${CORPUS} messages (10 owners): p50 ${round(s.p50, 2)} ms, p90 ${round(s.p90, 2)} ms (${hits} hits on the page)`,
+    );
   }
   await store.close();
 } finally {

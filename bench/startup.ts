@@ -26,7 +26,10 @@ process.on("exit", () => {
 process.on("SIGINT", () => process.exit(130));
 
 // The bundle in a directory of its own, as the image's runtime stage holds it: dist/ and nothing else.
-const build = Bun.spawnSync([process.execPath, join(ROOT, "scripts", "build.ts"), "--outdir", join(work, "app", "dist")], { stdout: "pipe", stderr: "pipe" });
+const build = Bun.spawnSync([process.execPath, join(ROOT, "scripts", "build.ts"), "--outdir", join(work, "app", "dist")], {
+  stdout: "pipe",
+  stderr: "pipe",
+});
 if (build.exitCode !== 0) throw new Error(`build failed:\n${build.stdout}\n${build.stderr}`);
 const bundleBytes = Bun.file(join(work, "app", "dist", "index.js")).size;
 
@@ -43,17 +46,26 @@ async function startOnce(v: Variant, i: number): Promise<{ ms: number; rss: numb
   const proc = Bun.spawn(v.cmd, {
     cwd: v.cwd,
     env: {
-      PATH: process.env.PATH ?? "", ENVIRONMENT: "production", API_TOKEN: "b7c1a8f6e0d9f3c9a7d5e2b4c", HOST: "127.0.0.1", SERVER_PORT: "0",
-      SQLITE_PATH: join(work, `${v.name}-${i}.db`), BUN_RUNTIME_TRANSPILER_CACHE_PATH: "0",
+      PATH: process.env.PATH ?? "",
+      ENVIRONMENT: "production",
+      API_TOKEN: "b7c1a8f6e0d9f3c9a7d5e2b4c",
+      HOST: "127.0.0.1",
+      SERVER_PORT: "0",
+      SQLITE_PATH: join(work, `${v.name}-${i}.db`),
+      BUN_RUNTIME_TRANSPILER_CACHE_PATH: "0",
     },
-    stdout: "pipe", stderr: "pipe",
+    stdout: "pipe",
+    stderr: "pipe",
   });
   live.add(proc);
   try {
     const decoder = new TextDecoder();
     let out = "";
     let timer: Timer | undefined;
-    const deadline = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`${v.name}: not listening within ${START_TIMEOUT_MS} ms:\n${out}`)), START_TIMEOUT_MS)));
+    const deadline = new Promise<never>(
+      (_, reject) =>
+        (timer = setTimeout(() => reject(new Error(`${v.name}: not listening within ${START_TIMEOUT_MS} ms:\n${out}`)), START_TIMEOUT_MS)),
+    );
     const listening = (async () => {
       for await (const chunk of proc.stdout) {
         out += decoder.decode(chunk, { stream: true });
@@ -88,6 +100,8 @@ const p50 = new Map<string, number>();
 for (const [name, s] of samples) {
   const t = summarize(s.ms);
   p50.set(name, t.p50);
-  console.log(`${name.padEnd(8)} ${fmt(t.p50)}  ${fmt(t.min)}  ${fmt(t.p90)}  ${fmt(t.max)}  ${(summarize(s.rss).p50 / 1e6).toFixed(1).padStart(10)}`);
+  console.log(
+    `${name.padEnd(8)} ${fmt(t.p50)}  ${fmt(t.min)}  ${fmt(t.p90)}  ${fmt(t.max)}  ${(summarize(s.rss).p50 / 1e6).toFixed(1).padStart(10)}`,
+  );
 }
 console.log(`bundle ÷ src (p50): ${(p50.get("bundle")! / p50.get("src")!).toFixed(2)}×`);

@@ -66,10 +66,11 @@ export async function startCountingCosmos() {
   return {
     endpoint: `https://127.0.0.1:${port}/`,
     log,
-    stop: () => new Promise<void>((resolve) => {
-      server.closeAllConnections?.();
-      server.close(() => resolve());
-    }),
+    stop: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections?.();
+        server.close(() => resolve());
+      }),
   };
 }
 
@@ -86,9 +87,16 @@ export async function storeOps(metricsUrl: string): Promise<Map<string, number>>
 }
 
 export type Cost = {
-  command: string; n: number; opsPerCommand: number; ops: Record<string, number>;
-  requestsPerCommand: number; requests: Record<string, number>; ruPerCommand: number;
-  crossPartitionPerCommand: number; queryPlanPerCommand: number; metadataPerCommand: number;
+  command: string;
+  n: number;
+  opsPerCommand: number;
+  ops: Record<string, number>;
+  requestsPerCommand: number;
+  requests: Record<string, number>;
+  ruPerCommand: number;
+  crossPartitionPerCommand: number;
+  queryPlanPerCommand: number;
+  metadataPerCommand: number;
 };
 
 /**
@@ -97,7 +105,8 @@ export type Cost = {
  */
 export async function measureCost(
   o: { metricsUrl: string; cosmos: Awaited<ReturnType<typeof startCountingCosmos>>; n: number; warmups?: number },
-  command: string, step: (i: number) => Promise<void>,
+  command: string,
+  step: (i: number) => Promise<void>,
 ): Promise<Cost> {
   const N = o.n;
   for (let w = o.warmups ?? 1; w > 0; w--) await step(-w);
@@ -115,8 +124,13 @@ export async function measureCost(
   for (const r of reqs) counts[r.label] = (counts[r.label] ?? 0) + 1;
   const requests = Object.fromEntries(Object.entries(counts).map(([k, v]) => [k, v / N]));
   return {
-    command, n: N, ops, opsPerCommand: Object.values(ops).reduce((a, b) => a + b, 0),
-    requests, requestsPerCommand: reqs.length / N, ruPerCommand: reqs.reduce((s, r) => s + r.charge, 0) / N,
+    command,
+    n: N,
+    ops,
+    opsPerCommand: Object.values(ops).reduce((a, b) => a + b, 0),
+    requests,
+    requestsPerCommand: reqs.length / N,
+    ruPerCommand: reqs.reduce((s, r) => s + r.charge, 0) / N,
     crossPartitionPerCommand: reqs.filter((r) => r.partition === "cross").length / N,
     queryPlanPerCommand: reqs.filter((r) => r.label.endsWith(".query-plan")).length / N,
     metadataPerCommand: reqs.filter((r) => r.partition === "meta" && !r.label.endsWith(".query-plan")).length / N,
@@ -135,8 +149,12 @@ export const scenario: Scenario = {
       name: "app",
       env: {
         BENCH_APP_ENV: JSON.stringify({
-          OPENAI_BASE_URL: `${sse.info.url}/v1`, OPENAI_MODEL: "bench",
-          COSMOS_ENDPOINT: cosmos.endpoint, COSMOS_KEY: EMULATOR_KEY, COSMOS_DATABASE: database, COSMOS_ALLOW_SELF_SIGNED_CERT: "true",
+          OPENAI_BASE_URL: `${sse.info.url}/v1`,
+          OPENAI_MODEL: "bench",
+          COSMOS_ENDPOINT: cosmos.endpoint,
+          COSMOS_KEY: EMULATOR_KEY,
+          COSMOS_DATABASE: database,
+          COSMOS_ALLOW_SELF_SIGNED_CERT: "true",
         }),
       },
     });
@@ -149,47 +167,90 @@ export const scenario: Scenario = {
 
       const costs: Cost[] = [];
       const chats: string[] = [];
-      costs.push(await measure("CREATE_CHAT", async (i) => {
-        const { chat } = await request(ws, { type: "CREATE_CHAT", name: `bench cost ${i}` }, "NEW_CHAT");
-        chats.push(chat.id);
-      }));
+      costs.push(
+        await measure("CREATE_CHAT", async (i) => {
+          const { chat } = await request(ws, { type: "CREATE_CHAT", name: `bench cost ${i}` }, "NEW_CHAT");
+          chats.push(chat.id);
+        }),
+      );
       const main = chats[0]!;
       const send = async (chatId: string, content: string) => {
-        const end = nextFrame(ws, (f) => (f.type === "MESSAGE" && f.chatId === chatId && f.end) || f.type === "ERROR", 15_000, "the reply's end");
+        const end = nextFrame(
+          ws,
+          (f) => (f.type === "MESSAGE" && f.chatId === chatId && f.end) || f.type === "ERROR",
+          15_000,
+          "the reply's end",
+        );
         ws.send(JSON.stringify({ type: "SEND_MESSAGE", chatId, content }));
         const f = await end;
         if (f.type === "ERROR" || f.reason) throw new Error(`SEND_MESSAGE failed: ${JSON.stringify(f)}`);
         return f;
       };
       let lastTrace = "";
-      costs.push(await measure("SEND_MESSAGE (reply included)", async (i) => {
-        lastTrace = (await send(main, `question ${i} tokens=5`)).traceId;
-      }));
-      costs.push(await measure("GET_CHAT_HISTORY", async () => void (await request(ws, { type: "GET_CHAT_HISTORY", chatId: main }, "CHAT_HISTORY"))));
+      costs.push(
+        await measure("SEND_MESSAGE (reply included)", async (i) => {
+          lastTrace = (await send(main, `question ${i} tokens=5`)).traceId;
+        }),
+      );
+      costs.push(
+        await measure("GET_CHAT_HISTORY", async () => void (await request(ws, { type: "GET_CHAT_HISTORY", chatId: main }, "CHAT_HISTORY"))),
+      );
       costs.push(await measure("GET_CHATS", async () => void (await request(ws, { type: "GET_CHATS" }, "CHAT_LIST"))));
-      costs.push(await measure("RESUME (finished reply)", async () => void (await request(ws, { type: "RESUME", chatId: main, traceId: lastTrace }, "MESSAGE"))));
-      costs.push(await measure("RENAME_CHAT", async (i) => void (await request(ws, { type: "RENAME_CHAT", chatId: main, name: `renamed ${i}` }, "CHAT_UPDATED"))));
+      costs.push(
+        await measure(
+          "RESUME (finished reply)",
+          async () => void (await request(ws, { type: "RESUME", chatId: main, traceId: lastTrace }, "MESSAGE")),
+        ),
+      );
+      costs.push(
+        await measure(
+          "RENAME_CHAT",
+          async (i) => void (await request(ws, { type: "RENAME_CHAT", chatId: main, name: `renamed ${i}` }, "CHAT_UPDATED")),
+        ),
+      );
       costs.push(await measure("GET_SETTINGS", async () => void (await request(ws, { type: "GET_SETTINGS" }, "SETTINGS"))));
-      costs.push(await measure("UPDATE_SETTINGS", async (i) => void (await request(ws, { type: "UPDATE_SETTINGS", temperature: (i + 2) / 20 }, "SETTINGS"))));
+      costs.push(
+        await measure(
+          "UPDATE_SETTINGS",
+          async (i) => void (await request(ws, { type: "UPDATE_SETTINGS", temperature: (i + 2) / 20 }, "SETTINGS")),
+        ),
+      );
       // The first message in an unnamed chat also titles it (a second model request, then a rename).
       const unnamed: string[] = [];
       for (let i = 0; i <= N; i++) unnamed.push((await request(ws, { type: "CREATE_CHAT" }, "NEW_CHAT")).chat.id);
       let u = 0;
-      costs.push(await measure("SEND_MESSAGE, first in an unnamed chat (+ title)", async () => {
-        const chatId = unnamed[u++]!;
-        const titled = nextFrame(ws, (f) => f.type === "CHAT_UPDATED" && f.chat.id === chatId, 15_000, "the chat's title");
-        await send(chatId, "hello tokens=5");
-        await titled;
-      }));
+      costs.push(
+        await measure("SEND_MESSAGE, first in an unnamed chat (+ title)", async () => {
+          const chatId = unnamed[u++]!;
+          const titled = nextFrame(ws, (f) => f.type === "CHAT_UPDATED" && f.chat.id === chatId, 15_000, "the chat's title");
+          await send(chatId, "hello tokens=5");
+          await titled;
+        }),
+      );
       const empty: string[] = [];
       for (let i = 0; i <= N; i++) empty.push((await request(ws, { type: "CREATE_CHAT", name: "to delete" }, "NEW_CHAT")).chat.id);
       let d = 0;
-      costs.push(await measure("DELETE_CHAT (empty chat)", async () => void (await request(ws, { type: "DELETE_CHAT", chatId: empty[d++]! }, "CHAT_DELETED"))));
+      costs.push(
+        await measure(
+          "DELETE_CHAT (empty chat)",
+          async () => void (await request(ws, { type: "DELETE_CHAT", chatId: empty[d++]! }, "CHAT_DELETED")),
+        ),
+      );
       let e = 0;
-      costs.push(await measure("DELETE_CHAT (2 messages)", async () => void (await request(ws, { type: "DELETE_CHAT", chatId: unnamed[e++]! }, "CHAT_DELETED"))));
+      costs.push(
+        await measure(
+          "DELETE_CHAT (2 messages)",
+          async () => void (await request(ws, { type: "DELETE_CHAT", chatId: unnamed[e++]! }, "CHAT_DELETED")),
+        ),
+      );
 
       // Baseline: the SDK alone, one point read and one single-partition query per "command".
-      const client = new CosmosClient({ endpoint: cosmos.endpoint, key: EMULATOR_KEY, agent: new Agent({ keepAlive: true, rejectUnauthorized: false }), connectionPolicy: { enableEndpointDiscovery: false } });
+      const client = new CosmosClient({
+        endpoint: cosmos.endpoint,
+        key: EMULATOR_KEY,
+        agent: new Agent({ keepAlive: true, rejectUnauthorized: false }),
+        connectionPolicy: { enableEndpointDiscovery: false },
+      });
       const messages = client.database(database).container("messages");
       const chatsC = client.database(database).container("chats");
       const baseRead = async () => {
@@ -199,7 +260,16 @@ export const scenario: Scenario = {
         return cosmos.log.length - r0 - 1;
       };
       const baseQuery = async () => {
-        const q = () => messages.items.query({ query: "SELECT TOP 21 * FROM c WHERE c.chat_id = @c ORDER BY c.created_at DESC", parameters: [{ name: "@c", value: main }] }, { partitionKey: main }).fetchAll();
+        const q = () =>
+          messages.items
+            .query(
+              {
+                query: "SELECT TOP 21 * FROM c WHERE c.chat_id = @c ORDER BY c.created_at DESC",
+                parameters: [{ name: "@c", value: main }],
+              },
+              { partitionKey: main },
+            )
+            .fetchAll();
         await q();
         const r0 = cosmos.log.length;
         for (let i = 0; i < N; i++) await q();
@@ -209,27 +279,41 @@ export const scenario: Scenario = {
       client.dispose();
 
       const HOT = new Set(["SEND_MESSAGE (reply included)", "GET_CHAT_HISTORY", "GET_CHATS"]);
-      const rows: Row[] = [{
-        metric: "baseline: the SDK alone", unit: "", ours: "",
-        baseline: `point read ${baseline.pointReadRequests} req; query ${baseline.queryRequests} req`,
-        note: "one SDK call from the bench; a query also sends the SDK's query-plan request",
-      }];
+      const rows: Row[] = [
+        {
+          metric: "baseline: the SDK alone",
+          unit: "",
+          ours: "",
+          baseline: `point read ${baseline.pointReadRequests} req; query ${baseline.queryRequests} req`,
+          note: "one SDK call from the bench; a query also sends the SDK's query-plan request",
+        },
+      ];
       for (const c of costs) {
         const hot = HOT.has(c.command);
-        const opsText = Object.entries(c.ops).map(([k, v]) => (v === 1 ? k : `${k}×${+v.toFixed(2)}`)).join(", ");
+        const opsText = Object.entries(c.ops)
+          .map(([k, v]) => (v === 1 ? k : `${k}×${+v.toFixed(2)}`))
+          .join(", ");
         const extra = [
           c.crossPartitionPerCommand ? `${c.crossPartitionPerCommand} cross-partition req` : "no cross-partition req",
           c.queryPlanPerCommand ? `incl. ${c.queryPlanPerCommand} SDK query-plan req` : "",
           c.metadataPerCommand ? `${c.metadataPerCommand} metadata` : "",
-        ].filter(Boolean).join(", ");
+        ]
+          .filter(Boolean)
+          .join(", ");
         rows.push({
-          metric: `${c.command}`, unit: "",
+          metric: `${c.command}`,
+          unit: "",
           ours: `${+c.opsPerCommand.toFixed(2)} op, ${+c.requestsPerCommand.toFixed(2)} req, ${+c.ruPerCommand.toFixed(2)} RU`,
           ...(hot ? { target: "1 single-partition op", met: c.opsPerCommand === 1 && c.crossPartitionPerCommand === 0 } : {}),
           note: `${opsText}; ${extra}`,
         });
       }
-      rows.push({ metric: "RU source", unit: "", ours: "x-ms-request-charge", note: "the Cosmos test server answers a flat 1 RU per request; real Cosmos charges by work" });
+      rows.push({
+        metric: "RU source",
+        unit: "",
+        ours: "x-ms-request-charge",
+        note: "the Cosmos test server answers a flat 1 RU per request; real Cosmos charges by work",
+      });
       return { rows, data: { n: N, costs, baseline, ruNote: "@vercel/cosmosdb-server sets x-ms-request-charge: 1 on every response" } };
     } finally {
       ws.close();

@@ -29,7 +29,8 @@ export type Stream = { sentAt: number; recv: number[]; stamps: number[]; tokens:
 export async function direct(sseUrl: string, prompt: string): Promise<Stream> {
   const sentAt = now();
   const res = await fetch(`${sseUrl}/v1/chat/completions`, {
-    method: "POST", headers: { "content-type": "application/json" },
+    method: "POST",
+    headers: { "content-type": "application/json" },
     body: JSON.stringify({ model: "bench", stream: true, messages: [{ role: "user", content: prompt }] }),
   });
   const reader = res.body!.getReader();
@@ -82,7 +83,9 @@ export async function ours(ws: WebSocket, prompt: string): Promise<Stream> {
 }
 
 type Figures = {
-  tokensPerS: number; ttftMs: number; totalMs: number;
+  tokensPerS: number;
+  ttftMs: number;
+  totalMs: number;
   interArrivalMs: { p50: number; p99: number };
   latencyMs: { p50: number; p99: number; max: number };
 };
@@ -116,10 +119,13 @@ export const scenario: Scenario = {
     const app = await spawnChild<{ ws: string }>("servers/app.ts", {
       name: "app",
       // BENCH_CHECKPOINT_MS: how often replies are checkpointed (REPLY_CHECKPOINT_MS; 60000 ≈ only the first save).
-      env: { BENCH_APP_ENV: JSON.stringify({
-        OPENAI_BASE_URL: `${sse.info.url}/v1`, OPENAI_MODEL: "bench",
-        ...(process.env.BENCH_CHECKPOINT_MS ? { REPLY_CHECKPOINT_MS: process.env.BENCH_CHECKPOINT_MS } : {}),
-      }) },
+      env: {
+        BENCH_APP_ENV: JSON.stringify({
+          OPENAI_BASE_URL: `${sse.info.url}/v1`,
+          OPENAI_MODEL: "bench",
+          ...(process.env.BENCH_CHECKPOINT_MS ? { REPLY_CHECKPOINT_MS: process.env.BENCH_CHECKPOINT_MS } : {}),
+        }),
+      },
     });
     const sockets = await openMany(app.info.ws, CONCURRENT, 20);
     try {
@@ -137,9 +143,10 @@ export const scenario: Scenario = {
         await direct(sse.info.url, "tokens=20 stamp");
         for (let r = 0; r < repeats; r++) {
           for (const side of r % 2 === 0 ? (["direct", "ours"] as const) : (["ours", "direct"] as const)) {
-            const streams = side === "direct"
-              ? await Promise.all(Array.from({ length: concurrency }, () => direct(sse.info.url, prompt)))
-              : await Promise.all(sockets.slice(0, concurrency).map((ws) => ours(ws, prompt)));
+            const streams =
+              side === "direct"
+                ? await Promise.all(Array.from({ length: concurrency }, () => direct(sse.info.url, prompt)))
+                : await Promise.all(sockets.slice(0, concurrency).map((ws) => ours(ws, prompt)));
             (side === "direct" ? d : o).push(check(streams, tokens));
             await sleep(20);
           }
@@ -148,16 +155,26 @@ export const scenario: Scenario = {
         const per = (runs: Stream[][]) => {
           const each = runs.map((x) => figures(x, offset));
           const all = figures(runs.flat(), offset);
-          return { ...all, tokensPerS: median(each.map((f) => f.tokensPerS)), ttftMs: median(each.map((f) => f.ttftMs)), totalMs: median(each.map((f) => f.totalMs)) };
+          return {
+            ...all,
+            tokensPerS: median(each.map((f) => f.tokensPerS)),
+            ttftMs: median(each.map((f) => f.ttftMs)),
+            totalMs: median(each.map((f) => f.totalMs)),
+          };
         };
         return { direct: per(d), ours: per(o), repeats };
       };
 
       // A one-token reply gives each path's fixed cost (for ours: the store operations and the model
       // request), so the marginal cost of a token is what the 500-token stream adds on top of it.
-      const single = { burst: await run("burst", 1, REPEATS), paced: await run("paced", 1, Math.max(2, Math.ceil(REPEATS / 2))), one: await run("burst", 1, REPEATS, PACE_MS, 1) };
+      const single = {
+        burst: await run("burst", 1, REPEATS),
+        paced: await run("paced", 1, Math.max(2, Math.ceil(REPEATS / 2))),
+        one: await run("burst", 1, REPEATS, PACE_MS, 1),
+      };
       const multi = {
-        burst: await run("burst", CONCURRENT, Math.max(2, Math.ceil(REPEATS / 2))), paced: await run("paced", CONCURRENT, 2),
+        burst: await run("burst", CONCURRENT, Math.max(2, Math.ceil(REPEATS / 2))),
+        paced: await run("paced", CONCURRENT, 2),
         one: await run("burst", CONCURRENT, Math.max(2, Math.ceil(REPEATS / 2)), PACE_MS, 1),
       };
       // At 1 ms per token, 20 streams are 20,000 tokens/s arriving in step (one timer paces them all);
@@ -169,18 +186,79 @@ export const scenario: Scenario = {
         const b = x.burst;
         const p = x.paced;
         const marginal = (side: "ours" | "direct") => (b[side].totalMs - x.one[side].totalMs) / ((TOKENS - 1) * streams);
-        rows.push({ metric: `${label}: tokens/s delivered (burst)`, unit: "tok/s", ours: b.ours.tokensPerS, baseline: b.direct.tokensPerS, ratio: ratio(b.ours.tokensPerS, b.direct.tokensPerS), better: "higher", note: `${TOKENS} tokens per stream, median of ${x.burst.repeats} runs` });
-        rows.push({ metric: `${label}: time to first token (burst)`, unit: "ms", ours: b.ours.ttftMs, baseline: b.direct.ttftMs, ratio: ratio(b.ours.ttftMs, b.direct.ttftMs), better: "lower", note: "ours includes storing the question and the model request" });
-        rows.push({ metric: `${label}: time per token, marginal (burst)`, unit: "µs", ours: marginal("ours") * 1000, baseline: marginal("direct") * 1000, ratio: ratio(marginal("ours"), marginal("direct")), better: "lower", note: `(${TOKENS}-token stream − 1-token stream) ÷ ${streams > 1 ? `${TOKENS - 1} × ${streams}` : TOKENS - 1} tokens` });
-        rows.push({ metric: `${label}: token latency p50 (paced ${PACE_MS} ms)`, unit: "ms", ours: p.ours.latencyMs.p50, baseline: p.direct.latencyMs.p50, ratio: ratio(p.ours.latencyMs.p50, p.direct.latencyMs.p50), better: "lower", note: `added: ${round(p.ours.latencyMs.p50 - p.direct.latencyMs.p50)} ms` });
+        rows.push({
+          metric: `${label}: tokens/s delivered (burst)`,
+          unit: "tok/s",
+          ours: b.ours.tokensPerS,
+          baseline: b.direct.tokensPerS,
+          ratio: ratio(b.ours.tokensPerS, b.direct.tokensPerS),
+          better: "higher",
+          note: `${TOKENS} tokens per stream, median of ${x.burst.repeats} runs`,
+        });
+        rows.push({
+          metric: `${label}: time to first token (burst)`,
+          unit: "ms",
+          ours: b.ours.ttftMs,
+          baseline: b.direct.ttftMs,
+          ratio: ratio(b.ours.ttftMs, b.direct.ttftMs),
+          better: "lower",
+          note: "ours includes storing the question and the model request",
+        });
+        rows.push({
+          metric: `${label}: time per token, marginal (burst)`,
+          unit: "µs",
+          ours: marginal("ours") * 1000,
+          baseline: marginal("direct") * 1000,
+          ratio: ratio(marginal("ours"), marginal("direct")),
+          better: "lower",
+          note: `(${TOKENS}-token stream − 1-token stream) ÷ ${streams > 1 ? `${TOKENS - 1} × ${streams}` : TOKENS - 1} tokens`,
+        });
+        rows.push({
+          metric: `${label}: token latency p50 (paced ${PACE_MS} ms)`,
+          unit: "ms",
+          ours: p.ours.latencyMs.p50,
+          baseline: p.direct.latencyMs.p50,
+          ratio: ratio(p.ours.latencyMs.p50, p.direct.latencyMs.p50),
+          better: "lower",
+          note: `added: ${round(p.ours.latencyMs.p50 - p.direct.latencyMs.p50)} ms`,
+        });
         const added99 = p.ours.latencyMs.p99 - p.direct.latencyMs.p99;
-        rows.push({ metric: `${label}: token latency p99 (paced ${PACE_MS} ms)`, unit: "ms", ours: p.ours.latencyMs.p99, baseline: p.direct.latencyMs.p99, ratio: ratio(p.ours.latencyMs.p99, p.direct.latencyMs.p99), better: "lower", target: "< 1 ms added", met: added99 < 1, note: `added: ${round(added99)} ms` });
+        rows.push({
+          metric: `${label}: token latency p99 (paced ${PACE_MS} ms)`,
+          unit: "ms",
+          ours: p.ours.latencyMs.p99,
+          baseline: p.direct.latencyMs.p99,
+          ratio: ratio(p.ours.latencyMs.p99, p.direct.latencyMs.p99),
+          better: "lower",
+          target: "< 1 ms added",
+          met: added99 < 1,
+          note: `added: ${round(added99)} ms`,
+        });
       };
       add("1 stream", single, 1);
       add(`${CONCURRENT} streams`, multi, CONCURRENT);
       const added = slow.ours.latencyMs.p99 - slow.direct.latencyMs.p99;
-      rows.push({ metric: `${CONCURRENT} streams: token latency p99 (paced ${SLOW_PACE_MS} ms)`, unit: "ms", ours: slow.ours.latencyMs.p99, baseline: slow.direct.latencyMs.p99, ratio: ratio(slow.ours.latencyMs.p99, slow.direct.latencyMs.p99), better: "lower", target: "< 1 ms added", met: added < 1, note: `added: ${round(added)} ms (p50 added ${round(slow.ours.latencyMs.p50 - slow.direct.latencyMs.p50)} ms)` });
-      return { rows, data: { tokens: TOKENS, paceMs: PACE_MS, clockOffsetMs: offset, single, concurrent: { streams: CONCURRENT, ...multi, pacedSlow: { paceMs: SLOW_PACE_MS, ...slow } } } };
+      rows.push({
+        metric: `${CONCURRENT} streams: token latency p99 (paced ${SLOW_PACE_MS} ms)`,
+        unit: "ms",
+        ours: slow.ours.latencyMs.p99,
+        baseline: slow.direct.latencyMs.p99,
+        ratio: ratio(slow.ours.latencyMs.p99, slow.direct.latencyMs.p99),
+        better: "lower",
+        target: "< 1 ms added",
+        met: added < 1,
+        note: `added: ${round(added)} ms (p50 added ${round(slow.ours.latencyMs.p50 - slow.direct.latencyMs.p50)} ms)`,
+      });
+      return {
+        rows,
+        data: {
+          tokens: TOKENS,
+          paceMs: PACE_MS,
+          clockOffsetMs: offset,
+          single,
+          concurrent: { streams: CONCURRENT, ...multi, pacedSlow: { paceMs: SLOW_PACE_MS, ...slow } },
+        },
+      };
     } finally {
       closeAll(sockets);
       await within(Promise.all([app.stop(), sse.stop()]), 20_000, "servers to stop").catch(() => {});

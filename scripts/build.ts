@@ -33,7 +33,9 @@ const visibleCreateRequire: BunPlugin = {
         return `require(${spec})`;
       });
       if (/createRequire\(import\.meta\.url\)\(/.test(contents)) {
-        throw new Error(`${relative(root, path)}: createRequire(import.meta.url)(…) with a computed name cannot be bundled; use a string literal`);
+        throw new Error(
+          `${relative(root, path)}: createRequire(import.meta.url)(…) with a computed name cannot be bundled; use a string literal`,
+        );
       }
       return { contents, loader: path.endsWith(".tsx") ? "tsx" : "ts" };
     });

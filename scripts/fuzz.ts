@@ -46,7 +46,10 @@ for (let run = 0; run < runs; run++) {
   const rssBefore = process.memoryUsage().rss;
   try {
     const report = await runFuzz(target.srv, {
-      seed: s, frames, clients, window,
+      seed: s,
+      frames,
+      clients,
+      window,
       progress: (line) => console.log(`  seed ${s}: ${line}`),
     });
     console.log(formatReport(report));

@@ -52,7 +52,9 @@ await runAdmin(USAGE, async (store, args) => {
       const [name] = expectArgs(args, 1) as [string];
       const user = await userNamed(store, name);
       const n = await store.revokeTokens(user.id);
-      console.log(`Revoked ${n} token${n === 1 ? "" : "s"} of ${name}; sockets signed in with them close within seconds (AUTH_RECHECK_MS).`);
+      console.log(
+        `Revoked ${n} token${n === 1 ? "" : "s"} of ${name}; sockets signed in with them close within seconds (AUTH_RECHECK_MS).`,
+      );
       return;
     }
     case "list": {

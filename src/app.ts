@@ -84,7 +84,8 @@ export function createApp(o: AppOptions) {
       return { refuse: Response.json(UNAUTHORIZED, { status: 401, headers: { "WWW-Authenticate": "Bearer" } }) };
     } catch (e) {
       // A personal token could not be looked up: not the client's fault, so not a 401.
-      if (e instanceof StoreUnavailableError) return { refuse: Response.json(STORE_DOWN, { status: 503, headers: { "Retry-After": "2" } }) };
+      if (e instanceof StoreUnavailableError)
+        return { refuse: Response.json(STORE_DOWN, { status: 503, headers: { "Retry-After": "2" } }) };
       throw e;
     }
   };
@@ -100,14 +101,21 @@ export function createApp(o: AppOptions) {
   registerChatRoutes(app, { chats: o.chats, signIn, allowedOrigins: o.allowedOrigins, production: o.production, log: o.log });
 
   app.get("/ws", async (c) => {
-    const shuttingDown = () => c.json({ error: "the server is shutting down; reconnect shortly", code: "SHUTTING_DOWN" }, 503, { "Retry-After": "2" });
+    const shuttingDown = () =>
+      c.json({ error: "the server is shutting down; reconnect shortly", code: "SHUTTING_DOWN" }, 503, { "Retry-After": "2" });
     if (!o.accepting()) return shuttingDown();
     // Caps first: the cheapest check, and nothing else is done for a client that would be refused.
     // `Connection: close` frees the refused one's descriptor.
     const address = c.env.server.requestIP(c.req.raw)?.address ?? "unknown";
     const capped = () => {
       const refusal = connectionRefusal(o.connections, address, o.connections);
-      return refusal && c.json({ error: refusal.error, code: refusal.code }, refusal.status, { "Retry-After": String(refusal.retryAfterS), Connection: "close" });
+      return (
+        refusal &&
+        c.json({ error: refusal.error, code: refusal.code }, refusal.status, {
+          "Retry-After": String(refusal.retryAfterS),
+          Connection: "close",
+        })
+      );
     };
     const early = capped();
     if (early) return early;

@@ -19,18 +19,36 @@ const int = (fallback: number, min: number, max: number) =>
   );
 const bool = (fallback: boolean) =>
   v.optional(
-    v.pipe(v.string(), v.toLowerCase(), v.picklist(["true", "false", "1", "0", "yes", "no"], "must be true or false"),
-      v.transform((s) => s === "true" || s === "1" || s === "yes")),
+    v.pipe(
+      v.string(),
+      v.toLowerCase(),
+      v.picklist(["true", "false", "1", "0", "yes", "no"], "must be true or false"),
+      v.transform((s) => s === "true" || s === "1" || s === "yes"),
+    ),
     String(fallback),
   );
 const list = v.optional(
-  v.pipe(v.string(), v.transform((s) => s.split(",").map((x) => x.trim()).filter(Boolean))),
+  v.pipe(
+    v.string(),
+    v.transform((s) =>
+      s
+        .split(",")
+        .map((x) => x.trim())
+        .filter(Boolean),
+    ),
+  ),
   "",
 );
 
 export const SECRET_VARS = [
-  "API_TOKEN", "METRICS_TOKEN", "COSMOS_KEY", "AZURE_OPENAI_KEY", "OPENAI_API_KEY",
-  "EVENT_HUB_COMPATIBLE_CONN_STR", "IOT_HUB_CONNECTION_STRING", "REDIS_URL",
+  "API_TOKEN",
+  "METRICS_TOKEN",
+  "COSMOS_KEY",
+  "AZURE_OPENAI_KEY",
+  "OPENAI_API_KEY",
+  "EVENT_HUB_COMPATIBLE_CONN_STR",
+  "IOT_HUB_CONNECTION_STRING",
+  "REDIS_URL",
 ] as const;
 
 const EnvSchema = v.object({
@@ -42,7 +60,13 @@ const EnvSchema = v.object({
   ALLOWED_ORIGINS: list,
   METRICS_TOKEN: optionalStr,
   // Sign-in with OpenID Connect access tokens (src/auth/jwt.ts): Entra ID by tenant, or any issuer by JWKS URL.
-  AUTH_ENTRA_TENANT_ID: v.optional(v.pipe(v.string(), v.trim(), v.regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, "must be the tenant's id (a GUID), not its domain name"))),
+  AUTH_ENTRA_TENANT_ID: v.optional(
+    v.pipe(
+      v.string(),
+      v.trim(),
+      v.regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, "must be the tenant's id (a GUID), not its domain name"),
+    ),
+  ),
   AUTH_JWKS_URL: url,
   AUTH_ISSUER: optionalStr,
   AUTH_AUDIENCE: list,
@@ -64,9 +88,20 @@ const EnvSchema = v.object({
   // SEARCH on Cosmos: the account's full-text search ("on"), a parameterised scan ("off"), or whichever the account answers ("auto").
   COSMOS_FULL_TEXT_SEARCH: v.optional(v.picklist(["auto", "on", "off"], "must be auto, on or off"), "auto"),
 
-  REDIS_URL: v.optional(v.pipe(v.string(), v.trim(), v.regex(/^rediss?:\/\/[^\s,]+(,\s*rediss?:\/\/[^\s,]+)*$/, "must be a redis:// or rediss:// URL (a cluster may list several, comma-separated)"))),
+  REDIS_URL: v.optional(
+    v.pipe(
+      v.string(),
+      v.trim(),
+      v.regex(
+        /^rediss?:\/\/[^\s,]+(,\s*rediss?:\/\/[^\s,]+)*$/,
+        "must be a redis:// or rediss:// URL (a cluster may list several, comma-separated)",
+      ),
+    ),
+  ),
   REDIS_CLUSTER: bool(false),
-  REPLICA_ID: v.optional(v.pipe(v.string(), v.trim(), v.regex(/^[\w.-]{1,64}$/, "must be 1 to 64 letters, digits, dots, dashes or underscores"))),
+  REPLICA_ID: v.optional(
+    v.pipe(v.string(), v.trim(), v.regex(/^[\w.-]{1,64}$/, "must be 1 to 64 letters, digits, dots, dashes or underscores")),
+  ),
   MODEL_CALLS_PER_MINUTE: int(0, 0, 1_000_000),
 
   AZURE_OPENAI_ENDPOINT: url,
@@ -98,7 +133,10 @@ const EnvSchema = v.object({
   PROCESSED_MESSAGE_TTL_DAYS: int(7, 1, 365),
   DEVICE_CLAIM_LEASE_S: int(30, 1, 3_600),
   // Unassigned devices' chats: "default" (the API_TOKEN user), "none" (stored, not answered) or a user's name.
-  DEVICE_DEFAULT_OWNER: v.optional(v.pipe(v.string(), v.trim(), v.regex(/^[\w.@-]{1,64}$/, "must be default, none or a user's name")), "default"),
+  DEVICE_DEFAULT_OWNER: v.optional(
+    v.pipe(v.string(), v.trim(), v.regex(/^[\w.@-]{1,64}$/, "must be default, none or a user's name")),
+    "default",
+  ),
 
   // 100,000 characters of any script fit one frame: 4 UTF-8 bytes each at most, plus the JSON around them.
   MAX_FRAME_BYTES: int(524_288, 1_024, 16_777_216),
@@ -117,8 +155,15 @@ const EnvSchema = v.object({
   INBOUND_QUEUE_MAX_FRAMES: int(128, 1, 100_000),
   INBOUND_QUEUE_MAX_BYTES: int(1_048_576, 1_024, 1_073_741_824),
   // Unset: derived from the process's open-file limit (src/http/caps.ts).
-  MAX_CONNECTIONS: v.optional(v.pipe(v.string(), v.regex(/^\d+$/, "must be a whole number from 1 to 10000000"), v.transform(Number),
-    v.minValue(1, "must be a whole number from 1 to 10000000"), v.maxValue(10_000_000, "must be a whole number from 1 to 10000000"))),
+  MAX_CONNECTIONS: v.optional(
+    v.pipe(
+      v.string(),
+      v.regex(/^\d+$/, "must be a whole number from 1 to 10000000"),
+      v.transform(Number),
+      v.minValue(1, "must be a whole number from 1 to 10000000"),
+      v.maxValue(10_000_000, "must be a whole number from 1 to 10000000"),
+    ),
+  ),
   MAX_CONNECTIONS_PER_ADDRESS: int(256, 0, 10_000_000),
   HISTORY_PAGE_MAX_BYTES: int(262_144, 1_024, 1_073_741_824),
   WS_IDLE_TIMEOUT_S: int(120, 0, 960),
@@ -166,10 +211,12 @@ function problems(c: Config): string | undefined {
   }
   if (c.REDIS_CLUSTER && !c.REDIS_URL) return "REDIS_CLUSTER: needs REDIS_URL (any node of the cluster)";
   const jwt = c.AUTH_ENTRA_TENANT_ID || c.AUTH_JWKS_URL;
-  if (c.AUTH_ENTRA_TENANT_ID && c.AUTH_JWKS_URL) return "AUTH_JWKS_URL: set either AUTH_ENTRA_TENANT_ID (Entra ID) or AUTH_JWKS_URL, not both";
+  if (c.AUTH_ENTRA_TENANT_ID && c.AUTH_JWKS_URL)
+    return "AUTH_JWKS_URL: set either AUTH_ENTRA_TENANT_ID (Entra ID) or AUTH_JWKS_URL, not both";
   if (c.AUTH_JWKS_URL && !c.AUTH_ISSUER) return "AUTH_ISSUER: must be set when AUTH_JWKS_URL is set (the iss every token must carry)";
   if (c.AUTH_ISSUER && !c.AUTH_JWKS_URL) return "AUTH_ISSUER: needs AUTH_JWKS_URL (with AUTH_ENTRA_TENANT_ID the issuer is the tenant's)";
-  if (jwt && c.AUTH_AUDIENCE.length === 0) return "AUTH_AUDIENCE: must be set when AUTH_ENTRA_TENANT_ID or AUTH_JWKS_URL is set (the aud every token must carry)";
+  if (jwt && c.AUTH_AUDIENCE.length === 0)
+    return "AUTH_AUDIENCE: must be set when AUTH_ENTRA_TENANT_ID or AUTH_JWKS_URL is set (the aud every token must carry)";
   if (!jwt && c.AUTH_AUDIENCE.length > 0) return "AUTH_AUDIENCE: needs AUTH_ENTRA_TENANT_ID or AUTH_JWKS_URL";
   if (c.ENVIRONMENT === "production") {
     // With sign-in by JWT the legacy token is optional; a placeholder is refused all the same.

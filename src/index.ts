@@ -34,7 +34,10 @@ async function startUp() {
   const model = await modelFromConfig(config);
   const bridgeOptions = config.IOT_HUB_ENABLE ? await deviceBridgeOptions(config) : undefined;
   const running = startServer({
-    config, store, model, log,
+    config,
+    store,
+    model,
+    log,
     startDevices: config.IOT_HUB_ENABLE ? (parts) => startDeviceBridge(parts, bridgeOptions!) : undefined,
   });
   return { store, model, running };
@@ -50,9 +53,15 @@ try {
 const { store, model, running } = started;
 
 log.info("PiChat backend listening", {
-  url: `${running.url}/`, websocket: `${running.url.replace(/^http/, "ws")}/ws`,
-  environment: config.ENVIRONMENT, store: store.kind, model: model.kind, model_name: model.name,
-  iot_hub: config.IOT_HUB_ENABLE ? `on (${config.IOT_HUB_NAME ?? config.IOT_HUB_HOST_NAME ?? "hub"}, consumer group ${config.IOT_HUB_CONSUMER_GROUP})` : "off",
+  url: `${running.url}/`,
+  websocket: `${running.url.replace(/^http/, "ws")}/ws`,
+  environment: config.ENVIRONMENT,
+  store: store.kind,
+  model: model.kind,
+  model_name: model.name,
+  iot_hub: config.IOT_HUB_ENABLE
+    ? `on (${config.IOT_HUB_NAME ?? config.IOT_HUB_HOST_NAME ?? "hub"}, consumer group ${config.IOT_HUB_CONSUMER_GROUP})`
+    : "off",
   auth: requiredApiToken(config) ? "token required" : "open (no API_TOKEN)",
 });
 if (config.API_TOKEN && !requiredApiToken(config)) {

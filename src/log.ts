@@ -12,8 +12,11 @@ export type Logger = Record<Level, (msg: string, fields?: Fields) => void> & {
 const RANK: Record<Level, number> = { debug: 10, info: 20, warn: 30, error: 40 };
 
 export function createLogger(o: {
-  level: Level; json: boolean; secrets?: readonly (string | undefined)[];
-  write?: (line: string) => void; base?: Fields;
+  level: Level;
+  json: boolean;
+  secrets?: readonly (string | undefined)[];
+  write?: (line: string) => void;
+  base?: Fields;
 }): Logger {
   const secrets = (o.secrets ?? []).filter((s): s is string => !!s && s.length >= 4);
   const write = o.write ?? ((line: string) => process.stdout.write(`${line}\n`));

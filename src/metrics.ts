@@ -12,15 +12,57 @@ export function createMetrics() {
   return {
     registry,
     connections: new Gauge({ name: "pichat_ws_connections", help: "WebSocket connections open", registers }),
-    commands: new Counter({ name: "pichat_ws_commands_total", help: "WebSocket commands by type and outcome (ok or an error code)", labelNames: ["type", "outcome"], registers }),
-    commandSeconds: new Histogram({ name: "pichat_ws_command_duration_seconds", help: "Time to handle a WebSocket command", labelNames: ["type"], buckets: fast, registers }),
-    firstToken: new Histogram({ name: "pichat_model_time_to_first_token_seconds", help: "Model request to first streamed token", buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30], registers }),
+    commands: new Counter({
+      name: "pichat_ws_commands_total",
+      help: "WebSocket commands by type and outcome (ok or an error code)",
+      labelNames: ["type", "outcome"],
+      registers,
+    }),
+    commandSeconds: new Histogram({
+      name: "pichat_ws_command_duration_seconds",
+      help: "Time to handle a WebSocket command",
+      labelNames: ["type"],
+      buckets: fast,
+      registers,
+    }),
+    firstToken: new Histogram({
+      name: "pichat_model_time_to_first_token_seconds",
+      help: "Model request to first streamed token",
+      buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30],
+      registers,
+    }),
     tokens: new Counter({ name: "pichat_model_tokens_streamed_total", help: "Text deltas streamed from the model", registers }),
-    modelRequests: new Counter({ name: "pichat_model_requests_total", help: "Model requests by outcome", labelNames: ["outcome"], registers }),
-    deviceMessages: new Counter({ name: "pichat_device_messages_total", help: "Device messages by outcome (answered, duplicate, stale, refused, c2d_failed, model_failed, invalid, failed)", labelNames: ["outcome"], registers }),
-    busMessages: new Counter({ name: "pichat_bus_messages_total", help: "Chat events on the shared bus (Redis) by direction: published, received, failed", labelNames: ["direction"], registers }),
-    busLag: new Histogram({ name: "pichat_bus_lag_seconds", help: "From an event's publication on another replica to its arrival here", buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1], registers }),
-    storeSeconds: new Histogram({ name: "pichat_store_operation_duration_seconds", help: "Store operations by name and outcome", labelNames: ["op", "outcome"], buckets: fast, registers }),
+    modelRequests: new Counter({
+      name: "pichat_model_requests_total",
+      help: "Model requests by outcome",
+      labelNames: ["outcome"],
+      registers,
+    }),
+    deviceMessages: new Counter({
+      name: "pichat_device_messages_total",
+      help: "Device messages by outcome (answered, duplicate, stale, refused, c2d_failed, model_failed, invalid, failed)",
+      labelNames: ["outcome"],
+      registers,
+    }),
+    busMessages: new Counter({
+      name: "pichat_bus_messages_total",
+      help: "Chat events on the shared bus (Redis) by direction: published, received, failed",
+      labelNames: ["direction"],
+      registers,
+    }),
+    busLag: new Histogram({
+      name: "pichat_bus_lag_seconds",
+      help: "From an event's publication on another replica to its arrival here",
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1],
+      registers,
+    }),
+    storeSeconds: new Histogram({
+      name: "pichat_store_operation_duration_seconds",
+      help: "Store operations by name and outcome",
+      labelNames: ["op", "outcome"],
+      buckets: fast,
+      registers,
+    }),
   };
 }
 export type Metrics = ReturnType<typeof createMetrics>;

@@ -44,30 +44,58 @@ export function startServer(parts: ServerParts) {
   const replicaId = c.REPLICA_ID ?? instanceId;
   // Several replicas: live traffic, lanes and service-wide limits through Redis.
   const shared = c.REDIS_URL
-    ? startSharedMode({
-        url: c.REDIS_URL, cluster: c.REDIS_CLUSTER, replicaId, leaseMs: c.REPLY_LEASE_MS,
-        queueLimit: c.CHAT_QUEUE_LIMIT, maxActive: c.MAX_GENERATIONS, modelCallsPerMinute: c.MODEL_CALLS_PER_MINUTE,
-      }, log, metrics)
+    ? startSharedMode(
+        {
+          url: c.REDIS_URL,
+          cluster: c.REDIS_CLUSTER,
+          replicaId,
+          leaseMs: c.REPLY_LEASE_MS,
+          queueLimit: c.CHAT_QUEUE_LIMIT,
+          maxActive: c.MAX_GENERATIONS,
+          modelCallsPerMinute: c.MODEL_CALLS_PER_MINUTE,
+        },
+        log,
+        metrics,
+      )
     : undefined;
   const bus = parts.bus ?? shared?.bus ?? localBus((e) => log.error("event listener failed", { error: e }));
   const chat = createChatService({
-    store, model, bus, log, sharedLanes: shared?.sharedLanes, backfill: shared?.backfill,
+    store,
+    model,
+    bus,
+    log,
+    sharedLanes: shared?.sharedLanes,
+    backfill: shared?.backfill,
     options: {
-      systemPrompt: c.SYSTEM_PROMPT, context: { contextTokens: c.MODEL_CONTEXT_TOKENS, replyReserveTokens: c.MODEL_REPLY_RESERVE_TOKENS }, modelIdleTimeoutMs: c.MODEL_TIMEOUT_MS,
-      historyMaxMessages: c.HISTORY_MAX_MESSAGES, historyPageMaxBytes: c.HISTORY_PAGE_MAX_BYTES, autoTitle: c.CHAT_TITLES, maxGenerations: c.MAX_GENERATIONS,
-      queueLimit: c.CHAT_QUEUE_LIMIT, replyCheckpointMs: c.REPLY_CHECKPOINT_MS, replyLeaseMs: c.REPLY_LEASE_MS, instanceId,
-      modelCallsPerMinute: c.MODEL_CALLS_PER_MINUTE, deviceDefaultOwner: c.DEVICE_DEFAULT_OWNER,
+      systemPrompt: c.SYSTEM_PROMPT,
+      context: { contextTokens: c.MODEL_CONTEXT_TOKENS, replyReserveTokens: c.MODEL_REPLY_RESERVE_TOKENS },
+      modelIdleTimeoutMs: c.MODEL_TIMEOUT_MS,
+      historyMaxMessages: c.HISTORY_MAX_MESSAGES,
+      historyPageMaxBytes: c.HISTORY_PAGE_MAX_BYTES,
+      autoTitle: c.CHAT_TITLES,
+      maxGenerations: c.MAX_GENERATIONS,
+      queueLimit: c.CHAT_QUEUE_LIMIT,
+      replyCheckpointMs: c.REPLY_CHECKPOINT_MS,
+      replyLeaseMs: c.REPLY_LEASE_MS,
+      instanceId,
+      modelCallsPerMinute: c.MODEL_CALLS_PER_MINUTE,
+      deviceDefaultOwner: c.DEVICE_DEFAULT_OWNER,
       // Characters, two bytes each in memory (JS strings); with several replicas, trusted for less time
       // without news from the bus (src/chat/recent.ts).
-      historyCacheChars: c.HISTORY_CACHE_MB * 500_000, historyCacheTtlMs: shared ? 5_000 : 60_000,
+      historyCacheChars: c.HISTORY_CACHE_MB * 500_000,
+      historyCacheTtlMs: shared ? 5_000 : 60_000,
     },
   });
   const limits: SocketLimits = {
-    maxFrameBytes: c.MAX_FRAME_BYTES, maxMessageChars: c.MAX_MESSAGE_CHARS,
+    maxFrameBytes: c.MAX_FRAME_BYTES,
+    maxMessageChars: c.MAX_MESSAGE_CHARS,
     maxGenerationsPerConnection: c.MAX_GENERATIONS_PER_CONNECTION,
-    framesPerSecond: c.RATE_LIMIT_FRAMES_PER_SECOND, messagesPerMinute: c.RATE_LIMIT_MESSAGES_PER_MINUTE,
-    sendQueueLimitBytes: c.SEND_BUFFER_LIMIT_BYTES, idleTimeoutS: c.WS_IDLE_TIMEOUT_S,
-    inboundMaxFrames: c.INBOUND_QUEUE_MAX_FRAMES, inboundMaxBytes: c.INBOUND_QUEUE_MAX_BYTES,
+    framesPerSecond: c.RATE_LIMIT_FRAMES_PER_SECOND,
+    messagesPerMinute: c.RATE_LIMIT_MESSAGES_PER_MINUTE,
+    sendQueueLimitBytes: c.SEND_BUFFER_LIMIT_BYTES,
+    idleTimeoutS: c.WS_IDLE_TIMEOUT_S,
+    inboundMaxFrames: c.INBOUND_QUEUE_MAX_FRAMES,
+    inboundMaxBytes: c.INBOUND_QUEUE_MAX_BYTES,
   };
   // A user's sends per minute, across their sockets; across replicas too when Redis is on.
   const ownSends = localUserSends(c.RATE_LIMIT_MESSAGES_PER_MINUTE);
@@ -84,20 +112,33 @@ export function startServer(parts: ServerParts) {
   sweep();
   const sweeper = setInterval(sweep, Math.max(250, c.REPLY_LEASE_MS / 2));
   // Handled device message ids past their TTL: maintenance, hourly (on Cosmos a cross-partition query).
-  const purger = setInterval(() => void chat.claims.purge().catch((e) => log.warn("could not purge handled device messages", { error: e })), 3_600_000);
+  const purger = setInterval(
+    () => void chat.claims.purge().catch((e) => log.warn("could not purge handled device messages", { error: e })),
+    3_600_000,
+  );
   let accepting = true;
   // Sign-in: the legacy token, personal tokens (in the store), and JWTs when an issuer is configured.
   const jwt = jwtSettings(c);
   const auth = createAuthenticator({
-    apiToken: requiredApiToken(c), jwt: jwt && createJwtVerifier(jwt), store, production: c.ENVIRONMENT === "production", log,
+    apiToken: requiredApiToken(c),
+    jwt: jwt && createJwtVerifier(jwt),
+    store,
+    production: c.ENVIRONMENT === "production",
+    log,
   });
   // Revoked personal tokens and expired JWTs: their open sockets are closed.
   const stopRevocations = watchRevocations({ everyMs: c.AUTH_RECHECK_MS, sockets: () => conns.all(), stillValid: auth.stillValid, log });
 
   const app = createApp({
     health: {
-      store, model, iotHub: devices ? devices.status : () => ({ status: "disabled" }), auth: authModes(c), version: pkg.version, startedAt: Date.now(),
-      replica: replicaId, redis: shared?.health,
+      store,
+      model,
+      iotHub: devices ? devices.status : () => ({ status: "disabled" }),
+      auth: authModes(c),
+      version: pkg.version,
+      startedAt: Date.now(),
+      replica: replicaId,
+      redis: shared?.health,
     },
     auth,
     metrics: { registry: metrics.registry, token: c.METRICS_TOKEN ?? requiredApiToken(c) },
@@ -107,7 +148,11 @@ export function startServer(parts: ServerParts) {
     allowedOrigins: c.ALLOWED_ORIGINS,
     production: c.ENVIRONMENT === "production",
     newConnection: (address, user) => newConnData(limits, address, user),
-    connections: { ...load, maxConnections: c.MAX_CONNECTIONS ?? defaultMaxConnections(openFileLimit()), maxPerAddress: c.MAX_CONNECTIONS_PER_ADDRESS },
+    connections: {
+      ...load,
+      maxConnections: c.MAX_CONNECTIONS ?? defaultMaxConnections(openFileLimit()),
+      maxPerAddress: c.MAX_CONNECTIONS_PER_ADDRESS,
+    },
     accepting: () => accepting,
   });
 
@@ -146,7 +191,13 @@ export function startServer(parts: ServerParts) {
   }
 
   return {
-    server, devices, metrics, chat, conns, stop, replicaId,
+    server,
+    devices,
+    metrics,
+    chat,
+    conns,
+    stop,
+    replicaId,
     url: `http://${c.HOST === "0.0.0.0" ? "127.0.0.1" : c.HOST}:${server.port}`,
   };
 }

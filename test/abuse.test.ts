@@ -40,7 +40,7 @@ function slowStore(dir: string) {
   return {
     store,
     hold: () => void (gate = new Promise<void>((r) => (open = r))),
-    release: () => (gate = undefined, open()),
+    release: () => ((gate = undefined), open()),
   };
 }
 
@@ -89,10 +89,13 @@ describe("a socket that floods frames while the store is slow", () => {
     let maxPending = 0;
     for (let i = 0; i < FLOOD; i++) c.send({ type: "GET_CHATS", requestId: `r${i}`, limit: 1, pad });
     const refused = () => c.frames.filter((f) => f.type === "ERROR" && f.code === "RATE_LIMITED");
-    await until(() => {
-      maxPending = Math.max(maxPending, conn.data.budget.pending.frames);
-      return refused().length >= FLOOD - MAX_FRAMES;
-    }, `${FLOOD - MAX_FRAMES} RATE_LIMITED errors`);
+    await until(
+      () => {
+        maxPending = Math.max(maxPending, conn.data.budget.pending.frames);
+        return refused().length >= FLOOD - MAX_FRAMES;
+      },
+      `${FLOOD - MAX_FRAMES} RATE_LIMITED errors`,
+    );
     const after = rss();
     // Exactly MAX_FRAMES wait (the first one inside the store call); every other frame was refused.
     expect(conn.data.budget.pending.frames).toBe(MAX_FRAMES);
@@ -104,11 +107,15 @@ describe("a socket that floods frames while the store is slow", () => {
 
     slow.release();
     await c.next((f) => f.type === "CHAT_LIST" && f.requestId === `r${MAX_FRAMES - 1}`);
-    expect(c.frames.filter((f) => f.type === "CHAT_LIST").map((f) => f.requestId)).toEqual(Array.from({ length: MAX_FRAMES }, (_, i) => `r${i}`));
+    expect(c.frames.filter((f) => f.type === "CHAT_LIST").map((f) => f.requestId)).toEqual(
+      Array.from({ length: MAX_FRAMES }, (_, i) => `r${i}`),
+    );
     // The socket stays usable and its queue is empty again.
     expect((await c.request({ type: "GET_CHATS", requestId: "after" }, "CHAT_LIST")).requestId).toBe("after");
     expect(conn.data.budget.pending).toEqual({ frames: 0, bytes: 0 });
-    figures.push(`inbound: ${FLOOD} frames of 1 KB sent while the store was held: ${MAX_FRAMES} queued, ${refused().length} refused; RSS ${MiB(before)} -> ${MiB(after)} (test and server in one process)`);
+    figures.push(
+      `inbound: ${FLOOD} frames of 1 KB sent while the store was held: ${MAX_FRAMES} queued, ${refused().length} refused; RSS ${MiB(before)} -> ${MiB(after)} (test and server in one process)`,
+    );
     c.close();
   });
 
@@ -146,7 +153,12 @@ describe("a socket that floods frames while the store is slow", () => {
 // ── Outbound: a client that never reads ─────────────────────────────────────────────────────────
 
 /** `n` messages of `size` characters, alternately asked and answered, 1 ms apart (oldest first). */
-async function seedChat(store: Store, srv: TestServer, n: number, size: (i: number) => number): Promise<{ chatId: string; stored: Message[] }> {
+async function seedChat(
+  store: Store,
+  srv: TestServer,
+  n: number,
+  size: (i: number) => number,
+): Promise<{ chatId: string; stored: Message[] }> {
   const c = await srv.connect();
   const chatId = (await c.request({ type: "CREATE_CHAT" }, "NEW_CHAT")).chat.id as string;
   c.close();
@@ -154,8 +166,11 @@ async function seedChat(store: Store, srv: TestServer, n: number, size: (i: numb
   const stored: Message[] = [];
   for (let i = 0; i < n; i++) {
     const m: Message = {
-      id: crypto.randomUUID(), chat_id: chatId, role: i % 2 ? "assistant" : "user",
-      content: `${i}:`.padEnd(size(i), "abcdefghij"), created_at: new Date(t0 + i).toISOString(),
+      id: crypto.randomUUID(),
+      chat_id: chatId,
+      role: i % 2 ? "assistant" : "user",
+      content: `${i}:`.padEnd(size(i), "abcdefghij"),
+      created_at: new Date(t0 + i).toISOString(),
     };
     await store.addMessage(m);
     stored.push(m);
@@ -191,7 +206,9 @@ describe("a client that never reads a multi-MB history", () => {
         expect(conn.getBufferedAmount()).toBe(0); // closed: Bun holds nothing for it any more
       }
       expect(srv.conns.count).toBe(0);
-      figures.push(`outbound: ${SOCKETS} paused sockets each asked for a 12 MB history: all closed 1008; RSS ${MiB(before)} -> ${MiB(after)} (was +444 MB for 100 before the fix)`);
+      figures.push(
+        `outbound: ${SOCKETS} paused sockets each asked for a 12 MB history: all closed 1008; RSS ${MiB(before)} -> ${MiB(after)} (was +444 MB for 100 before the fix)`,
+      );
       const { client } = readers[0]!;
       (client.ws as Pausable).resume();
       expect((await client.closed).code).toBe(1008);
@@ -207,7 +224,10 @@ describe("a client that never reads a multi-MB history", () => {
       const { client, conn } = await connectWithConn(srv);
       (client.ws as Pausable).pause();
       client.send({ type: "GET_CHAT_HISTORY", chatId, requestId: "h" });
-      await until(() => srv.log.lines.some((l) => l.includes('"type":"GET_CHAT_HISTORY"') && l.includes(conn.data.id)), "the history to be sent");
+      await until(
+        () => srv.log.lines.some((l) => l.includes('"type":"GET_CHAT_HISTORY"') && l.includes(conn.data.id)),
+        "the history to be sent",
+      );
       expect(isOpen(srv, conn)).toBe(true);
       (client.ws as Pausable).resume();
       const page = await client.next("CHAT_HISTORY");
@@ -265,7 +285,10 @@ describe(`a history larger than HISTORY_PAGE_MAX_BYTES=${PAGE_CAP} comes in page
       for (const by of ["before", "cursor"] as const) {
         const { stored, pages } = await pagesOfHistory(srv, srv.store, by);
         expectPagedWhole(stored, pages);
-        if (by === "cursor") figures.push(`history pages (SQLite): 31 messages, ${Math.round(stored.reduce((n, m) => n + m.content.length, 0) / 1000)} KB, in ${pages.length} pages of ≤ ${PAGE_CAP} B`);
+        if (by === "cursor")
+          figures.push(
+            `history pages (SQLite): 31 messages, ${Math.round(stored.reduce((n, m) => n + m.content.length, 0) / 1000)} KB, in ${pages.length} pages of ≤ ${PAGE_CAP} B`,
+          );
       }
     } finally {
       await srv.close();
@@ -309,7 +332,9 @@ function rawUpgrade(port: number, localAddress: string): Promise<{ status: numbe
       const head = String(d);
       resolve({ status: Number(head.split(" ")[1]), head, socket });
     });
-    socket.write(`GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
+    socket.write(
+      `GET /ws HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`,
+    );
   });
 }
 
@@ -359,7 +384,16 @@ describe("MAX_CONNECTIONS derived from the open-file limit (a real `bun src/inde
     const dir = mkdtempSync(join(tmpdir(), "pichat-fd-"));
     const proc = Bun.spawn(["sh", "-c", `ulimit -n 256 && exec "${process.execPath}" "${join(REPO, "src/index.ts")}"`], {
       cwd: dir,
-      env: { PATH: process.env.PATH ?? "", HOME: dir, ENVIRONMENT: "test", HOST: "127.0.0.1", SERVER_PORT: "0", SQLITE_PATH: join(dir, "db.sqlite"), MAX_CONNECTIONS_PER_ADDRESS: "0", WS_IDLE_TIMEOUT_S: "0" },
+      env: {
+        PATH: process.env.PATH ?? "",
+        HOME: dir,
+        ENVIRONMENT: "test",
+        HOST: "127.0.0.1",
+        SERVER_PORT: "0",
+        SQLITE_PATH: join(dir, "db.sqlite"),
+        MAX_CONNECTIONS_PER_ADDRESS: "0",
+        WS_IDLE_TIMEOUT_S: "0",
+      },
       stdout: "pipe",
       stderr: "pipe",
     });
@@ -380,10 +414,12 @@ describe("MAX_CONNECTIONS derived from the open-file limit (a real `bun src/inde
       for (let i = 0; i < 140; i++) {
         const ws = new WebSocket(`ws://${base}/ws`);
         clients.push(ws);
-        opened.push(await new Promise<boolean>((resolve) => {
-          ws.onopen = () => resolve(true);
-          ws.onerror = () => resolve(false);
-        }));
+        opened.push(
+          await new Promise<boolean>((resolve) => {
+            ws.onopen = () => resolve(true);
+            ws.onerror = () => resolve(false);
+          }),
+        );
       }
       expect(opened.filter(Boolean).length).toBe(128);
       expect(opened.slice(0, 128).every(Boolean)).toBe(true);
@@ -411,7 +447,13 @@ describe("production with ALLOWED_ORIGINS", () => {
     try {
       const host = new URL(srv.url).host;
       const res = await fetch(`${srv.url}/ws?token=${TOKEN}`, {
-        headers: { Origin: `http://${host}`, Connection: "Upgrade", Upgrade: "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==" },
+        headers: {
+          Origin: `http://${host}`,
+          Connection: "Upgrade",
+          Upgrade: "websocket",
+          "Sec-WebSocket-Version": "13",
+          "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+        },
       });
       expect(res.status).toBe(403);
       expect(((await res.json()) as { code: string }).code).toBe("ORIGIN_NOT_ALLOWED");

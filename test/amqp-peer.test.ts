@@ -1,11 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomUUID } from "node:crypto";
-import {
-  EventHubConsumerClient,
-  earliestEventPosition,
-  type EventPosition,
-  type ReceivedEventData,
-} from "@azure/event-hubs";
+import { EventHubConsumerClient, earliestEventPosition, type EventPosition, type ReceivedEventData } from "@azure/event-hubs";
 import { Client } from "azure-iothub";
 import { Message } from "azure-iothub/dist/common-core/message.js";
 import { amqpTrusting, startIotHubPeer, type IotHubPeer } from "./support/amqp-peer.ts";
@@ -22,7 +17,12 @@ beforeAll(async () => {
 
 afterAll(async () => {
   // Clients first: they would otherwise spend their retries reconnecting to a peer that is gone.
-  await Promise.allSettled(cleanups.splice(0).reverse().map((c) => c()));
+  await Promise.allSettled(
+    cleanups
+      .splice(0)
+      .reverse()
+      .map((c) => c()),
+  );
   await peer?.stop();
 });
 
@@ -44,9 +44,7 @@ function consume(opts: { partitionId?: string; startPosition: EventPosition | Re
   };
   const options = { startPosition: opts.startPosition, maxWaitTimeInSeconds: 1 };
   const subscription =
-    opts.partitionId === undefined
-      ? client.subscribe(handlers, options)
-      : client.subscribe(opts.partitionId, handlers, options);
+    opts.partitionId === undefined ? client.subscribe(handlers, options) : client.subscribe(opts.partitionId, handlers, options);
   const close = async () => {
     await subscription.close();
     await client.close();
@@ -59,7 +57,7 @@ function consume(opts: { partitionId?: string; startPosition: EventPosition | Re
     return new Promise((resolve, reject) => {
       const check = () => {
         const hit = events.find(pred);
-        if (hit) (waiters.delete(check), clearTimeout(timer), resolve(hit));
+        if (hit) waiters.delete(check), clearTimeout(timer), resolve(hit);
       };
       const timer = setTimeout(() => {
         waiters.delete(check);
@@ -78,7 +76,10 @@ const withMessageId = (id: string) => (e: ReceivedEventData) => e.messageId === 
 describe("Event Hub-compatible endpoint with EventHubConsumerClient", () => {
   test("from earliest: events sent before and after subscribing arrive with body and system properties", async () => {
     const before = peer.sendTelemetry({
-      deviceId: "dev-early", body: { t: 21.5 }, messageId: "m-before", contentType: "application/json",
+      deviceId: "dev-early",
+      body: { t: 21.5 },
+      messageId: "m-before",
+      contentType: "application/json",
     });
     const consumer = consume({ startPosition: earliestEventPosition });
     const first = await consumer.waitFor(withMessageId("m-before"));
@@ -89,7 +90,11 @@ describe("Event Hub-compatible endpoint with EventHubConsumerClient", () => {
     expect(first.offset).toBe(before.offset);
 
     peer.sendTelemetry({
-      deviceId: "dev-early", body: { t: 22 }, messageId: "m-after", contentType: "application/json", properties: { kind: "temp" },
+      deviceId: "dev-early",
+      body: { t: 22 },
+      messageId: "m-after",
+      contentType: "application/json",
+      properties: { kind: "temp" },
     });
     const second = await consumer.waitFor(withMessageId("m-after"));
     expect(second.body).toEqual({ t: 22 });

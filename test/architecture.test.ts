@@ -71,8 +71,13 @@ describe("import rules (docs/architecture.md)", () => {
   test("auth/ imports only leaf modules, and the store for its types", () => {
     const bad = crossing.filter((e) => e.from === "auth" && !LEAVES.has(e.to) && e.to !== "store");
     expect(bad.map((e) => `${e.file} imports ${e.spec}`)).toEqual([]);
-    const valueImports = files.filter((f) => f.startsWith("auth/"))
-      .flatMap((f) => [...readFileSync(join(SRC, f), "utf8").matchAll(/^import (?!type )[^;]*from\s+["'](\.\.\/store[^"']*)["']/gm)].map((m) => `${f} imports ${m[1]}`));
+    const valueImports = files
+      .filter((f) => f.startsWith("auth/"))
+      .flatMap((f) =>
+        [...readFileSync(join(SRC, f), "utf8").matchAll(/^import (?!type )[^;]*from\s+["'](\.\.\/store[^"']*)["']/gm)].map(
+          (m) => `${f} imports ${m[1]}`,
+        ),
+      );
     expect(valueImports).toEqual([]);
   });
 
@@ -86,8 +91,9 @@ describe("import rules (docs/architecture.md)", () => {
   });
 
   test("only server.ts and index.ts know both adapters", () => {
-    const knowsBoth = [...new Set(edges.map((e) => e.file))].filter((f) =>
-      edges.some((e) => e.file === f && e.to === "ws") && edges.some((e) => e.file === f && e.to === "devices"));
+    const knowsBoth = [...new Set(edges.map((e) => e.file))].filter(
+      (f) => edges.some((e) => e.file === f && e.to === "ws") && edges.some((e) => e.file === f && e.to === "devices"),
+    );
     expect(knowsBoth.filter((f) => layerOf(f) !== "ws" && layerOf(f) !== "devices").sort()).toEqual(["server.ts"]);
   });
 

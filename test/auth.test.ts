@@ -62,7 +62,7 @@ describe("API token", () => {
     expect(JSON.parse(same.body).code).toBe("ORIGIN_NOT_ALLOWED");
   });
 
-  test("in production the \"null\" Origin of a file:// page is refused (it is not a URL and not listed)", async () => {
+  test('in production the "null" Origin of a file:// page is refused (it is not a URL and not listed)', async () => {
     const refused = await upgradeStatus(`${srv.wsUrl}?token=${TOKEN}`, { Origin: "null" });
     expect(refused.status).toBe(403);
     expect(json(refused.body)).toMatchObject({ code: "ORIGIN_NOT_ALLOWED" });
@@ -92,7 +92,7 @@ describe("API token", () => {
 });
 
 describe("origins in production", () => {
-  test("without ALLOWED_ORIGINS, \"null\" is refused too (it is not a URL, so not same-origin); a client with no Origin is not", async () => {
+  test('without ALLOWED_ORIGINS, "null" is refused too (it is not a URL, so not same-origin); a client with no Origin is not', async () => {
     const srv = await startTestServer({ ENVIRONMENT: "production", API_TOKEN: TOKEN });
     try {
       const refused = await upgradeStatus(`${srv.wsUrl}?token=${TOKEN}`, { Origin: "null" });
@@ -105,7 +105,7 @@ describe("origins in production", () => {
     }
   });
 
-  test("\"null\" is allowed only when ALLOWED_ORIGINS lists it literally, or lists *", async () => {
+  test('"null" is allowed only when ALLOWED_ORIGINS lists it literally, or lists *', async () => {
     for (const allowed of ["https://chat.example.com,null", "*"]) {
       const srv = await startTestServer({ ENVIRONMENT: "production", API_TOKEN: TOKEN, ALLOWED_ORIGINS: allowed });
       try {
@@ -134,7 +134,7 @@ describe("development", () => {
     }
   });
 
-  test("with no ALLOWED_ORIGINS, development accepts any Origin, even \"null\" from a file:// page", async () => {
+  test('with no ALLOWED_ORIGINS, development accepts any Origin, even "null" from a file:// page', async () => {
     const srv = await startTestServer({ ENVIRONMENT: "development" });
     for (const origin of ["http://localhost:5173", "null"]) {
       const c = await srv.connect({ headers: { Origin: origin } });

@@ -26,7 +26,10 @@ const connectWithConn = (srv: TestServer) => connectAndFind(srv, track);
 describe("a reader that stops reading during a long, fast reply", () => {
   const TOKENS = 40_000;
   const LIMIT = 64 * 1024;
-  const tokens = Array.from({ length: TOKENS }, (_, i) => `<${String(i).padStart(5, "0")}>${"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG".slice(0, 43)}`);
+  const tokens = Array.from(
+    { length: TOKENS },
+    (_, i) => `<${String(i).padStart(5, "0")}>${"abcdefghijklmnopqrstuvwxyz0123456789ABCDEFG".slice(0, 43)}`,
+  );
   const full = tokens.join("");
   let model: SseModel;
   let srv: TestServer;
@@ -55,7 +58,15 @@ describe("a reader that stops reading during a long, fast reply", () => {
     expect((slow.ws as WebSocket & { pause(): boolean }).pause()).toBe(true);
 
     // Sampled at every chat event, right after the server has fanned it out: no polling.
-    const seen = { events: 0, maxQueuedBytes: 0, maxSlowQueuedBytes: 0, maxSlowQueueLength: 0, slowPausedEvents: 0, maxSlowSocketBuffer: 0, slowClosedAtEvent: -1 };
+    const seen = {
+      events: 0,
+      maxQueuedBytes: 0,
+      maxSlowQueuedBytes: 0,
+      maxSlowQueueLength: 0,
+      slowPausedEvents: 0,
+      maxSlowSocketBuffer: 0,
+      slowClosedAtEvent: -1,
+    };
     const unsubscribe = srv.chat.bus.subscribe(() => {
       seen.events++;
       for (const ws of srv.conns.all()) {
@@ -129,13 +140,15 @@ describe("a reader that stops reading during a long, fast reply", () => {
     const seqs = deltas.map((f) => f.seq as number);
     expect(seqs.every((s, i) => i === 0 || s > seqs[i - 1]!)).toBe(true);
 
-    console.log([
-      `slow reader: ${TOKENS} tokens x 50 B streamed in ${Math.round(streamMs)} ms; SEND_BUFFER_LIMIT_BYTES=${LIMIT}`,
-      `  max queued bytes (any socket) ${seen.maxQueuedBytes}; slow socket: max queued ${seen.maxSlowQueuedBytes} B, max queue entries ${seen.maxSlowQueueLength}, max uWS buffer ${seen.maxSlowSocketBuffer} B, paused during ${seen.slowPausedEvents} events`,
-      `  slow socket closed 1008 at event ${seen.slowClosedAtEvent}; it received ${slowFrames} delta frames, ${slowText.length} of ${full.length} chars (an intact prefix)`,
-      `  good watcher (own process): ${good.frames} delta frames, ${good.length} chars, sha256 ok`,
-      `  test process RSS ${MiB(before.rss)} -> ${MiB(after.rss)}, heap used ${MiB(before.heapUsed)} -> ${MiB(after.heapUsed)} (server, model and slow client share it)`,
-    ].join("\n"));
+    console.log(
+      [
+        `slow reader: ${TOKENS} tokens x 50 B streamed in ${Math.round(streamMs)} ms; SEND_BUFFER_LIMIT_BYTES=${LIMIT}`,
+        `  max queued bytes (any socket) ${seen.maxQueuedBytes}; slow socket: max queued ${seen.maxSlowQueuedBytes} B, max queue entries ${seen.maxSlowQueueLength}, max uWS buffer ${seen.maxSlowSocketBuffer} B, paused during ${seen.slowPausedEvents} events`,
+        `  slow socket closed 1008 at event ${seen.slowClosedAtEvent}; it received ${slowFrames} delta frames, ${slowText.length} of ${full.length} chars (an intact prefix)`,
+        `  good watcher (own process): ${good.frames} delta frames, ${good.length} chars, sha256 ok`,
+        `  test process RSS ${MiB(before.rss)} -> ${MiB(after.rss)}, heap used ${MiB(before.heapUsed)} -> ${MiB(after.heapUsed)} (server, model and slow client share it)`,
+      ].join("\n"),
+    );
   }, 40_000);
 });
 
@@ -155,7 +168,10 @@ describe("a reader that stops reading during a long non-ASCII reply", () => {
       (slow.ws as WebSocket & { pause(): boolean }).pause();
       let maxUtf8 = 0;
       const unsubscribe = srv.chat.bus.subscribe(() => {
-        maxUtf8 = Math.max(maxUtf8, conn.data.queue.reduce((n, q) => n + Buffer.byteLength(q.data), 0));
+        maxUtf8 = Math.max(
+          maxUtf8,
+          conn.data.queue.reduce((n, q) => n + Buffer.byteLength(q.data), 0),
+        );
       });
       const accepted = await sender.request({ type: "SEND_MESSAGE", requestId: "go", chatId: chat.id, content: "go" }, "MESSAGE_ACCEPTED");
       sender.ws.close(); // it would be too slow itself: this process also runs the server and the model
@@ -220,7 +236,10 @@ describe("a sender that vanishes mid-reply", () => {
       // The reply pauses after its first chunk until the sender is gone: it is in flight when it vanishes.
       const question = `are you there? (${how})`;
       const hold = holds.hold({ question });
-      const accepted = await sender.request({ type: "SEND_MESSAGE", requestId: "q", chatId: chat.id, content: question }, "MESSAGE_ACCEPTED");
+      const accepted = await sender.request(
+        { type: "SEND_MESSAGE", requestId: "q", chatId: chat.id, content: question },
+        "MESSAGE_ACCEPTED",
+      );
       expect(accepted.type).toBe("MESSAGE_ACCEPTED");
       await sender.next((f) => f.type === "MESSAGE" && !f.end);
       await within(hold.reached, 5_000, "the reply to pause after its first chunk");

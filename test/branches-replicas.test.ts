@@ -21,8 +21,15 @@ beforeAll(async () => {
   model.setScript((req) => ({ tokens: [`re:${lastUserTurn(req)}`, ` #${++n}`] }));
   redis = await startRedis();
   r = await startReplicas({
-    n: 2, redis,
-    env: { API_TOKEN: TOKEN, OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "m", CHAT_TITLES: "false", RATE_LIMIT_FRAMES_PER_SECOND: "100000" },
+    n: 2,
+    redis,
+    env: {
+      API_TOKEN: TOKEN,
+      OPENAI_BASE_URL: `${model.url}/v1`,
+      OPENAI_MODEL: "m",
+      CHAT_TITLES: "false",
+      RATE_LIMIT_FRAMES_PER_SECOND: "100000",
+    },
   });
 }, 120_000);
 afterAll(async () => {
@@ -53,16 +60,31 @@ describe("branches across replicas", () => {
     const q1 = await ask(a0, chatId, "Q1");
     const q2 = await ask(a0, chatId, "Q2");
     // Replica 1 reads the chat now: it remembers it as never branched.
-    expect(turns(await history(a1, chatId))).toEqual([["user", "Q1"], ["assistant", q1.text], ["user", "Q2"], ["assistant", q2.text]]);
+    expect(turns(await history(a1, chatId))).toEqual([
+      ["user", "Q1"],
+      ["assistant", q1.text],
+      ["user", "Q2"],
+      ["assistant", q2.text],
+    ]);
 
     const g = await a0.request({ type: "REGENERATE", chatId }, "REGENERATING", 30_000);
     expect(g).toMatchObject({ questionId: q2.questionId, queued: false });
     const again = await a0.reply(chatId, 30_000);
     expect((await a1.next((f) => f.type === "BRANCH_SELECTED", 10_000)).messageId).toBe(q2.questionId);
-    expect(turns(await history(a1, chatId))).toEqual([["user", "Q1"], ["assistant", q1.text], ["user", "Q2"], ["assistant", again.text, "2/2"]]);
+    expect(turns(await history(a1, chatId))).toEqual([
+      ["user", "Q1"],
+      ["assistant", q1.text],
+      ["user", "Q2"],
+      ["assistant", again.text, "2/2"],
+    ]);
 
     const back = await a1.request({ type: "SELECT_BRANCH", chatId, messageId: q2.traceId }, "CHAT_HISTORY", 30_000);
-    expect(turns(back)).toEqual([["user", "Q1"], ["assistant", q1.text], ["user", "Q2"], ["assistant", q2.text, "1/2"]]);
+    expect(turns(back)).toEqual([
+      ["user", "Q1"],
+      ["assistant", q1.text],
+      ["user", "Q2"],
+      ["assistant", q2.text, "1/2"],
+    ]);
     expect((await a0.next((f) => f.type === "BRANCH_SELECTED", 10_000)).messageId).toBe(q2.traceId);
     expect(turns(await history(a0, chatId))).toEqual(turns(back));
 

@@ -50,7 +50,8 @@ async function ask(c: TestClient, chatId: string, content: string) {
   const reply = await c.reply(chatId);
   return { questionId: accepted.messageId as string, ...reply };
 }
-const prompt = (req: ModelRequest) => (req.body.messages as { role: string; content: string }[]).filter((m) => m.role !== "system").map((m) => [m.role, m.content]);
+const prompt = (req: ModelRequest) =>
+  (req.body.messages as { role: string; content: string }[]).filter((m) => m.role !== "system").map((m) => [m.role, m.content]);
 const requestFor = (model: SseModel, question: string) => model.requests.filter((r) => lastUserTurn(r) === question).at(-1)!;
 
 for (const kind of ["sqlite", "cosmos"] as const) {
@@ -73,7 +74,10 @@ for (const kind of ["sqlite", "cosmos"] as const) {
         raw = openSqliteStore(join(mkdtempSync(join(tmpdir(), "pichat-branches-")), "b.db"));
       }
       env.store = counted(raw, env.calls);
-      env.srv = await startTestServer({ OPENAI_BASE_URL: `${env.model.url}/v1`, OPENAI_MODEL: "m", OPENAI_API_KEY: "sk-test", ...ENV }, { store: env.store });
+      env.srv = await startTestServer(
+        { OPENAI_BASE_URL: `${env.model.url}/v1`, OPENAI_MODEL: "m", OPENAI_API_KEY: "sk-test", ...ENV },
+        { store: env.store },
+      );
     });
     afterAll(async () => {
       env.model?.release();
@@ -93,18 +97,34 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       await history(other, chatId);
 
       const r = await a.request({ type: "REGENERATE", requestId: "g-1", chatId }, "REGENERATING");
-      expect(r).toEqual({ type: "REGENERATING", chatId, questionId: q2.questionId, traceId: expect.any(String), queued: false, requestId: "g-1" });
+      expect(r).toEqual({
+        type: "REGENERATING",
+        chatId,
+        questionId: q2.questionId,
+        traceId: expect.any(String),
+        queued: false,
+        requestId: "g-1",
+      });
       expect(r.traceId).not.toBe(q2.traceId);
       const again = await a.reply(chatId);
       expect(again.traceId).toBe(r.traceId);
       expect(again.text).toStartWith("re:Q2 #");
       expect(again.text).not.toBe(q2.text);
       // The model was shown the path to the question, nothing of the first answer.
-      expect(prompt(requestFor(model, "Q2"))).toEqual([["user", "Q1"], ["assistant", expect.stringMatching(/^re:Q1/)], ["user", "Q2"]]);
+      expect(prompt(requestFor(model, "Q2"))).toEqual([
+        ["user", "Q1"],
+        ["assistant", expect.stringMatching(/^re:Q1/)],
+        ["user", "Q2"],
+      ]);
       expect((await other.next((f) => f.type === "BRANCH_SELECTED")).messageId).toBe(q2.questionId);
 
       const h = await history(a, chatId);
-      expect(turns(h)).toEqual([["user", "Q1"], ["assistant", expect.stringMatching(/^re:Q1/)], ["user", "Q2"], ["assistant", again.text, "2/2"]]);
+      expect(turns(h)).toEqual([
+        ["user", "Q1"],
+        ["assistant", expect.stringMatching(/^re:Q1/)],
+        ["user", "Q2"],
+        ["assistant", again.text, "2/2"],
+      ]);
       expect(h.messages[3]).toMatchObject({ id: again.traceId, parent_id: q2.questionId });
       // Both versions are stored.
       const replies = (await store.listMessages(chatId, { limit: 50 })).filter((m) => m.parent_id === q2.questionId);
@@ -112,7 +132,10 @@ for (const kind of ["sqlite", "cosmos"] as const) {
 
       const b = await a.request({ type: "GET_BRANCHES", chatId, messageId: again.traceId }, "BRANCHES");
       expect(b).toEqual({
-        type: "BRANCHES", chatId, messageId: again.traceId, current: again.traceId,
+        type: "BRANCHES",
+        chatId,
+        messageId: again.traceId,
+        current: again.traceId,
         siblings: [
           { id: q2.traceId, role: "assistant", created_at: expect.any(String), preview: q2.text },
           { id: again.traceId, role: "assistant", created_at: expect.any(String), preview: again.text },
@@ -121,7 +144,12 @@ for (const kind of ["sqlite", "cosmos"] as const) {
 
       const back = await a.request({ type: "SELECT_BRANCH", requestId: "s-1", chatId, messageId: q2.traceId }, "CHAT_HISTORY");
       expect(back.requestId).toBe("s-1");
-      expect(turns(back)).toEqual([["user", "Q1"], ["assistant", expect.stringMatching(/^re:Q1/)], ["user", "Q2"], ["assistant", q2.text, "1/2"]]);
+      expect(turns(back)).toEqual([
+        ["user", "Q1"],
+        ["assistant", expect.stringMatching(/^re:Q1/)],
+        ["user", "Q2"],
+        ["assistant", q2.text, "1/2"],
+      ]);
       expect(turns(await history(a, chatId))).toEqual(turns(back));
       expect((await other.next((f) => f.type === "BRANCH_SELECTED")).messageId).toBe(q2.traceId);
       expect(a.frames.some((f) => f.type === "BRANCH_SELECTED")).toBe(false);
@@ -136,41 +164,104 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       const q2 = await ask(a, chatId, "E2");
       await ask(a, chatId, "E3");
 
-      const acc = await a.request({ type: "EDIT_MESSAGE", chatId, messageId: q2.questionId, content: "E2 edited", message: { id: "edit-1" } }, "MESSAGE_ACCEPTED");
-      expect(acc).toEqual({ type: "MESSAGE_ACCEPTED", chatId, messageId: "edit-1", traceId: expect.any(String), duplicate: false, queued: false });
+      const acc = await a.request(
+        { type: "EDIT_MESSAGE", chatId, messageId: q2.questionId, content: "E2 edited", message: { id: "edit-1" } },
+        "MESSAGE_ACCEPTED",
+      );
+      expect(acc).toEqual({
+        type: "MESSAGE_ACCEPTED",
+        chatId,
+        messageId: "edit-1",
+        traceId: expect.any(String),
+        duplicate: false,
+        queued: false,
+      });
       const edited = await a.reply(chatId);
       expect(edited.text).toStartWith("re:E2 edited");
-      expect(prompt(requestFor(model, "E2 edited"))).toEqual([["user", "E1"], ["assistant", q1.text], ["user", "E2 edited"]]);
+      expect(prompt(requestFor(model, "E2 edited"))).toEqual([
+        ["user", "E1"],
+        ["assistant", q1.text],
+        ["user", "E2 edited"],
+      ]);
 
       const h = await history(a, chatId);
-      expect(turns(h)).toEqual([["user", "E1"], ["assistant", q1.text], ["user", "E2 edited", "2/2"], ["assistant", edited.text]]);
+      expect(turns(h)).toEqual([
+        ["user", "E1"],
+        ["assistant", q1.text],
+        ["user", "E2 edited", "2/2"],
+        ["assistant", edited.text],
+      ]);
       expect(h.messages[2]).toMatchObject({ id: "edit-1", parent_id: q1.traceId });
       // Nothing was deleted or rewritten.
       const all = await store.listMessages(chatId, { limit: 50 });
-      expect(all.map((m) => m.content)).toEqual(["E1", q1.text, "E2", q2.text, "E3", expect.stringMatching(/^re:E3/), "E2 edited", edited.text]);
+      expect(all.map((m) => m.content)).toEqual([
+        "E1",
+        q1.text,
+        "E2",
+        q2.text,
+        "E3",
+        expect.stringMatching(/^re:E3/),
+        "E2 edited",
+        edited.text,
+      ]);
       expect(all.find((m) => m.id === q2.questionId)).not.toHaveProperty("parent_id");
 
       // A resend of the same edit is a duplicate, never a third branch.
-      const dup = await a.request({ type: "EDIT_MESSAGE", chatId, messageId: q2.questionId, content: "E2 edited", message: { id: "edit-1" } }, "MESSAGE_ACCEPTED");
+      const dup = await a.request(
+        { type: "EDIT_MESSAGE", chatId, messageId: q2.questionId, content: "E2 edited", message: { id: "edit-1" } },
+        "MESSAGE_ACCEPTED",
+      );
       expect(dup).toMatchObject({ messageId: "edit-1", duplicate: true });
 
       // Back to the first branch: the old question, its answer and what followed.
       const old = await a.request({ type: "SELECT_BRANCH", chatId, messageId: q2.questionId }, "CHAT_HISTORY");
-      expect(turns(old)).toEqual([["user", "E1"], ["assistant", q1.text], ["user", "E2", "1/2"], ["assistant", q2.text], ["user", "E3"], ["assistant", expect.stringMatching(/^re:E3/)]]);
+      expect(turns(old)).toEqual([
+        ["user", "E1"],
+        ["assistant", q1.text],
+        ["user", "E2", "1/2"],
+        ["assistant", q2.text],
+        ["user", "E3"],
+        ["assistant", expect.stringMatching(/^re:E3/)],
+      ]);
       const branches = await a.request({ type: "GET_BRANCHES", chatId, messageId: "edit-1" }, "BRANCHES");
-      expect(branches.siblings.map((s: Frame) => [s.id, s.preview])).toEqual([[q2.questionId, "E2"], ["edit-1", "E2 edited"]]);
+      expect(branches.siblings.map((s: Frame) => [s.id, s.preview])).toEqual([
+        [q2.questionId, "E2"],
+        ["edit-1", "E2 edited"],
+      ]);
       expect(branches.current).toBe(q2.questionId);
 
       // A question sent now follows the selected branch's leaf, and the model sees that branch only.
       const e4 = await ask(a, chatId, "E4");
       const stored = (await store.listMessages(chatId, { limit: 50 })).find((m) => m.id === e4.questionId)!;
       expect(stored.parent_id).toBe(old.messages.at(-1).id);
-      expect(prompt(requestFor(model, "E4")).map(([, c]) => c)).toEqual(["E1", q1.text, "E2", q2.text, "E3", old.messages.at(-1).content, "E4"]);
-      expect(turns(await history(a, chatId)).map((t) => t[1])).toEqual(["E1", q1.text, "E2", q2.text, "E3", old.messages.at(-1).content, "E4", e4.text]);
+      expect(prompt(requestFor(model, "E4")).map(([, c]) => c)).toEqual([
+        "E1",
+        q1.text,
+        "E2",
+        q2.text,
+        "E3",
+        old.messages.at(-1).content,
+        "E4",
+      ]);
+      expect(turns(await history(a, chatId)).map((t) => t[1])).toEqual([
+        "E1",
+        q1.text,
+        "E2",
+        q2.text,
+        "E3",
+        old.messages.at(-1).content,
+        "E4",
+        e4.text,
+      ]);
 
       // And switching to the edit again: that branch, as it was.
       const back = await a.request({ type: "SELECT_BRANCH", chatId, messageId: "edit-1" }, "CHAT_HISTORY");
-      expect(turns(back)).toEqual([["user", "E1"], ["assistant", q1.text], ["user", "E2 edited", "2/2"], ["assistant", edited.text]]);
+      expect(turns(back)).toEqual([
+        ["user", "E1"],
+        ["assistant", q1.text],
+        ["user", "E2 edited", "2/2"],
+        ["assistant", edited.text],
+      ]);
     });
 
     test("editing the first question starts a branch from the top; only questions can be edited; unknown ids are MESSAGE_NOT_FOUND", async () => {
@@ -181,7 +272,10 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       await ask(a, chatId, "F2");
       await a.request({ type: "EDIT_MESSAGE", chatId, messageId: q1.questionId, content: "F1 again" }, "MESSAGE_ACCEPTED");
       const r = await a.reply(chatId);
-      expect(turns(await history(a, chatId))).toEqual([["user", "F1 again", "2/2"], ["assistant", r.text]]);
+      expect(turns(await history(a, chatId))).toEqual([
+        ["user", "F1 again", "2/2"],
+        ["assistant", r.text],
+      ]);
 
       const notQ = await a.request({ type: "EDIT_MESSAGE", chatId, messageId: q1.traceId, content: "x" }, "MESSAGE_ACCEPTED");
       expect(notQ).toMatchObject({ type: "ERROR", code: "NOT_A_QUESTION", chatId, messageId: q1.traceId });
@@ -196,8 +290,15 @@ for (const kind of ["sqlite", "cosmos"] as const) {
         expect(await a.request(frame, "NEVER")).toMatchObject({ type: "ERROR", code: "MESSAGE_NOT_FOUND", chatId, messageId: "nope" });
       }
       const empty = await newChat(a);
-      expect(await a.request({ type: "REGENERATE", chatId: empty }, "REGENERATING")).toMatchObject({ type: "ERROR", code: "MESSAGE_NOT_FOUND", chatId: empty });
-      expect(await a.request({ type: "EDIT_MESSAGE", chatId, messageId: q1.questionId, content: "  " }, "MESSAGE_ACCEPTED")).toMatchObject({ type: "ERROR", code: "INVALID_FRAME" });
+      expect(await a.request({ type: "REGENERATE", chatId: empty }, "REGENERATING")).toMatchObject({
+        type: "ERROR",
+        code: "MESSAGE_NOT_FOUND",
+        chatId: empty,
+      });
+      expect(await a.request({ type: "EDIT_MESSAGE", chatId, messageId: q1.questionId, content: "  " }, "MESSAGE_ACCEPTED")).toMatchObject({
+        type: "ERROR",
+        code: "INVALID_FRAME",
+      });
       // Nothing of the refused frames was stored or answered.
       expect((await env.store.listMessages(empty, { limit: 10 })).length).toBe(0);
     });
@@ -222,7 +323,10 @@ for (const kind of ["sqlite", "cosmos"] as const) {
         }
       }
       // Nothing changed for the owner, and nothing reached them.
-      expect(turns(await history(a, chatId))).toEqual([["user", "mine"], ["assistant", q.text]]);
+      expect(turns(await history(a, chatId))).toEqual([
+        ["user", "mine"],
+        ["assistant", q.text],
+      ]);
       expect((await raw!.getChat("default", chatId))?.selected).toBeUndefined();
     });
 
@@ -248,9 +352,17 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       expect(regen.traceId).not.toBe(first.traceId);
       expect(regen.text).toStartWith("re:H1");
       // H1's new version is current: below it there is nothing yet (H2 followed the first version).
-      expect(turns(await history(a, chatId))).toEqual([["user", "H1"], ["assistant", regen.text, "2/2"]]);
+      expect(turns(await history(a, chatId))).toEqual([
+        ["user", "H1"],
+        ["assistant", regen.text, "2/2"],
+      ]);
       const h2 = await a.request({ type: "SELECT_BRANCH", chatId, messageId: q1.traceId }, "CHAT_HISTORY");
-      expect(turns(h2)).toEqual([["user", "H1"], ["assistant", q1.text, "1/2"], ["user", "H2"], ["assistant", "held H2"]]);
+      expect(turns(h2)).toEqual([
+        ["user", "H1"],
+        ["assistant", q1.text, "1/2"],
+        ["user", "H2"],
+        ["assistant", "held H2"],
+      ]);
 
       // A regeneration stops like any reply.
       model.setScript({ tokens: ["stop", " me", " now"], holdAfter: 1 });
@@ -283,7 +395,8 @@ for (const kind of ["sqlite", "cosmos"] as const) {
         a.send({ type: "SEND_MESSAGE", chatId, content: "K1" });
         await model.waitHeld(1);
         // Stored while K1's answer streams: K1, its answer, K2, K3, then K2's and K3's answers.
-        for (const q of ["K2", "K3"]) expect(await a.request({ type: "SEND_MESSAGE", chatId, content: q }, "MESSAGE_ACCEPTED")).toMatchObject({ queued: true });
+        for (const q of ["K2", "K3"])
+          expect(await a.request({ type: "SEND_MESSAGE", chatId, content: q }, "MESSAGE_ACCEPTED")).toMatchObject({ queued: true });
         model.release();
       } finally {
         model.setScript(answering);
@@ -295,7 +408,12 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       const again = await a.reply(chatId);
       expect(r.traceId).toBe(again.traceId);
       expect(turns(await history(a, chatId))).toEqual([
-        ["user", "K1"], ["assistant", "re:K1 held"], ["user", "K2"], ["assistant", linear[4]], ["user", "K3"], ["assistant", again.text, "2/2"],
+        ["user", "K1"],
+        ["assistant", "re:K1 held"],
+        ["user", "K2"],
+        ["assistant", linear[4]],
+        ["user", "K3"],
+        ["assistant", again.text, "2/2"],
       ]);
       // The model was shown that conversation, K2's answer included.
       expect(prompt(requestFor(model, "K3")).map(([, c]) => c)).toEqual(["K1", "re:K1 held", "K2", linear[4], "K3"]);
@@ -331,12 +449,23 @@ for (const kind of ["sqlite", "cosmos"] as const) {
           const before = calls.length;
           const text = await rawRequest({ type: "GET_CHAT_HISTORY", chatId, limit: 2, ...(cursor ? { cursor } : {}) });
           // (Calls about this chat only: the orphan sweep runs on its own clock.)
-          const used = calls.slice(before).filter((c) => c.args.includes(chatId)).map((c) => c.method);
+          const used = calls
+            .slice(before)
+            .filter((c) => c.args.includes(chatId))
+            .map((c) => c.method);
           // At most the one page query it always cost (a cache may save even that): no chat record, no whole-chat read.
           expect(used.filter((m) => m !== "pageMessages")).toEqual([]);
           const page = await raw!.pageMessages(chatId, { limit: 2, ...(cursor ? { cursor } : {}) });
           // The frame the code before branches built from that page (src/ws/protocol.ts chatHistory).
-          expect(text).toBe(JSON.stringify({ type: "CHAT_HISTORY", chatId, messages: page.items, hasMore: page.cursor !== undefined, ...(page.cursor ? { cursor: page.cursor } : {}) }));
+          expect(text).toBe(
+            JSON.stringify({
+              type: "CHAT_HISTORY",
+              chatId,
+              messages: page.items,
+              hasMore: page.cursor !== undefined,
+              ...(page.cursor ? { cursor: page.cursor } : {}),
+            }),
+          );
           expect(text).not.toContain("siblings");
           cursor = page.cursor;
           pages++;
@@ -350,7 +479,9 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       const q = await ask(a, chatId, "U4");
       const used = calls.slice(before).filter((c) => c.args.includes(chatId));
       expect(used.map((c) => c.method).filter((m) => m === "getChat" || m === "patchChat")).toEqual([]);
-      expect(used.filter((c) => c.method === "listMessages" && (c.args[1] as { limit: number }).limit > srv.config.HISTORY_MAX_MESSAGES)).toEqual([]);
+      expect(
+        used.filter((c) => c.method === "listMessages" && (c.args[1] as { limit: number }).limit > srv.config.HISTORY_MAX_MESSAGES),
+      ).toEqual([]);
       expect((await raw!.listMessages(chatId, { limit: 50 })).find((m) => m.id === q.questionId)).not.toHaveProperty("parent_id");
     });
 
@@ -364,7 +495,7 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       await a.reply(chatId);
       for (const q of ["P4", "P5"]) await ask(a, chatId, q);
       const whole = turns(await history(a, chatId));
-      expect(whole.map((t) => t[1]).filter((c, i) => i % 2 === 0)).toEqual(["P1b", "P4", "P5"]);
+      expect(whole.map((t) => t[1]).filter((_c, i) => i % 2 === 0)).toEqual(["P1b", "P4", "P5"]);
       const seen: unknown[][] = [];
       let cursor: string | undefined;
       do {

@@ -33,15 +33,26 @@ describe("config", () => {
   });
 
   test("half-configured dependencies are refused with the missing variable named", () => {
-    expect(fails({ AZURE_OPENAI_ENDPOINT: "https://x.openai.azure.com", AZURE_OPENAI_KEY: "k" })).toStartWith("AZURE_OPENAI_DEPLOYMENT_NAME:");
+    expect(fails({ AZURE_OPENAI_ENDPOINT: "https://x.openai.azure.com", AZURE_OPENAI_KEY: "k" })).toStartWith(
+      "AZURE_OPENAI_DEPLOYMENT_NAME:",
+    );
     expect(fails({ IOT_HUB_ENABLE: "true" })).toStartWith("EVENT_HUB_COMPATIBLE_CONN_STR:");
-    expect(fails({ IOT_HUB_ENABLE: "true", EVENT_HUB_COMPATIBLE_CONN_STR: "Endpoint=sb://x/;EntityPath=y" })).toStartWith("IOT_HUB_CONNECTION_STRING:");
+    expect(fails({ IOT_HUB_ENABLE: "true", EVENT_HUB_COMPATIBLE_CONN_STR: "Endpoint=sb://x/;EntityPath=y" })).toStartWith(
+      "IOT_HUB_CONNECTION_STRING:",
+    );
   });
 
   test("a missing key means Azure identity, not an error", () => {
     expect(loadConfig({ COSMOS_ENDPOINT: "https://x.documents.azure.com:443/" }).COSMOS_KEY).toBeUndefined();
-    expect(loadConfig({ AZURE_OPENAI_ENDPOINT: "https://x.openai.azure.com", AZURE_OPENAI_DEPLOYMENT_NAME: "d" }).AZURE_OPENAI_KEY).toBeUndefined();
-    const iot = loadConfig({ IOT_HUB_ENABLE: "true", EVENT_HUB_FULLY_QUALIFIED_NAMESPACE: "ns.servicebus.windows.net", EVENT_HUB_NAME: "telemetry", IOT_HUB_HOST_NAME: "hub.azure-devices.net" });
+    expect(
+      loadConfig({ AZURE_OPENAI_ENDPOINT: "https://x.openai.azure.com", AZURE_OPENAI_DEPLOYMENT_NAME: "d" }).AZURE_OPENAI_KEY,
+    ).toBeUndefined();
+    const iot = loadConfig({
+      IOT_HUB_ENABLE: "true",
+      EVENT_HUB_FULLY_QUALIFIED_NAMESPACE: "ns.servicebus.windows.net",
+      EVENT_HUB_NAME: "telemetry",
+      IOT_HUB_HOST_NAME: "hub.azure-devices.net",
+    });
     expect(iot.IOT_HUB_ENABLE).toBe(true);
   });
 
@@ -71,7 +82,9 @@ describe("config", () => {
 
 describe("several replicas", () => {
   test("REDIS_URL without the shared Cosmos store is refused with one line naming it", () => {
-    expect(() => loadConfig({ REDIS_URL: "redis://127.0.0.1:6379" })).toThrow(/^REDIS_URL: several replicas need the shared Cosmos DB store/);
+    expect(() => loadConfig({ REDIS_URL: "redis://127.0.0.1:6379" })).toThrow(
+      /^REDIS_URL: several replicas need the shared Cosmos DB store/,
+    );
     expect(() => loadConfig({ REDIS_URL: "redis://127.0.0.1:6379", COSMOS_ENDPOINT: "https://localhost:8081/" })).not.toThrow();
     expect(() => loadConfig({ REDIS_URL: "http://x", COSMOS_ENDPOINT: "https://localhost:8081/" })).toThrow(/REDIS_URL: must be a redis/);
     expect(() => loadConfig({ REDIS_CLUSTER: "true" })).toThrow(/^REDIS_CLUSTER: needs REDIS_URL/);
@@ -83,7 +96,8 @@ describe("start-up", () => {
     const proc = Bun.spawn(["bun", "src/index.ts"], {
       cwd: new URL("..", import.meta.url).pathname,
       env: { PATH: process.env.PATH, ENVIRONMENT: "production", API_TOKEN: "change-me", SERVER_PORT: "0" },
-      stdout: "pipe", stderr: "pipe",
+      stdout: "pipe",
+      stderr: "pipe",
     });
     const code = await proc.exited;
     const err = await new Response(proc.stderr).text();
@@ -96,7 +110,8 @@ describe("start-up", () => {
     const proc = Bun.spawn(["bun", "src/index.ts"], {
       cwd: new URL("..", import.meta.url).pathname,
       env: { PATH: process.env.PATH, SERVER_PORT: "0", HOST: "127.0.0.1", SQLITE_PATH: "/proc/pichat-cannot-write-here/pichat.db" },
-      stdout: "pipe", stderr: "pipe",
+      stdout: "pipe",
+      stderr: "pipe",
     });
     const code = await proc.exited;
     const out = await new Response(proc.stdout).text();

@@ -38,8 +38,17 @@ for (const kind of ["sqlite", "cosmos"] as const) {
         cosmos = await startCosmosServer();
         store = await openTestCosmosStore(cosmos, "pichat-context");
       }
-      const env = { OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "gpt-4o", OPENAI_API_KEY: "sk-test", CHAT_TITLES: "false", SYSTEM_PROMPT: SYSTEM };
-      small = await startTestServer({ ...env, MODEL_CONTEXT_TOKENS: String(WINDOW), MODEL_REPLY_RESERVE_TOKENS: String(RESERVE) }, store ? { store } : {});
+      const env = {
+        OPENAI_BASE_URL: `${model.url}/v1`,
+        OPENAI_MODEL: "gpt-4o",
+        OPENAI_API_KEY: "sk-test",
+        CHAT_TITLES: "false",
+        SYSTEM_PROMPT: SYSTEM,
+      };
+      small = await startTestServer(
+        { ...env, MODEL_CONTEXT_TOKENS: String(WINDOW), MODEL_REPLY_RESERVE_TOKENS: String(RESERVE) },
+        store ? { store } : {},
+      );
       wide = await startTestServer(env, store ? { store } : {});
     });
     afterAll(async () => {
@@ -51,9 +60,13 @@ for (const kind of ["sqlite", "cosmos"] as const) {
     });
 
     const newChat = async (c: TestClient) => (await c.request({ type: "CREATE_CHAT" }, "NEW_CHAT")).chat;
-    const lastRequestAbout = (content: string): ModelRequest | undefined => model.requests.findLast((r) => r.body.messages.at(-1)?.content === content);
+    const lastRequestAbout = (content: string): ModelRequest | undefined =>
+      model.requests.findLast((r) => r.body.messages.at(-1)?.content === content);
     async function ask(c: TestClient, chatId: string, content: string) {
-      const accepted = await c.request({ type: "SEND_MESSAGE", requestId: `ask-${content.length}-${content.slice(0, 8)}`, chatId, content }, "MESSAGE_ACCEPTED");
+      const accepted = await c.request(
+        { type: "SEND_MESSAGE", requestId: `ask-${content.length}-${content.slice(0, 8)}`, chatId, content },
+        "MESSAGE_ACCEPTED",
+      );
       expect(accepted.type).toBe("MESSAGE_ACCEPTED");
       await c.reply(chatId, 20_000);
       const req = lastRequestAbout(content);
@@ -65,7 +78,10 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       const a = await small.connect();
       const chat = await newChat(a);
       // Each question is ~40 tokens; with the short replies, a few exchanges fill a 300-token prompt.
-      const questions = Array.from({ length: 8 }, (_, i) => `Question ${i + 1}: ${"tell me more about the history of tea and coffee ".repeat(4)}`);
+      const questions = Array.from(
+        { length: 8 },
+        (_, i) => `Question ${i + 1}: ${"tell me more about the history of tea and coffee ".repeat(4)}`,
+      );
       let sent: Turn[] = [];
       for (const q of questions) {
         sent = await ask(a, chat.id, q);
@@ -91,7 +107,10 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       const chat = await newChat(a);
       const long = "abcdefgh".repeat(150); // 1,200 characters; o200k makes about 150 tokens of it
       const sent = await ask(a, chat.id, long);
-      expect(sent).toEqual([{ role: "system", content: SYSTEM }, { role: "user", content: long }]);
+      expect(sent).toEqual([
+        { role: "system", content: SYSTEM },
+        { role: "user", content: long },
+      ]);
       expect(promptTokens(sent)).toBeLessThanOrEqual(LIMIT);
     });
 
@@ -105,9 +124,15 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       const before = model.requests.length;
 
       const big = "word ".repeat(400); // ~400 tokens: over the 300-token limit on its own
-      const need = promptTokens([{ role: "system", content: SYSTEM }, { role: "user", content: big }]);
+      const need = promptTokens([
+        { role: "system", content: SYSTEM },
+        { role: "user", content: big },
+      ]);
       expect(need).toBeGreaterThan(LIMIT);
-      const err = await a.request({ type: "SEND_MESSAGE", requestId: "big", payload: { chatId: chat.id, message: { content: big, id: "too-big-1" } } }, "MESSAGE_ACCEPTED");
+      const err = await a.request(
+        { type: "SEND_MESSAGE", requestId: "big", payload: { chatId: chat.id, message: { content: big, id: "too-big-1" } } },
+        "MESSAGE_ACCEPTED",
+      );
       expect(err).toMatchObject({ type: "ERROR", code: "CONTEXT_TOO_LARGE", tokens: need, limit: LIMIT, requestId: "big" });
       expect(err.error).toContain(String(need));
       expect(err.error).toContain(String(LIMIT));
@@ -120,7 +145,10 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       expect(watcher.frames.some((f) => f.type === "FIRST_MESSAGE" && f.message?.id === "too-big-1")).toBe(false);
 
       // The chat is still usable, and a resend of the same id is refused the same way, not a duplicate.
-      const again = await a.request({ type: "SEND_MESSAGE", payload: { chatId: chat.id, message: { content: big, id: "too-big-1" } } }, "MESSAGE_ACCEPTED");
+      const again = await a.request(
+        { type: "SEND_MESSAGE", payload: { chatId: chat.id, message: { content: big, id: "too-big-1" } } },
+        "MESSAGE_ACCEPTED",
+      );
       expect(again).toMatchObject({ type: "ERROR", code: "CONTEXT_TOO_LARGE" });
       await ask(a, chat.id, "still here?");
     });
@@ -135,7 +163,12 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       // run's length), so the expected figure is scaled up from 100 characters; the server counts
       // long runs in parts (src/chat/prompt.ts), within a token or so a part of the exact count.
       const per100 = promptTokens([{ role: "user", content: "𝔘".repeat(100) }]) - promptTokens([{ role: "user", content: "" }]);
-      const expected = promptTokens([{ role: "system", content: SYSTEM }, { role: "user", content: "" }]) + per100 * 1000;
+      const expected =
+        promptTokens([
+          { role: "system", content: SYSTEM },
+          { role: "user", content: "" },
+        ]) +
+        per100 * 1000;
       expect(expected).toBeGreaterThan(250_000);
       expect(Math.abs(err.tokens - expected)).toBeLessThan(expected / 100);
       expect(await wide.store.listMessages(chat.id, { limit: 10 })).toEqual([]);
@@ -168,10 +201,14 @@ describe("a device's own conversation goes through the same budget", () => {
     peer = await startIotHubPeer({ tls: cert });
     model = await startSseModel({ tokens: TOKENS });
     srv = await startDeviceServer({
-      peer, cert,
+      peer,
+      cert,
       env: {
-        OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "gpt-4o", SYSTEM_PROMPT: SYSTEM,
-        MODEL_CONTEXT_TOKENS: String(WINDOW), MODEL_REPLY_RESERVE_TOKENS: String(RESERVE),
+        OPENAI_BASE_URL: `${model.url}/v1`,
+        OPENAI_MODEL: "gpt-4o",
+        SYSTEM_PROMPT: SYSTEM,
+        MODEL_CONTEXT_TOKENS: String(WINDOW),
+        MODEL_REPLY_RESERVE_TOKENS: String(RESERVE),
       },
     });
   });
@@ -187,7 +224,8 @@ describe("a device's own conversation goes through the same budget", () => {
     peer.sendTelemetry({ deviceId, body: { message: " \n\t " }, messageId: crypto.randomUUID(), contentType: "application/json" });
     const message = "  and what about tomorrow?\n";
     const conversation = Array.from({ length: 12 }, (_, i) => ({
-      role: i % 2 ? "assistant" : "user", content: `turn ${i}: ${"it was sunny and warm all afternoon ".repeat(3)}`,
+      role: i % 2 ? "assistant" : "user",
+      content: `turn ${i}: ${"it was sunny and warm all afternoon ".repeat(3)}`,
     }));
     peer.sendTelemetry({ deviceId, body: { message, conversation }, messageId: crypto.randomUUID(), contentType: "application/json" });
     const c2d = await peer.waitForC2D((m) => m.deviceId === deviceId, 20_000);
@@ -204,6 +242,9 @@ describe("a device's own conversation goes through the same budget", () => {
     expect(promptTokens([sent[0]!, conversation[conversation.length - kept.length - 1] as Turn, ...sent.slice(1)])).toBeGreaterThan(LIMIT);
 
     const chat = (await srv.store.listChats("default", { limit: 100 })).items.find((c) => c.device_id === deviceId)!;
-    expect((await srv.store.listMessages(chat.id, { limit: 10 })).map((m) => [m.role, m.content])).toEqual([["user", message], ["assistant", TOKENS.join("")]]);
+    expect((await srv.store.listMessages(chat.id, { limit: 10 })).map((m) => [m.role, m.content])).toEqual([
+      ["user", message],
+      ["assistant", TOKENS.join("")],
+    ]);
   });
 });

@@ -23,10 +23,7 @@ beforeAll(async () => {
   cosmos = await startCosmosServer();
   store = await openTestCosmosStore(cosmos, "pichat-flow");
   model = await startSseModel({ tokens: TOKENS });
-  srv = await startTestServer(
-    { OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "test-model", OPENAI_API_KEY: "sk-test" },
-    { store },
-  );
+  srv = await startTestServer({ OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "test-model", OPENAI_API_KEY: "sk-test" }, { store });
 });
 afterAll(async () => {
   await srv?.close();
@@ -88,7 +85,10 @@ describe("web UI flow on Cosmos DB", () => {
 
     // A page reload: both turns, oldest first; the reply's id is the stream's traceId.
     const msgs = await history(a, chat.id);
-    expect(turns(msgs)).toEqual([["user", "Hello Cosmos?"], ["assistant", REPLY]]);
+    expect(turns(msgs)).toEqual([
+      ["user", "Hello Cosmos?"],
+      ["assistant", REPLY],
+    ]);
     expect(msgs[1]!.id).toBe(mine.traceId);
     expect(msgs[0]!.id).toBe(first.message.id);
     expect(msgs.every((m) => m.chat_id === chat.id && m.status === undefined)).toBe(true);
@@ -110,7 +110,10 @@ describe("web UI flow on Cosmos DB", () => {
     expect(dup).toMatchObject({ type: "MESSAGE_ACCEPTED", chatId: chat.id, messageId: id, duplicate: true });
     expect(askedAbout("only once")).toBe(1);
     const stored = await store.listMessages(chat.id, { limit: 10 });
-    expect(stored.map((m) => [m.role, m.id === id])).toEqual([["user", true], ["assistant", false]]);
+    expect(stored.map((m) => [m.role, m.id === id])).toEqual([
+      ["user", true],
+      ["assistant", false],
+    ]);
   });
 
   test("DELETE_CHAT reaches both clients and removes the chat and its messages from Cosmos", async () => {
@@ -129,7 +132,10 @@ describe("web UI flow on Cosmos DB", () => {
     expect(await store.listMessages(chat.id, { limit: 10 })).toEqual([]);
     const list = await a.request({ type: "GET_CHATS" }, "CHAT_LIST");
     expect(list.chats.some((c: Frame) => c.id === chat.id)).toBe(false);
-    expect(await a.request({ type: "GET_CHAT_HISTORY", chatId: chat.id }, "CHAT_HISTORY")).toMatchObject({ type: "ERROR", code: "CHAT_NOT_FOUND" });
+    expect(await a.request({ type: "GET_CHAT_HISTORY", chatId: chat.id }, "CHAT_HISTORY")).toMatchObject({
+      type: "ERROR",
+      code: "CHAT_NOT_FOUND",
+    });
   });
 
   test("/health reports the cosmos store as ok", async () => {

@@ -44,8 +44,11 @@ for (const kind of ["sqlite", "cosmos"] as const) {
     beforeAll(async () => {
       const database = `pichat-crash-${crypto.randomUUID()}`;
       env = {
-        OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "m", CHAT_TITLES: "false",
-        REPLY_CHECKPOINT_MS: String(CHECKPOINT_MS), REPLY_LEASE_MS: String(LEASE_MS),
+        OPENAI_BASE_URL: `${model.url}/v1`,
+        OPENAI_MODEL: "m",
+        CHAT_TITLES: "false",
+        REPLY_CHECKPOINT_MS: String(CHECKPOINT_MS),
+        REPLY_LEASE_MS: String(LEASE_MS),
         ...(kind === "cosmos"
           ? { COSMOS_ENDPOINT: cosmos.endpoint, COSMOS_KEY: cosmos.key, COSMOS_ALLOW_SELF_SIGNED_CERT: "true", COSMOS_DATABASE: database }
           : {}),
@@ -60,8 +63,18 @@ for (const kind of ["sqlite", "cosmos"] as const) {
     const openCosmosAt = async (database: string) => {
       const { openCosmosStore } = await import("../src/store/cosmos");
       return openCosmosStore({
-        endpoint: cosmos.endpoint, key: cosmos.key, database, allowSelfSignedCert: true,
-        containers: { chats: "chats", messages: "messages", users: "users", settings: "settings", processedMessages: "processed_messages", checkpoints: "checkpoints" },
+        endpoint: cosmos.endpoint,
+        key: cosmos.key,
+        database,
+        allowSelfSignedCert: true,
+        containers: {
+          chats: "chats",
+          messages: "messages",
+          users: "users",
+          settings: "settings",
+          processedMessages: "processed_messages",
+          checkpoints: "checkpoints",
+        },
       });
     };
     const start = async () => {
@@ -88,26 +101,41 @@ for (const kind of ["sqlite", "cosmos"] as const) {
         const r = (await stored(chat.id)).find((m) => m.id === first.traceId);
         return r?.status === "streaming" && r.content.length > 0 && r;
       }, "a streaming checkpoint in the store");
-      expect(checkpoint).toMatchObject({ role: "assistant", parent_id: "q-talk", lease: { owner: expect.any(String), seq: expect.any(Number) } });
+      expect(checkpoint).toMatchObject({
+        role: "assistant",
+        parent_id: "q-talk",
+        lease: { owner: expect.any(String), seq: expect.any(Number) },
+      });
       await a.crash();
-      const seen = c.frames.filter((f) => f.type === "MESSAGE" && f.traceId === first.traceId).map((f) => f.content).join("");
+      const seen = c.frames
+        .filter((f) => f.type === "MESSAGE" && f.traceId === first.traceId)
+        .map((f) => f.content)
+        .join("");
 
       const b = await start();
       const d = await client(b);
       // Within the lease (and a sweep) the reply is final: interrupted, its text a prefix of what the client saw.
       const started = Date.now();
-      const final = await until(async () => {
-        const h = await d.request({ type: "GET_CHAT_HISTORY", chatId: chat.id }, "CHAT_HISTORY");
-        const r = (h.messages as (Message & { streaming?: boolean })[]).find((m) => m.id === first.traceId);
-        return r && !r.streaming && r.status !== "streaming" && r;
-      }, "the orphaned reply to be finalised", 4 * LEASE_MS + 5000);
+      const final = await until(
+        async () => {
+          const h = await d.request({ type: "GET_CHAT_HISTORY", chatId: chat.id }, "CHAT_HISTORY");
+          const r = (h.messages as (Message & { streaming?: boolean })[]).find((m) => m.id === first.traceId);
+          return r && !r.streaming && r.status !== "streaming" && r;
+        },
+        "the orphaned reply to be finalised",
+        4 * LEASE_MS + 5000,
+      );
       console.log(`${kind}: orphaned reply finalised ${Date.now() - started} ms after the restart (lease ${LEASE_MS} ms)`);
       expect(final.status).toBe("interrupted");
       expect(final.content.length).toBeGreaterThan(0);
       expect(seen.startsWith(final.content)).toBe(true);
       expect("lease" in final).toBe(false);
-      expect(await d.request({ type: "SEND_MESSAGE", chatId: chat.id, content: "talk", messageId: "q-talk", requestId: "again" }, "MESSAGE_ACCEPTED"))
-        .toMatchObject({ duplicate: true });
+      expect(
+        await d.request(
+          { type: "SEND_MESSAGE", chatId: chat.id, content: "talk", messageId: "q-talk", requestId: "again" },
+          "MESSAGE_ACCEPTED",
+        ),
+      ).toMatchObject({ duplicate: true });
       await b.crash();
     }, 30_000);
 
@@ -125,11 +153,17 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       model.setScript({ tokens: ["answered", " now"] });
       const b = await start();
       const d = await client(b);
-      const accepted = await d.request({ type: "SEND_MESSAGE", chatId: chat.id, content: "unlucky", messageId: "q-unlucky", requestId: "retry" }, "MESSAGE_ACCEPTED");
+      const accepted = await d.request(
+        { type: "SEND_MESSAGE", chatId: chat.id, content: "unlucky", messageId: "q-unlucky", requestId: "retry" },
+        "MESSAGE_ACCEPTED",
+      );
       expect(accepted).toMatchObject({ duplicate: false, messageId: "q-unlucky" });
       expect((await d.reply(chat.id)).text).toBe("answered now");
       const after = await stored(chat.id);
-      expect(after.map((m) => [m.role, m.content, m.parent_id])).toEqual([["user", "unlucky", undefined], ["assistant", "answered now", "q-unlucky"]]);
+      expect(after.map((m) => [m.role, m.content, m.parent_id])).toEqual([
+        ["user", "unlucky", undefined],
+        ["assistant", "answered now", "q-unlucky"],
+      ]);
       await b.crash();
     }, 30_000);
   });
@@ -150,21 +184,42 @@ describe("kill -9 mid-device-message", () => {
     test(`the restarted server takes the claim over and the device gets exactly one full answer (${kind})`, async () => {
       const dbPath = join(tmpdir(), `pichat-crash-dev-${crypto.randomUUID()}.db`);
       const env: Record<string, string> = {
-        OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "m", CHAT_TITLES: "false",
-        REPLY_CHECKPOINT_MS: String(CHECKPOINT_MS), REPLY_LEASE_MS: String(LEASE_MS),
-        IOT_HUB_ENABLE: "true", EVENT_HUB_COMPATIBLE_CONN_STR: peer.eventHubConnectionString,
-        IOT_HUB_CONNECTION_STRING: peer.iotHubConnectionString, NODE_EXTRA_CA_CERTS: cert.certPath,
-        DEVICE_CLAIM_LEASE_S: "1", IOT_HUB_LOAD_BALANCING: "greedy", IOT_HUB_LOAD_BALANCING_INTERVAL_MS: "200",
-        IOT_HUB_PARTITION_EXPIRY_MS: "1000", DEVICE_REPLY_MAX_AGE_S: "60",
+        OPENAI_BASE_URL: `${model.url}/v1`,
+        OPENAI_MODEL: "m",
+        CHAT_TITLES: "false",
+        REPLY_CHECKPOINT_MS: String(CHECKPOINT_MS),
+        REPLY_LEASE_MS: String(LEASE_MS),
+        IOT_HUB_ENABLE: "true",
+        EVENT_HUB_COMPATIBLE_CONN_STR: peer.eventHubConnectionString,
+        IOT_HUB_CONNECTION_STRING: peer.iotHubConnectionString,
+        NODE_EXTRA_CA_CERTS: cert.certPath,
+        DEVICE_CLAIM_LEASE_S: "1",
+        IOT_HUB_LOAD_BALANCING: "greedy",
+        IOT_HUB_LOAD_BALANCING_INTERVAL_MS: "200",
+        IOT_HUB_PARTITION_EXPIRY_MS: "1000",
+        DEVICE_REPLY_MAX_AGE_S: "60",
         ...(kind === "cosmos"
-          ? { COSMOS_ENDPOINT: cosmos.endpoint, COSMOS_KEY: cosmos.key, COSMOS_ALLOW_SELF_SIGNED_CERT: "true", COSMOS_DATABASE: `pichat-crash-dev-${crypto.randomUUID()}` }
+          ? {
+              COSMOS_ENDPOINT: cosmos.endpoint,
+              COSMOS_KEY: cosmos.key,
+              COSMOS_ALLOW_SELF_SIGNED_CERT: "true",
+              COSMOS_DATABASE: `pichat-crash-dev-${crypto.randomUUID()}`,
+            }
           : {}),
       };
       const running = async (p: ServerProcess) =>
-        until(async () => ((await (await fetch(`${p.httpUrl}/health`)).json()) as { services: { iot_hub: { status: string } } }).services.iot_hub.status === "running", "the device consumer to run", 15_000);
+        until(
+          async () =>
+            ((await (await fetch(`${p.httpUrl}/health`)).json()) as { services: { iot_hub: { status: string } } }).services.iot_hub
+              .status === "running",
+          "the device consumer to run",
+          15_000,
+        );
       const question = `what time is it? ${kind}`;
       const messageId = `d-${crypto.randomUUID()}`;
-      model.setScript((req) => (lastUserTurn(req) === question ? { tokens: ["half", " an", " answer"], holdAfter: 1 } : { tokens: ["ok"] }));
+      model.setScript((req) =>
+        lastUserTurn(req) === question ? { tokens: ["half", " an", " answer"], holdAfter: 1 } : { tokens: ["ok"] },
+      );
       const a = await spawnServer(env, { dbPath });
       procs.push(a);
       await running(a);

@@ -59,8 +59,10 @@ describe("a device question", () => {
     const ms = performance.now() - started;
     console.log(`device round trip (telemetry in → C2D out, instant model): ${ms.toFixed(1)} ms`);
     expect(c2d.body).toEqual({
-      response: "It is sunny today.", conversation_id: created.chat.id,
-      message_id: expect.stringMatching(/^[0-9a-f-]{36}$/), timestamp: expect.any(String),
+      response: "It is sunny today.",
+      conversation_id: created.chat.id,
+      message_id: expect.stringMatching(/^[0-9a-f-]{36}$/),
+      timestamp: expect.any(String),
     });
     expect(new Date((c2d.body as any).timestamp).toISOString()).toBe((c2d.body as any).timestamp);
     expect(c2d.messageId).toBe((c2d.body as any).message_id);
@@ -95,11 +97,20 @@ describe("a device question", () => {
 
   test("the device's own conversation is the model's context when given", async () => {
     const deviceId = `pi-${crypto.randomUUID().slice(0, 8)}`;
-    ask(deviceId, { message: "and tomorrow?", conversation: [{ role: "user", content: "weather today?" }, { role: "assistant", content: "sunny" }, { role: "bogus", content: "dropped" }] });
+    ask(deviceId, {
+      message: "and tomorrow?",
+      conversation: [
+        { role: "user", content: "weather today?" },
+        { role: "assistant", content: "sunny" },
+        { role: "bogus", content: "dropped" },
+      ],
+    });
     await c2dFor(deviceId);
     const sent = model.requests.find((r) => r.body.messages.at(-1)?.content === "and tomorrow?")!;
     expect(sent.body.messages.slice(1)).toEqual([
-      { role: "user", content: "weather today?" }, { role: "assistant", content: "sunny" }, { role: "user", content: "and tomorrow?" },
+      { role: "user", content: "weather today?" },
+      { role: "assistant", content: "sunny" },
+      { role: "user", content: "and tomorrow?" },
     ]);
   });
 });
@@ -117,7 +128,10 @@ describe("a device and a browser in one chat", () => {
       ask(deviceId, { message: "device asks first" });
       const { chat } = await browser.next((f) => f.type === "CHAT_CREATED" && f.chat.device_id === deviceId);
       await within(deviceFirst.reached, 10_000, "the device's reply to be held");
-      const queued = await tab.request({ type: "SEND_MESSAGE", requestId: "me-too", chatId: chat.id, content: "me too" }, "MESSAGE_ACCEPTED");
+      const queued = await tab.request(
+        { type: "SEND_MESSAGE", requestId: "me-too", chatId: chat.id, content: "me too" },
+        "MESSAGE_ACCEPTED",
+      );
       expect(queued).toMatchObject({ type: "MESSAGE_ACCEPTED", duplicate: false, queued: true, requestId: "me-too" });
       expect((await srv.store.listMessages(chat.id, { limit: 10 })).map((m) => m.content)).toContain("me too");
       expect(asked("me too")).toBe(0);
@@ -130,7 +144,10 @@ describe("a device and a browser in one chat", () => {
       expect(asked("me too")).toBe(1);
 
       // 2. A browser's reply is held: the device's next question is stored and shown, but not answered.
-      const mine = await tab.request({ type: "SEND_MESSAGE", requestId: "mine", chatId: chat.id, content: "browser asks" }, "MESSAGE_ACCEPTED");
+      const mine = await tab.request(
+        { type: "SEND_MESSAGE", requestId: "mine", chatId: chat.id, content: "browser asks" },
+        "MESSAGE_ACCEPTED",
+      );
       expect(mine).toMatchObject({ type: "MESSAGE_ACCEPTED", queued: false });
       await within(browserReply.reached, 5_000, "the browser's reply to be held");
       ask(deviceId, { message: "device asks again" });
@@ -147,10 +164,14 @@ describe("a device and a browser in one chat", () => {
       expect(secondC2D.body).toMatchObject({ response: TOKENS.join(""), conversation_id: chat.id });
       const stored = await srv.store.listMessages(chat.id, { limit: 10 });
       expect(stored.map((m) => [m.role, m.content, m.device_id])).toEqual([
-        ["user", "device asks first", deviceId], ["assistant", TOKENS.join(""), deviceId],
-        ["user", "me too", undefined], ["assistant", TOKENS.join(""), undefined],
-        ["user", "browser asks", undefined], ["assistant", TOKENS.join(""), undefined],
-        ["user", "device asks again", deviceId], ["assistant", TOKENS.join(""), deviceId],
+        ["user", "device asks first", deviceId],
+        ["assistant", TOKENS.join(""), deviceId],
+        ["user", "me too", undefined],
+        ["assistant", TOKENS.join(""), undefined],
+        ["user", "browser asks", undefined],
+        ["assistant", TOKENS.join(""), undefined],
+        ["user", "device asks again", deviceId],
+        ["assistant", TOKENS.join(""), deviceId],
       ]);
       expect([stored[3]!.id, stored[5]!.id]).toEqual([queued.traceId, mine.traceId]);
       expect(stored[7]!.id).toBe((secondC2D.body as any).message_id);
@@ -219,7 +240,10 @@ describe("C2D failures", () => {
     peer.setC2DMode("reject-not-found");
     try {
       ask(deviceId, { message: "will the reply get through?" });
-      await until(() => srv.log.lines.find((l) => l.includes("could not send the reply") && l.includes(deviceId)), "the C2D failure to be logged");
+      await until(
+        () => srv.log.lines.find((l) => l.includes("could not send the reply") && l.includes(deviceId)),
+        "the C2D failure to be logged",
+      );
     } finally {
       peer.setC2DMode("accept");
     }
@@ -249,7 +273,9 @@ describe("C2D failures", () => {
   test("a C2D send racing a dropped connection (cut mid-send) fails or succeeds, and never crashes the process", async () => {
     const child = Bun.spawn([process.execPath, "-e", C2D_RACE], {
       env: { ...process.env, REPO: join(import.meta.dir, ".."), CONNECTION_STRING: peer.iotHubConnectionString, CA: cert.cert, DEBUG: "" },
-      stdin: "pipe", stdout: "pipe", stderr: "pipe",
+      stdin: "pipe",
+      stdout: "pipe",
+      stderr: "pipe",
     });
     const lines: string[] = [];
     const stdout = (async () => {
@@ -257,7 +283,7 @@ describe("C2D failures", () => {
       for await (const chunk of child.stdout) {
         buf += new TextDecoder().decode(chunk);
         let i: number;
-        while ((i = buf.indexOf("\n")) >= 0) (lines.push(buf.slice(0, i)), (buf = buf.slice(i + 1)));
+        while ((i = buf.indexOf("\n")) >= 0) lines.push(buf.slice(0, i)), (buf = buf.slice(i + 1));
       }
     })();
     let err = "";
@@ -361,16 +387,22 @@ describe("restart", () => {
     const deadPort = closed.port;
     closed.stop(true);
     const s = await startDeviceServer({
-      peer: ownPeer, cert, env: { OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "m" },
+      peer: ownPeer,
+      cert,
+      env: { OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "m" },
       iotHubConnectionString: `HostName=localhost:${deadPort};SharedAccessKeyName=service;SharedAccessKey=a2V5`,
     });
     try {
-      for (const text of ["first", "second"]) ownPeer.sendTelemetry({ deviceId: "pi-x", body: { message: text }, messageId: crypto.randomUUID() });
+      for (const text of ["first", "second"])
+        ownPeer.sendTelemetry({ deviceId: "pi-x", body: { message: text }, messageId: crypto.randomUUID() });
       await until(() => s.log.lines.filter((l) => l.includes("could not send the reply")).length === 2, "both C2D failures logged", 20_000);
       const chat = (await s.store.findDeviceChat("default", "pi-x"))!;
       const stored = await s.store.listMessages(chat.id, { limit: 10 });
       expect(stored.map((m) => [m.role, m.content])).toEqual([
-        ["user", "first"], ["assistant", TOKENS.join("")], ["user", "second"], ["assistant", TOKENS.join("")],
+        ["user", "first"],
+        ["assistant", TOKENS.join("")],
+        ["user", "second"],
+        ["assistant", TOKENS.join("")],
       ]);
       expect(s.log.lines.join("\n")).not.toContain("a2V5");
     } finally {

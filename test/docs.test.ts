@@ -9,7 +9,29 @@ import { handlers } from "../src/ws/handlers";
 const ROOT = join(import.meta.dir, "..");
 const protocol = readFileSync(join(ROOT, "docs/protocol.md"), "utf8");
 const types = Object.keys(handlers).sort();
-const WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"];
+const WORDS = [
+  "zero",
+  "one",
+  "two",
+  "three",
+  "four",
+  "five",
+  "six",
+  "seven",
+  "eight",
+  "nine",
+  "ten",
+  "eleven",
+  "twelve",
+  "thirteen",
+  "fourteen",
+  "fifteen",
+  "sixteen",
+  "seventeen",
+  "eighteen",
+  "nineteen",
+  "twenty",
+];
 
 /** The text of one `## n.` section. */
 const section = (n: number) => {

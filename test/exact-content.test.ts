@@ -72,7 +72,7 @@ for (const kind of ["sqlite", "cosmos"] as const) {
         expect(typeof cursor).toBe("string");
       }
     };
-    const requestFor = (chatId: string, content: string): ModelRequest | undefined =>
+    const requestFor = (_chatId: string, content: string): ModelRequest | undefined =>
       model.requests.find((r) => r.body.messages.at(-1)?.content === content && r.body.messages.some((m: Frame) => m.content === content));
 
     /** Sends `content` from a new socket while another watches; checks the echo, the model's input and history. */
@@ -97,7 +97,10 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       // A reload (a new connection) reads it back exactly, and so does the store itself.
       const reader = await srv.connect();
       const stored = await fullHistory(reader, chat.id);
-      expect(stored.map((m) => [m.role, m.content])).toEqual([["user", expected], ["assistant", TOKENS.join("")]]);
+      expect(stored.map((m) => [m.role, m.content])).toEqual([
+        ["user", expected],
+        ["assistant", TOKENS.join("")],
+      ]);
       expect(stored[0]!.id).toBe(accepted.messageId);
       const [q] = await srv.store.listMessages(chat.id, { limit: 10 });
       expect(q!.content).toBe(expected);
@@ -116,7 +119,9 @@ for (const kind of ["sqlite", "cosmos"] as const) {
 
     test("a 100,000-character message in a 4-byte script round-trips exactly (one frame, one message)", async () => {
       expect([...LONG].length).toBe(100_000);
-      expect(Buffer.byteLength(JSON.stringify({ type: "SEND_MESSAGE", payload: { chatId: crypto.randomUUID(), message: { content: LONG } } }))).toBeLessThanOrEqual(srv.config.MAX_FRAME_BYTES);
+      expect(
+        Buffer.byteLength(JSON.stringify({ type: "SEND_MESSAGE", payload: { chatId: crypto.randomUUID(), message: { content: LONG } } })),
+      ).toBeLessThanOrEqual(srv.config.MAX_FRAME_BYTES);
       await roundTrip(LONG);
     }, 60_000);
 
@@ -133,7 +138,10 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       const chat = await newChat(a);
       const before = model.requests.length;
       for (const content of ["", " ", "\n\t \r\n", "\u00a0\u3000\ufeff"]) {
-        for (const payload of [{ chatId: chat.id, content }, { chatId: chat.id, message: { content, id: `blank-${content.length}` } }]) {
+        for (const payload of [
+          { chatId: chat.id, content },
+          { chatId: chat.id, message: { content, id: `blank-${content.length}` } },
+        ]) {
           const err = await a.request({ type: "SEND_MESSAGE", payload }, "MESSAGE_ACCEPTED");
           expect(err).toMatchObject({ type: "ERROR", code: "INVALID_FRAME" });
           expect(err.error).toContain("content must not be empty or only whitespace");

@@ -43,7 +43,8 @@ function failingWrites(store: Store) {
     },
   };
   return {
-    store: wrapped, chatIds,
+    store: wrapped,
+    chatIds,
     /** Resolves once a PAUSE_WRITE write waits. */
     paused: () => paused.promise,
     release() {
@@ -93,27 +94,53 @@ for (const kind of ["sqlite", "cosmos"] as const) {
 
     const get = (path: string, token?: string, headers: Record<string, string> = {}) =>
       fetch(`${srv.url}${path}`, { headers: { ...headers, ...(token ? { Authorization: `Bearer ${token}` } : {}) } });
-    const post = (body: string | ReadableStream<Uint8Array>, token?: string, headers: Record<string, string> = { "Content-Type": "application/json" }) =>
-      fetch(`${srv.url}/api/chats/import`, { method: "POST", body, headers: { ...headers, ...(token ? { Authorization: `Bearer ${token}` } : {}) } });
+    const post = (
+      body: string | ReadableStream<Uint8Array>,
+      token?: string,
+      headers: Record<string, string> = { "Content-Type": "application/json" },
+    ) =>
+      fetch(`${srv.url}/api/chats/import`, {
+        method: "POST",
+        body,
+        headers: { ...headers, ...(token ? { Authorization: `Bearer ${token}` } : {}) },
+      });
     const chatsOf = async (u: User) => (await base.listChats(u.id, { limit: 1000 })).items;
 
     /** A chat of `owner` with content that is easy to get wrong: whitespace, CRLF, unicode, code fences, cut-short replies, a device. */
     async function variedChat(owner: User) {
-      const chat: Chat = { id: crypto.randomUUID(), name: "Plans 🚀 \"Q1\"/v2", active: true, created_at: T(0), updated_at: T(9) };
+      const chat: Chat = { id: crypto.randomUUID(), name: 'Plans 🚀 "Q1"/v2', active: true, created_at: T(0), updated_at: T(9) };
       await base.createChat(owner.id, chat);
       const q1 = "  Hello, wörld! 👋🏽 Ünïcödé ✓\n";
       const a1 = "Here you go:\n\n```ts\nconst tick = `x`;\n~~~ not a fence here\n```\n\nDone.";
       const q2 = "\tCRLF line\r\nnext line  \r\n\n";
-      const a2 = "Sure:\n\n```python\nprint(\"中文\")";
+      const a2 = 'Sure:\n\n```python\nprint("中文")';
       const lease = { owner: "someone", until: Date.now() + 3_600_000, seq: 3 };
       const messages: Message[] = [
         { id: "sys-1", chat_id: chat.id, role: "system", content: "Be terse.", created_at: T(1) },
         { id: "q-1", chat_id: chat.id, role: "user", content: q1, created_at: T(2) },
         { id: crypto.randomUUID(), chat_id: chat.id, role: "assistant", content: a1, created_at: T(3), parent_id: "q-1" },
         { id: "q-2", chat_id: chat.id, role: "user", content: q2, created_at: T(4) },
-        { id: crypto.randomUUID(), chat_id: chat.id, role: "assistant", content: a2, created_at: T(5), status: "stopped", parent_id: "q-2" },
+        {
+          id: crypto.randomUUID(),
+          chat_id: chat.id,
+          role: "assistant",
+          content: a2,
+          created_at: T(5),
+          status: "stopped",
+          parent_id: "q-2",
+        },
         { id: "dev-msg-1", chat_id: chat.id, role: "user", content: "何？", created_at: T(6), device_id: "pi-kitchen" },
-        { id: crypto.randomUUID(), chat_id: chat.id, role: "assistant", content: "Half a rep", created_at: T(7), status: "streaming", parent_id: "dev-msg-1", device_id: "pi-kitchen", lease },
+        {
+          id: crypto.randomUUID(),
+          chat_id: chat.id,
+          role: "assistant",
+          content: "Half a rep",
+          created_at: T(7),
+          status: "streaming",
+          parent_id: "dev-msg-1",
+          device_id: "pi-kitchen",
+          lease,
+        },
         // Two messages with one timestamp: their order is (created_at, id), kept through an import.
         { id: "z-same-time", chat_id: chat.id, role: "user", content: "", created_at: T(8) },
         { id: "zz-same-time", chat_id: chat.id, role: "user", content: "   ", created_at: T(8) },
@@ -135,12 +162,16 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       expect(res.status).toBe(200);
       expect(res.headers.get("content-type")).toBe("application/json; charset=utf-8");
       expect(res.headers.get("cache-control")).toBe("no-store");
-      expect(res.headers.get("content-disposition")).toBe(`attachment; filename="Plans _ _Q1__v2.json"; filename*=UTF-8''Plans%20%F0%9F%9A%80%20_Q1__v2.json`);
+      expect(res.headers.get("content-disposition")).toBe(
+        `attachment; filename="Plans _ _Q1__v2.json"; filename*=UTF-8''Plans%20%F0%9F%9A%80%20_Q1__v2.json`,
+      );
       const text = await res.text();
       const body = JSON.parse(text);
       expect(Date.parse(body.exported_at)).toBeGreaterThanOrEqual(before - 5);
       const expected = {
-        format: "pichat.chat", version: 1, exported_at: body.exported_at,
+        format: "pichat.chat",
+        version: 1,
+        exported_at: body.exported_at,
         chat: { id: chat.id, name: chat.name, created_at: chat.created_at, updated_at: chat.updated_at },
         messages: messages.map(shown),
       };
@@ -164,18 +195,20 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       const text = await res.text();
       const exportedAt = /^Exported from PiChat on (\S+)\. /m.exec(text)?.[1];
       expect(exportedAt).toBeDefined();
-      expect(text).toBe([
-        `# Plans 🚀 "Q1"/v2\n\nExported from PiChat on ${exportedAt}. Chat created ${T(0)}.\n\n`,
-        `## System · ${T(1)}\n\nBe terse.\n\n`,
-        `## User · ${T(2)}\n\n${texts.q1}\n\n`,
-        `## Assistant · ${T(3)}\n\n${texts.a1}\n\n`,
-        `## User · ${T(4)}\n\n${texts.q2}\n\n`,
-        `## Assistant · ${T(5)} · stopped\n\n${texts.a2}\n\`\`\`\n\n`,
-        `## User (pi-kitchen) · ${T(6)}\n\n何？\n\n`,
-        `## Assistant (pi-kitchen) · ${T(7)} · still streaming\n\nHalf a rep\n\n`,
-        `## User · ${T(8)}\n\n\n\n`,
-        `## User · ${T(8)}\n\n   \n\n`,
-      ].join(""));
+      expect(text).toBe(
+        [
+          `# Plans 🚀 "Q1"/v2\n\nExported from PiChat on ${exportedAt}. Chat created ${T(0)}.\n\n`,
+          `## System · ${T(1)}\n\nBe terse.\n\n`,
+          `## User · ${T(2)}\n\n${texts.q1}\n\n`,
+          `## Assistant · ${T(3)}\n\n${texts.a1}\n\n`,
+          `## User · ${T(4)}\n\n${texts.q2}\n\n`,
+          `## Assistant · ${T(5)} · stopped\n\n${texts.a2}\n\`\`\`\n\n`,
+          `## User (pi-kitchen) · ${T(6)}\n\n何？\n\n`,
+          `## Assistant (pi-kitchen) · ${T(7)} · still streaming\n\nHalf a rep\n\n`,
+          `## User · ${T(8)}\n\n\n\n`,
+          `## User · ${T(8)}\n\n   \n\n`,
+        ].join(""),
+      );
     });
 
     test("another user's chat id and a random id answer the same 404 body; a bad format is 400; no or a wrong token is 401 as for /api/me", async () => {
@@ -194,7 +227,11 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       expect(await json(bad)).toEqual({ error: "format must be json or md", code: "INVALID_ARGUMENT" });
 
       const me = await get("/api/me");
-      for (const res of [await get(`/api/chats/${chat.id}/export`), await get(`/api/chats/${chat.id}/export`, "pct_not-a-real-token"), await post("{}")]) {
+      for (const res of [
+        await get(`/api/chats/${chat.id}/export`),
+        await get(`/api/chats/${chat.id}/export`, "pct_not-a-real-token"),
+        await post("{}"),
+      ]) {
         expect(res.status).toBe(401);
         expect(res.headers.get("www-authenticate")).toBe(me.headers.get("www-authenticate"));
         expect(await res.text()).toBe(await me.clone().text());
@@ -233,7 +270,12 @@ for (const kind of ["sqlite", "cosmos"] as const) {
         expect(c.id).not.toBe(m.id);
         expect(c.id).toMatch(/^[0-9a-f-]{36}$/);
         // The reply that was mid-stream is not generated by anyone in the copy: it is cut short.
-        expect({ ...c, id: "" } as unknown).toEqual({ ...shown(m), id: "", ...(m.status === "streaming" ? { status: "interrupted" } : {}), ...(m.parent_id ? { parent_id: ids.get(m.parent_id) } : {}) });
+        expect({ ...c, id: "" } as unknown).toEqual({
+          ...shown(m),
+          id: "",
+          ...(m.status === "streaming" ? { status: "interrupted" } : {}),
+          ...(m.parent_id ? { parent_id: ids.get(m.parent_id) } : {}),
+        });
       }
       expect(new Set(copy.map((m) => m.id)).size).toBe(copy.length);
       // History over the socket reads the same, and the source chat is untouched.
@@ -243,7 +285,7 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       expect(modelCalls).toBe(callsBefore);
     });
 
-    test("a branched chat survives export and import: parent links (\"\" for an edited first question) and the selected message, remapped", async () => {
+    test('a branched chat survives export and import: parent links ("" for an edited first question) and the selected message, remapped', async () => {
       const base0 = { chat_id: "", content: "" };
       const chat = { id: crypto.randomUUID(), name: "branched", active: true, created_at: T(0), updated_at: T(6), selected: "q3" } as Chat;
       await base.createChat(alice.id, chat);
@@ -285,15 +327,56 @@ for (const kind of ["sqlite", "cosmos"] as const) {
         [JSON.stringify([]), 400, "INVALID_ARGUMENT"],
         [JSON.stringify({ ...good, version: 2 }), 400, "INVALID_ARGUMENT"],
         [JSON.stringify({ ...good, format: "other" }), 400, "INVALID_ARGUMENT"],
-        [JSON.stringify({ ...good, messages: good.messages.map((m: Message, i: number) => (i === 3 ? { ...m, role: "robot" } : m)) }), 400, "INVALID_ARGUMENT"],
-        [JSON.stringify({ ...good, messages: good.messages.map((m: Message, i: number) => (i === 2 ? { ...m, content: 42 } : m)) }), 400, "INVALID_ARGUMENT"],
-        [JSON.stringify({ ...good, messages: good.messages.map((m: Message, i: number) => (i === 1 ? { ...m, created_at: "yesterday" } : m)) }), 400, "INVALID_ARGUMENT"],
-        [JSON.stringify({ ...good, messages: good.messages.map((m: Message, i: number) => (i === 4 ? { ...m, parent_id: "nobody" } : m)) }), 400, "INVALID_ARGUMENT"],
+        [
+          JSON.stringify({ ...good, messages: good.messages.map((m: Message, i: number) => (i === 3 ? { ...m, role: "robot" } : m)) }),
+          400,
+          "INVALID_ARGUMENT",
+        ],
+        [
+          JSON.stringify({ ...good, messages: good.messages.map((m: Message, i: number) => (i === 2 ? { ...m, content: 42 } : m)) }),
+          400,
+          "INVALID_ARGUMENT",
+        ],
+        [
+          JSON.stringify({
+            ...good,
+            messages: good.messages.map((m: Message, i: number) => (i === 1 ? { ...m, created_at: "yesterday" } : m)),
+          }),
+          400,
+          "INVALID_ARGUMENT",
+        ],
+        [
+          JSON.stringify({
+            ...good,
+            messages: good.messages.map((m: Message, i: number) => (i === 4 ? { ...m, parent_id: "nobody" } : m)),
+          }),
+          400,
+          "INVALID_ARGUMENT",
+        ],
         [JSON.stringify({ ...good, messages: [...good.messages, good.messages[0]] }), 400, "INVALID_ARGUMENT"],
         [JSON.stringify({ ...good, chat: { ...good.chat, name: "x".repeat(201) } }), 400, "INVALID_ARGUMENT"],
         // Within 10 MiB, but past the bounds of one import.
-        [JSON.stringify({ ...good, messages: good.messages.map((m: Message, i: number) => (i === 0 ? { ...m, content: "y".repeat(IMPORT_MAX_CHARS + 1) } : m)) }), 400, "INVALID_ARGUMENT"],
-        [JSON.stringify({ ...good, messages: Array.from({ length: IMPORT_MAX_MESSAGES + 1 }, (_, i) => ({ id: `n${i}`, role: "user", content: "", created_at: T(i) })) }), 400, "INVALID_ARGUMENT"],
+        [
+          JSON.stringify({
+            ...good,
+            messages: good.messages.map((m: Message, i: number) => (i === 0 ? { ...m, content: "y".repeat(IMPORT_MAX_CHARS + 1) } : m)),
+          }),
+          400,
+          "INVALID_ARGUMENT",
+        ],
+        [
+          JSON.stringify({
+            ...good,
+            messages: Array.from({ length: IMPORT_MAX_MESSAGES + 1 }, (_, i) => ({
+              id: `n${i}`,
+              role: "user",
+              content: "",
+              created_at: T(i),
+            })),
+          }),
+          400,
+          "INVALID_ARGUMENT",
+        ],
       ];
       const errors: string[] = [];
       for (const [body, status, code, type] of variants) {
@@ -304,8 +387,8 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       }
       expect(errors.slice(3, 10)).toEqual([
         "version: must be 1 (the only version this server reads)",
-        "format: must be \"pichat.chat\"",
-        "messages.3.role: must be \"user\", \"assistant\" or \"system\"",
+        'format: must be "pichat.chat"',
+        'messages.3.role: must be "user", "assistant" or "system"',
         "messages.2.content: must be a string",
         "messages.1.created_at: must be an ISO 8601 timestamp",
         "messages.4.parent_id: names no message of this export",
@@ -320,7 +403,12 @@ for (const kind of ["sqlite", "cosmos"] as const) {
 
     test("an import over 10 MiB is refused with 413, with or without a Content-Length, and stores nothing", async () => {
       const before = (await chatsOf(bob)).length;
-      const big = JSON.stringify({ format: "pichat.chat", version: 1, chat: { name: "big", created_at: T(0) }, messages: [{ id: "m", role: "user", content: "x".repeat(10 * 1024 * 1024), created_at: T(1) }] });
+      const big = JSON.stringify({
+        format: "pichat.chat",
+        version: 1,
+        chat: { name: "big", created_at: T(0) },
+        messages: [{ id: "m", role: "user", content: "x".repeat(10 * 1024 * 1024), created_at: T(1) }],
+      });
       const sized = await post(big, bob.token);
       expect(sized.status).toBe(413);
       expect((await json(sized)).code).toBe("PAYLOAD_TOO_LARGE");
@@ -337,9 +425,17 @@ for (const kind of ["sqlite", "cosmos"] as const) {
     });
 
     test("a history read while an import is half written does not stick: after the import, history holds every message", async () => {
-      const messages = Array.from({ length: 24 }, (_, i) => ({ id: `h${i}`, role: i % 2 ? "assistant" : "user", content: i === 16 ? PAUSE_WRITE : `part ${i}`, created_at: T(i + 1) }));
+      const messages = Array.from({ length: 24 }, (_, i) => ({
+        id: `h${i}`,
+        role: i % 2 ? "assistant" : "user",
+        content: i === 16 ? PAUSE_WRITE : `part ${i}`,
+        created_at: T(i + 1),
+      }));
       writes.chatIds.clear();
-      const importing = post(JSON.stringify({ format: "pichat.chat", version: 1, chat: { name: "half", created_at: T(0) }, messages }), alice.token);
+      const importing = post(
+        JSON.stringify({ format: "pichat.chat", version: 1, chat: { name: "half", created_at: T(0) }, messages }),
+        alice.token,
+      );
       await writes.paused();
       const [chatId] = [...writes.chatIds];
       // The owner opens the chat (it is listed from its first write) while the import waits.
@@ -355,9 +451,17 @@ for (const kind of ["sqlite", "cosmos"] as const) {
 
     test("a message write failing mid-import leaves no chat and no messages behind", async () => {
       const before = (await chatsOf(bob)).length;
-      const messages = Array.from({ length: 30 }, (_, i) => ({ id: `m${i}`, role: i % 2 ? "assistant" : "user", content: i === 17 ? FAIL_WRITE : `message ${i}`, created_at: T(i + 1) }));
+      const messages = Array.from({ length: 30 }, (_, i) => ({
+        id: `m${i}`,
+        role: i % 2 ? "assistant" : "user",
+        content: i === 17 ? FAIL_WRITE : `message ${i}`,
+        created_at: T(i + 1),
+      }));
       writes.chatIds.clear();
-      const res = await post(JSON.stringify({ format: "pichat.chat", version: 1, chat: { name: "doomed", created_at: T(0) }, messages }), bob.token);
+      const res = await post(
+        JSON.stringify({ format: "pichat.chat", version: 1, chat: { name: "doomed", created_at: T(0) }, messages }),
+        bob.token,
+      );
       expect(res.status).toBe(503);
       expect((await json(res)).code).toBe("STORE_UNAVAILABLE");
       expect((await chatsOf(bob)).length).toBe(before);
@@ -367,10 +471,17 @@ for (const kind of ["sqlite", "cosmos"] as const) {
 
     test("a 1,000-message chat imports whole and exports whole, in order, as JSON and as Markdown", async () => {
       const messages = Array.from({ length: 1000 }, (_, i) => ({
-        id: `m-${i}`, role: i % 2 ? "assistant" : "user", content: `message ${i} ✓`, created_at: T(i + 1), ...(i % 2 ? { parent_id: `m-${i - 1}` } : {}),
+        id: `m-${i}`,
+        role: i % 2 ? "assistant" : "user",
+        content: `message ${i} ✓`,
+        created_at: T(i + 1),
+        ...(i % 2 ? { parent_id: `m-${i - 1}` } : {}),
       }));
       let started = performance.now();
-      const res = await post(JSON.stringify({ format: "pichat.chat", version: 1, chat: { name: "long", created_at: T(0) }, messages }), alice.token);
+      const res = await post(
+        JSON.stringify({ format: "pichat.chat", version: 1, chat: { name: "long", created_at: T(0) }, messages }),
+        alice.token,
+      );
       const importMs = performance.now() - started;
       expect(res.status).toBe(201);
       const { chat } = await json(res);
@@ -385,7 +496,9 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       expect(md.match(/^## /gm)?.length).toBe(1000);
       expect(md).toContain(`## User · ${T(1)}\n\nmessage 0 ✓\n\n## Assistant · ${T(2)}\n\nmessage 1 ✓\n\n`);
       expect(md).toEndWith(`## Assistant · ${T(1000)}\n\nmessage 999 ✓\n\n`);
-      console.log(`export.test [${kind}]: 1,000 messages imported in ${importMs.toFixed(0)} ms, exported as JSON in ${exportMs.toFixed(0)} ms`);
+      console.log(
+        `export.test [${kind}]: 1,000 messages imported in ${importMs.toFixed(0)} ms, exported as JSON in ${exportMs.toFixed(0)} ms`,
+      );
     });
 
     test("cross-origin: a listed origin may read (CORS headers, preflight); any other origin is refused with 403 and no CORS headers", async () => {
@@ -403,9 +516,15 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       const otherImport = await post("{}", alice.token, { "Content-Type": "application/json", Origin: "https://evil.example" });
       expect(otherImport.status).toBe(403);
 
-      const preflight = (origin: string) => fetch(`${srv.url}/api/chats/import`, {
-        method: "OPTIONS", headers: { Origin: origin, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization, content-type" },
-      });
+      const preflight = (origin: string) =>
+        fetch(`${srv.url}/api/chats/import`, {
+          method: "OPTIONS",
+          headers: {
+            Origin: origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+          },
+        });
       const ok = await preflight(UI_ORIGIN);
       expect(ok.status).toBe(204);
       expect(ok.headers.get("access-control-allow-origin")).toBe(UI_ORIGIN);

@@ -26,8 +26,15 @@ const LEGACY = "0f3c9a7d5e2b4c1a8f6e0d9b7c5a3e1f";
 
 const now = () => Math.floor(Date.now() / 1000);
 const claims = (over: JWTPayload = {}): JWTPayload => ({
-  iss: ISSUER, aud: AUDIENCE, sub: "pairwise-sub-1", oid: "object-id-1", tid: TENANT, name: "Ada Lovelace",
-  iat: now(), exp: now() + 600, ...over,
+  iss: ISSUER,
+  aud: AUDIENCE,
+  sub: "pairwise-sub-1",
+  oid: "object-id-1",
+  tid: TENANT,
+  name: "Ada Lovelace",
+  iat: now(),
+  exp: now() + 600,
+  ...over,
 });
 const b64 = (o: unknown) => Buffer.from(JSON.stringify(o)).toString("base64url");
 
@@ -42,8 +49,13 @@ beforeAll(async () => {
   ec = await makeKey("ec-1", "ES256");
   jwks = startJwks([rsa.jwk, ec.jwk]);
   srv = await startTestServer({
-    API_TOKEN: LEGACY, AUTH_JWKS_URL: jwks.url, AUTH_ISSUER: ISSUER, AUTH_AUDIENCE: AUDIENCE,
-    AUTH_CLOCK_SKEW_S: "0", AUTH_JWKS_COOLDOWN_S: "1", AUTH_RECHECK_MS: "100",
+    API_TOKEN: LEGACY,
+    AUTH_JWKS_URL: jwks.url,
+    AUTH_ISSUER: ISSUER,
+    AUTH_AUDIENCE: AUDIENCE,
+    AUTH_CLOCK_SKEW_S: "0",
+    AUTH_JWKS_COOLDOWN_S: "1",
+    AUTH_RECHECK_MS: "100",
   });
 });
 afterAll(async () => {
@@ -165,10 +177,14 @@ describe("JWT sign-in", () => {
     const before = jwks.fetches();
     jwks.keys.push(rotated.jwk);
     // Within the 1 s cooldown a refetch may be deferred; it must happen by the deadline.
-    const who = await until(async () => {
-      const r = await me(token);
-      return r.status === 200 ? r : false;
-    }, "the rotated key to be accepted", 5_000);
+    const who = await until(
+      async () => {
+        const r = await me(token);
+        return r.status === 200 ? r : false;
+      },
+      "the rotated key to be accepted",
+      5_000,
+    );
     expect(who.body).toEqual({ id: ADA(), name: "After Rotation", via: "jwt" });
     expect(jwks.fetches() - before).toBeGreaterThanOrEqual(1);
     expect(jwks.fetches() - before).toBeLessThanOrEqual(6); // once per cooldown at most
@@ -177,7 +193,7 @@ describe("JWT sign-in", () => {
     c.close();
   });
 
-  test("a JWT socket is closed with 1008 \"token expired\" when its token expires", async () => {
+  test('a JWT socket is closed with 1008 "token expired" when its token expires', async () => {
     const token = await sign(ec, claims({ exp: now() + 2 }));
     const c = await open(token);
     const closed = await within(c.closed, 5_000, "the expired token's socket to close");
@@ -223,7 +239,12 @@ describe("a personal token while the store is down", () => {
   test("is answered 503 STORE_UNAVAILABLE (not 401), before the upgrade", async () => {
     const dir = mkdtempSync(join(tmpdir(), "pichat-id-"));
     const base = openSqliteStore(join(dir, "down.db"));
-    const down: Store = { ...base, userOfToken: async () => { throw new StoreUnavailableError("down for the test"); } };
+    const down: Store = {
+      ...base,
+      userOfToken: async () => {
+        throw new StoreUnavailableError("down for the test");
+      },
+    };
     const s = await startTestServer({ API_TOKEN: LEGACY }, { store: down });
     try {
       for (const path of ["/ws", "/api/me"]) {
@@ -260,7 +281,9 @@ describe("configuration", () => {
     expect(fails({ AUTH_ISSUER: "https://idp.example/" })).toStartWith("AUTH_ISSUER:");
     expect(fails({ AUTH_AUDIENCE: "api://x" })).toStartWith("AUTH_AUDIENCE:");
     expect(fails({ AUTH_ENTRA_TENANT_ID: "contoso.onmicrosoft.com", AUTH_AUDIENCE: "api://x" })).toStartWith("AUTH_ENTRA_TENANT_ID:");
-    expect(fails({ AUTH_ENTRA_TENANT_ID: tid, AUTH_JWKS_URL: "https://idp.example/keys", AUTH_ISSUER: "i", AUTH_AUDIENCE: "a" })).toStartWith("AUTH_JWKS_URL:");
+    expect(
+      fails({ AUTH_ENTRA_TENANT_ID: tid, AUTH_JWKS_URL: "https://idp.example/keys", AUTH_ISSUER: "i", AUTH_AUDIENCE: "a" }),
+    ).toStartWith("AUTH_JWKS_URL:");
   });
 
   test("Entra ID: the tenant's JWKS and issuers; audiences may be a list", () => {
@@ -278,6 +301,14 @@ describe("configuration", () => {
     expect(loadConfig({ ...jwt, METRICS_TOKEN: "m".repeat(8) + "3f9c0a7e5b1d" }).API_TOKEN).toBeUndefined();
     expect(fails({ ...jwt, METRICS_TOKEN: "3f9c0a7e5b1d4c2a", API_TOKEN: "change-me-to-a-long-random-string" })).toStartWith("API_TOKEN:");
     expect(fails({ ENVIRONMENT: "production" })).toStartWith("API_TOKEN:");
-    expect(fails({ ENVIRONMENT: "production", API_TOKEN: LEGACY, AUTH_JWKS_URL: "http://idp.example/keys", AUTH_ISSUER: "i", AUTH_AUDIENCE: "a" })).toStartWith("AUTH_JWKS_URL:");
+    expect(
+      fails({
+        ENVIRONMENT: "production",
+        API_TOKEN: LEGACY,
+        AUTH_JWKS_URL: "http://idp.example/keys",
+        AUTH_ISSUER: "i",
+        AUTH_AUDIENCE: "a",
+      }),
+    ).toStartWith("AUTH_JWKS_URL:");
   });
 });

@@ -42,7 +42,8 @@ function runCmd(runtime: Stage, env: Record<string, string>, extraArgs: string[]
     cwd: join(runtime.root, runtime.workdir),
     // Only the image's ENV and ours: nothing from this machine's environment (no AZURE_*, no .env).
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin", ...runtime.env, ...env },
-    stdout: "pipe", stderr: "pipe",
+    stdout: "pipe",
+    stderr: "pipe",
   });
   children.add(proc);
   reapOnExit(proc);
@@ -71,7 +72,10 @@ function runCmd(runtime: Stage, env: Record<string, string>, extraArgs: string[]
   /** Resolves with the first truthy value of probe(lines), checked on every new line; fails on exit or at the deadline. */
   const waitFor = <T>(probe: (lines: string[]) => T | undefined | false, what: string, timeoutMs = 15_000) =>
     new Promise<T>((resolve, reject) => {
-      const timer = setTimeout(() => finish(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; output:\n${lines.join("\n")}`))), timeoutMs);
+      const timer = setTimeout(
+        () => finish(() => reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}; output:\n${lines.join("\n")}`))),
+        timeoutMs,
+      );
       const finish = (f: () => void) => (clearTimeout(timer), waiters.delete(check), f());
       const check = () => {
         const hit = probe(lines);
@@ -81,7 +85,8 @@ function runCmd(runtime: Stage, env: Record<string, string>, extraArgs: string[]
       waiters.add(check);
       check();
     });
-  const waitForLine = (pred: (line: string) => boolean, what: string, timeoutMs?: number) => waitFor((ls) => ls.find(pred), what, timeoutMs);
+  const waitForLine = (pred: (line: string) => boolean, what: string, timeoutMs?: number) =>
+    waitFor((ls) => ls.find(pred), what, timeoutMs);
   const stop = async () => {
     proc.kill("SIGTERM");
     const code = await Promise.race([proc.exited, Bun.sleep(10_000).then(() => "deadline" as const)]);
@@ -128,16 +133,27 @@ let full: Running;
 let keyless: Running;
 
 beforeAll(async () => {
-  [cert, cosmos, model, redis] = await Promise.all([makeLocalhostCert(), startCosmosServer(), startSseModel({ tokens: TOKENS }), startRedis()]);
+  [cert, cosmos, model, redis] = await Promise.all([
+    makeLocalhostCert(),
+    startCosmosServer(),
+    startSseModel({ tokens: TOKENS }),
+    startRedis(),
+  ]);
   peer = await startIotHubPeer({ tls: cert, partitions: 1 });
   relay = startRelay(peer.iotHubPort);
   // App Service's managed identity endpoint (IDENTITY_ENDPOINT + IDENTITY_HEADER), which DefaultAzureCredential uses.
   identityEndpoint = Bun.serve({
-    port: 0, hostname: "127.0.0.1",
+    port: 0,
+    hostname: "127.0.0.1",
     fetch(req) {
       const u = new URL(req.url);
       tokenRequests.push({ resource: u.searchParams.get("resource"), secret: req.headers.get("x-identity-header") });
-      return Response.json({ access_token: "token-from-managed-identity", token_type: "Bearer", resource: u.searchParams.get("resource"), expires_on: String(Math.floor(Date.now() / 1000) + 3600) });
+      return Response.json({
+        access_token: "token-from-managed-identity",
+        token_type: "Bearer",
+        resource: u.searchParams.get("resource"),
+        expires_on: String(Math.floor(Date.now() / 1000) + 3600),
+      });
     },
   });
 
@@ -148,16 +164,24 @@ beforeAll(async () => {
 
   [full, keyless] = await Promise.all([
     startFromBundle(runtime, {
-      COSMOS_ENDPOINT: cosmos.endpoint, COSMOS_KEY: cosmos.key, COSMOS_DATABASE, COSMOS_ALLOW_SELF_SIGNED_CERT: "true",
+      COSMOS_ENDPOINT: cosmos.endpoint,
+      COSMOS_KEY: cosmos.key,
+      COSMOS_DATABASE,
+      COSMOS_ALLOW_SELF_SIGNED_CERT: "true",
       REDIS_URL: redis.url,
-      OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "m",
-      IOT_HUB_ENABLE: "true", EVENT_HUB_COMPATIBLE_CONN_STR: peer.eventHubConnectionString, IOT_HUB_CONNECTION_STRING: peer.iotHubConnectionString.replace(/localhost:\d+/, `localhost:${relay.port}`),
+      OPENAI_BASE_URL: `${model.url}/v1`,
+      OPENAI_MODEL: "m",
+      IOT_HUB_ENABLE: "true",
+      EVENT_HUB_COMPATIBLE_CONN_STR: peer.eventHubConnectionString,
+      IOT_HUB_CONNECTION_STRING: peer.iotHubConnectionString.replace(/localhost:\d+/, `localhost:${relay.port}`),
       // The IoT Hub service endpoint's TLS certificate is the test's own; trusted the way a process can be from outside.
       NODE_EXTRA_CA_CERTS: cert.certPath,
     }),
     startFromBundle(runtime, {
-      AZURE_OPENAI_ENDPOINT: model.url, AZURE_OPENAI_DEPLOYMENT_NAME: "dep",
-      IDENTITY_ENDPOINT: `http://127.0.0.1:${identityEndpoint.port}/msi/token`, IDENTITY_HEADER: "identity-header-secret",
+      AZURE_OPENAI_ENDPOINT: model.url,
+      AZURE_OPENAI_DEPLOYMENT_NAME: "dep",
+      IDENTITY_ENDPOINT: `http://127.0.0.1:${identityEndpoint.port}/msi/token`,
+      IDENTITY_HEADER: "identity-header-secret",
     }),
   ]);
 }, 60_000);
@@ -173,108 +197,152 @@ afterAll(async () => {
 });
 
 describe("the image's recipe", () => {
-  test("the runtime stage is the Bun runtime and dist/: the bundle, its source map and the page; nothing else", () => {
-    const build = stages[0]!;
-    expect(build.image).toBe("oven/bun:1.4.5-slim");
-    expect(runtime.image).toBe("oven/bun:1.4.5-distroless");
-    expect(runtime.cmd).toEqual(["bun", "--no-install", "dist/index.js"]);
-    expect(runtime.env.ENVIRONMENT).toBe("production");
-    expect(runtime.user).not.toMatch(/^(0|root)(:|$)/);
-    expect(runtime.expose).toEqual(["8080"]);
-    expect(runtime.healthcheck?.[0]).toBe("bun");
+  test(
+    "the runtime stage is the Bun runtime and dist/: the bundle, its source map and the page; nothing else",
+    () => {
+      const build = stages[0]!;
+      expect(build.image).toBe("oven/bun:1.4.5-slim");
+      expect(runtime.image).toBe("oven/bun:1.4.5-distroless");
+      expect(runtime.cmd).toEqual(["bun", "--no-install", "dist/index.js"]);
+      expect(runtime.env.ENVIRONMENT).toBe("production");
+      expect(runtime.user).not.toMatch(/^(0|root)(:|$)/);
+      expect(runtime.expose).toEqual(["8080"]);
+      expect(runtime.healthcheck?.[0]).toBe("bun");
 
-    // Only what the runtime stage copied: no node_modules, no sources, not even package.json.
-    expect(runtime.copied.sort()).toEqual(["/app/dist", "/data"]);
-    const page = [
-      ...readdirSync(join(REPO, "src", "http", "page")).map((f) => `app/dist/page/${f}`),
-      ...Object.keys(VENDOR).map((f) => `app/dist/page/vendor/${f}`), // the page's libraries, from node_modules
-    ];
-    expect(image.files).toEqual(["app/dist/index.js", "app/dist/index.js.map", ...page].sort());
-    expect(statSync(join(runtime.root, "data")).isDirectory()).toBe(true);
+      // Only what the runtime stage copied: no node_modules, no sources, not even package.json.
+      expect(runtime.copied.sort()).toEqual(["/app/dist", "/data"]);
+      const page = [
+        ...readdirSync(join(REPO, "src", "http", "page")).map((f) => `app/dist/page/${f}`),
+        ...Object.keys(VENDOR).map((f) => `app/dist/page/vendor/${f}`), // the page's libraries, from node_modules
+      ];
+      expect(image.files).toEqual(["app/dist/index.js", "app/dist/index.js.map", ...page].sort());
+      expect(statSync(join(runtime.root, "data")).isDirectory()).toBe(true);
 
-    const bundle = readFileSync(join(appDir, "dist", "index.js"), "utf8");
-    expect(bundle.startsWith("// @bun\n")).toBe(true);
-    expect(bundle.trimEnd().endsWith("//# sourceMappingURL=index.js.map")).toBe(true);
-    // The crash guard's createRequire was turned into a bundled require (see scripts/build.ts).
-    expect(bundle).not.toMatch(/createRequire\(import\.meta\.url\)\(/);
-    const map = JSON.parse(readFileSync(join(appDir, "dist", "index.js.map"), "utf8"));
-    expect(map.sources).toContain("../src/devices/c2d.ts");
-    expect(map.sourcesContent.every((c: unknown) => c === null)).toBe(true);
+      const bundle = readFileSync(join(appDir, "dist", "index.js"), "utf8");
+      expect(bundle.startsWith("// @bun\n")).toBe(true);
+      expect(bundle.trimEnd().endsWith("//# sourceMappingURL=index.js.map")).toBe(true);
+      // The crash guard's createRequire was turned into a bundled require (see scripts/build.ts).
+      expect(bundle).not.toMatch(/createRequire\(import\.meta\.url\)\(/);
+      const map = JSON.parse(readFileSync(join(appDir, "dist", "index.js.map"), "utf8"));
+      expect(map.sources).toContain("../src/devices/c2d.ts");
+      expect(map.sourcesContent.every((c: unknown) => c === null)).toBe(true);
 
-    const js = statSync(join(appDir, "dist", "index.js")).size;
-    console.log(`our layer (everything the runtime stage copies): ${image.bytes} B = ${(image.bytes / MB).toFixed(2)} MB; bundle ${(js / MB).toFixed(2)} MB`);
-    expect(image.bytes).toBeLessThanOrEqual(LAYER_BUDGET);
-  }, TEST_MS);
+      const js = statSync(join(appDir, "dist", "index.js")).size;
+      console.log(
+        `our layer (everything the runtime stage copies): ${image.bytes} B = ${(image.bytes / MB).toFixed(2)} MB; bundle ${(js / MB).toFixed(2)} MB`,
+      );
+      expect(image.bytes).toBeLessThanOrEqual(LAYER_BUDGET);
+    },
+    TEST_MS,
+  );
 
-  test("the source map resolves stack frames to src/ from the runtime directory", async () => {
-    // A start-up failure (SQLite under a file, not a directory); the probe prints the stack the handler would drop.
-    const blocker = join(work, "not-a-directory");
-    writeFileSync(blocker, "");
-    const probe = join(work, "print-stack.js");
-    writeFileSync(probe, `process.prependListener("uncaughtException", (e) => console.error("STACK " + e.stack));\n`);
-    const run = runCmd(runtime, { SQLITE_PATH: join(blocker, "db", "pichat.db"), API_TOKEN: TOKEN }, ["--preload", probe]);
-    await run.waitForLine((l) => /\/app\/src\/\S+\.ts:\d+:\d+/.test(l), "a stack frame in src/");
-    await run.stop();
-    expect(run.lines.join("\n")).not.toContain("Could not decode sourcemap");
-  }, TEST_MS);
+  test(
+    "the source map resolves stack frames to src/ from the runtime directory",
+    async () => {
+      // A start-up failure (SQLite under a file, not a directory); the probe prints the stack the handler would drop.
+      const blocker = join(work, "not-a-directory");
+      writeFileSync(blocker, "");
+      const probe = join(work, "print-stack.js");
+      writeFileSync(probe, `process.prependListener("uncaughtException", (e) => console.error("STACK " + e.stack));\n`);
+      const run = runCmd(runtime, { SQLITE_PATH: join(blocker, "db", "pichat.db"), API_TOKEN: TOKEN }, ["--preload", probe]);
+      await run.waitForLine((l) => /\/app\/src\/\S+\.ts:\d+:\d+/.test(l), "a stack frame in src/");
+      await run.stop();
+      expect(run.lines.join("\n")).not.toContain("Could not decode sourcemap");
+    },
+    TEST_MS,
+  );
 
-  test("the HEALTHCHECK command passes against the running server", async () => {
-    const port = new URL(full.url).port;
-    const [bin, ...args] = runtime.healthcheck!.map((a) => a.replace("127.0.0.1:8080", `127.0.0.1:${port}`));
-    expect(bin).toBe("bun");
-    const check = Bun.spawnSync([process.execPath, ...args], { cwd: appDir, env: { PATH: process.env.PATH ?? "" } });
-    expect(check.exitCode).toBe(0);
-  }, TEST_MS);
+  test(
+    "the HEALTHCHECK command passes against the running server",
+    async () => {
+      const port = new URL(full.url).port;
+      const [bin, ...args] = runtime.healthcheck!.map((a) => a.replace("127.0.0.1:8080", `127.0.0.1:${port}`));
+      expect(bin).toBe("bun");
+      const check = Bun.spawnSync([process.execPath, ...args], { cwd: appDir, env: { PATH: process.env.PATH ?? "" } });
+      expect(check.exitCode).toBe(0);
+    },
+    TEST_MS,
+  );
 });
 
 describe("from the bundle: Cosmos DB, Redis, an OpenAI-compatible model, the IoT Hub bridge, metrics, the page", () => {
-  test("/health: the Cosmos store and Redis reachable, the model configured, the device consumer running", async () => {
-    expect(await health(full)).toMatchObject({
-      status: "ok",
-      services: { store: { kind: "cosmos", ok: true, auth: "key" }, redis: { ok: true }, model: { kind: "openai-compatible", name: "m", ok: true } },
-    });
-    const iot = await until(async () => {
-      const h = await health(full);
-      return h.services.iot_hub.status === "running" && h.services.iot_hub;
-    }, "the device consumer to own its partition", 15_000);
-    expect(iot.partitions).toEqual(["0"]);
-  }, TEST_MS);
-
-  test("a reply streams token by token and both turns are stored in Cosmos DB", async () => {
-    const client = await connect(wsUrl(full));
-    try {
-      const { chat } = await client.request({ type: "CREATE_CHAT", name: "from the bundle" }, "NEW_CHAT");
-      client.send({ type: "SEND_MESSAGE", chatId: chat.id, content: "Are you bundled?" });
-      const reply = await client.reply(chat.id);
-      expect(reply.text).toBe(TOKENS.join(""));
-      expect(reply.chunks.length).toBe(TOKENS.length);
-      // Read back with our own Cosmos store from this process: the bundle wrote to the test server.
-      const store = await openCosmosStore({
-        endpoint: cosmos.endpoint, key: cosmos.key, database: COSMOS_DATABASE, allowSelfSignedCert: true,
-        containers: {
-          chats: "chats", messages: "messages", users: "users",
-          settings: "settings", processedMessages: "processed_messages", checkpoints: "checkpoints",
+  test(
+    "/health: the Cosmos store and Redis reachable, the model configured, the device consumer running",
+    async () => {
+      expect(await health(full)).toMatchObject({
+        status: "ok",
+        services: {
+          store: { kind: "cosmos", ok: true, auth: "key" },
+          redis: { ok: true },
+          model: { kind: "openai-compatible", name: "m", ok: true },
         },
       });
+      const iot = await until(
+        async () => {
+          const h = await health(full);
+          return h.services.iot_hub.status === "running" && h.services.iot_hub;
+        },
+        "the device consumer to own its partition",
+        15_000,
+      );
+      expect(iot.partitions).toEqual(["0"]);
+    },
+    TEST_MS,
+  );
+
+  test(
+    "a reply streams token by token and both turns are stored in Cosmos DB",
+    async () => {
+      const client = await connect(wsUrl(full));
       try {
-        const stored = await until(async () => {
-          const m = await store.listMessages(chat.id, { limit: 10 });
-          return m.length === 2 && m;
-        }, "both turns in Cosmos DB");
-        expect(stored.map((m) => [m.role, m.content])).toEqual([["user", "Are you bundled?"], ["assistant", TOKENS.join("")]]);
+        const { chat } = await client.request({ type: "CREATE_CHAT", name: "from the bundle" }, "NEW_CHAT");
+        client.send({ type: "SEND_MESSAGE", chatId: chat.id, content: "Are you bundled?" });
+        const reply = await client.reply(chat.id);
+        expect(reply.text).toBe(TOKENS.join(""));
+        expect(reply.chunks.length).toBe(TOKENS.length);
+        // Read back with our own Cosmos store from this process: the bundle wrote to the test server.
+        const store = await openCosmosStore({
+          endpoint: cosmos.endpoint,
+          key: cosmos.key,
+          database: COSMOS_DATABASE,
+          allowSelfSignedCert: true,
+          containers: {
+            chats: "chats",
+            messages: "messages",
+            users: "users",
+            settings: "settings",
+            processedMessages: "processed_messages",
+            checkpoints: "checkpoints",
+          },
+        });
+        try {
+          const stored = await until(async () => {
+            const m = await store.listMessages(chat.id, { limit: 10 });
+            return m.length === 2 && m;
+          }, "both turns in Cosmos DB");
+          expect(stored.map((m) => [m.role, m.content])).toEqual([
+            ["user", "Are you bundled?"],
+            ["assistant", TOKENS.join("")],
+          ]);
+        } finally {
+          await store.close();
+        }
       } finally {
-        await store.close();
+        client.close();
       }
-    } finally {
-      client.close();
-    }
-  }, TEST_MS);
+    },
+    TEST_MS,
+  );
 
   test("a device question is answered by C2D; a C2D send cut mid-flight is retried, not a crash", async () => {
     const ask = (message: string) =>
       peer.sendTelemetry({ deviceId: "pi-image", body: { message }, messageId: crypto.randomUUID(), contentType: "application/json" });
     const answers = () => peer.c2d.filter((m) => m.deviceId === "pi-image");
-    const handled = (n: number) => full.waitFor((lines) => lines.filter((l) => l.includes('"msg":"device message handled"')).length >= n, `${n} device messages handled`);
+    const handled = (n: number) =>
+      full.waitFor(
+        (lines) => lines.filter((l) => l.includes('"msg":"device message handled"')).length >= n,
+        `${n} device messages handled`,
+      );
     ask("What is in the box?");
     const first = await peer.waitForC2D((m) => m.deviceId === "pi-image", 10_000);
     expect(first.body).toMatchObject({ response: TOKENS.join(""), conversation_id: expect.any(String) });
@@ -295,57 +363,83 @@ describe("from the bundle: Cosmos DB, Redis, an OpenAI-compatible model, the IoT
     await peer.waitForC2D(() => answers().length === 3, 20_000);
     await handled(3);
     expect(new Set(answers().map((m) => (m.body as any).message_id)).size).toBe(3);
-    expect(full.lines.filter((l) => l.includes('"msg":"device message handled"')).every((l) => l.includes('"outcome":"answered"'))).toBe(true);
+    expect(full.lines.filter((l) => l.includes('"msg":"device message handled"')).every((l) => l.includes('"outcome":"answered"'))).toBe(
+      true,
+    );
     const output = full.lines.join("\n");
     expect(output).not.toContain("Maximum call stack");
     expect(output).not.toContain("uncaught exception");
   }, 30_000);
 
-  test("/metrics: Prometheus text behind the token, with the device and model counters", async () => {
-    expect((await fetch(`${full.url}/metrics`)).status).toBe(401);
-    const res = await fetch(`${full.url}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } });
-    expect(res.status).toBe(200);
-    const samples = (await res.text()).split("\n").filter((l) => /^pichat_(device_messages_total|model_tokens_streamed_total|process_resident_memory_bytes)\b/.test(l));
-    expect(samples).toContain('pichat_device_messages_total{outcome="answered"} 3');
-    expect(samples).toContain(`pichat_model_tokens_streamed_total ${TOKENS.length * 4}`); // one chat reply, three device replies
-    expect(samples.some((l) => l.startsWith("pichat_process_resident_memory_bytes "))).toBe(true);
-  }, TEST_MS);
-
-  test("the built-in page is served", async () => {
-    const vendor = Object.keys(VENDOR).map((f) => [`/page/vendor/${f}`, "text/javascript"] as const);
-    for (const [path, type] of [["/", "text/html"], ["/page/app.js", "text/javascript"], ["/page/markdown.js", "text/javascript"], ["/page/style.css", "text/css"], ...vendor] as const) {
-      const res = await fetch(`${full.url}${path}`);
+  test(
+    "/metrics: Prometheus text behind the token, with the device and model counters",
+    async () => {
+      expect((await fetch(`${full.url}/metrics`)).status).toBe(401);
+      const res = await fetch(`${full.url}/metrics`, { headers: { authorization: `Bearer ${TOKEN}` } });
       expect(res.status).toBe(200);
-      expect(res.headers.get("content-type")).toStartWith(type);
-      expect((await res.text()).length).toBeGreaterThan(100);
-    }
-  }, TEST_MS);
+      const samples = (await res.text())
+        .split("\n")
+        .filter((l) => /^pichat_(device_messages_total|model_tokens_streamed_total|process_resident_memory_bytes)\b/.test(l));
+      expect(samples).toContain('pichat_device_messages_total{outcome="answered"} 3');
+      expect(samples).toContain(`pichat_model_tokens_streamed_total ${TOKENS.length * 4}`); // one chat reply, three device replies
+      expect(samples.some((l) => l.startsWith("pichat_process_resident_memory_bytes "))).toBe(true);
+    },
+    TEST_MS,
+  );
 
-  test("SIGTERM stops it cleanly; every line it wrote is one JSON object", async () => {
-    expect(await full.stop()).toBe(0);
-    expect(full.lines.length).toBeGreaterThan(3);
-    for (const line of full.lines) expect(JSON.parse(line).level).toMatch(/^(debug|info|warn|error)$/);
-  }, TEST_MS);
+  test(
+    "the built-in page is served",
+    async () => {
+      const vendor = Object.keys(VENDOR).map((f) => [`/page/vendor/${f}`, "text/javascript"] as const);
+      for (const [path, type] of [
+        ["/", "text/html"],
+        ["/page/app.js", "text/javascript"],
+        ["/page/markdown.js", "text/javascript"],
+        ["/page/style.css", "text/css"],
+        ...vendor,
+      ] as const) {
+        const res = await fetch(`${full.url}${path}`);
+        expect(res.status).toBe(200);
+        expect(res.headers.get("content-type")).toStartWith(type);
+        expect((await res.text()).length).toBeGreaterThan(100);
+      }
+    },
+    TEST_MS,
+  );
+
+  test(
+    "SIGTERM stops it cleanly; every line it wrote is one JSON object",
+    async () => {
+      expect(await full.stop()).toBe(0);
+      expect(full.lines.length).toBeGreaterThan(3);
+      for (const line of full.lines) expect(JSON.parse(line).level).toMatch(/^(debug|info|warn|error)$/);
+    },
+    TEST_MS,
+  );
 });
 
 describe("from the bundle: keyless Azure OpenAI, the image's default SQLite path", () => {
-  test("the reply is signed with a managed identity token; chats go to /data/pichat.db", async () => {
-    const client = await connect(wsUrl(keyless));
-    try {
-      const { chat } = await client.request({ type: "CREATE_CHAT", name: "keyless" }, "NEW_CHAT");
-      client.send({ type: "SEND_MESSAGE", chatId: chat.id, content: "Who signed this?" });
-      expect((await client.reply(chat.id)).text).toBe(TOKENS.join(""));
-    } finally {
-      client.close();
-    }
-    const request = model.requests.find((r) => r.path === "/openai/deployments/dep/chat/completions")!;
-    expect(request.headers.authorization).toBe("Bearer token-from-managed-identity");
-    expect(request.headers["api-key"]).toBeUndefined();
-    expect(tokenRequests[0]).toEqual({ resource: "https://cognitiveservices.azure.com", secret: "identity-header-secret" });
-    expect(await health(keyless)).toMatchObject({
-      services: { store: { kind: "sqlite", ok: true }, model: { kind: "azure-openai", auth: "azure-identity" } },
-    });
-    expect(existsSync(join(runtime.root, "data", "pichat.db"))).toBe(true);
-    expect(await keyless.stop()).toBe(0);
-  }, TEST_MS);
+  test(
+    "the reply is signed with a managed identity token; chats go to /data/pichat.db",
+    async () => {
+      const client = await connect(wsUrl(keyless));
+      try {
+        const { chat } = await client.request({ type: "CREATE_CHAT", name: "keyless" }, "NEW_CHAT");
+        client.send({ type: "SEND_MESSAGE", chatId: chat.id, content: "Who signed this?" });
+        expect((await client.reply(chat.id)).text).toBe(TOKENS.join(""));
+      } finally {
+        client.close();
+      }
+      const request = model.requests.find((r) => r.path === "/openai/deployments/dep/chat/completions")!;
+      expect(request.headers.authorization).toBe("Bearer token-from-managed-identity");
+      expect(request.headers["api-key"]).toBeUndefined();
+      expect(tokenRequests[0]).toEqual({ resource: "https://cognitiveservices.azure.com", secret: "identity-header-secret" });
+      expect(await health(keyless)).toMatchObject({
+        services: { store: { kind: "sqlite", ok: true }, model: { kind: "azure-openai", auth: "azure-identity" } },
+      });
+      expect(existsSync(join(runtime.root, "data", "pichat.db"))).toBe(true);
+      expect(await keyless.stop()).toBe(0);
+    },
+    TEST_MS,
+  );
 });

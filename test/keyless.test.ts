@@ -52,7 +52,9 @@ describe("Cosmos DB without a key", () => {
   test("the store signs requests with the credential's token and works", async () => {
     const credential = recordingCredential();
     const config = loadConfig({
-      COSMOS_ENDPOINT: cosmos.endpoint, COSMOS_DATABASE: `keyless-${crypto.randomUUID()}`, COSMOS_ALLOW_SELF_SIGNED_CERT: "true",
+      COSMOS_ENDPOINT: cosmos.endpoint,
+      COSMOS_DATABASE: `keyless-${crypto.randomUUID()}`,
+      COSMOS_ALLOW_SELF_SIGNED_CERT: "true",
     });
     const store = await storeFromConfig(config, async () => credential);
     expect(store.kind).toBe("cosmos");
@@ -65,7 +67,11 @@ describe("Cosmos DB without a key", () => {
 
 describe("/health", () => {
   test("says which auth each dependency uses, never the secret", async () => {
-    const keyed = await startTestServer({ AZURE_OPENAI_ENDPOINT: model.url, AZURE_OPENAI_DEPLOYMENT_NAME: "dep", AZURE_OPENAI_KEY: "super-secret-key-123" });
+    const keyed = await startTestServer({
+      AZURE_OPENAI_ENDPOINT: model.url,
+      AZURE_OPENAI_DEPLOYMENT_NAME: "dep",
+      AZURE_OPENAI_KEY: "super-secret-key-123",
+    });
     const body: any = await (await fetch(`${keyed.url}/health`)).json();
     expect(body.services.model.auth).toBe("key");
     expect(body.services.store.auth).toBe("none");

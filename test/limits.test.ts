@@ -39,7 +39,10 @@ describe("rate limits", () => {
   async function sendInARow(c: TestClient, chats: { id: string }[]) {
     const answers: Frame[] = [];
     for (const [i, chat] of chats.entries()) {
-      const a = await c.request({ type: "SEND_MESSAGE", requestId: `m${i}`, chatId: chat.id, message: { id: `msg-${i}`, content: `message ${i}` } }, "MESSAGE_ACCEPTED");
+      const a = await c.request(
+        { type: "SEND_MESSAGE", requestId: `m${i}`, chatId: chat.id, message: { id: `msg-${i}`, content: `message ${i}` } },
+        "MESSAGE_ACCEPTED",
+      );
       answers.push(a);
       if (a.type === "MESSAGE_ACCEPTED") await c.reply(chat.id);
     }
@@ -71,7 +74,9 @@ describe("rate limits", () => {
     // Other frames still go through on the same connection.
     expect((await c.request({ type: "GET_CHATS", limit: 1 }, "CHAT_LIST")).type).toBe("CHAT_LIST");
     expect((await c.request({ type: "GET_CHAT_HISTORY", chatId: chats[0]!.id }, "CHAT_HISTORY")).messages).toHaveLength(2);
-    console.log(`RATE_LIMIT_MESSAGES_PER_MINUTE=3: ${accepted} of 6 accepted in a row; then RATE_LIMITED, retryAfterMs=${answers.at(-1)!.retryAfterMs}`);
+    console.log(
+      `RATE_LIMIT_MESSAGES_PER_MINUTE=3: ${accepted} of 6 accepted in a row; then RATE_LIMITED, retryAfterMs=${answers.at(-1)!.retryAfterMs}`,
+    );
   });
 
   // The burst is a whole minute's allowance: "3 per minute" must accept three in a row. The test
@@ -95,7 +100,8 @@ describe("rate limits", () => {
     }
     // Frames are answered in order, one answer each (an accepted SEND_MESSAGE with a requestId answers MESSAGE_ACCEPTED).
     const answers: Frame[] = [];
-    for (let i = 0; i < N; i++) answers.push(await c.next((f) => f.type === "ERROR" || f.type === "CHAT_LIST" || f.type === "MESSAGE_ACCEPTED"));
+    for (let i = 0; i < N; i++)
+      answers.push(await c.next((f) => f.type === "ERROR" || f.type === "CHAT_LIST" || f.type === "MESSAGE_ACCEPTED"));
     const ok = answers.filter((a) => a.type !== "ERROR");
     const limited = answers.filter((a) => a.code === "RATE_LIMITED");
     // The burst is 2 x 5 = 10; a token refills every 200 ms, so a slow run may let one or two more in.
@@ -109,7 +115,8 @@ describe("rate limits", () => {
       expect(a.retryAfterMs).toBeLessThanOrEqual(200);
     }
     const acceptedIds = answers.filter((a) => a.type === "MESSAGE_ACCEPTED").map((a) => a.messageId);
-    for (const a of answers.filter((x) => x.type === "MESSAGE_ACCEPTED")) await c.next((f) => f.type === "MESSAGE" && f.end && f.traceId === a.traceId);
+    for (const a of answers.filter((x) => x.type === "MESSAGE_ACCEPTED"))
+      await c.next((f) => f.type === "MESSAGE" && f.end && f.traceId === a.traceId);
     const stored = await frameSrv.store.listMessages(chat.id, { limit: 100 });
     expect(stored.filter((m) => m.role === "user").map((m) => m.id)).toEqual(acceptedIds);
 
@@ -117,7 +124,9 @@ describe("rate limits", () => {
     await Bun.sleep(Math.max(...limited.map((a) => a.retryAfterMs as number)));
     const list = await c.request({ type: "GET_CHATS", requestId: "after", limit: 1 }, "CHAT_LIST");
     expect(list).toMatchObject({ type: "CHAT_LIST", requestId: "after" });
-    console.log(`RATE_LIMIT_FRAMES_PER_SECOND=5: ${ok.length} of ${N} frames accepted in a burst, ${limited.length} RATE_LIMITED (retryAfterMs ${limited[0]?.retryAfterMs})`);
+    console.log(
+      `RATE_LIMIT_FRAMES_PER_SECOND=5: ${ok.length} of ${N} frames accepted in a burst, ${limited.length} RATE_LIMITED (retryAfterMs ${limited[0]?.retryAfterMs})`,
+    );
   });
 });
 
@@ -141,7 +150,11 @@ describe("oversized frames (MAX_FRAME_BYTES=4096)", () => {
     const base = JSON.stringify({ type: "SEND_MESSAGE", chatId, content: "" });
     const room = bytes - Buffer.byteLength(base);
     const n = Math.floor(room / Buffer.byteLength(unit));
-    const frame = JSON.stringify({ type: "SEND_MESSAGE", chatId, content: unit.repeat(n) + "x".repeat(room - n * Buffer.byteLength(unit)) });
+    const frame = JSON.stringify({
+      type: "SEND_MESSAGE",
+      chatId,
+      content: unit.repeat(n) + "x".repeat(room - n * Buffer.byteLength(unit)),
+    });
     expect(Buffer.byteLength(frame)).toBe(bytes);
     return frame;
   };
@@ -149,7 +162,13 @@ describe("oversized frames (MAX_FRAME_BYTES=4096)", () => {
   test("between 1x and 4x: FRAME_TOO_LARGE, nothing stored, the connection stays (bytes are counted, not characters)", async () => {
     const c = track(await srv.connect());
     const chat = await newChat(c);
-    for (const [bytes, unit] of [[MAX + 1, "x"], [8000, "x"], [4 * MAX, "x"], [MAX + 100, "é"], [MAX + 3, "😀"]] as const) {
+    for (const [bytes, unit] of [
+      [MAX + 1, "x"],
+      [8000, "x"],
+      [4 * MAX, "x"],
+      [MAX + 100, "é"],
+      [MAX + 3, "😀"],
+    ] as const) {
       const frame = sized(chat.id, bytes, unit);
       if (unit !== "x") expect(frame.length).toBeLessThan(MAX); // fewer UTF-16 units than the limit
       c.sendRaw(frame);
@@ -232,10 +251,16 @@ describe("MAX_GENERATIONS_PER_CONNECTION=1", () => {
     expect(firstDelta.content + r.text).toBe(tokens.join(""));
     // b watches chat1 since its send: it saw the end of a1's reply, then its own, queued one.
     await b.next((f) => f.type === "MESSAGE" && f.end && f.traceId === elsewhere.traceId);
-    const queuedText = b.frames.filter((f) => f.type === "MESSAGE" && !f.end && f.traceId === elsewhere.traceId).map((f) => f.content).join("");
+    const queuedText = b.frames
+      .filter((f) => f.type === "MESSAGE" && !f.end && f.traceId === elsewhere.traceId)
+      .map((f) => f.content)
+      .join("");
     expect(queuedText).toBe(tokens.join(""));
     expect((await srv.store.listMessages(chat1.id, { limit: 10 })).map((m) => [m.id, m.role])).toEqual([
-      ["a1", "user"], [first.traceId, "assistant"], ["b1", "user"], [elsewhere.traceId, "assistant"],
+      ["a1", "user"],
+      [first.traceId, "assistant"],
+      ["b1", "user"],
+      [elsewhere.traceId, "assistant"],
     ]);
     expect(await srv.store.listMessages(chat2.id, { limit: 10 })).toEqual([]);
 
@@ -244,7 +269,11 @@ describe("MAX_GENERATIONS_PER_CONNECTION=1", () => {
     expect((await a.reply(chat2.id)).text).toBe(tokens.join(""));
     expect((await send(b, "b2", chat1.id)).type).toBe("MESSAGE_ACCEPTED");
     expect((await b.reply(chat1.id)).text).toBe(tokens.join(""));
-    expect((await srv.store.listMessages(chat1.id, { limit: 10 })).map((m) => m.id).filter((id) => !id.match(/^[0-9a-f-]{36}$/))).toEqual(["a1", "b1", "b2"]);
+    expect((await srv.store.listMessages(chat1.id, { limit: 10 })).map((m) => m.id).filter((id) => !id.match(/^[0-9a-f-]{36}$/))).toEqual([
+      "a1",
+      "b1",
+      "b2",
+    ]);
   });
 });
 
@@ -272,11 +301,17 @@ describe("MAX_GENERATIONS=1 (server-wide)", () => {
     const upstream = model.requests.length;
 
     // b is under its own per-connection cap (2) and its chat is free: only the server's cap refuses it.
-    const refused = await b.request({ type: "SEND_MESSAGE", requestId: "b1", chatId: chatB.id, message: { id: "b1", content: "me too" } }, "MESSAGE_ACCEPTED");
+    const refused = await b.request(
+      { type: "SEND_MESSAGE", requestId: "b1", chatId: chatB.id, message: { id: "b1", content: "me too" } },
+      "MESSAGE_ACCEPTED",
+    );
     expect(refused).toMatchObject({ type: "ERROR", code: "TOO_MANY_GENERATIONS", retryAfterMs: 1000, requestId: "b1" });
     // The documented order puts the chat lookup (whose chat it is) before the server's cap: an
     // unknown chat is CHAT_NOT_FOUND, as it would be for another user's chat.
-    const unknown = await b.request({ type: "SEND_MESSAGE", requestId: "b2", chatId: crypto.randomUUID(), content: "anyone?" }, "MESSAGE_ACCEPTED");
+    const unknown = await b.request(
+      { type: "SEND_MESSAGE", requestId: "b2", chatId: crypto.randomUUID(), content: "anyone?" },
+      "MESSAGE_ACCEPTED",
+    );
     expect(unknown).toMatchObject({ type: "ERROR", code: "CHAT_NOT_FOUND", requestId: "b2" });
     expect(await srv.store.listMessages(chatB.id, { limit: 10 })).toEqual([]);
     expect(model.requests.length).toBe(upstream);
@@ -284,7 +319,10 @@ describe("MAX_GENERATIONS=1 (server-wide)", () => {
     hold.release();
 
     await a.reply(chatA.id);
-    const accepted = await b.request({ type: "SEND_MESSAGE", requestId: "b3", chatId: chatB.id, message: { id: "b1", content: "me too" } }, "MESSAGE_ACCEPTED");
+    const accepted = await b.request(
+      { type: "SEND_MESSAGE", requestId: "b3", chatId: chatB.id, message: { id: "b1", content: "me too" } },
+      "MESSAGE_ACCEPTED",
+    );
     expect(accepted).toMatchObject({ type: "MESSAGE_ACCEPTED", duplicate: false, messageId: "b1" });
     expect((await b.reply(chatB.id)).text).toBe("one at a time");
     expect((await srv.store.listMessages(chatB.id, { limit: 10 })).map((m) => m.role)).toEqual(["user", "assistant"]);

@@ -1,6 +1,14 @@
 import { describe, expect, test } from "bun:test";
 import { ChatError } from "../src/chat/errors";
-import { REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, assertFits, buildPrompt, encodingFor, minimalPromptTokens, tokenizerFor } from "../src/chat/prompt";
+import {
+  REPLY_PRIMING_TOKENS,
+  TOKENS_PER_MESSAGE,
+  assertFits,
+  buildPrompt,
+  encodingFor,
+  minimalPromptTokens,
+  tokenizerFor,
+} from "../src/chat/prompt";
 import { tokenBucket } from "../src/ws/limits";
 import { nowIso } from "../src/chat/clock";
 
@@ -11,7 +19,8 @@ describe("buildPrompt (token budget)", async () => {
   const m = (role: "user" | "assistant", content: string) => ({ role, content });
   const sys = "You are terse.";
   // What a prompt of these turns costs, counted the way OpenAI's chat format does.
-  const cost = (turns: { content: string }[]) => REPLY_PRIMING_TOKENS + turns.reduce((n, t) => n + TOKENS_PER_MESSAGE + tok.count(t.content), 0);
+  const cost = (turns: { content: string }[]) =>
+    REPLY_PRIMING_TOKENS + turns.reduce((n, t) => n + TOKENS_PER_MESSAGE + tok.count(t.content), 0);
   const history = [m("user", "first question about apples"), m("assistant", "an answer about apples"), m("user", "and pears?")];
 
   test("keeps the newest whole messages that fit, in order, after the system prompt", () => {
@@ -26,7 +35,10 @@ describe("buildPrompt (token budget)", async () => {
   test("the budget is in tokens, not characters: 4,000 characters of one word is far fewer tokens", () => {
     const long = "word ".repeat(800); // 4,000 characters, ~800 tokens
     expect(tok.count(long)).toBeLessThan(1000);
-    const turns = buildPrompt(tok, sys, [m("user", long), m("assistant", "ok"), m("user", "again")], { contextTokens: 1200, replyReserveTokens: 100 });
+    const turns = buildPrompt(tok, sys, [m("user", long), m("assistant", "ok"), m("user", "again")], {
+      contextTokens: 1200,
+      replyReserveTokens: 100,
+    });
     expect(turns.map((t) => t.content)).toEqual([sys, long, "ok", "again"]);
   });
 
@@ -48,7 +60,9 @@ describe("buildPrompt (token budget)", async () => {
   });
 
   test("empty messages (a failed reply with no text) are skipped", () => {
-    expect(buildPrompt(tok, "s", [m("user", "q"), m("assistant", ""), m("user", "q2")], { contextTokens: 1000, replyReserveTokens: 0 })).toHaveLength(3);
+    expect(
+      buildPrompt(tok, "s", [m("user", "q"), m("assistant", ""), m("user", "q2")], { contextTokens: 1000, replyReserveTokens: 0 }),
+    ).toHaveLength(3);
   });
 
   test("per-message overhead matches gpt-tokenizer's own chat encoding for gpt-4o", async () => {
@@ -60,8 +74,10 @@ describe("buildPrompt (token budget)", async () => {
 
 describe("tokenizer", () => {
   test("the encoding follows the model family; unknown models get o200k_base", () => {
-    for (const name of ["gpt-4o", "gpt-4o-mini", "gpt-4.1-nano", "o1", "o3-mini", "o4-mini", "gpt-5", "GPT-5-chat", "openai/gpt-4o"]) expect(encodingFor(name)).toBe("o200k_base");
-    for (const name of ["gpt-4", "gpt-4-turbo", "gpt-4-32k", "gpt-35-turbo", "gpt-3.5-turbo"]) expect(encodingFor(name)).toBe("cl100k_base");
+    for (const name of ["gpt-4o", "gpt-4o-mini", "gpt-4.1-nano", "o1", "o3-mini", "o4-mini", "gpt-5", "GPT-5-chat", "openai/gpt-4o"])
+      expect(encodingFor(name)).toBe("o200k_base");
+    for (const name of ["gpt-4", "gpt-4-turbo", "gpt-4-32k", "gpt-35-turbo", "gpt-3.5-turbo"])
+      expect(encodingFor(name)).toBe("cl100k_base");
     for (const name of ["llama3.1", "qwen2.5:7b", "my-deployment", "offline"]) expect(encodingFor(name)).toBe("o200k_base");
   });
 

@@ -34,20 +34,25 @@ async function ask(s: TestServer, content = "question") {
 describe("Azure OpenAI path", () => {
   test("uses the deployment URL, api-version and api-key header, and streams", async () => {
     model.setScript({ tokens: ["Azure", " says", " hi"] });
-    await withServer({
-      AZURE_OPENAI_ENDPOINT: model.url, AZURE_OPENAI_KEY: "azure-secret-key",
-      AZURE_OPENAI_DEPLOYMENT_NAME: "gpt-dep", AZURE_OPENAI_API_VERSION: "2024-10-21",
-    }, async (s) => {
-      const { c, chat } = await ask(s);
-      expect((await c.reply(chat.id)).text).toBe("Azure says hi");
-      const req = model.requests.at(-1)!;
-      expect(req.path).toBe("/openai/deployments/gpt-dep/chat/completions");
-      expect(new URL(req.url).searchParams.get("api-version")).toBe("2024-10-21");
-      expect(req.headers["api-key"]).toBe("azure-secret-key");
-      const health: any = await (await fetch(`${s.url}/health`)).json();
-      expect(health.services.model).toMatchObject({ kind: "azure-openai", name: "gpt-dep", ok: true });
-      c.close();
-    });
+    await withServer(
+      {
+        AZURE_OPENAI_ENDPOINT: model.url,
+        AZURE_OPENAI_KEY: "azure-secret-key",
+        AZURE_OPENAI_DEPLOYMENT_NAME: "gpt-dep",
+        AZURE_OPENAI_API_VERSION: "2024-10-21",
+      },
+      async (s) => {
+        const { c, chat } = await ask(s);
+        expect((await c.reply(chat.id)).text).toBe("Azure says hi");
+        const req = model.requests.at(-1)!;
+        expect(req.path).toBe("/openai/deployments/gpt-dep/chat/completions");
+        expect(new URL(req.url).searchParams.get("api-version")).toBe("2024-10-21");
+        expect(req.headers["api-key"]).toBe("azure-secret-key");
+        const health: any = await (await fetch(`${s.url}/health`)).json();
+        expect(health.services.model).toMatchObject({ kind: "azure-openai", name: "gpt-dep", ok: true });
+        c.close();
+      },
+    );
   });
 });
 

@@ -82,7 +82,13 @@ describe("logs", () => {
       await c.request({ type: "DELETE_CHAT", chatId: "nope" }, "CHAT_DELETED");
       const lines = srv.log.lines.map((l) => JSON.parse(l)).filter((l) => l.msg === "ws command");
       expect(lines).toHaveLength(2);
-      expect(lines[0]).toMatchObject({ level: "debug", type: "GET_CHATS", outcome: "ok", connId: expect.any(String), durationMs: expect.any(Number) });
+      expect(lines[0]).toMatchObject({
+        level: "debug",
+        type: "GET_CHATS",
+        outcome: "ok",
+        connId: expect.any(String),
+        durationMs: expect.any(Number),
+      });
       expect(lines[1]).toMatchObject({ level: "info", type: "DELETE_CHAT", outcome: "INVALID_FRAME" });
       expect(typeof lines[0].time).toBe("string");
       c.close();

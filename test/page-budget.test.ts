@@ -35,7 +35,8 @@ describe("fitPage: a history page cut to a byte budget", () => {
 });
 
 describe("connection caps", () => {
-  const limits = (soft: string) => `Limit                     Soft Limit           Hard Limit           Units     \nMax open files            ${soft}                20000                files     \n`;
+  const limits = (soft: string) =>
+    `Limit                     Soft Limit           Hard Limit           Units     \nMax open files            ${soft}                20000                files     \n`;
 
   test("the open-file limit is read from /proc/self/limits; unlimited or unreadable is undefined", () => {
     expect(openFileLimit(limits("1024"))).toBe(1024);
@@ -53,8 +54,14 @@ describe("connection caps", () => {
 
   test("the global cap answers 503, the per-address cap 429; 0 turns the per-address cap off", () => {
     const load = (total: number, mine: number) => ({ total: () => total, from: () => mine });
-    expect(connectionRefusal(load(10, 1), "a", { maxConnections: 10, maxPerAddress: 5 })).toMatchObject({ status: 503, code: "TOO_MANY_CONNECTIONS" });
-    expect(connectionRefusal(load(9, 5), "a", { maxConnections: 10, maxPerAddress: 5 })).toMatchObject({ status: 429, code: "TOO_MANY_CONNECTIONS_FROM_ADDRESS" });
+    expect(connectionRefusal(load(10, 1), "a", { maxConnections: 10, maxPerAddress: 5 })).toMatchObject({
+      status: 503,
+      code: "TOO_MANY_CONNECTIONS",
+    });
+    expect(connectionRefusal(load(9, 5), "a", { maxConnections: 10, maxPerAddress: 5 })).toMatchObject({
+      status: 429,
+      code: "TOO_MANY_CONNECTIONS_FROM_ADDRESS",
+    });
     expect(connectionRefusal(load(9, 5), "a", { maxConnections: 10, maxPerAddress: 0 })).toBeUndefined();
     expect(connectionRefusal(load(9, 4), "a", { maxConnections: 10, maxPerAddress: 5 })).toBeUndefined();
   });

@@ -61,7 +61,7 @@ for (const kind of ["sqlite", "cosmos"] as const) {
         const now = await history(watcher, chat.id);
         expect(now.filter((m) => m.role === "user").map((m) => m.content)).toEqual(["first", "second", "third"]);
         // The running reply sits where it started: after "first", before the questions asked during it.
-        expect(now.map((m) => m.content === undefined ? m.id : m.role)).toEqual(["user", "assistant", "user", "user"]);
+        expect(now.map((m) => (m.content === undefined ? m.id : m.role))).toEqual(["user", "assistant", "user", "user"]);
         expect(now[1]).toMatchObject({ role: "assistant", streaming: true, id: firstDelta.traceId });
         expect(watcher.frames.filter((f) => f.type === "FIRST_MESSAGE").map((f) => f.content)).toEqual(["first", "second", "third"]);
         expect(model.requests.slice(asked0).filter((r) => lastUserTurn(r) === "second")).toHaveLength(0);
@@ -74,8 +74,12 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       const stored = await history(a, chat.id);
       // In the order things happened: the first reply began before the others were asked.
       expect(stored.map((m) => [m.role, m.content])).toEqual([
-        ["user", "first"], ["assistant", "re: first"], ["user", "second"], ["user", "third"],
-        ["assistant", "re: second"], ["assistant", "re: third"],
+        ["user", "first"],
+        ["assistant", "re: first"],
+        ["user", "second"],
+        ["user", "third"],
+        ["assistant", "re: second"],
+        ["assistant", "re: third"],
       ]);
       // Each reply names the question it answers, and sorts after it.
       const byId = new Map(stored.map((m) => [m.id, m]));
@@ -99,9 +103,14 @@ for (const kind of ["sqlite", "cosmos"] as const) {
         a.send({ type: "SEND_MESSAGE", chatId: chat.id, content: "busy" });
         await a.next((f) => f.type === "MESSAGE" && !f.end);
         for (let i = 0; i < QUEUE_LIMIT; i++) {
-          expect(await a.request({ type: "SEND_MESSAGE", chatId: chat.id, content: `q${i}`, requestId: `q${i}` }, "MESSAGE_ACCEPTED")).toMatchObject({ queued: true });
+          expect(
+            await a.request({ type: "SEND_MESSAGE", chatId: chat.id, content: `q${i}`, requestId: `q${i}` }, "MESSAGE_ACCEPTED"),
+          ).toMatchObject({ queued: true });
         }
-        const refused = await a.request({ type: "SEND_MESSAGE", chatId: chat.id, content: "one too many", requestId: "x" }, "MESSAGE_ACCEPTED");
+        const refused = await a.request(
+          { type: "SEND_MESSAGE", chatId: chat.id, content: "one too many", requestId: "x" },
+          "MESSAGE_ACCEPTED",
+        );
         expect(refused).toMatchObject({ type: "ERROR", code: "QUEUE_FULL", limit: QUEUE_LIMIT, requestId: "x" });
       } finally {
         model.release();
@@ -139,12 +148,25 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       const chat = await newChat(a);
       a.send({ type: "SEND_MESSAGE", chatId: chat.id, content: "asked", messageId: "m-asked" });
       await a.reply(chat.id);
-      expect(await a.request({ type: "SEND_MESSAGE", chatId: chat.id, content: "asked", messageId: "m-asked", requestId: "again" }, "MESSAGE_ACCEPTED"))
-        .toMatchObject({ duplicate: true, messageId: "m-asked" });
+      expect(
+        await a.request(
+          { type: "SEND_MESSAGE", chatId: chat.id, content: "asked", messageId: "m-asked", requestId: "again" },
+          "MESSAGE_ACCEPTED",
+        ),
+      ).toMatchObject({ duplicate: true, messageId: "m-asked" });
       // A question stored with no reply (as a crash before the first checkpoint leaves it).
       const store = srv.store;
-      await store.addMessage({ id: "m-orphan", chat_id: chat.id, role: "user", content: "never answered", created_at: new Date().toISOString() });
-      const accepted = await a.request({ type: "SEND_MESSAGE", chatId: chat.id, content: "never answered", messageId: "m-orphan", requestId: "o" }, "MESSAGE_ACCEPTED");
+      await store.addMessage({
+        id: "m-orphan",
+        chat_id: chat.id,
+        role: "user",
+        content: "never answered",
+        created_at: new Date().toISOString(),
+      });
+      const accepted = await a.request(
+        { type: "SEND_MESSAGE", chatId: chat.id, content: "never answered", messageId: "m-orphan", requestId: "o" },
+        "MESSAGE_ACCEPTED",
+      );
       expect(accepted).toMatchObject({ duplicate: false, messageId: "m-orphan" });
       const r = await a.reply(chat.id);
       expect(r.text).toBe("re: never answered");

@@ -32,7 +32,8 @@ const backends: Backend[] = [
       const store = await openTestCosmosStore(cosmos, "pichat-races", { requestTimeoutMs: 5000 });
       const srv = await startTestServer(env, { store });
       return {
-        srv, store,
+        srv,
+        store,
         async cleanup() {
           await srv.close();
           await store.close();
@@ -56,9 +57,13 @@ for (const backend of backends) {
     beforeAll(async () => {
       model = await startSseModel({ tokens: ["Fine", ",", " thanks", "."] });
       ({ srv, store, cleanup } = await backend.open({
-        OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "test-model", OPENAI_API_KEY: "sk-test",
+        OPENAI_BASE_URL: `${model.url}/v1`,
+        OPENAI_MODEL: "test-model",
+        OPENAI_API_KEY: "sk-test",
         // A model-made title would rename chats on its own; the trials send many messages quickly.
-        CHAT_TITLES: "false", RATE_LIMIT_MESSAGES_PER_MINUTE: "10000", RATE_LIMIT_FRAMES_PER_SECOND: "10000",
+        CHAT_TITLES: "false",
+        RATE_LIMIT_MESSAGES_PER_MINUTE: "10000",
+        RATE_LIMIT_FRAMES_PER_SECOND: "10000",
       }));
     });
     afterAll(async () => {
@@ -116,7 +121,8 @@ for (const backend of backends) {
         model.setScript((req) => (inFlight && lastUserTurn(req) === question ? { holdAfter: 1 } : {}));
         const sent = sender.next((f) => (f.type === "MESSAGE_ACCEPTED" && f.chatId === chat.id) || f.type === "ERROR");
         sender.send({ type: "SEND_MESSAGE", requestId: `d${i}`, chatId: chat.id, content: question });
-        if (inFlight) await until(async () => (await model.waitHeld(1)).some((r) => lastUserTurn(r) === question), "the reply held in flight");
+        if (inFlight)
+          await until(async () => (await model.waitHeld(1)).some((r) => lastUserTurn(r) === question), "the reply held in flight");
         const deleted = await deleter.request({ type: "DELETE_CHAT", chatId: chat.id }, "CHAT_DELETED");
         expect(deleted).toMatchObject({ type: "CHAT_DELETED", chatId: chat.id });
         const outcome = await sent;
@@ -139,8 +145,11 @@ for (const backend of backends) {
       // Written straight to the store: nine messages on one millisecond, two around them.
       for (let i = 0; i < 11; i++) {
         const m: Message = {
-          id: `m-${(i * 5) % 11}-${crypto.randomUUID().slice(0, 8)}`, chat_id: chat.id, role: i % 2 ? "assistant" : "user",
-          content: `message ${i}`, created_at: i === 0 ? isoAt(0) : i === 10 ? isoAt(2) : isoAt(1),
+          id: `m-${(i * 5) % 11}-${crypto.randomUUID().slice(0, 8)}`,
+          chat_id: chat.id,
+          role: i % 2 ? "assistant" : "user",
+          content: `message ${i}`,
+          created_at: i === 0 ? isoAt(0) : i === 10 ? isoAt(2) : isoAt(1),
         };
         await store.addMessage(m);
         made.push(m);
@@ -176,7 +185,14 @@ for (const backend of backends) {
       const otherChats = (await c.request({ type: "GET_CHAT_HISTORY", chatId: other.id, limit: 1 }, "CHAT_HISTORY")).cursor as string;
       const listCursor = (await c.request({ type: "GET_CHATS", limit: 1 }, "CHAT_LIST")).cursor as string;
       expect([issued, otherChats, listCursor].every((x) => typeof x === "string")).toBe(true);
-      const forged = [encodeCursor(["a", "b", "c"]), encodeCursor([isoAt(0), "x1"]), listCursor, otherChats, "garbage", encodeCursor(["messages", chat.id, isoAt(0), "a b/c"])];
+      const forged = [
+        encodeCursor(["a", "b", "c"]),
+        encodeCursor([isoAt(0), "x1"]),
+        listCursor,
+        otherChats,
+        "garbage",
+        encodeCursor(["messages", chat.id, isoAt(0), "a b/c"]),
+      ];
       for (const cursor of forged) {
         const f = await c.request({ type: "GET_CHAT_HISTORY", chatId: chat.id, cursor }, "CHAT_HISTORY");
         expect(f).toMatchObject({ type: "ERROR", code: "INVALID_FRAME" });
@@ -186,7 +202,9 @@ for (const backend of backends) {
         expect(f).toMatchObject({ type: "ERROR", code: "INVALID_FRAME" });
       }
       // The issued ones still work, and the connection stayed usable.
-      expect((await c.request({ type: "GET_CHAT_HISTORY", chatId: chat.id, cursor: issued }, "CHAT_HISTORY")).messages.map((m: Frame) => m.id)).toEqual(["x0", "x1"]);
+      expect(
+        (await c.request({ type: "GET_CHAT_HISTORY", chatId: chat.id, cursor: issued }, "CHAT_HISTORY")).messages.map((m: Frame) => m.id),
+      ).toEqual(["x0", "x1"]);
     });
 
     test("a stored streaming reply of a dead process is shown (and stored) as interrupted; another live process's as streaming; never with its lease", async () => {
@@ -194,13 +212,33 @@ for (const backend of backends) {
       const chat = await newChat(c);
       const now = Date.now();
       const q1: Message = { id: "q1", chat_id: chat.id, role: "user", content: "first?", created_at: isoAt(0) };
-      const dead: Message = { id: "r1", chat_id: chat.id, role: "assistant", content: "half of", created_at: isoAt(1), status: "streaming", parent_id: "q1", lease: { owner: "dead-replica", until: now - 1000, seq: 2 } };
+      const dead: Message = {
+        id: "r1",
+        chat_id: chat.id,
+        role: "assistant",
+        content: "half of",
+        created_at: isoAt(1),
+        status: "streaming",
+        parent_id: "q1",
+        lease: { owner: "dead-replica", until: now - 1000, seq: 2 },
+      };
       const q2: Message = { id: "q2", chat_id: chat.id, role: "user", content: "second?", created_at: isoAt(2) };
-      const live: Message = { id: "r2", chat_id: chat.id, role: "assistant", content: "going on", created_at: isoAt(3), status: "streaming", parent_id: "q2", lease: { owner: "other-replica", until: now + 60_000, seq: 4 } };
+      const live: Message = {
+        id: "r2",
+        chat_id: chat.id,
+        role: "assistant",
+        content: "going on",
+        created_at: isoAt(3),
+        status: "streaming",
+        parent_id: "q2",
+        lease: { owner: "other-replica", until: now + 60_000, seq: 4 },
+      };
       for (const m of [q1, dead, q2, live]) await store.putMessage(m);
 
       c.send({ type: "GET_CHAT_HISTORY", chatId: chat.id });
-      const raw = await new Promise<string>((resolve) => c.ws.addEventListener("message", (e) => String(e.data).includes('"CHAT_HISTORY"') && resolve(String(e.data))));
+      const raw = await new Promise<string>((resolve) =>
+        c.ws.addEventListener("message", (e) => String(e.data).includes('"CHAT_HISTORY"') && resolve(String(e.data))),
+      );
       expect(raw).not.toContain("lease");
       const { lease: _d, ...deadRest } = dead;
       const { lease: _l, status: _s, ...liveRest } = live;

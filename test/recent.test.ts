@@ -43,12 +43,24 @@ describe("recentMessages", () => {
         if (r < 4) {
           // A question, sometimes sharing a timestamp with the one before.
           clock += rng.int(0, 1) * 3;
-          const m: Message = { id: `q${step}-${rng.int(0, 999)}`, chat_id: chat.id, role: "user", content: `q ${step}`, created_at: at(clock) };
+          const m: Message = {
+            id: `q${step}-${rng.int(0, 999)}`,
+            chat_id: chat.id,
+            role: "user",
+            content: `q ${step}`,
+            created_at: at(clock),
+          };
           await store.addMessage(m);
           bus.publish({ type: "user_message", owner, message: m });
         } else if (r < 7) {
           // A reply that started a little earlier (questions were asked while it streamed).
-          const m: Message = { id: `r${step}`, chat_id: chat.id, role: "assistant", content: `r ${step}`, created_at: at(clock - rng.int(0, 6)) };
+          const m: Message = {
+            id: `r${step}`,
+            chat_id: chat.id,
+            role: "assistant",
+            content: `r ${step}`,
+            created_at: at(clock - rng.int(0, 6)),
+          };
           await store.putMessage(m);
           replies.push(m);
           bus.publish({ type: "reply_end", chatId: chat.id, traceId: m.id, seq: 2, message: m });
@@ -60,12 +72,27 @@ describe("recentMessages", () => {
           bus.publish({ type: "reply_end", chatId: chat.id, traceId: m.id, seq: 3, message: m });
         } else if (r < 9) {
           // Finalised elsewhere without the message on the event (an orphan swept as interrupted).
-          const m: Message = { id: `i${step}`, chat_id: chat.id, role: "assistant", content: `i ${step}`, created_at: at(clock), status: "interrupted" };
+          const m: Message = {
+            id: `i${step}`,
+            chat_id: chat.id,
+            role: "assistant",
+            content: `i ${step}`,
+            created_at: at(clock),
+            status: "interrupted",
+          };
           await store.putMessage(m);
           bus.publish({ type: "reply_end", chatId: chat.id, traceId: m.id, seq: 1, status: "interrupted" });
         } else {
           // A streaming checkpoint: not announced, and never shown by the kept messages.
-          await store.putMessage({ id: `s${step}`, chat_id: chat.id, role: "assistant", content: "…", created_at: at(clock), status: "streaming", lease: { owner: "x", until: 0, seq: 1 } });
+          await store.putMessage({
+            id: `s${step}`,
+            chat_id: chat.id,
+            role: "assistant",
+            content: "…",
+            created_at: at(clock),
+            status: "streaming",
+            lease: { owner: "x", until: 0, seq: 1 },
+          });
           await store.finalizeStale(Date.now(), chat.id);
           bus.publish({ type: "reply_end", chatId: chat.id, traceId: `s${step}`, seq: 2, status: "interrupted" });
         }
@@ -89,11 +116,14 @@ describe("recentMessages", () => {
     const bus = localBus();
     // A store whose page reads answer late: the read is made at once, its answer held until `open`.
     let gate = Promise.resolve();
-    const slow: Store = { ...store, pageMessages: async (...a) => {
-      const page = await store.pageMessages(...a);
-      await gate;
-      return page;
-    } };
+    const slow: Store = {
+      ...store,
+      pageMessages: async (...a) => {
+        const page = await store.pageMessages(...a);
+        await gate;
+        return page;
+      },
+    };
     const recent = recentMessages(slow, bus, { perChat: 10, maxChars: 1_000_000, ttlMs: 60_000 });
     const chat = { id: crypto.randomUUID(), name: "race", active: true, created_at: at(0), updated_at: at(0) };
     await store.createChat("default", chat);

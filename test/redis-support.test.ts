@@ -86,7 +86,10 @@ describe("startRedis (one node)", () => {
     const a = await c.xadd("events", "*", "type", "chunk", "n", "1");
     const b = await c.xadd("events", "*", "type", "chunk", "n", "2");
     const entries = await c.xrange("events", "-", "+");
-    expect(entries).toEqual([[a!, ["type", "chunk", "n", "1"]], [b!, ["type", "chunk", "n", "2"]]]);
+    expect(entries).toEqual([
+      [a!, ["type", "chunk", "n", "1"]],
+      [b!, ["type", "chunk", "n", "2"]],
+    ]);
   });
 
   test("stop() refuses connections; start() brings it back on the same port, empty; kill() is kill -9", async () => {

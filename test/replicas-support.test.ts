@@ -13,7 +13,12 @@ let set: Replicas;
 const clients: TestClient[] = [];
 /** The environment a process was started with, as the kernel has it. */
 const environOf = (pid: number) =>
-  Object.fromEntries(readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]));
+  Object.fromEntries(
+    readFileSync(`/proc/${pid}/environ`, "utf8")
+      .split("\0")
+      .filter(Boolean)
+      .map((kv) => [kv.slice(0, kv.indexOf("=")), kv.slice(kv.indexOf("=") + 1)]),
+  );
 const alive = (pid: number) => {
   try {
     return !/^\d+ \(.*\) [ZX]/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
@@ -31,7 +36,9 @@ beforeAll(async () => {
   redis = await startRedis();
   const t = performance.now();
   set = await startReplicas({ n: 3, redis, env: { CHAT_TITLES: "false" } });
-  console.log(`[replicas-support] 3 replicas listening in ${(performance.now() - t).toFixed(0)} ms (Cosmos test server and store included)`);
+  console.log(
+    `[replicas-support] 3 replicas listening in ${(performance.now() - t).toFixed(0)} ms (Cosmos test server and store included)`,
+  );
 });
 afterAll(async () => {
   for (const c of clients) c.close();

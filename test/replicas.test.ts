@@ -30,8 +30,11 @@ afterAll(async () => {
 
 const words = (n: number) => Array.from({ length: n }, (_, i) => `w${i} `);
 const env = () => ({
-  OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "m", CHAT_TITLES: "false",
-  REPLY_CHECKPOINT_MS: "200", REPLY_LEASE_MS: String(LEASE_MS),
+  OPENAI_BASE_URL: `${model.url}/v1`,
+  OPENAI_MODEL: "m",
+  CHAT_TITLES: "false",
+  REPLY_CHECKPOINT_MS: "200",
+  REPLY_LEASE_MS: String(LEASE_MS),
 });
 async function on(r: Replicas, i: number) {
   const c = await connect(r.replicas[i]!.wsUrl);
@@ -52,8 +55,7 @@ async function warmUp(r: Replicas) {
     await c.request({ type: "GET_CHAT_HISTORY", chatId: chat.id }, "CHAT_HISTORY", 30_000);
   }
 }
-const streamed = (c: TestClient, traceId: string) =>
-  c.frames.filter((f) => f.type === "MESSAGE" && f.traceId === traceId && !f.end);
+const streamed = (c: TestClient, traceId: string) => c.frames.filter((f) => f.type === "MESSAGE" && f.traceId === traceId && !f.end);
 
 for (const kind of ["single", "cluster"] as const) {
   describe(`three replicas on one Redis ${kind === "single" ? "node" : "cluster"}`, () => {
@@ -137,7 +139,12 @@ for (const kind of ["single", "cluster"] as const) {
       // GENERATION_STOPPED is sent once the end frame went out: it is already here.
       const end = b.frames.find((f) => f.type === "MESSAGE" && f.end && f.traceId === first.traceId)!;
       expect(end.reason).toBe("stopped");
-      const text = caught.content + streamed(b, first.traceId).filter((f) => f.seq > caught.seq).map((f) => f.content).join("");
+      const text =
+        caught.content +
+        streamed(b, first.traceId)
+          .filter((f) => f.seq > caught.seq)
+          .map((f) => f.content)
+          .join("");
       const stored = (await r.store.pageMessages(chat.id, { limit: 10 })).items.find((m) => m.id === first.traceId)!;
       expect(stored.status).toBe("stopped");
       expect(stored.content).toBe(text);
@@ -156,7 +163,11 @@ for (const kind of ["single", "cluster"] as const) {
       expect(systemOf(before)).not.toBe(prompt);
       await a.request({ type: "UPDATE_SETTINGS", systemPrompt: prompt }, "SETTINGS");
       // The update reaches r1 over the bus (milliseconds); GET_SETTINGS there reads what a reply would.
-      await until(async () => (await b.request({ type: "GET_SETTINGS" }, "SETTINGS")).settings.systemPrompt === prompt, "r1 to see the new settings", 5_000);
+      await until(
+        async () => (await b.request({ type: "GET_SETTINGS" }, "SETTINGS")).settings.systemPrompt === prompt,
+        "r1 to see the new settings",
+        5_000,
+      );
       const asked = model.requests.length;
       b.send({ type: "SEND_MESSAGE", chatId: chat.id, content: "second" });
       await b.reply(chat.id, 15_000);
@@ -208,19 +219,32 @@ describe("losing a replica and losing Redis", () => {
     await open(b, chat.id);
     await b.next((f) => f.type === "MESSAGE" && f.traceId === first.traceId && f.seq > 20, 10_000);
     // Killed once its text is checkpointed (before that, a crash leaves the question unanswered: crash.test.ts).
-    await until(async () => (await r.store.pageMessages(chat.id, { limit: 10 })).items.some((m) => m.id === first.traceId && m.content.length > 0), "a checkpoint of the reply");
+    await until(
+      async () => (await r.store.pageMessages(chat.id, { limit: 10 })).items.some((m) => m.id === first.traceId && m.content.length > 0),
+      "a checkpoint of the reply",
+    );
     const killedAt = Date.now();
     await r.kill(0);
-    const end = await b.next((f) => f.type === "MESSAGE" && f.end && f.traceId === first.traceId, 20_000).catch((e) => {
-      for (const i of [1, 2]) console.log(`r${i}`, r.replicas[i]!.lines.filter((l) => /orphan|finalis|error|warn/i.test(l)).slice(-6).join("\n"));
-      throw e;
-    });
+    const end = await b
+      .next((f) => f.type === "MESSAGE" && f.end && f.traceId === first.traceId, 20_000)
+      .catch((e) => {
+        for (const i of [1, 2])
+          console.log(
+            `r${i}`,
+            r.replicas[i]!.lines.filter((l) => /orphan|finalis|error|warn/i.test(l))
+              .slice(-6)
+              .join("\n"),
+          );
+        throw e;
+      });
     console.log(`watcher on r1 got the end frame ${Date.now() - killedAt} ms after r0 was killed (lease ${LEASE_MS} ms)`);
     expect(end.reason).toBe("interrupted");
     const stored = (await r.store.pageMessages(chat.id, { limit: 10 })).items.find((m) => m.id === first.traceId)!;
     expect(stored.status).toBe("interrupted");
     expect(stored.content.length).toBeGreaterThan(0);
-    const seen = streamed(b, first.traceId).map((f) => f.content).join("");
+    const seen = streamed(b, first.traceId)
+      .map((f) => f.content)
+      .join("");
     expect(seen.length).toBeGreaterThan(0);
     await r.restart(0);
   }, 40_000);
@@ -253,12 +277,20 @@ describe("device partitions shared by three replicas", () => {
     peer = await startIotHubPeer({ partitions: 6, tls: cert });
     redis = await startRedis();
     r = await startReplicas({
-      n: 3, redis, cosmos,
+      n: 3,
+      redis,
+      cosmos,
       env: {
-        ...env(), IOT_HUB_ENABLE: "true", EVENT_HUB_COMPATIBLE_CONN_STR: peer.eventHubConnectionString,
-        IOT_HUB_CONNECTION_STRING: peer.iotHubConnectionString, NODE_EXTRA_CA_CERTS: cert.certPath,
-        IOT_HUB_LOAD_BALANCING: "balanced", IOT_HUB_LOAD_BALANCING_INTERVAL_MS: "300", IOT_HUB_PARTITION_EXPIRY_MS: "3000",
-        DEVICE_CLAIM_LEASE_S: "5", DEVICE_REPLY_MAX_AGE_S: "120",
+        ...env(),
+        IOT_HUB_ENABLE: "true",
+        EVENT_HUB_COMPATIBLE_CONN_STR: peer.eventHubConnectionString,
+        IOT_HUB_CONNECTION_STRING: peer.iotHubConnectionString,
+        NODE_EXTRA_CA_CERTS: cert.certPath,
+        IOT_HUB_LOAD_BALANCING: "balanced",
+        IOT_HUB_LOAD_BALANCING_INTERVAL_MS: "300",
+        IOT_HUB_PARTITION_EXPIRY_MS: "3000",
+        DEVICE_CLAIM_LEASE_S: "5",
+        DEVICE_REPLY_MAX_AGE_S: "120",
       },
     });
   }, 120_000);
@@ -271,23 +303,37 @@ describe("device partitions shared by three replicas", () => {
 
   test("the partitions are shared out, every device message is answered exactly once, and a killed replica's partitions are taken over", async () => {
     const all = ["0", "1", "2", "3", "4", "5"];
-    const balanced = await until(async () => {
-      const each = await Promise.all([0, 1, 2].map(owned));
-      const union = each.flat().sort();
-      return JSON.stringify(union) === JSON.stringify(all) && each.every((p) => p.length === 2) && each;
-    }, "the six partitions shared two per replica", 60_000);
+    const balanced = await until(
+      async () => {
+        const each = await Promise.all([0, 1, 2].map(owned));
+        const union = each.flat().sort();
+        return JSON.stringify(union) === JSON.stringify(all) && each.every((p) => p.length === 2) && each;
+      },
+      "the six partitions shared two per replica",
+      60_000,
+    );
     console.log(`partitions: ${balanced.map((p, i) => `r${i}=[${p}]`).join(" ")}`);
 
     model.setScript((req) => ({ tokens: ["answer to ", lastUserTurn(req)], delayMs: 20 }));
-    const ask = (n: number) => Array.from({ length: n }, (_, i) => {
-      const messageId = `dev-${crypto.randomUUID()}`;
-      peer.sendTelemetry({ deviceId: `pi-${i % 6}`, body: { message: `q ${messageId}` }, messageId, contentType: "application/json", partitionId: String(i % 6) });
-      return messageId;
-    });
+    const ask = (n: number) =>
+      Array.from({ length: n }, (_, i) => {
+        const messageId = `dev-${crypto.randomUUID()}`;
+        peer.sendTelemetry({
+          deviceId: `pi-${i % 6}`,
+          body: { message: `q ${messageId}` },
+          messageId,
+          contentType: "application/json",
+          partitionId: String(i % 6),
+        });
+        return messageId;
+      });
     const first = ask(12);
     for (const id of first) await peer.waitForC2D((m) => (m.raw as { correlation_id?: unknown }).correlation_id === id, 30_000);
     // Every one of them marked done (a reply sent but not yet marked is the documented at-least-once window).
-    await until(() => first.every((id) => r.replicas.some((p) => p.lines.some((l) => l.includes("device message handled") && l.includes(id)))), "the first batch marked done");
+    await until(
+      () => first.every((id) => r.replicas.some((p) => p.lines.some((l) => l.includes("device message handled") && l.includes(id)))),
+      "the first batch marked done",
+    );
 
     // Kill a replica while its partitions have questions in flight: each device's first question is
     // held mid-reply (before any C2D), on whichever replica owns its partition.
@@ -299,10 +345,14 @@ describe("device partitions shared by three replicas", () => {
     await r.kill(0);
     model.setScript((req) => ({ tokens: ["answer to ", lastUserTurn(req)], delayMs: 20 }));
     model.release();
-    const takenOver = await until(async () => {
-      const each = await Promise.all([1, 2].map(owned));
-      return JSON.stringify(each.flat().sort()) === JSON.stringify(all) && Date.now() - killedAt;
-    }, "the survivors to own every partition", 30_000);
+    const takenOver = await until(
+      async () => {
+        const each = await Promise.all([1, 2].map(owned));
+        return JSON.stringify(each.flat().sort()) === JSON.stringify(all) && Date.now() - killedAt;
+      },
+      "the survivors to own every partition",
+      30_000,
+    );
     console.log(`r0's partitions [${victim}] taken over ${takenOver} ms after kill -9 (expiry 3000 ms)`);
     for (const id of second) await peer.waitForC2D((m) => (m.raw as { correlation_id?: unknown }).correlation_id === id, 45_000);
     // A late duplicate would come within a claim lease; every message got exactly one reply.
@@ -312,7 +362,9 @@ describe("device partitions shared by three replicas", () => {
       counts.set(id, (counts.get(id) ?? 0) + 1);
     }
     expect([...first, ...second].map((id) => counts.get(id))).toEqual([...first, ...second].map(() => 1));
-    for (const m of peer.c2d.filter((x) => [...first, ...second].includes(String((x.raw as { correlation_id?: unknown }).correlation_id)))) {
+    for (const m of peer.c2d.filter((x) =>
+      [...first, ...second].includes(String((x.raw as { correlation_id?: unknown }).correlation_id)),
+    )) {
       expect((m.body as { response: string }).response).toStartWith("answer to q dev-");
     }
   }, 150_000);
@@ -343,10 +395,17 @@ describe("limits that protect the service are shared", () => {
     expect((await r.store.pageMessages(two.id, { limit: 5 })).items).toEqual([]);
     model.release();
     await a.reply(one.id, 15_000);
-    await until(async () => {
-      const again = await b.request({ type: "SEND_MESSAGE", chatId: two.id, content: "elsewhere", requestId: `y${Date.now()}` }, "MESSAGE_ACCEPTED");
-      return again.type === "MESSAGE_ACCEPTED" && again;
-    }, "r1 to take the chat once r0 is done", 10_000);
+    await until(
+      async () => {
+        const again = await b.request(
+          { type: "SEND_MESSAGE", chatId: two.id, content: "elsewhere", requestId: `y${Date.now()}` },
+          "MESSAGE_ACCEPTED",
+        );
+        return again.type === "MESSAGE_ACCEPTED" && again;
+      },
+      "r1 to take the chat once r0 is done",
+      10_000,
+    );
     expect((await b.reply(two.id, 15_000)).text).toBe("re: elsewhere");
     // The bus is counted: events published here were received there.
     const metrics = await (await fetch(`${r.replicas[1]!.httpUrl}/metrics`)).text();

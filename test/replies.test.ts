@@ -47,13 +47,19 @@ describe("STOP_GENERATION", () => {
       const chat = await newChat(a);
       const upstream = model.requests.length;
       const [first] = await sendHeld(a, chat.id, "talk a lot", 3);
-      const stopped = await a.request({ type: "STOP_GENERATION", ...(by === "chatId" ? { chatId: chat.id } : { traceId: first!.traceId }) }, "GENERATION_STOPPED");
+      const stopped = await a.request(
+        { type: "STOP_GENERATION", ...(by === "chatId" ? { chatId: chat.id } : { traceId: first!.traceId }) },
+        "GENERATION_STOPPED",
+      );
       expect(stopped).toMatchObject({ type: "GENERATION_STOPPED", chatId: chat.id, traceId: first!.traceId });
       const end = a.frames.find((f) => f.type === "MESSAGE" && f.end && f.traceId === first!.traceId)!;
       expect(end).toMatchObject({ content: "", reason: "stopped", seq: 4 });
       // The end frame comes before GENERATION_STOPPED.
       expect(a.frames.indexOf(end)).toBeLessThan(a.frames.indexOf(stopped));
-      const seen = a.frames.filter((f) => f.type === "MESSAGE" && !f.end && f.traceId === first!.traceId).map((f) => f.content).join("");
+      const seen = a.frames
+        .filter((f) => f.type === "MESSAGE" && !f.end && f.traceId === first!.traceId)
+        .map((f) => f.content)
+        .join("");
       await until(() => model.requests[upstream]?.aborted, "the model request to be aborted upstream");
       const stored = (await srv.store.listMessages(chat.id, { limit: 5 })).find((m) => m.id === first!.traceId)!;
       expect(stored.status).toBe("stopped");
@@ -103,13 +109,24 @@ describe("the server owns the stream", () => {
     const chat = await newChat(a);
     // a gets six chunks but has applied only three when its socket drops.
     const upTo6 = await sendHeld(a, chat.id, "resume me", 6);
-    const have = upTo6.slice(0, 3).map((f) => f.content).join("");
+    const have = upTo6
+      .slice(0, 3)
+      .map((f) => f.content)
+      .join("");
     const traceId = upTo6[0]!.traceId;
     a.close();
 
     const b = await open();
     const catchUp = await b.request({ type: "RESUME", requestId: "r", chatId: chat.id, traceId, fromSeq: 3 }, "MESSAGE");
-    expect(catchUp).toMatchObject({ type: "MESSAGE", chatId: chat.id, traceId, end: false, seq: 6, content: words(6).slice(3).join(""), requestId: "r" });
+    expect(catchUp).toMatchObject({
+      type: "MESSAGE",
+      chatId: chat.id,
+      traceId,
+      end: false,
+      seq: 6,
+      content: words(6).slice(3).join(""),
+      requestId: "r",
+    });
     model.release();
     const rest = await b.reply(chat.id);
     expect(have + catchUp.content + rest.text).toBe(words(60).join(""));
@@ -184,11 +201,14 @@ test("a resend of a question whose reply is still streaming is a duplicate, not 
   const r = await a.reply(chat.id);
   expect(first!.content + r.text).toBe(words(30).join(""));
   const stored = await srv.store.listMessages(chat.id, { limit: 10 });
-  expect(stored.map((m) => [m.role, m.id])).toEqual([["user", id], ["assistant", first!.traceId]]);
+  expect(stored.map((m) => [m.role, m.id])).toEqual([
+    ["user", id],
+    ["assistant", first!.traceId],
+  ]);
 });
 
 describe("during a stream", () => {
-  test("DELETE_CHAT stops the reply first: watchers get its end with reason \"stopped\", then CHAT_DELETED; no GENERATION_STOPPED; upstream aborted; nothing left stored", async () => {
+  test('DELETE_CHAT stops the reply first: watchers get its end with reason "stopped", then CHAT_DELETED; no GENERATION_STOPPED; upstream aborted; nothing left stored', async () => {
     model.setScript({ tokens: words(50), holdAfter: 2 });
     const a = await open();
     const watcher = await open();
@@ -226,7 +246,11 @@ describe("during a stream", () => {
     const b = await open();
     const future = new Date(Date.now() + 60_000).toISOString();
     const page = await b.request({ type: "GET_CHAT_HISTORY", chatId: chat.id, before: future }, "CHAT_HISTORY");
-    expect(page.messages.map((m: Frame) => [m.role, m.content])).toEqual([["user", "q0"], ["assistant", "r"], ["user", "q1"]]);
+    expect(page.messages.map((m: Frame) => [m.role, m.content])).toEqual([
+      ["user", "q0"],
+      ["assistant", "r"],
+      ["user", "q1"],
+    ]);
     expect(page.messages.some((m: Frame) => m.streaming || m.id === first!.traceId)).toBe(false);
     expect(page.hasMore).toBe(false);
     // Without `before`, the same moment shows the streaming entry (the contrast the docs draw).
@@ -294,7 +318,9 @@ describe("rename and titles", () => {
 
   test("a chat with the default name gets a title from the model after its first exchange", async () => {
     const titled = await startTestServer({ OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "m", CHAT_TITLES: "true" });
-    model.setScript((req) => ({ tokens: req.body.messages[0].content.includes("title") ? ['"Paris', " trip", ' ideas"'] : ["Go", " in", " May"] }));
+    model.setScript((req) => ({
+      tokens: req.body.messages[0].content.includes("title") ? ['"Paris', " trip", ' ideas"'] : ["Go", " in", " May"],
+    }));
     try {
       const a = await titled.connect();
       const watcher = await titled.connect();
@@ -312,8 +338,13 @@ describe("rename and titles", () => {
   });
   test("a rename while the title is being generated wins: the model's title is dropped, no second CHAT_UPDATED", async () => {
     const holds = createHolds();
-    const titled = await startTestServer({ OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "m", CHAT_TITLES: "true" }, { wrapModel: holds.wrap });
-    model.setScript((req) => ({ tokens: req.body.messages[0].content.includes("title") ? ['"Paris', " trip", ' ideas"'] : ["Go", " in", " May"] }));
+    const titled = await startTestServer(
+      { OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "m", CHAT_TITLES: "true" },
+      { wrapModel: holds.wrap },
+    );
+    model.setScript((req) => ({
+      tokens: req.body.messages[0].content.includes("title") ? ['"Paris', " trip", ' ideas"'] : ["Go", " in", " May"],
+    }));
     const updates: ChatEvent[] = [];
     const unsubscribe = titled.chat.bus.subscribe((e) => void (e.type === "chat_updated" && updates.push(e)));
     // The title request (its system turn asks for a title) is held after its first chunk.
@@ -352,7 +383,10 @@ describe("settings", () => {
     const a = await open();
     const initial = await a.request({ type: "GET_SETTINGS" }, "SETTINGS");
     expect(initial.defaults).toMatchObject({ model: "base-model" });
-    const set = await a.request({ type: "UPDATE_SETTINGS", payload: { systemPrompt: "Answer like a pirate.", temperature: 0.3, model: "pirate-7b" } }, "SETTINGS");
+    const set = await a.request(
+      { type: "UPDATE_SETTINGS", payload: { systemPrompt: "Answer like a pirate.", temperature: 0.3, model: "pirate-7b" } },
+      "SETTINGS",
+    );
     expect(set.settings).toEqual({ systemPrompt: "Answer like a pirate.", temperature: 0.3, model: "pirate-7b" });
     expect(await srv.store.getSettings("default")).toEqual(set.settings);
 

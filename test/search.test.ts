@@ -53,7 +53,13 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       await srv.store.createChat(owner, chat);
       const messages: Message[] = [];
       for (const [i, content] of turns.entries()) {
-        const m: Message = { id: crypto.randomUUID(), chat_id: chat.id, role: i % 2 === 0 ? "user" : "assistant", content, created_at: at() };
+        const m: Message = {
+          id: crypto.randomUUID(),
+          chat_id: chat.id,
+          role: i % 2 === 0 ? "user" : "assistant",
+          content,
+          created_at: at(),
+        };
         await srv.store.addMessage(m);
         messages.push(m);
       }
@@ -76,20 +82,39 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       const keys = hits.map((h) => h.messageId ?? `name:${h.chatId}`);
       expect(keys.sort()).toEqual([`name:${trip.chat.id}`, trip.messages[0]!.id, trip.messages[1]!.id, other.messages[0]!.id].sort());
       // Twice the word in as many words ranks above once.
-      expect(hits.findIndex((h) => h.messageId === trip.messages[1]!.id)).toBeLessThan(hits.findIndex((h) => h.messageId === trip.messages[0]!.id));
+      expect(hits.findIndex((h) => h.messageId === trip.messages[1]!.id)).toBeLessThan(
+        hits.findIndex((h) => h.messageId === trip.messages[0]!.id),
+      );
       for (const h of hits) {
         expect(marked(h).length).toBeGreaterThan(0);
         for (const m of marked(h)) expect(m).toBe(city);
       }
       const nameHit = hits.find((h) => h.messageId === undefined)!;
-      expect(nameHit).toEqual({ chatId: trip.chat.id, chatName: `${city} weekend`, created_at: trip.chat.created_at, snippet: `${city} weekend`, highlights: [[0, city.length]] });
+      expect(nameHit).toEqual({
+        chatId: trip.chat.id,
+        chatName: `${city} weekend`,
+        created_at: trip.chat.created_at,
+        snippet: `${city} weekend`,
+        highlights: [[0, city.length]],
+      });
       const two = hits.find((h) => h.messageId === trip.messages[1]!.id)!;
-      expect(two).toMatchObject({ chatId: trip.chat.id, chatName: `${city} weekend`, role: "assistant", created_at: trip.messages[1]!.created_at, snippet: trip.messages[1]!.content });
-      expect(two.highlights).toEqual([[0, city.length], [city.length + 11, 2 * city.length + 11]]);
+      expect(two).toMatchObject({
+        chatId: trip.chat.id,
+        chatName: `${city} weekend`,
+        role: "assistant",
+        created_at: trip.messages[1]!.created_at,
+        snippet: trip.messages[1]!.content,
+      });
+      expect(two.highlights).toEqual([
+        [0, city.length],
+        [city.length + 11, 2 * city.length + 11],
+      ]);
 
       // A long message: a snippet around the first match, cut with "…", offsets into the snippet.
       const long = `${"filler words ".repeat(40)}then ${city} at last ${"and more text ".repeat(40)}`;
-      const { messages: [lm] } = await seed(id, "long", [long]);
+      const {
+        messages: [lm],
+      } = await seed(id, "long", [long]);
       const h = ((await search(c, { query: `${city} last` })).hits as Frame[]).find((x) => x.messageId === lm!.id)!;
       expect(h.snippet.length).toBeLessThanOrEqual(162);
       expect(h.snippet.startsWith("…") && h.snippet.endsWith("…")).toBe(true);
@@ -99,7 +124,9 @@ for (const kind of ["sqlite", "cosmos"] as const) {
     test("case and diacritics are ignored both ways, and a word matches by its beginning", async () => {
       const { id, c } = await person();
       const w = word("x");
-      const { messages: [m] } = await seed(id, "dessert", [`Crème BRÛLÉE at the Café ${w}`]);
+      const {
+        messages: [m],
+      } = await seed(id, "dessert", [`Crème BRÛLÉE at the Café ${w}`]);
       for (const query of [`creme brulee ${w}`, `CAFE ${w}`, `crème ${w}`, `CRÈME Brûlée ${w.toUpperCase()}`, `cré ${w.slice(0, 6)}`]) {
         const hits = (await search(c, { query })).hits as Frame[];
         expect(hits.map((h) => h.messageId)).toEqual([m!.id]);
@@ -113,7 +140,11 @@ for (const kind of ["sqlite", "cosmos"] as const) {
     test("paging with the cursor returns every hit once; a cursor from another query or forged is INVALID_FRAME", async () => {
       const { id, c } = await person();
       const w = word("page");
-      const { messages } = await seed(id, "many", Array.from({ length: 7 }, (_, i) => `${w} number ${i}`));
+      const { messages } = await seed(
+        id,
+        "many",
+        Array.from({ length: 7 }, (_, i) => `${w} number ${i}`),
+      );
       const seen: string[] = [];
       let cursor: string | undefined;
       let pages = 0;
@@ -143,7 +174,8 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       const theirs = await seed(b.id, `plans ${w}`, [`the ${w} is here`]);
       const legacy = await srv.connect({ token: LEGACY });
 
-      const ids = async (c: TestClient) => ((await search(c, { query: w })).hits as Frame[]).map((h) => `${h.chatId}/${h.messageId ?? ""}`).sort();
+      const ids = async (c: TestClient) =>
+        ((await search(c, { query: w })).hits as Frame[]).map((h) => `${h.chatId}/${h.messageId ?? ""}`).sort();
       expect(await ids(a.c)).toEqual([`${mine.chat.id}/`, `${mine.chat.id}/${mine.messages[0]!.id}`].sort());
       expect(await ids(b.c)).toEqual([`${theirs.chat.id}/`, `${theirs.chat.id}/${theirs.messages[0]!.id}`].sort());
       expect(await ids(legacy)).toEqual([]);
@@ -157,7 +189,9 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       await c.reply(chat.id);
       const question = (await c.request({ type: "GET_CHAT_HISTORY", chatId: chat.id }, "CHAT_HISTORY")).messages[0].id;
       // The name, the question (and the offline model's reply, which quotes it).
-      expect(((await search(c, { query: w })).hits as Frame[]).map((h) => h.messageId ?? "name")).toEqual(expect.arrayContaining(["name", question]));
+      expect(((await search(c, { query: w })).hits as Frame[]).map((h) => h.messageId ?? "name")).toEqual(
+        expect.arrayContaining(["name", question]),
+      );
       await c.request({ type: "DELETE_CHAT", chatId: chat.id }, "CHAT_DELETED");
       expect((await search(c, { query: w })).hits).toEqual([]);
 
@@ -167,17 +201,35 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       await c.request({ type: "RENAME_CHAT", chatId: kept.id, name: `journey ${after}` }, "CHAT_UPDATED");
       expect((await search(c, { query: before })).hits).toEqual([]);
       expect((await search(c, { query: `journey ${after}` })).hits).toEqual([
-        { chatId: kept.id, chatName: `journey ${after}`, created_at: kept.created_at, snippet: `journey ${after}`, highlights: [[0, 7], [8, 8 + after.length]] },
+        {
+          chatId: kept.id,
+          chatName: `journey ${after}`,
+          created_at: kept.created_at,
+          snippet: `journey ${after}`,
+          highlights: [
+            [0, 7],
+            [8, 8 + after.length],
+          ],
+        },
       ]);
     });
 
     test("a reply's streaming checkpoint is not searchable until it is final", async () => {
       const { id, c } = await person();
       const w = word("draft");
-      const { chat, messages: [q] } = await seed(id, "streams", ["question"]);
+      const {
+        chat,
+        messages: [q],
+      } = await seed(id, "streams", ["question"]);
       const reply: Message = {
-        id: crypto.randomUUID(), chat_id: chat.id, role: "assistant", content: `half ${w}`, created_at: at(), parent_id: q!.id,
-        status: "streaming", lease: { owner: "elsewhere", until: Date.now() + 60_000, seq: 1 },
+        id: crypto.randomUUID(),
+        chat_id: chat.id,
+        role: "assistant",
+        content: `half ${w}`,
+        created_at: at(),
+        parent_id: q!.id,
+        status: "streaming",
+        lease: { owner: "elsewhere", until: Date.now() + 60_000, seq: 1 },
       };
       await srv.store.putMessage(reply);
       expect((await search(c, { query: w })).hits).toEqual([]);
@@ -196,7 +248,11 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       const { id, c } = await person();
       const w = word("safe");
       const { chat, messages } = await seed(id, "syntax", [
-        `apple or orange ${w}`, `apple only ${w}`, `near the station ${w}`, `column content ${w} here`, `it's ${w}; drop table messages`,
+        `apple or orange ${w}`,
+        `apple only ${w}`,
+        `near the station ${w}`,
+        `column content ${w} here`,
+        `it's ${w}; drop table messages`,
       ]);
       const found = async (query: string) => ((await search(c, { query })).hits as Frame[]).map((h) => h.messageId).sort();
       const ids = (...i: number[]) => i.map((n) => messages[n]!.id).sort();
@@ -208,7 +264,24 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       expect(await found(`"apple ${w}`)).toEqual(ids(0, 1));
       expect(await found(`apple* ${w}*`)).toEqual(ids(0, 1));
       expect(await found(`'; DROP TABLE messages; -- ${w}`)).toEqual(ids(4));
-      for (const query of [`"`, `*`, `NEAR(`, `OR`, `-`, `:`, `a"b`, `^x`, `(((`, `AND OR NOT`, `\\`, `%_[]`, `{x}`, `.*+?|$`, `${w} NOT apple`, `"${"x".repeat(150)}`]) {
+      for (const query of [
+        `"`,
+        `*`,
+        `NEAR(`,
+        `OR`,
+        `-`,
+        `:`,
+        `a"b`,
+        `^x`,
+        `(((`,
+        `AND OR NOT`,
+        `\\`,
+        `%_[]`,
+        `{x}`,
+        `.*+?|$`,
+        `${w} NOT apple`,
+        `"${"x".repeat(150)}`,
+      ]) {
         const f = await search(c, { query });
         if (f.type === "ERROR") expect({ query, code: f.code }).toEqual({ query, code: "INVALID_FRAME" });
         else expect(f.type).toBe("SEARCH_RESULTS");
@@ -250,8 +323,12 @@ test("sqlite: a file from before search is migrated on open and its old chats an
   old.exec(FIRST_SCHEMA);
   const chatId = crypto.randomUUID();
   old.query("INSERT INTO chats VALUES (?, 'Almanac of old', 1, '2024-01-01T00:00:00.000Z', '2024-01-01T00:00:00.000Z', NULL)").run(chatId);
-  old.query("INSERT INTO messages VALUES (?, 'q1', 'user', 'Where is the Pyrénées almanac?', '2024-01-01T00:00:01.000Z', NULL, NULL)").run(chatId);
-  old.query("INSERT INTO messages VALUES (?, 'a1', 'assistant', 'The almanac is on the shelf', '2024-01-01T00:00:02.000Z', NULL, NULL)").run(chatId);
+  old
+    .query("INSERT INTO messages VALUES (?, 'q1', 'user', 'Where is the Pyrénées almanac?', '2024-01-01T00:00:01.000Z', NULL, NULL)")
+    .run(chatId);
+  old
+    .query("INSERT INTO messages VALUES (?, 'a1', 'assistant', 'The almanac is on the shelf', '2024-01-01T00:00:02.000Z', NULL, NULL)")
+    .run(chatId);
   old.close();
 
   const run = async () => {
@@ -269,21 +346,44 @@ test("sqlite: a file from before search is migrated on open and its old chats an
     expect(hits.every((h) => h.chatId === chatId)).toBe(true);
   }
   const raw = new Database(path, { readonly: true });
-  const names = raw.query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger') AND name LIKE '%fts%'").all().map((r) => r.name);
+  const names = raw
+    .query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type IN ('table', 'trigger') AND name LIKE '%fts%'")
+    .all()
+    .map((r) => r.name);
   expect(names).toEqual(expect.arrayContaining(["messages_fts", "chats_fts", "chats_fts_update"]));
-  const triggers = raw.query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'messages_search_%'").all().map((r) => r.name);
+  const triggers = raw
+    .query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type = 'trigger' AND name LIKE 'messages_search_%'")
+    .all()
+    .map((r) => r.name);
   expect(triggers.sort()).toEqual(["messages_search_delete", "messages_search_insert", "messages_search_update"]);
   raw.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
 test("cosmos: the test server does not parse FullTextContains, so `auto` falls back to the scan and `on` fails there", async () => {
-  const open = (fullTextSearch: "auto" | "on") => openCosmosStore({
-    endpoint: cosmos.endpoint, key: cosmos.key, database: `pichat-fts-${crypto.randomUUID()}`,
-    containers: { chats: "chats", messages: "messages", users: "users", settings: "settings", processedMessages: "processed_messages", checkpoints: "checkpoints" },
-    allowSelfSignedCert: true, fullTextSearch,
-  });
-  const chat: Chat = { id: crypto.randomUUID(), name: "n", active: true, created_at: "2025-01-01T00:00:00.000Z", updated_at: "2025-01-01T00:00:00.000Z" };
+  const open = (fullTextSearch: "auto" | "on") =>
+    openCosmosStore({
+      endpoint: cosmos.endpoint,
+      key: cosmos.key,
+      database: `pichat-fts-${crypto.randomUUID()}`,
+      containers: {
+        chats: "chats",
+        messages: "messages",
+        users: "users",
+        settings: "settings",
+        processedMessages: "processed_messages",
+        checkpoints: "checkpoints",
+      },
+      allowSelfSignedCert: true,
+      fullTextSearch,
+    });
+  const chat: Chat = {
+    id: crypto.randomUUID(),
+    name: "n",
+    active: true,
+    created_at: "2025-01-01T00:00:00.000Z",
+    updated_at: "2025-01-01T00:00:00.000Z",
+  };
   const message: Message = { id: "m1", chat_id: chat.id, role: "user", content: "Ünïcode words", created_at: "2025-01-01T00:00:01.000Z" };
   for (const mode of ["auto", "on"] as const) {
     const store = await open(mode);
@@ -292,7 +392,13 @@ test("cosmos: the test server does not parse FullTextContains, so `auto` falls b
       await store.addMessage(message);
       const result = store.searchChats("o", "unicode", { limit: 5 });
       if (mode === "auto") expect((await result).items.map((h) => fold(h.snippet))).toEqual(["unicode words"]);
-      else expect(await result.then(() => "answered", (e: { code?: number }) => e.code)).toBe(400);
+      else
+        expect(
+          await result.then(
+            () => "answered",
+            (e: { code?: number }) => e.code,
+          ),
+        ).toBe(400);
     } finally {
       await store.close();
     }

@@ -36,7 +36,11 @@ describe("SIGTERM during a reply (a real `bun src/index.ts` process)", () => {
   const storedMessages = (dbPath: string) => {
     const db = new Database(dbPath);
     try {
-      return db.query("SELECT role, content, status FROM messages ORDER BY created_at, rowid").all() as { role: string; content: string; status: string | null }[];
+      return db.query("SELECT role, content, status FROM messages ORDER BY created_at, rowid").all() as {
+        role: string;
+        content: string;
+        status: string | null;
+      }[];
     } finally {
       db.close();
     }
@@ -81,7 +85,9 @@ describe("SIGTERM during a reply (a real `bun src/index.ts` process)", () => {
       { role: "user", content: "a long story, please", status: null },
       { role: "assistant", content: r.text, status: "interrupted" },
     ]);
-    console.log(`SIGTERM, SHUTDOWN_TIMEOUT_MS=500: exited 0 after ${Math.round(shutdownMs)} ms; reply interrupted at ${r.chunks.length}/${tokens.length} tokens`);
+    console.log(
+      `SIGTERM, SHUTDOWN_TIMEOUT_MS=500: exited 0 after ${Math.round(shutdownMs)} ms; reply interrupted at ${r.chunks.length}/${tokens.length} tokens`,
+    );
   }, 30_000);
 
   test("within SHUTDOWN_TIMEOUT_MS the reply finishes normally before the process exits; new sockets get 503 SHUTTING_DOWN with Retry-After meanwhile", async () => {
@@ -140,7 +146,10 @@ describe("SIGTERM during a reply (a real `bun src/index.ts` process)", () => {
     await model.waitHeld(1, 15_000);
     s.proc.kill("SIGTERM");
     await s.waitLine(/shutting down/, 5_000);
-    const late = await c.request({ type: "SEND_MESSAGE", requestId: "late", chatId: chat2.id, content: "sent while draining" }, "MESSAGE_ACCEPTED");
+    const late = await c.request(
+      { type: "SEND_MESSAGE", requestId: "late", chatId: chat2.id, content: "sent while draining" },
+      "MESSAGE_ACCEPTED",
+    );
     expect(late).toMatchObject({ type: "ERROR", code: "SHUTTING_DOWN", retryAfterMs: 2000, requestId: "late" });
     expect(typeof late.error).toBe("string");
     model.release();
@@ -151,13 +160,17 @@ describe("SIGTERM during a reply (a real `bun src/index.ts` process)", () => {
     // Nothing of chat2 was stored, or shown: no reply ever started there.
     expect(c.frames.filter((f) => f.type === "MESSAGE" && f.chatId === chat2.id)).toEqual([]);
     const db = new Database(s.dbPath);
-    const rows = (chatId: string) => db.query("SELECT role, content, status FROM messages WHERE chat_id = ? ORDER BY created_at, rowid").all(chatId);
+    const rows = (chatId: string) =>
+      db.query("SELECT role, content, status FROM messages WHERE chat_id = ? ORDER BY created_at, rowid").all(chatId);
     const chat1Rows = rows(chat1.id);
     const chat2Rows = rows(chat2.id);
     db.close();
     expect(chat2Rows).toEqual([]);
     // The reply in flight was finished, whole, before the process exited.
     expect(first.content).toBe(tokens[0]);
-    expect(chat1Rows).toEqual([{ role: "user", content: "first", status: null }, { role: "assistant", content: tokens.join(""), status: null }]);
+    expect(chat1Rows).toEqual([
+      { role: "user", content: "first", status: null },
+      { role: "assistant", content: tokens.join(""), status: null },
+    ]);
   }, 30_000);
 });

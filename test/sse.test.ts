@@ -5,7 +5,8 @@ import { chatDeltas, StreamError } from "../src/model/sse";
 // Pure parsing: the real server path over a socket is covered by model.test.ts and every reply test.
 
 const enc = new TextEncoder();
-const line = (content: string) => `data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":${JSON.stringify(content)}}}]}\n\n`;
+const line = (content: string) =>
+  `data: {"id":"x","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":${JSON.stringify(content)}}}]}\n\n`;
 const ROLE = `data: {"choices":[{"index":0,"delta":{"role":"assistant","content":""}}]}\n\n`;
 const STOP = `data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n`;
 
@@ -27,7 +28,7 @@ const all = async (s: ReadableStream<Uint8Array>) => {
 };
 
 describe("chatDeltas", () => {
-  const words = ["Hé", " 😀 ", "line\nbreak", "  spaces  ", "\"quoted\" \\ back", "日本語"];
+  const words = ["Hé", " 😀 ", "line\nbreak", "  spaces  ", '"quoted" \\ back', "日本語"];
   const text = ROLE + words.map(line).join("") + STOP;
 
   test("every delta, exactly and in order, whatever the read boundaries (every single cut point)", async () => {
@@ -37,7 +38,14 @@ describe("chatDeltas", () => {
 
   test("one byte per read, and CRLF line endings", async () => {
     const n = enc.encode(text).length;
-    expect(await all(body(text, Array.from({ length: n }, (_, i) => i)))).toEqual(words);
+    expect(
+      await all(
+        body(
+          text,
+          Array.from({ length: n }, (_, i) => i),
+        ),
+      ),
+    ).toEqual(words);
     expect(await all(body(text.replaceAll("\n", "\r\n")))).toEqual(words);
   });
 

@@ -13,7 +13,12 @@ export const chatFixture = (over: Partial<Chat> = {}): Chat => {
 };
 
 export const messageFixture = (chat_id: string, over: Partial<Message> = {}): Message => ({
-  id: crypto.randomUUID(), chat_id, role: "user", content: "hello", created_at: nowIso(), ...over,
+  id: crypto.randomUUID(),
+  chat_id,
+  role: "user",
+  content: "hello",
+  created_at: nowIso(),
+  ...over,
 });
 
 /** A fixed timestamp `ms` after a base, for messages written straight to the store. */
@@ -35,7 +40,13 @@ export async function allPages(store: Store, chatId: string, limit: number) {
   return pages;
 }
 
-const rejectsCursor = async (p: Promise<unknown>) => expect(await p.then(() => "accepted", (e: unknown) => e)).toBeInstanceOf(InvalidCursorError);
+const rejectsCursor = async (p: Promise<unknown>) =>
+  expect(
+    await p.then(
+      () => "accepted",
+      (e: unknown) => e,
+    ),
+  ).toBeInstanceOf(InvalidCursorError);
 
 export function storeContract(name: string, open: () => Promise<{ store: Store; cleanup: () => Promise<void> }>) {
   describe(`Store contract: ${name}`, () => {
@@ -133,7 +144,13 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
       await store.createChat("default", chat);
       const reply = messageFixture(chat.id, { role: "assistant", content: "par", status: "incomplete" });
       await store.putMessage(reply);
-      const done: Message = { id: reply.id, chat_id: chat.id, role: "assistant", content: "partial then whole", created_at: reply.created_at };
+      const done: Message = {
+        id: reply.id,
+        chat_id: chat.id,
+        role: "assistant",
+        content: "partial then whole",
+        created_at: reply.created_at,
+      };
       await store.putMessage(done);
       expect(await store.listMessages(chat.id, { limit: 10 })).toEqual([done]);
     });
@@ -158,7 +175,7 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
       expect(await store.deleteChat("default", chat.id)).toBe(false);
     });
 
-    test("addQuestion stores a question with its chat's activity time; a known id is \"exists\" (nothing written); another owner's or a missing chat is \"gone\" (nothing left written)", async () => {
+    test('addQuestion stores a question with its chat\'s activity time; a known id is "exists" (nothing written); another owner\'s or a missing chat is "gone" (nothing left written)', async () => {
       const chat = chatFixture({ name: "asked", created_at: isoAt(1000), updated_at: isoAt(1000) });
       await store.createChat("default", chat);
       const q = messageFixture(chat.id, { content: "why?", created_at: isoAt(2000) });
@@ -192,9 +209,17 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
       await store.createChat("default", chat);
       const renamed = await store.patchChat("default", chat.id, { name: "Renamed" });
       expect(renamed).toStrictEqual({ ...chat, name: "Renamed" });
-      expect(await store.patchChat("default", chat.id, { updated_at: isoAt(2000) })).toStrictEqual({ ...chat, name: "Renamed", updated_at: isoAt(2000) });
+      expect(await store.patchChat("default", chat.id, { updated_at: isoAt(2000) })).toStrictEqual({
+        ...chat,
+        name: "Renamed",
+        updated_at: isoAt(2000),
+      });
       // An older activity time (a late writer) is ignored; the name still lands.
-      expect(await store.patchChat("default", chat.id, { name: "Again", updated_at: isoAt(1500) })).toStrictEqual({ ...chat, name: "Again", updated_at: isoAt(2000) });
+      expect(await store.patchChat("default", chat.id, { name: "Again", updated_at: isoAt(1500) })).toStrictEqual({
+        ...chat,
+        name: "Again",
+        updated_at: isoAt(2000),
+      });
       expect(await store.getChat("default", chat.id)).toStrictEqual({ ...chat, name: "Again", updated_at: isoAt(2000) });
       expect(await store.patchChat("default", crypto.randomUUID(), { name: "x" })).toBeUndefined();
     });
@@ -227,7 +252,11 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
       const made: Message[] = [];
       // Eleven messages on three timestamps, written in an order unrelated to their ids.
       for (let i = 0; i < 11; i++) {
-        const m = messageFixture(chat.id, { id: `m-${(i * 7) % 11}-${crypto.randomUUID().slice(0, 4)}`, created_at: isoAt(i < 2 ? 0 : i < 9 ? 1 : 2), content: `c${i}` });
+        const m = messageFixture(chat.id, {
+          id: `m-${(i * 7) % 11}-${crypto.randomUUID().slice(0, 4)}`,
+          created_at: isoAt(i < 2 ? 0 : i < 9 ? 1 : 2),
+          content: `c${i}`,
+        });
         expect(await store.addMessage(m)).toBe(true);
         made.push(m);
       }
@@ -268,7 +297,10 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
         encodeCursor(["messages", chat.id, isoAt(0), ""]),
         encodeCursor(["messages", "not-a-uuid", isoAt(0), "m-1"]),
         encodeCursor(["messages", chat.id, isoAt(0), "m-1", "extra"]),
-        "not base64 at all!", "", "W10", "bnVsbA",
+        "not base64 at all!",
+        "",
+        "W10",
+        "bnVsbA",
         chatsCursor, // a chat-list cursor is not a history cursor
         (await store.pageMessages(other.id, { limit: 1 })).cursor!, // nor another chat's
       ];
@@ -294,15 +326,28 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
       await store.addMessage(question);
       expect(await store.findReply(chat.id, question.id)).toBeUndefined();
       const streaming: Message = {
-        id: crypto.randomUUID(), chat_id: chat.id, role: "assistant", content: "par", created_at: isoAt(1),
-        status: "streaming", parent_id: question.id, lease: { owner: "replica-a", until: Date.now() + 60_000, seq: 3 },
+        id: crypto.randomUUID(),
+        chat_id: chat.id,
+        role: "assistant",
+        content: "par",
+        created_at: isoAt(1),
+        status: "streaming",
+        parent_id: question.id,
+        lease: { owner: "replica-a", until: Date.now() + 60_000, seq: 3 },
       };
       await store.putMessage(streaming);
       expect(await store.findReply(chat.id, question.id)).toStrictEqual(streaming);
       expect(await store.findReply(other.id, question.id)).toBeUndefined();
       expect(await store.listMessages(chat.id, { limit: 10 })).toStrictEqual([question, streaming]);
       // Finalised: the lease goes with the status.
-      const done: Message = { id: streaming.id, chat_id: chat.id, role: "assistant", content: "partial, then whole", created_at: isoAt(1), parent_id: question.id };
+      const done: Message = {
+        id: streaming.id,
+        chat_id: chat.id,
+        role: "assistant",
+        content: "partial, then whole",
+        created_at: isoAt(1),
+        parent_id: question.id,
+      };
       await store.putMessage(done);
       expect(await store.findReply(chat.id, question.id)).toStrictEqual(done);
       expect((await store.pageMessages(chat.id, { limit: 10 })).items).toStrictEqual([question, done]);
@@ -318,7 +363,12 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
       await store.createChat("default", a);
       await store.createChat("default", b);
       const stream = (chat_id: string, until: number, content: string, created_at: string): Message => ({
-        id: crypto.randomUUID(), chat_id, role: "assistant", content, created_at, status: "streaming",
+        id: crypto.randomUUID(),
+        chat_id,
+        role: "assistant",
+        content,
+        created_at,
+        status: "streaming",
         lease: { owner: "dead-replica", until, seq: 2 },
       });
       const lapsed = stream(a.id, now - 1000, "  half a reply\n", isoAt(1));
@@ -388,7 +438,10 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
     test("patchSettings merges (null removes, undefined leaves) and returns what is stored", async () => {
       const owner = `owner-${crypto.randomUUID()}`;
       expect(await store.patchSettings(owner, { systemPrompt: "Be brief." })).toStrictEqual({ systemPrompt: "Be brief." });
-      expect(await store.patchSettings(owner, { temperature: 0.3, systemPrompt: undefined })).toStrictEqual({ systemPrompt: "Be brief.", temperature: 0.3 });
+      expect(await store.patchSettings(owner, { temperature: 0.3, systemPrompt: undefined })).toStrictEqual({
+        systemPrompt: "Be brief.",
+        temperature: 0.3,
+      });
       expect(await store.patchSettings(owner, { systemPrompt: null, model: "m" })).toStrictEqual({ temperature: 0.3, model: "m" });
       expect(await store.getSettings(owner)).toStrictEqual({ temperature: 0.3, model: "m" });
     });
@@ -408,9 +461,14 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
 
     test("content and names are stored byte for byte", async () => {
       const samples = [
-        "  leading and trailing spaces  ", "\ttabs\tinside\t", "\n\nnewlines around\n\n",
-        "```ts\n    const x = 1;\n\tindented();\n```\n", "CRLF line\r\nnext\r\n", "emoji 👩‍💻🎉 and é ü 中文",
-        " ", "x".repeat(100_000),
+        "  leading and trailing spaces  ",
+        "\ttabs\tinside\t",
+        "\n\nnewlines around\n\n",
+        "```ts\n    const x = 1;\n\tindented();\n```\n",
+        "CRLF line\r\nnext\r\n",
+        "emoji 👩‍💻🎉 and é ü 中文",
+        " ",
+        "x".repeat(100_000),
       ];
       for (const text of samples) {
         const chat = chatFixture({ name: text.slice(0, 200) });
@@ -500,19 +558,31 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
       await store.createChat("default", plain);
       expect(await store.patchChat("default", chat.id, { selected: "m-1" })).toStrictEqual({ ...chat, selected: "m-1" });
       expect(await store.getChat("default", chat.id)).toStrictEqual({ ...chat, selected: "m-1" });
-      expect(await store.patchChat("default", chat.id, { selected: "m-2", updated_at: isoAt(2000) })).toStrictEqual({ ...chat, updated_at: isoAt(2000), selected: "m-2" });
-      expect(await store.patchChat("default", chat.id, { name: "renamed" })).toStrictEqual({ ...chat, name: "renamed", updated_at: isoAt(2000), selected: "m-2" });
+      expect(await store.patchChat("default", chat.id, { selected: "m-2", updated_at: isoAt(2000) })).toStrictEqual({
+        ...chat,
+        updated_at: isoAt(2000),
+        selected: "m-2",
+      });
+      expect(await store.patchChat("default", chat.id, { name: "renamed" })).toStrictEqual({
+        ...chat,
+        name: "renamed",
+        updated_at: isoAt(2000),
+        selected: "m-2",
+      });
       expect(await store.touchChat("default", chat.id, isoAt(3000))).toBe(true);
       const after = { ...chat, name: "renamed", updated_at: isoAt(3000), selected: "m-2" };
       expect(await store.getChat("default", chat.id)).toStrictEqual(after);
-      expect((await store.listChats("default", { limit: 1000 })).items.filter((c) => c.id === chat.id || c.id === plain.id)).toStrictEqual([after, plain]);
+      expect((await store.listChats("default", { limit: 1000 })).items.filter((c) => c.id === chat.id || c.id === plain.id)).toStrictEqual([
+        after,
+        plain,
+      ]);
       expect(await store.getChat("default", plain.id)).toStrictEqual(plain);
       // Another owner's chat is not there to patch.
       expect(await store.patchChat("someone-else", chat.id, { selected: "m-3" })).toBeUndefined();
       expect((await store.getChat("default", chat.id))?.selected).toBe("m-2");
     });
 
-    test("a question's parent_id round-trips, \"\" (the top of the chat) included; listMessages reads a whole chat of replies and questions in order", async () => {
+    test('a question\'s parent_id round-trips, "" (the top of the chat) included; listMessages reads a whole chat of replies and questions in order', async () => {
       const chat = chatFixture();
       await store.createChat("default", chat);
       const q1 = messageFixture(chat.id, { id: "q1", created_at: isoAt(0) });

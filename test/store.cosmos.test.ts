@@ -11,13 +11,21 @@ import { startCosmosServer, type CosmosTestServer } from "./support/cosmos-serve
 // Each suite gets its own server (stop/start in one must not disturb another) and a fresh database.
 
 const CONTAINERS = {
-  chats: "chats", messages: "messages", users: "users",
-  settings: "settings", processedMessages: "processed_messages", checkpoints: "checkpoints",
+  chats: "chats",
+  messages: "messages",
+  users: "users",
+  settings: "settings",
+  processedMessages: "processed_messages",
+  checkpoints: "checkpoints",
 };
 
 const configFor = (server: CosmosTestServer, database = `pichat-${crypto.randomUUID()}`): CosmosStoreConfig => ({
-  endpoint: server.endpoint, key: server.key, database, containers: CONTAINERS,
-  allowSelfSignedCert: true, requestTimeoutMs: 2000,
+  endpoint: server.endpoint,
+  key: server.key,
+  database,
+  containers: CONTAINERS,
+  allowSelfSignedCert: true,
+  requestTimeoutMs: 2000,
 });
 
 storeContract("cosmos", async () => {
@@ -25,7 +33,13 @@ storeContract("cosmos", async () => {
   // The test server compiles each distinct query on first use, slowly on a busy machine: the
   // production default timeout here, not the outage tests' 2 s.
   const store = await openCosmosStore({ ...configFor(server), requestTimeoutMs: 5000 });
-  return { store, cleanup: async () => { await store.close(); await server.stop(); } };
+  return {
+    store,
+    cleanup: async () => {
+      await store.close();
+      await server.stop();
+    },
+  };
 });
 
 describe("cosmos store", () => {
@@ -45,7 +59,8 @@ describe("cosmos store", () => {
     expect(await second.getChat("default", chat.id)).toEqual(chat);
 
     const client = new CosmosClient({
-      endpoint: server.endpoint, key: server.key,
+      endpoint: server.endpoint,
+      key: server.key,
       agent: new Agent({ rejectUnauthorized: false }),
       connectionPolicy: { enableEndpointDiscovery: false },
     });
@@ -54,8 +69,12 @@ describe("cosmos store", () => {
     const keys: Record<string, string> = {};
     for (const id of Object.values(CONTAINERS)) keys[id] = (await definition(id))?.partitionKey?.paths?.[0] ?? "";
     expect(keys).toEqual({
-      chats: "/owner", messages: "/chat_id", users: "/id",
-      settings: "/owner", processed_messages: "/id", checkpoints: "/scope",
+      chats: "/owner",
+      messages: "/chat_id",
+      users: "/id",
+      settings: "/owner",
+      processed_messages: "/id",
+      checkpoints: "/scope",
     });
     expect((await definition("processed_messages"))?.defaultTtl).toBe(-1);
     client.dispose();
@@ -66,7 +85,8 @@ describe("cosmos store", () => {
   test("containers created before the composite indexes get them on open, and history pages work", async () => {
     const config = configFor(server);
     const client = new CosmosClient({
-      endpoint: server.endpoint, key: server.key,
+      endpoint: server.endpoint,
+      key: server.key,
       agent: new Agent({ rejectUnauthorized: false }),
       connectionPolicy: { enableEndpointDiscovery: false },
     });
@@ -80,7 +100,12 @@ describe("cosmos store", () => {
     const warnings: string[] = [];
     const store = await openCosmosStore({ ...config, requestTimeoutMs: 5000, warn: (m) => warnings.push(m) });
     expect(warnings).toEqual([]);
-    expect(await composite("messages")).toEqual([[{ path: "/created_at", order: "descending" }, { path: "/id", order: "descending" }]]);
+    expect(await composite("messages")).toEqual([
+      [
+        { path: "/created_at", order: "descending" },
+        { path: "/id", order: "descending" },
+      ],
+    ]);
     expect((await composite("chats")).length).toBe(1);
 
     const chat = chatFixture();

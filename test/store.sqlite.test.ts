@@ -9,7 +9,13 @@ import { allPages, chatFixture, isoAt, messageFixture, storeContract } from "./s
 storeContract("sqlite", async () => {
   const dir = mkdtempSync(join(tmpdir(), "pichat-sqlite-"));
   const store = openSqliteStore(join(dir, "nested", "pichat.db"));
-  return { store, cleanup: async () => { await store.close(); rmSync(dir, { recursive: true, force: true }); } };
+  return {
+    store,
+    cleanup: async () => {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 });
 
 test("sqlite: data survives reopening the file, in WAL mode", async () => {
@@ -73,25 +79,46 @@ test("sqlite: a file from the first schema is migrated on open; its data reads b
   expect(await store.claimMessage("new-one", "a", 60_000)).toBe("claimed");
   const first = messageFixture(chat.id, { created_at: isoAt(0), id: "a" });
   await store.addMessage(first);
-  const reply = { ...messageFixture(chat.id, { role: "assistant", created_at: isoAt(1) }), parent_id: m.id, status: "streaming" as const, lease: { owner: "x", until: 1, seq: 0 } };
+  const reply = {
+    ...messageFixture(chat.id, { role: "assistant", created_at: isoAt(1) }),
+    parent_id: m.id,
+    status: "streaming" as const,
+    lease: { owner: "x", until: 1, seq: 0 },
+  };
   await store.putMessage(reply);
   expect((await allPages(store, chat.id, 1)).reverse().flat()).toStrictEqual([first, m, reply]);
   expect(await store.findReply(chat.id, m.id)).toStrictEqual(reply);
   await store.close();
 
   const raw = new Database(path, { readonly: true });
-  const columns = (t: string) => raw.query<{ name: string }, []>(`SELECT name FROM pragma_table_info('${t}')`).all().map((c) => c.name);
+  const columns = (t: string) =>
+    raw
+      .query<{ name: string }, []>(`SELECT name FROM pragma_table_info('${t}')`)
+      .all()
+      .map((c) => c.name);
   expect(columns("messages")).toEqual(expect.arrayContaining(["parent_id", "lease_owner", "lease_until", "lease_seq"]));
   expect(columns("processed_messages")).toEqual(expect.arrayContaining(["owner", "lease_until", "done"]));
-  const indexes = raw.query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'").all().map((r) => r.name);
+  const indexes = raw
+    .query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'messages'")
+    .all()
+    .map((r) => r.name);
   expect(indexes).toEqual(expect.arrayContaining(["messages_page", "messages_parent", "messages_streaming"]));
   expect(indexes).not.toContain("messages_time");
   // The history page and reply lookup are index searches, not scans or sorts.
-  const plan = (sql: string) => raw.query<{ detail: string }, []>(`EXPLAIN QUERY PLAN ${sql}`).all().map((r) => r.detail).join("; ");
-  const pagePlan = plan(`SELECT * FROM messages WHERE chat_id = 'c' AND (created_at, id) < ('t', 'i') ORDER BY created_at DESC, id DESC LIMIT 5`);
+  const plan = (sql: string) =>
+    raw
+      .query<{ detail: string }, []>(`EXPLAIN QUERY PLAN ${sql}`)
+      .all()
+      .map((r) => r.detail)
+      .join("; ");
+  const pagePlan = plan(
+    `SELECT * FROM messages WHERE chat_id = 'c' AND (created_at, id) < ('t', 'i') ORDER BY created_at DESC, id DESC LIMIT 5`,
+  );
   expect(pagePlan).toContain("messages_page");
   expect(pagePlan).not.toContain("TEMP B-TREE");
-  expect(plan(`SELECT * FROM messages WHERE chat_id = 'c' AND parent_id = 'q' AND role = 'assistant' ORDER BY created_at DESC, id DESC LIMIT 1`)).toContain("messages_parent");
+  expect(
+    plan(`SELECT * FROM messages WHERE chat_id = 'c' AND parent_id = 'q' AND role = 'assistant' ORDER BY created_at DESC, id DESC LIMIT 1`),
+  ).toContain("messages_parent");
   raw.close();
   // Opening a migrated file again is a no-op.
   await openSqliteStore(path).close();

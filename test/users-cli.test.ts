@@ -28,23 +28,32 @@ function cli(env: Record<string, string>) {
   const cwd = mkdtempSync(join(tmpdir(), "pichat-cli-")); // no .env from the repository
   const run = async (script: "users" | "devices", ...args: string[]): Promise<Run> => {
     const proc = Bun.spawn([process.execPath, join(REPO, "scripts", `${script}.ts`), ...args], {
-      cwd, env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? cwd, ENVIRONMENT: "test", ...env },
-      stdout: "pipe", stderr: "pipe",
+      cwd,
+      env: { PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? cwd, ENVIRONMENT: "test", ...env },
+      stdout: "pipe",
+      stderr: "pipe",
     });
     reapOnExit(proc);
     const [stdout, stderr, code] = await within(
-      Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]), 20_000, `${script} ${args.join(" ")}`,
+      Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]),
+      20_000,
+      `${script} ${args.join(" ")}`,
     );
     return { code, stdout, stderr, lastLine: stdout.trimEnd().split("\n").at(-1) ?? "" };
   };
   return { run, cleanup: () => rmSync(cwd, { recursive: true, force: true }) };
 }
 
-function cliCases(kind: string, setup: () => Promise<{
-  srv: TestServer; store: Store; env: Record<string, string>;
-  /** Every stored byte (or document) that could hold a token. */ storedText: () => Promise<string>;
-  close: () => Promise<void>;
-}>) {
+function cliCases(
+  kind: string,
+  setup: () => Promise<{
+    srv: TestServer;
+    store: Store;
+    env: Record<string, string>;
+    /** Every stored byte (or document) that could hold a token. */ storedText: () => Promise<string>;
+    close: () => Promise<void>;
+  }>,
+) {
   describe(`users and devices CLI on ${kind}`, () => {
     let s: Awaited<ReturnType<typeof setup>>;
     let run: ReturnType<typeof cli>["run"];
@@ -86,8 +95,11 @@ function cliCases(kind: string, setup: () => Promise<{
 
     test("a taken name, an unknown user and a bad command fail with a clear message and a non-zero exit", async () => {
       const [taken, unknown, reserved, bad, device] = await Promise.all([
-        run("users", "add", "alice"), run("users", "token", "nobody"), run("users", "add", "default"),
-        run("users", "frobnicate"), run("devices", "assign", "pi-9", "nobody"),
+        run("users", "add", "alice"),
+        run("users", "token", "nobody"),
+        run("users", "add", "default"),
+        run("users", "frobnicate"),
+        run("devices", "assign", "pi-9", "nobody"),
       ]);
       expect(taken.code).toBe(1);
       expect(taken.stderr).toContain('the name "alice" is taken');
@@ -109,7 +121,10 @@ function cliCases(kind: string, setup: () => Promise<{
       await open(r.lastLine);
       const list = await run("users", "list");
       expect(list.code).toBe(0);
-      const names = list.stdout.trim().split("\n").map((l) => l.split("\t")[0]);
+      const names = list.stdout
+        .trim()
+        .split("\n")
+        .map((l) => l.split("\t")[0]);
       expect(names).toEqual(["alice", "bob"]);
     });
 
@@ -121,7 +136,8 @@ function cliCases(kind: string, setup: () => Promise<{
       expect(r.code).toBe(0);
       expect(r.stdout).toContain("Revoked 2 tokens of alice");
       // AUTH_RECHECK_MS plus a lookup (and a second of slack).
-      for (const c of [a1, a2]) expect(await within(c.closed, RECHECK_MS + 1_500, "alice's socket to close")).toEqual({ code: 1008, reason: "token revoked" });
+      for (const c of [a1, a2])
+        expect(await within(c.closed, RECHECK_MS + 1_500, "alice's socket to close")).toEqual({ code: 1008, reason: "token revoked" });
       expect((await b.request({ type: "GET_CHATS" }, "CHAT_LIST")).type).toBe("CHAT_LIST");
       for (const t of tokens.alice!) {
         expect((await me(t)).status).toBe(401);
@@ -166,8 +182,14 @@ cliCases("a SQLite file", async () => {
   const srv = await startTestServer(serverEnv);
   const path = srv.config.SQLITE_PATH;
   return {
-    srv, store: srv.store, env: { SQLITE_PATH: path },
-    storedText: async () => [path, `${path}-wal`].filter(existsSync).map((p) => readFileSync(p).toString("latin1")).join("\n"),
+    srv,
+    store: srv.store,
+    env: { SQLITE_PATH: path },
+    storedText: async () =>
+      [path, `${path}-wal`]
+        .filter(existsSync)
+        .map((p) => readFileSync(p).toString("latin1"))
+        .join("\n"),
     close: () => srv.close(),
   };
 });
@@ -182,12 +204,25 @@ afterAll(async () => {
 
 cliCases("the Cosmos test server", async () => {
   const database = `pichat-cli-${crypto.randomUUID()}`;
-  const containers = { chats: "chats", messages: "messages", users: "users", settings: "settings", processedMessages: "processed_messages", checkpoints: "checkpoints" };
+  const containers = {
+    chats: "chats",
+    messages: "messages",
+    users: "users",
+    settings: "settings",
+    processedMessages: "processed_messages",
+    checkpoints: "checkpoints",
+  };
   const store = await openCosmosStore({ endpoint: cosmos.endpoint, key: cosmos.key, database, containers, allowSelfSignedCert: true });
   const srv = await startTestServer(serverEnv, { store });
-  const client = new CosmosClient({ endpoint: cosmos.endpoint, key: cosmos.key, agent: new Agent({ rejectUnauthorized: false }), connectionPolicy: { enableEndpointDiscovery: false } });
+  const client = new CosmosClient({
+    endpoint: cosmos.endpoint,
+    key: cosmos.key,
+    agent: new Agent({ rejectUnauthorized: false }),
+    connectionPolicy: { enableEndpointDiscovery: false },
+  });
   return {
-    srv, store,
+    srv,
+    store,
     env: { COSMOS_ENDPOINT: cosmos.endpoint, COSMOS_KEY: cosmos.key, COSMOS_DATABASE: database, COSMOS_ALLOW_SELF_SIGNED_CERT: "true" },
     storedText: async () => {
       const { resources } = await client.database(database).container("users").items.readAll().fetchAll();

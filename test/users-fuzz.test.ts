@@ -38,7 +38,8 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       expect(report.forbiddenFrames).toBe(0);
       // The load reached what it is for: foreign probes of every kind, replies streaming and stopped.
       expect(report.foreignProbes).toBeGreaterThanOrEqual(MIN_PROBES);
-      for (const op of ["history", "send", "rename", "delete", "stop-trace", "resume", "watch"]) expect(report.byOp[`foreign:${op}`] ?? 0).toBeGreaterThan(0);
+      for (const op of ["history", "send", "rename", "delete", "stop-trace", "resume", "watch"])
+        expect(report.byOp[`foreign:${op}`] ?? 0).toBeGreaterThan(0);
       expect(report.answers["foreign:CHAT_NOT_FOUND"] ?? 0).toBeGreaterThan(0);
       expect(report.answers["foreign:NO_GENERATION"] ?? 0).toBeGreaterThan(0);
       expect(report.repliesEnded.done ?? 0).toBeGreaterThan(10);

@@ -22,12 +22,23 @@ beforeAll(async () => {
   // after the 10th until the test lets it go: B's probes overlap the stream however slow the machine.
   model.setScript((req) => {
     const marker = /secret-[\w-]+/.exec(lastUserTurn(req))?.[0] ?? "plain";
-    return { tokens: Array.from({ length: 30 }, (_, i) => ` ${marker}-t${i}`), delayMs: 5, ...(marker === "plain" ? {} : { holdAfter: 10 }) };
+    return {
+      tokens: Array.from({ length: 30 }, (_, i) => ` ${marker}-t${i}`),
+      delayMs: 5,
+      ...(marker === "plain" ? {} : { holdAfter: 10 }),
+    };
   });
   redis = await startRedis();
   r = await startReplicas({
-    n: 2, redis,
-    env: { API_TOKEN: "legacy-token-for-replicas-3c5e7a9b", OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "m", CHAT_TITLES: "false", RATE_LIMIT_FRAMES_PER_SECOND: "100000" },
+    n: 2,
+    redis,
+    env: {
+      API_TOKEN: "legacy-token-for-replicas-3c5e7a9b",
+      OPENAI_BASE_URL: `${model.url}/v1`,
+      OPENAI_MODEL: "m",
+      CHAT_TITLES: "false",
+      RATE_LIMIT_FRAMES_PER_SECOND: "100000",
+    },
   });
   [A, B] = await Promise.all([addUser(r.store), addUser(r.store)]);
   // The Cosmos test server compiles each query shape once (cold: seconds): paid here, on both replicas.
@@ -80,8 +91,10 @@ describe("users across replicas", () => {
       let n = 0;
       for (; streaming; n++) {
         const tries: Frame[] = [
-          { type: "GET_CHAT_HISTORY", chatId: chat.id }, { type: "WATCH", chatIds: [chat.id] },
-          { type: "SEND_MESSAGE", chatId: chat.id, content: "let me in" }, { type: "RESUME", chatId: chat.id, traceId: first.traceId, fromSeq: 0 },
+          { type: "GET_CHAT_HISTORY", chatId: chat.id },
+          { type: "WATCH", chatIds: [chat.id] },
+          { type: "SEND_MESSAGE", chatId: chat.id, content: "let me in" },
+          { type: "RESUME", chatId: chat.id, traceId: first.traceId, fromSeq: 0 },
           { type: "STOP_GENERATION", traceId: first.traceId },
         ];
         const f = await answerTo(b1, tries[n % tries.length]!);

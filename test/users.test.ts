@@ -32,7 +32,8 @@ function script(req: ModelRequest): Script {
   const marker = /secret-[\w-]+/.exec(q)?.[0] ?? "plain";
   const tokens = ["Re ", marker, ":", " fine", "."];
   if (q.includes("[hold]")) return { tokens, holdAfter: 2 };
-  if (q.includes("[slow]")) return { tokens: [...tokens, ...Array.from({ length: 25 }, (_, i) => ` ${marker}-t${i}`)], delayMs: 5, holdAfter: 10 };
+  if (q.includes("[slow]"))
+    return { tokens: [...tokens, ...Array.from({ length: 25 }, (_, i) => ` ${marker}-t${i}`)], delayMs: 5, holdAfter: 10 };
   return { tokens };
 }
 const replyTo = (marker: string) => `Re ${marker}: fine.`;
@@ -56,8 +57,14 @@ afterAll(async () => {
 type Person = { label: string; id: string; token: string };
 
 const baseEnv = () => ({
-  API_TOKEN: LEGACY, ...idp.env, AUTH_RECHECK_MS: String(RECHECK_MS), RATE_LIMIT_FRAMES_PER_SECOND: "100000",
-  OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "users-model", OPENAI_API_KEY: "sk-test", CHAT_TITLES: "false",
+  API_TOKEN: LEGACY,
+  ...idp.env,
+  AUTH_RECHECK_MS: String(RECHECK_MS),
+  RATE_LIMIT_FRAMES_PER_SECOND: "100000",
+  OPENAI_BASE_URL: `${model.url}/v1`,
+  OPENAI_MODEL: "users-model",
+  OPENAI_API_KEY: "sk-test",
+  CHAT_TITLES: "false",
 });
 
 /** Everything `c` received that names one of `secrets`, except its own requests' answers (they echo what it sent). */
@@ -177,7 +184,10 @@ for (const kind of ["sqlite", "cosmos"] as const) {
         ["history with cursor", (i) => ({ type: "GET_CHAT_HISTORY", chatId: i.chat, limit: 1, cursor: i.cursor })],
         ["history with before", (i) => ({ type: "GET_CHAT_HISTORY", chatId: i.chat, before })],
         ["send", (i) => ({ type: "SEND_MESSAGE", chatId: i.chat, content: "probe: tell me A's plans" })],
-        ["send with the chat's message id", (i) => ({ type: "SEND_MESSAGE", chatId: i.chat, message: { content: "probe again", id: i.msg } })],
+        [
+          "send with the chat's message id",
+          (i) => ({ type: "SEND_MESSAGE", chatId: i.chat, message: { content: "probe again", id: i.msg } }),
+        ],
         ["rename", (i) => ({ type: "RENAME_CHAT", chatId: i.chat, name: "pwned" })],
         ["delete", (i) => ({ type: "DELETE_CHAT", chatId: i.chat })],
         ["stop by chatId", (i) => ({ type: "STOP_GENERATION", chatId: i.chat })],
@@ -194,7 +204,9 @@ for (const kind of ["sqlite", "cosmos"] as const) {
         for (const [name, make] of commands) {
           const missingChat = crypto.randomUUID();
           const missing: Ids = {
-            chat: missingChat, trace: crypto.randomUUID(), msg: crypto.randomUUID(),
+            chat: missingChat,
+            trace: crypto.randomUUID(),
+            msg: crypto.randomUUID(),
             cursor: encodeMessageCursor(missingChat, { created_at: storedQuestion.created_at, id: crypto.randomUUID() }),
           };
           // The same requestId both times, so the two answers compare whole.
@@ -215,11 +227,15 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       model.release();
       const end = await a.next((f) => f.type === "MESSAGE" && f.traceId === traceId && f.end);
       expect(end.reason).toBeUndefined();
-      const text = a.frames.filter((f) => f.type === "MESSAGE" && f.traceId === traceId && !f.end).map((f) => f.content).join("");
+      const text = a.frames
+        .filter((f) => f.type === "MESSAGE" && f.traceId === traceId && !f.end)
+        .map((f) => f.content)
+        .join("");
       expect(text).toBe(replyTo(marker));
       const stored = await store.listMessages(chat.id, { limit: 10 });
       expect(stored.map((m) => [m.id, m.role, m.content, m.status])).toEqual([
-        [questionId, "user", question, undefined], [traceId, "assistant", replyTo(marker), undefined],
+        [questionId, "user", question, undefined],
+        [traceId, "assistant", replyTo(marker), undefined],
       ]);
       expect((await store.getChat(tokenA.id, chat.id))?.name).toBe("A's plans");
       expect(model.requests.some((r) => lastUserTurn(r).startsWith("probe"))).toBe(false);
@@ -262,7 +278,9 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       }
       const median = (xs: number[]) => [...xs].sort((x, y) => x - y)[xs.length >> 1]!;
       const ratio = median(foreign) / median(missing);
-      console.log(`[${kind}] CHAT_NOT_FOUND median latency: foreign ${median(foreign).toFixed(3)} ms, missing ${median(missing).toFixed(3)} ms, ratio ${ratio.toFixed(2)}`);
+      console.log(
+        `[${kind}] CHAT_NOT_FOUND median latency: foreign ${median(foreign).toFixed(3)} ms, missing ${median(missing).toFixed(3)} ms, ratio ${ratio.toFixed(2)}`,
+      );
       expect(ratio).toBeGreaterThan(0.5);
       expect(ratio).toBeLessThan(2);
     });
@@ -292,8 +310,10 @@ for (const kind of ["sqlite", "cosmos"] as const) {
           let n = 0;
           for (; streaming; n++) {
             const tries: Frame[] = [
-              { type: "GET_CHAT_HISTORY", chatId: chat.id }, { type: "WATCH", chatIds: [chat.id] },
-              { type: "SEND_MESSAGE", chatId: chat.id, content: "let me in" }, { type: "RESUME", chatId: chat.id, traceId: first.traceId, fromSeq: 0 },
+              { type: "GET_CHAT_HISTORY", chatId: chat.id },
+              { type: "WATCH", chatIds: [chat.id] },
+              { type: "SEND_MESSAGE", chatId: chat.id, content: "let me in" },
+              { type: "RESUME", chatId: chat.id, traceId: first.traceId, fromSeq: 0 },
             ];
             const f = await answerTo(prober, tries[n % tries.length]!);
             expect(f.code).toBe("CHAT_NOT_FOUND");
@@ -361,13 +381,19 @@ for (const kind of ["sqlite", "cosmos"] as const) {
         const { tokenA, tokenB, jwt } = await people();
         const [a1, a2] = [await limited.connect({ token: tokenA.token }), await limited.connect({ token: tokenA.token })];
         // Sends to a missing chat are counted and answered without the model: the limit is all that differs.
-        const send = async (c: TestClient) => (await answerTo(c, { type: "SEND_MESSAGE", chatId: crypto.randomUUID(), content: "hi" })).code;
+        const send = async (c: TestClient) =>
+          (await answerTo(c, { type: "SEND_MESSAGE", chatId: crypto.randomUUID(), content: "hi" })).code;
         const codesA = [await send(a1), await send(a2), await send(a1), await send(a2), await send(a2), await send(a1)];
         expect(codesA).toEqual(["CHAT_NOT_FOUND", "CHAT_NOT_FOUND", "CHAT_NOT_FOUND", "CHAT_NOT_FOUND", "RATE_LIMITED", "RATE_LIMITED"]);
         for (const p of [tokenB, jwt]) {
           const c = await limited.connect({ token: p.token });
-          expect([await send(c), await send(c), await send(c), await send(c), await send(c)])
-            .toEqual(["CHAT_NOT_FOUND", "CHAT_NOT_FOUND", "CHAT_NOT_FOUND", "CHAT_NOT_FOUND", "RATE_LIMITED"]);
+          expect([await send(c), await send(c), await send(c), await send(c), await send(c)]).toEqual([
+            "CHAT_NOT_FOUND",
+            "CHAT_NOT_FOUND",
+            "CHAT_NOT_FOUND",
+            "CHAT_NOT_FOUND",
+            "RATE_LIMITED",
+          ]);
         }
         // A fresh socket of A is still limited: the bucket is the user's, not the connection's.
         expect(await send(await limited.connect({ token: tokenA.token }))).toBe("RATE_LIMITED");
@@ -383,7 +409,8 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       for (const c of [a, ...bs]) expect((await c.request({ type: "GET_CHATS" }, "CHAT_LIST")).type).toBe("CHAT_LIST");
       expect(await store.revokeTokens(tokenB.id)).toBeGreaterThan(0);
       const t0 = performance.now();
-      for (const b of bs) expect(await within(b.closed, RECHECK_MS + 1000, "B's socket to close")).toEqual({ code: 1008, reason: "token revoked" });
+      for (const b of bs)
+        expect(await within(b.closed, RECHECK_MS + 1000, "B's socket to close")).toEqual({ code: 1008, reason: "token revoked" });
       console.log(`[${kind}] revoked sockets closed after ${(performance.now() - t0).toFixed(0)} ms (AUTH_RECHECK_MS ${RECHECK_MS})`);
       // A rechecks at least once more and stays.
       await Bun.sleep(RECHECK_MS * 2); // a quiet period, not synchronisation: nothing must happen in it
@@ -431,8 +458,13 @@ for (const kind of ["sqlite", "cosmos"] as const) {
         const text = `${secret()} anyone there?`;
         const messageId = ask(deviceId, text);
         const chat = await until(() => store.findDeviceChat(UNASSIGNED_OWNER, deviceId), "the unassigned device's chat to be stored");
-        await until(() => srv.log.lines.some((l) => l.includes(messageId) && l.includes('"outcome":"unassigned"')), "the device message to be handled");
-        expect((await store.listMessages(chat.id, { limit: 10 })).map((m) => [m.id, m.role, m.content])).toEqual([[messageId, "user", text]]);
+        await until(
+          () => srv.log.lines.some((l) => l.includes(messageId) && l.includes('"outcome":"unassigned"')),
+          "the device message to be handled",
+        );
+        expect((await store.listMessages(chat.id, { limit: 10 })).map((m) => [m.id, m.role, m.content])).toEqual([
+          [messageId, "user", text],
+        ]);
         expect(peer.c2d.filter((m) => m.deviceId === deviceId)).toEqual([]);
         expect(model.requests.some((r) => lastUserTurn(r) === text)).toBe(false);
         for (const w of watchers) {

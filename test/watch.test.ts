@@ -24,7 +24,8 @@ const liveOf = (c: TestClient, chatId: string, from = 0) => c.frames.slice(from)
  * Used after another client saw a reply's end, which is fanned out to every watcher at once.
  */
 const barrier = (c: TestClient) => c.request({ type: "GET_CHATS", limit: 1 }, "CHAT_LIST");
-const newChat = async (c: TestClient, name?: string) => (await c.request({ type: "CREATE_CHAT", ...(name ? { name } : {}) }, "NEW_CHAT")).chat as { id: string };
+const newChat = async (c: TestClient, name?: string) =>
+  (await c.request({ type: "CREATE_CHAT", ...(name ? { name } : {}) }, "NEW_CHAT")).chat as { id: string };
 const open = async (c: TestClient, chatId: string) => {
   const h = await c.request({ type: "GET_CHAT_HISTORY", chatId }, "CHAT_HISTORY");
   expect(h).toMatchObject({ type: "CHAT_HISTORY", chatId });
@@ -188,7 +189,10 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       expect(own.text).toBe(TOKENS.join(""));
 
       // A send to a chat that does not exist changes nothing.
-      const missing = await b.request({ type: "SEND_MESSAGE", requestId: "x", chatId: crypto.randomUUID(), content: "lost" }, "MESSAGE_ACCEPTED");
+      const missing = await b.request(
+        { type: "SEND_MESSAGE", requestId: "x", chatId: crypto.randomUUID(), content: "lost" },
+        "MESSAGE_ACCEPTED",
+      );
       expect(missing.code).toBe("CHAT_NOT_FOUND");
       expect(await watchReq(b, [])).toMatchObject({ chatIds: [chat1.id], focus: chat1.id });
     });
@@ -282,7 +286,9 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       await c.next((f) => f.type === "CHAT_DELETED" && f.chatId === c1!.id);
       expect(await watchReq(b, [])).toMatchObject({ chatIds: [c2!.id], focus: null });
       expect(await watchReq(c, [])).toMatchObject({ chatIds: [], focus: null });
-      expect(srv.conns.all().some((ws) => ws.data.watching.has(c1!.id) || ws.data.explicit.has(c1!.id) || ws.data.focus === c1!.id)).toBe(false);
+      expect(srv.conns.all().some((ws) => ws.data.watching.has(c1!.id) || ws.data.explicit.has(c1!.id) || ws.data.focus === c1!.id)).toBe(
+        false,
+      );
       expect((await a.request({ type: "WATCH", chatIds: [c1!.id] }, "WATCHING")).code).toBe("CHAT_NOT_FOUND");
     });
 

@@ -12,20 +12,26 @@ const open = () => srv.connect();
 
 beforeAll(async () => {
   model = await startSseModel({ tokens: ["The", " answer", " is", " 42", "."] });
-  srv = await startTestServer({ OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "test-model", OPENAI_API_KEY: "sk-test", CHAT_TITLES: "false" });
+  srv = await startTestServer({
+    OPENAI_BASE_URL: `${model.url}/v1`,
+    OPENAI_MODEL: "test-model",
+    OPENAI_API_KEY: "sk-test",
+    CHAT_TITLES: "false",
+  });
 });
 afterAll(async () => {
   await srv.close();
   model.stop();
 });
 
-const newChat = async (c: TestClient, name?: string) => (await c.request({ type: "CREATE_CHAT", payload: name ? { name } : {} }, "NEW_CHAT")).chat;
+const newChat = async (c: TestClient, name?: string) =>
+  (await c.request({ type: "CREATE_CHAT", payload: name ? { name } : {} }, "NEW_CHAT")).chat;
 
 describe("chats", () => {
   test("CREATE_CHAT answers NEW_CHAT to the sender only; others get CHAT_CREATED", async () => {
     const a = await open();
     const b = await open();
-    const chat = (await a.request({ type: "CREATE_CHAT", payload: { name: "Trip plans" } }, "NEW_CHAT"));
+    const chat = await a.request({ type: "CREATE_CHAT", payload: { name: "Trip plans" } }, "NEW_CHAT");
     expect(chat.type).toBe("NEW_CHAT");
     expect(chat.chat).toMatchObject({ name: "Trip plans", active: true });
     expect(chat.chat.id).toMatch(/^[0-9a-f-]{36}$/);
@@ -78,7 +84,7 @@ describe("chats", () => {
 });
 
 describe("messages", () => {
-  test("SEND_MESSAGE streams the reply with one traceId; the last frame has content \"\"; history has both turns", async () => {
+  test('SEND_MESSAGE streams the reply with one traceId; the last frame has content ""; history has both turns', async () => {
     const a = await open();
     const chat = await newChat(a);
     a.send({ type: "SEND_MESSAGE", payload: { chatId: chat.id, content: "What is the answer?" } });
@@ -126,7 +132,10 @@ describe("messages", () => {
     a.send({ type: "SEND_MESSAGE", payload: { chatId: chat.id, message: { content: "once please", id } } });
     await a.reply(chat.id);
     const before = model.requests.length;
-    const dup = await a.request({ type: "SEND_MESSAGE", payload: { chatId: chat.id, message: { content: "once please", id } } }, "MESSAGE_ACCEPTED");
+    const dup = await a.request(
+      { type: "SEND_MESSAGE", payload: { chatId: chat.id, message: { content: "once please", id } } },
+      "MESSAGE_ACCEPTED",
+    );
     expect(dup).toMatchObject({ duplicate: true, messageId: id, chatId: chat.id });
     expect(model.requests.length).toBe(before);
     const hist = await a.request({ type: "GET_CHAT_HISTORY", chatId: chat.id }, "CHAT_HISTORY");

@@ -87,39 +87,44 @@ const group = (name: string) => {
   return g;
 };
 
-const child = serveChild({ pid: process.pid }, {
-  async connect(a: { group: string; urls: string[]; count: number; chatId: string; concurrency?: number }) {
-    if (groups.has(a.group)) throw new Error(`group ${a.group} is already connected`);
-    const opened = await openMany((i) => a.urls[i % a.urls.length]!, a.count, a.concurrency ?? 64, 120_000);
-    // In batches, so the servers' queues of store reads (WATCH checks the chat exists) stay bounded.
-    for (let i = 0; i < opened.length; i += 200) await Promise.all(opened.slice(i, i + 200).map((ws) => watch(ws, a.chatId)));
-    const g: Group = { sockets: opened, lat: [], n: [], extremes: new Map(), ends: 0, failedEnds: 0, stray: 0 };
-    groups.set(a.group, g);
-    opened.forEach((ws, i) => (ws.onmessage = (e) => onMessage(a.group, g, i % a.urls.length, e)));
-    return { open: opened.filter((ws) => ws.readyState === WebSocket.OPEN).length };
+const child = serveChild(
+  { pid: process.pid },
+  {
+    async connect(a: { group: string; urls: string[]; count: number; chatId: string; concurrency?: number }) {
+      if (groups.has(a.group)) throw new Error(`group ${a.group} is already connected`);
+      const opened = await openMany((i) => a.urls[i % a.urls.length]!, a.count, a.concurrency ?? 64, 120_000);
+      // In batches, so the servers' queues of store reads (WATCH checks the chat exists) stay bounded.
+      for (let i = 0; i < opened.length; i += 200) await Promise.all(opened.slice(i, i + 200).map((ws) => watch(ws, a.chatId)));
+      const g: Group = { sockets: opened, lat: [], n: [], extremes: new Map(), ends: 0, failedEnds: 0, stray: 0 };
+      groups.set(a.group, g);
+      opened.forEach((ws, i) => (ws.onmessage = (e) => onMessage(a.group, g, i % a.urls.length, e)));
+      return { open: opened.filter((ws) => ws.readyState === WebSocket.OPEN).length };
+    },
+    samples: (a: { group: string }) => {
+      const g = group(a.group);
+      return {
+        n: g.n,
+        lat: g.lat.map((b, u) => Buffer.from(b.buffer, 0, g.n[u]! * 8).toString("base64")),
+        extremes: Object.fromEntries(g.extremes),
+        ends: g.ends,
+        failedEnds: g.failedEnds,
+        stray: g.stray,
+      };
+    },
+    reset: (a: { group: string }) => {
+      const g = group(a.group);
+      g.n = g.n.map(() => 0);
+      g.extremes.clear();
+      g.ends = 0;
+      g.failedEnds = 0;
+      g.stray = 0;
+    },
+    async close() {
+      const all = [...groups.values()].flatMap((g) => g.sockets);
+      closeAll(all);
+      await until(() => all.every((ws) => ws.readyState === WebSocket.CLOSED), "every socket to close", 10_000).catch(() => {});
+      groups.clear();
+      return { left: all.filter((ws) => ws.readyState !== WebSocket.CLOSED).length };
+    },
   },
-  samples: (a: { group: string }) => {
-    const g = group(a.group);
-    return {
-      n: g.n,
-      lat: g.lat.map((b, u) => Buffer.from(b.buffer, 0, g.n[u]! * 8).toString("base64")),
-      extremes: Object.fromEntries(g.extremes),
-      ends: g.ends, failedEnds: g.failedEnds, stray: g.stray,
-    };
-  },
-  reset: (a: { group: string }) => {
-    const g = group(a.group);
-    g.n = g.n.map(() => 0);
-    g.extremes.clear();
-    g.ends = 0;
-    g.failedEnds = 0;
-    g.stray = 0;
-  },
-  async close() {
-    const all = [...groups.values()].flatMap((g) => g.sockets);
-    closeAll(all);
-    await until(() => all.every((ws) => ws.readyState === WebSocket.CLOSED), "every socket to close", 10_000).catch(() => {});
-    groups.clear();
-    return { left: all.filter((ws) => ws.readyState !== WebSocket.CLOSED).length };
-  },
-});
+);

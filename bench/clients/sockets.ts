@@ -45,24 +45,33 @@ async function watch(ws: WebSocket, chatId: string): Promise<void> {
   await within(answered, 30_000, "CHAT_HISTORY");
 }
 
-const child = serveChild({ pid: process.pid }, {
-  async connect(a: { url: string; count: number; mode: "idle" | "watch-ours" | "watch-baseline"; chatId?: string; concurrency?: number }) {
-    const opened = await openMany(a.url, a.count, a.concurrency ?? 64, 120_000);
-    if (a.mode === "watch-ours") {
-      // In batches, so the server's queue of history reads stays bounded.
-      for (let i = 0; i < opened.length; i += 200) await Promise.all(opened.slice(i, i + 200).map((ws) => watch(ws, a.chatId!)));
-    }
-    for (const ws of opened) ws.onmessage = onMessage;
-    sockets = sockets.concat(opened);
-    return { open: sockets.filter((ws) => ws.readyState === WebSocket.OPEN).length };
+const child = serveChild(
+  { pid: process.pid },
+  {
+    async connect(a: {
+      url: string;
+      count: number;
+      mode: "idle" | "watch-ours" | "watch-baseline";
+      chatId?: string;
+      concurrency?: number;
+    }) {
+      const opened = await openMany(a.url, a.count, a.concurrency ?? 64, 120_000);
+      if (a.mode === "watch-ours") {
+        // In batches, so the server's queue of history reads stays bounded.
+        for (let i = 0; i < opened.length; i += 200) await Promise.all(opened.slice(i, i + 200).map((ws) => watch(ws, a.chatId!)));
+      }
+      for (const ws of opened) ws.onmessage = onMessage;
+      sockets = sockets.concat(opened);
+      return { open: sockets.filter((ws) => ws.readyState === WebSocket.OPEN).length };
+    },
+    times: () => ({ times: Object.fromEntries(times), stray }),
+    async close() {
+      closeAll(sockets);
+      await until(() => sockets.every((ws) => ws.readyState === WebSocket.CLOSED), "every socket to close", 10_000).catch(() => {});
+      const left = sockets.filter((ws) => ws.readyState !== WebSocket.CLOSED).length;
+      sockets = [];
+      times.clear();
+      return { left };
+    },
   },
-  times: () => ({ times: Object.fromEntries(times), stray }),
-  async close() {
-    closeAll(sockets);
-    await until(() => sockets.every((ws) => ws.readyState === WebSocket.CLOSED), "every socket to close", 10_000).catch(() => {});
-    const left = sockets.filter((ws) => ws.readyState !== WebSocket.CLOSED).length;
-    sockets = [];
-    times.clear();
-    return { left };
-  },
-});
+);

@@ -20,7 +20,10 @@ export type LoopSpec = {
 };
 
 export type LoopResult = {
-  replies: number; errors: number; seconds: number; latencies: number[];
+  replies: number;
+  errors: number;
+  seconds: number;
+  latencies: number[];
   /** Frames received per completed request (a send's deltas and end), over the window. */
   framesPerReply: number;
   /** Server CPU time per completed request, µs (from /proc: 10 ms ticks, so use windows of seconds). */
@@ -80,7 +83,12 @@ export async function closedLoop(s: LoopSpec): Promise<LoopResult> {
   while (outstanding > 0 && Date.now() < deadline) await sleep(5);
   closeAll(sockets);
   return {
-    replies, errors, seconds, latencies, cpu: used, firstError,
+    replies,
+    errors,
+    seconds,
+    latencies,
+    cpu: used,
+    firstError,
     framesPerReply: replies ? frames / replies : Number.NaN,
     serverCpuUs: replies ? ((used.server! / 100) * seconds * 1e6) / replies : Number.NaN,
   };
@@ -107,7 +115,12 @@ export type Aggregate = ReturnType<typeof aggregate>;
  * Rounds alternate which side goes first, so drift on a shared machine hits every side alike.
  * `sides` run one after another in each round, rotated by one each round.
  */
-export async function alternate<K extends string>(rounds: number, sides: Record<K, () => Promise<LoopResult>>, label: string, o: { warmRound?: boolean } = {}): Promise<Record<K, Aggregate>> {
+export async function alternate<K extends string>(
+  rounds: number,
+  sides: Record<K, () => Promise<LoopResult>>,
+  label: string,
+  o: { warmRound?: boolean } = {},
+): Promise<Record<K, Aggregate>> {
   const names = Object.keys(sides) as K[];
   const out = Object.fromEntries(names.map((n) => [n, [] as LoopResult[]])) as Record<K, LoopResult[]>;
   // A first round not recorded: the first send of a process loads the tokenizer and warms the JIT.
@@ -117,17 +130,26 @@ export async function alternate<K extends string>(rounds: number, sides: Record<
       const side = names[(j + r) % names.length]!;
       const res = await sides[side]();
       out[side].push(res);
-      console.log(`   ${label}, ${side}: ${Math.round(res.replies / res.seconds)}/s, server ${round(res.serverCpuUs, 1)} µs each, cpu ${JSON.stringify(res.cpu)}${res.errors ? `, ${res.errors} errors: ${res.firstError}` : ""}`);
+      console.log(
+        `   ${label}, ${side}: ${Math.round(res.replies / res.seconds)}/s, server ${round(res.serverCpuUs, 1)} µs each, cpu ${JSON.stringify(res.cpu)}${res.errors ? `, ${res.errors} errors: ${res.firstError}` : ""}`,
+      );
     }
   }
   return Object.fromEntries(names.map((n) => [n, aggregate(out[n])])) as Record<K, Aggregate>;
 }
 
 /** Cheap checks on the raw frame, as a client would do before parsing. */
-export const isHistory = (d: string) => (d.startsWith('{"type":"CHAT_HISTORY"') ? "ok" : d.startsWith('{"type":"ERROR"') ? "error" : "more");
+export const isHistory = (d: string) =>
+  d.startsWith('{"type":"CHAT_HISTORY"') ? "ok" : d.startsWith('{"type":"ERROR"') ? "error" : "more";
 // A reply that fails ends with end:true and a reason, then an ERROR naming its traceId (counted once,
 // at the end frame); an ERROR without a traceId is a refused send.
 export const isSendEnd = (d: string) =>
   d.startsWith('{"type":"MESSAGE"')
-    ? d.includes('"end":true') ? (d.includes('"reason"') ? "error" : "ok") : "more"
-    : d.startsWith('{"type":"ERROR"') && !d.includes('"traceId"') ? "error" : "more";
+    ? d.includes('"end":true')
+      ? d.includes('"reason"')
+        ? "error"
+        : "ok"
+      : "more"
+    : d.startsWith('{"type":"ERROR"') && !d.includes('"traceId"')
+      ? "error"
+      : "more";

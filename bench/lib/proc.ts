@@ -71,7 +71,9 @@ export async function spawnChild<Info = Record<string, unknown>>(
 
   // BENCH_CPU_PROF=app,baseline: those children write a CPU profile (markdown) when they exit.
   const profiled = (process.env.BENCH_CPU_PROF ?? "").split(",").includes(name);
-  const flags = profiled ? ["--cpu-prof-md", `--cpu-prof-dir=${PROFILE_DIR}`, `--cpu-prof-interval=${process.env.BENCH_CPU_PROF_INTERVAL ?? 250}`] : [];
+  const flags = profiled
+    ? ["--cpu-prof-md", `--cpu-prof-dir=${PROFILE_DIR}`, `--cpu-prof-interval=${process.env.BENCH_CPU_PROF_INTERVAL ?? 250}`]
+    : [];
   if (profiled) console.log(`   (${name} writes a CPU profile to ${PROFILE_DIR} when it stops)`);
   const proc = Bun.spawn([process.execPath, ...flags, join(BENCH_DIR, script), ...(o.args ?? [])], {
     cwd: join(BENCH_DIR, ".."),
@@ -97,12 +99,16 @@ export async function spawnChild<Info = Record<string, unknown>>(
     return code;
   });
 
-  const info = await within(Promise.race([ready, exited.then((c) => Promise.reject(new Error(`${name} exited (${c}) before it was ready`)))]), o.readyTimeoutMs ?? 30_000, `${name} to start`).catch((e) => {
+  const info = await within(
+    Promise.race([ready, exited.then((c) => Promise.reject(new Error(`${name} exited (${c}) before it was ready`)))]),
+    o.readyTimeoutMs ?? 30_000,
+    `${name} to start`,
+  ).catch((e) => {
     proc.kill("SIGKILL");
     throw e;
   });
 
-  const call = <T,>(cmd: string, args?: unknown, timeoutMs = 30_000): Promise<T> => {
+  const call = <T>(cmd: string, args?: unknown, timeoutMs = 30_000): Promise<T> => {
     const id = nextId++;
     const p = new Promise<T>((resolve, reject) => pending.set(id, { resolve: resolve as (v: unknown) => void, reject }));
     proc.send({ t: "req", id, cmd, args });
@@ -131,7 +137,10 @@ export async function spawnChild<Info = Record<string, unknown>>(
     async stop() {
       if (proc.exitCode !== null || proc.signalCode !== null) return;
       await call("stop", undefined, 10_000).catch(() => {});
-      const gone = await within(exited, 5000, `${name} to exit`).then(() => true, () => false);
+      const gone = await within(exited, 5000, `${name} to exit`).then(
+        () => true,
+        () => false,
+      );
       if (!gone) {
         proc.kill("SIGKILL");
         await within(exited, 5000, `${name} to die`).catch(() => {});

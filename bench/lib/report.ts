@@ -38,35 +38,65 @@ function fmt(x: number | string | undefined, unit = ""): string {
   if (typeof x === "string") return x;
   if (!Number.isFinite(x)) return "n/a";
   const a = Math.abs(x);
-  const s = a >= 1000 ? Math.round(x).toLocaleString("en-US") : a >= 100 ? x.toFixed(0) : a >= 10 ? x.toFixed(1) : a >= 1 ? x.toFixed(2) : x.toFixed(3);
+  const s =
+    a >= 1000
+      ? Math.round(x).toLocaleString("en-US")
+      : a >= 100
+        ? x.toFixed(0)
+        : a >= 10
+          ? x.toFixed(1)
+          : a >= 1
+            ? x.toFixed(2)
+            : x.toFixed(3);
   return unit ? `${s} ${unit}` : s;
 }
 const fmtRatio = (r?: number) => (r === undefined ? "" : Number.isFinite(r) ? `${r.toFixed(2)}×` : "n/a");
 const fmtMet = (m?: boolean) => (m === undefined ? "" : m ? "yes" : "NO");
 
 function cells(r: ScenarioResult, row: Row) {
-  return [r.name, row.metric, fmt(row.ours, row.unit), fmt(row.baseline, row.unit), fmtRatio(row.ratio), row.target ?? "", fmtMet(row.met), row.note ?? ""];
+  return [
+    r.name,
+    row.metric,
+    fmt(row.ours, row.unit),
+    fmt(row.baseline, row.unit),
+    fmtRatio(row.ratio),
+    row.target ?? "",
+    fmtMet(row.met),
+    row.note ?? "",
+  ];
 }
 const HEAD = ["scenario", "metric", "ours", "baseline", "ours÷base", "target", "met", "note"];
 
 export function textTable(results: ScenarioResult[]): string {
-  const rows = results.flatMap((r) => (r.error ? [[r.name, "FAILED", r.error.slice(0, 120), "", "", "", "", ""]] : r.rows.map((row) => cells(r, row))));
+  const rows = results.flatMap((r) =>
+    r.error ? [[r.name, "FAILED", r.error.slice(0, 120), "", "", "", "", ""]] : r.rows.map((row) => cells(r, row)),
+  );
   const widths = HEAD.map((h, i) => Math.min(i === 7 ? 60 : 48, Math.max(h.length, ...rows.map((c) => c[i]!.length))));
-  const line = (c: string[]) => c.map((x, i) => (i >= 2 && i <= 4 ? x.padStart(widths[i]!) : x.padEnd(widths[i]!))).join("  ").trimEnd();
+  const line = (c: string[]) =>
+    c
+      .map((x, i) => (i >= 2 && i <= 4 ? x.padStart(widths[i]!) : x.padEnd(widths[i]!)))
+      .join("  ")
+      .trimEnd();
   return [line(HEAD), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
 }
 
 export function markdownTable(results: ScenarioResult[]): string {
   const rows = results.flatMap((r) => (r.error ? [[r.name, "FAILED", r.error, "", "", "", "", ""]] : r.rows.map((row) => cells(r, row))));
   const esc = (s: string) => s.replaceAll("|", "\\|");
-  return [`| ${HEAD.join(" | ")} |`, `|${HEAD.map(() => "---").join("|")}|`, ...rows.map((c) => `| ${c.map(esc).join(" | ")} |`)].join("\n");
+  return [`| ${HEAD.join(" | ")} |`, `|${HEAD.map(() => "---").join("|")}|`, ...rows.map((c) => `| ${c.map(esc).join(" | ")} |`)].join(
+    "\n",
+  );
 }
 
 export function machine() {
   const c = cpus();
   return {
-    cpus: c.length, cpuModel: c[0]?.model, memGiB: Math.round(totalmem() / 2 ** 30), kernel: release(),
-    bun: Bun.version, platform: process.platform,
+    cpus: c.length,
+    cpuModel: c[0]?.model,
+    memGiB: Math.round(totalmem() / 2 ** 30),
+    kernel: release(),
+    bun: Bun.version,
+    platform: process.platform,
   };
 }
 
@@ -93,9 +123,15 @@ export async function runScenarios(list: Scenario[], o: { label?: string } = {})
   console.log(`\n${textTable(results)}\n`);
   const dir = join(BENCH_DIR, "results");
   mkdirSync(dir, { recursive: true });
-  const stamp = startedAt.toISOString().replaceAll(":", "-").replace(/\.\d+Z$/, "Z");
+  const stamp = startedAt
+    .toISOString()
+    .replaceAll(":", "-")
+    .replace(/\.\d+Z$/, "Z");
   const file = join(dir, `${stamp}${o.label ? `-${o.label}` : ""}.json`);
-  writeFileSync(file, `${JSON.stringify({ startedAt: startedAt.toISOString(), seconds, machine: machine(), scenarios: results }, null, 2)}\n`);
+  writeFileSync(
+    file,
+    `${JSON.stringify({ startedAt: startedAt.toISOString(), seconds, machine: machine(), scenarios: results }, null, 2)}\n`,
+  );
   console.log(`results: ${file}`);
   console.log(`total: ${seconds.toFixed(1)} s`);
   if (process.argv.includes("--md")) console.log(`\n${markdownTable(results)}\n`);

@@ -41,11 +41,13 @@ export async function stopAll(children: (Child | undefined)[]) {
 export async function createChats(sockets: WebSocket[], n: number, name = "bench limit"): Promise<string[]> {
   const ids: string[] = [];
   let next = 0;
-  await Promise.all(sockets.map(async (ws) => {
-    while (next < n) {
-      next++;
-      ids.push((await request(ws, { type: "CREATE_CHAT", name }, "NEW_CHAT")).chat.id);
-    }
-  }));
+  await Promise.all(
+    sockets.map(async (ws) => {
+      while (next < n) {
+        next++;
+        ids.push((await request(ws, { type: "CREATE_CHAT", name }, "NEW_CHAT")).chat.id);
+      }
+    }),
+  );
   return ids;
 }

@@ -27,4 +27,8 @@ export function summarize(samples: readonly number[]): Summary {
 export const round = (x: number, digits = 3) => (Number.isFinite(x) ? Math.round(x * 10 ** digits) / 10 ** digits : x);
 
 /** Median of a few repeated figures (throughput of repeated rounds). */
-export const median = (xs: readonly number[]) => percentile([...xs].sort((a, b) => a - b), 50);
+export const median = (xs: readonly number[]) =>
+  percentile(
+    [...xs].sort((a, b) => a - b),
+    50,
+  );

@@ -18,7 +18,12 @@ export function openSocket(url: string, timeoutMs = 10_000): Promise<WebSocket> 
 }
 
 /** Opens `n` sockets, at most `concurrency` handshakes at a time. */
-export async function openMany(url: string | ((i: number) => string), n: number, concurrency = 100, timeoutMs = 60_000): Promise<WebSocket[]> {
+export async function openMany(
+  url: string | ((i: number) => string),
+  n: number,
+  concurrency = 100,
+  timeoutMs = 60_000,
+): Promise<WebSocket[]> {
   const out: WebSocket[] = new Array(n);
   let next = 0;
   const deadline = Date.now() + timeoutMs;
@@ -64,12 +69,21 @@ export function closeAll(sockets: WebSocket[]) {
 }
 
 /** A chat of `pairs` questions and answers, made through the protocol (the model must be the bench SSE model). */
-export async function seedChat(wsUrl: string, o: { name: string; pairs: number; tokens: number }): Promise<{ chatId: string; ws: WebSocket }> {
+export async function seedChat(
+  wsUrl: string,
+  o: { name: string; pairs: number; tokens: number },
+): Promise<{ chatId: string; ws: WebSocket }> {
   const ws = await openSocket(wsUrl);
   const { chat } = await request(ws, { type: "CREATE_CHAT", name: o.name }, "NEW_CHAT");
   for (let i = 0; i < o.pairs; i++) {
     const end = nextFrame(ws, (f) => (f.type === "MESSAGE" && f.end) || f.type === "ERROR", 10_000, "the reply's end");
-    ws.send(JSON.stringify({ type: "SEND_MESSAGE", chatId: chat.id, content: `Question ${i + 1}: what will the weather be like tomorrow? tokens=${o.tokens}` }));
+    ws.send(
+      JSON.stringify({
+        type: "SEND_MESSAGE",
+        chatId: chat.id,
+        content: `Question ${i + 1}: what will the weather be like tomorrow? tokens=${o.tokens}`,
+      }),
+    );
     const f = await end;
     if (f.type === "ERROR" || f.reason) throw new Error(`seeding failed: ${JSON.stringify(f)}`);
   }

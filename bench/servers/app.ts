@@ -40,19 +40,25 @@ const log = createLogger({ level: config.LOG_LEVEL, json: false, write: (l) => p
 const store = await storeFromConfig(config);
 const model = await modelFromConfig(config);
 
-const devices = process.env.BENCH_DEVICES ? (JSON.parse(process.env.BENCH_DEVICES) as { certPath: string; partitions?: number }) : undefined;
+const devices = process.env.BENCH_DEVICES
+  ? (JSON.parse(process.env.BENCH_DEVICES) as { certPath: string; partitions?: number })
+  : undefined;
 const bridge = devices ? await deviceBridgeOptions(config) : undefined;
 // The test peer's transport (trusting its certificate) is loaded only when the bridge is on.
 const amqpTrusting = devices ? (await import("../../test/support/amqp-peer")).amqpTrusting : undefined;
 const running = startServer({
-  config, store, model, log,
+  config,
+  store,
+  model,
+  log,
   startDevices: devices
-    ? (parts) => startDeviceBridge(parts, {
-        ...bridge!,
-        c2dTransport: amqpTrusting!(readFileSync(devices.certPath, "utf8")),
-        retryDelayMs: 200,
-        loadBalancing: { strategy: "greedy", updateIntervalInMs: 200 },
-      })
+    ? (parts) =>
+        startDeviceBridge(parts, {
+          ...bridge!,
+          c2dTransport: amqpTrusting!(readFileSync(devices.certPath, "utf8")),
+          retryDelayMs: 200,
+          loadBalancing: { strategy: "greedy", updateIntervalInMs: 200 },
+        })
     : undefined,
 });
 
@@ -94,9 +100,22 @@ serveChild(
       const at = (i: number) => new Date(base + i).toISOString();
       const answer = Array.from({ length: a.words ?? 20 }, () => " word").join("");
       for (let i = 0; i < a.pairs; i++) {
-        const q = { id: crypto.randomUUID(), chat_id: a.chatId, role: "user" as const, content: `Question ${i + 1}: what will the weather be like tomorrow?`, created_at: at(2 * i) };
+        const q = {
+          id: crypto.randomUUID(),
+          chat_id: a.chatId,
+          role: "user" as const,
+          content: `Question ${i + 1}: what will the weather be like tomorrow?`,
+          created_at: at(2 * i),
+        };
         await store.addMessage(q);
-        await store.addMessage({ id: crypto.randomUUID(), chat_id: a.chatId, role: "assistant", content: answer, created_at: at(2 * i + 1), parent_id: q.id });
+        await store.addMessage({
+          id: crypto.randomUUID(),
+          chat_id: a.chatId,
+          role: "assistant",
+          content: answer,
+          created_at: at(2 * i + 1),
+          parent_id: q.id,
+        });
       }
       return 2 * a.pairs;
     },

@@ -39,7 +39,10 @@ async function streamFromModel(ws: Ws, chatId: string, content: string) {
   const traceId = crypto.randomUUID();
   let seq = 0;
   try {
-    const turns = [{ role: "system" as const, content: SYSTEM }, { role: "user" as const, content }];
+    const turns = [
+      { role: "system" as const, content: SYSTEM },
+      { role: "user" as const, content },
+    ];
     for await (const d of client!.stream(turns, { signal: new AbortController().signal })) ws.send(delta(chatId, traceId, ++seq, d));
     ws.send(end(chatId, traceId, seq + 1));
   } catch (e) {
@@ -76,7 +79,9 @@ const server = Bun.serve({
           const c = chats.get(a.chatId);
           if (!c) return void ws.send(error("CHAT_NOT_FOUND", "no such chat", { chatId: a.chatId, ...withId }));
           const messages = a.limit ? c.messages.slice(-a.limit) : c.messages;
-          return void ws.send(JSON.stringify({ type: "CHAT_HISTORY", chatId: a.chatId, messages, hasMore: messages.length < c.messages.length, ...withId }));
+          return void ws.send(
+            JSON.stringify({ type: "CHAT_HISTORY", chatId: a.chatId, messages, hasMore: messages.length < c.messages.length, ...withId }),
+          );
         }
         case "CREATE_CHAT": {
           const t = new Date().toISOString();

@@ -7,6 +7,9 @@ import { serveChild } from "../lib/proc";
 
 const cosmos = await startCosmosServer();
 
-serveChild({ endpoint: cosmos.endpoint, key: cosmos.key, port: cosmos.port }, {
-  stop: () => cosmos.stop(),
-});
+serveChild(
+  { endpoint: cosmos.endpoint, key: cosmos.key, port: cosmos.port },
+  {
+    stop: () => cosmos.stop(),
+  },
+);

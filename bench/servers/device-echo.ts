@@ -12,8 +12,14 @@ import { serveChild } from "../lib/proc";
 // BENCH_DEVICE_ECHO: JSON {eventHub, iotHub, certPath, partitions}.
 
 const o = JSON.parse(process.env.BENCH_DEVICE_ECHO ?? "{}") as { eventHub: string; iotHub: string; certPath: string; partitions: number };
-const c2d = createC2DSender({ access: { connectionString: o.iotHub }, Transport: amqpTrusting(readFileSync(o.certPath, "utf8")), retryDelayMs: 200 });
-const client = new EventHubConsumerClient("$Default", o.eventHub, { retryOptions: { retryDelayInMs: 200, maxRetryDelayInMs: 30_000, maxRetries: 10 } });
+const c2d = createC2DSender({
+  access: { connectionString: o.iotHub },
+  Transport: amqpTrusting(readFileSync(o.certPath, "utf8")),
+  retryDelayMs: 200,
+});
+const client = new EventHubConsumerClient("$Default", o.eventHub, {
+  retryOptions: { retryDelayInMs: 200, maxRetryDelayInMs: 30_000, maxRetries: 10 },
+});
 const owned = new Set<string>();
 let answered = 0;
 
@@ -25,14 +31,23 @@ const subscription = client.subscribe(
       owned.add(ctx.partitionId);
     },
     async processEvents(events) {
-      await Promise.all(events.map(async (e) => {
-        const deviceId = String(e.systemProperties?.["iothub-connection-device-id"] ?? "");
-        const messageId = idOf(e.messageId);
-        await c2d.send(deviceId, {
-          response: "ok", conversation_id: "baseline", message_id: crypto.randomUUID(), timestamp: new Date().toISOString(),
-        }, { correlationId: messageId, expiresInMs: 30_000 });
-        answered++;
-      }));
+      await Promise.all(
+        events.map(async (e) => {
+          const deviceId = String(e.systemProperties?.["iothub-connection-device-id"] ?? "");
+          const messageId = idOf(e.messageId);
+          await c2d.send(
+            deviceId,
+            {
+              response: "ok",
+              conversation_id: "baseline",
+              message_id: crypto.randomUUID(),
+              timestamp: new Date().toISOString(),
+            },
+            { correlationId: messageId, expiresInMs: 30_000 },
+          );
+          answered++;
+        }),
+      );
     },
     async processError(err) {
       process.stderr.write(`[device-echo] ${err.name}: ${err.message}\n`);
@@ -47,11 +62,14 @@ while (owned.size < o.partitions) {
   await Bun.sleep(20);
 }
 
-serveChild({ partitions: [...owned] }, {
-  answered: () => answered,
-  async stop() {
-    await subscription.close();
-    await client.close();
-    await c2d.close();
+serveChild(
+  { partitions: [...owned] },
+  {
+    answered: () => answered,
+    async stop() {
+      await subscription.close();
+      await client.close();
+      await c2d.close();
+    },
   },
-});
+);

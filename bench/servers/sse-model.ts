@@ -54,7 +54,10 @@ const server = Bun.serve({
   },
 });
 
-serveChild({ url: `http://127.0.0.1:${server.port}`, port: server.port }, {
-  requests: () => requests,
-  stop: () => server.stop(true),
-});
+serveChild(
+  { url: `http://127.0.0.1:${server.port}`, port: server.port },
+  {
+    requests: () => requests,
+    stop: () => server.stop(true),
+  },
+);

@@ -32,21 +32,30 @@ export function watchRevocations(o: {
     }
     // One lookup per distinct token, however many sockets share it; in parallel, so one slow lookup
     // does not hold up the rest.
-    await Promise.all([...byToken.values()].map(async ({ identity, sockets }) => {
-      try {
-        if (await o.stillValid(identity)) return;
-      } catch (e) {
-        // The store is down: a token we cannot check stays signed in until we can.
-        return o.log.warn("could not recheck a personal token", { error: e, user: identity.userId });
-      }
-      o.log.info("token revoked: closing its sockets", { user: identity.userId, sockets: sockets.length });
-      for (const ws of sockets) ws.close(CLOSE_POLICY_VIOLATION, "token revoked");
-    }));
+    await Promise.all(
+      [...byToken.values()].map(async ({ identity, sockets }) => {
+        try {
+          if (await o.stillValid(identity)) return;
+        } catch (e) {
+          // The store is down: a token we cannot check stays signed in until we can.
+          return o.log.warn("could not recheck a personal token", { error: e, user: identity.userId });
+        }
+        o.log.info("token revoked: closing its sockets", { user: identity.userId, sockets: sockets.length });
+        for (const ws of sockets) ws.close(CLOSE_POLICY_VIOLATION, "token revoked");
+      }),
+    );
   }
 
   // A chain of timeouts rather than an interval: a slow round never overlaps the next.
   const schedule = () => {
-    if (!stopped) timer = setTimeout(() => void check().catch((e) => o.log.error("socket recheck failed", { error: e })).finally(schedule), o.everyMs);
+    if (!stopped)
+      timer = setTimeout(
+        () =>
+          void check()
+            .catch((e) => o.log.error("socket recheck failed", { error: e }))
+            .finally(schedule),
+        o.everyMs,
+      );
   };
   schedule();
   return () => {

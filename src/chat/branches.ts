@@ -37,23 +37,36 @@ type Needs = {
  * read that are not on the current branch (a reply streaming there is not shown).
  */
 export function branchHistory(
-  chat: Chat, stored: Message[], q: { limit: number; cursor?: string; before?: string },
+  chat: Chat,
+  stored: Message[],
+  q: { limit: number; cursor?: string; before?: string },
   streaming?: { traceId: string; questionId: string; createdAt: string },
 ): { messages: Placed[]; hasMore: boolean; cursor?: string; offBranch: Set<string> } {
   let messages = stored;
   if (streaming && !stored.some((m) => m.id === streaming.traceId)) {
     // A stand-in for the reply's first checkpoint, replaced by its live entry (never by its lease).
-    messages = [...stored, {
-      id: streaming.traceId, chat_id: chat.id, role: "assistant", content: "", created_at: streaming.createdAt, parent_id: streaming.questionId,
-      status: "streaming", lease: { owner: "", until: Number.MAX_SAFE_INTEGER, seq: 0 },
-    }];
+    messages = [
+      ...stored,
+      {
+        id: streaming.traceId,
+        chat_id: chat.id,
+        role: "assistant",
+        content: "",
+        created_at: streaming.createdAt,
+        parent_id: streaming.questionId,
+        status: "streaming",
+        lease: { owner: "", until: Number.MAX_SAFE_INTEGER, seq: 0 },
+      },
+    ];
   }
   const tree = buildTree(messages);
   const branch = placed(tree, currentBranch(tree, chat.selected));
   const on = new Set(branch.map((m) => m.id));
   const page = pageOfBranch(branch, chat.id, q);
   return {
-    messages: page.items, hasMore: page.cursor !== undefined, ...(page.cursor ? { cursor: page.cursor } : {}),
+    messages: page.items,
+    hasMore: page.cursor !== undefined,
+    ...(page.cursor ? { cursor: page.cursor } : {}),
     offBranch: new Set(messages.filter((m) => !on.has(m.id)).map((m) => m.id)),
   };
 }
@@ -73,12 +86,14 @@ export function branchCommands(ctx: ChatContext, needs: Needs) {
   }
 
   /** What the chat reads as: its current branch, or (never branched) the stored order. */
-  const branchOf = (chat: Chat, tree: Tree, stored: Message[]) => (chat.selected !== undefined ? currentBranch(tree, chat.selected) : stored);
+  const branchOf = (chat: Chat, tree: Tree, stored: Message[]) =>
+    chat.selected !== undefined ? currentBranch(tree, chat.selected) : stored;
 
   function find(tree: Tree, chatId: string, messageId: string, question = false): Message {
     const m = tree.byId.get(messageId);
     if (!m) throw new ChatError("MESSAGE_NOT_FOUND", `there is no message with id ${messageId} in this chat`, { chatId, messageId });
-    if (question && m.role !== "user") throw new ChatError("NOT_A_QUESTION", `message ${messageId} is not a question (a user message)`, { chatId, messageId });
+    if (question && m.role !== "user")
+      throw new ChatError("NOT_A_QUESTION", `message ${messageId} is not a question (a user message)`, { chatId, messageId });
     return m;
   }
 
@@ -107,7 +122,10 @@ export function branchCommands(ctx: ChatContext, needs: Needs) {
     /** Runs `fn` after the previous one for the same chat in this process. */
     serial<T>(chatId: string, fn: () => Promise<T>): Promise<T> {
       const run = (chains.get(chatId) ?? Promise.resolve()).then(fn, fn);
-      const tail = run.then(() => {}, () => {});
+      const tail = run.then(
+        () => {},
+        () => {},
+      );
       chains.set(chatId, tail);
       void tail.then(() => chains.get(chatId) === tail && chains.delete(chatId));
       return run;
@@ -149,7 +167,13 @@ export function branchCommands(ctx: ChatContext, needs: Needs) {
       void ticket.result.finally(() => regenerating.delete(ticket.traceId));
       announce(o.owner, o.chatId, question.id, o.origin);
       const { queued } = await lanes.start(ticket, {
-        owner: o.owner, chatId: o.chatId, traceId: ticket.traceId, question, origin: o.origin, laneKey: key, branched: true,
+        owner: o.owner,
+        chatId: o.chatId,
+        traceId: ticket.traceId,
+        question,
+        origin: o.origin,
+        laneKey: key,
+        branched: true,
       });
       return { chatId: o.chatId, questionId: question.id, traceId: ticket.traceId, queued, reply: ticket.result };
     },
@@ -161,8 +185,16 @@ export function branchCommands(ctx: ChatContext, needs: Needs) {
       const on = new Set(branchOf(chat, tree, stored).map((m) => m.id));
       const siblings = siblingsOf(tree, o.messageId);
       return {
-        chatId: o.chatId, messageId: o.messageId,
-        siblings: siblings.map((m) => ({ id: m.id, role: m.role, created_at: m.created_at, preview: Array.from(m.content.slice(0, 2 * PREVIEW_CHARS)).slice(0, PREVIEW_CHARS).join("") })),
+        chatId: o.chatId,
+        messageId: o.messageId,
+        siblings: siblings.map((m) => ({
+          id: m.id,
+          role: m.role,
+          created_at: m.created_at,
+          preview: Array.from(m.content.slice(0, 2 * PREVIEW_CHARS))
+            .slice(0, PREVIEW_CHARS)
+            .join(""),
+        })),
         current: siblings.find((m) => on.has(m.id))?.id ?? null,
       };
     },

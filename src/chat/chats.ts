@@ -18,11 +18,13 @@ export type HistoryQuery = { chatId: string; limit?: number; before?: string; cu
 const KNOWN_OWNERS = 10_000;
 
 /** A branched chat's page entry keeps its sibling fields when its live entry stands in for it. */
-const siblingsOf = (m: Message & { siblings?: number; sibling?: number }) => (m.siblings ? { siblings: m.siblings, sibling: m.sibling } : {});
+const siblingsOf = (m: Message & { siblings?: number; sibling?: number }) =>
+  m.siblings ? { siblings: m.siblings, sibling: m.sibling } : {};
 
 /** Creating, listing, reading, renaming and deleting chats. */
 export function chatCommands(
-  ctx: ChatContext, stopElsewhere: (r: { chatId: string; traceId: string }) => Promise<boolean>,
+  ctx: ChatContext,
+  stopElsewhere: (r: { chatId: string; traceId: string }) => Promise<boolean>,
   /** The question a regeneration this process runs answers (src/chat/branches.ts). */
   regeneratingQuestion: (traceId: string) => string | undefined = () => undefined,
 ) {
@@ -97,10 +99,18 @@ export function chatCommands(
     const g = !o.before && !o.cursor ? live.get(o.chatId) : undefined;
     const questionId = g && regeneratingQuestion(g.traceId);
     const limit = Math.min(o.limit ?? options.historyMaxMessages, options.historyMaxMessages);
-    return branchHistory(chat, stored, { limit, cursor: o.cursor, before: o.before }, g && questionId ? { traceId: g.traceId, questionId, createdAt: g.createdAt } : undefined);
+    return branchHistory(
+      chat,
+      stored,
+      { limit, cursor: o.cursor, before: o.before },
+      g && questionId ? { traceId: g.traceId, questionId, createdAt: g.createdAt } : undefined,
+    );
   }
   /** The page a history request reads: stored order, or the current branch of a branched chat. */
-  const pageOf = (owner: string, o: HistoryQuery): Promise<{ messages: Message[]; hasMore: boolean; cursor?: string; offBranch?: Set<string> }> =>
+  const pageOf = (
+    owner: string,
+    o: HistoryQuery,
+  ): Promise<{ messages: Message[]; hasMore: boolean; cursor?: string; offBranch?: Set<string> }> =>
     branched.has(o.chatId) ? branchedHistory(owner, o) : storedHistory(owner, o);
 
   /**
@@ -115,7 +125,8 @@ export function chatCommands(
     // since) is read again from the store, where its lease is current.
     const read = () => store.pageMessages(o.chatId, { limit, cursor: o.cursor, before: o.before });
     let page = o.cursor || o.before ? await read() : await ctx.recent.newest(o.chatId, limit);
-    if (!o.cursor && !o.before && page.items.some((m) => m.status === "streaming" && m.id !== live.get(o.chatId)?.traceId)) page = await read();
+    if (!o.cursor && !o.before && page.items.some((m) => m.status === "streaming" && m.id !== live.get(o.chatId)?.traceId))
+      page = await read();
     // A chat deleted meanwhile (here or on another replica) leaves an empty page: say so.
     if (page.items.length === 0) await requireChat(owner, o.chatId);
     return { messages: page.items, hasMore: page.cursor !== undefined, ...(page.cursor ? { cursor: page.cursor } : {}) };
@@ -131,7 +142,8 @@ export function chatCommands(
     if (!messages.some((m) => m.status === "streaming" && m.id !== live && (!m.lease || m.lease.until < now))) return messages;
     const stale = await store.finalizeStale(now, chatId);
     // As the sweeper does: watchers get the end, and every replica's kept messages are read again.
-    for (const m of stale) bus.publish({ type: "reply_end", chatId: m.chat_id, traceId: m.id, seq: (m.lease?.seq ?? 0) + 1, status: "interrupted" });
+    for (const m of stale)
+      bus.publish({ type: "reply_end", chatId: m.chat_id, traceId: m.id, seq: (m.lease?.seq ?? 0) + 1, status: "interrupted" });
     const finalized = new Map(stale.map((m) => [m.id, m] as const));
     return messages.map((m) => finalized.get(m.id) ?? m);
   }
@@ -152,7 +164,11 @@ export function chatCommands(
   async function createChat(o: { owner: string; name?: string; deviceId?: string; origin?: string }): Promise<Chat> {
     const t = nowIso();
     const chat: Chat = {
-      id: crypto.randomUUID(), name: o.name ?? DEFAULT_CHAT_NAME, active: true, created_at: t, updated_at: t,
+      id: crypto.randomUUID(),
+      name: o.name ?? DEFAULT_CHAT_NAME,
+      active: true,
+      created_at: t,
+      updated_at: t,
       ...(o.deviceId ? { device_id: o.deviceId } : {}),
     };
     await store.createChat(o.owner, chat);
@@ -194,7 +210,12 @@ export function chatCommands(
       const pending = live.get(o.chatId);
       let { messages, hasMore, cursor, offBranch } = await pageOf(client.owner, o);
       messages = await finalizeLapsed(o.chatId, messages, pending?.traceId);
-      if (pending && live.get(o.chatId) !== pending && newest && !messages.some((m) => m.id === pending.traceId && m.status !== "streaming")) {
+      if (
+        pending &&
+        live.get(o.chatId) !== pending &&
+        newest &&
+        !messages.some((m) => m.id === pending.traceId && m.status !== "streaming")
+      ) {
         // The reply finished while we read: it is stored now, and its live end went by unseen.
         ({ messages, hasMore, cursor, offBranch } = await pageOf(client.owner, o));
         messages = await finalizeLapsed(o.chatId, messages, live.get(o.chatId)?.traceId);
@@ -205,11 +226,20 @@ export function chatCommands(
       client.watch(o.chatId);
       const g = newest ? live.get(o.chatId) : undefined;
       const now = Date.now();
-      const liveEntry = (g: NonNullable<typeof pending>, createdAt = g.createdAt): StreamingMessage =>
-        ({ id: g.traceId, chat_id: g.chatId, role: "assistant", content: g.chunks.join(""), created_at: createdAt, streaming: true, seq: g.chunks.length });
+      const liveEntry = (g: NonNullable<typeof pending>, createdAt = g.createdAt): StreamingMessage => ({
+        id: g.traceId,
+        chat_id: g.chatId,
+        role: "assistant",
+        content: g.chunks.join(""),
+        created_at: createdAt,
+        streaming: true,
+        seq: g.chunks.length,
+      });
       // The stored checkpoint of the live reply is shown as the live entry, in its place.
       // (On a branched chat's page it keeps its place among its siblings.)
-      const shown = messages.map((m) => (g && m.id === g.traceId && m.status === "streaming" ? { ...siblingsOf(m), ...liveEntry(g, m.created_at) } : present(m, now)));
+      const shown = messages.map((m) =>
+        g && m.id === g.traceId && m.status === "streaming" ? { ...siblingsOf(m), ...liveEntry(g, m.created_at) } : present(m, now),
+      );
       // A reply still being generated belongs to the newest page only (older pages are stored messages).
       const all: (Message | StreamingMessage)[] = newest ? shown : shown.filter((m) => !("streaming" in m));
       // Not a reply streaming on another branch of a branched chat.
@@ -217,7 +247,11 @@ export function chatCommands(
         // In its place by (created_at, id): questions asked while it streams come after it.
         const entry = liveEntry(g);
         let i = all.length;
-        while (i > 0 && (all[i - 1]!.created_at > entry.created_at || (all[i - 1]!.created_at === entry.created_at && all[i - 1]!.id > entry.id))) i--;
+        while (
+          i > 0 &&
+          (all[i - 1]!.created_at > entry.created_at || (all[i - 1]!.created_at === entry.created_at && all[i - 1]!.id > entry.id))
+        )
+          i--;
         all.splice(i, 0, entry);
       }
       // One frame must stay well under the send limit: the oldest messages past the byte budget wait for the next page.

@@ -42,7 +42,11 @@ export type ChatOptions = {
 
 /** What the chat service is built from, once, in server.ts (tests pass real local peers). */
 export type ChatParts = {
-  store: Store; model: Model; bus: Bus; log: Logger; options: ChatOptions;
+  store: Store;
+  model: Model;
+  bus: Bus;
+  log: Logger;
+  options: ChatOptions;
   /** Lanes shared between replicas (Redis); without it, this process's own. */
   sharedLanes?: (local: Replies) => Lanes;
   /** The text so far of a reply streaming on another replica (the Redis stream that mirrors it). */

@@ -22,7 +22,8 @@ export function deviceOwners(store: Store, fallback: () => Promise<string>, log:
     const owner = (await store.deviceOwner(deviceId)) ?? (await fallback());
     if (cache.size > 10_000) cache.clear();
     cache.set(deviceId, { owner, until: Date.now() + ttlMs });
-    if (owner === UNASSIGNED_OWNER && !hit) log.warn("a device nobody owns sent a message: stored, not answered; assign it with `bun run devices assign`", { deviceId });
+    if (owner === UNASSIGNED_OWNER && !hit)
+      log.warn("a device nobody owns sent a message: stored, not answered; assign it with `bun run devices assign`", { deviceId });
     return owner;
   };
 }

@@ -4,17 +4,31 @@ import { InvalidCursorError, isStoreUnavailable } from "../store/errors";
 // Codes of the chat layer, which a client can switch on; the text beside them is for people.
 // Frame-level codes (BAD_JSON, FRAME_TOO_LARGE, ...) belong to src/ws.
 export type ChatErrorCode =
-  | "CHAT_NOT_FOUND" | "NO_GENERATION" | "GENERATION_NOT_FOUND" | "QUEUE_FULL" | "TOO_MANY_GENERATIONS"
-  | "INVALID_ARGUMENT" | "STORE_UNAVAILABLE" | "MODEL_ERROR" | "MODEL_TIMEOUT" | "SHUTTING_DOWN" | "INTERNAL_ERROR"
+  | "CHAT_NOT_FOUND"
+  | "NO_GENERATION"
+  | "GENERATION_NOT_FOUND"
+  | "QUEUE_FULL"
+  | "TOO_MANY_GENERATIONS"
+  | "INVALID_ARGUMENT"
+  | "STORE_UNAVAILABLE"
+  | "MODEL_ERROR"
+  | "MODEL_TIMEOUT"
+  | "SHUTTING_DOWN"
+  | "INTERNAL_ERROR"
   // A question that does not fit the model's context window even alone (details: tokens, limit).
   | "CONTEXT_TOO_LARGE"
   // Branches (src/chat/branches.ts): no such message in the chat; a message that is not a question.
-  | "MESSAGE_NOT_FOUND" | "NOT_A_QUESTION";
+  | "MESSAGE_NOT_FOUND"
+  | "NOT_A_QUESTION";
 
 /** An error whose message is safe to send to a client as is. */
 export class ChatError extends Error {
   override name = "ChatError";
-  constructor(readonly code: ChatErrorCode, message: string, readonly details?: Record<string, unknown>) {
+  constructor(
+    readonly code: ChatErrorCode,
+    message: string,
+    readonly details?: Record<string, unknown>,
+  ) {
     super(message);
   }
 }
@@ -29,7 +43,8 @@ export type Failure = { code: ChatErrorCode; message: string; details?: Record<s
  */
 export function describeFailure(e: unknown, internal = "something went wrong"): Failure {
   if (e instanceof ChatError) return { code: e.code, message: e.message, details: e.details };
-  if (isStoreUnavailable(e)) return { code: "STORE_UNAVAILABLE", message: "the store is unavailable; try again shortly", details: { retryAfterMs: 2000 } };
+  if (isStoreUnavailable(e))
+    return { code: "STORE_UNAVAILABLE", message: "the store is unavailable; try again shortly", details: { retryAfterMs: 2000 } };
   if (e instanceof ModelError) return { code: e.code, message: e.message };
   if (e instanceof InvalidCursorError) return { code: "INVALID_ARGUMENT", message: e.message };
   return { code: "INTERNAL_ERROR", message: internal };

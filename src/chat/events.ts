@@ -16,8 +16,12 @@ export type ChatEvent =
   | { type: "reply_start"; chatId: string; traceId: string; createdAt: string }
   | { type: "reply_delta"; chatId: string; traceId: string; seq: number; content: string }
   | {
-      type: "reply_end"; chatId: string; traceId: string; seq: number;
-      status?: MessageStatus; error?: { code: string; message: string };
+      type: "reply_end";
+      chatId: string;
+      traceId: string;
+      seq: number;
+      status?: MessageStatus;
+      error?: { code: string; message: string };
       /** The reply as stored, when it was (a device on another replica sends it on). */
       message?: Message;
     }

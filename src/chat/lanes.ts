@@ -36,7 +36,9 @@ export function modelCallLimit(perMinute: number, shared?: (minute: number) => P
     const minute = Math.floor(Date.now() / 60_000);
     const count = shared ? await shared(minute).catch(() => countHere(minute)) : countHere(minute);
     if (count > perMinute) {
-      throw new ChatError("TOO_MANY_GENERATIONS", "the service is at its model request limit; try again shortly", { retryAfterMs: (minute + 1) * 60_000 - Date.now() });
+      throw new ChatError("TOO_MANY_GENERATIONS", "the service is at its model request limit; try again shortly", {
+        retryAfterMs: (minute + 1) * 60_000 - Date.now(),
+      });
     }
   };
 }

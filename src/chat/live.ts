@@ -39,13 +39,16 @@ export function createLiveReplies(o: {
   };
   const fill = (r: LiveReply) => {
     if (!o.backfill || filling.has(r.traceId)) return;
-    const p = o.backfill(r.chatId, r.traceId).then(
-      (chunks) => {
-        // Deltas that arrived meanwhile are already in r.chunks at their seq; keep the longer, in order.
-        for (let i = 0; i < chunks.length; i++) if (r.chunks[i] === undefined) r.chunks[i] = chunks[i]!;
-      },
-      (e) => o.onError?.(e),
-    ).finally(() => filling.delete(r.traceId));
+    const p = o
+      .backfill(r.chatId, r.traceId)
+      .then(
+        (chunks) => {
+          // Deltas that arrived meanwhile are already in r.chunks at their seq; keep the longer, in order.
+          for (let i = 0; i < chunks.length; i++) if (r.chunks[i] === undefined) r.chunks[i] = chunks[i]!;
+        },
+        (e) => o.onError?.(e),
+      )
+      .finally(() => filling.delete(r.traceId));
     filling.set(r.traceId, p);
   };
 

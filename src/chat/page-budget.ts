@@ -11,7 +11,11 @@ export const messageBytes = (m: object): number => Buffer.byteLength(JSON.string
  * first, and how many older ones were cut. The newest is kept whatever its size, so a page is
  * never empty and paging back with the oldest kept message always makes progress.
  */
-export function fitPage<T extends object>(messages: readonly T[], maxBytes: number, size: (m: T) => number = messageBytes): { messages: T[]; trimmed: number } {
+export function fitPage<T extends object>(
+  messages: readonly T[],
+  maxBytes: number,
+  size: (m: T) => number = messageBytes,
+): { messages: T[]; trimmed: number } {
   // Most pages are far under the budget: a bound that needs no serialising settles them.
   if (size === messageBytes && boundBytes(messages) <= maxBytes) return { messages: [...messages], trimmed: 0 };
   let used = 0;

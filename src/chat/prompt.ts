@@ -59,9 +59,8 @@ type Api = { countTokens(text: string, o: typeof AS_TEXT): number; setMergeCache
 async function load(encoding: Encoding): Promise<{ api: Api; split: RegExp }> {
   // Loaded on first use (each encoding's table is 1-2 MB of JS): only what the model needs.
   const { O200K_TOKEN_SPLIT_REGEX, CL100K_TOKEN_SPLIT_REGEX } = await import("gpt-tokenizer/encodingParams/constants");
-  const api: Api = encoding === "o200k_base"
-    ? await import("gpt-tokenizer/encoding/o200k_base")
-    : await import("gpt-tokenizer/encoding/cl100k_base");
+  const api: Api =
+    encoding === "o200k_base" ? await import("gpt-tokenizer/encoding/o200k_base") : await import("gpt-tokenizer/encoding/cl100k_base");
   // The default merge cache keeps 100,000 pieces; a tenth bounds its memory and still hits on common words.
   api.setMergeCacheSize(10_000);
   return { api, split: encoding === "o200k_base" ? O200K_TOKEN_SPLIT_REGEX : CL100K_TOKEN_SPLIT_REGEX };
@@ -95,8 +94,20 @@ function hasLongRun(text: string): boolean {
 }
 
 function isSpace(c: number): boolean {
-  return c === 32 || (c >= 9 && c <= 13) || c === 0xa0 || c === 0x1680 || (c >= 0x2000 && c <= 0x200a)
-    || c === 0x2028 || c === 0x2029 || c === 0x202f || c === 0x205f || c === 0x3000 || c === 0xfeff || c === 0x85;
+  return (
+    c === 32 ||
+    (c >= 9 && c <= 13) ||
+    c === 0xa0 ||
+    c === 0x1680 ||
+    (c >= 0x2000 && c <= 0x200a) ||
+    c === 0x2028 ||
+    c === 0x2029 ||
+    c === 0x202f ||
+    c === 0x205f ||
+    c === 0x3000 ||
+    c === 0xfeff ||
+    c === 0x85
+  );
 }
 
 /**
@@ -123,7 +134,7 @@ function countText(api: Api, split: RegExp, text: string): number {
       continue;
     }
     flush(at);
-    for (let i = 0; i < piece.length;) {
+    for (let i = 0; i < piece.length; ) {
       let end = Math.min(i + MAX_RUN, piece.length);
       // Keep a surrogate pair whole.
       if (end < piece.length && isHighSurrogate(piece.charCodeAt(end - 1))) end--;
@@ -194,8 +205,8 @@ export function contextTooLarge(tokens: number, b: ContextBudget): ChatError {
   const limit = promptLimit(b);
   return new ChatError(
     "CONTEXT_TOO_LARGE",
-    `this message needs ${tokens} tokens with the system prompt, but the model takes at most ${limit} `
-      + `(a ${b.contextTokens}-token window less ${b.replyReserveTokens} kept for the reply); shorten it or split it into several messages`,
+    `this message needs ${tokens} tokens with the system prompt, but the model takes at most ${limit} ` +
+      `(a ${b.contextTokens}-token window less ${b.replyReserveTokens} kept for the reply); shorten it or split it into several messages`,
     { tokens, limit },
   );
 }
@@ -237,7 +248,8 @@ export function buildPrompt(tok: Tokenizer, systemPrompt: string, history: reado
  * with the system prompt and model in effect now (the settings, else the server's defaults).
  */
 export async function checkQuestionFits(
-  o: { store: Store; owner: string; defaultModel: string; defaultSystemPrompt: string; budget: ContextBudget }, question: string,
+  o: { store: Store; owner: string; defaultModel: string; defaultSystemPrompt: string; budget: ContextBudget },
+  question: string,
 ): Promise<void> {
   const settings = await getSettingsOf(o.store, o.owner);
   const tok = await tokenizerFor(settings.model ?? o.defaultModel);

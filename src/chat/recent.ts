@@ -137,7 +137,9 @@ export function recentMessages(store: Store, bus: Bus, o: RecentOptions) {
       const page = await store.pageMessages(chatId, { limit: o.perChat });
       const messages = page.items;
       const e: Entry = {
-        messages, complete: page.cursor === undefined, until: Date.now() + o.ttlMs,
+        messages,
+        complete: page.cursor === undefined,
+        until: Date.now() + o.ttlMs,
         chars: messages.reduce((n, m) => n + charsOf(m), 0),
       };
       if (r.changes === mark && generation === gen && !entries.has(chatId)) keep(chatId, e);

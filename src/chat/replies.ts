@@ -69,7 +69,15 @@ type Lane = { running?: Generation; waiting: Entry[] };
 export type Replies = ReturnType<typeof createReplies>;
 
 /** `run` answers a job in a generation this module registered; it is looked up late (the chat service builds it after). */
-export function createReplies({ max, queueLimit, run }: { max: number; queueLimit: number; run: (spec: JobSpec, g: Generation) => Promise<ReplyOutcome> }) {
+export function createReplies({
+  max,
+  queueLimit,
+  run,
+}: {
+  max: number;
+  queueLimit: number;
+  run: (spec: JobSpec, g: Generation) => Promise<ReplyOutcome>;
+}) {
   const lanes = new Map<string, Lane>();
   // Every question waiting or being answered here, by chatId + "\n" + questionId.
   const answering = new Map<string, Entry>();
@@ -97,7 +105,13 @@ export function createReplies({ max, queueLimit, run }: { max: number; queueLimi
     if (!head.spec) return; // its question is still being stored
     lane.waiting.shift();
     const g: Generation = {
-      chatId, traceId: head.traceId, questionId: head.questionId, createdAt: new Date().toISOString(), chunks: [], controller: new AbortController(), done: Promise.resolve(),
+      chatId,
+      traceId: head.traceId,
+      questionId: head.questionId,
+      createdAt: new Date().toISOString(),
+      chunks: [],
+      controller: new AbortController(),
+      done: Promise.resolve(),
     };
     lane.running = g;
     if (interrupt) g.controller.abort(interrupt);
@@ -107,7 +121,10 @@ export function createReplies({ max, queueLimit, run }: { max: number; queueLimi
       answering.delete(key(chatId, head.questionId));
       pump(chatId);
     });
-    g.done = result.then(() => {}, () => {});
+    g.done = result.then(
+      () => {},
+      () => {},
+    );
     head.settle(result);
   }
 
@@ -140,15 +157,20 @@ export function createReplies({ max, queueLimit, run }: { max: number; queueLimi
      * Synchronous, so two sends of one id cannot both take a place.
      */
     admit(chatId: string, questionId: string, o: { traceId?: string; admitted?: boolean } = {}): Ticket | "duplicate" {
-      if (closed && !o.admitted) throw new ChatError("SHUTTING_DOWN", "the server is shutting down; send again shortly", { retryAfterMs: 2000 });
+      if (closed && !o.admitted)
+        throw new ChatError("SHUTTING_DOWN", "the server is shutting down; send again shortly", { retryAfterMs: 2000 });
       if (answering.has(key(chatId, questionId))) return "duplicate";
       let lane = lanes.get(chatId);
       // `admitted`: a job the shared lanes already let in (the limits were checked service-wide).
       if (!o.admitted && !lane && lanes.size >= max) {
-        throw new ChatError("TOO_MANY_GENERATIONS", "the server is generating as many replies as it allows; try again shortly", { retryAfterMs: 1000 });
+        throw new ChatError("TOO_MANY_GENERATIONS", "the server is generating as many replies as it allows; try again shortly", {
+          retryAfterMs: 1000,
+        });
       }
       if (!o.admitted && lane && lane.waiting.length >= queueLimit) {
-        throw new ChatError("QUEUE_FULL", `at most ${queueLimit} messages may wait for a reply in one chat; wait for the current reply`, { limit: queueLimit });
+        throw new ChatError("QUEUE_FULL", `at most ${queueLimit} messages may wait for a reply in one chat; wait for the current reply`, {
+          limit: queueLimit,
+        });
       }
       let settle!: Entry["settle"];
       const result = new Promise<ReplyOutcome>((r) => (settle = r));

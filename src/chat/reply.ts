@@ -16,9 +16,7 @@ export type ReplyJob = {
 };
 
 /** What RESUME answers: the rest of a live reply, or the stored one when it has finished. */
-export type Resumed =
-  | { live: true; chatId: string; traceId: string; content: string; seq: number }
-  | { live: false; message: Message };
+export type Resumed = { live: true; chatId: string; traceId: string; content: string; seq: number } | { live: false; message: Message };
 
 /** Generating, stopping and resuming the model's replies. */
 export function replyCommands(ctx: ChatContext, requireOwned: (owner: string, chatId: string) => Promise<void>) {
@@ -37,10 +35,14 @@ export function replyCommands(ctx: ChatContext, requireOwned: (owner: string, ch
    */
   async function stop(o: { owner: string; chatId?: string; traceId?: string }) {
     // Another user's reply is answered as one that is not there, after the same store read.
-    const owns = (chatId: string) => requireOwned(o.owner, chatId).then(() => true, (e: unknown) => {
-      if (e instanceof ChatError && e.code === "CHAT_NOT_FOUND") return false;
-      throw e;
-    });
+    const owns = (chatId: string) =>
+      requireOwned(o.owner, chatId).then(
+        () => true,
+        (e: unknown) => {
+          if (e instanceof ChatError && e.code === "CHAT_NOT_FOUND") return false;
+          throw e;
+        },
+      );
     const g = o.traceId ? replies.byTrace(o.traceId) : o.chatId ? replies.get(o.chatId) : undefined;
     if (g && (!o.chatId || g.chatId === o.chatId) && (await owns(g.chatId))) {
       g.controller.abort({ stop: "stopped" } satisfies StopReason);
@@ -54,7 +56,10 @@ export function replyCommands(ctx: ChatContext, requireOwned: (owner: string, ch
       throw new ChatError("NO_GENERATION", "no reply is being generated there", { chatId: o.chatId, traceId: o.traceId });
     }
     if (!(await stopElsewhere(r))) {
-      throw new ChatError("NO_GENERATION", "the replica generating that reply did not answer; it is finalised when its lease lapses", { chatId: r.chatId, traceId: r.traceId });
+      throw new ChatError("NO_GENERATION", "the replica generating that reply did not answer; it is finalised when its lease lapses", {
+        chatId: r.chatId,
+        traceId: r.traceId,
+      });
     }
     return { chatId: r.chatId, traceId: r.traceId };
   }
@@ -91,8 +96,13 @@ export function replyCommands(ctx: ChatContext, requireOwned: (owner: string, ch
 async function run(ctx: ChatContext, g: Generation, job: ReplyJob): Promise<ReplyResult> {
   const { bus, log } = ctx;
   const base: Message = {
-    id: g.traceId, chat_id: g.chatId, role: "assistant", content: "", created_at: replyTime(job.question),
-    parent_id: job.question.id, ...(job.deviceId ? { device_id: job.deviceId } : {}),
+    id: g.traceId,
+    chat_id: g.chatId,
+    role: "assistant",
+    content: "",
+    created_at: replyTime(job.question),
+    parent_id: job.question.id,
+    ...(job.deviceId ? { device_id: job.deviceId } : {}),
   };
   g.createdAt = base.created_at;
   // From here every replica mirrors this reply (history and RESUME anywhere).
@@ -114,7 +124,11 @@ async function run(ctx: ChatContext, g: Generation, job: ReplyJob): Promise<Repl
   let status: MessageStatus | undefined;
   let error: ReplyResult["error"];
   try {
-    for await (const delta of ctx.model.stream(prompt.turns, { signal: g.controller.signal, temperature: prompt.temperature, model: prompt.model })) {
+    for await (const delta of ctx.model.stream(prompt.turns, {
+      signal: g.controller.signal,
+      temperature: prompt.temperature,
+      model: prompt.model,
+    })) {
       // A stopped reply takes nothing more, even deltas the model had already sent (one read of
       // its stream can hold many).
       if (g.controller.signal.aborted) break;
@@ -131,9 +145,10 @@ async function run(ctx: ChatContext, g: Generation, job: ReplyJob): Promise<Repl
     } else {
       status = "incomplete";
       const f = describeFailure(reason);
-      error = f.code === "MODEL_ERROR" || f.code === "MODEL_TIMEOUT"
-        ? { code: f.code, message: f.message }
-        : { code: "MODEL_ERROR", message: "the model failed while replying" };
+      error =
+        f.code === "MODEL_ERROR" || f.code === "MODEL_TIMEOUT"
+          ? { code: f.code, message: f.message }
+          : { code: "MODEL_ERROR", message: "the model failed while replying" };
       log.warn("model reply failed", { chatId: g.chatId, traceId: g.traceId, code: error.code, error: reason });
     }
   } finally {
@@ -152,14 +167,20 @@ async function run(ctx: ChatContext, g: Generation, job: ReplyJob): Promise<Repl
     } catch (e) {
       log.error("could not store the reply", { chatId: g.chatId, traceId: g.traceId, error: e });
       const f = describeFailure(e, "the reply could not be saved");
-      error ??= f.code === "STORE_UNAVAILABLE"
-        ? { code: f.code, message: "the reply could not be saved: the store is unavailable" }
-        : { code: "INTERNAL_ERROR", message: "the reply could not be saved" };
+      error ??=
+        f.code === "STORE_UNAVAILABLE"
+          ? { code: f.code, message: "the reply could not be saved: the store is unavailable" }
+          : { code: "INTERNAL_ERROR", message: "the reply could not be saved" };
     }
   }
   bus.publish({
-    type: "reply_end", chatId: g.chatId, traceId: g.traceId, seq: g.chunks.length + 1,
-    ...(status ? { status } : {}), ...(error ? { error } : {}), ...(stored ? { message: stored } : {}),
+    type: "reply_end",
+    chatId: g.chatId,
+    traceId: g.traceId,
+    seq: g.chunks.length + 1,
+    ...(status ? { status } : {}),
+    ...(error ? { error } : {}),
+    ...(stored ? { message: stored } : {}),
   });
   return { message: stored, status, error };
 }
@@ -189,13 +210,16 @@ function checkpointer(ctx: ChatContext, g: Generation, base: Message) {
     if (writing || stopped || seq === 0 || (seq === savedSeq && Date.now() < renewBy)) return;
     const until = Date.now() + leaseMs;
     const m: Message = { ...base, content: g.chunks.join(""), status: "streaming", lease: { owner: instanceId, until, seq } };
-    writing = ctx.store.putMessage(m).then(
-      () => {
-        savedSeq = seq;
-        renewBy = until - leaseMs / 2;
-      },
-      (e) => ctx.log.debug("reply checkpoint failed", { chatId: g.chatId, traceId: g.traceId, error: e }),
-    ).finally(() => (writing = undefined));
+    writing = ctx.store
+      .putMessage(m)
+      .then(
+        () => {
+          savedSeq = seq;
+          renewBy = until - leaseMs / 2;
+        },
+        (e) => ctx.log.debug("reply checkpoint failed", { chatId: g.chatId, traceId: g.traceId, error: e }),
+      )
+      .finally(() => (writing = undefined));
   };
   const timer = setInterval(tick, every);
   return {

@@ -18,7 +18,10 @@ export type SendResult =
 export type SendRequest = {
   /** The user asking: the chat must be theirs, and their settings shape the reply. */
   owner: string;
-  chatId: string; content: string; messageId?: string; deviceId?: string;
+  chatId: string;
+  content: string;
+  messageId?: string;
+  deviceId?: string;
   /** Context to send instead of the stored history (a device's own conversation). */
   context?: Turn[];
   /**
@@ -79,8 +82,13 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
   async function place(o: QuestionToStore, parentId?: string) {
     const { owner, chatId } = o;
     const message: Message = {
-      id: o.messageId ?? crypto.randomUUID(), chat_id: chatId, role: "user", content: o.content, created_at: nowIso(),
-      ...(o.deviceId ? { device_id: o.deviceId } : {}), ...(parentId !== undefined ? { parent_id: parentId } : {}),
+      id: o.messageId ?? crypto.randomUUID(),
+      chat_id: chatId,
+      role: "user",
+      content: o.content,
+      created_at: nowIso(),
+      ...(o.deviceId ? { device_id: o.deviceId } : {}),
+      ...(parentId !== undefined ? { parent_id: parentId } : {}),
     };
     // The question and its chat's activity time; a chat deleted meanwhile wins (store.addQuestion).
     const stored = parentId === undefined ? await store.addQuestion(owner, message) : await storeInBranch(owner, message);
@@ -132,8 +140,19 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
     let q: Awaited<ReturnType<typeof storeQuestion>>;
     try {
       // A question the model's window cannot hold even alone is refused before it is stored.
-      await checkQuestionFits({ store, owner: o.owner, defaultModel: ctx.model.name, defaultSystemPrompt: options.systemPrompt, budget: options.context }, o.content);
-      q = await storeQuestion({ owner: o.owner, chatId: o.chatId, content: o.content, messageId: id, deviceId: o.deviceId, origin, parentId });
+      await checkQuestionFits(
+        { store, owner: o.owner, defaultModel: ctx.model.name, defaultSystemPrompt: options.systemPrompt, budget: options.context },
+        o.content,
+      );
+      q = await storeQuestion({
+        owner: o.owner,
+        chatId: o.chatId,
+        content: o.content,
+        messageId: id,
+        deviceId: o.deviceId,
+        origin,
+        parentId,
+      });
       if (!q.stored) answered = await store.findReply(o.chatId, id);
       if (answered && o.retryCutShort && cutShort(answered)) answered = undefined;
     } catch (e) {
@@ -142,11 +161,20 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
     }
     if (answered) {
       lanes.release(ticket);
-      return { duplicate: true, message: q.message, reply: Promise.resolve({ message: answered, ...(answered.status ? { status: answered.status } : {}) }) };
+      return {
+        duplicate: true,
+        message: q.message,
+        reply: Promise.resolve({ message: answered, ...(answered.status ? { status: answered.status } : {}) }),
+      };
     }
     const { queued } = await lanes.start(ticket, {
-      owner: o.owner, chatId: o.chatId, traceId: ticket.traceId, question: q.message, origin,
-      ...(o.deviceId ? { deviceId: o.deviceId } : {}), ...(o.context ? { context: o.context } : {}),
+      owner: o.owner,
+      chatId: o.chatId,
+      traceId: ticket.traceId,
+      question: q.message,
+      origin,
+      ...(o.deviceId ? { deviceId: o.deviceId } : {}),
+      ...(o.context ? { context: o.context } : {}),
       ...(q.message.parent_id !== undefined ? { branched: true } : {}),
     });
     if (options.autoTitle && ctx.model.kind !== "offline") titleAfter(ticket, o.owner, q.message);
@@ -161,13 +189,27 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
   async function promptFor(question: Message, o: { owner: string; context?: Turn[]; branched?: boolean }) {
     const [earlier, settings] = await Promise.all([
       // A branched chat's question is shown the path above it in the tree, not other branches.
-      o.context ? [] : o.branched ? needs.branches.pathFor(question) : ctx.recent.newest(question.chat_id, options.historyMaxMessages).then((p) => p.items),
+      o.context
+        ? []
+        : o.branched
+          ? needs.branches.pathFor(question)
+          : ctx.recent.newest(question.chat_id, options.historyMaxMessages).then((p) => p.items),
       getSettingsOf(store, o.owner),
     ]);
-    const history = o.context ? [...o.context, { role: "user" as const, content: question.content }] : o.branched ? earlier : upTo(earlier, question);
+    const history = o.context
+      ? [...o.context, { role: "user" as const, content: question.content }]
+      : o.branched
+        ? earlier
+        : upTo(earlier, question);
     return {
-      turns: buildPrompt(await tokenizerFor(settings.model ?? ctx.model.name), settings.systemPrompt ?? options.systemPrompt, history, options.context),
-      temperature: settings.temperature, model: settings.model,
+      turns: buildPrompt(
+        await tokenizerFor(settings.model ?? ctx.model.name),
+        settings.systemPrompt ?? options.systemPrompt,
+        history,
+        options.context,
+      ),
+      temperature: settings.temperature,
+      model: settings.model,
     };
   }
 
@@ -183,7 +225,12 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
 }
 
 type QuestionToStore = {
-  owner: string; chatId: string; content: string; messageId?: string; deviceId?: string; origin?: string;
+  owner: string;
+  chatId: string;
+  content: string;
+  messageId?: string;
+  deviceId?: string;
+  origin?: string;
   /** The question's tree parent, given for an edit (src/chat/branches.ts). */
   parentId?: string;
 };
@@ -197,5 +244,10 @@ function upTo(messages: Message[], question: Message): Message[] {
 }
 
 const questionOf = (o: SendRequest, id: string): Message => ({
-  id, chat_id: o.chatId, role: "user", content: o.content, created_at: nowIso(), ...(o.deviceId ? { device_id: o.deviceId } : {}),
+  id,
+  chat_id: o.chatId,
+  role: "user",
+  content: o.content,
+  created_at: nowIso(),
+  ...(o.deviceId ? { device_id: o.deviceId } : {}),
 });

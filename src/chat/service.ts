@@ -22,16 +22,30 @@ export function createChatService(parts: ChatParts) {
   // The modules below need each other's functions; these late bindings tie the knot once.
   let run: (spec: JobSpec, g: Generation) => Promise<ReplyOutcome> = async () => ({});
   let stopElsewhere: (r: { chatId: string; traceId: string }) => Promise<boolean> = async () => false;
-  const replies = createReplies({ max: parts.options.maxGenerations, queueLimit: parts.options.queueLimit, run: (spec, g) => run(spec, g) });
-  const live = createLiveReplies({ bus: parts.bus, backfill: parts.backfill, onError: (e) => parts.log.warn("could not fill in a live reply", { error: e }) });
+  const replies = createReplies({
+    max: parts.options.maxGenerations,
+    queueLimit: parts.options.queueLimit,
+    run: (spec, g) => run(spec, g),
+  });
+  const live = createLiveReplies({
+    bus: parts.bus,
+    backfill: parts.backfill,
+    onError: (e) => parts.log.warn("could not fill in a live reply", { error: e }),
+  });
   const lanes = parts.sharedLanes ? parts.sharedLanes(replies) : localLanes(replies, modelCallLimit(parts.options.modelCallsPerMinute));
   const settingsCache = withSettingsCache(parts.store, parts.bus);
   const recent = recentMessages(parts.store, parts.bus, {
-    perChat: parts.options.historyMaxMessages, maxChars: parts.options.historyCacheChars, ttlMs: parts.options.historyCacheTtlMs,
+    perChat: parts.options.historyMaxMessages,
+    maxChars: parts.options.historyCacheChars,
+    ttlMs: parts.options.historyCacheTtlMs,
   });
   const ctx: ChatContext = { ...parts, store: settingsCache.store, replies, lanes, live, recent };
   let regeneratingQuestion: (traceId: string) => string | undefined = () => undefined;
-  const chats = chatCommands(ctx, (r) => stopElsewhere(r), (t) => regeneratingQuestion(t));
+  const chats = chatCommands(
+    ctx,
+    (r) => stopElsewhere(r),
+    (t) => regeneratingQuestion(t),
+  );
   const branches = branchCommands(ctx, { requireChat: chats.requireChat, markBranched: chats.markBranched });
   regeneratingQuestion = branches.regeneratingQuestion;
   const reply = replyCommands(ctx, chats.requireOwned);

@@ -3,9 +3,24 @@ import type { Store } from "../store/store";
 
 // What a chat owner may tune. null clears a setting back to the server's default.
 export const SettingsPatchSchema = v.object({
-  systemPrompt: v.nullish(v.pipe(v.string("systemPrompt must be a string"), v.trim(), v.minLength(1, "systemPrompt must not be empty"), v.maxLength(4000, "systemPrompt must be at most 4000 characters"))),
-  temperature: v.nullish(v.pipe(v.number("temperature must be a number"), v.minValue(0, "temperature must be from 0 to 2"), v.maxValue(2, "temperature must be from 0 to 2"))),
-  model: v.nullish(v.pipe(v.string("model must be a string"), v.trim(), v.regex(/^[\w.:\/-]{1,100}$/, "model must be a model or deployment name"))),
+  systemPrompt: v.nullish(
+    v.pipe(
+      v.string("systemPrompt must be a string"),
+      v.trim(),
+      v.minLength(1, "systemPrompt must not be empty"),
+      v.maxLength(4000, "systemPrompt must be at most 4000 characters"),
+    ),
+  ),
+  temperature: v.nullish(
+    v.pipe(
+      v.number("temperature must be a number"),
+      v.minValue(0, "temperature must be from 0 to 2"),
+      v.maxValue(2, "temperature must be from 0 to 2"),
+    ),
+  ),
+  model: v.nullish(
+    v.pipe(v.string("model must be a string"), v.trim(), v.regex(/^[\w.:/-]{1,100}$/, "model must be a model or deployment name")),
+  ),
 });
 export const SettingsSchema = v.object({
   systemPrompt: v.optional(v.string()),

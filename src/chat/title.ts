@@ -2,14 +2,19 @@ import type { Chat, Message } from "../records";
 import { DEFAULT_CHAT_NAME } from "./chats";
 import type { ChatContext } from "./context";
 
-const TITLE_PROMPT = "Write a short title (at most six words) for a conversation that starts like this. Reply with the title only, no quotes.";
+const TITLE_PROMPT =
+  "Write a short title (at most six words) for a conversation that starts like this. Reply with the title only, no quotes.";
 
 /**
  * Names a chat still called by its default name from its first exchange, and announces it as
  * CHAT_UPDATED. Best effort: a failure leaves the default name.
  */
 export async function titleChat(
-  deps: ChatContext, rename: (o: { owner: string; chatId: string; name: string }) => Promise<Chat>, owner: string, chat: Chat, exchange: [Message, Message],
+  deps: ChatContext,
+  rename: (o: { owner: string; chatId: string; name: string }) => Promise<Chat>,
+  owner: string,
+  chat: Chat,
+  exchange: [Message, Message],
 ): Promise<Chat | undefined> {
   if (chat.name !== DEFAULT_CHAT_NAME || deps.model.kind === "offline") return undefined;
   try {
@@ -22,7 +27,10 @@ export async function titleChat(
       title += delta;
       if (title.length > 200) break;
     }
-    const clean = title.replace(/^["'\s#*]+|["'\s.*]+$/g, "").replace(/\s+/g, " ").slice(0, 60);
+    const clean = title
+      .replace(/^["'\s#*]+|["'\s.*]+$/g, "")
+      .replace(/\s+/g, " ")
+      .slice(0, 60);
     if (!clean) return undefined;
     // Someone may have renamed it meanwhile; theirs wins.
     const current = await deps.store.getChat(owner, chat.id);

@@ -7,7 +7,13 @@ import { TRANSFER_FORMAT, TRANSFER_VERSION, type ChatExport, type ExportedMessag
  * fixed order, written without ever holding more than one page of messages.
  */
 export async function* jsonExport(e: ChatExport): AsyncGenerator<string> {
-  const whole = JSON.stringify({ format: TRANSFER_FORMAT, version: TRANSFER_VERSION, exported_at: e.exportedAt, chat: e.chat, messages: [] });
+  const whole = JSON.stringify({
+    format: TRANSFER_FORMAT,
+    version: TRANSFER_VERSION,
+    exported_at: e.exportedAt,
+    chat: e.chat,
+    messages: [],
+  });
   yield whole.slice(0, -"]}".length);
   let first = true;
   for await (const page of e.pages) {

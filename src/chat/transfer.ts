@@ -24,8 +24,13 @@ export const IMPORT_MAX_CHARS = 400_000;
 /** `selected`: on a branched chat only, the message its current branch passes through (src/chat/branches.ts). */
 export type ExportedChat = { id: string; name: string; created_at: string; updated_at: string; device_id?: string; selected?: string };
 export type ExportedMessage = {
-  id: string; role: Message["role"]; content: string; created_at: string;
-  status?: NonNullable<Message["status"]>; parent_id?: string; device_id?: string;
+  id: string;
+  role: Message["role"];
+  content: string;
+  created_at: string;
+  status?: NonNullable<Message["status"]>;
+  parent_id?: string;
+  device_id?: string;
 };
 /** An export as it is produced: the chat, then its messages in pages, oldest first. */
 export type ChatExport = { exportedAt: string; chat: ExportedChat; pages: AsyncIterable<ExportedMessage[]> };
@@ -40,30 +45,39 @@ const Timestamp = v.pipe(
 
 const ImportedMessage = v.object({
   id: v.pipe(v.string("must be a string"), v.minLength(1, "must not be empty"), v.maxLength(255, "must be at most 255 characters")),
-  role: v.picklist(RoleSchema.options, "must be \"user\", \"assistant\" or \"system\""),
+  role: v.picklist(RoleSchema.options, 'must be "user", "assistant" or "system"'),
   // Within one Cosmos DB item (2 MB) whatever the script: 4 bytes a character at most.
   content: v.pipe(v.string("must be a string"), v.maxLength(IMPORT_MAX_CHARS, `must be at most ${IMPORT_MAX_CHARS} characters`)),
   created_at: Timestamp,
-  status: v.optional(v.picklist(MessageStatusSchema.options, "must be \"incomplete\", \"stopped\", \"interrupted\" or \"streaming\"")),
+  status: v.optional(v.picklist(MessageStatusSchema.options, 'must be "incomplete", "stopped", "interrupted" or "streaming"')),
   parent_id: v.optional(v.string("must be a string")),
   device_id: v.optional(v.pipe(v.string("must be a string"), v.maxLength(255, "must be at most 255 characters"))),
 });
 
 /** What an import accepts: version 1 of the export. Unknown fields are ignored (later additions). */
-export const ImportSchema = v.object({
-  format: v.literal(TRANSFER_FORMAT, `must be "${TRANSFER_FORMAT}"`),
-  version: v.literal(TRANSFER_VERSION, `must be ${TRANSFER_VERSION} (the only version this server reads)`),
-  exported_at: v.optional(Timestamp),
-  chat: v.object({
-    id: v.optional(v.string("must be a string")),
-    name: v.pipe(v.string("must be a string"), v.maxLength(200, "must be at most 200 characters")),
-    created_at: Timestamp,
-    updated_at: v.optional(Timestamp),
-    device_id: v.optional(v.string("must be a string")),
-    selected: v.optional(v.string("must be a string")),
-  }, "must be an object"),
-  messages: v.pipe(v.array(ImportedMessage, "must be an array"), v.maxLength(IMPORT_MAX_MESSAGES, `must hold at most ${IMPORT_MAX_MESSAGES} messages`)),
-}, "must be a JSON object");
+export const ImportSchema = v.object(
+  {
+    format: v.literal(TRANSFER_FORMAT, `must be "${TRANSFER_FORMAT}"`),
+    version: v.literal(TRANSFER_VERSION, `must be ${TRANSFER_VERSION} (the only version this server reads)`),
+    exported_at: v.optional(Timestamp),
+    chat: v.object(
+      {
+        id: v.optional(v.string("must be a string")),
+        name: v.pipe(v.string("must be a string"), v.maxLength(200, "must be at most 200 characters")),
+        created_at: Timestamp,
+        updated_at: v.optional(Timestamp),
+        device_id: v.optional(v.string("must be a string")),
+        selected: v.optional(v.string("must be a string")),
+      },
+      "must be an object",
+    ),
+    messages: v.pipe(
+      v.array(ImportedMessage, "must be an array"),
+      v.maxLength(IMPORT_MAX_MESSAGES, `must hold at most ${IMPORT_MAX_MESSAGES} messages`),
+    ),
+  },
+  "must be a JSON object",
+);
 export type ChatImport = v.InferOutput<typeof ImportSchema>;
 
 /** The parent_id of a branched chat's first message(s) (src/chat/tree.ts TOP). */
@@ -89,8 +103,12 @@ function firstIssue(issues: [v.BaseIssue<unknown>, ...v.BaseIssue<unknown>[]]): 
 function exported(m: Message, now: number): ExportedMessage {
   const status = m.status === "streaming" && (!m.lease || m.lease.until < now) ? "interrupted" : m.status;
   return {
-    id: m.id, role: m.role, content: m.content, created_at: m.created_at,
-    ...(status ? { status } : {}), ...(m.parent_id !== undefined ? { parent_id: m.parent_id } : {}),
+    id: m.id,
+    role: m.role,
+    content: m.content,
+    created_at: m.created_at,
+    ...(status ? { status } : {}),
+    ...(m.parent_id !== undefined ? { parent_id: m.parent_id } : {}),
     ...(m.device_id !== undefined ? { device_id: m.device_id } : {}),
   };
 }
@@ -110,7 +128,7 @@ export function transferCommands(ctx: ChatContext, requireChat: (owner: string, 
     const exportedAt = nowIso();
     const cursors: string[] = [];
     const newest = await store.pageMessages(chatId, { limit: EXPORT_PAGE_MESSAGES });
-    for (let cursor = newest.cursor; cursor !== undefined;) {
+    for (let cursor = newest.cursor; cursor !== undefined; ) {
       cursors.push(cursor);
       cursor = (await store.pageMessages(chatId, { limit: EXPORT_PAGE_MESSAGES, cursor })).cursor;
     }
@@ -127,8 +145,12 @@ export function transferCommands(ctx: ChatContext, requireChat: (owner: string, 
     return {
       exportedAt,
       chat: {
-        id: chat.id, name: chat.name, created_at: chat.created_at, updated_at: chat.updated_at,
-        ...(chat.device_id !== undefined ? { device_id: chat.device_id } : {}), ...(selectedOf(chat) !== undefined ? { selected: selectedOf(chat) } : {}),
+        id: chat.id,
+        name: chat.name,
+        created_at: chat.created_at,
+        updated_at: chat.updated_at,
+        ...(chat.device_id !== undefined ? { device_id: chat.device_id } : {}),
+        ...(selectedOf(chat) !== undefined ? { selected: selectedOf(chat) } : {}),
       },
       pages: pages(),
     };
@@ -153,7 +175,8 @@ export function transferCommands(ctx: ChatContext, requireChat: (owner: string, 
     });
     incoming.forEach((m, i) => {
       // "" is the top of a branched chat (an edited first question): kept as it is.
-      if (m.parent_id !== undefined && m.parent_id !== TOP && !seen.has(m.parent_id)) throw invalid(`messages.${i}.parent_id: names no message of this export`);
+      if (m.parent_id !== undefined && m.parent_id !== TOP && !seen.has(m.parent_id))
+        throw invalid(`messages.${i}.parent_id: names no message of this export`);
       if (m.device_id !== undefined && !v.is(StoredMessageId, m.device_id)) throw invalid(`messages.${i}.device_id: not a device id`);
     });
 
@@ -163,9 +186,13 @@ export function transferCommands(ctx: ChatContext, requireChat: (owner: string, 
     const newId = new Map(incoming.map((m, i) => [m.id, ids[i]!] as const));
     const chatId = crypto.randomUUID();
     const messages: Message[] = incoming.map((m) => ({
-      id: newId.get(m.id)!, chat_id: chatId, role: m.role, content: m.content, created_at: m.created_at,
+      id: newId.get(m.id)!,
+      chat_id: chatId,
+      role: m.role,
+      content: m.content,
+      created_at: m.created_at,
       // Nothing generates an imported reply: one exported mid-stream is cut short for good.
-      ...(m.status ? { status: m.status === "streaming" ? "interrupted" as const : m.status } : {}),
+      ...(m.status ? { status: m.status === "streaming" ? ("interrupted" as const) : m.status } : {}),
       ...(m.parent_id !== undefined ? { parent_id: m.parent_id === TOP ? TOP : newId.get(m.parent_id)! } : {}),
       ...(m.device_id !== undefined ? { device_id: m.device_id } : {}),
     }));
@@ -175,7 +202,14 @@ export function transferCommands(ctx: ChatContext, requireChat: (owner: string, 
     if (source.selected !== undefined && !seen.has(source.selected)) throw invalid("chat.selected: names no message of this export");
     // A branched chat stays branched, on the same branch.
     const selected = source.selected !== undefined ? { selected: newId.get(source.selected)! } : {};
-    const chat: Chat = { id: chatId, name: source.name.trim() === "" ? DEFAULT_CHAT_NAME : source.name, active: true, created_at: source.created_at, updated_at: last, ...selected };
+    const chat: Chat = {
+      id: chatId,
+      name: source.name.trim() === "" ? DEFAULT_CHAT_NAME : source.name,
+      active: true,
+      created_at: source.created_at,
+      updated_at: last,
+      ...selected,
+    };
 
     await store.createChat(owner, chat);
     try {
@@ -187,8 +221,9 @@ export function transferCommands(ctx: ChatContext, requireChat: (owner: string, 
         if (written.some((r) => r.status === "fulfilled" && !r.value)) throw new Error("an imported message id was already taken");
       }
     } catch (e) {
-      await store.deleteChat(owner, chat.id).catch((cleanup) =>
-        log.warn("could not delete a failed import; it stays unannounced", { chatId: chat.id, error: cleanup }));
+      await store
+        .deleteChat(owner, chat.id)
+        .catch((cleanup) => log.warn("could not delete a failed import; it stays unannounced", { chatId: chat.id, error: cleanup }));
       throw e;
     }
     // Written without an event per message: anything a replica kept of this chat while it filled

@@ -96,7 +96,11 @@ export function placed(t: Tree, path: readonly Message[]): Placed[] {
  * names the oldest message of the previous page (a branch switched since: the position it had),
  * `before` a created_at. The cursor is there only when older messages exist on the branch.
  */
-export function pageOfBranch<M extends Message>(path: readonly M[], chatId: string, q: { limit: number; cursor?: string; before?: string }): { items: M[]; cursor?: string } {
+export function pageOfBranch<M extends Message>(
+  path: readonly M[],
+  chatId: string,
+  q: { limit: number; cursor?: string; before?: string },
+): { items: M[]; cursor?: string } {
   let end = path.length;
   if (q.cursor !== undefined) {
     const at = decodeMessageCursor(q.cursor, chatId);

@@ -20,7 +20,16 @@ export function startDeviceBridge(
 ): DeviceBridge {
   const log = parts.log.child({ component: "devices" });
   const c2d = createC2DSender({ access: o.iotHub, Transport: o.c2dTransport });
-  const deps = { chat: parts.chat, c2d, log, metrics: parts.metrics, replyMaxAgeMs: o.replyMaxAgeMs, processedTtlS: o.processedTtlS, claimLeaseMs: o.claimLeaseMs, handling: new Map() };
+  const deps = {
+    chat: parts.chat,
+    c2d,
+    log,
+    metrics: parts.metrics,
+    replyMaxAgeMs: o.replyMaxAgeMs,
+    processedTtlS: o.processedTtlS,
+    claimLeaseMs: o.claimLeaseMs,
+    handling: new Map(),
+  };
 
   const consumer = startDeviceConsumer({
     access: o.eventHub,

@@ -39,9 +39,10 @@ const FINAL = new Set(["DeviceNotFoundError", "DeviceMaximumQueueDepthExceededEr
 export type C2DAccess = { connectionString: string } | { hostName: string; credential: TokenCredential };
 
 export function createC2DSender(o: { access: C2DAccess; Transport?: typeof Amqp; attempts?: number; retryDelayMs?: number }): C2DSender {
-  const client = "connectionString" in o.access
-    ? Client.fromConnectionString(o.access.connectionString, o.Transport ?? Amqp)
-    : Client.fromTokenCredential(o.access.hostName, o.access.credential, o.Transport ?? Amqp);
+  const client =
+    "connectionString" in o.access
+      ? Client.fromConnectionString(o.access.connectionString, o.Transport ?? Amqp)
+      : Client.fromTokenCredential(o.access.hostName, o.access.credential, o.Transport ?? Amqp);
   const attempts = o.attempts ?? 3;
   const delay = o.retryDelayMs ?? 250;
   client.setRetryPolicy({

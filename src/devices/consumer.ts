@@ -43,9 +43,10 @@ export function startDeviceConsumer(o: ConsumerOptions) {
     loadBalancingOptions: o.loadBalancing,
   };
   const a = o.access;
-  const client = "connectionString" in a
-    ? new EventHubConsumerClient(o.consumerGroup, a.connectionString, o.checkpointStore, options)
-    : new EventHubConsumerClient(o.consumerGroup, a.fullyQualifiedNamespace, a.eventHubName, a.credential, o.checkpointStore, options);
+  const client =
+    "connectionString" in a
+      ? new EventHubConsumerClient(o.consumerGroup, a.connectionString, o.checkpointStore, options)
+      : new EventHubConsumerClient(o.consumerGroup, a.fullyQualifiedNamespace, a.eventHubName, a.credential, o.checkpointStore, options);
 
   const subscription = client.subscribe(
     {
@@ -63,9 +64,11 @@ export function startDeviceConsumer(o: ConsumerOptions) {
         error = undefined;
         lastEventAt = new Date().toISOString();
         const byDevice = Map.groupBy(events, (e) => String(e.systemProperties?.["iothub-connection-device-id"] ?? ""));
-        await Promise.all([...byDevice.values()].map(async (list) => {
-          for (const e of list) await o.handle(e).catch((err) => o.log.error("device event handler failed", { error: err }));
-        }));
+        await Promise.all(
+          [...byDevice.values()].map(async (list) => {
+            for (const e of list) await o.handle(e).catch((err) => o.log.error("device event handler failed", { error: err }));
+          }),
+        );
         await ctx.updateCheckpoint(events.at(-1)!);
       },
       async processError(err, ctx) {

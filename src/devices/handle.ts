@@ -29,7 +29,8 @@ export async function handleDeviceEvent(deps: DeviceDeps, event: ReceivedEventDa
   if (!parsed.ok) {
     deps.metrics?.deviceMessages.inc({ outcome: "invalid" });
     deps.log.warn("skipped device event that is not valid telemetry", {
-      reason: parsed.reason, sequenceNumber: event.sequenceNumber,
+      reason: parsed.reason,
+      sequenceNumber: event.sequenceNumber,
       deviceId: event.systemProperties?.["iothub-connection-device-id"],
     });
     return;
@@ -42,7 +43,10 @@ export async function handleDeviceEvent(deps: DeviceDeps, event: ReceivedEventDa
   });
   deps.metrics?.deviceMessages.inc({ outcome });
   deps.log.info("device message handled", {
-    deviceId: m.deviceId, messageId: m.messageId, outcome, durationMs: Math.round(performance.now() - started),
+    deviceId: m.deviceId,
+    messageId: m.messageId,
+    outcome,
+    durationMs: Math.round(performance.now() - started),
   });
 }
 
@@ -125,31 +129,52 @@ async function answerDevice(deps: DeviceDeps, m: DeviceMessage, log: Logger): Pr
   // A browser's reply may be running in the device's chat: the question waits its turn.
   let sent: Awaited<ReturnType<typeof chat.send>>;
   try {
-    sent = await chat.send({ owner, chatId: room.id, content: m.text, messageId: m.messageId, deviceId: m.deviceId, context: m.conversation, retryCutShort: true });
+    sent = await chat.send({
+      owner,
+      chatId: room.id,
+      content: m.text,
+      messageId: m.messageId,
+      deviceId: m.deviceId,
+      context: m.conversation,
+      retryCutShort: true,
+    });
   } catch (e) {
     // Refused (too long for the model's context, the chat's queue full, the service at its limit):
     // the device still hears back, with the reason, instead of waiting in silence.
     if (!(e instanceof ChatError) || e.code === "STORE_UNAVAILABLE") throw e;
     log.warn("device message refused", { code: e.code });
-    return (await tellDevice(deps, m, { response: SORRY, conversation_id: room.id, message_id: m.messageId, error: e.code }, log)) ? "refused" : "c2d_failed";
+    return (await tellDevice(deps, m, { response: SORRY, conversation_id: room.id, message_id: m.messageId, error: e.code }, log))
+      ? "refused"
+      : "c2d_failed";
   }
   const reply = await sent.reply;
   if (!reply) return "duplicate";
   // Only a finished reply is an answer; one cut short by a crash is not read out half-way.
   const answered = reply.message && !reply.error && !reply.status;
-  const told = await tellDevice(deps, m, {
-    response: answered ? reply.message!.content : SORRY,
-    conversation_id: room.id,
-    message_id: reply.message?.id ?? (sent.duplicate ? m.messageId : sent.traceId),
-    ...(answered ? {} : { error: reply.error?.code ?? (reply.status === "interrupted" || reply.status === "streaming" ? "INTERRUPTED" : "MODEL_ERROR") }),
-  }, log);
+  const told = await tellDevice(
+    deps,
+    m,
+    {
+      response: answered ? reply.message!.content : SORRY,
+      conversation_id: room.id,
+      message_id: reply.message?.id ?? (sent.duplicate ? m.messageId : sent.traceId),
+      ...(answered
+        ? {}
+        : { error: reply.error?.code ?? (reply.status === "interrupted" || reply.status === "streaming" ? "INTERRUPTED" : "MODEL_ERROR") }),
+    },
+    log,
+  );
   if (!told) return "c2d_failed";
   return answered ? "answered" : "model_failed";
 }
 
 async function tellDevice(deps: DeviceDeps, m: DeviceMessage, reply: Omit<C2DReply, "timestamp">, log: Logger): Promise<boolean> {
   try {
-    await deps.c2d.send(m.deviceId, { ...reply, timestamp: new Date().toISOString() }, { correlationId: m.messageId, expiresInMs: deps.replyMaxAgeMs });
+    await deps.c2d.send(
+      m.deviceId,
+      { ...reply, timestamp: new Date().toISOString() },
+      { correlationId: m.messageId, expiresInMs: deps.replyMaxAgeMs },
+    );
     return true;
   } catch (e) {
     log.error("could not send the reply to the device; it stays stored", { chatId: reply.conversation_id, error: e });

@@ -21,11 +21,18 @@ export type DeviceBridgeOptions = {
 };
 
 /** Keys where configured; Azure identity for whatever has none (config.ts checked one of the two is there). */
-export async function deviceBridgeOptions(c: Config, credential: () => Promise<TokenCredential> = azureCredential): Promise<DeviceBridgeOptions> {
+export async function deviceBridgeOptions(
+  c: Config,
+  credential: () => Promise<TokenCredential> = azureCredential,
+): Promise<DeviceBridgeOptions> {
   return {
     eventHub: c.EVENT_HUB_COMPATIBLE_CONN_STR
       ? { connectionString: c.EVENT_HUB_COMPATIBLE_CONN_STR }
-      : { fullyQualifiedNamespace: c.EVENT_HUB_FULLY_QUALIFIED_NAMESPACE!, eventHubName: c.EVENT_HUB_NAME!, credential: await credential() },
+      : {
+          fullyQualifiedNamespace: c.EVENT_HUB_FULLY_QUALIFIED_NAMESPACE!,
+          eventHubName: c.EVENT_HUB_NAME!,
+          credential: await credential(),
+        },
     iotHub: c.IOT_HUB_CONNECTION_STRING
       ? { connectionString: c.IOT_HUB_CONNECTION_STRING }
       : { hostName: c.IOT_HUB_HOST_NAME!, credential: await credential() },

@@ -5,7 +5,10 @@ const PROTOCOL_PREFIX = "bearer.";
 export type Presented = { token?: string; protocols: string[] };
 
 export function presentedToken(req: Request): Presented {
-  const protocols = (req.headers.get("sec-websocket-protocol") ?? "").split(",").map((s) => s.trim()).filter(Boolean);
+  const protocols = (req.headers.get("sec-websocket-protocol") ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
   const fromProtocol = protocols.find((p) => p.startsWith(PROTOCOL_PREFIX))?.slice(PROTOCOL_PREFIX.length);
   const auth = req.headers.get("authorization");
   const fromHeader = auth?.match(/^Bearer\s+(.+)$/i)?.[1]?.trim();

@@ -37,10 +37,20 @@ export type Refusal = { status: 503 | 429; code: string; error: string; retryAft
 /** Why an upgrade from `address` must be refused, if it must. `maxPerAddress` 0 means no per-address cap. */
 export function connectionRefusal(load: ConnectionLoad, address: string, caps: ConnectionCaps): Refusal | undefined {
   if (load.total() >= caps.maxConnections) {
-    return { status: 503, code: "TOO_MANY_CONNECTIONS", error: "the server has as many connections as it takes; retry shortly", retryAfterS: 5 };
+    return {
+      status: 503,
+      code: "TOO_MANY_CONNECTIONS",
+      error: "the server has as many connections as it takes; retry shortly",
+      retryAfterS: 5,
+    };
   }
   if (caps.maxPerAddress > 0 && load.from(address) >= caps.maxPerAddress) {
-    return { status: 429, code: "TOO_MANY_CONNECTIONS_FROM_ADDRESS", error: `at most ${caps.maxPerAddress} connections from one address`, retryAfterS: 5 };
+    return {
+      status: 429,
+      code: "TOO_MANY_CONNECTIONS_FROM_ADDRESS",
+      error: `at most ${caps.maxPerAddress} connections from one address`,
+      retryAfterS: 5,
+    };
   }
   return undefined;
 }

@@ -72,7 +72,12 @@ export function registerChatRoutes(app: Hono<any>, o: ChatRoutes) {
     if (headers === "refused") return fail(403, "ORIGIN_NOT_ALLOWED", "this origin may not use this route");
     return new Response(null, {
       status: 204,
-      headers: { ...headers, "Access-Control-Allow-Methods": "GET, POST", "Access-Control-Allow-Headers": "Authorization, Content-Type", "Access-Control-Max-Age": "600" },
+      headers: {
+        ...headers,
+        "Access-Control-Allow-Methods": "GET, POST",
+        "Access-Control-Allow-Headers": "Authorization, Content-Type",
+        "Access-Control-Max-Age": "600",
+      },
     });
   };
   app.options("/api/chats/:id/export", (c) => preflight(c.req.raw));
@@ -94,16 +99,19 @@ export function registerChatRoutes(app: Hono<any>, o: ChatRoutes) {
     } catch (e) {
       return failure(e, headers, "export failed");
     }
-    return new Response(textStream(format.render(exported), (e) => o.log.warn("export stopped midway", { chatId: id, error: e })), {
-      status: 200,
-      headers: {
-        ...headers,
-        "Content-Type": format.type,
-        "Content-Disposition": attachment(exported.chat.name, format.ext),
-        "Cache-Control": "no-store",
-        "X-Content-Type-Options": "nosniff",
+    return new Response(
+      textStream(format.render(exported), (e) => o.log.warn("export stopped midway", { chatId: id, error: e })),
+      {
+        status: 200,
+        headers: {
+          ...headers,
+          "Content-Type": format.type,
+          "Content-Disposition": attachment(exported.chat.name, format.ext),
+          "Cache-Control": "no-store",
+          "X-Content-Type-Options": "nosniff",
+        },
       },
-    });
+    );
   });
 
   app.post("/api/chats/import", async (c) => {
@@ -111,8 +119,10 @@ export function registerChatRoutes(app: Hono<any>, o: ChatRoutes) {
     if ("refuse" in admitted) return admitted.refuse;
     const { user, headers } = admitted;
     const type = c.req.header("content-type")?.split(";")[0]?.trim().toLowerCase();
-    if (type !== "application/json") return fail(415, "UNSUPPORTED_MEDIA_TYPE", "send the export as Content-Type: application/json", headers);
-    const tooLarge = () => fail(413, "PAYLOAD_TOO_LARGE", `an import may be at most ${IMPORT_MAX_BYTES} bytes`, { ...headers, Connection: "close" });
+    if (type !== "application/json")
+      return fail(415, "UNSUPPORTED_MEDIA_TYPE", "send the export as Content-Type: application/json", headers);
+    const tooLarge = () =>
+      fail(413, "PAYLOAD_TOO_LARGE", `an import may be at most ${IMPORT_MAX_BYTES} bytes`, { ...headers, Connection: "close" });
     const declared = Number(c.req.header("content-length") ?? "0");
     if (declared > IMPORT_MAX_BYTES) return tooLarge();
     const bytes = await readAtMost(c.req.raw, IMPORT_MAX_BYTES);
@@ -151,7 +161,7 @@ async function readAtMost(req: Request, max: number): Promise<Uint8Array | undef
   }
   const out = new Uint8Array(size);
   let at = 0;
-  for (const p of parts) (out.set(p, at), (at += p.byteLength));
+  for (const p of parts) out.set(p, at), (at += p.byteLength);
   return out;
 }
 
@@ -161,21 +171,24 @@ async function readAtMost(req: Request, max: number): Promise<Uint8Array | undef
  */
 function textStream(pieces: AsyncGenerator<string>, onError: (e: unknown) => void): ReadableStream<Uint8Array> {
   const encoder = new TextEncoder();
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      try {
-        const next = await pieces.next();
-        if (next.done) controller.close();
-        else controller.enqueue(encoder.encode(next.value));
-      } catch (e) {
-        onError(e);
-        controller.error(e);
-      }
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        try {
+          const next = await pieces.next();
+          if (next.done) controller.close();
+          else controller.enqueue(encoder.encode(next.value));
+        } catch (e) {
+          onError(e);
+          controller.error(e);
+        }
+      },
+      async cancel() {
+        await pieces.return(undefined);
+      },
     },
-    async cancel() {
-      await pieces.return(undefined);
-    },
-  }, { highWaterMark: 1 });
+    { highWaterMark: 1 },
+  );
 }
 
 /**
@@ -184,8 +197,18 @@ function textStream(pieces: AsyncGenerator<string>, onError: (e: unknown) => voi
  * characters and leading dots are replaced, and the name is cut to 100 characters.
  */
 export function attachment(name: string, ext: string): string {
-  const safe = [...name.normalize("NFC").replace(/[\u0000-\u001f\u007f-\u009f"*/:<>?\\|\u2028\u2029]/g, "_").replace(/\s+/g, " ").trim().replace(/^\.+/, "")]
-    .slice(0, 100).join("").trim() || "chat";
+  const safe =
+    [
+      ...name
+        .normalize("NFC")
+        .replace(/[\u0000-\u001f\u007f-\u009f"*/:<>?\\|\u2028\u2029]/g, "_")
+        .replace(/\s+/g, " ")
+        .trim()
+        .replace(/^\.+/, ""),
+    ]
+      .slice(0, 100)
+      .join("")
+      .trim() || "chat";
   const ascii = safe.replace(/[^\x20-\x7e]/gu, "_").replace(/%/g, "_");
   const encoded = encodeURIComponent(`${safe}.${ext}`).replace(/['()*]/g, (ch) => `%${ch.charCodeAt(0).toString(16).toUpperCase()}`);
   return `attachment; filename="${ascii}.${ext}"; filename*=UTF-8''${encoded}`;

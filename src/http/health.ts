@@ -33,7 +33,13 @@ export async function healthReport(s: HealthSources) {
     status: degraded ? "degraded" : "ok",
     services: {
       store: { kind: s.store.kind, ok: storeOk, auth: s.auth.store },
-      model: { kind: s.model.kind, name: s.model.name, ok: model.ok, auth: s.auth.model, ...(model.lastError ? { last_error: model.lastError, last_error_at: model.lastErrorAt } : {}) },
+      model: {
+        kind: s.model.kind,
+        name: s.model.name,
+        ok: model.ok,
+        auth: s.auth.model,
+        ...(model.lastError ? { last_error: model.lastError, last_error_at: model.lastErrorAt } : {}),
+      },
       iot_hub: iot.status === "disabled" ? iot : { ...iot, auth: s.auth.iotHub },
       redis: redis ?? { status: "disabled" },
     },
@@ -48,7 +54,13 @@ async function pingWithin(store: Store, ms: number): Promise<boolean> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms)));
   try {
-    return await Promise.race([store.ping().then(() => true, () => false), timeout]);
+    return await Promise.race([
+      store.ping().then(
+        () => true,
+        () => false,
+      ),
+      timeout,
+    ]);
   } finally {
     clearTimeout(timer);
   }

@@ -9,14 +9,19 @@ import { azureOpenAIModel, openAICompatibleModel } from "./openai";
 export async function modelFromConfig(c: Config, credential: () => Promise<TokenCredential> = azureCredential): Promise<Model> {
   if (c.AZURE_OPENAI_ENDPOINT && c.AZURE_OPENAI_DEPLOYMENT_NAME) {
     return azureOpenAIModel({
-      endpoint: c.AZURE_OPENAI_ENDPOINT, apiVersion: c.AZURE_OPENAI_API_VERSION,
+      endpoint: c.AZURE_OPENAI_ENDPOINT,
+      apiVersion: c.AZURE_OPENAI_API_VERSION,
       ...(c.AZURE_OPENAI_KEY ? { apiKey: c.AZURE_OPENAI_KEY } : { credential: await credential() }),
-      deployment: c.AZURE_OPENAI_DEPLOYMENT_NAME, timeoutMs: c.MODEL_TIMEOUT_MS,
+      deployment: c.AZURE_OPENAI_DEPLOYMENT_NAME,
+      timeoutMs: c.MODEL_TIMEOUT_MS,
     });
   }
   if (c.OPENAI_BASE_URL && c.OPENAI_MODEL) {
     return openAICompatibleModel({
-      baseURL: c.OPENAI_BASE_URL, apiKey: c.OPENAI_API_KEY, model: c.OPENAI_MODEL, timeoutMs: c.MODEL_TIMEOUT_MS,
+      baseURL: c.OPENAI_BASE_URL,
+      apiKey: c.OPENAI_API_KEY,
+      model: c.OPENAI_MODEL,
+      timeoutMs: c.MODEL_TIMEOUT_MS,
     });
   }
   return offlineModel({ delayMs: c.OFFLINE_MODEL_DELAY_MS });

@@ -20,7 +20,11 @@ export type Model = {
 /** Thrown for upstream failures; `code` is the ERROR frame code, `message` is safe to show. */
 export class ModelError extends Error {
   override name = "ModelError";
-  constructor(readonly code: "MODEL_ERROR" | "MODEL_TIMEOUT", message: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly code: "MODEL_ERROR" | "MODEL_TIMEOUT",
+    message: string,
+    options?: { cause?: unknown },
+  ) {
     super(message, options);
   }
 }

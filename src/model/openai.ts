@@ -8,13 +8,17 @@ type ClientOptions = { timeoutMs: number };
 const COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default";
 
 /** With `apiKey`, key auth; otherwise a Microsoft Entra token from `credential` on every request. */
-export function azureOpenAIModel(o: ClientOptions & { endpoint: string; apiKey?: string; credential?: TokenCredential; apiVersion: string; deployment: string }): Model {
-  const auth = o.apiKey
-    ? { apiKey: o.apiKey }
-    : { azureADTokenProvider: getBearerTokenProvider(o.credential!, COGNITIVE_SERVICES_SCOPE) };
+export function azureOpenAIModel(
+  o: ClientOptions & { endpoint: string; apiKey?: string; credential?: TokenCredential; apiVersion: string; deployment: string },
+): Model {
+  const auth = o.apiKey ? { apiKey: o.apiKey } : { azureADTokenProvider: getBearerTokenProvider(o.credential!, COGNITIVE_SERVICES_SCOPE) };
   const client = new AzureOpenAI({
-    endpoint: o.endpoint, apiVersion: o.apiVersion, deployment: o.deployment, ...auth,
-    timeout: o.timeoutMs, maxRetries: 1,
+    endpoint: o.endpoint,
+    apiVersion: o.apiVersion,
+    deployment: o.deployment,
+    ...auth,
+    timeout: o.timeoutMs,
+    maxRetries: 1,
   });
   return chatCompletionsModel("azure-openai", client, o.deployment);
 }
@@ -36,10 +40,12 @@ function chatCompletionsModel(kind: ModelKind, client: OpenAI, name: string): Mo
     async *stream(turns: Turn[], { signal, temperature, model }: StreamOptions) {
       let body: ReadableStream<Uint8Array> | null;
       try {
-        const res = await client.chat.completions.create(
-          { model: model ?? name, messages: turns, stream: true, ...(temperature === undefined ? {} : { temperature }) },
-          { signal },
-        ).asResponse();
+        const res = await client.chat.completions
+          .create(
+            { model: model ?? name, messages: turns, stream: true, ...(temperature === undefined ? {} : { temperature }) },
+            { signal },
+          )
+          .asResponse();
         body = res.body;
       } catch (e) {
         throw toModelError(e, signal);
@@ -61,7 +67,8 @@ function chatCompletionsModel(kind: ModelKind, client: OpenAI, name: string): Mo
 // Upstream messages can echo request details; keep only the status and a generic reason.
 function toModelError(e: unknown, signal: AbortSignal): unknown {
   if (signal.aborted) return signal.reason ?? e;
-  if (e instanceof OpenAI.APIConnectionTimeoutError) return new ModelError("MODEL_TIMEOUT", "the model did not answer in time", { cause: e });
+  if (e instanceof OpenAI.APIConnectionTimeoutError)
+    return new ModelError("MODEL_TIMEOUT", "the model did not answer in time", { cause: e });
   if (e instanceof OpenAI.APIError && e.status) {
     return new ModelError("MODEL_ERROR", `the model service answered HTTP ${e.status}`, { cause: e });
   }

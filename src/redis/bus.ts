@@ -37,7 +37,9 @@ export function redisBus(o: {
 
   function mirror(e: ChatEvent) {
     if (e.type === "reply_delta") {
-      cmd.xadd(keys.stream(e.chatId, e.traceId), "MAXLEN", "~", String(STREAM_MAX_LEN), "*", "s", String(e.seq), "c", e.content).catch(() => {});
+      cmd
+        .xadd(keys.stream(e.chatId, e.traceId), "MAXLEN", "~", String(STREAM_MAX_LEN), "*", "s", String(e.seq), "c", e.content)
+        .catch(() => {});
     } else if (e.type === "reply_end") {
       cmd.expire(keys.stream(e.chatId, e.traceId), STREAM_TTL_S).catch(() => {});
     }
@@ -59,14 +61,17 @@ export function redisBus(o: {
   let subscribedOnce = false;
   // ioredis re-subscribes by itself after a reconnect; "ready" fires each time.
   sub.on("ready", () => {
-    sub.ssubscribe(EVENTS_CHANNEL).then(() => {
-      if (subscribedOnce || missed) {
-        missed = false;
-        o.log.info("the shared bus is back; telling clients to reload");
-        local.publish({ type: "resync", reason: "the connection between server replicas was lost for a while" });
-      }
-      subscribedOnce = true;
-    }, (e) => o.log.warn("could not subscribe to the shared bus", { error: e }));
+    sub.ssubscribe(EVENTS_CHANNEL).then(
+      () => {
+        if (subscribedOnce || missed) {
+          missed = false;
+          o.log.info("the shared bus is back; telling clients to reload");
+          local.publish({ type: "resync", reason: "the connection between server replicas was lost for a while" });
+        }
+        subscribedOnce = true;
+      },
+      (e) => o.log.warn("could not subscribe to the shared bus", { error: e }),
+    );
   });
 
   return {

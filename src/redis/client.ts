@@ -36,18 +36,23 @@ export function connectRedis(o: { url: string; cluster: boolean; log: Logger; na
     const urls = o.url.split(",").map((x) => new URL(x.trim()));
     const u = urls[0]!;
     const tls = u.protocol === "rediss:" ? { tls: { servername: u.hostname } } : {};
-    return new Cluster(urls.map((n) => ({ host: n.hostname, port: Number(n.port || 6379) })), {
-      enableOfflineQueue: offlineQueue,
-      // The bus uses sharded pub/sub: one channel, one slot, one node, so one replica's events stay in order.
-      shardedSubscribers: subscriber,
-      enableAutoPipelining: common.enableAutoPipelining,
-      clusterRetryStrategy: common.retryStrategy,
-      redisOptions: {
-        connectionName: common.connectionName, maxRetriesPerRequest: 1, ...tls,
-        ...(u.password ? { password: decodeURIComponent(u.password) } : {}),
-        ...(u.username ? { username: decodeURIComponent(u.username) } : {}),
+    return new Cluster(
+      urls.map((n) => ({ host: n.hostname, port: Number(n.port || 6379) })),
+      {
+        enableOfflineQueue: offlineQueue,
+        // The bus uses sharded pub/sub: one channel, one slot, one node, so one replica's events stay in order.
+        shardedSubscribers: subscriber,
+        enableAutoPipelining: common.enableAutoPipelining,
+        clusterRetryStrategy: common.retryStrategy,
+        redisOptions: {
+          connectionName: common.connectionName,
+          maxRetriesPerRequest: 1,
+          ...tls,
+          ...(u.password ? { password: decodeURIComponent(u.password) } : {}),
+          ...(u.username ? { username: decodeURIComponent(u.username) } : {}),
+        },
       },
-    });
+    );
   };
   const cmd = make(false);
   // The subscriber queues its (re-)subscriptions until it is connected.
@@ -63,7 +68,9 @@ export function connectRedis(o: { url: string; cluster: boolean; log: Logger; na
   sub.on("error", onError);
 
   return {
-    cmd, sub, mode: o.cluster ? "cluster" : "single",
+    cmd,
+    sub,
+    mode: o.cluster ? "cluster" : "single",
     up: () => cmd.status === "ready",
     async ping(timeoutMs = 1000) {
       if (cmd.status !== "ready") return undefined;

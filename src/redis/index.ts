@@ -7,8 +7,13 @@ import { redisUserSends } from "./user-sends";
 import { redisLanes } from "./lanes";
 
 export type SharedOptions = {
-  url: string; cluster: boolean; replicaId: string;
-  leaseMs: number; queueLimit: number; maxActive: number; modelCallsPerMinute: number;
+  url: string;
+  cluster: boolean;
+  replicaId: string;
+  leaseMs: number;
+  queueLimit: number;
+  maxActive: number;
+  modelCallsPerMinute: number;
 };
 
 /**
@@ -18,7 +23,9 @@ export type SharedOptions = {
 export function startSharedMode(o: SharedOptions, log: Logger, metrics: Metrics) {
   const redis = connectRedis({ url: o.url, cluster: o.cluster, log, name: o.replicaId });
   const bus = redisBus({
-    redis, replicaId: o.replicaId, log,
+    redis,
+    replicaId: o.replicaId,
+    log,
     onMessage: (direction, lagMs) => {
       metrics.busMessages.inc({ direction });
       if (lagMs !== undefined) metrics.busLag.observe(lagMs / 1000);

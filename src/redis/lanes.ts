@@ -40,10 +40,19 @@ type RemoteTicket = Ticket & { settle(r: ReplyOutcome): void };
 /** Redis not answering (as opposed to a refusal we decided). */
 const unreachable = (e: unknown) => !(e instanceof ChatError);
 
-export function redisLanes(local: Replies, o: {
-  redis: RedisConnection; bus: Bus; replicaId: string; log: Logger;
-  leaseMs: number; queueLimit: number; maxActive: number; modelCallsPerMinute: number;
-}): Lanes & { sweep(): Promise<void>; close(): void } {
+export function redisLanes(
+  local: Replies,
+  o: {
+    redis: RedisConnection;
+    bus: Bus;
+    replicaId: string;
+    log: Logger;
+    leaseMs: number;
+    queueLimit: number;
+    maxActive: number;
+    modelCallsPerMinute: number;
+  },
+): Lanes & { sweep(): Promise<void>; close(): void } {
   const { cmd } = o.redis;
   const owned = new Set<string>();
   // Questions answered elsewhere (or later here), settled by their reply's end event.
@@ -58,21 +67,28 @@ export function redisLanes(local: Replies, o: {
       const t = awaiting.get(e.traceId);
       if (!t) return;
       awaiting.delete(e.traceId);
-      t.settle({ ...(e.message ? { message: e.message } : {}), ...(e.status ? { status: e.status } : {}), ...(e.error ? { error: e.error } : {}) });
+      t.settle({
+        ...(e.message ? { message: e.message } : {}),
+        ...(e.status ? { status: e.status } : {}),
+        ...(e.error ? { error: e.error } : {}),
+      });
     } else if (e.type === "chat_deleted") {
       // Questions still waiting in a deleted chat are never answered.
       cmd.del(keys.queue(e.chatId)).catch(() => {});
-      for (const t of awaiting.values()) if (t.chatId === e.chatId) (awaiting.delete(t.traceId), t.settle({ status: "stopped" }));
+      for (const t of awaiting.values()) if (t.chatId === e.chatId) awaiting.delete(t.traceId), t.settle({ status: "stopped" });
     }
   });
 
-  const renewer = setInterval(() => {
-    for (const k of marks) cmd.pexpire(k, questionTtlMs).catch(() => {});
-    for (const chatId of owned) {
-      cmd.eval(RENEW, 1, keys.lane(chatId), o.replicaId, String(o.leaseMs)).catch(() => {});
-      cmd.zadd(keys.active, String(Date.now() + o.leaseMs), chatId).catch(() => {});
-    }
-  }, Math.max(100, o.leaseMs / 3));
+  const renewer = setInterval(
+    () => {
+      for (const k of marks) cmd.pexpire(k, questionTtlMs).catch(() => {});
+      for (const chatId of owned) {
+        cmd.eval(RENEW, 1, keys.lane(chatId), o.replicaId, String(o.leaseMs)).catch(() => {});
+        cmd.zadd(keys.active, String(Date.now() + o.leaseMs), chatId).catch(() => {});
+      }
+    },
+    Math.max(100, o.leaseMs / 3),
+  );
 
   /** Runs a job here, then the next one waiting in the lane, until none waits. */
   function runHere(spec: JobSpec): Promise<ReplyOutcome> {
@@ -86,7 +102,9 @@ export function redisLanes(local: Replies, o: {
 
   async function next(chatId: string) {
     try {
-      const job = (await cmd.eval(NEXT_OR_RELEASE, 2, keys.lane(chatId), keys.queue(chatId), o.replicaId, String(o.leaseMs))) as string | null;
+      const job = (await cmd.eval(NEXT_OR_RELEASE, 2, keys.lane(chatId), keys.queue(chatId), o.replicaId, String(o.leaseMs))) as
+        | string
+        | null;
       if (job) return void runHere(JSON.parse(job) as JobSpec);
       owned.delete(chatId);
       await cmd.zrem(keys.active, chatId);
@@ -127,10 +145,14 @@ export function redisLanes(local: Replies, o: {
       cmd.zcount(keys.active, String(Date.now()), "+inf"),
     ]);
     if (!lane && active >= o.maxActive) {
-      throw new ChatError("TOO_MANY_GENERATIONS", "the service is generating as many replies as it allows; try again shortly", { retryAfterMs: 1000 });
+      throw new ChatError("TOO_MANY_GENERATIONS", "the service is generating as many replies as it allows; try again shortly", {
+        retryAfterMs: 1000,
+      });
     }
     if (waiting >= o.queueLimit) {
-      throw new ChatError("QUEUE_FULL", `at most ${o.queueLimit} messages may wait for a reply in one chat; wait for the current reply`, { limit: o.queueLimit });
+      throw new ChatError("QUEUE_FULL", `at most ${o.queueLimit} messages may wait for a reply in one chat; wait for the current reply`, {
+        limit: o.queueLimit,
+      });
     }
     // One replica answers a question: the first to mark it.
     const mark = keys.question(chatId, questionId);
@@ -166,7 +188,15 @@ export function redisLanes(local: Replies, o: {
       const t = ticket as RemoteTicket;
       let got: unknown;
       try {
-        got = await cmd.eval(ACQUIRE_OR_ENQUEUE, 2, keys.lane(spec.chatId), keys.queue(spec.chatId), o.replicaId, String(o.leaseMs), JSON.stringify(spec));
+        got = await cmd.eval(
+          ACQUIRE_OR_ENQUEUE,
+          2,
+          keys.lane(spec.chatId),
+          keys.queue(spec.chatId),
+          o.replicaId,
+          String(o.leaseMs),
+          JSON.stringify(spec),
+        );
       } catch (e) {
         // Redis went away after the question was stored: answer it here rather than not at all.
         o.log.warn("redis did not answer; answering this question in this replica's own lane", { chatId: spec.chatId, error: e });
@@ -193,7 +223,9 @@ export function redisLanes(local: Replies, o: {
     },
 
     pending(chatId, questionId) {
-      return local.pending(chatId, questionId) ?? [...awaiting.values()].find((t) => t.chatId === chatId && t.questionId === questionId)?.result;
+      return (
+        local.pending(chatId, questionId) ?? [...awaiting.values()].find((t) => t.chatId === chatId && t.questionId === questionId)?.result
+      );
     },
 
     /** Questions waiting in a lane that nobody holds (its replica died): take them over. */

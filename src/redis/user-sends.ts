@@ -32,10 +32,12 @@ export function redisUserSends(redis: RedisConnection, perMinute: number, fallba
   return async (userId: string): Promise<Admission> => {
     try {
       // A Redis that holds the answer must not hold the socket's frames: past ANSWER_MS, count here.
-      const wait = Number(await Promise.race([
-        redis.cmd.eval(TAKE, 1, keys.userSends(userId), String(perMinute), String(perMs)),
-        Bun.sleep(ANSWER_MS).then(() => Promise.reject(new Error(`redis did not answer within ${ANSWER_MS} ms`))),
-      ]));
+      const wait = Number(
+        await Promise.race([
+          redis.cmd.eval(TAKE, 1, keys.userSends(userId), String(perMinute), String(perMs)),
+          Bun.sleep(ANSWER_MS).then(() => Promise.reject(new Error(`redis did not answer within ${ANSWER_MS} ms`))),
+        ]),
+      );
       warned = false;
       return wait < 0 ? { ok: true } : { ok: false, retryAfterMs: wait };
     } catch (e) {

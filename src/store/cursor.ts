@@ -6,8 +6,7 @@ import { InvalidCursorError } from "./errors";
 // a tag, so a chat-list cursor is not accepted as a history cursor (or one chat's history cursor in
 // another chat), and every part must have the shape we issue: anything else is InvalidCursorError.
 
-export const encodeCursor = (parts: readonly string[]): string =>
-  Buffer.from(JSON.stringify(parts)).toString("base64url");
+export const encodeCursor = (parts: readonly string[]): string => Buffer.from(JSON.stringify(parts)).toString("base64url");
 
 /** The parts of a cursor we issued; anything else throws InvalidCursorError. */
 export function decodeCursor(cursor: string, size: number, field = "cursor"): string[] {
@@ -41,8 +40,7 @@ export function decodeChatCursor(cursor: string, field = "cursor"): ChatPosition
   return { updated_at, created_at, id };
 }
 
-export const encodeMessageCursor = (chatId: string, m: MessagePosition): string =>
-  encodeCursor(["messages", chatId, m.created_at, m.id]);
+export const encodeMessageCursor = (chatId: string, m: MessagePosition): string => encodeCursor(["messages", chatId, m.created_at, m.id]);
 
 /** A history cursor issued for `chatId`; one from another chat is not accepted. */
 export function decodeMessageCursor(cursor: string, chatId: string, field = "cursor"): MessagePosition {

@@ -9,7 +9,9 @@ import type { Store } from "./store";
  * could not fix on its own at open (a container's indexing policy it may not change).
  */
 export async function storeFromConfig(
-  c: Config, credential: () => Promise<TokenCredential> = azureCredential, warn?: (message: string) => void,
+  c: Config,
+  credential: () => Promise<TokenCredential> = azureCredential,
+  warn?: (message: string) => void,
 ): Promise<Store> {
   if (!c.COSMOS_ENDPOINT) return openSqliteStore(c.SQLITE_PATH);
   const { openCosmosStore } = await import("./cosmos");

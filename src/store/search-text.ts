@@ -74,8 +74,7 @@ export function markTerms(text: string, terms: string[]): Marked {
 export const matchesAll = (m: Marked) => m.counts.every((c) => c > 0);
 
 /** Term-frequency score for stores that rank in memory: more matches score higher, long texts are damped. */
-export const termScore = (m: Marked) =>
-  m.counts.reduce((s, c) => s + Math.min(c, 5), 0) / (1 + Math.log1p(m.tokens) / 4);
+export const termScore = (m: Marked) => m.counts.reduce((s, c) => s + Math.min(c, 5), 0) / (1 + Math.log1p(m.tokens) / 4);
 
 const isLow = (s: string, i: number) => i > 0 && i < s.length && s.charCodeAt(i) >= 0xdc00 && s.charCodeAt(i) <= 0xdfff;
 
@@ -95,9 +94,7 @@ export function snippetOf(text: string, spans: [number, number][]): Pick<SearchH
   if (isLow(text, end)) end--;
   const head = start > 0 ? "…" : "";
   const shift = head.length - start;
-  const highlights = spans
-    .filter(([s, e]) => s >= start && e <= end)
-    .map(([s, e]) => [s + shift, e + shift] as [number, number]);
+  const highlights = spans.filter(([s, e]) => s >= start && e <= end).map(([s, e]) => [s + shift, e + shift] as [number, number]);
   return { snippet: head + text.slice(start, end) + (end < text.length ? "…" : ""), highlights };
 }
 

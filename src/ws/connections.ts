@@ -54,7 +54,15 @@ export type Watches = { chatIds: string[]; focus: string | null };
  * buffered without bound: its stream deltas are merged while it catches up, and it is closed
  * if what waits for it still grows past `queueLimitBytes`.
  */
-export function createConnections({ log, queueLimitBytes, maxWatched = MAX_WATCHED_CHATS }: { log: Logger; queueLimitBytes: number; maxWatched?: number }) {
+export function createConnections({
+  log,
+  queueLimitBytes,
+  maxWatched = MAX_WATCHED_CHATS,
+}: {
+  log: Logger;
+  queueLimitBytes: number;
+  maxWatched?: number;
+}) {
   const sockets = new Map<string, Socket>();
   const watchers = new Map<string, Set<Socket>>();
   /** Each user's sockets: chat-list frames go to these only. */
@@ -182,7 +190,8 @@ export function createConnections({ log, queueLimitBytes, maxWatched = MAX_WATCH
     const fresh = [...new Set(chatIds)].filter((id) => !d.explicit.has(id));
     if (d.explicit.size + fresh.length > maxWatched) {
       throw new FrameError("TOO_MANY_WATCHES", `a connection may watch at most ${maxWatched} chats with WATCH; UNWATCH some first`, {
-        limit: maxWatched, watched: d.explicit.size,
+        limit: maxWatched,
+        watched: d.explicit.size,
       });
     }
     const deleted = new Set<string>();
@@ -262,7 +271,8 @@ export function createConnections({ log, queueLimitBytes, maxWatched = MAX_WATCH
       const set = watchers.get(chatId);
       if (!set || set.size === 0) return;
       const data = JSON.stringify(frame);
-      for (const ws of set) if (ws.data.id !== o.except && (o.owner === undefined || ws.data.user.userId === o.owner)) send(ws, data, o.delta);
+      for (const ws of set)
+        if (ws.data.id !== o.except && (o.owner === undefined || ws.data.user.userId === o.owner)) send(ws, data, o.delta);
     },
     /** To every socket of one user (their chat list changed), except the socket with id `except`. */
     toOwner(owner: string, frame: object, o: { except?: string } = {}) {

@@ -1,12 +1,24 @@
 import { describeFailure, type ChatErrorCode } from "../chat/errors";
 
 // Codes of the socket layer: about the frame itself or this socket's limits.
-export type FrameErrorCode = "BAD_JSON" | "UNKNOWN_TYPE" | "INVALID_FRAME" | "FRAME_TOO_LARGE" | "MESSAGE_TOO_LONG" | "RATE_LIMITED" | "TOO_MANY_GENERATIONS" | "TOO_MANY_WATCHES";
+export type FrameErrorCode =
+  | "BAD_JSON"
+  | "UNKNOWN_TYPE"
+  | "INVALID_FRAME"
+  | "FRAME_TOO_LARGE"
+  | "MESSAGE_TOO_LONG"
+  | "RATE_LIMITED"
+  | "TOO_MANY_GENERATIONS"
+  | "TOO_MANY_WATCHES";
 export type ErrorCode = FrameErrorCode | Exclude<ChatErrorCode, "INVALID_ARGUMENT">;
 
 export class FrameError extends Error {
   override name = "FrameError";
-  constructor(readonly code: FrameErrorCode, message: string, readonly details?: Record<string, unknown>) {
+  constructor(
+    readonly code: FrameErrorCode,
+    message: string,
+    readonly details?: Record<string, unknown>,
+  ) {
     super(message);
   }
 }

@@ -22,18 +22,51 @@ const handler = <T extends InboundType>(type: T, run: Handler<T>["run"]): Handle
 
 /** One entry per inbound frame type: the schema that checks it and the chat service call it makes. */
 export const handlers: { [T in InboundType]: Handler<T> } = {
-  GET_CHATS: handler("GET_CHATS", async (c, a) => c.reply(frames.chatList(await c.chat.listChats(c.client.owner, { limit: a.limit ?? CHAT_PAGE_SIZE, cursor: a.cursor ?? undefined })))),
-  CREATE_CHAT: handler("CREATE_CHAT", async (c, a) => c.reply(frames.newChat(await c.chat.createChat({ owner: c.client.owner, name: a.name, origin: c.client.id })))),
-  GET_CHAT_HISTORY: handler("GET_CHAT_HISTORY", async (c, a) => c.reply(frames.chatHistory(await c.chat.history({ chatId: a.chatId, limit: a.limit ?? undefined, before: a.before ?? undefined, cursor: a.cursor ?? undefined }, c.client)))),
-  DELETE_CHAT: handler("DELETE_CHAT", async (c, a) => c.reply(frames.chatDeleted((await c.chat.deleteChat({ owner: c.client.owner, chatId: a.chatId, origin: c.client.id }), a.chatId)))),
-  RENAME_CHAT: handler("RENAME_CHAT", async (c, a) => c.reply(frames.chatUpdated(await c.chat.renameChat({ owner: c.client.owner, chatId: a.chatId, name: a.name, origin: c.client.id })))),
-  STOP_GENERATION: handler("STOP_GENERATION", async (c, a) => c.reply(frames.generationStopped(await c.chat.stop({ owner: c.client.owner, chatId: a.chatId ?? undefined, traceId: a.traceId ?? undefined })))),
+  GET_CHATS: handler("GET_CHATS", async (c, a) =>
+    c.reply(frames.chatList(await c.chat.listChats(c.client.owner, { limit: a.limit ?? CHAT_PAGE_SIZE, cursor: a.cursor ?? undefined }))),
+  ),
+  CREATE_CHAT: handler("CREATE_CHAT", async (c, a) =>
+    c.reply(frames.newChat(await c.chat.createChat({ owner: c.client.owner, name: a.name, origin: c.client.id }))),
+  ),
+  GET_CHAT_HISTORY: handler("GET_CHAT_HISTORY", async (c, a) =>
+    c.reply(
+      frames.chatHistory(
+        await c.chat.history(
+          { chatId: a.chatId, limit: a.limit ?? undefined, before: a.before ?? undefined, cursor: a.cursor ?? undefined },
+          c.client,
+        ),
+      ),
+    ),
+  ),
+  DELETE_CHAT: handler("DELETE_CHAT", async (c, a) =>
+    c.reply(frames.chatDeleted((await c.chat.deleteChat({ owner: c.client.owner, chatId: a.chatId, origin: c.client.id }), a.chatId))),
+  ),
+  RENAME_CHAT: handler("RENAME_CHAT", async (c, a) =>
+    c.reply(frames.chatUpdated(await c.chat.renameChat({ owner: c.client.owner, chatId: a.chatId, name: a.name, origin: c.client.id }))),
+  ),
+  STOP_GENERATION: handler("STOP_GENERATION", async (c, a) =>
+    c.reply(
+      frames.generationStopped(
+        await c.chat.stop({ owner: c.client.owner, chatId: a.chatId ?? undefined, traceId: a.traceId ?? undefined }),
+      ),
+    ),
+  ),
   RESUME: handler("RESUME", async (c, a) => c.reply(frames.resumed(await c.chat.resume(a, c.client)))),
   GET_SETTINGS: handler("GET_SETTINGS", async (c) => c.reply(frames.settings(await c.chat.getSettings(c.client.owner), c.chat.defaults))),
-  UPDATE_SETTINGS: handler("UPDATE_SETTINGS", async (c, a) => c.reply(frames.settings(await c.chat.updateSettings(c.client.owner, a), c.chat.defaults))),
-  WATCH: handler("WATCH", async (c, a) => c.reply(frames.watching(await c.client.watchExplicitly(a.chatIds, (ids) => c.chat.requireChats(c.client.owner, ids))))),
+  UPDATE_SETTINGS: handler("UPDATE_SETTINGS", async (c, a) =>
+    c.reply(frames.settings(await c.chat.updateSettings(c.client.owner, a), c.chat.defaults)),
+  ),
+  WATCH: handler("WATCH", async (c, a) =>
+    c.reply(frames.watching(await c.client.watchExplicitly(a.chatIds, (ids) => c.chat.requireChats(c.client.owner, ids)))),
+  ),
   UNWATCH: handler("UNWATCH", async (c, a) => c.reply(frames.watching(c.client.unwatchExplicitly(a.chatIds)))),
-  SEARCH: handler("SEARCH", async (c, a) => c.reply(frames.searchResults(await c.chat.search(c.client.owner, { query: a.query, limit: a.limit ?? undefined, cursor: a.cursor ?? undefined })))),
+  SEARCH: handler("SEARCH", async (c, a) =>
+    c.reply(
+      frames.searchResults(
+        await c.chat.search(c.client.owner, { query: a.query, limit: a.limit ?? undefined, cursor: a.cursor ?? undefined }),
+      ),
+    ),
+  ),
   // Branches: REGENERATE and EDIT_MESSAGE start a reply and count as sends (limits.ts); see src/chat/branches.ts.
   REGENERATE: handler("REGENERATE", async (c, a) => {
     const track = await admitSend(c.limits, c.ws.data.budget, "", () => c.userSends(c.client.owner));

@@ -90,7 +90,8 @@ export function admitInbound(l: SocketLimits, b: Budget, bytes: number): boolean
 
 /** Size first, then rate: a frame that is refused for its size does not cost a token. */
 export function admitFrame(l: SocketLimits, b: Budget, bytes: number): void {
-  if (bytes > l.maxFrameBytes) throw new FrameError("FRAME_TOO_LARGE", `frames must be at most ${l.maxFrameBytes} bytes`, { limit: l.maxFrameBytes });
+  if (bytes > l.maxFrameBytes)
+    throw new FrameError("FRAME_TOO_LARGE", `frames must be at most ${l.maxFrameBytes} bytes`, { limit: l.maxFrameBytes });
   const rate = b.frames(Date.now());
   if (!rate.ok) throw new FrameError("RATE_LIMITED", "too many frames; slow down", { retryAfterMs: rate.retryAfterMs });
 }
@@ -104,7 +105,9 @@ export async function admitSend(l: SocketLimits, b: Budget, content: string, sen
     throw new FrameError("MESSAGE_TOO_LONG", `content must be at most ${l.maxMessageChars} characters`, { limit: l.maxMessageChars });
   }
   if (b.generations >= l.maxGenerationsPerConnection) {
-    throw new FrameError("TOO_MANY_GENERATIONS", `at most ${l.maxGenerationsPerConnection} replies may stream to one connection at once`, { retryAfterMs: 1000 });
+    throw new FrameError("TOO_MANY_GENERATIONS", `at most ${l.maxGenerationsPerConnection} replies may stream to one connection at once`, {
+      retryAfterMs: 1000,
+    });
   }
   const allowed = await sends();
   if (!allowed.ok) throw new FrameError("RATE_LIMITED", "too many messages; slow down", { retryAfterMs: allowed.retryAfterMs });

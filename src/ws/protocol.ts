@@ -17,8 +17,19 @@ const MessageId = v.pipe(
   v.regex(/^[^/\\?#\s]{1,128}$/, "message id must be 1 to 128 characters without / \\ ? # or spaces"),
 );
 // A stored message named by a client (any stored id: a device's too). Unknown ids are MESSAGE_NOT_FOUND.
-const MessageRef = v.pipe(v.string("messageId must be a string"), v.minLength(1, "messageId must not be empty"), v.maxLength(255, "messageId must be at most 255 characters"));
-const Limit = v.nullish(v.pipe(v.number("limit must be a number"), v.integer("limit must be a whole number"), v.minValue(1, "limit must be at least 1"), v.maxValue(1000, "limit must be at most 1000")));
+const MessageRef = v.pipe(
+  v.string("messageId must be a string"),
+  v.minLength(1, "messageId must not be empty"),
+  v.maxLength(255, "messageId must be at most 255 characters"),
+);
+const Limit = v.nullish(
+  v.pipe(
+    v.number("limit must be a number"),
+    v.integer("limit must be a whole number"),
+    v.minValue(1, "limit must be at least 1"),
+    v.maxValue(1000, "limit must be at most 1000"),
+  ),
+);
 // Names and message content are kept exactly as sent: leading spaces, tabs, newlines and all (an
 // indented code block must survive a reload). Only a value that is empty or all whitespace is
 // refused, or for CREATE_CHAT's name means "the default".
@@ -38,7 +49,12 @@ export const inbound = {
   GET_CHATS: v.object({ limit: Limit, cursor: v.nullish(v.string("cursor must be a string")) }),
   CREATE_CHAT: v.object({ name: OptionalName }),
   // `cursor` (from the previous CHAT_HISTORY) pages back exactly; `before` (a created_at) is the older way. cursor wins.
-  GET_CHAT_HISTORY: v.object({ chatId: ChatId, limit: Limit, before: v.nullish(IsoTime), cursor: v.nullish(v.string("cursor must be a string")) }),
+  GET_CHAT_HISTORY: v.object({
+    chatId: ChatId,
+    limit: Limit,
+    before: v.nullish(IsoTime),
+    cursor: v.nullish(v.string("cursor must be a string")),
+  }),
   DELETE_CHAT: v.object({ chatId: ChatId }),
   RENAME_CHAT: v.object({ chatId: ChatId, name: Name }),
   // Two spellings in the wild: {chatId, content} and {chatId, message: {content, id}}.
@@ -57,13 +73,23 @@ export const inbound = {
     v.check((a) => !blank(a.content), "content must not be empty or only whitespace"),
   ),
   STOP_GENERATION: v.pipe(
-    v.object({ chatId: v.nullish(ChatId), traceId: v.nullish(v.pipe(v.string("traceId must be a string"), v.uuid("traceId must be a UUID"))) }),
+    v.object({
+      chatId: v.nullish(ChatId),
+      traceId: v.nullish(v.pipe(v.string("traceId must be a string"), v.uuid("traceId must be a UUID"))),
+    }),
     v.check((a) => !!(a.chatId || a.traceId), "chatId or traceId is required"),
   ),
   RESUME: v.object({
     chatId: ChatId,
     traceId: v.pipe(v.string("traceId must be a string"), v.uuid("traceId must be a UUID")),
-    fromSeq: v.optional(v.pipe(v.number("fromSeq must be a number"), v.integer("fromSeq must be a whole number"), v.minValue(0, "fromSeq must be at least 0")), 0),
+    fromSeq: v.optional(
+      v.pipe(
+        v.number("fromSeq must be a number"),
+        v.integer("fromSeq must be a whole number"),
+        v.minValue(0, "fromSeq must be at least 0"),
+      ),
+      0,
+    ),
   }),
   GET_SETTINGS: v.object({}),
   UPDATE_SETTINGS: SettingsPatchSchema,
@@ -71,7 +97,16 @@ export const inbound = {
   WATCH: v.object({ chatIds: ChatIds }, "chatIds is required: an array of chat ids"),
   UNWATCH: v.object({ chatIds: ChatIds }, "chatIds is required: an array of chat ids"),
   // Branches (src/chat/branches.ts). REGENERATE without questionId: the last question on the current branch.
-  REGENERATE: v.object({ chatId: ChatId, questionId: v.nullish(v.pipe(v.string("questionId must be a string"), v.minLength(1, "questionId must not be empty"), v.maxLength(255, "questionId must be at most 255 characters"))) }),
+  REGENERATE: v.object({
+    chatId: ChatId,
+    questionId: v.nullish(
+      v.pipe(
+        v.string("questionId must be a string"),
+        v.minLength(1, "questionId must not be empty"),
+        v.maxLength(255, "questionId must be at most 255 characters"),
+      ),
+    ),
+  }),
   // `messageId` is the question edited; the new question's own id, if the client picks it, is `message.id` (as in SEND_MESSAGE).
   EDIT_MESSAGE: v.pipe(
     v.object({
@@ -80,7 +115,12 @@ export const inbound = {
       content: v.nullish(v.string("content must be a string")),
       message: v.nullish(v.object({ content: v.nullish(v.string("message.content must be a string")), id: v.nullish(MessageId) })),
     }),
-    v.transform(({ chatId, messageId, content, message }) => ({ chatId, editOf: messageId, content: message?.content ?? content ?? "", messageId: message?.id ?? undefined })),
+    v.transform(({ chatId, messageId, content, message }) => ({
+      chatId,
+      editOf: messageId,
+      content: message?.content ?? content ?? "",
+      messageId: message?.id ?? undefined,
+    })),
     v.check((a) => !blank(a.content), "content must not be empty or only whitespace"),
   ),
   GET_BRANCHES: v.object({ chatId: ChatId, messageId: MessageRef }),
@@ -88,9 +128,20 @@ export const inbound = {
   // The caller's own chats only. Its words are all required, and nothing else in a query is syntax:
   // one without a letter or digit (punctuation alone) has nothing to search for.
   SEARCH: v.object({
-    query: v.pipe(v.string("query must be a string"), v.check((s) => !blank(s), "query must not be empty or only whitespace"),
-      v.maxLength(200, "query must be at most 200 characters"), v.check(hasSearchTerms, "query: must contain a letter or a digit")),
-    limit: v.nullish(v.pipe(v.number("limit must be a number"), v.integer("limit must be a whole number"), v.minValue(1, "limit must be at least 1"), v.maxValue(50, "limit must be at most 50"))),
+    query: v.pipe(
+      v.string("query must be a string"),
+      v.check((s) => !blank(s), "query must not be empty or only whitespace"),
+      v.maxLength(200, "query must be at most 200 characters"),
+      v.check(hasSearchTerms, "query: must contain a letter or a digit"),
+    ),
+    limit: v.nullish(
+      v.pipe(
+        v.number("limit must be a number"),
+        v.integer("limit must be a whole number"),
+        v.minValue(1, "limit must be at least 1"),
+        v.maxValue(50, "limit must be at most 50"),
+      ),
+    ),
     cursor: v.nullish(v.string("cursor must be a string")),
   }),
 } as const;
@@ -111,30 +162,66 @@ export function mergedArgs(frame: Record<string, unknown>): Record<string, unkno
 }
 
 // Outbound frames.
-const catchUp = (r: { chatId: string; traceId: string; content: string; seq: number }) => ({ type: "MESSAGE", chatId: r.chatId, content: r.content, traceId: r.traceId, end: false, seq: r.seq });
+const catchUp = (r: { chatId: string; traceId: string; content: string; seq: number }) => ({
+  type: "MESSAGE",
+  chatId: r.chatId,
+  content: r.content,
+  traceId: r.traceId,
+  end: false,
+  seq: r.seq,
+});
 // A reply's lease (which process writes it, until when) is the server's business: never in a frame.
 const publicMessage = <M extends Message>({ lease: _lease, ...m }: M): Omit<M, "lease"> => m;
 const finished = (message: Message, seq?: number) => ({
-  type: "MESSAGE", chatId: message.chat_id, content: "", traceId: message.id, end: true, ...(seq === undefined ? {} : { seq }),
-  ...(message.status ? { reason: message.status === "incomplete" ? "error" : message.status } : {}), message: publicMessage(message),
+  type: "MESSAGE",
+  chatId: message.chat_id,
+  content: "",
+  traceId: message.id,
+  end: true,
+  ...(seq === undefined ? {} : { seq }),
+  ...(message.status ? { reason: message.status === "incomplete" ? "error" : message.status } : {}),
+  message: publicMessage(message),
 });
 
 export const frames = {
-  chatList: (page: { items: Chat[]; cursor?: string }) => ({ type: "CHAT_LIST", chats: page.items, ...(page.cursor ? { cursor: page.cursor } : {}) }),
+  chatList: (page: { items: Chat[]; cursor?: string }) => ({
+    type: "CHAT_LIST",
+    chats: page.items,
+    ...(page.cursor ? { cursor: page.cursor } : {}),
+  }),
   newChat: (chat: Chat) => ({ type: "NEW_CHAT", chat }),
   chatCreated: (chat: Chat) => ({ type: "CHAT_CREATED", chat }),
   chatUpdated: (chat: Chat) => ({ type: "CHAT_UPDATED", chat }),
   chatDeleted: (chatId: string) => ({ type: "CHAT_DELETED", chatId }),
   chatHistory: (h: { chatId: string; messages: (Message | StreamingMessage)[]; hasMore: boolean; cursor?: string }) => ({
-    type: "CHAT_HISTORY", chatId: h.chatId, messages: h.messages.map(publicMessage), hasMore: h.hasMore, ...(h.cursor ? { cursor: h.cursor } : {}),
+    type: "CHAT_HISTORY",
+    chatId: h.chatId,
+    messages: h.messages.map(publicMessage),
+    hasMore: h.hasMore,
+    ...(h.cursor ? { cursor: h.cursor } : {}),
   }),
-  firstMessage: (message: Message) => ({ type: "FIRST_MESSAGE", chatId: message.chat_id, content: message.content, message: publicMessage(message) }),
+  firstMessage: (message: Message) => ({
+    type: "FIRST_MESSAGE",
+    chatId: message.chat_id,
+    content: message.content,
+    message: publicMessage(message),
+  }),
   delta: (e: Extract<ChatEvent, { type: "reply_delta" }>) => ({
-    type: "MESSAGE", chatId: e.chatId, content: e.content, traceId: e.traceId, end: false, seq: e.seq,
+    type: "MESSAGE",
+    chatId: e.chatId,
+    content: e.content,
+    traceId: e.traceId,
+    end: false,
+    seq: e.seq,
   }),
   // content "" on the last frame: the web UI appends whatever arrives.
   end: (e: Extract<ChatEvent, { type: "reply_end" }>) => ({
-    type: "MESSAGE", chatId: e.chatId, content: "", traceId: e.traceId, end: true, seq: e.seq,
+    type: "MESSAGE",
+    chatId: e.chatId,
+    content: "",
+    traceId: e.traceId,
+    end: true,
+    seq: e.seq,
     ...(e.status ? { reason: e.status === "incomplete" ? "error" : e.status } : {}),
   }),
   /** RESUME's answer: the rest of a live reply so far, or the finished one. */
@@ -144,15 +231,30 @@ export const frames = {
   generationStopped: (g: { chatId: string; traceId: string }) => ({ type: "GENERATION_STOPPED", chatId: g.chatId, traceId: g.traceId }),
   settings: (settings: Settings, defaults: { systemPrompt: string; model: string }) => ({ type: "SETTINGS", settings, defaults }),
   messageAccepted: (chatId: string, r: { duplicate: boolean; message: Message; traceId?: string; queued?: boolean }) => ({
-    type: "MESSAGE_ACCEPTED", chatId, messageId: r.message.id, ...(r.traceId ? { traceId: r.traceId } : {}), duplicate: r.duplicate,
+    type: "MESSAGE_ACCEPTED",
+    chatId,
+    messageId: r.message.id,
+    ...(r.traceId ? { traceId: r.traceId } : {}),
+    duplicate: r.duplicate,
     ...(r.duplicate ? {} : { queued: !!r.queued }),
   }),
   error: (code: string, error: string, extra?: Record<string, unknown>) => ({ type: "ERROR", error, code, ...extra }),
   /** Live frames may have been missed (the shared bus was down): reload the chat list and the open chat. */
   resync: (reason: string) => ({ type: "RESYNC", reason }),
-  searchResults: (r: SearchResults) => ({ type: "SEARCH_RESULTS", query: r.query, hits: r.hits, ...(r.cursor ? { cursor: r.cursor } : {}) }),
+  searchResults: (r: SearchResults) => ({
+    type: "SEARCH_RESULTS",
+    query: r.query,
+    hits: r.hits,
+    ...(r.cursor ? { cursor: r.cursor } : {}),
+  }),
   /** REGENERATE's answer: which question is answered again, under which traceId; `queued` when other replies come first. */
-  regenerating: (r: { chatId: string; questionId: string; traceId: string; queued: boolean }) => ({ type: "REGENERATING", chatId: r.chatId, questionId: r.questionId, traceId: r.traceId, queued: r.queued }),
+  regenerating: (r: { chatId: string; questionId: string; traceId: string; queued: boolean }) => ({
+    type: "REGENERATING",
+    chatId: r.chatId,
+    questionId: r.questionId,
+    traceId: r.traceId,
+    queued: r.queued,
+  }),
   branches: (b: BranchInfo) => ({ type: "BRANCHES", chatId: b.chatId, messageId: b.messageId, siblings: b.siblings, current: b.current }),
   /** To the owner's other sockets watching the chat: its current branch changed; reload its history. */
   branchSelected: (chatId: string, messageId: string) => ({ type: "BRANCH_SELECTED", chatId, messageId }),

@@ -34,7 +34,9 @@ export function newConnData(limits: SocketLimits, address: string, user: Identit
 
 /** Bun's websocket handlers for /ws: each frame is checked, then dispatched through the handler table. */
 export function socketHandlers(
-  chat: ChatService, limits: SocketLimits, o: { log: Logger; metrics: Metrics; userSends?: UserSends },
+  chat: ChatService,
+  limits: SocketLimits,
+  o: { log: Logger; metrics: Metrics; userSends?: UserSends },
 ): { websocket: WebSocketHandler<ConnData>; conns: Connections; load: ConnectionLoad } {
   const userSends = o.userSends ?? localUserSends(limits.messagesPerMinute);
   const { log, metrics } = o;
@@ -83,7 +85,12 @@ export function socketHandlers(
         throw new FrameError("INVALID_FRAME", field && !issue.message.startsWith(field) ? `${field}: ${issue.message}` : issue.message);
       }
       const ctx: HandlerContext = {
-        ws, chat, client: conns.client(ws), limits, userSends, requestId,
+        ws,
+        chat,
+        client: conns.client(ws),
+        limits,
+        userSends,
+        requestId,
         reply: (frame) => conns.send(ws, { ...frame, ...withId }),
       };
       await (handlers[type].run as (c: HandlerContext, a: unknown) => Promise<void>)(ctx, args.output);
@@ -108,12 +115,21 @@ export function socketHandlers(
   function refuseInbound(ws: Socket, bytes: number) {
     const b = ws.data.budget;
     if (b.dropped++ === 0) {
-      log.warn("dropping frames: the socket's inbound queue is full", { connId: ws.data.id, pendingFrames: b.pending.frames, pendingBytes: b.pending.bytes, bytes });
+      log.warn("dropping frames: the socket's inbound queue is full", {
+        connId: ws.data.id,
+        pendingFrames: b.pending.frames,
+        pendingBytes: b.pending.bytes,
+        bytes,
+      });
     }
     metrics.commands.inc({ type: "dropped", outcome: "RATE_LIMITED" });
-    conns.send(ws, frames.error("RATE_LIMITED", "too many frames waiting to be handled; this one was dropped", {
-      retryAfterMs: INBOUND_RETRY_AFTER_MS, limit: limits.inboundMaxFrames,
-    }));
+    conns.send(
+      ws,
+      frames.error("RATE_LIMITED", "too many frames waiting to be handled; this one was dropped", {
+        retryAfterMs: INBOUND_RETRY_AFTER_MS,
+        limit: limits.inboundMaxFrames,
+      }),
+    );
   }
 
   const websocket: WebSocketHandler<ConnData> = {
@@ -148,7 +164,10 @@ export function socketHandlers(
           // at info cost more than the command itself: issue 15).
           if (outcome !== "ok" || debug) {
             log[outcome === "ok" ? "debug" : "info"]("ws command", {
-              type, outcome, durationMs: Math.round(seconds * 10_000) / 10, connId: ws.data.id,
+              type,
+              outcome,
+              durationMs: Math.round(seconds * 10_000) / 10,
+              connId: ws.data.id,
               ...(typeof seen.chatId === "string" ? { chatId: seen.chatId.slice(0, 64) } : {}),
             });
           }

@@ -65,10 +65,16 @@ export async function startCosmosServer(): Promise<CosmosTestServer> {
 export async function openTestCosmosStore(server: CosmosTestServer, prefix: string, o: { requestTimeoutMs?: number } = {}) {
   const { openCosmosStore } = await import("../../src/store/cosmos");
   return openCosmosStore({
-    endpoint: server.endpoint, key: server.key, database: `${prefix}-${crypto.randomUUID()}`,
+    endpoint: server.endpoint,
+    key: server.key,
+    database: `${prefix}-${crypto.randomUUID()}`,
     containers: {
-      chats: "chats", messages: "messages", users: "users",
-      settings: "settings", processedMessages: "processed_messages", checkpoints: "checkpoints",
+      chats: "chats",
+      messages: "messages",
+      users: "users",
+      settings: "settings",
+      processedMessages: "processed_messages",
+      checkpoints: "checkpoints",
     },
     allowSelfSignedCert: true,
     ...o,

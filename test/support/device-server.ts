@@ -13,8 +13,12 @@ import { until } from "./until";
  * it over TLS (trusting the test certificate). Waits until the consumer owns every partition.
  */
 export async function startDeviceServer(o: {
-  peer: IotHubPeer; cert: LocalhostCert; env?: Record<string, string>; store?: Store;
-  iotHubConnectionString?: string; partitions?: number;
+  peer: IotHubPeer;
+  cert: LocalhostCert;
+  env?: Record<string, string>;
+  store?: Store;
+  iotHubConnectionString?: string;
+  partitions?: number;
   /** Passed to startTestServer (e.g. to hold a reply in flight). */
   wrapModel?: (m: Model) => Model;
 }) {
@@ -28,12 +32,13 @@ export async function startDeviceServer(o: {
   const srv = await startTestServer(env, {
     store: o.store,
     wrapModel: o.wrapModel,
-    startDevices: (parts) => startDeviceBridge(parts, {
-      ...bridge,
-      c2dTransport: amqpTrusting(o.cert.cert),
-      retryDelayMs: 200,
-      loadBalancing: { strategy: "greedy", updateIntervalInMs: 200 },
-    }),
+    startDevices: (parts) =>
+      startDeviceBridge(parts, {
+        ...bridge,
+        c2dTransport: amqpTrusting(o.cert.cert),
+        retryDelayMs: 200,
+        loadBalancing: { strategy: "greedy", updateIntervalInMs: 200 },
+      }),
   });
   await until(() => {
     const s = srv.devices?.status();

@@ -7,15 +7,25 @@ import { basename, dirname, isAbsolute, join, relative, resolve } from "node:pat
 // anything else, so the Dockerfile cannot change without the test learning it.
 
 export type Stage = {
-  name: string; image: string; root: string; workdir: string;
-  env: Record<string, string>; user?: string; cmd?: string[]; healthcheck?: string[]; expose: string[];
+  name: string;
+  image: string;
+  root: string;
+  workdir: string;
+  env: Record<string, string>;
+  user?: string;
+  cmd?: string[];
+  healthcheck?: string[];
+  expose: string[];
   /** Every path a COPY wrote into this stage, as seen inside the container. */
   copied: string[];
 };
 
 /** Docker's .dockerignore, for the forms ours uses: exact paths and `*`; the last matching rule wins. */
 function contextFilter(context: string): (path: string) => boolean {
-  const rules = readFileSync(join(context, ".dockerignore"), "utf8").split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"))
+  const rules = readFileSync(join(context, ".dockerignore"), "utf8")
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith("#"))
     .map((l) => ({ include: l.startsWith("!"), pattern: l.replace(/^!/, "").replace(/\/$/, "") }));
   return (path) => {
     let included = true;
@@ -27,7 +37,11 @@ function contextFilter(context: string): (path: string) => boolean {
 }
 
 function instructions(text: string) {
-  return text.replace(/\\\n/g, " ").split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"))
+  return text
+    .replace(/\\\n/g, " ")
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith("#"))
     .map((l) => ({ op: l.split(/\s+/)[0]!.toUpperCase(), args: l.replace(/^\S+\s*/, "") }));
 }
 
@@ -42,7 +56,15 @@ export function playDockerfile(context: string, work: string): Stage[] {
       const [image, as, name] = args.split(/\s+/);
       const root = join(work, `stage-${stages.length}`);
       mkdirSync(root, { recursive: true });
-      current = { name: as?.toUpperCase() === "AS" ? name! : String(stages.length), image: image!, root, workdir: "/", env: {}, expose: [], copied: [] };
+      current = {
+        name: as?.toUpperCase() === "AS" ? name! : String(stages.length),
+        image: image!,
+        root,
+        workdir: "/",
+        env: {},
+        expose: [],
+        copied: [],
+      };
       stages.push(current);
       continue;
     }
@@ -80,7 +102,9 @@ export function playDockerfile(context: string, work: string): Stage[] {
           mkdirSync(at(stage, dataDir[1]!), { recursive: true });
         } else if (/^bun [\w\s=-]+$/.test(args)) {
           const r = Bun.spawnSync([process.execPath, ...args.split(/\s+/).slice(1)], {
-            cwd: at(stage, stage.workdir), stdout: "pipe", stderr: "pipe",
+            cwd: at(stage, stage.workdir),
+            stdout: "pipe",
+            stderr: "pipe",
             env: { ...process.env, PATH: `${dirname(process.execPath)}:${process.env.PATH}` },
           });
           if (r.exitCode !== 0) throw new Error(`Dockerfile: RUN ${args} failed (${r.exitCode}):\n${r.stdout}\n${r.stderr}`);
@@ -115,7 +139,10 @@ export function playDockerfile(context: string, work: string): Stage[] {
 
 /** Files under dir, relative to it, sorted. */
 export const filesUnder = (dir: string): string[] =>
-  readdirSync(dir, { recursive: true, withFileTypes: true }).filter((e) => e.isFile()).map((e) => relative(dir, join(e.parentPath, e.name))).sort();
+  readdirSync(dir, { recursive: true, withFileTypes: true })
+    .filter((e) => e.isFile())
+    .map((e) => relative(dir, join(e.parentPath, e.name)))
+    .sort();
 
 /** Their total size in bytes. */
 export const bytesUnder = (dir: string) => filesUnder(dir).reduce((n, f) => n + statSync(join(dir, f)).size, 0);

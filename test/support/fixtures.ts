@@ -5,7 +5,12 @@ import type { TestClient } from "./ws-client";
 // Small pieces several test files share.
 
 /** The env pointing a test server at the local SSE model; titles off so no second model call interferes. */
-export const modelEnv = (m: SseModel) => ({ OPENAI_BASE_URL: `${m.url}/v1`, OPENAI_MODEL: "test-model", OPENAI_API_KEY: "sk-test", CHAT_TITLES: "false" });
+export const modelEnv = (m: SseModel) => ({
+  OPENAI_BASE_URL: `${m.url}/v1`,
+  OPENAI_MODEL: "test-model",
+  OPENAI_API_KEY: "sk-test",
+  CHAT_TITLES: "false",
+});
 
 export const newChat = async (c: TestClient) => (await c.request({ type: "CREATE_CHAT" }, "NEW_CHAT")).chat as { id: string; name: string };
 
@@ -24,5 +29,8 @@ export async function connectWithConn(srv: TestServer, track: (c: TestClient) =>
 
 /** The raw headers of a WebSocket upgrade request (RFC 6455 sample key). */
 export const UPGRADE_HEADERS = {
-  Connection: "Upgrade", Upgrade: "websocket", "Sec-WebSocket-Version": "13", "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+  Connection: "Upgrade",
+  Upgrade: "websocket",
+  "Sec-WebSocket-Version": "13",
+  "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
 };

@@ -25,20 +25,35 @@ export function memoryLogger(level: "debug" | "info" = "debug", secrets: string[
 export async function startTestServer(
   env: Record<string, string> = {},
   parts: {
-    store?: Store; model?: Model; startDevices?: ServerParts["startDevices"];
+    store?: Store;
+    model?: Model;
+    startDevices?: ServerParts["startDevices"];
     /** Wraps whichever model the server gets (e.g. createHolds().wrap, to hold a reply in flight). */
     wrapModel?: (m: Model) => Model;
   } = {},
 ) {
   const dir = mkdtempSync(join(tmpdir(), "pichat-test-"));
-  const config = loadConfig({ SERVER_PORT: "0", HOST: "127.0.0.1", SQLITE_PATH: join(dir, "pichat.db"), OFFLINE_MODEL_DELAY_MS: "0", ENVIRONMENT: "test",
+  const config = loadConfig({
+    SERVER_PORT: "0",
+    HOST: "127.0.0.1",
+    SQLITE_PATH: join(dir, "pichat.db"),
+    OFFLINE_MODEL_DELAY_MS: "0",
+    ENVIRONMENT: "test",
     // Every client of a test is the same user unless it signs in as another: their sends share one
     // bucket (per user), which tests of other things must not run into. limits.test.ts sets its own.
-    RATE_LIMIT_MESSAGES_PER_MINUTE: "100000", ...env });
+    RATE_LIMIT_MESSAGES_PER_MINUTE: "100000",
+    ...env,
+  });
   const store = parts.store ?? openSqliteStore(config.SQLITE_PATH);
   const log = memoryLogger();
   const model = parts.model ?? (await modelFromConfig(config));
-  const running = startServer({ config, store, model: parts.wrapModel ? parts.wrapModel(model) : model, log, startDevices: parts.startDevices });
+  const running = startServer({
+    config,
+    store,
+    model: parts.wrapModel ? parts.wrapModel(model) : model,
+    log,
+    startDevices: parts.startDevices,
+  });
   const wsUrl = `${running.url.replace(/^http/, "ws")}/ws`;
   // Every client a test opens is closed with the server, so a failing test leaks nothing.
   const clients: TestClient[] = [];

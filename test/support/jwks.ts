@@ -15,7 +15,8 @@ export const makeKey = async (kid: string, alg: Key["alg"]): Promise<Key> => {
 export function startJwks(keys: JWK[]) {
   let fetches = 0;
   const server = Bun.serve({
-    port: 0, hostname: "127.0.0.1",
+    port: 0,
+    hostname: "127.0.0.1",
     fetch: () => {
       fetches++;
       return Response.json({ keys });
@@ -42,7 +43,16 @@ export async function startIdentityProvider(o: { issuer?: string; audience?: str
     env: { AUTH_JWKS_URL: jwks.url, AUTH_ISSUER: issuer, AUTH_AUDIENCE: audience },
     jwks,
     async user(oid: string, name = `jwt ${oid}`) {
-      const token = await sign(key, { iss: issuer, aud: audience, sub: `sub-${oid}`, oid, tid: tenant, name, iat: now(), exp: now() + 600 });
+      const token = await sign(key, {
+        iss: issuer,
+        aud: audience,
+        sub: `sub-${oid}`,
+        oid,
+        tid: tenant,
+        name,
+        iat: now(),
+        exp: now() + 600,
+      });
       return { id: jwtUserId(tenant, oid), token };
     },
     stop: () => jwks.stop(),

@@ -28,7 +28,11 @@ function install() {
   installed = true;
   process.once("exit", reapAll);
   // A signal would end the process without "exit": reap, then die of the same signal's usual code.
-  for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143], ["SIGHUP", 129]] as const) {
+  for (const [signal, code] of [
+    ["SIGINT", 130],
+    ["SIGTERM", 143],
+    ["SIGHUP", 129],
+  ] as const) {
     process.once(signal, () => {
       reapAll();
       process.exit(code);

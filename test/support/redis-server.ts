@@ -79,17 +79,40 @@ function freePort(withBus: boolean): number {
 
 function args(port: number, dir: string, cluster?: ClusterConf): string[] {
   const a = [
-    "--port", String(port), "--bind", "127.0.0.1", "--protected-mode", "no",
-    "--save", "", "--appendonly", "no", "--dir", dir, "--logfile", "", "--daemonize", "no",
-    "--loglevel", "notice", "--databases", "1",
+    "--port",
+    String(port),
+    "--bind",
+    "127.0.0.1",
+    "--protected-mode",
+    "no",
+    "--save",
+    "",
+    "--appendonly",
+    "no",
+    "--dir",
+    dir,
+    "--logfile",
+    "",
+    "--daemonize",
+    "no",
+    "--loglevel",
+    "notice",
+    "--databases",
+    "1",
     // serverCron acts on SIGTERM; at 100 Hz instead of 10 a stop() takes ~10 ms, not ~100.
-    "--hz", "100",
+    "--hz",
+    "100",
   ];
   if (cluster) {
     a.push(
-      "--cluster-enabled", "yes", "--cluster-config-file", join(dir, "nodes.conf"),
-      "--cluster-node-timeout", String(cluster.nodeTimeoutMs),
-      "--cluster-require-full-coverage", cluster.requireFullCoverage ? "yes" : "no",
+      "--cluster-enabled",
+      "yes",
+      "--cluster-config-file",
+      join(dir, "nodes.conf"),
+      "--cluster-node-timeout",
+      String(cluster.nodeTimeoutMs),
+      "--cluster-require-full-coverage",
+      cluster.requireFullCoverage ? "yes" : "no",
     );
   }
   return a;
@@ -118,9 +141,14 @@ async function launch(port: number, dir: string, lines: string[], cluster?: Clus
     await proc.exited;
   }
   const log = `${lines.slice(-15).join("\n")}\n${(await stderr).slice(0, 1000)}`;
-  throw Object.assign(new Error(`redis-server on port ${port} ${outcome === "timeout" ? "did not become ready within 10 s" : `exited (${proc.exitCode ?? proc.signalCode})`}:\n${log}`), {
-    addressInUse: /address already in use/i.test(log),
-  });
+  throw Object.assign(
+    new Error(
+      `redis-server on port ${port} ${outcome === "timeout" ? "did not become ready within 10 s" : `exited (${proc.exitCode ?? proc.signalCode})`}:\n${log}`,
+    ),
+    {
+      addressInUse: /address already in use/i.test(log),
+    },
+  );
 }
 
 async function startNode(o: { cluster?: ClusterConf }): Promise<RedisServer> {
@@ -269,7 +297,9 @@ const infoField = (info: string, key: string) => new RegExp(`^${key}:(\\S+)`, "m
  * waitOk() to wait for it. `nodeTimeoutMs` is how soon the others mark a stopped node as failed
  * (with full coverage required, the whole cluster then refuses commands until it is back).
  */
-export async function startRedisCluster(o: { nodes?: number; nodeTimeoutMs?: number; requireFullCoverage?: boolean } = {}): Promise<RedisCluster> {
+export async function startRedisCluster(
+  o: { nodes?: number; nodeTimeoutMs?: number; requireFullCoverage?: boolean } = {},
+): Promise<RedisCluster> {
   const n = o.nodes ?? 3;
   if (n < 1) throw new Error("a cluster needs at least one node");
   const conf: ClusterConf = { nodeTimeoutMs: o.nodeTimeoutMs ?? 500, requireFullCoverage: o.requireFullCoverage ?? true };
@@ -292,12 +322,14 @@ export async function startRedisCluster(o: { nodes?: number; nodeTimeoutMs?: num
   try {
     // As redis-cli --cluster create does: distinct config epochs (no epoch-collision round), each
     // master its slot range, then one node meets the others and gossip spreads the rest.
-    await Promise.all(nodes.map(async (x, i) => {
-      check(await redisCommand(x.port, "CLUSTER", "SET-CONFIG-EPOCH", i + 1), `SET-CONFIG-EPOCH on ${x.port}`);
-      const from = Math.floor((SLOTS * i) / n);
-      const to = Math.floor((SLOTS * (i + 1)) / n) - 1;
-      check(await redisCommand(x.port, "CLUSTER", "ADDSLOTSRANGE", from, to), `ADDSLOTSRANGE on ${x.port}`);
-    }));
+    await Promise.all(
+      nodes.map(async (x, i) => {
+        check(await redisCommand(x.port, "CLUSTER", "SET-CONFIG-EPOCH", i + 1), `SET-CONFIG-EPOCH on ${x.port}`);
+        const from = Math.floor((SLOTS * i) / n);
+        const to = Math.floor((SLOTS * (i + 1)) / n) - 1;
+        check(await redisCommand(x.port, "CLUSTER", "ADDSLOTSRANGE", from, to), `ADDSLOTSRANGE on ${x.port}`);
+      }),
+    );
     const first = nodes[0]!;
     for (const x of nodes.slice(1)) check(await redisCommand(first.port, "CLUSTER", "MEET", "127.0.0.1", x.port), `MEET ${x.port}`);
   } catch (e) {
@@ -316,7 +348,9 @@ export async function startRedisCluster(o: { nodes?: number; nodeTimeoutMs?: num
         const state = infoField(info, "cluster_state");
         const known = Number(infoField(info, "cluster_known_nodes"));
         const assigned = Number(infoField(info, "cluster_slots_assigned"));
-        return state === "ok" && known === n && assigned === SLOTS ? [] : [`${running[i]!.port}: state ${state}, ${known} known, ${assigned} slots`];
+        return state === "ok" && known === n && assigned === SLOTS
+          ? []
+          : [`${running[i]!.port}: state ${state}, ${known} known, ${assigned} slots`];
       });
       if (bad.length === 0) return;
       last = bad.join("; ");

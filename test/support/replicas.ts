@@ -63,16 +63,26 @@ export async function startReplicas(o: {
   const cosmos = o.cosmos ?? (await startCosmosServer());
   const database = o.database ?? `pichat-replicas-${crypto.randomUUID()}`;
   const env: Record<string, string> = {
-    COSMOS_ENDPOINT: cosmos.endpoint, COSMOS_KEY: cosmos.key, COSMOS_ALLOW_SELF_SIGNED_CERT: "true", COSMOS_DATABASE: database,
+    COSMOS_ENDPOINT: cosmos.endpoint,
+    COSMOS_KEY: cosmos.key,
+    COSMOS_ALLOW_SELF_SIGNED_CERT: "true",
+    COSMOS_DATABASE: database,
     ...(o.redis ? redisEnv(o.redis) : {}),
     ...o.env,
   };
   const { openCosmosStore } = await import("../../src/store/cosmos");
   const store = await openCosmosStore({
-    endpoint: cosmos.endpoint, key: cosmos.key, database, allowSelfSignedCert: true,
+    endpoint: cosmos.endpoint,
+    key: cosmos.key,
+    database,
+    allowSelfSignedCert: true,
     containers: {
-      chats: "chats", messages: "messages", users: "users",
-      settings: "settings", processedMessages: "processed_messages", checkpoints: "checkpoints",
+      chats: "chats",
+      messages: "messages",
+      users: "users",
+      settings: "settings",
+      processedMessages: "processed_messages",
+      checkpoints: "checkpoints",
     },
   });
 
@@ -86,11 +96,12 @@ export async function startReplicas(o: {
   const failed = started.find((s) => s.status === "rejected");
 
   let stopped: Promise<void> | undefined;
-  const stop = () => (stopped ??= (async () => {
-    await Promise.all(replicas.map((p) => terminate(p, 5000)));
-    await store.close();
-    if (ownCosmos) await cosmos.stop();
-  })());
+  const stop = () =>
+    (stopped ??= (async () => {
+      await Promise.all(replicas.map((p) => terminate(p, 5000)));
+      await store.close();
+      if (ownCosmos) await cosmos.stop();
+    })());
   if (failed) {
     await stop();
     throw failed.reason;
@@ -102,7 +113,12 @@ export async function startReplicas(o: {
     return p;
   };
   return {
-    replicas, env, cosmos, database, store, stop,
+    replicas,
+    env,
+    cosmos,
+    database,
+    store,
+    stop,
     kill: (i) => at(i).crash(),
     terminate: (i, ms = 5000) => terminate(at(i), ms),
     async restart(i) {

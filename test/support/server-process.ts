@@ -33,8 +33,14 @@ export async function spawnServer(env: Record<string, string>, o: { dbPath?: str
   const proc = Bun.spawn([process.execPath, join(REPO, "src/index.ts")], {
     cwd: dir,
     env: {
-      PATH: process.env.PATH ?? "", HOME: process.env.HOME ?? dir, ENVIRONMENT: "test", HOST: "127.0.0.1", SERVER_PORT: "0",
-      SQLITE_PATH: dbPath, LOG_LEVEL: "info", ...env,
+      PATH: process.env.PATH ?? "",
+      HOME: process.env.HOME ?? dir,
+      ENVIRONMENT: "test",
+      HOST: "127.0.0.1",
+      SERVER_PORT: "0",
+      SQLITE_PATH: dbPath,
+      LOG_LEVEL: "info",
+      ...env,
     },
     stdout: "pipe",
     stderr: "pipe",
@@ -59,7 +65,13 @@ export async function spawnServer(env: Record<string, string>, o: { dbPath?: str
           resolve(hit);
         } else if (proc.exitCode !== null || proc.signalCode !== null) {
           done();
-          void stderr.then((e) => reject(new Error(`the server exited (${proc.exitCode ?? proc.signalCode}) before logging ${re}: ${e.slice(0, 500)} ${lines.join("\n").slice(-500)}`)));
+          void stderr.then((e) =>
+            reject(
+              new Error(
+                `the server exited (${proc.exitCode ?? proc.signalCode}) before logging ${re}: ${e.slice(0, 500)} ${lines.join("\n").slice(-500)}`,
+              ),
+            ),
+          );
         }
       };
       const timer = setTimeout(() => {
@@ -83,7 +95,13 @@ export async function spawnServer(env: Record<string, string>, o: { dbPath?: str
   const wsUrl = /"websocket":"(ws:\/\/[^"]+)"/.exec(listening)?.[1];
   if (!wsUrl) throw new Error(`no websocket url in: ${listening}`);
   return {
-    proc, wsUrl, httpUrl: wsUrl.replace(/^ws/, "http").replace(/\/ws$/, ""), dbPath, dir, waitLine, lines,
+    proc,
+    wsUrl,
+    httpUrl: wsUrl.replace(/^ws/, "http").replace(/\/ws$/, ""),
+    dbPath,
+    dir,
+    waitLine,
+    lines,
     async crash() {
       proc.kill("SIGKILL");
       await proc.exited;

@@ -38,7 +38,11 @@ export async function startSseModel(defaultScript: Script = { tokens: ["Hello", 
       const url = new URL(req.url);
       if (req.method !== "POST" || !/\/chat\/completions$/.test(url.pathname)) return new Response("not found", { status: 404 });
       const record: ModelRequest = {
-        url: req.url, path: url.pathname, headers: Object.fromEntries(req.headers), body: await req.json(), aborted: false,
+        url: req.url,
+        path: url.pathname,
+        headers: Object.fromEntries(req.headers),
+        body: await req.json(),
+        aborted: false,
       };
       requests.push(record);
       req.signal.addEventListener("abort", () => {
@@ -58,10 +62,15 @@ export async function startSseModel(defaultScript: Script = { tokens: ["Hello", 
       const tokens = s.tokens ?? defaultScript.tokens ?? [];
       const enc = new TextEncoder();
       const chunk = (delta: object, finish: string | null = null) =>
-        enc.encode(`data: ${JSON.stringify({
-          id: "chatcmpl-test", object: "chat.completion.chunk", created: Math.floor(Date.now() / 1000),
-          model: record.body.model ?? "test", choices: [{ index: 0, delta, finish_reason: finish }],
-        })}\n\n`);
+        enc.encode(
+          `data: ${JSON.stringify({
+            id: "chatcmpl-test",
+            object: "chat.completion.chunk",
+            created: Math.floor(Date.now() / 1000),
+            model: record.body.model ?? "test",
+            choices: [{ index: 0, delta, finish_reason: finish }],
+          })}\n\n`,
+        );
       const stream = new ReadableStream({
         async start(controller) {
           streams.add(controller);

@@ -8,13 +8,15 @@ export function startRelay(port: number) {
   let onStalledWrite: (() => void) | undefined;
   const clients = new Set<Bun.Socket<Conn>>();
   const relay = Bun.listen<Conn>({
-    hostname: "127.0.0.1", port: 0,
+    hostname: "127.0.0.1",
+    port: 0,
     socket: {
       async open(client) {
         client.data = { pending: [] };
         clients.add(client);
         const upstream = await Bun.connect({
-          hostname: "127.0.0.1", port,
+          hostname: "127.0.0.1",
+          port,
           socket: { data: (_, d) => void (stalled || client.write(d)), close: () => void client.end() },
         });
         client.data.upstream = upstream;

@@ -26,13 +26,27 @@ async function generate(): Promise<LocalhostCert> {
   const keyPath = join(dir, "key.pem");
   const proc = Bun.spawn(
     [
-      "openssl", "req", "-x509", "-nodes", "-days", "2",
+      "openssl",
+      "req",
+      "-x509",
+      "-nodes",
+      "-days",
+      "2",
       // EC keys generate in milliseconds; RSA 2048 can take a noticeable fraction of a second.
-      "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-      "-keyout", keyPath, "-out", certPath,
-      "-subj", "/CN=localhost",
-      "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
-      "-addext", "basicConstraints=critical,CA:TRUE",
+      "-newkey",
+      "ec",
+      "-pkeyopt",
+      "ec_paramgen_curve:prime256v1",
+      "-keyout",
+      keyPath,
+      "-out",
+      certPath,
+      "-subj",
+      "/CN=localhost",
+      "-addext",
+      "subjectAltName=DNS:localhost,IP:127.0.0.1",
+      "-addext",
+      "basicConstraints=critical,CA:TRUE",
     ],
     { stdout: "ignore", stderr: "pipe" },
   );

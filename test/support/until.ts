@@ -20,7 +20,11 @@ export async function within<T>(p: Promise<T>, ms: number, what: string | (() =>
  * Waits for a condition that has no event of its own (an SDK's internal state, a status), checking
  * it every few milliseconds and failing at the deadline with what was last seen.
  */
-export async function until<T>(probe: () => T | undefined | false | Promise<T | undefined | false>, what: string, timeoutMs = 10_000): Promise<T> {
+export async function until<T>(
+  probe: () => T | undefined | false | Promise<T | undefined | false>,
+  what: string,
+  timeoutMs = 10_000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
   for (;;) {

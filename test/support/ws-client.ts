@@ -19,7 +19,10 @@ export type TestClient = {
 };
 
 /** `token` signs in as its user (an Authorization header), like a script or a device would. */
-export async function connect(url: string, o: { protocols?: string[]; headers?: Record<string, string>; token?: string } = {}): Promise<TestClient> {
+export async function connect(
+  url: string,
+  o: { protocols?: string[]; headers?: Record<string, string>; token?: string } = {},
+): Promise<TestClient> {
   const headers = o.token ? { ...o.headers, Authorization: `Bearer ${o.token}` } : o.headers;
   const ws = new WebSocket(url, { protocols: o.protocols, headers } as any);
   const frames: Frame[] = [];
@@ -55,7 +58,11 @@ export async function connect(url: string, o: { protocols?: string[]; headers?: 
         }
         if (closeInfo) {
           done();
-          reject(new Error(`socket closed (${closeInfo.code} ${closeInfo.reason}) while waiting; frames: ${JSON.stringify(frames.slice(cursor)).slice(0, 500)}`));
+          reject(
+            new Error(
+              `socket closed (${closeInfo.code} ${closeInfo.reason}) while waiting; frames: ${JSON.stringify(frames.slice(cursor)).slice(0, 500)}`,
+            ),
+          );
         }
       };
       const timer = setTimeout(() => {

@@ -8,11 +8,24 @@ import { errorText, fileName, saveFile } from "/page/transfer.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
-  conn: $("conn"), chats: $("chats"), title: $("title"), del: $("delete"), messages: $("messages"),
-  composer: $("composer"), input: $("input"), send: $("send"), stop: $("stop"),
-  notice: $("notice"), tokenForm: $("token-form"), token: $("token"),
-  who: $("who"), signOut: $("sign-out"), chatMenu: $("chat-menu"), chatMenuItems: $("chat-menu-items"),
-  importButton: $("import"), importFile: $("import-file"),
+  conn: $("conn"),
+  chats: $("chats"),
+  title: $("title"),
+  del: $("delete"),
+  messages: $("messages"),
+  composer: $("composer"),
+  input: $("input"),
+  send: $("send"),
+  stop: $("stop"),
+  notice: $("notice"),
+  tokenForm: $("token-form"),
+  token: $("token"),
+  who: $("who"),
+  signOut: $("sign-out"),
+  chatMenu: $("chat-menu"),
+  chatMenuItems: $("chat-menu-items"),
+  importButton: $("import"),
+  importFile: $("import-file"),
 };
 const TOKEN_KEY = "pichat.token";
 const KINDS = { api_token: "API token", token: "personal token", jwt: "Entra ID" };
@@ -62,7 +75,7 @@ async function whoAmI() {
   if (res.status === 401) return "refused";
   const me = res.ok ? await res.json().catch(() => null) : null;
   if (!me?.name) return "unknown";
-  const kind = token() ? KINDS[me.via] ?? me.via : "no sign-in needed";
+  const kind = token() ? (KINDS[me.via] ?? me.via) : "no sign-in needed";
   ui.who.querySelector(".user-name").textContent = me.name;
   ui.who.querySelector(".user-kind").textContent = kind;
   ui.who.title = `Signed in as ${me.name} (${kind})`;
@@ -155,7 +168,10 @@ async function connect() {
 
 // A browser does not say why a socket was refused; the same request as plain HTTP answers 401.
 const refused = (presented) =>
-  fetch("/ws", { headers: presented ? { Authorization: `Bearer ${presented}` } : {} }).then((r) => r.status === 401, () => false);
+  fetch("/ws", { headers: presented ? { Authorization: `Bearer ${presented}` } : {} }).then(
+    (r) => r.status === 401,
+    () => false,
+  );
 
 function send(frame) {
   if (ws?.readyState !== WebSocket.OPEN) return false;
@@ -199,7 +215,7 @@ const on = {
   CHAT_LIST(f) {
     chats = f.chats;
     // (Re)open the chat on screen; after a reconnect its history brings back a reply mid-stream.
-    select(chats.some((c) => c.id === current) ? current : chats[0]?.id ?? null);
+    select(chats.some((c) => c.id === current) ? current : (chats[0]?.id ?? null));
   },
   NEW_CHAT(f) {
     upsert(f.chat);
@@ -287,15 +303,17 @@ function forget(chatId) {
 }
 
 function renderChats() {
-  ui.chats.replaceChildren(...chats.map((c) => {
-    const li = el("li", c.id === current ? "current" : "");
-    li.dataset.id = c.id;
-    const b = Object.assign(el("button", "chat"), { type: "button", onclick: () => select(c.id) });
-    b.append(el("span", "name", c.name));
-    if (c.device_id) b.append(Object.assign(el("span", "badge", "device"), { title: `device ${c.device_id}` }));
-    li.append(b);
-    return li;
-  }));
+  ui.chats.replaceChildren(
+    ...chats.map((c) => {
+      const li = el("li", c.id === current ? "current" : "");
+      li.dataset.id = c.id;
+      const b = Object.assign(el("button", "chat"), { type: "button", onclick: () => select(c.id) });
+      b.append(el("span", "name", c.name));
+      if (c.device_id) b.append(Object.assign(el("span", "badge", "device"), { title: `device ${c.device_id}` }));
+      li.append(b);
+      return li;
+    }),
+  );
   if (document.activeElement !== ui.title) ui.title.value = chats.find((c) => c.id === current)?.name ?? "";
 }
 
@@ -323,7 +341,8 @@ function showHistory(messages, keep = false) {
   bubbles.clear();
   m.replaceChildren();
   for (const msg of messages) {
-    if (msg.streaming) replyBubble(msg.id, msg.content, msg.seq); // a reply still being written
+    if (msg.streaming)
+      replyBubble(msg.id, msg.content, msg.seq); // a reply still being written
     else addMessage(msg);
   }
   m.scrollTop = keep && !atBottom ? top : m.scrollHeight;
@@ -352,7 +371,8 @@ function addMessage(m) {
   li.dataset.id = m.id;
   if (m.parent_id) li.dataset.parent = m.parent_id;
   if (m.device_id && m.role === "user") li.append(el("span", "badge", m.device_id)); // asked on a device
-  if (m.role === "user") li.append(el("div", "text", m.content)); // what a person typed stays plain text
+  if (m.role === "user")
+    li.append(el("div", "text", m.content)); // what a person typed stays plain text
   else {
     const text = el("div", "text");
     sources.set(text, m.content);
@@ -388,7 +408,13 @@ function actions(m) {
     switcher.append(prev, el("span", "count", `${m.sibling}/${m.siblings}`), next);
     bar.append(switcher);
   }
-  if (m.role === "assistant") bar.append(Object.assign(button("↻ Regenerate", "", () => regenerate(bar.parentElement)), { title: "Answer this question again (the current reply is kept as a version)" }));
+  if (m.role === "assistant")
+    bar.append(
+      Object.assign(
+        button("↻ Regenerate", "", () => regenerate(bar.parentElement)),
+        { title: "Answer this question again (the current reply is kept as a version)" },
+      ),
+    );
   if (m.role === "user" && !m.device_id && !String(m.id).startsWith("mine-")) {
     const edit = button("✎ Edit", "", () => editMessage(bar.parentElement));
     edit.dataset.act = "edit";
@@ -559,8 +585,13 @@ function editMessage(li) {
 // ---- search ----
 
 const search = createSearch({
-  input: $("search"), panel: $("results"), status: $("results-status"), list: $("hits"), more: $("more-results"),
-  chatList: ui.chats, send,
+  input: $("search"),
+  panel: $("results"),
+  status: $("results-status"),
+  list: $("hits"),
+  more: $("more-results"),
+  chatList: ui.chats,
+  send,
   open(hit) {
     findAfterLoad = hit.messageId ?? null;
     select(hit.chatId);

@@ -85,7 +85,12 @@ export function createSearch({ input, panel, status, list, more, chatList, send,
     const b = Object.assign(document.createElement("button"), { type: "button", className: "hit", onclick: () => open(hit) });
     const head = Object.assign(document.createElement("span"), { className: "hit-head" });
     head.append(Object.assign(document.createElement("span"), { className: "hit-chat", textContent: hit.chatName }));
-    head.append(Object.assign(document.createElement("small"), { className: "hit-role", textContent: hit.messageId ? ROLE[hit.role] ?? hit.role ?? "" : "Chat name" }));
+    head.append(
+      Object.assign(document.createElement("small"), {
+        className: "hit-role",
+        textContent: hit.messageId ? (ROLE[hit.role] ?? hit.role ?? "") : "Chat name",
+      }),
+    );
     const snippet = Object.assign(document.createElement("span"), { className: "snippet" });
     snippet.append(...snippetNodes(hit.snippet, hit.highlights));
     b.append(head, snippet);

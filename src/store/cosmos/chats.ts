@@ -22,14 +22,22 @@ export function chatOps(k: Cosmos): ChatOps {
     // A keyset cursor (as in SQLite) rather than continuation tokens: TOP + WHERE on the sort
     // keys behaves the same on the test server and real Cosmos, and pages are never short.
     const after = cursor === undefined ? undefined : decodeChatCursor(cursor);
-    const parameters = [{ name: "@n", value: limit + 1 }, { name: "@owner", value: owner }];
+    const parameters = [
+      { name: "@n", value: limit + 1 },
+      { name: "@owner", value: owner },
+    ];
     const spec: SqlQuerySpec = after
       ? {
           // (u, c, id) < cursor, spelled flat: the nested form means the same, but the test server's
           // parser takes seconds over it (3.2 s against 0.1 s measured).
           query: `SELECT TOP @n * FROM c WHERE c.owner = @owner AND (c.updated_at < @u
             OR (c.updated_at = @u AND c.created_at < @c) OR (c.updated_at = @u AND c.created_at = @c AND c.id < @id)) ${CHAT_ORDER}`,
-          parameters: [...parameters, { name: "@u", value: after.updated_at }, { name: "@c", value: after.created_at }, { name: "@id", value: after.id }],
+          parameters: [
+            ...parameters,
+            { name: "@u", value: after.updated_at },
+            { name: "@c", value: after.created_at },
+            { name: "@id", value: after.id },
+          ],
         }
       : { query: `SELECT TOP @n * FROM c WHERE c.owner = @owner ${CHAT_ORDER}`, parameters };
     const rows = await query<Record<string, unknown>>(k, c.chats, spec, owner);
@@ -49,8 +57,10 @@ export function chatOps(k: Cosmos): ChatOps {
       if (!doc) return undefined;
       const ops: PatchOperation[] = [];
       if (patch.name !== undefined && patch.name !== doc.name) ops.push({ op: "set", path: "/name", value: patch.name });
-      if (patch.updated_at !== undefined && patch.updated_at > doc.updated_at) ops.push({ op: "set", path: "/updated_at", value: patch.updated_at });
-      if (patch.selected !== undefined && patch.selected !== doc.selected) ops.push({ op: "set", path: "/selected", value: patch.selected });
+      if (patch.updated_at !== undefined && patch.updated_at > doc.updated_at)
+        ops.push({ op: "set", path: "/updated_at", value: patch.updated_at });
+      if (patch.selected !== undefined && patch.selected !== doc.selected)
+        ops.push({ op: "set", path: "/selected", value: patch.selected });
       if (ops.length === 0) return toChat(doc);
       try {
         const res = await c.chats.item(id, owner).patch<ChatDoc>(ops, { ...o(), ...matchEtag(String(doc._etag)) });
@@ -70,13 +80,21 @@ export function chatOps(k: Cosmos): ChatOps {
     // owner still has (one cross-partition count, on this rare path only).
     const existed = await tolerate(async () => (await c.chats.item(id, owner).delete(o()), true), [404], false);
     if (!existed) {
-      const [held] = await query<number>(k, c.chats, { query: "SELECT VALUE COUNT(1) FROM c WHERE c.id = @id", parameters: [{ name: "@id", value: id }] });
+      const [held] = await query<number>(k, c.chats, {
+        query: "SELECT VALUE COUNT(1) FROM c WHERE c.id = @id",
+        parameters: [{ name: "@id", value: id }],
+      });
       if (held) return false;
     }
-    const ids = await query<{ id: string }>(k, c.messages, {
-      query: "SELECT c.id FROM c WHERE c.chat_id = @chat",
-      parameters: [{ name: "@chat", value: id }],
-    }, id);
+    const ids = await query<{ id: string }>(
+      k,
+      c.messages,
+      {
+        query: "SELECT c.id FROM c WHERE c.chat_id = @chat",
+        parameters: [{ name: "@chat", value: id }],
+      },
+      id,
+    );
     for (let i = 0; i < ids.length; i += 20) {
       await Promise.all(ids.slice(i, i + 20).map((m) => tolerate(() => c.messages.item(m.id, id).delete(o()), [404], undefined)));
     }
@@ -96,10 +114,18 @@ export function chatOps(k: Cosmos): ChatOps {
       tolerate(async () => (await c.chats.item(id, owner).patch([{ op: "set", path: "/updated_at", value: at }], o()), true), [404], false),
     deleteChat,
     findDeviceChat: async (owner, deviceId) => {
-      const [doc] = await query<Record<string, unknown>>(k, c.chats, {
-        query: "SELECT TOP 1 * FROM c WHERE c.owner = @owner AND c.device_id = @device AND c.active = true ORDER BY c.updated_at DESC",
-        parameters: [{ name: "@owner", value: owner }, { name: "@device", value: deviceId }],
-      }, owner);
+      const [doc] = await query<Record<string, unknown>>(
+        k,
+        c.chats,
+        {
+          query: "SELECT TOP 1 * FROM c WHERE c.owner = @owner AND c.device_id = @device AND c.active = true ORDER BY c.updated_at DESC",
+          parameters: [
+            { name: "@owner", value: owner },
+            { name: "@device", value: deviceId },
+          ],
+        },
+        owner,
+      );
       return doc ? toChat(doc) : undefined;
     },
   };

@@ -11,8 +11,14 @@ type ClaimDoc = { id: string; expires_at: number; ttl: number; owner?: string; l
 /** Records written by claimProcessed carry no `done`: they are finished work. */
 const isDone = (d: ClaimDoc) => d.done !== false;
 // A held record outlives its lease by a minute: real Cosmos TTL then removes an abandoned claim.
-const heldDoc = (id: string, owner: string, until: number, leaseMs: number): ClaimDoc =>
-  ({ id, owner, lease_until: until, done: false, expires_at: until, ttl: Math.ceil(leaseMs / 1000) + 60 });
+const heldDoc = (id: string, owner: string, until: number, leaseMs: number): ClaimDoc => ({
+  id,
+  owner,
+  lease_until: until,
+  done: false,
+  expires_at: until,
+  ttl: Math.ceil(leaseMs / 1000) + 60,
+});
 
 export function claimOps(k: Cosmos): ClaimOps {
   const { c, o } = k;
@@ -56,9 +62,12 @@ export function claimOps(k: Cosmos): ClaimOps {
   const readClaim = (id: string) => read<ClaimDoc>(k, c.processedMessages, id, id);
   /** Replace only if the record is still the version we read; false when someone else changed (412) or removed (404) it. */
   const replaceClaim = (doc: ClaimDoc, etag: unknown) =>
-    tolerate(async () => (await c.processedMessages.item(doc.id, doc.id).replace(doc, { ...o(), ...matchEtag(String(etag)) }), true), [404, 412], false);
-  const createClaim = (doc: ClaimDoc) =>
-    tolerate(async () => (await c.processedMessages.items.create(doc, o()), true), [409], false);
+    tolerate(
+      async () => (await c.processedMessages.item(doc.id, doc.id).replace(doc, { ...o(), ...matchEtag(String(etag)) }), true),
+      [404, 412],
+      false,
+    );
+  const createClaim = (doc: ClaimDoc) => tolerate(async () => (await c.processedMessages.items.create(doc, o()), true), [409], false);
 
   const claimMessage = async (messageId: string, owner: string, leaseMs: number): Promise<"claimed" | "held" | "done"> => {
     const id = safeId(messageId);
@@ -82,7 +91,8 @@ export function claimOps(k: Cosmos): ClaimOps {
       const existing = await readClaim(id);
       if (!existing || isDone(existing) || existing.owner !== owner) return false;
       const until = Date.now() + leaseMs;
-      if (await replaceClaim({ ...heldDoc(id, owner, until, leaseMs), expires_at: Math.max(existing.expires_at, until) }, existing._etag)) return true;
+      if (await replaceClaim({ ...heldDoc(id, owner, until, leaseMs), expires_at: Math.max(existing.expires_at, until) }, existing._etag))
+        return true;
     }
     return false;
   };

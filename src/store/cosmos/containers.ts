@@ -58,10 +58,15 @@ export function setupContainers(client: CosmosClient, config: CosmosStoreConfig,
     const missing = want.filter((w) => !have.some((h) => sameComposite(h, w)));
     if (!resource || missing.length === 0) return;
     try {
-      await container.replace({ ...resource, indexingPolicy: { ...resource.indexingPolicy, compositeIndexes: [...have, ...missing] } }, o());
+      await container.replace(
+        { ...resource, indexingPolicy: { ...resource.indexingPolicy, compositeIndexes: [...have, ...missing] } },
+        o(),
+      );
     } catch (e) {
       if (toUnavailable(e)) throw toUnavailable(e);
-      config.warn?.(`Cosmos container ${resource.id}: could not add its composite indexes (status ${String(status(e) ?? "unknown")}); add ${JSON.stringify(missing)} to its indexing policy`);
+      config.warn?.(
+        `Cosmos container ${resource.id}: could not add its composite indexes (status ${String(status(e) ?? "unknown")}); add ${JSON.stringify(missing)} to its indexing policy`,
+      );
     }
   };
 

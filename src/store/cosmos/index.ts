@@ -57,7 +57,10 @@ export async function openCosmosStore(config: CosmosStoreConfig): Promise<Store>
 
   // One error mapping for every operation that talks to the server.
   const guarded = Object.fromEntries(
-    Object.entries(store).map(([k, v]) => [k, typeof v === "function" && k !== "close" ? guard(v as (...a: unknown[]) => Promise<unknown>) : v]),
+    Object.entries(store).map(([k, v]) => [
+      k,
+      typeof v === "function" && k !== "close" ? guard(v as (...a: unknown[]) => Promise<unknown>) : v,
+    ]),
   );
   return guarded as Store;
 }

@@ -4,7 +4,10 @@ import { decodeMessageCursor, encodeMessageCursor } from "../cursor";
 import type { Page, Store } from "../store";
 import { type Cosmos, matchEtag, query, strip, tolerate } from "./requests";
 
-type MessageOps = Pick<Store, "addMessage" | "addQuestion" | "putMessage" | "listMessages" | "pageMessages" | "findReply" | "finalizeStale">;
+type MessageOps = Pick<
+  Store,
+  "addMessage" | "addQuestion" | "putMessage" | "listMessages" | "pageMessages" | "findReply" | "finalizeStale"
+>;
 
 const MESSAGE_ORDER = "ORDER BY c.created_at DESC, c.id DESC";
 
@@ -17,10 +20,16 @@ export function messageOps(k: Cosmos, touchChat: Store["touchChat"]): MessageOps
    * The newest `limit` messages (one extra fetched, to learn whether older ones exist) older than
    * the cursor's (created_at, id), or than `before`; oldest first. Same order as SQLite's.
    */
-  const pageMessages = async (chatId: string, { limit, cursor, before }: { limit: number; cursor?: string; before?: string }): Promise<Page<Message>> => {
+  const pageMessages = async (
+    chatId: string,
+    { limit, cursor, before }: { limit: number; cursor?: string; before?: string },
+  ): Promise<Page<Message>> => {
     const after = cursor === undefined ? undefined : decodeMessageCursor(cursor, chatId);
     if (limit <= 0) return { items: [] };
-    const parameters = [{ name: "@n", value: limit + 1 }, { name: "@chat", value: chatId }];
+    const parameters = [
+      { name: "@n", value: limit + 1 },
+      { name: "@chat", value: chatId },
+    ];
     const spec: SqlQuerySpec = after
       ? {
           query: `SELECT TOP @n * FROM c WHERE c.chat_id = @chat AND (c.created_at < @t OR (c.created_at = @t AND c.id < @id)) ${MESSAGE_ORDER}`,
@@ -33,7 +42,10 @@ export function messageOps(k: Cosmos, touchChat: Store["touchChat"]): MessageOps
             parameters: [...parameters, { name: "@before", value: before }],
           };
     const rows = await query<Record<string, unknown>>(k, c.messages, spec, chatId);
-    const items = rows.slice(0, limit).reverse().map((r) => strip<Message>(r));
+    const items = rows
+      .slice(0, limit)
+      .reverse()
+      .map((r) => strip<Message>(r));
     const oldest = items[0];
     return rows.length > limit && oldest ? { items, cursor: encodeMessageCursor(chatId, oldest) } : { items };
   };
@@ -41,32 +53,56 @@ export function messageOps(k: Cosmos, touchChat: Store["touchChat"]): MessageOps
   const listMessages = async (chatId: string, o: { limit: number; before?: string }) => (await pageMessages(chatId, o)).items;
 
   const findReply = async (chatId: string, questionId: string) => {
-    const [doc] = await query<Record<string, unknown>>(k, c.messages, {
-      query: `SELECT TOP 1 * FROM c WHERE c.chat_id = @chat AND c.parent_id = @q AND c.role = @role ${MESSAGE_ORDER}`,
-      parameters: [{ name: "@chat", value: chatId }, { name: "@q", value: questionId }, { name: "@role", value: "assistant" }],
-    }, chatId);
+    const [doc] = await query<Record<string, unknown>>(
+      k,
+      c.messages,
+      {
+        query: `SELECT TOP 1 * FROM c WHERE c.chat_id = @chat AND c.parent_id = @q AND c.role = @role ${MESSAGE_ORDER}`,
+        parameters: [
+          { name: "@chat", value: chatId },
+          { name: "@q", value: questionId },
+          { name: "@role", value: "assistant" },
+        ],
+      },
+      chatId,
+    );
     return doc ? strip<Message>(doc) : undefined;
   };
 
   const finalizeStale = async (now: number, chatId?: string) => {
     // Without chatId this is maintenance: a cross-partition query. A "streaming" record with no
     // lease has nothing keeping it alive, so it counts as lapsed.
-    const parameters = [{ name: "@streaming", value: "streaming" }, { name: "@now", value: now }];
-    const stale = await query<Record<string, unknown>>(k, c.messages, chatId === undefined
-      ? { query: "SELECT * FROM c WHERE c.status = @streaming AND (NOT IS_DEFINED(c.lease) OR c.lease.until < @now)", parameters }
-      : {
-          query: "SELECT * FROM c WHERE c.chat_id = @chat AND c.status = @streaming AND (NOT IS_DEFINED(c.lease) OR c.lease.until < @now)",
-          parameters: [...parameters, { name: "@chat", value: chatId }],
-        }, chatId);
+    const parameters = [
+      { name: "@streaming", value: "streaming" },
+      { name: "@now", value: now },
+    ];
+    const stale = await query<Record<string, unknown>>(
+      k,
+      c.messages,
+      chatId === undefined
+        ? { query: "SELECT * FROM c WHERE c.status = @streaming AND (NOT IS_DEFINED(c.lease) OR c.lease.until < @now)", parameters }
+        : {
+            query:
+              "SELECT * FROM c WHERE c.chat_id = @chat AND c.status = @streaming AND (NOT IS_DEFINED(c.lease) OR c.lease.until < @now)",
+            parameters: [...parameters, { name: "@chat", value: chatId }],
+          },
+      chatId,
+    );
     const out: Message[] = [];
     for (const doc of stale) {
       const { lease: _lease, ...rest } = strip<Message>(doc);
       const next: Message = { ...rest, status: "interrupted" };
       // Only if it is still the checkpoint we read: a live writer's newer checkpoint (412) wins.
-      const res = await tolerate(() => c.messages.item(next.id, next.chat_id).replace(next, { ...o(), ...matchEtag(String(doc._etag)) }), [404, 412], undefined);
+      const res = await tolerate(
+        () => c.messages.item(next.id, next.chat_id).replace(next, { ...o(), ...matchEtag(String(doc._etag)) }),
+        [404, 412],
+        undefined,
+      );
       if (res?.resource) out.push(strip<Message>(res.resource as unknown as Record<string, unknown>));
     }
-    return out.sort((a, b) => (a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    return out.sort((a, b) =>
+      a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0,
+    );
   };
 
   return {

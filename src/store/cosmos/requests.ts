@@ -32,8 +32,12 @@ export const query = async <T>({ o }: Cosmos, container: Container, spec: SqlQue
   (await container.items.query<T>(spec, { ...o(), ...(partitionKey === undefined ? {} : { partitionKey }) }).fetchAll()).resources;
 
 /** Point read: undefined when absent (the SDK resolves 404 for reads rather than throwing). */
-export const read = async <T>({ o }: Cosmos, container: Container, id: string, pk: string): Promise<(T & Record<string, unknown>) | undefined> =>
-  (await container.item(id, pk).read<T & Record<string, unknown>>(o())).resource;
+export const read = async <T>(
+  { o }: Cosmos,
+  container: Container,
+  id: string,
+  pk: string,
+): Promise<(T & Record<string, unknown>) | undefined> => (await container.item(id, pk).read<T & Record<string, unknown>>(o())).resource;
 
 /** Runs a write; the listed statuses become `fallback` instead of an error. */
 export const tolerate = async <T>(op: () => Promise<T>, statuses: number[], fallback: T): Promise<T> => {

@@ -1,7 +1,16 @@
 import type { SqlQuerySpec } from "@azure/cosmos";
 import type { Role, SearchHit } from "../../records";
 import {
-  decodeSearchCursor, fold, type Marked, markTerms, matchesAll, MAX_SEARCH_OFFSET, nextSearchCursor, searchTerms, snippetOf, termScore,
+  decodeSearchCursor,
+  fold,
+  type Marked,
+  markTerms,
+  matchesAll,
+  MAX_SEARCH_OFFSET,
+  nextSearchCursor,
+  searchTerms,
+  snippetOf,
+  termScore,
 } from "../search-text";
 import type { Store } from "../store";
 import { status, toUnavailable } from "./failures";
@@ -37,7 +46,10 @@ let variants: Map<string, Set<string>> | undefined;
 function variantsOf(c: string): Set<string> {
   if (!variants) {
     variants = new Map();
-    for (const [lo, hi] of [[0x20, 0x52f], [0x1e00, 0x1fff]] as const) {
+    for (const [lo, hi] of [
+      [0x20, 0x52f],
+      [0x1e00, 0x1fff],
+    ] as const) {
       for (let cp = lo; cp <= hi; cp++) {
         const x = String.fromCodePoint(cp);
         const f = fold(x);
@@ -57,14 +69,16 @@ function variantsOf(c: string): Set<string> {
 }
 
 // Terms hold only letters, digits and private-use characters (searchTerms); anything else is escaped all the same.
-const escape = (x: string) => (/[\\^$.|?*+()[\]{}\-]/.test(x) ? `\\${x}` : x);
+const escapeTerm = (x: string) => (/[\\^$.|?*+()[\]{}-]/.test(x) ? `\\${x}` : x);
 
 /** A regular expression matching the term anywhere, in any case and with any accents. */
 export function termPattern(term: string): string {
-  return [...term].map((c) => {
-    const set = variantsOf(c);
-    return set.size === 1 ? escape(c) : `[${[...set].map(escape).join("")}]`;
-  }).join("");
+  return [...term]
+    .map((c) => {
+      const set = variantsOf(c);
+      return set.size === 1 ? escapeTerm(c) : `[${[...set].map(escapeTerm).join("")}]`;
+    })
+    .join("");
 }
 
 export function searchOps(k: Cosmos, mode: FullTextMode): Pick<Store, "searchChats"> {
@@ -102,7 +116,9 @@ export function searchOps(k: Cosmos, mode: FullTextMode): Pick<Store, "searchCha
       WHERE ARRAY_CONTAINS(@chats, c.chat_id) AND (NOT IS_DEFINED(c.status) OR c.status != @streaming)
       AND ${terms.map((_, i) => `RegexMatch(c.content, @p${i})`).join(" AND ")} ORDER BY c.created_at DESC`,
     parameters: [
-      { name: "@n", value: SCAN_CANDIDATES }, { name: "@chats", value: chats }, { name: "@streaming", value: "streaming" },
+      { name: "@n", value: SCAN_CANDIDATES },
+      { name: "@chats", value: chats },
+      { name: "@streaming", value: "streaming" },
       ...terms.map((t, i) => ({ name: `@p${i}`, value: termPattern(t) })),
     ],
   });
@@ -116,18 +132,24 @@ export function searchOps(k: Cosmos, mode: FullTextMode): Pick<Store, "searchCha
   });
 
   const byRank = (a: Ranked, b: Ranked) =>
-    b.score - a.score || (a.hit.created_at < b.hit.created_at ? 1 : a.hit.created_at > b.hit.created_at ? -1 : 0)
-    || (a.hit.chatId < b.hit.chatId ? -1 : a.hit.chatId > b.hit.chatId ? 1 : 0)
-    || ((a.hit.messageId ?? "") < (b.hit.messageId ?? "") ? -1 : (a.hit.messageId ?? "") > (b.hit.messageId ?? "") ? 1 : 0);
+    b.score - a.score ||
+    (a.hit.created_at < b.hit.created_at ? 1 : a.hit.created_at > b.hit.created_at ? -1 : 0) ||
+    (a.hit.chatId < b.hit.chatId ? -1 : a.hit.chatId > b.hit.chatId ? 1 : 0) ||
+    ((a.hit.messageId ?? "") < (b.hit.messageId ?? "") ? -1 : (a.hit.messageId ?? "") > (b.hit.messageId ?? "") ? 1 : 0);
 
   async function searchChats(owner: string, text: string, { limit, cursor }: { limit: number; cursor?: string }) {
     const terms = searchTerms(text);
     const offset = decodeSearchCursor(cursor, terms);
     if (terms.length === 0 || limit <= 0) return { items: [] };
-    const chats = await query<ChatRow>(k, c.chats, {
-      query: "SELECT c.id, c.name, c.created_at FROM c WHERE c.owner = @owner",
-      parameters: [{ name: "@owner", value: owner }],
-    }, owner);
+    const chats = await query<ChatRow>(
+      k,
+      c.chats,
+      {
+        query: "SELECT c.id, c.name, c.created_at FROM c WHERE c.owner = @owner",
+        parameters: [{ name: "@owner", value: owner }],
+      },
+      owner,
+    );
     const byId = new Map(chats.map((ch) => [ch.id, ch] as const));
 
     // A name hit counts double, as on SQLite.

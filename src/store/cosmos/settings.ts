@@ -18,7 +18,11 @@ export function settingsOps(k: Cosmos): SettingsOps {
       const doc: SettingsDoc = { id, owner, value };
       // Create-if-absent, or replace-if-unchanged: a patch racing another re-reads and merges again.
       const written = existing
-        ? await tolerate(async () => (await c.settings.item(id, owner).replace(doc, { ...o(), ...matchEtag(String(existing._etag)) }), true), [404, 412], false)
+        ? await tolerate(
+            async () => (await c.settings.item(id, owner).replace(doc, { ...o(), ...matchEtag(String(existing._etag)) }), true),
+            [404, 412],
+            false,
+          )
         : await tolerate(async () => (await c.settings.items.create(doc, o()), true), [409], false);
       if (written) return value;
     }

@@ -13,7 +13,10 @@ import { type Cosmos, query, read, tolerate } from "./requests";
 //   token:<sha256 hex>         a live personal token (revoking deletes it)
 //   device:<base64url(id)>     a device's owner
 
-type UserOps = Pick<Store, "createUser" | "findUser" | "listUsers" | "addToken" | "userOfToken" | "revokeTokens" | "assignDevice" | "deviceOwner">;
+type UserOps = Pick<
+  Store,
+  "createUser" | "findUser" | "listUsers" | "addToken" | "userOfToken" | "revokeTokens" | "assignDevice" | "deviceOwner"
+>;
 
 type UserDoc = { id: string; type: "user"; user: User };
 type NameDoc = { id: string; type: "name"; user: User };
@@ -71,10 +74,15 @@ export function userOps(k: Cosmos): UserOps {
     revokeTokens: async (id) => {
       const tokens = await query<{ id: string }>(k, users, {
         query: "SELECT c.id FROM c WHERE c.type = @type AND c.user_id = @user",
-        parameters: [{ name: "@type", value: "token" }, { name: "@user", value: id }],
+        parameters: [
+          { name: "@type", value: "token" },
+          { name: "@user", value: id },
+        ],
       });
       // A token deleted meanwhile by another revoke is gone all the same: counted once, by whoever deleted it.
-      const deleted = await Promise.all(tokens.map((t) => tolerate(async () => (await users.item(t.id, t.id).delete(o()), true), [404], false)));
+      const deleted = await Promise.all(
+        tokens.map((t) => tolerate(async () => (await users.item(t.id, t.id).delete(o()), true), [404], false)),
+      );
       return deleted.filter(Boolean).length;
     },
     assignDevice: async (device, owner) => {

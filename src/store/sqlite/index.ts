@@ -56,16 +56,21 @@ export function openSqliteStore(path: string): Store {
 
   // bun:sqlite is synchronous; the async signatures keep the contract the same as Cosmos.
   // A closed or broken database file is the embedded equivalent of an unreachable server.
-  const guard = <A extends unknown[], R>(fn: (...a: A) => R) => async (...a: A): Promise<Awaited<R>> => {
-    try {
-      return await fn(...a);
-    } catch (e) {
-      if (e instanceof Error && /closed|SQLITE_(IOERR|CANTOPEN|BUSY|LOCKED)/i.test(`${e.message} ${(e as { code?: string }).code ?? ""}`)) {
-        throw new StoreUnavailableError("the SQLite database is unavailable", { cause: e });
+  const guard =
+    <A extends unknown[], R>(fn: (...a: A) => R) =>
+    async (...a: A): Promise<Awaited<R>> => {
+      try {
+        return await fn(...a);
+      } catch (e) {
+        if (
+          e instanceof Error &&
+          /closed|SQLITE_(IOERR|CANTOPEN|BUSY|LOCKED)/i.test(`${e.message} ${(e as { code?: string }).code ?? ""}`)
+        ) {
+          throw new StoreUnavailableError("the SQLite database is unavailable", { cause: e });
+        }
+        throw e;
       }
-      throw e;
-    }
-  };
+    };
 
   /** Newest `limit` rows (fetched one extra to learn whether older ones exist), returned oldest first. */
   const page = (rows: MessageRow[], limit: number, chatId: string): Page<Message> => {
@@ -102,7 +107,13 @@ export function openSqliteStore(path: string): Store {
     }),
     createChat: guard((owner, chat) => void q.insertChat.run(chatParams(owner, chat))),
     patchChat: guard((owner, id, patch) => {
-      const row = q.patchChat.get({ $owner: owner, $id: id, $name: patch.name ?? null, $u: patch.updated_at ?? null, $selected: patch.selected ?? null });
+      const row = q.patchChat.get({
+        $owner: owner,
+        $id: id,
+        $name: patch.name ?? null,
+        $u: patch.updated_at ?? null,
+        $selected: patch.selected ?? null,
+      });
       return row ? toChat(row) : undefined;
     }),
     touchChat: guard((owner, id, at) => q.patchChat.get({ $owner: owner, $id: id, $name: null, $u: at, $selected: null }) !== null),
@@ -117,9 +128,10 @@ export function openSqliteStore(path: string): Store {
     putMessage: guard((m) => void q.putMessage.run(messageParams(m))),
     listMessages: guard((chatId, { limit, before }) => {
       if (limit <= 0) return [];
-      const rows = before === undefined
-        ? q.pageMessages.all({ $chat_id: chatId, $limit: limit })
-        : q.pageMessagesBefore.all({ $chat_id: chatId, $limit: limit, $before: before });
+      const rows =
+        before === undefined
+          ? q.pageMessages.all({ $chat_id: chatId, $limit: limit })
+          : q.pageMessagesBefore.all({ $chat_id: chatId, $limit: limit, $before: before });
       return page(rows, limit, chatId).items;
     }),
     pageMessages: guard((chatId, { limit, cursor, before }) => {
@@ -151,30 +163,33 @@ export function openSqliteStore(path: string): Store {
       const until = Date.now() + leaseMs;
       return q.renewClaim.run({ $id: id, $owner: owner, $until: until }).changes > 0;
     }),
-    completeClaim: guard((id, owner, ttlSeconds) =>
-      void q.completeClaim.run({ $id: id, $owner: owner, $expires_at: Date.now() + ttlSeconds * 1000 }),
+    completeClaim: guard(
+      (id, owner, ttlSeconds) => void q.completeClaim.run({ $id: id, $owner: owner, $expires_at: Date.now() + ttlSeconds * 1000 }),
     ),
     purgeProcessed: guard(() => q.purgeProcessed.run({ $now: Date.now() }).changes),
 
     listOwnership: guard((scope) =>
       q.listOwnership.all({ $scope: scope }).map((r) => ({
-        partitionId: r.partition_id, ownerId: r.owner_id, etag: r.etag, lastModifiedTimeInMs: r.modified_ms,
+        partitionId: r.partition_id,
+        ownerId: r.owner_id,
+        etag: r.etag,
+        lastModifiedTimeInMs: r.modified_ms,
       })),
     ),
     claimOwnership: guard((scope, partitionId, ownerId, etag): Ownership | undefined => {
       const next = { $scope: scope, $pid: partitionId, $owner: ownerId, $etag: crypto.randomUUID(), $ms: Date.now() };
-      const changed = etag === undefined
-        ? q.claimNew.run(next).changes
-        : q.claimExisting.run({ ...next, $expected: etag }).changes;
+      const changed = etag === undefined ? q.claimNew.run(next).changes : q.claimExisting.run({ ...next, $expected: etag }).changes;
       return changed > 0 ? { partitionId, ownerId, etag: next.$etag, lastModifiedTimeInMs: next.$ms } : undefined;
     }),
     listCheckpoints: guard((scope): Checkpoint[] =>
       q.listCheckpoints.all({ $scope: scope }).map((r) => ({
-        partitionId: r.partition_id, sequenceNumber: r.sequence_number, offset: r.offset,
+        partitionId: r.partition_id,
+        sequenceNumber: r.sequence_number,
+        offset: r.offset,
       })),
     ),
-    putCheckpoint: guard((scope, cp) =>
-      void q.putCheckpoint.run({ $scope: scope, $pid: cp.partitionId, $seq: cp.sequenceNumber, $offset: cp.offset }),
+    putCheckpoint: guard(
+      (scope, cp) => void q.putCheckpoint.run({ $scope: scope, $pid: cp.partitionId, $seq: cp.sequenceNumber, $offset: cp.offset }),
     ),
 
     getSettings: guard((owner) => {

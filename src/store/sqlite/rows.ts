@@ -2,11 +2,28 @@ import type { Chat, Message } from "../../records";
 
 // Records to bound parameters and rows back to records.
 
-export type ChatRow = { id: string; owner: string; name: string; active: number; created_at: string; updated_at: string; device_id: string | null; selected: string | null };
+export type ChatRow = {
+  id: string;
+  owner: string;
+  name: string;
+  active: number;
+  created_at: string;
+  updated_at: string;
+  device_id: string | null;
+  selected: string | null;
+};
 export type MessageRow = {
-  chat_id: string; id: string; role: Message["role"]; content: string; created_at: string;
-  status: string | null; device_id: string | null; parent_id: string | null;
-  lease_owner: string | null; lease_until: number | null; lease_seq: number | null;
+  chat_id: string;
+  id: string;
+  role: Message["role"];
+  content: string;
+  created_at: string;
+  status: string | null;
+  device_id: string | null;
+  parent_id: string | null;
+  lease_owner: string | null;
+  lease_until: number | null;
+  lease_seq: number | null;
 };
 export type ClaimRow = { owner: string | null; lease_until: number | null; done: number; expires_at: number };
 
@@ -34,16 +51,30 @@ export const toMessage = (r: MessageRow): Message => ({
 });
 
 export const chatParams = (owner: string, c: Chat) => ({
-  $id: c.id, $owner: owner, $name: c.name, $active: c.active ? 1 : 0,
-  $created_at: c.created_at, $updated_at: c.updated_at, $device_id: c.device_id ?? null, $selected: c.selected ?? null,
+  $id: c.id,
+  $owner: owner,
+  $name: c.name,
+  $active: c.active ? 1 : 0,
+  $created_at: c.created_at,
+  $updated_at: c.updated_at,
+  $device_id: c.device_id ?? null,
+  $selected: c.selected ?? null,
 });
 
 export const messageParams = (m: Message) => ({
-  $chat_id: m.chat_id, $id: m.id, $role: m.role, $content: m.content,
-  $created_at: m.created_at, $status: m.status ?? null, $device_id: m.device_id ?? null,
-  $parent_id: m.parent_id ?? null, $lease_owner: m.lease?.owner ?? null,
-  $lease_until: m.lease?.until ?? null, $lease_seq: m.lease?.seq ?? null,
+  $chat_id: m.chat_id,
+  $id: m.id,
+  $role: m.role,
+  $content: m.content,
+  $created_at: m.created_at,
+  $status: m.status ?? null,
+  $device_id: m.device_id ?? null,
+  $parent_id: m.parent_id ?? null,
+  $lease_owner: m.lease?.owner ?? null,
+  $lease_until: m.lease?.until ?? null,
+  $lease_seq: m.lease?.seq ?? null,
 });
 
 export const MESSAGE_COLUMNS = "chat_id, id, role, content, created_at, status, device_id, parent_id, lease_owner, lease_until, lease_seq";
-export const MESSAGE_VALUES = "$chat_id, $id, $role, $content, $created_at, $status, $device_id, $parent_id, $lease_owner, $lease_until, $lease_seq";
+export const MESSAGE_VALUES =
+  "$chat_id, $id, $role, $content, $created_at, $status, $device_id, $parent_id, $lease_owner, $lease_until, $lease_seq";

@@ -63,7 +63,12 @@ CREATE INDEX IF NOT EXISTS messages_streaming ON messages (lease_until) WHERE st
 function migrate(db: Database) {
   db.transaction(() => {
     for (const [table, columns] of Object.entries(ADDED_COLUMNS)) {
-      const have = new Set(db.query<{ name: string }, []>(`SELECT name FROM pragma_table_info('${table}')`).all().map((c) => c.name));
+      const have = new Set(
+        db
+          .query<{ name: string }, []>(`SELECT name FROM pragma_table_info('${table}')`)
+          .all()
+          .map((c) => c.name),
+      );
       for (const [column, type] of Object.entries(columns)) {
         if (!have.has(column)) db.exec(`ALTER TABLE ${table} ADD COLUMN ${column} ${type}`);
       }

@@ -19,8 +19,10 @@ import type { Store } from "../store";
 /** How often the queue is emptied into the index when nobody searches. */
 export const INDEX_EVERY_MS = 30_000;
 
-const MESSAGES_FTS = "CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 2')";
-const CHATS_FTS = "CREATE VIRTUAL TABLE chats_fts USING fts5(name, content='chats', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2')";
+const MESSAGES_FTS =
+  "CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 2')";
+const CHATS_FTS =
+  "CREATE VIRTUAL TABLE chats_fts USING fts5(name, content='chats', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2')";
 
 const TRIGGERS = `
 DROP TRIGGER IF EXISTS messages_fts_insert;
@@ -58,9 +60,12 @@ END;
  */
 export function ensureSearchIndex(db: Database) {
   db.transaction(() => {
-    const sqlOf = (name: string) => db.query<{ sql: string }, { $n: string }>("SELECT sql FROM sqlite_master WHERE name = $n").get({ $n: name })?.sql;
+    const sqlOf = (name: string) =>
+      db.query<{ sql: string }, { $n: string }>("SELECT sql FROM sqlite_master WHERE name = $n").get({ $n: name })?.sql;
     if (!sqlOf("messages_fts")?.includes("contentless_delete")) {
-      db.exec("DROP TRIGGER IF EXISTS messages_fts_insert; DROP TRIGGER IF EXISTS messages_fts_delete; DROP TRIGGER IF EXISTS messages_fts_update; DROP TABLE IF EXISTS messages_fts;");
+      db.exec(
+        "DROP TRIGGER IF EXISTS messages_fts_insert; DROP TRIGGER IF EXISTS messages_fts_delete; DROP TRIGGER IF EXISTS messages_fts_update; DROP TABLE IF EXISTS messages_fts;",
+      );
       db.exec(MESSAGES_FTS);
       db.exec("INSERT INTO messages_fts (rowid, content) SELECT rowid, content FROM messages WHERE status IS NOT 'streaming'");
     }
@@ -91,11 +96,19 @@ export function indexQueued(db: Database): () => number {
 }
 
 type HitRow = {
-  chat_id: string; chat_name: string; message_id: string | null; role: Role | null;
-  content: string | null; created_at: string; rank: number;
+  chat_id: string;
+  chat_name: string;
+  message_id: string | null;
+  role: Role | null;
+  content: string | null;
+  created_at: string;
+  rank: number;
 };
 
-export function searchOps(db: Database, guard: <A extends unknown[], R>(fn: (...a: A) => R) => (...a: A) => Promise<Awaited<R>>): Pick<Store, "searchChats"> {
+export function searchOps(
+  db: Database,
+  guard: <A extends unknown[], R>(fn: (...a: A) => R) => (...a: A) => Promise<Awaited<R>>,
+): Pick<Store, "searchChats"> {
   const flush = indexQueued(db);
   // bm25 is lower for better matches. A name hit counts double: a chat named after the topic is the
   // likeliest thing someone is looking for. The owner is checked through the chats join, so another

@@ -30,7 +30,9 @@ export function prepareStatements(db: Database) {
       "SELECT * FROM chats WHERE owner = $owner AND device_id = $device_id AND active = 1 ORDER BY updated_at DESC LIMIT 1",
     ),
     addMessage: db.query(`INSERT INTO messages (${MESSAGE_COLUMNS}) VALUES (${MESSAGE_VALUES}) ON CONFLICT DO NOTHING`),
-    hasMessage: db.query<{ one: number }, { $chat_id: string; $id: string }>("SELECT 1 AS one FROM messages WHERE chat_id = $chat_id AND id = $id"),
+    hasMessage: db.query<{ one: number }, { $chat_id: string; $id: string }>(
+      "SELECT 1 AS one FROM messages WHERE chat_id = $chat_id AND id = $id",
+    ),
     touchChat: db.query<{ id: string }, { $owner: string; $id: string; $u: string }>(
       "UPDATE chats SET updated_at = max(updated_at, $u) WHERE id = $id AND owner = $owner RETURNING id",
     ),

@@ -4,7 +4,10 @@ import type { Store } from "../store";
 
 // Users, their personal token hashes and device owners (tables in schema.ts).
 
-type UserOps = Pick<Store, "createUser" | "findUser" | "listUsers" | "addToken" | "userOfToken" | "revokeTokens" | "assignDevice" | "deviceOwner">;
+type UserOps = Pick<
+  Store,
+  "createUser" | "findUser" | "listUsers" | "addToken" | "userOfToken" | "revokeTokens" | "assignDevice" | "deviceOwner"
+>;
 
 /** The store's error mapping (index.ts), applied to every operation here too. */
 type Guard = <A extends unknown[], R>(fn: (...a: A) => R) => (...a: A) => Promise<Awaited<R>>;
@@ -35,8 +38,9 @@ export function userOps(db: Database, guard: Guard): UserOps {
     }),
     listUsers: guard(() => q.listUsers.all().map(plain)),
     // The foreign key refuses a token for a user that does not exist.
-    addToken: guard((userId: string, hash: string) =>
-      void q.addToken.run({ $hash: hash, $user_id: userId, $created_at: new Date().toISOString() })),
+    addToken: guard(
+      (userId: string, hash: string) => void q.addToken.run({ $hash: hash, $user_id: userId, $created_at: new Date().toISOString() }),
+    ),
     userOfToken: guard((hash: string) => {
       const row = q.userOfToken.get({ $hash: hash });
       return row ? plain(row) : undefined;

@@ -51,7 +51,7 @@ export function createC2DEndpoint() {
     };
     c2d.push(m);
     ctx.delivery?.accept();
-    for (const w of waiters) if (w.pred(m)) (waiters.delete(w), w.resolve(m));
+    for (const w of waiters) if (w.pred(m)) waiters.delete(w), w.resolve(m);
   }
 
   function waitForC2D(pred: (m: C2DMessage) => boolean = () => true, timeoutMs = 5000): Promise<C2DMessage> {

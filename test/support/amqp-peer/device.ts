@@ -154,7 +154,10 @@ export function createDeviceEndpoint(opts: { enqueue: (t: Telemetry) => Enqueued
     const contentType = msg.content_type === undefined ? undefined : String(msg.content_type);
     const properties = { ...(msg.application_properties ?? {}) };
     const enqueued = opts.enqueue({
-      deviceId, body, messageId, contentType,
+      deviceId,
+      body,
+      messageId,
+      contentType,
       properties: Object.keys(properties).length ? properties : undefined,
     });
     d2c.push({ deviceId, messageId, contentType, body, properties, enqueued });

@@ -83,7 +83,9 @@ export function createEventHubEndpoint(opts: { hubName: string; partitions: numb
     // Epoch receivers, as Event Hubs does: a receiver attached with an epoch (the SDK's ownerLevel,
     // sent when a checkpoint store balances partitions) takes the partition from any earlier one of
     // that consumer group with an equal or lower epoch, which is detached as "link stolen".
-    const rawEpoch = (sender as unknown as { remote?: { attach?: { properties?: Record<string, unknown> } } }).remote?.attach?.properties?.["com.microsoft:epoch"];
+    const rawEpoch = (sender as unknown as { remote?: { attach?: { properties?: Record<string, unknown> } } }).remote?.attach?.properties?.[
+      "com.microsoft:epoch"
+    ];
     const epoch = rawEpoch === undefined ? undefined : Number(rawEpoch);
     if (epoch !== undefined) {
       for (const other of [...subscriptions.values()]) {
@@ -101,22 +103,35 @@ export function createEventHubEndpoint(opts: { hubName: string; partitions: numb
     const props = ctx.message?.application_properties ?? {};
     if (props.operation !== "READ") return reply(ctx, { code: 501, description: `unsupported operation ${props.operation}` });
     if (props.type === "com.microsoft:eventhub") {
-      return reply(ctx, { code: 200, description: "OK" }, {
-        name: opts.hubName, type: props.type, created_at: createdAt, partition_ids: partitions.map((p) => p.id),
-      });
+      return reply(
+        ctx,
+        { code: 200, description: "OK" },
+        {
+          name: opts.hubName,
+          type: props.type,
+          created_at: createdAt,
+          partition_ids: partitions.map((p) => p.id),
+        },
+      );
     }
     if (props.type === "com.microsoft:partition") {
       const p = byId(props.partition);
       if (!p) return reply(ctx, { code: 404, description: `no partition ${props.partition}` });
       const last = p.events.at(-1);
-      return reply(ctx, { code: 200, description: "OK" }, {
-        name: opts.hubName, type: props.type, partition: p.id,
-        begin_sequence_number: rhea.types.wrap_long(0),
-        last_enqueued_sequence_number: rhea.types.wrap_long(last?.sequenceNumber ?? -1),
-        last_enqueued_offset: last?.offset ?? "-1",
-        last_enqueued_time_utc: last?.enqueuedTime ?? new Date(0),
-        is_partition_empty: !last,
-      });
+      return reply(
+        ctx,
+        { code: 200, description: "OK" },
+        {
+          name: opts.hubName,
+          type: props.type,
+          partition: p.id,
+          begin_sequence_number: rhea.types.wrap_long(0),
+          last_enqueued_sequence_number: rhea.types.wrap_long(last?.sequenceNumber ?? -1),
+          last_enqueued_offset: last?.offset ?? "-1",
+          last_enqueued_time_utc: last?.enqueuedTime ?? new Date(0),
+          is_partition_empty: !last,
+        },
+      );
     }
     reply(ctx, { code: 404, description: `unknown type ${props.type}` });
   }
@@ -164,9 +179,11 @@ function startIndex(events: StoredEvent[], filter: string): number | undefined {
   const [, field, op, value] = m;
   if (value === "@latest") return events.length;
   const key =
-    field === "x-opt-offset" ? (e: StoredEvent) => Number(e.offset)
-    : field === "x-opt-sequence-number" ? (e: StoredEvent) => e.sequenceNumber
-    : (e: StoredEvent) => e.enqueuedTime.getTime();
+    field === "x-opt-offset"
+      ? (e: StoredEvent) => Number(e.offset)
+      : field === "x-opt-sequence-number"
+        ? (e: StoredEvent) => e.sequenceNumber
+        : (e: StoredEvent) => e.enqueuedTime.getTime();
   const bound = Number(value);
   const i = events.findIndex((e) => (op === ">=" ? key(e) >= bound : key(e) > bound));
   return i === -1 ? events.length : i;

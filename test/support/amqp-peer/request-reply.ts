@@ -9,11 +9,7 @@ export function requestNode(ctx: EventContext): string | undefined {
  * Answers a request/response call ($cbs, $management). Clients attach their reply receiver from the same
  * node; azure-iothub sets reply_to "cbs", which names no link, so matching by node is the fallback.
  */
-export function reply(
-  ctx: EventContext,
-  status: { code: number; description: string },
-  body?: unknown,
-): void {
+export function reply(ctx: EventContext, status: { code: number; description: string }, body?: unknown): void {
   const request = ctx.message as Message;
   const node = requestNode(ctx);
   const fromNode = (l: Sender) => l.source?.address === node;

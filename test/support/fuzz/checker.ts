@@ -10,12 +10,17 @@ import { FUZZ_MODEL_TEXT } from "./target";
 
 /** What the fuzz clients learn about the chats they create, to check the store against at the end. */
 export type Ledger = {
-  chats: Map<string, {
-    chat: Chat; name: string; deleted: boolean;
-    sent: { id: string; content: string; traceId: string }[];
-    /** Replies cut short by STOP_GENERATION: stored as "stopped" with a prefix of the text, or not at all if empty. */
-    stopped: Set<string>;
-  }>;
+  chats: Map<
+    string,
+    {
+      chat: Chat;
+      name: string;
+      deleted: boolean;
+      sent: { id: string; content: string; traceId: string }[];
+      /** Replies cut short by STOP_GENERATION: stored as "stopped" with a prefix of the text, or not at all if empty. */
+      stopped: Set<string>;
+    }
+  >;
 };
 
 /** A frame as a violation message names it. */
@@ -88,8 +93,10 @@ export async function checkStore(
       if (chat.name !== entry.name) {
         if (sameIgnoringLoneSurrogates(chat.name, entry.name)) {
           knownIssues.loneSurrogateRoundTrip++;
-          if (knownIssues.examples.length < 3) knownIssues.examples.push(`chat name told ${JSON.stringify(entry.name)}, stored ${JSON.stringify(chat.name)}`);
-        } else violations.push(`[store] chat ${chat.id} name ${JSON.stringify(chat.name)}, clients were told ${JSON.stringify(entry.name)}`);
+          if (knownIssues.examples.length < 3)
+            knownIssues.examples.push(`chat name told ${JSON.stringify(entry.name)}, stored ${JSON.stringify(chat.name)}`);
+        } else
+          violations.push(`[store] chat ${chat.id} name ${JSON.stringify(chat.name)}, clients were told ${JSON.stringify(entry.name)}`);
       }
       // Each accepted question once, in the order sent; each reply once, after its question (a
       // question sent while a reply streamed is stored at once and answered later, so replies need
@@ -112,8 +119,9 @@ export async function checkStore(
           const a = ai === undefined ? undefined : got[ai];
           if (entry.stopped.has(s.traceId)) {
             if (!a) continue; // stopped before any text: not stored
-            if (a.role !== "assistant" || a.status !== "stopped" || !a.content || !FUZZ_MODEL_TEXT.startsWith(a.content)) return `stopped reply ${s.traceId} stored as ${JSON.stringify(a)}`;
-          } else if (!a || a.role !== "assistant" || a.status !== undefined || a.content !== FUZZ_MODEL_TEXT) {
+            if (a.role !== "assistant" || a.status !== "stopped" || !a.content || !FUZZ_MODEL_TEXT.startsWith(a.content))
+              return `stopped reply ${s.traceId} stored as ${JSON.stringify(a)}`;
+          } else if (a?.role !== "assistant" || a.status !== undefined || a.content !== FUZZ_MODEL_TEXT) {
             return `reply ${s.traceId} stored as ${JSON.stringify(a)}`;
           }
           if (a.parent_id !== s.id || ai! < at.get(s.id)!) return `reply ${s.traceId} does not follow its question ${s.id}`;

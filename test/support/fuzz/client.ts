@@ -69,8 +69,10 @@ export class FuzzClient {
     } catch {
       return this.violate(`server sent non-JSON: ${data.slice(0, 80)}`);
     }
-    if (typeof f !== "object" || f === null || typeof f.type !== "string") return this.violate(`server frame without a string type: ${data.slice(0, 120)}`);
-    if (f.type === "error" || (f.type !== "ERROR" && f.type.toUpperCase() === "ERROR")) this.violate(`lowercase error frame: ${data.slice(0, 120)}`);
+    if (typeof f !== "object" || f === null || typeof f.type !== "string")
+      return this.violate(`server frame without a string type: ${data.slice(0, 120)}`);
+    if (f.type === "error" || (f.type !== "ERROR" && f.type.toUpperCase() === "ERROR"))
+      this.violate(`lowercase error frame: ${data.slice(0, 120)}`);
     if (f.type === "ERROR" && (typeof f.code !== "string" || typeof f.error !== "string" || !f.code || !f.error)) {
       this.violate(`ERROR without string code and error: ${data.slice(0, 200)}`);
     }
@@ -81,7 +83,8 @@ export class FuzzClient {
         this.stats.streamFramesSeen++;
         if (f.type === "ERROR") this.violate(`a reply stream ended with an error: ${data.slice(0, 200)}`);
         // "stopped" is a reply cut short by DELETE_CHAT of its chat, which the fuzz does; nothing else may end one early.
-        if (f.type === "MESSAGE" && f.end === true && f.reason !== undefined && f.reason !== "stopped") this.violate(`a reply ended early: ${data.slice(0, 200)}`);
+        if (f.type === "MESSAGE" && f.end === true && f.reason !== undefined && f.reason !== "stopped")
+          this.violate(`a reply ended early: ${data.slice(0, 200)}`);
       } else if (["CHAT_CREATED", "CHAT_UPDATED", "CHAT_DELETED", "FIRST_MESSAGE"].includes(f.type)) {
         this.stats.broadcastsSeen++;
       } else {
@@ -104,7 +107,8 @@ export class FuzzClient {
     // A reply that fails ends with end:true and then an ERROR with its traceId, sent to its watchers.
     // Other ERRORs may name a traceId too (STOP_GENERATION of an unknown one): those answer a frame.
     if (f.type === "ERROR") return !(typeof f.traceId === "string" && this.ended.has(f.traceId) && f.requestId === undefined);
-    if (f.type === "CHAT_UPDATED" || f.type === "CHAT_DELETED") return typeof f.requestId === "string" && f.requestId.startsWith(`${this.tag}-`);
+    if (f.type === "CHAT_UPDATED" || f.type === "CHAT_DELETED")
+      return typeof f.requestId === "string" && f.requestId.startsWith(`${this.tag}-`);
     return (REPLY_TYPES as readonly string[]).includes(f.type as string);
   }
 
@@ -132,7 +136,8 @@ export class FuzzClient {
     if (f.type === "CHAT_HISTORY" && own.op === "history") {
       for (const m of f.messages ?? []) {
         const { streaming: _s, seq: _q, ...rest } = m;
-        if (!v.is(MessageSchema, rest) || rest.chat_id !== own.chatId) this.violate(`${what}: history has an invalid message ${JSON.stringify(m).slice(0, 200)}`);
+        if (!v.is(MessageSchema, rest) || rest.chat_id !== own.chatId)
+          this.violate(`${what}: history has an invalid message ${JSON.stringify(m).slice(0, 200)}`);
       }
     } else if (f.type === "CHAT_UPDATED" && own.op === "rename") {
       const entry = this.ledger.chats.get(own.chatId);
@@ -160,7 +165,11 @@ export class FuzzClient {
 
   /** Resolves once at most `n` frames are unanswered. */
   waitPending(n: number, timeoutMs: number): Promise<void> {
-    return this.waitFor(() => this.pending.length <= n, timeoutMs, () => `${this.pending.length} frames still unanswered`);
+    return this.waitFor(
+      () => this.pending.length <= n,
+      timeoutMs,
+      () => `${this.pending.length} frames still unanswered`,
+    );
   }
 
   private waitFor(cond: () => boolean, timeoutMs: number, describe: () => string): Promise<void> {
@@ -205,10 +214,15 @@ export class FuzzClient {
     this.expectingClose = true;
     this.send(frame);
     this.stats.badFramesSent++;
-    await this.waitFor(() => this.closeInfo !== undefined, timeoutMs, () => "the server did not close the socket").catch(() => {});
+    await this.waitFor(
+      () => this.closeInfo !== undefined,
+      timeoutMs,
+      () => "the server did not close the socket",
+    ).catch(() => {});
     const code = this.closeInfo?.code;
     inc(this.stats.closes, String(code ?? "none"));
-    if (code !== frame.expect.code) this.violate(`${frame.category} (${frame.bytes} bytes): closed with ${code}, expected ${frame.expect.code}`);
+    if (code !== frame.expect.code)
+      this.violate(`${frame.category} (${frame.bytes} bytes): closed with ${code}, expected ${frame.expect.code}`);
     this.checkBadCount();
     this.stats.reconnects++;
     await this.open();

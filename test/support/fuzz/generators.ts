@@ -6,12 +6,29 @@ import type { Rng } from "./rng";
 // predicts (an ERROR with given codes, a reply of given types, or a close), checked by checker.ts.
 
 // Direct answers (besides ERROR). MESSAGE is one only for RESUME, which the fuzz sends to random chats.
-export const REPLY_TYPES = ["CHAT_LIST", "NEW_CHAT", "CHAT_HISTORY", "CHAT_UPDATED", "CHAT_DELETED", "MESSAGE_ACCEPTED", "SETTINGS", "GENERATION_STOPPED"] as const;
+export const REPLY_TYPES = [
+  "CHAT_LIST",
+  "NEW_CHAT",
+  "CHAT_HISTORY",
+  "CHAT_UPDATED",
+  "CHAT_DELETED",
+  "MESSAGE_ACCEPTED",
+  "SETTINGS",
+  "GENERATION_STOPPED",
+] as const;
 // The frame types the generator knows how to fill in. Unknown-type frames are checked against the
 // server's own table (isInboundType), so a type added later is never sent as "unknown".
 const KNOWN_TYPES = [
-  "GET_CHATS", "CREATE_CHAT", "GET_CHAT_HISTORY", "DELETE_CHAT", "RENAME_CHAT", "SEND_MESSAGE",
-  "STOP_GENERATION", "RESUME", "GET_SETTINGS", "UPDATE_SETTINGS",
+  "GET_CHATS",
+  "CREATE_CHAT",
+  "GET_CHAT_HISTORY",
+  "DELETE_CHAT",
+  "RENAME_CHAT",
+  "SEND_MESSAGE",
+  "STOP_GENERATION",
+  "RESUME",
+  "GET_SETTINGS",
+  "UPDATE_SETTINGS",
 ] as const;
 /** What a mutated frame can succeed as: with random chat ids only these answers are possible. */
 const MUTATION_SUCCESSES = ["CHAT_LIST", "NEW_CHAT", "SETTINGS"];
@@ -45,7 +62,8 @@ export type FuzzLimits = { maxFrameBytes: number; maxMessageChars: number };
  * lone surrogate; the server makes every string well-formed on arrival, so what it echoes and stores
  * is the normalised form of what the fuzzer sent (counted as `knownIssues.loneSurrogateRoundTrip`).
  */
-export const sameText = (a: unknown, b: unknown) => a === b || (typeof a === "string" && typeof b === "string" && a.toWellFormed() === b.toWellFormed());
+export const sameText = (a: unknown, b: unknown) =>
+  a === b || (typeof a === "string" && typeof b === "string" && a.toWellFormed() === b.toWellFormed());
 
 const byteLength = (d: string | Uint8Array) => (typeof d === "string" ? Buffer.byteLength(d) : d.byteLength);
 
@@ -80,7 +98,11 @@ function padTo(obj: Record<string, unknown>, target: number, unit = "x"): string
 /** Per-client frame generator. Each client draws from its own PRNG, so runs are reproducible by seed. */
 export class FrameGen {
   private n = 0;
-  constructor(readonly rng: Rng, readonly tag: string, readonly limits: FuzzLimits) {}
+  constructor(
+    readonly rng: Rng,
+    readonly tag: string,
+    readonly limits: FuzzLimits,
+  ) {}
 
   private rid() {
     return `${this.tag}-${++this.n}`;
@@ -96,19 +118,28 @@ export class FrameGen {
   private validArgs(type: (typeof KNOWN_TYPES)[number], chatId = this.rng.uuid()): Record<string, unknown> {
     const r = this.rng;
     switch (type) {
-      case "GET_CHATS": return r.chance(0.5) ? { limit: r.int(1, 3) } : { limit: 1, cursor: null };
-      case "CREATE_CHAT": return r.chance(0.5) ? {} : { name: r.ascii(r.int(1, 30)) };
-      case "GET_CHAT_HISTORY": return r.chance(0.5) ? { chatId } : { chatId, limit: r.int(1, 50) };
-      case "DELETE_CHAT": return { chatId };
-      case "RENAME_CHAT": return { chatId, name: r.ascii(r.int(1, 40)) };
+      case "GET_CHATS":
+        return r.chance(0.5) ? { limit: r.int(1, 3) } : { limit: 1, cursor: null };
+      case "CREATE_CHAT":
+        return r.chance(0.5) ? {} : { name: r.ascii(r.int(1, 30)) };
+      case "GET_CHAT_HISTORY":
+        return r.chance(0.5) ? { chatId } : { chatId, limit: r.int(1, 50) };
+      case "DELETE_CHAT":
+        return { chatId };
+      case "RENAME_CHAT":
+        return { chatId, name: r.ascii(r.int(1, 40)) };
       case "SEND_MESSAGE":
         return r.chance(0.5)
           ? { chatId, content: r.ascii(r.int(1, 60), "abc def ") + "." }
           : { chatId, message: { content: `q ${r.ascii(r.int(1, 40))}`, id: r.ascii(r.int(8, 24)) } };
-      case "STOP_GENERATION": return r.chance(0.5) ? { chatId } : { traceId: r.uuid() };
-      case "RESUME": return { chatId, traceId: r.uuid(), fromSeq: r.int(0, 5) };
-      case "GET_SETTINGS": return {};
-      case "UPDATE_SETTINGS": return r.pick([{ temperature: r.int(0, 20) / 10 }, { temperature: null }, { systemPrompt: null }, { model: null }]);
+      case "STOP_GENERATION":
+        return r.chance(0.5) ? { chatId } : { traceId: r.uuid() };
+      case "RESUME":
+        return { chatId, traceId: r.uuid(), fromSeq: r.int(0, 5) };
+      case "GET_SETTINGS":
+        return {};
+      case "UPDATE_SETTINGS":
+        return r.pick([{ temperature: r.int(0, 20) / 10 }, { temperature: null }, { systemPrompt: null }, { model: null }]);
     }
   }
   /** A well-formed frame of a random known type whose chat ids are random (so it cannot touch real chats). */
@@ -148,7 +179,25 @@ export class FrameGen {
     const s = r.pick([
       () => r.unicode(r.int(0, 120), { lone: true }),
       () => r.ascii(r.int(0, 80), ' {}[]":,0123456789truefalsn-.eE\\'),
-      () => r.pick(["", " ", "\n", "null", "true", "0", "-1", "1e999", '""', '"GET_CHATS"', "[]", "{}", "[{}]", "{\"type\"}", "NaN", "undefined"]),
+      () =>
+        r.pick([
+          "",
+          " ",
+          "\n",
+          "null",
+          "true",
+          "0",
+          "-1",
+          "1e999",
+          '""',
+          '"GET_CHATS"',
+          "[]",
+          "{}",
+          "[{}]",
+          '{"type"}',
+          "NaN",
+          "undefined",
+        ]),
     ])();
     const verdict = rawVerdict(asServerSees(s));
     return this.frame("random-text", s, { kind: "error", codes: verdict === "OTHER" ? undefined : [verdict], requestId: null });
@@ -157,7 +206,11 @@ export class FrameGen {
   truncated(): FuzzFrame {
     const text = JSON.stringify(this.template());
     // Any proper prefix of a JSON object text is not JSON.
-    return this.frame("truncated-json", text.slice(0, this.rng.int(1, text.length - 1)), { kind: "error", codes: ["BAD_JSON"], requestId: null });
+    return this.frame("truncated-json", text.slice(0, this.rng.int(1, text.length - 1)), {
+      kind: "error",
+      codes: ["BAD_JSON"],
+      requestId: null,
+    });
   }
 
   mutated(): FuzzFrame {
@@ -167,7 +220,10 @@ export class FrameGen {
     for (let i = 0; i < rounds; i++) {
       const at = r.int(0, text.length);
       text = r.pick([
-        () => text.slice(0, at) + r.pick(['"', "{", "}", "[", "]", ",", ":", "\\", "0", "-", "e", " ", "\u0000", "\ud800", "null", r.unicode(1)]) + text.slice(at + 1),
+        () =>
+          text.slice(0, at) +
+          r.pick(['"', "{", "}", "[", "]", ",", ":", "\\", "0", "-", "e", " ", "\u0000", "\ud800", "null", r.unicode(1)]) +
+          text.slice(at + 1),
         () => text.slice(0, at) + text.slice(at + r.int(1, 8)),
         () => text.slice(0, at) + r.unicode(r.int(1, 6)) + text.slice(at),
         () => text.slice(0, at) + text.slice(at, at + r.int(1, 20)) + text.slice(at),
@@ -193,8 +249,16 @@ export class FrameGen {
   private randomJsonValue(depth: number): unknown {
     const r = this.rng;
     const leaves = [
-      () => r.int(-1e6, 1e6), () => r.float() * 1e300, () => -0, () => null, () => true, () => false,
-      () => "", () => r.unicode(r.int(1, 10)), () => r.uuid(), () => "x".repeat(r.int(150, 300)),
+      () => r.int(-1e6, 1e6),
+      () => r.float() * 1e300,
+      () => -0,
+      () => null,
+      () => true,
+      () => false,
+      () => "",
+      () => r.unicode(r.int(1, 10)),
+      () => r.uuid(),
+      () => "x".repeat(r.int(150, 300)),
     ];
     if (depth <= 0 || r.chance(0.6)) return r.pick(leaves)();
     return r.chance(0.5)
@@ -207,14 +271,42 @@ export class FrameGen {
     const uuid = r.uuid();
     // Values each field's schema must refuse. (null is allowed where a field is nullish.)
     const bad: Record<string, unknown[]> = {
-      chatId: [42, 0, -1, 1.5, true, false, null, [], {}, [uuid], { id: uuid }, "", "abc", `${uuid}x`, uuid.slice(1), uuid.replaceAll("-", "")],
+      chatId: [
+        42,
+        0,
+        -1,
+        1.5,
+        true,
+        false,
+        null,
+        [],
+        {},
+        [uuid],
+        { id: uuid },
+        "",
+        "abc",
+        `${uuid}x`,
+        uuid.slice(1),
+        uuid.replaceAll("-", ""),
+      ],
       limit: ["5", "", 0, -1, 1001, 1.5, 1e9, true, [], {}, [5]],
       cursor: [5, true, {}, [], ["a"]],
       before: [5, "yesterday", "2020-01-01", "2020-13-01T00:00:00Z", true, [], {}],
       createName: [5, true, {}, [], "n".repeat(201), " ".repeat(3) + "n".repeat(201)],
       renameName: [null, 5, true, {}, [], "", "   ", "n".repeat(201)],
       content: [5, true, {}, [], { text: "hi" }, "", "   ", "\n\t ", null],
-      message: [5, "hi", true, { content: 5 }, { content: "hi", id: "a b" }, { content: "hi", id: "" }, { content: "hi", id: "a/b" }, { content: "hi", id: "x".repeat(129) }, { content: "   " }, { id: "ok" }],
+      message: [
+        5,
+        "hi",
+        true,
+        { content: 5 },
+        { content: "hi", id: "a b" },
+        { content: "hi", id: "" },
+        { content: "hi", id: "a/b" },
+        { content: "hi", id: "x".repeat(129) },
+        { content: "   " },
+        { id: "ok" },
+      ],
       messageId: [5, true, {}, "", "a b", "a/b", "a?b", "a#b", "a\\b", "x".repeat(129)],
       traceId: [5, true, {}, [], "", "abc", uuid.slice(2)],
       fromSeq: [-1, 1.5, "1", true, [], {}],
@@ -254,20 +346,26 @@ export class FrameGen {
   unknownType(): FuzzFrame {
     const r = this.rng;
     let type: string;
-    do type = r.pick([
-      () => r.ascii(r.int(1, 30)),
-      () => r.pick(KNOWN_TYPES).toLowerCase(),
-      () => ` ${r.pick(KNOWN_TYPES)}`,
-      () => `${r.pick(KNOWN_TYPES)} `,
-      () => `${r.pick(KNOWN_TYPES)}\u0000`,
-      () => r.pick(["__proto__", "constructor", "prototype", "toString", "hasOwnProperty", "valueOf", "__defineGetter__", "isPrototypeOf"]),
-      () => r.pick(["ERROR", "error", "MESSAGE", "NEW_CHAT", "CHAT_LIST", "SETTINGS", "stop_generation", "resume", ""]),
-      () => r.unicode(r.int(1, 20), { lone: true }),
-      () => "T".repeat(r.int(65, 2000)),
-    ])();
+    do
+      type = r.pick([
+        () => r.ascii(r.int(1, 30)),
+        () => r.pick(KNOWN_TYPES).toLowerCase(),
+        () => ` ${r.pick(KNOWN_TYPES)}`,
+        () => `${r.pick(KNOWN_TYPES)} `,
+        () => `${r.pick(KNOWN_TYPES)}\u0000`,
+        () =>
+          r.pick(["__proto__", "constructor", "prototype", "toString", "hasOwnProperty", "valueOf", "__defineGetter__", "isPrototypeOf"]),
+        () => r.pick(["ERROR", "error", "MESSAGE", "NEW_CHAT", "CHAT_LIST", "SETTINGS", "stop_generation", "resume", ""]),
+        () => r.unicode(r.int(1, 20), { lone: true }),
+        () => "T".repeat(r.int(65, 2000)),
+      ])();
     while (isInboundType(type));
     const requestId = this.rid();
-    return this.frame("unknown-type", JSON.stringify(this.envelope(type, {}, requestId)), { kind: "error", codes: ["UNKNOWN_TYPE"], requestId });
+    return this.frame("unknown-type", JSON.stringify(this.envelope(type, {}, requestId)), {
+      kind: "error",
+      codes: ["UNKNOWN_TYPE"],
+      requestId,
+    });
   }
 
   badEnvelope(): FuzzFrame {
@@ -327,10 +425,30 @@ export class FrameGen {
       () => this.frame("deep-nesting", arr(depth), { kind: "error", codes: ["INVALID_FRAME"], requestId: null }),
       () => this.frame("deep-nesting", obj(oDepth), { kind: "error", codes: ["INVALID_FRAME"], requestId: null }),
       () => this.frame("deep-nesting", "[".repeat(depth), { kind: "error", codes: ["BAD_JSON"], requestId: null }),
-      () => this.frame("deep-nesting", `{"type":"GET_CHATS","requestId":${rid},"limit":1,"x":${arr(depth)}}`, { kind: "ok", replies: ["CHAT_LIST"], requestId }),
-      () => this.frame("deep-nesting", `{"type":"GET_CHATS","requestId":${rid},"payload":{"limit":1,"x":${obj(oDepth)}}}`, { kind: "ok", replies: ["CHAT_LIST"], requestId }),
-      () => this.frame("deep-nesting", `{"type":"SEND_MESSAGE","requestId":${rid},"chatId":${uuid},"content":${arr(depth)}}`, { kind: "error", codes: ["INVALID_FRAME"], requestId }),
-      () => this.frame("deep-nesting", `{"type":"GET_CHAT_HISTORY","requestId":${rid},"payload":{"chatId":${obj(oDepth)}}}`, { kind: "error", codes: ["INVALID_FRAME"], requestId }),
+      () =>
+        this.frame("deep-nesting", `{"type":"GET_CHATS","requestId":${rid},"limit":1,"x":${arr(depth)}}`, {
+          kind: "ok",
+          replies: ["CHAT_LIST"],
+          requestId,
+        }),
+      () =>
+        this.frame("deep-nesting", `{"type":"GET_CHATS","requestId":${rid},"payload":{"limit":1,"x":${obj(oDepth)}}}`, {
+          kind: "ok",
+          replies: ["CHAT_LIST"],
+          requestId,
+        }),
+      () =>
+        this.frame("deep-nesting", `{"type":"SEND_MESSAGE","requestId":${rid},"chatId":${uuid},"content":${arr(depth)}}`, {
+          kind: "error",
+          codes: ["INVALID_FRAME"],
+          requestId,
+        }),
+      () =>
+        this.frame("deep-nesting", `{"type":"GET_CHAT_HISTORY","requestId":${rid},"payload":{"chatId":${obj(oDepth)}}}`, {
+          kind: "error",
+          codes: ["INVALID_FRAME"],
+          requestId,
+        }),
     ])();
   }
 
@@ -344,14 +462,54 @@ export class FrameGen {
     // Were `key` to reach an object's prototype, the schema would see the inherited fields and the
     // answer would change: limit "x" fails GET_CHATS, an inherited chatId satisfies DELETE_CHAT.
     return r.pick([
-      () => this.frame("proto-keys", `{"type":"GET_CHATS","requestId":${rid},"${key}":${polluter('{"limit":"x"}')}}`, { kind: "ok", replies: ["CHAT_LIST"], requestId }),
-      () => this.frame("proto-keys", `{"type":"GET_CHATS","requestId":${rid},"payload":{"limit":1,"${key}":${polluter('{"limit":"x","type":"X"}')}}}`, { kind: "ok", replies: ["CHAT_LIST"], requestId }),
-      () => this.frame("proto-keys", `{"type":"DELETE_CHAT","requestId":${rid},"${key}":${polluter(`{"chatId":${uuid}}`)}}`, { kind: "error", codes: ["INVALID_FRAME"], requestId }),
-      () => this.frame("proto-keys", `{"type":"DELETE_CHAT","requestId":${rid},"payload":{"${key}":${polluter(`{"chatId":${uuid}}`)}}}`, { kind: "error", codes: ["INVALID_FRAME"], requestId }),
-      () => this.frame("proto-keys", `{"type":"SEND_MESSAGE","requestId":${rid},"chatId":${uuid},"__proto__":{"content":"polluted"}}`, { kind: "error", codes: ["INVALID_FRAME"], requestId }),
-      () => this.frame("proto-keys", `{"type":"GET_CHATS","requestId":${rid},"limit":1,"__proto__":null}`, { kind: "ok", replies: ["CHAT_LIST"], requestId }),
-      () => this.frame("proto-keys", `{"__proto__":{"type":"GET_CHATS"},"requestId":${rid}}`, { kind: "error", codes: ["INVALID_FRAME"], requestId: null }),
-      () => this.frame("proto-keys", JSON.stringify({ type: r.pick(["__proto__", "constructor", "prototype", "toString", "__lookupGetter__"]), requestId }), { kind: "error", codes: ["UNKNOWN_TYPE"], requestId }),
+      () =>
+        this.frame("proto-keys", `{"type":"GET_CHATS","requestId":${rid},"${key}":${polluter('{"limit":"x"}')}}`, {
+          kind: "ok",
+          replies: ["CHAT_LIST"],
+          requestId,
+        }),
+      () =>
+        this.frame(
+          "proto-keys",
+          `{"type":"GET_CHATS","requestId":${rid},"payload":{"limit":1,"${key}":${polluter('{"limit":"x","type":"X"}')}}}`,
+          { kind: "ok", replies: ["CHAT_LIST"], requestId },
+        ),
+      () =>
+        this.frame("proto-keys", `{"type":"DELETE_CHAT","requestId":${rid},"${key}":${polluter(`{"chatId":${uuid}}`)}}`, {
+          kind: "error",
+          codes: ["INVALID_FRAME"],
+          requestId,
+        }),
+      () =>
+        this.frame("proto-keys", `{"type":"DELETE_CHAT","requestId":${rid},"payload":{"${key}":${polluter(`{"chatId":${uuid}}`)}}}`, {
+          kind: "error",
+          codes: ["INVALID_FRAME"],
+          requestId,
+        }),
+      () =>
+        this.frame("proto-keys", `{"type":"SEND_MESSAGE","requestId":${rid},"chatId":${uuid},"__proto__":{"content":"polluted"}}`, {
+          kind: "error",
+          codes: ["INVALID_FRAME"],
+          requestId,
+        }),
+      () =>
+        this.frame("proto-keys", `{"type":"GET_CHATS","requestId":${rid},"limit":1,"__proto__":null}`, {
+          kind: "ok",
+          replies: ["CHAT_LIST"],
+          requestId,
+        }),
+      () =>
+        this.frame("proto-keys", `{"__proto__":{"type":"GET_CHATS"},"requestId":${rid}}`, {
+          kind: "error",
+          codes: ["INVALID_FRAME"],
+          requestId: null,
+        }),
+      () =>
+        this.frame(
+          "proto-keys",
+          JSON.stringify({ type: r.pick(["__proto__", "constructor", "prototype", "toString", "__lookupGetter__"]), requestId }),
+          { kind: "error", codes: ["UNKNOWN_TYPE"], requestId },
+        ),
     ])();
   }
 
@@ -362,12 +520,27 @@ export class FrameGen {
     const type = r.pick(["GET_CHAT_HISTORY", "DELETE_CHAT", "RENAME_CHAT", "SEND_MESSAGE", "STOP_GENERATION", "RESUME"] as const);
     if (type === "SEND_MESSAGE" && r.chance(0.3)) {
       // Too long is checked before the chat is looked up.
-      const content = "m".repeat(r.int(this.limits.maxMessageChars + 1, Math.min(this.limits.maxMessageChars * 2, this.limits.maxFrameBytes - 200)));
-      return this.frame("message-too-long", JSON.stringify(this.envelope(type, { chatId, content }, requestId)), { kind: "error", codes: ["MESSAGE_TOO_LONG"], requestId });
+      const content = "m".repeat(
+        r.int(this.limits.maxMessageChars + 1, Math.min(this.limits.maxMessageChars * 2, this.limits.maxFrameBytes - 200)),
+      );
+      return this.frame("message-too-long", JSON.stringify(this.envelope(type, { chatId, content }, requestId)), {
+        kind: "error",
+        codes: ["MESSAGE_TOO_LONG"],
+        requestId,
+      });
     }
     // The per-connection generation cap is checked before the chat is looked up.
-    const codes = type === "SEND_MESSAGE" ? ["CHAT_NOT_FOUND", "TOO_MANY_GENERATIONS"] : type === "STOP_GENERATION" ? ["NO_GENERATION"] : ["CHAT_NOT_FOUND"];
-    return this.frame("not-found", JSON.stringify(this.envelope(type, this.validArgs(type, chatId), requestId)), { kind: "error", codes, requestId });
+    const codes =
+      type === "SEND_MESSAGE"
+        ? ["CHAT_NOT_FOUND", "TOO_MANY_GENERATIONS"]
+        : type === "STOP_GENERATION"
+          ? ["NO_GENERATION"]
+          : ["CHAT_NOT_FOUND"];
+    return this.frame("not-found", JSON.stringify(this.envelope(type, this.validArgs(type, chatId), requestId)), {
+      kind: "error",
+      codes,
+      requestId,
+    });
   }
 
   unicode(): FuzzFrame {
@@ -377,28 +550,69 @@ export class FrameGen {
       () => {
         const name = r.unicode(r.int(1, 60), { lone: r.chance(0.3) });
         const tooLong = name.length > 200;
-        return this.frame("unicode", JSON.stringify(this.envelope("CREATE_CHAT", { name }, requestId)), tooLong
-          ? { kind: "error", codes: ["INVALID_FRAME"], requestId }
-          : { kind: "ok", replies: ["NEW_CHAT"], requestId, own: { op: "create", name: name.trim() ? name : undefined } });
+        return this.frame(
+          "unicode",
+          JSON.stringify(this.envelope("CREATE_CHAT", { name }, requestId)),
+          tooLong
+            ? { kind: "error", codes: ["INVALID_FRAME"], requestId }
+            : { kind: "ok", replies: ["NEW_CHAT"], requestId, own: { op: "create", name: name.trim() ? name : undefined } },
+        );
       },
       () => {
         const content = r.unicode(r.int(1, 200), { lone: r.chance(0.3) });
         // Content is kept exactly; only a blank one is refused, and its length is in code points.
-        const codes = content.trim().length === 0 ? ["INVALID_FRAME"] : [...content].length > this.limits.maxMessageChars ? ["MESSAGE_TOO_LONG"] : ["CHAT_NOT_FOUND", "TOO_MANY_GENERATIONS"];
-        return this.frame("unicode", JSON.stringify(this.envelope("SEND_MESSAGE", { chatId: r.uuid(), content }, requestId)), { kind: "error", codes, requestId });
+        const codes =
+          content.trim().length === 0
+            ? ["INVALID_FRAME"]
+            : [...content].length > this.limits.maxMessageChars
+              ? ["MESSAGE_TOO_LONG"]
+              : ["CHAT_NOT_FOUND", "TOO_MANY_GENERATIONS"];
+        return this.frame("unicode", JSON.stringify(this.envelope("SEND_MESSAGE", { chatId: r.uuid(), content }, requestId)), {
+          kind: "error",
+          codes,
+          requestId,
+        });
       },
-      () => this.frame("unicode", JSON.stringify({ type: "GET_CHATS", requestId, limit: 1, note: r.unicode(r.int(1, 100), { lone: true }) }), { kind: "ok", replies: ["CHAT_LIST"], requestId }),
+      () =>
+        this.frame("unicode", JSON.stringify({ type: "GET_CHATS", requestId, limit: 1, note: r.unicode(r.int(1, 100), { lone: true }) }), {
+          kind: "ok",
+          replies: ["CHAT_LIST"],
+          requestId,
+        }),
     ])();
   }
 
   oddRequestId(): FuzzFrame {
     const r = this.rng;
-    const requestId = r.pick<unknown>([5, 0, -1, 1.5, true, false, null, {}, [], ["r"], { id: "r" }, "", "r".repeat(201), "r".repeat(1000)]);
+    const requestId = r.pick<unknown>([
+      5,
+      0,
+      -1,
+      1.5,
+      true,
+      false,
+      null,
+      {},
+      [],
+      ["r"],
+      { id: "r" },
+      "",
+      "r".repeat(201),
+      "r".repeat(1000),
+    ]);
     if (r.chance(0.2)) {
       const exact = `${this.rid()}-`.padEnd(200, "r");
-      return this.frame("odd-request-id", JSON.stringify({ type: "GET_CHATS", limit: 1, requestId: exact }), { kind: "ok", replies: ["CHAT_LIST"], requestId: exact });
+      return this.frame("odd-request-id", JSON.stringify({ type: "GET_CHATS", limit: 1, requestId: exact }), {
+        kind: "ok",
+        replies: ["CHAT_LIST"],
+        requestId: exact,
+      });
     }
-    return this.frame("odd-request-id", JSON.stringify({ type: "GET_CHATS", limit: 1, requestId }), { kind: "ok", replies: ["CHAT_LIST"], requestId: null });
+    return this.frame("odd-request-id", JSON.stringify({ type: "GET_CHATS", limit: 1, requestId }), {
+      kind: "ok",
+      replies: ["CHAT_LIST"],
+      requestId: null,
+    });
   }
 
   valid(): FuzzFrame {
@@ -408,11 +622,20 @@ export class FrameGen {
       const args = this.validArgs("CREATE_CHAT");
       // Names are stored exactly as sent; a blank one means the default.
       const name = typeof args.name === "string" && args.name.trim() ? args.name : undefined;
-      return this.frame("valid", JSON.stringify(this.envelope("CREATE_CHAT", args, requestId)), { kind: "ok", replies: ["NEW_CHAT"], requestId, own: { op: "create", name } });
+      return this.frame("valid", JSON.stringify(this.envelope("CREATE_CHAT", args, requestId)), {
+        kind: "ok",
+        replies: ["NEW_CHAT"],
+        requestId,
+        own: { op: "create", name },
+      });
     }
     if (r.chance(0.1)) {
       const type = r.pick(["GET_SETTINGS", "UPDATE_SETTINGS"] as const);
-      return this.frame("valid", JSON.stringify(this.envelope(type, this.validArgs(type), requestId)), { kind: "ok", replies: ["SETTINGS"], requestId });
+      return this.frame("valid", JSON.stringify(this.envelope(type, this.validArgs(type), requestId)), {
+        kind: "ok",
+        replies: ["SETTINGS"],
+        requestId,
+      });
     }
     const text = JSON.stringify(this.envelope("GET_CHATS", this.validArgs("GET_CHATS"), requestId));
     return this.frame("valid", r.chance(0.15) ? new TextEncoder().encode(text) : text, { kind: "ok", replies: ["CHAT_LIST"], requestId });
@@ -423,36 +646,73 @@ export class FrameGen {
     const r = this.rng;
     const requestId = this.rid();
     if (ownChats.length === 0 || r.chance(0.05)) {
-      return this.frame("valid-own", JSON.stringify(this.envelope("CREATE_CHAT", {}, requestId)), { kind: "ok", replies: ["NEW_CHAT"], requestId, own: { op: "create", name: undefined } });
+      return this.frame("valid-own", JSON.stringify(this.envelope("CREATE_CHAT", {}, requestId)), {
+        kind: "ok",
+        replies: ["NEW_CHAT"],
+        requestId,
+        own: { op: "create", name: undefined },
+      });
     }
     const chat = r.pick(ownChats);
-    const op = r.weighted([[3, "history"], [2, "rename"], [6, "send"], [1, "resend"], [1, "stop"], [0.4, "delete"]] as const);
+    const op = r.weighted([
+      [3, "history"],
+      [2, "rename"],
+      [6, "send"],
+      [1, "resend"],
+      [1, "stop"],
+      [0.4, "delete"],
+    ] as const);
     switch (op) {
       case "history":
-        return this.frame("valid-own", JSON.stringify(this.envelope("GET_CHAT_HISTORY", { chatId: chat.id }, requestId)), { kind: "ok", replies: ["CHAT_HISTORY"], requestId, own: { op: "history", chatId: chat.id } });
+        return this.frame("valid-own", JSON.stringify(this.envelope("GET_CHAT_HISTORY", { chatId: chat.id }, requestId)), {
+          kind: "ok",
+          replies: ["CHAT_HISTORY"],
+          requestId,
+          own: { op: "history", chatId: chat.id },
+        });
       case "rename": {
         const name = r.chance(0.5) ? r.ascii(r.int(1, 40)) : `  ${r.unicode(r.int(1, 30))} `;
         if (name.trim().length === 0 || name.length > 200) return this.validOwn(ownChats);
-        return this.frame("valid-own", JSON.stringify(this.envelope("RENAME_CHAT", { chatId: chat.id, name }, requestId)), { kind: "ok", replies: ["CHAT_UPDATED"], requestId, own: { op: "rename", chatId: chat.id, name } });
+        return this.frame("valid-own", JSON.stringify(this.envelope("RENAME_CHAT", { chatId: chat.id, name }, requestId)), {
+          kind: "ok",
+          replies: ["CHAT_UPDATED"],
+          requestId,
+          own: { op: "rename", chatId: chat.id, name },
+        });
       }
       case "send":
       case "resend": {
         const messageId = op === "resend" ? `m-${this.tag}-${r.int(1, 3)}` : r.chance(0.5) ? `m-${this.tag}-${this.n}` : undefined;
         const content = r.chance(0.1) ? "c".repeat(this.limits.maxMessageChars) : ` ${r.unicode(r.int(1, 40))} q${this.n} `;
         const args = messageId
-          ? (r.chance(0.5) ? { chatId: chat.id, message: { content, id: messageId } } : { chatId: chat.id, content, messageId })
+          ? r.chance(0.5)
+            ? { chatId: chat.id, message: { content, id: messageId } }
+            : { chatId: chat.id, content, messageId }
           : { chatId: chat.id, content };
         return this.frame("valid-own", JSON.stringify(this.envelope("SEND_MESSAGE", args, requestId)), {
-          kind: "ok", replies: ["MESSAGE_ACCEPTED"], orCodes: GEN_REFUSALS, requestId, own: { op: "send", chatId: chat.id, content, messageId },
+          kind: "ok",
+          replies: ["MESSAGE_ACCEPTED"],
+          orCodes: GEN_REFUSALS,
+          requestId,
+          own: { op: "send", chatId: chat.id, content, messageId },
         });
       }
       case "stop":
         // Whether a reply is still streaming there is a matter of timing: either answer is right.
         return this.frame("valid-own", JSON.stringify(this.envelope("STOP_GENERATION", { chatId: chat.id }, requestId)), {
-          kind: "ok", replies: ["GENERATION_STOPPED"], orCodes: ["NO_GENERATION"], requestId, own: { op: "stop", chatId: chat.id },
+          kind: "ok",
+          replies: ["GENERATION_STOPPED"],
+          orCodes: ["NO_GENERATION"],
+          requestId,
+          own: { op: "stop", chatId: chat.id },
         });
       case "delete":
-        return this.frame("valid-own", JSON.stringify(this.envelope("DELETE_CHAT", { chatId: chat.id }, requestId)), { kind: "ok", replies: ["CHAT_DELETED"], requestId, own: { op: "delete", chatId: chat.id } });
+        return this.frame("valid-own", JSON.stringify(this.envelope("DELETE_CHAT", { chatId: chat.id }, requestId)), {
+          kind: "ok",
+          replies: ["CHAT_DELETED"],
+          requestId,
+          own: { op: "delete", chatId: chat.id },
+        });
     }
   }
 }

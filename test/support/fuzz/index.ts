@@ -55,8 +55,17 @@ export async function runFuzz(srv: TestServer, o: FuzzOptions): Promise<FuzzRepo
   const knownIssues = { loneSurrogateRoundTrip: 0, examples: [] as string[] };
   const ledger: Ledger = { chats: new Map() };
   const stats: Stats = {
-    framesSent: 0, bytesSent: 0, byCategory: {}, errorCodes: {}, replies: {}, closes: {}, reconnects: 0,
-    badFramesSent: 0, errorsForBadFrames: 0, broadcastsSeen: 0, streamFramesSeen: 0,
+    framesSent: 0,
+    bytesSent: 0,
+    byCategory: {},
+    errorCodes: {},
+    replies: {},
+    closes: {},
+    reconnects: 0,
+    badFramesSent: 0,
+    errorsForBadFrames: 0,
+    broadcastsSeen: 0,
+    streamFramesSeen: 0,
   };
   const protoKeysBefore = Object.getOwnPropertyNames(Object.prototype).sort().join();
 
@@ -66,7 +75,8 @@ export async function runFuzz(srv: TestServer, o: FuzzOptions): Promise<FuzzRepo
   const GOOD_CHAT_MESSAGES = 40;
   const goodChats: { chat: Chat; sent: string[]; traces: string[] }[] = [];
   const newGoodChat = async () => {
-    const chat = (await good.request({ type: "CREATE_CHAT", payload: { name: `well-behaved ✓ ${goodChats.length + 1}` } }, "NEW_CHAT")).chat as Chat;
+    const chat = (await good.request({ type: "CREATE_CHAT", payload: { name: `well-behaved ✓ ${goodChats.length + 1}` } }, "NEW_CHAT"))
+      .chat as Chat;
     goodChats.push({ chat, sent: [], traces: [] });
     return goodChats.at(-1)!;
   };
@@ -93,7 +103,10 @@ export async function runFuzz(srv: TestServer, o: FuzzOptions): Promise<FuzzRepo
       if (seqs.some((s, k) => s !== k + 1)) violations.push(`[good] reply ${i} seqs ${seqs.join(",")}`);
       if (r.chunks.some((c) => c.traceId !== r.traceId)) violations.push(`[good] reply ${i} mixes traceIds`);
     }
-  })().then(() => undefined, (e: unknown) => e);
+  })().then(
+    () => undefined,
+    (e: unknown) => e,
+  );
 
   const clients: FuzzClient[] = [];
   for (let k = 0; k < nClients; k++) {
@@ -120,21 +133,31 @@ export async function runFuzz(srv: TestServer, o: FuzzOptions): Promise<FuzzRepo
         await c.waitPending(window - 1, 10_000);
         c.send(frame);
       }
-      if (++sentTotal % 1000 === 0) o.progress?.(`${sentTotal} frames, ${Math.round(sentTotal / ((performance.now() - t0) / 1000))}/s, ${violations.length} violations`);
+      if (++sentTotal % 1000 === 0)
+        o.progress?.(
+          `${sentTotal} frames, ${Math.round(sentTotal / ((performance.now() - t0) / 1000))}/s, ${violations.length} violations`,
+        );
     }
     await c.waitPending(0, 10_000);
     // A last frame: everything before it has been answered, so any further answer is an extra one.
-    c.send({ category: "sentinel", data: JSON.stringify({ type: "GET_CHATS", limit: 1, requestId: `${c.tag}-sentinel` }), expect: { kind: "ok", replies: ["CHAT_LIST"], requestId: `${c.tag}-sentinel` }, bytes: 0 });
+    c.send({
+      category: "sentinel",
+      data: JSON.stringify({ type: "GET_CHATS", limit: 1, requestId: `${c.tag}-sentinel` }),
+      expect: { kind: "ok", replies: ["CHAT_LIST"], requestId: `${c.tag}-sentinel` },
+      bytes: 0,
+    });
     await c.waitPending(0, 10_000);
     c.checkBadCount();
   };
   const results = await Promise.allSettled(clients.map(fuzzOne));
-  for (const r of results) if (r.status === "rejected") violations.push(`fuzz client failed: ${r.reason instanceof Error ? r.reason.message : r.reason}`);
+  for (const r of results)
+    if (r.status === "rejected") violations.push(`fuzz client failed: ${r.reason instanceof Error ? r.reason.message : r.reason}`);
   const elapsedMs = performance.now() - t0;
   fuzzing = false;
 
   const goodFailure = await goodLoop;
-  if (goodFailure) violations.push(`[good] the well-behaved client was not served: ${goodFailure instanceof Error ? goodFailure.message : goodFailure}`);
+  if (goodFailure)
+    violations.push(`[good] the well-behaved client was not served: ${goodFailure instanceof Error ? goodFailure.message : goodFailure}`);
   if (repliesDuringFuzz < 1) violations.push("[good] no reply completed while the fuzz ran");
 
   // Every socket still open is known to the server, and no other.
@@ -145,12 +168,19 @@ export async function runFuzz(srv: TestServer, o: FuzzOptions): Promise<FuzzRepo
   // The well-behaved client's histories, over the wire and in the store: exactly its questions and the replies.
   const shape = (ms: Message[]) => ms.map((m) => [m.role, m.content, m.role === "assistant" ? m.id : null, m.status ?? null]);
   for (const gc of goodChats) {
-    const expected = gc.sent.flatMap((content, i) => [["user", content, null, null], ["assistant", FUZZ_MODEL_TEXT, gc.traces[i] ?? "?", null]]);
-    const hist = await good.request({ type: "GET_CHAT_HISTORY", chatId: gc.chat.id }, "CHAT_HISTORY").catch((e): Record<string, any> => ({ type: "FAILED", error: String(e) }));
+    const expected = gc.sent.flatMap((content, i) => [
+      ["user", content, null, null],
+      ["assistant", FUZZ_MODEL_TEXT, gc.traces[i] ?? "?", null],
+    ]);
+    const hist = await good
+      .request({ type: "GET_CHAT_HISTORY", chatId: gc.chat.id }, "CHAT_HISTORY")
+      .catch((e): Record<string, any> => ({ type: "FAILED", error: String(e) }));
     if (hist.type !== "CHAT_HISTORY") violations.push(`[good] history request failed: ${JSON.stringify(hist).slice(0, 200)}`);
-    else if (JSON.stringify(shape(hist.messages)) !== JSON.stringify(expected)) violations.push(`[good] history over the wire differs: ${JSON.stringify(shape(hist.messages)).slice(0, 400)}`);
+    else if (JSON.stringify(shape(hist.messages)) !== JSON.stringify(expected))
+      violations.push(`[good] history over the wire differs: ${JSON.stringify(shape(hist.messages)).slice(0, 400)}`);
     const stored = await srv.store.listMessages(gc.chat.id, { limit: 10_000 });
-    if (JSON.stringify(shape(stored)) !== JSON.stringify(expected)) violations.push(`[good] stored history differs: ${JSON.stringify(shape(stored)).slice(0, 400)}`);
+    if (JSON.stringify(shape(stored)) !== JSON.stringify(expected))
+      violations.push(`[good] stored history differs: ${JSON.stringify(shape(stored)).slice(0, 400)}`);
   }
   const goodIds = new Set(goodChats.map((gc) => gc.chat.id));
 

@@ -30,7 +30,11 @@ export type FuzzReport = {
 
 /** One screenful: throughput, answers by code, and every violation. */
 export function formatReport(r: FuzzReport): string {
-  const sorted = (o: Record<string, number>) => Object.entries(o).sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k}=${n}`).join(" ");
+  const sorted = (o: Record<string, number>) =>
+    Object.entries(o)
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, n]) => `${k}=${n}`)
+      .join(" ");
   return [
     `fuzz seed=${r.seed} clients=${r.clients}: ${r.stats.framesSent} frames (${(r.stats.bytesSent / 1024).toFixed(0)} KiB) in ${r.elapsedMs} ms = ${r.framesPerSecond} frames/s`,
     `  bad frames sent: ${r.stats.badFramesSent}; ERROR answers: ${sorted(r.stats.errorCodes)}`,
@@ -40,6 +44,8 @@ export function formatReport(r: FuzzReport): string {
     `  well-behaved client: ${r.good.messages} messages, ${r.good.repliesDuringFuzz} full replies during the fuzz, reply time mean ${r.good.meanReplyMs} ms, max ${r.good.maxReplyMs} ms`,
     `  store: ${r.store.chats} chats, ${r.store.messages} messages; fuzz chats ${r.store.fuzzChats} (+${r.store.fuzzChatsDeleted} deleted) with ${r.store.fuzzMessages} messages`,
     `  known issues: lone-surrogate round trip x${r.knownIssues.loneSurrogateRoundTrip}${r.knownIssues.examples.length ? ` e.g. ${r.knownIssues.examples[0]}` : ""}`,
-    r.violations.length ? `  VIOLATIONS (${r.violations.length}):\n${r.violations.map((x) => `    - ${x}`).join("\n")}` : "  violations: none",
+    r.violations.length
+      ? `  VIOLATIONS (${r.violations.length}):\n${r.violations.map((x) => `    - ${x}`).join("\n")}`
+      : "  violations: none",
   ].join("\n");
 }

@@ -21,7 +21,12 @@ export const FUZZ_ENV = {
 /** The real server with SQLite and a local SSE model, configured for fuzzing. */
 export async function startFuzzTarget(): Promise<{ srv: TestServer; model: SseModel; stop(): Promise<void> }> {
   const model = await startSseModel({ tokens: FUZZ_MODEL_TOKENS, delayMs: 1 });
-  const srv = await startTestServer({ ...FUZZ_ENV, OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "fuzz-model", OPENAI_API_KEY: "sk-fuzz" });
+  const srv = await startTestServer({
+    ...FUZZ_ENV,
+    OPENAI_BASE_URL: `${model.url}/v1`,
+    OPENAI_MODEL: "fuzz-model",
+    OPENAI_API_KEY: "sk-fuzz",
+  });
   return {
     srv,
     model,

@@ -17,7 +17,7 @@ import type { Store } from "../../../src/store/store";
 import { openTestCosmosStore, type CosmosTestServer } from "../cosmos-server";
 import { startTestServer, type TestServer } from "../harness";
 import { startIdentityProvider } from "../jwks";
-import { lastUserTurn, startSseModel, type SseModel } from "../sse-model";
+import { lastUserTurn, startSseModel } from "../sse-model";
 import { addUser } from "../users";
 import { connect } from "../ws-client";
 import { Rng } from "./rng";
@@ -40,13 +40,25 @@ export async function startUsersFuzzTarget(o: { store: "sqlite" | "cosmos"; cosm
   });
   const idp = await startIdentityProvider();
   const store: Store | undefined = o.store === "cosmos" ? await openTestCosmosStore(o.cosmos!, "pichat-users-fuzz") : undefined;
-  const srv = await startTestServer({
-    API_TOKEN: LEGACY_TOKEN, ...idp.env, OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "fuzz-model", OPENAI_API_KEY: "sk-fuzz",
-    CHAT_TITLES: "false", RATE_LIMIT_FRAMES_PER_SECOND: "100000", RATE_LIMIT_MESSAGES_PER_MINUTE: "100000",
-  }, { store });
+  const srv = await startTestServer(
+    {
+      API_TOKEN: LEGACY_TOKEN,
+      ...idp.env,
+      OPENAI_BASE_URL: `${model.url}/v1`,
+      OPENAI_MODEL: "fuzz-model",
+      OPENAI_API_KEY: "sk-fuzz",
+      CHAT_TITLES: "false",
+      RATE_LIMIT_FRAMES_PER_SECOND: "100000",
+      RATE_LIMIT_MESSAGES_PER_MINUTE: "100000",
+    },
+    { store },
+  );
   if (o.store === "cosmos") await warmUp(srv);
   return {
-    srv, model, idp, kind: o.store,
+    srv,
+    model,
+    idp,
+    kind: o.store,
     async stop() {
       await srv.close();
       await store?.close();
@@ -68,9 +80,13 @@ async function warmUp(srv: TestServer) {
     c.send({ type: "SEND_MESSAGE", chatId: chat.id, content: "warm up" });
     const { traceId } = await c.reply(chat.id, 30_000);
     for (const frame of [
-      { type: "GET_CHAT_HISTORY", chatId: chat.id, limit: 1 }, { type: "GET_CHATS" }, { type: "GET_SETTINGS" },
-      { type: "RESUME", chatId: chat.id, traceId, fromSeq: 0 }, { type: "STOP_GENERATION", chatId: chat.id },
-      { type: "RENAME_CHAT", chatId: chat.id, name: "warm" }, { type: "DELETE_CHAT", chatId: chat.id },
+      { type: "GET_CHAT_HISTORY", chatId: chat.id, limit: 1 },
+      { type: "GET_CHATS" },
+      { type: "GET_SETTINGS" },
+      { type: "RESUME", chatId: chat.id, traceId, fromSeq: 0 },
+      { type: "STOP_GENERATION", chatId: chat.id },
+      { type: "RENAME_CHAT", chatId: chat.id, name: "warm" },
+      { type: "DELETE_CHAT", chatId: chat.id },
     ]) {
       const requestId = crypto.randomUUID();
       c.send({ ...frame, requestId });
@@ -93,7 +109,15 @@ export type UsersFuzzOptions = {
 };
 
 type User = { k: number; label: string; id: string; token: string; marker: string };
-type ChatEntry = { id: string; owner: number; ownerTriedDelete: boolean; ownerTriedStop: boolean; messages: string[]; traces: string[]; cursor?: string };
+type ChatEntry = {
+  id: string;
+  owner: number;
+  ownerTriedDelete: boolean;
+  ownerTriedStop: boolean;
+  messages: string[];
+  traces: string[];
+  cursor?: string;
+};
 type Kind = "own" | "foreign" | "missing";
 type Command = { op: string; kind: Kind; frame: Frame; chatId?: string; probeIds: string[] };
 
@@ -133,7 +157,10 @@ export async function runUsersFuzz(target: UsersFuzzTarget, o: UsersFuzzOptions)
   const perUser = o.socketsPerUser ?? 2;
   const setup = new Rng(o.seed);
   const mk = (k: number) => `mk${k}q${setup.ascii(8, "abcdefghijklmnopqrstuvwxyz")}`;
-  const [t1, t2] = [await addUser(srv.store, `fuzz-a-${o.seed}-${setup.ascii(6)}`), await addUser(srv.store, `fuzz-b-${o.seed}-${setup.ascii(6)}`)];
+  const [t1, t2] = [
+    await addUser(srv.store, `fuzz-a-${o.seed}-${setup.ascii(6)}`),
+    await addUser(srv.store, `fuzz-b-${o.seed}-${setup.ascii(6)}`),
+  ];
   const j = await idp.user(`fuzz-oid-${o.seed}-${setup.ascii(8)}`);
   const users: User[] = [
     { k: 0, label: "legacy", id: "default", token: LEGACY_TOKEN, marker: mk(0) },
@@ -154,9 +181,23 @@ export async function runUsersFuzz(target: UsersFuzzTarget, o: UsersFuzzOptions)
     violate(`FORBIDDEN ${msg}`);
   };
   const report: UsersFuzzReport = {
-    seed: o.seed, store: target.kind, seconds: o.seconds, users: users.length, sockets: users.length * perUser, commands: 0,
-    byOp: {}, answers: {}, framesReceived: 0, framesByType: {}, repliesEnded: {}, forbiddenFrames: 0,
-    foreignProbes: 0, missingProbes: 0, modelRequests: 0, chats: { created: 0, live: 0 }, violations,
+    seed: o.seed,
+    store: target.kind,
+    seconds: o.seconds,
+    users: users.length,
+    sockets: users.length * perUser,
+    commands: 0,
+    byOp: {},
+    answers: {},
+    framesReceived: 0,
+    framesByType: {},
+    repliesEnded: {},
+    forbiddenFrames: 0,
+    foreignProbes: 0,
+    missingProbes: 0,
+    modelRequests: 0,
+    chats: { created: 0, live: 0 },
+    violations,
   };
 
   // Who owns which id: chats (from NEW_CHAT), replies (MESSAGE_ACCEPTED), questions (their ids are ours).
@@ -169,7 +210,12 @@ export async function runUsersFuzz(target: UsersFuzzTarget, o: UsersFuzzOptions)
   const shapes = { foreign: new Map<string, Set<string>>(), missing: new Map<string, Set<string>>() };
 
   type Sock = {
-    user: User; tag: string; ws: WebSocket; rng: Rng; n: number; closed: boolean;
+    user: User;
+    tag: string;
+    ws: WebSocket;
+    rng: Rng;
+    n: number;
+    closed: boolean;
     pending?: { requestId: string; cmd: Command; resolve: (f: Frame) => void };
     /** Frames not yet checked (checked once every owner has had time to learn its ids). */
     inbox: { at: number; f: Frame; text: string; probeIds?: string[] }[];
@@ -208,7 +254,8 @@ export async function runUsersFuzz(target: UsersFuzzTarget, o: UsersFuzzOptions)
         traceChat.set(f.traceId, f.chatId);
         if (f.end) {
           inc(report.repliesEnded, f.reason ?? "done");
-          if (f.reason === "stopped" && !chat.ownerTriedStop && !chat.ownerTriedDelete) violate(`[${s.tag}] a reply in ${f.chatId} ended stopped, though its owner never stopped it nor deleted the chat`);
+          if (f.reason === "stopped" && !chat.ownerTriedStop && !chat.ownerTriedDelete)
+            violate(`[${s.tag}] a reply in ${f.chatId} ended stopped, though its owner never stopped it nor deleted the chat`);
           if (f.reason !== undefined && f.reason !== "stopped") violate(`[${s.tag}] a reply ended ${f.reason}: ${text.slice(0, 200)}`);
         }
       }
@@ -262,33 +309,58 @@ export async function runUsersFuzz(target: UsersFuzzTarget, o: UsersFuzzOptions)
     const mine = liveChatsOf(me);
     const text = () => `${s.user.marker} ${r.ascii(r.int(1, 12))}`;
     const op = r.weighted<string>([
-      [mine.length < 8 ? 6 : 1, "create"], [4, "rename"], [mine.length > 3 ? 4 : 1, "delete"], [14, "send"], [4, "send-long"],
-      [7, "history"], [3, "history-cursor"], [3, "watch"], [1, "unwatch"], [4, "stop"], [3, "resume"], [3, "list"],
-      [2, "get-settings"], [2, "update-settings"],
-      [22, "foreign"], [10, "missing"],
+      [mine.length < 8 ? 6 : 1, "create"],
+      [4, "rename"],
+      [mine.length > 3 ? 4 : 1, "delete"],
+      [14, "send"],
+      [4, "send-long"],
+      [7, "history"],
+      [3, "history-cursor"],
+      [3, "watch"],
+      [1, "unwatch"],
+      [4, "stop"],
+      [3, "resume"],
+      [3, "list"],
+      [2, "get-settings"],
+      [2, "update-settings"],
+      [22, "foreign"],
+      [10, "missing"],
     ]);
     if (op === "foreign" || op === "missing") {
       const others = users.filter((u) => u.k !== me && chatsOf(u.k).length > 0);
       if (op === "foreign" && others.length === 0) return own(s, "list", undefined);
       const victim = op === "foreign" ? r.pick(chatsOf(r.pick(others).k)) : undefined;
       const chatId = victim?.id ?? r.uuid();
-      const traceId = (victim && victim.traces.length ? r.pick(victim.traces) : undefined) ?? r.uuid();
-      const msgId = (victim && victim.messages.length ? r.pick(victim.messages) : undefined) ?? r.uuid();
-      const probe = r.pick(["history", "history-cursor", "history-before", "send", "send-msgid", "rename", "delete", "stop-chat", "stop-trace", "stop-both", "resume", "watch"] as const);
+      const traceId = (victim?.traces.length ? r.pick(victim.traces) : undefined) ?? r.uuid();
+      const msgId = (victim?.messages.length ? r.pick(victim.messages) : undefined) ?? r.uuid();
+      const probe = r.pick([
+        "history",
+        "history-cursor",
+        "history-before",
+        "send",
+        "send-msgid",
+        "rename",
+        "delete",
+        "stop-chat",
+        "stop-trace",
+        "stop-both",
+        "resume",
+        "watch",
+      ] as const);
       const cursor = encodeMessageCursor(chatId, { created_at: iso(), id: r.uuid() });
       const frames: Record<typeof probe, Frame> = {
-        "history": { type: "GET_CHAT_HISTORY", chatId },
+        history: { type: "GET_CHAT_HISTORY", chatId },
         "history-cursor": { type: "GET_CHAT_HISTORY", chatId, limit: 2, cursor: victim?.cursor ?? cursor },
         "history-before": { type: "GET_CHAT_HISTORY", chatId, before: iso() },
-        "send": { type: "SEND_MESSAGE", chatId, content: text() },
+        send: { type: "SEND_MESSAGE", chatId, content: text() },
         "send-msgid": { type: "SEND_MESSAGE", chatId, message: { content: text(), id: msgId } },
-        "rename": { type: "RENAME_CHAT", chatId, name: text() },
-        "delete": { type: "DELETE_CHAT", chatId },
+        rename: { type: "RENAME_CHAT", chatId, name: text() },
+        delete: { type: "DELETE_CHAT", chatId },
         "stop-chat": { type: "STOP_GENERATION", chatId },
         "stop-trace": { type: "STOP_GENERATION", traceId },
         "stop-both": { type: "STOP_GENERATION", chatId, traceId },
-        "resume": { type: "RESUME", chatId, traceId, fromSeq: r.int(0, 3) },
-        "watch": { type: "WATCH", chatIds: [chatId] },
+        resume: { type: "RESUME", chatId, traceId, fromSeq: r.int(0, 3) },
+        watch: { type: "WATCH", chatIds: [chatId] },
       };
       return { op: probe, kind: op, frame: frames[probe], chatId, probeIds: [chatId, traceId, msgId] };
     }
@@ -301,8 +373,10 @@ export async function runUsersFuzz(target: UsersFuzzTarget, o: UsersFuzzOptions)
     const cmd = (frame: Frame): Command => ({ op, kind: "own", frame, chatId: chat?.id, probeIds: [] });
     if (!chat && !["create", "list", "get-settings", "update-settings"].includes(op)) op = "create";
     switch (op) {
-      case "create": return { op, kind: "own", frame: { type: "CREATE_CHAT", ...(r.chance(0.5) ? { name: text() } : {}) }, probeIds: [] };
-      case "rename": return cmd({ type: "RENAME_CHAT", chatId: chat!.id, name: text() });
+      case "create":
+        return { op, kind: "own", frame: { type: "CREATE_CHAT", ...(r.chance(0.5) ? { name: text() } : {}) }, probeIds: [] };
+      case "rename":
+        return cmd({ type: "RENAME_CHAT", chatId: chat!.id, name: text() });
       case "delete":
         chat!.ownerTriedDelete = true;
         return cmd({ type: "DELETE_CHAT", chatId: chat!.id });
@@ -313,10 +387,14 @@ export async function runUsersFuzz(target: UsersFuzzTarget, o: UsersFuzzOptions)
         chat!.messages.push(id);
         return cmd({ type: "SEND_MESSAGE", chatId: chat!.id, message: { id, content: text(op === "send-long" ? "[long] " : "") } });
       }
-      case "history": return cmd({ type: "GET_CHAT_HISTORY", chatId: chat!.id, ...(r.chance(0.3) ? { limit: r.int(1, 5) } : {}) });
-      case "history-cursor": return cmd({ type: "GET_CHAT_HISTORY", chatId: chat!.id, limit: 2, ...(chat!.cursor ? { cursor: chat!.cursor } : {}) });
-      case "watch": return cmd({ type: "WATCH", chatIds: [chat!.id] });
-      case "unwatch": return cmd({ type: "UNWATCH", chatIds: [chat!.id] });
+      case "history":
+        return cmd({ type: "GET_CHAT_HISTORY", chatId: chat!.id, ...(r.chance(0.3) ? { limit: r.int(1, 5) } : {}) });
+      case "history-cursor":
+        return cmd({ type: "GET_CHAT_HISTORY", chatId: chat!.id, limit: 2, ...(chat!.cursor ? { cursor: chat!.cursor } : {}) });
+      case "watch":
+        return cmd({ type: "WATCH", chatIds: [chat!.id] });
+      case "unwatch":
+        return cmd({ type: "UNWATCH", chatIds: [chat!.id] });
       case "stop": {
         chat!.ownerTriedStop = true;
         const t = chat!.traces.at(-1);
@@ -324,11 +402,21 @@ export async function runUsersFuzz(target: UsersFuzzTarget, o: UsersFuzzOptions)
       }
       case "resume": {
         const t = chat!.traces.at(-1);
-        return t ? cmd({ type: "RESUME", chatId: chat!.id, traceId: t, fromSeq: r.int(0, 3) }) : cmd({ type: "GET_CHAT_HISTORY", chatId: chat!.id });
+        return t
+          ? cmd({ type: "RESUME", chatId: chat!.id, traceId: t, fromSeq: r.int(0, 3) })
+          : cmd({ type: "GET_CHAT_HISTORY", chatId: chat!.id });
       }
-      case "list": return { op, kind: "own", frame: { type: "GET_CHATS" }, probeIds: [] };
-      case "get-settings": return { op, kind: "own", frame: { type: "GET_SETTINGS" }, probeIds: [] };
-      default: return { op: "update-settings", kind: "own", frame: { type: "UPDATE_SETTINGS", systemPrompt: `system of ${s.user.marker}` }, probeIds: [] };
+      case "list":
+        return { op, kind: "own", frame: { type: "GET_CHATS" }, probeIds: [] };
+      case "get-settings":
+        return { op, kind: "own", frame: { type: "GET_SETTINGS" }, probeIds: [] };
+      default:
+        return {
+          op: "update-settings",
+          kind: "own",
+          frame: { type: "UPDATE_SETTINGS", systemPrompt: `system of ${s.user.marker}` },
+          probeIds: [],
+        };
     }
   }
 
@@ -347,7 +435,8 @@ export async function runUsersFuzz(target: UsersFuzzTarget, o: UsersFuzzOptions)
       const expected = cmd.op.startsWith("stop") ? "NO_GENERATION" : "CHAT_NOT_FOUND";
       // A send over the caller's own limit is refused before any chat is looked at, foreign or missing alike.
       const ownLimit = cmd.op.startsWith("send") && f.code === "TOO_MANY_GENERATIONS";
-      if (f.type !== "ERROR" || (f.code !== expected && !ownLimit)) violate(`[${s.tag}] ${cmd.kind} ${cmd.op} answered ${JSON.stringify(f).slice(0, 200)}, not ${expected}`);
+      if (f.type !== "ERROR" || (f.code !== expected && !ownLimit))
+        violate(`[${s.tag}] ${cmd.kind} ${cmd.op} answered ${JSON.stringify(f).slice(0, 200)}, not ${expected}`);
       // The caller's limit says nothing about the chat: only answers about the chat are compared.
       if (ownLimit) return;
       let norm = JSON.stringify({ ...f, requestId: "<r>" });
@@ -358,9 +447,15 @@ export async function runUsersFuzz(target: UsersFuzzTarget, o: UsersFuzzOptions)
     }
     if (f.type === "ERROR") {
       const chat = cmd.chatId ? chats.get(cmd.chatId) : undefined;
-      if (f.code === "CHAT_NOT_FOUND" && chat && !chat.ownerTriedDelete) violate(`[${s.tag}] own chat ${chat.id} not found, though its owner never deleted it (${cmd.op})`);
-      else if (f.code !== "CHAT_NOT_FOUND" && !(OWN_CODES[cmd.op.replace("-long", "")] ?? []).includes(f.code)) violate(`[${s.tag}] own ${cmd.op} answered ${JSON.stringify(f).slice(0, 200)}`);
-    } else if (f.type === "SETTINGS" && f.settings?.systemPrompt !== undefined && !String(f.settings.systemPrompt).includes(s.user.marker)) {
+      if (f.code === "CHAT_NOT_FOUND" && chat && !chat.ownerTriedDelete)
+        violate(`[${s.tag}] own chat ${chat.id} not found, though its owner never deleted it (${cmd.op})`);
+      else if (f.code !== "CHAT_NOT_FOUND" && !(OWN_CODES[cmd.op.replace("-long", "")] ?? []).includes(f.code))
+        violate(`[${s.tag}] own ${cmd.op} answered ${JSON.stringify(f).slice(0, 200)}`);
+    } else if (
+      f.type === "SETTINGS" &&
+      f.settings?.systemPrompt !== undefined &&
+      !String(f.settings.systemPrompt).includes(s.user.marker)
+    ) {
       violate(`[${s.tag}] GET/UPDATE_SETTINGS shows another's systemPrompt ${JSON.stringify(f.settings.systemPrompt)}`);
     } else if (f.type === "CHAT_LIST") {
       for (const c of f.chats) if (owners.has(c.id) && owners.get(c.id) !== s.user.k) forbid(`[${s.tag}] CHAT_LIST holds ${c.id}`);
@@ -369,25 +464,35 @@ export async function runUsersFuzz(target: UsersFuzzTarget, o: UsersFuzzOptions)
 
   // Sockets, then the load.
   const socks: Sock[] = [];
-  for (const u of users) for (let i = 0; i < perUser; i++) socks.push(await open(u, i, (o.seed * 1000003 + (u.k * perUser + i) * 7919) >>> 0));
+  for (const u of users)
+    for (let i = 0; i < perUser; i++) socks.push(await open(u, i, (o.seed * 1000003 + (u.k * perUser + i) * 7919) >>> 0));
   const t0 = performance.now();
   const deadline = t0 + o.seconds * 1000;
   const checker = setInterval(() => socks.forEach((s) => checkInbox(s, 1500)), 500);
-  const progress = setInterval(() => o.progress?.(
-    `${Math.round((performance.now() - t0) / 1000)} s: ${report.commands} commands, ${report.framesReceived} frames, ${report.foreignProbes} foreign probes, ${forbiddenFrames} forbidden frames, ${violations.length} violations`,
-  ), 10_000);
+  const progress = setInterval(
+    () =>
+      o.progress?.(
+        `${Math.round((performance.now() - t0) / 1000)} s: ${report.commands} commands, ${report.framesReceived} frames, ${report.foreignProbes} foreign probes, ${forbiddenFrames} forbidden frames, ${violations.length} violations`,
+      ),
+    10_000,
+  );
   const hardDeadline = t0 + o.seconds * 3000;
   const more = () => performance.now() < deadline || (report.foreignProbes < (o.minForeignProbes ?? 0) && performance.now() < hardDeadline);
-  const results = await Promise.allSettled(socks.map(async (s) => {
-    while (more() && !s.closed) await run(s, plan(s));
-  }));
+  const results = await Promise.allSettled(
+    socks.map(async (s) => {
+      while (more() && !s.closed) await run(s, plan(s));
+    }),
+  );
   report.seconds = Math.round((performance.now() - t0) / 1000);
   clearInterval(progress);
-  for (const r of results) if (r.status === "rejected") violate(`a socket's loop failed: ${r.reason instanceof Error ? r.reason.message : r.reason}`);
+  for (const r of results)
+    if (r.status === "rejected") violate(`a socket's loop failed: ${r.reason instanceof Error ? r.reason.message : r.reason}`);
 
   // Let every reply end, then a round trip on each socket: everything sent to it is in.
   await Promise.race([srv.chat.replies.idle(), Bun.sleep(30_000)]);
-  for (const s of socks) if (!s.closed) await run(s, { op: "barrier", kind: "own", frame: { type: "GET_CHATS", limit: 1 }, probeIds: [] }).catch((e) => violate(String(e)));
+  for (const s of socks)
+    if (!s.closed)
+      await run(s, { op: "barrier", kind: "own", frame: { type: "GET_CHATS", limit: 1 }, probeIds: [] }).catch((e) => violate(String(e)));
   running = false;
   clearInterval(checker);
   for (const s of socks) checkInbox(s, 0);
@@ -419,14 +524,18 @@ export async function runUsersFuzz(target: UsersFuzzTarget, o: UsersFuzzOptions)
         violate(`[store] ${u.label}'s chat ${c.id} is gone, though they never deleted it`);
         continue;
       }
-      if (stored.name !== "New Chat" && !stored.name.includes(u.marker)) violate(`[store] ${u.label}'s chat ${c.id} is named ${JSON.stringify(stored.name)}`);
+      if (stored.name !== "New Chat" && !stored.name.includes(u.marker))
+        violate(`[store] ${u.label}'s chat ${c.id} is named ${JSON.stringify(stored.name)}`);
       for (const m of await srv.store.listMessages(c.id, { limit: 10_000 })) {
-        for (const other of users) if (other.k !== u.k && m.content.includes(other.marker)) violate(`[store] ${u.label}'s chat ${c.id} holds ${other.label}'s text: ${m.content.slice(0, 100)}`);
+        for (const other of users)
+          if (other.k !== u.k && m.content.includes(other.marker))
+            violate(`[store] ${u.label}'s chat ${c.id} holds ${other.label}'s text: ${m.content.slice(0, 100)}`);
       }
     }
     const settings = await srv.store.getSettings(u.id);
     const prompt = settings?.systemPrompt;
-    if (prompt !== undefined && !String(prompt).includes(u.marker)) violate(`[store] ${u.label}'s systemPrompt is ${JSON.stringify(prompt)}`);
+    if (prompt !== undefined && !String(prompt).includes(u.marker))
+      violate(`[store] ${u.label}'s systemPrompt is ${JSON.stringify(prompt)}`);
   }
   // Each model request carries its asker's settings: the system prompt's marker is the question's.
   for (const req of model.requests) {
@@ -446,7 +555,11 @@ export async function runUsersFuzz(target: UsersFuzzTarget, o: UsersFuzzOptions)
 
 /** One screenful. */
 export function formatUsersReport(r: UsersFuzzReport): string {
-  const sorted = (o: Record<string, number>) => Object.entries(o).sort((a, b) => b[1] - a[1]).map(([k, n]) => `${k}=${n}`).join(" ");
+  const sorted = (o: Record<string, number>) =>
+    Object.entries(o)
+      .sort((a, b) => b[1] - a[1])
+      .map(([k, n]) => `${k}=${n}`)
+      .join(" ");
   return [
     `users fuzz seed=${r.seed} store=${r.store}: ${r.users} users x ${r.sockets / r.users} sockets, ${r.seconds} s, ${r.commands} commands (${Math.round(r.commands / r.seconds)}/s), ${r.framesReceived} frames received`,
     `  FORBIDDEN FRAMES (another user's ids or content): ${r.forbiddenFrames}`,
@@ -455,6 +568,8 @@ export function formatUsersReport(r: UsersFuzzReport): string {
     `  answers: ${sorted(r.answers)}`,
     `  frames: ${sorted(r.framesByType)}`,
     `  replies ended: ${sorted(r.repliesEnded)}; model requests ${r.modelRequests}; chats created ${r.chats.created}, live at the end ${r.chats.live}`,
-    r.violations.length ? `  VIOLATIONS (${r.violations.length}):\n${r.violations.map((x) => `    - ${x}`).join("\n")}` : "  violations: none",
+    r.violations.length
+      ? `  VIOLATIONS (${r.violations.length}):\n${r.violations.map((x) => `    - ${x}`).join("\n")}`
+      : "  violations: none",
   ].join("\n");
 }
