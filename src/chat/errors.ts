@@ -3,23 +3,25 @@ import { InvalidCursorError, isStoreUnavailable } from "../store/errors";
 
 // Codes of the chat layer, which a client can switch on; the text beside them is for people.
 // Frame-level codes (BAD_JSON, FRAME_TOO_LARGE, ...) belong to src/ws.
-export type ChatErrorCode =
-  | "CHAT_NOT_FOUND"
-  | "NO_GENERATION"
-  | "GENERATION_NOT_FOUND"
-  | "QUEUE_FULL"
-  | "TOO_MANY_GENERATIONS"
-  | "INVALID_ARGUMENT"
-  | "STORE_UNAVAILABLE"
-  | "MODEL_ERROR"
-  | "MODEL_TIMEOUT"
-  | "SHUTTING_DOWN"
-  | "INTERNAL_ERROR"
+export const CHAT_ERROR_CODES = [
+  "CHAT_NOT_FOUND",
+  "NO_GENERATION",
+  "GENERATION_NOT_FOUND",
+  "QUEUE_FULL",
+  "TOO_MANY_GENERATIONS",
+  "INVALID_ARGUMENT",
+  "STORE_UNAVAILABLE",
+  "MODEL_ERROR",
+  "MODEL_TIMEOUT",
+  "SHUTTING_DOWN",
+  "INTERNAL_ERROR",
   // A question that does not fit the model's context window even alone (details: tokens, limit).
-  | "CONTEXT_TOO_LARGE"
+  "CONTEXT_TOO_LARGE",
   // Branches (src/chat/branches.ts): no such message in the chat; a message that is not a question.
-  | "MESSAGE_NOT_FOUND"
-  | "NOT_A_QUESTION";
+  "MESSAGE_NOT_FOUND",
+  "NOT_A_QUESTION",
+] as const;
+export type ChatErrorCode = (typeof CHAT_ERROR_CODES)[number];
 
 /** An error whose message is safe to send to a client as is. */
 export class ChatError extends Error {

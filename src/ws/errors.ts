@@ -1,15 +1,19 @@
-import { describeFailure, type ChatErrorCode } from "../chat/errors";
+import { CHAT_ERROR_CODES, describeFailure, type ChatErrorCode } from "../chat/errors";
 
 // Codes of the socket layer: about the frame itself or this socket's limits.
-export type FrameErrorCode =
-  | "BAD_JSON"
-  | "UNKNOWN_TYPE"
-  | "INVALID_FRAME"
-  | "FRAME_TOO_LARGE"
-  | "MESSAGE_TOO_LONG"
-  | "RATE_LIMITED"
-  | "TOO_MANY_GENERATIONS"
-  | "TOO_MANY_WATCHES";
+export const FRAME_ERROR_CODES = [
+  "BAD_JSON",
+  "UNKNOWN_TYPE",
+  "INVALID_FRAME",
+  "FRAME_TOO_LARGE",
+  "MESSAGE_TOO_LONG",
+  "RATE_LIMITED",
+  "TOO_MANY_GENERATIONS",
+  "TOO_MANY_WATCHES",
+] as const;
+export type FrameErrorCode = (typeof FRAME_ERROR_CODES)[number];
+/** Every code an ERROR frame on the socket may carry (the chat layer's INVALID_ARGUMENT becomes INVALID_FRAME). */
+export const ERROR_CODES = [...new Set([...FRAME_ERROR_CODES, ...CHAT_ERROR_CODES.filter((c) => c !== "INVALID_ARGUMENT")])] as ErrorCode[];
 export type ErrorCode = FrameErrorCode | Exclude<ChatErrorCode, "INVALID_ARGUMENT">;
 
 export class FrameError extends Error {

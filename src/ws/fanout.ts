@@ -1,5 +1,6 @@
 import type { Bus, ChatEvent } from "../chat/events";
 import type { Connections } from "./connections";
+import type { ErrorCode } from "./errors";
 import { frames } from "./protocol";
 
 /**
@@ -28,7 +29,14 @@ export function showEventsOnSockets(bus: Bus, conns: Connections): () => void {
       case "reply_end":
         conns.toChat(e.chatId, frames.end(e));
         // "ends the stream with an ERROR frame": after end:true, so the UI has closed the bubble.
-        if (e.error) conns.toChat(e.chatId, frames.error(e.error.code, e.error.message, { chatId: e.chatId, traceId: e.traceId }));
+        if (e.error)
+          conns.toChat(
+            e.chatId,
+            frames.error(e.error.code as ErrorCode /* a chat-layer code, maybe from another replica */, e.error.message, {
+              chatId: e.chatId,
+              traceId: e.traceId,
+            }),
+          );
         return;
       case "resync":
         return conns.toAll(frames.resync(e.reason));

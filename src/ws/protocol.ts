@@ -4,10 +4,13 @@ import type { BranchInfo } from "../chat/branches";
 import type { ChatEvent } from "../chat/events";
 import type { Resumed } from "../chat/reply";
 import { hasSearchTerms, type SearchResults } from "../chat/search";
-import { SettingsPatchSchema, type Settings } from "../chat/settings";
-import { IsoTime, type Chat, type Message } from "../records";
+import { SettingsPatchSchema, SettingsSchema, type Settings } from "../chat/settings";
+import { ChatSchema, IsoTime, MessageSchema, RoleSchema, SearchHitSchema, type Chat, type Message } from "../records";
+import { ERROR_CODES, type ErrorCode } from "./errors";
 
-// Every frame of /ws, in and out. docs/protocol.md describes the same frames with examples.
+// Every frame of /ws, in and out: `inbound` (what a client sends), `outbound` (what the server sends) and
+// `answers` (which frame answers which request). docs/protocol.md describes them with examples;
+// `bun run protocol` turns them into docs/asyncapi.yaml (src/ws/asyncapi.ts), and client/ takes its types from here.
 
 const ChatId = v.pipe(v.string("chatId must be a string"), v.uuid("chatId must be a UUID"));
 const ChatIds = v.array(ChatId, "chatIds must be an array of chat ids");
@@ -161,8 +164,166 @@ export function mergedArgs(frame: Record<string, unknown>): Record<string, unkno
   return { ...top, ...(payload as Record<string, unknown> | null | undefined) };
 }
 
-// Outbound frames.
-const catchUp = (r: { chatId: string; traceId: string; content: string; seq: number }) => ({
+// Outbound frames: the schema of each (the contract, in docs/asyncapi.yaml), then the functions that build them.
+const RequestId = v.optional(
+  v.pipe(v.string(), v.maxLength(200), v.description("the requestId of the frame this answers, when it had one")),
+);
+const Uuid = v.pipe(v.string(), v.uuid());
+/** A message as frames show it: never its lease; in history, maybe still streaming and maybe one of several siblings. */
+export const PublicMessageSchema = v.object({
+  ...v.omit(MessageSchema, ["lease"]).entries,
+  streaming: v.optional(
+    v.pipe(v.literal(true), v.description("history only: the reply is still being generated; `seq` is its last chunk")),
+  ),
+  seq: v.optional(v.pipe(v.number(), v.integer())),
+  siblings: v.optional(
+    v.pipe(v.number(), v.integer(), v.description("history of a branched chat: how many messages share this one's place")),
+  ),
+  sibling: v.optional(v.pipe(v.number(), v.integer(), v.description("which of them this is, 1-based, oldest first"))),
+});
+const Reason = v.pipe(v.picklist(["error", "stopped", "interrupted"]), v.description("why a reply ended early; absent when it completed"));
+const Cursor = v.optional(v.pipe(v.string(), v.description("present when more follow: pass it back to get the next page")));
+const frame = <T extends string, E extends v.ObjectEntries>(type: T, entries: E, description: string) =>
+  v.pipe(v.object({ type: v.literal(type), requestId: RequestId, ...entries }), v.description(description));
+
+export const outbound = {
+  CHAT_LIST: frame(
+    "CHAT_LIST",
+    { chats: v.array(ChatSchema), cursor: Cursor },
+    "GET_CHATS' answer: a page of the user's chats, newest first.",
+  ),
+  NEW_CHAT: frame("NEW_CHAT", { chat: ChatSchema }, "CREATE_CHAT's answer, to the creator only."),
+  CHAT_CREATED: frame("CHAT_CREATED", { chat: ChatSchema }, "A chat was created by another connection of the user, or for a device."),
+  CHAT_UPDATED: frame(
+    "CHAT_UPDATED",
+    { chat: ChatSchema },
+    "RENAME_CHAT's answer; to the user's other connections on a rename or an automatic title.",
+  ),
+  CHAT_DELETED: frame("CHAT_DELETED", { chatId: Uuid }, "DELETE_CHAT's answer; to the user's other connections."),
+  CHAT_HISTORY: frame(
+    "CHAT_HISTORY",
+    { chatId: Uuid, messages: v.array(PublicMessageSchema), hasMore: v.boolean(), cursor: Cursor },
+    "GET_CHAT_HISTORY's and SELECT_BRANCH's answer: a page of messages, oldest first, maybe ending with a reply still streaming.",
+  ),
+  FIRST_MESSAGE: frame(
+    "FIRST_MESSAGE",
+    { chatId: Uuid, content: v.string(), message: PublicMessageSchema },
+    "A new question in a watched chat, sent by another connection or a device.",
+  ),
+  MESSAGE: frame(
+    "MESSAGE",
+    {
+      chatId: Uuid,
+      content: v.pipe(v.string(), v.description('the chunk\'s text ("" on an end frame): append it')),
+      traceId: v.pipe(v.string(), v.description("the reply's id (its stored message id)")),
+      end: v.boolean(),
+      seq: v.optional(
+        v.pipe(
+          v.number(),
+          v.integer(),
+          v.description("the last chunk this frame holds; an end frame: chunks + 1; absent on RESUME's finished answer"),
+        ),
+      ),
+      reason: v.optional(Reason),
+      message: v.optional(v.pipe(PublicMessageSchema, v.description("RESUME of a finished reply: the stored reply"))),
+    },
+    "A reply streaming to the chat's watchers: deltas (end false), then one end frame (end true); RESUME's answer.",
+  ),
+  MESSAGE_ACCEPTED: frame(
+    "MESSAGE_ACCEPTED",
+    {
+      chatId: Uuid,
+      messageId: v.string(),
+      traceId: v.optional(v.pipe(v.string(), v.description("the reply's id; new questions only"))),
+      duplicate: v.pipe(v.boolean(), v.description("the message id was already stored: nothing new was stored or answered")),
+      queued: v.optional(v.pipe(v.boolean(), v.description("new questions only: other replies in the chat come first"))),
+    },
+    "SEND_MESSAGE's answer (always with a requestId, for a duplicate, or for a queued question) and EDIT_MESSAGE's.",
+  ),
+  GENERATION_STOPPED: frame("GENERATION_STOPPED", { chatId: Uuid, traceId: v.string() }, "STOP_GENERATION's answer."),
+  SETTINGS: frame(
+    "SETTINGS",
+    { settings: SettingsSchema, defaults: v.object({ systemPrompt: v.string(), model: v.string() }) },
+    "GET_SETTINGS' and UPDATE_SETTINGS' answer.",
+  ),
+  REGENERATING: frame(
+    "REGENERATING",
+    { chatId: Uuid, questionId: v.string(), traceId: v.string(), queued: v.boolean() },
+    "REGENERATE's answer: the question answered again and the new reply's traceId.",
+  ),
+  BRANCHES: frame(
+    "BRANCHES",
+    {
+      chatId: Uuid,
+      messageId: v.string(),
+      siblings: v.array(v.object({ id: v.string(), role: RoleSchema, created_at: IsoTime, preview: v.string() })),
+      current: v.nullable(v.string()),
+    },
+    "GET_BRANCHES' answer: a message and its siblings, oldest first.",
+  ),
+  BRANCH_SELECTED: frame(
+    "BRANCH_SELECTED",
+    { chatId: Uuid, messageId: v.string() },
+    "To the user's other connections watching the chat: its current branch changed; reload its history.",
+  ),
+  WATCHING: frame(
+    "WATCHING",
+    { chatIds: v.array(Uuid), focus: v.nullable(Uuid) },
+    "WATCH's and UNWATCH's answer: every chat the connection watches, and its focus.",
+  ),
+  SEARCH_RESULTS: frame(
+    "SEARCH_RESULTS",
+    { query: v.string(), hits: v.array(SearchHitSchema), cursor: Cursor },
+    "SEARCH's answer, best first.",
+  ),
+  RESYNC: frame(
+    "RESYNC",
+    { reason: v.string() },
+    "Live frames may have been missed (the replicas' shared bus was down): reload the chat list and the open chat.",
+  ),
+  ERROR: v.pipe(
+    v.looseObject({
+      type: v.literal("ERROR"),
+      requestId: RequestId,
+      error: v.pipe(v.string(), v.description("for people; may change")),
+      code: v.pipe(v.picklist(ERROR_CODES), v.description("switch on this")),
+      retryAfterMs: v.optional(v.number()),
+      limit: v.optional(v.number()),
+      chatId: v.optional(v.string()),
+      traceId: v.optional(v.string()),
+      messageId: v.optional(v.string()),
+    }),
+    v.description(
+      "A request failed (with its requestId), or a reply failed after its end frame (to every watcher). Never closes the socket.",
+    ),
+  ),
+} as const;
+
+export type OutboundType = keyof typeof outbound;
+export type Outbound<T extends OutboundType = OutboundType> = v.InferOutput<(typeof outbound)[T]>;
+
+/** Which server frame answers each request (or ERROR, with the same requestId). The typed client resolves on it. */
+export const answers = {
+  GET_CHATS: "CHAT_LIST",
+  CREATE_CHAT: "NEW_CHAT",
+  GET_CHAT_HISTORY: "CHAT_HISTORY",
+  DELETE_CHAT: "CHAT_DELETED",
+  RENAME_CHAT: "CHAT_UPDATED",
+  SEND_MESSAGE: "MESSAGE_ACCEPTED",
+  STOP_GENERATION: "GENERATION_STOPPED",
+  RESUME: "MESSAGE",
+  GET_SETTINGS: "SETTINGS",
+  UPDATE_SETTINGS: "SETTINGS",
+  WATCH: "WATCHING",
+  UNWATCH: "WATCHING",
+  SEARCH: "SEARCH_RESULTS",
+  REGENERATE: "REGENERATING",
+  EDIT_MESSAGE: "MESSAGE_ACCEPTED",
+  GET_BRANCHES: "BRANCHES",
+  SELECT_BRANCH: "CHAT_HISTORY",
+} as const satisfies { [T in InboundType]: OutboundType };
+
+const catchUp = (r: { chatId: string; traceId: string; content: string; seq: number }): Outbound<"MESSAGE"> => ({
   type: "MESSAGE",
   chatId: r.chatId,
   content: r.content,
@@ -170,16 +331,19 @@ const catchUp = (r: { chatId: string; traceId: string; content: string; seq: num
   end: false,
   seq: r.seq,
 });
+/** A reply's stored status as an end frame's reason ("streaming" is no ending: none). */
+const reasonOf = (status?: Message["status"]) =>
+  status === "incomplete" ? ("error" as const) : status === "streaming" || !status ? undefined : status;
 // A reply's lease (which process writes it, until when) is the server's business: never in a frame.
 const publicMessage = <M extends Message>({ lease: _lease, ...m }: M): Omit<M, "lease"> => m;
-const finished = (message: Message, seq?: number) => ({
+const finished = (message: Message, seq?: number): Outbound<"MESSAGE"> => ({
   type: "MESSAGE",
   chatId: message.chat_id,
   content: "",
   traceId: message.id,
   end: true,
   ...(seq === undefined ? {} : { seq }),
-  ...(message.status ? { reason: message.status === "incomplete" ? "error" : message.status } : {}),
+  ...(reasonOf(message.status) ? { reason: reasonOf(message.status) } : {}),
   message: publicMessage(message),
 });
 
@@ -222,7 +386,7 @@ export const frames = {
     traceId: e.traceId,
     end: true,
     seq: e.seq,
-    ...(e.status ? { reason: e.status === "incomplete" ? "error" : e.status } : {}),
+    ...(reasonOf(e.status) ? { reason: reasonOf(e.status) } : {}),
   }),
   /** RESUME's answer: the rest of a live reply so far, or the finished one. */
   resumed: (r: Resumed) => (r.live ? catchUp(r) : finished(r.message)),
@@ -238,7 +402,7 @@ export const frames = {
     duplicate: r.duplicate,
     ...(r.duplicate ? {} : { queued: !!r.queued }),
   }),
-  error: (code: string, error: string, extra?: Record<string, unknown>) => ({ type: "ERROR", error, code, ...extra }),
+  error: (code: ErrorCode, error: string, extra?: Record<string, unknown>): Outbound<"ERROR"> => ({ ...extra, type: "ERROR", error, code }),
   /** Live frames may have been missed (the shared bus was down): reload the chat list and the open chat. */
   resync: (reason: string) => ({ type: "RESYNC", reason }),
   searchResults: (r: SearchResults) => ({
@@ -260,4 +424,16 @@ export const frames = {
   branchSelected: (chatId: string, messageId: string) => ({ type: "BRANCH_SELECTED", chatId, messageId }),
   /** WATCH / UNWATCH's answer: every chat the socket now watches, and which of them is its focus. */
   watching: (w: { chatIds: string[]; focus: string | null }) => ({ type: "WATCHING", chatIds: w.chatIds, focus: w.focus }),
-} as const;
+} as const satisfies Record<string, (...args: never[]) => Outbound>;
+
+/**
+ * How the server closes a socket on purpose (src/auth/revocation.ts, src/ws/connections.ts, src/server.ts).
+ * `reconnect: false`: connecting again with the same token is refused, so a client stops and reports the reason.
+ */
+export const closes = [
+  { code: 1001, reason: "server shutting down", reconnect: true, when: "graceful stop, after replies in flight end" },
+  { code: 1008, reason: "client too slow", reconnect: true, when: "more than SEND_BUFFER_LIMIT_BYTES waits for the client" },
+  { code: 1008, reason: "token revoked", reconnect: false, when: "the personal token this socket signed in with was revoked" },
+  { code: 1008, reason: "token expired", reconnect: false, when: "the JWT this socket signed in with expired" },
+  { code: 1009, reason: "Received too big message", reconnect: true, when: "a frame larger than 4 × MAX_FRAME_BYTES" },
+] as const;
