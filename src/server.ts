@@ -5,7 +5,9 @@ import { watchRevocations } from "./auth/revocation";
 import { authModes } from "./azure-auth";
 import { requiredApiToken, type Config } from "./config";
 import { localBus, type Bus } from "./chat/events";
+import { describeFailure } from "./chat/errors";
 import { createChatService, type ChatService } from "./chat/service";
+import { jsonExport, markdownExport } from "./chat/transfer-format";
 import type { DeviceBridge } from "./devices/bridge";
 import type { Logger } from "./log";
 import type { Model } from "./model/model";
@@ -143,7 +145,14 @@ export function startServer(parts: ServerParts) {
     auth,
     metrics: { registry: metrics.registry, token: c.METRICS_TOKEN ?? requiredApiToken(c) },
     devicesEnabled: !!devices,
-    chats: chat,
+    chats: {
+      async exportChat(owner, chatId, format) {
+        const exported = await chat.exportChat(owner, chatId);
+        return { name: exported.chat.name, pieces: (format === "md" ? markdownExport : jsonExport)(exported) };
+      },
+      importChat: chat.importChat,
+      describeFailure,
+    },
     log,
     allowedOrigins: c.ALLOWED_ORIGINS,
     production: c.ENVIRONMENT === "production",

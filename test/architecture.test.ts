@@ -49,7 +49,44 @@ const FORBIDDEN: [string, string, string][] = [
   ["auth", "http", "identity knows tokens, not how HTTP carries them"],
   ["auth", "model", "identity knows nothing of the model"],
   ["auth", "redis", "identity knows nothing of the shared bus"],
+  ["http", "chat", "HTTP routes get what they need of the chat layer as plain functions (src/server.ts)"],
+  ["http", "ws", "adapters do not know each other"],
+  ["http", "devices", "adapters do not know each other"],
 ];
+
+// The table "Allowed imports" in docs/architecture.md, read as written: for each layer, what it may
+// import ("(types)" after a layer: type-only imports), and what it must never import.
+const DOC = readFileSync(join(import.meta.dir, "..", "docs", "architecture.md"), "utf8");
+type Rule = { layers: string[]; may: Map<string, "any" | "types">; never: string[]; row: string };
+const nameOf = (s: string) => s.replace(/\/$/, "").replace(/\.ts$/, "");
+const rules: Rule[] = (() => {
+  const section = DOC.split("## Allowed imports")[1]?.split("\n## ")[0] ?? "";
+  return section
+    .split("\n")
+    .filter((l) => l.startsWith("| `"))
+    .map((row) => {
+      const [first, may, never] = row
+        .split("|")
+        .slice(1, 4)
+        .map((c) => c.trim()) as [string, string, string];
+      const layers = [...first.matchAll(/`([^`]+)`/g)].map((m) => nameOf(m[1]!));
+      const allowed = new Map<string, "any" | "types">();
+      for (const m of may.matchAll(/`([^`]+)`(\s*\(([^)]*)\))?|\b(leaves|each other|everything)\b/g)) {
+        const kind = m[3] && /^types\b/.test(m[3]) ? "types" : "any";
+        if (m[1]) allowed.set(nameOf(m[1]), kind);
+        else if (m[4] === "leaves") for (const leaf of LEAVES) allowed.set(leaf, "any");
+        else if (m[4] === "each other") for (const l of layers) allowed.set(l, "any");
+        else allowed.set("*", "any");
+      }
+      return { layers, may: allowed, never: [...never.matchAll(/`([^`]+)`/g)].map((m) => nameOf(m[1]!)), row };
+    });
+})();
+/** Whether an import statement of `file` naming `spec` brings in types only (`import type`, `export type`). */
+const typeOnly = (file: string, spec: string) => {
+  const text = readFileSync(join(SRC, file), "utf8");
+  const statements = [...text.matchAll(/^(import|export)\b[^;]*?from\s+["']([^"']+)["']/gm)].filter((m) => m[2] === spec);
+  return statements.length > 0 && statements.every((m) => /^(import|export)\s+type\b/.test(m[0]));
+};
 
 describe("import rules (docs/architecture.md)", () => {
   test("the scan sees the whole tree", () => {
@@ -62,6 +99,34 @@ describe("import rules (docs/architecture.md)", () => {
       expect(crossing.filter((e) => e.from === from && e.to === to).map((e) => `${e.file} imports ${e.spec}`)).toEqual([]);
     });
   }
+
+  test("docs/architecture.md names every layer of src/ in its import table", () => {
+    expect(rules.length).toBeGreaterThan(8);
+    const named = new Set(rules.flatMap((r) => r.layers));
+    const layers = [...new Set(files.map(layerOf))].sort();
+    expect(layers.filter((l) => !named.has(l))).toEqual([]);
+    expect([...named].filter((l) => !layers.includes(l))).toEqual([]);
+  });
+
+  test("each layer imports only what its row in docs/architecture.md allows", () => {
+    const broken: string[] = [];
+    for (const e of crossing) {
+      const rule = rules.find((r) => r.layers.includes(e.from));
+      if (!rule || rule.may.has("*")) continue;
+      const kind = rule.may.get(e.to);
+      if (!kind) broken.push(`${e.file} imports ${e.spec} (${e.to} is not allowed for ${e.from})`);
+      else if (kind === "types" && !typeOnly(e.file, e.spec)) broken.push(`${e.file} imports ${e.spec} (types only)`);
+    }
+    expect(broken).toEqual([]);
+  });
+
+  test("no row allows what it also forbids, and every forbidden edge is absent", () => {
+    for (const r of rules) {
+      expect(r.never.filter((n) => r.may.has(n))).toEqual([]);
+      const bad = crossing.filter((e) => r.layers.includes(e.from) && r.never.includes(e.to));
+      expect(bad.map((e) => `${e.file} imports ${e.spec}`)).toEqual([]);
+    }
+  });
 
   test("store/ and model/ import only leaf modules (records, config, log, azure-auth)", () => {
     const bad = crossing.filter((e) => (e.from === "store" || e.from === "model") && !LEAVES.has(e.to));

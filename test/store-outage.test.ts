@@ -288,7 +288,7 @@ describe("the store goes away mid-session and comes back", () => {
     TEST_TIMEOUT_MS,
   );
 
-  // KNOWN BUG at the time of writing (src/chat/chats.ts deleteChat): replies.cancel() marks the chat
+  // KNOWN BUG at the time of writing (src/chat/chat-commands.ts deleteChat): replies.cancel() marks the chat
   // "deleted" for 10 s before the store is asked, and nothing undoes it when the delete fails, so
   // the next reply in a chat that still exists ends at once, empty. Flip to test() once fixed.
   test(

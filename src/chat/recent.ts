@@ -13,7 +13,7 @@ import type { Bus } from "./events";
 // reply finalised as interrupted, a deletion, a branch, a gap in the bus). An entry is also dropped
 // after `ttlMs`, which bounds how stale it can be while the shared bus is down. Streaming
 // checkpoints are not announced: one read with the rest is kept as read (its reply's end replaces
-// or drops it), and history reads the store again for one it does not mirror live (chats.ts).
+// or drops it), and history reads the store again for one it does not mirror live (history.ts).
 
 export type RecentOptions = {
   /** Messages kept per chat: the most any read asks for (HISTORY_MAX_MESSAGES). */

@@ -1,4 +1,7 @@
-import { chatCommands } from "./chats";
+import { chatCommands } from "./chat-commands";
+import { deviceChat } from "./device-chat";
+import { historyPages } from "./history";
+import { knownChats } from "./known-chats";
 import { replyCommands } from "./reply";
 import { createReplies, type Generation, type JobSpec, type ReplyOutcome, type StopReason } from "./replies";
 import { localLanes, modelCallLimit } from "./lanes";
@@ -41,46 +44,44 @@ export function createChatService(parts: ChatParts) {
   });
   const ctx: ChatContext = { ...parts, store: settingsCache.store, replies, lanes, live, recent };
   let regeneratingQuestion: (traceId: string) => string | undefined = () => undefined;
-  const chats = chatCommands(
-    ctx,
-    (r) => stopElsewhere(r),
-    (t) => regeneratingQuestion(t),
-  );
-  const branches = branchCommands(ctx, { requireChat: chats.requireChat, markBranched: chats.markBranched });
+  const known = knownChats(ctx.store);
+  const chats = chatCommands(ctx, known, (r) => stopElsewhere(r));
+  const { history } = historyPages(ctx, known, (t) => regeneratingQuestion(t));
+  const branches = branchCommands(ctx, { requireChat: known.requireChat, markBranched: known.markBranched });
   regeneratingQuestion = branches.regeneratingQuestion;
-  const reply = replyCommands(ctx, chats.requireOwned);
+  const reply = replyCommands(ctx, known.requireOwned);
   stopElsewhere = reply.stopElsewhere;
   const sending = sendCommands(ctx, {
-    requireChat: chats.requireChat,
-    requireOwned: chats.requireOwned,
+    requireChat: known.requireChat,
+    requireOwned: known.requireOwned,
     answer: reply.answer,
     titleLater: (owner, chat, exchange) => void titleChat(ctx, chats.renameChat, owner, chat, exchange),
-    mayNeedTitle: chats.mayNeedTitle,
-    isBranched: chats.isBranched,
+    mayNeedTitle: known.mayNeedTitle,
+    isBranched: known.isBranched,
     branches,
   });
   run = sending.run;
-  const transfer = transferCommands(ctx, chats.requireChat);
+  const transfer = transferCommands(ctx, known.requireChat);
   // Requests from other replicas: stop a reply generated here; a chat deleted there stops ours.
   const unsubscribe = parts.bus.subscribe((e) => {
     if (e.type === "stop_request") replies.byTrace(e.traceId)?.controller.abort({ stop: "stopped" } satisfies StopReason);
-    if (e.type === "chat_updated") chats.noteName(e.chat);
+    if (e.type === "chat_updated") known.noteName(e.chat);
     if (e.type === "chat_deleted") {
-      chats.forget(e.chatId);
+      known.forget(e.chatId);
       void replies.cancel(e.chatId);
     }
     // A chat branched anywhere is branched here too; after a gap in the bus, nothing remembered is trusted.
-    if (e.type === "branch_selected") chats.markBranched(e.chatId);
-    if (e.type === "resync") chats.forgetAll();
+    if (e.type === "branch_selected") known.markBranched(e.chatId);
+    if (e.type === "resync") known.forgetAll();
   });
 
   return {
     listChats: chats.listChats,
     createChat: chats.createChat,
-    history: chats.history,
+    history,
     deleteChat: chats.deleteChat,
     renameChat: chats.renameChat,
-    deviceChat: chats.deviceChat,
+    deviceChat: deviceChat(ctx.store, chats.createChat),
     /** Whose a device's chats are: its assignment, else DEVICE_DEFAULT_OWNER; UNASSIGNED_OWNER means nobody's (not answered). */
     deviceOwner: deviceOwners(parts.store, defaultDeviceOwner(parts.store, parts.options.deviceDefaultOwner, parts.log), parts.log),
     unassignedOwner: UNASSIGNED_OWNER,
@@ -94,7 +95,7 @@ export function createChatService(parts: ChatParts) {
     /** REGENERATE: a new reply to a question, the earlier ones kept as other versions (src/chat/branches.ts). */
     async regenerate(o: { chatId: string; questionId?: string }, client: ChatClient) {
       // Watch first, as for a send: the reply may start streaming before this returns.
-      await chats.requireOwned(client.owner, o.chatId);
+      await known.requireOwned(client.owner, o.chatId);
       const unwatch = client.watch(o.chatId);
       try {
         return await branches.regenerate({ ...o, owner: client.owner, origin: client.id });
@@ -108,7 +109,7 @@ export function createChatService(parts: ChatParts) {
     /** SELECT_BRANCH: makes the branch through a message current, and answers with its newest history page. */
     async selectBranch(o: { chatId: string; messageId: string }, client: ChatClient) {
       await branches.select({ ...o, owner: client.owner, origin: client.id });
-      return chats.history({ chatId: o.chatId }, client);
+      return history({ chatId: o.chatId }, client);
     },
     stop: reply.stop,
     resume: reply.resume,

@@ -1,5 +1,5 @@
 import type { Chat, Message } from "../records";
-import { DEFAULT_CHAT_NAME } from "./chats";
+import { DEFAULT_CHAT_NAME } from "./known-chats";
 import type { ChatContext } from "./context";
 
 const TITLE_PROMPT =

@@ -1,7 +1,7 @@
 import * as v from "valibot";
 import { MessageStatusSchema, RoleSchema, type Chat, type Message } from "../records";
 import { StoredMessageId } from "../store/cursor";
-import { DEFAULT_CHAT_NAME } from "./chats";
+import { DEFAULT_CHAT_NAME } from "./known-chats";
 import { nowIso } from "./clock";
 import type { ChatContext } from "./context";
 import { ChatError } from "./errors";

@@ -1,21 +1,34 @@
 import type { Hono } from "hono";
 import type { Identity } from "../auth/identity";
-import { describeFailure } from "../chat/errors";
-import type { ChatService } from "../chat/service";
-import { jsonExport, markdownExport } from "../chat/transfer-format";
 import type { Logger } from "../log";
+import type { Chat } from "../records";
 import { originAllowed } from "./auth";
 
 // A chat as a file over HTTP: GET /api/chats/:id/export and POST /api/chats/import
 // (docs/protocol.md, "Export and import"). Signed in exactly as the socket is; the chat service does
 // the rest. There are no cookies: a request carries its token itself, so a page on another origin
 // that has no token reads nothing, and one the Origin rules refuse gets no CORS headers at all.
+// What the routes need of the chat layer comes in as plain functions (src/server.ts builds them):
+// http/ never imports src/chat.
 
 /** POST /api/chats/import bodies past this are refused with 413, before or while they are read. */
 export const IMPORT_MAX_BYTES = 10 * 1024 * 1024;
 
+/** The file formats an export is offered in. */
+export type ExportFormat = "json" | "md";
+
+/** The chat layer's part in export and import. */
+export type ChatFiles = {
+  /** The chat's name and its file in `format`, piece by piece; throws as the chat service does (CHAT_NOT_FOUND, ...). */
+  exportChat(owner: string, chatId: string, format: ExportFormat): Promise<{ name: string; pieces: AsyncGenerator<string> }>;
+  /** A new chat for the owner from a parsed export. */
+  importChat(owner: string, data: unknown): Promise<Chat>;
+  /** What a failure may tell the client: its code and a message safe to show. */
+  describeFailure(e: unknown): { code: string; message: string };
+};
+
 export type ChatRoutes = {
-  chats: Pick<ChatService, "exportChat" | "importChat">;
+  chats: ChatFiles;
   /** The identity behind the request's token, or the answer refusing it (src/app.ts). */
   signIn(req: Request): Promise<{ user: Identity } | { refuse: Response }>;
   allowedOrigins: readonly string[];
@@ -23,10 +36,10 @@ export type ChatRoutes = {
   log: Logger;
 };
 
-const FORMATS = {
-  json: { type: "application/json; charset=utf-8", ext: "json", render: jsonExport },
-  md: { type: "text/markdown; charset=utf-8", ext: "md", render: markdownExport },
-} as const;
+const FORMATS: Record<ExportFormat, { type: string; ext: string }> = {
+  json: { type: "application/json; charset=utf-8", ext: "json" },
+  md: { type: "text/markdown; charset=utf-8", ext: "md" },
+};
 
 /** One body for a missing id and another user's: nothing in it tells them apart (not even the id). */
 const NOT_FOUND = { error: "there is no such chat", code: "CHAT_NOT_FOUND" } as const;
@@ -58,7 +71,7 @@ export function registerChatRoutes(app: Hono<any>, o: ChatRoutes) {
 
   /** A failure of the chat service as an HTTP answer; only what describeFailure lets out. */
   function failure(e: unknown, headers: Record<string, string>, what: string): Response {
-    const f = describeFailure(e);
+    const f = o.chats.describeFailure(e);
     if (f.code === "CHAT_NOT_FOUND") return Response.json(NOT_FOUND, { status: 404, headers: { "Cache-Control": "no-store", ...headers } });
     if (f.code === "INVALID_ARGUMENT") return fail(400, f.code, f.message, headers);
     if (f.code === "STORE_UNAVAILABLE") return fail(503, f.code, f.message, { ...headers, "Retry-After": "2" });
@@ -89,24 +102,24 @@ export function registerChatRoutes(app: Hono<any>, o: ChatRoutes) {
     const { user, headers } = admitted;
     const name = c.req.query("format") ?? "json";
     if (!Object.hasOwn(FORMATS, name)) return fail(400, "INVALID_ARGUMENT", "format must be json or md", headers);
-    const format = FORMATS[name as keyof typeof FORMATS];
+    const format = FORMATS[name as ExportFormat];
     const id = c.req.param("id");
     // Not a UUID: no chat can have it (chat ids are UUIDs), so no store read tells anything.
     if (!UUID.test(id)) return Response.json(NOT_FOUND, { status: 404, headers: { "Cache-Control": "no-store", ...headers } });
-    let exported: Awaited<ReturnType<ChatRoutes["chats"]["exportChat"]>>;
+    let exported: Awaited<ReturnType<ChatFiles["exportChat"]>>;
     try {
-      exported = await o.chats.exportChat(user.userId, id);
+      exported = await o.chats.exportChat(user.userId, id, name as ExportFormat);
     } catch (e) {
       return failure(e, headers, "export failed");
     }
     return new Response(
-      textStream(format.render(exported), (e) => o.log.warn("export stopped midway", { chatId: id, error: e })),
+      textStream(exported.pieces, (e) => o.log.warn("export stopped midway", { chatId: id, error: e })),
       {
         status: 200,
         headers: {
           ...headers,
           "Content-Type": format.type,
-          "Content-Disposition": attachment(exported.chat.name, format.ext),
+          "Content-Disposition": attachment(exported.name, format.ext),
           "Cache-Control": "no-store",
           "X-Content-Type-Options": "nosniff",
         },

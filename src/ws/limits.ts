@@ -60,7 +60,7 @@ export function localUserSends(perMinute: number): UserSends {
 export type Budget = {
   frames: TokenBucket;
   generations: number;
-  /** Frames waiting in the socket's chain (src/ws/socket.ts), counted from arrival until handled. */
+  /** Frames waiting in the socket's chain (src/ws/inbound.ts), counted from arrival until handled. */
   pending: { frames: number; bytes: number };
   /** Frames dropped since the chain last ran empty: the first one of a run is logged, not every one. */
   dropped: number;

@@ -1,5 +1,5 @@
 import * as v from "valibot";
-import type { StreamingMessage } from "../chat/chats";
+import type { StreamingMessage } from "../chat/history";
 import type { BranchInfo } from "../chat/branches";
 import type { ChatEvent } from "../chat/events";
 import type { Resumed } from "../chat/reply";

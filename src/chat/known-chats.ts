@@ -1,0 +1,97 @@
+import type { Chat } from "../records";
+import type { Store } from "../store/store";
+import { chatNotFound } from "./errors";
+
+export const DEFAULT_CHAT_NAME = "New Chat";
+
+/** Owners known for chat ids, kept for this many ids at most (the oldest go first). */
+const KNOWN_OWNERS = 10_000;
+
+/**
+ * What this process knows about chats from facts it saw: whose a chat is, whether it has a name of
+ * its own, whether it was ever branched. Each fact saves a store read on the hot path (a send, a
+ * history page) and is dropped when the chat goes, or all at once after a gap in the bus.
+ */
+export function knownChats(store: Pick<Store, "getChat">) {
+  /**
+   * Another owner's chat is answered exactly as one that does not exist: the same error, after the
+   * same kind of store read (the owner is part of every chat lookup, src/store/store.ts).
+   */
+  async function requireChat(owner: string, chatId: string): Promise<Chat> {
+    const chat = await store.getChat(owner, chatId);
+    if (!chat) throw chatNotFound(chatId);
+    remember(chatId, owner);
+    if (chat.selected !== undefined) markBranched(chatId);
+    noteName(chat);
+    return chat;
+  }
+
+  // Chats known to have a name of their own: no title is wanted, so a send there reads no record to check.
+  const named = new Set<string>();
+  function noteName(chat: Chat) {
+    if (chat.name === DEFAULT_CHAT_NAME) return;
+    if (named.size > KNOWN_OWNERS) named.delete(named.values().next().value!);
+    named.add(chat.id);
+  }
+
+  // Chat ids are never reused and a chat never changes owner, so "this owner has this chat" can be
+  // remembered until the chat is deleted: a history page or a send on one's own chat then needs no
+  // extra store read. Only the owner's own answer is remembered; anything else reads the store,
+  // so a foreign id costs what a missing one costs.
+  const known = new Map<string, string>();
+  async function requireOwned(owner: string, chatId: string): Promise<void> {
+    if (known.get(chatId) === owner) return;
+    await requireChat(owner, chatId);
+  }
+  /** The oldest remembered go first: a chat read again is remembered again. */
+  function remember(chatId: string, owner: string) {
+    known.delete(chatId);
+    known.set(chatId, owner);
+    if (known.size > KNOWN_OWNERS) known.delete(known.keys().next().value!);
+  }
+
+  // Chats known to be branched (src/chat/branches.ts). A chat never stops being branched, and every
+  // replica hears when one starts (branch_selected on the bus), so "not in this set" for a chat in
+  // `known` means never branched: its history and sends cost what they cost before branches existed.
+  // The set only grows by facts (a record read with `selected`, an event), so a read racing an event loses nothing.
+  const branched = new Set<string>();
+  function markBranched(chatId: string) {
+    branched.add(chatId);
+    if (branched.size > KNOWN_OWNERS) {
+      // Forgotten here, so forgotten as known too: the next use reads the record again.
+      const oldest = branched.values().next().value!;
+      branched.delete(oldest);
+      known.delete(oldest);
+    }
+  }
+
+  return {
+    requireChat,
+    requireOwned,
+    remember,
+    /** A chat renamed or created with a name (here, or on another replica through chat_updated). */
+    noteName,
+    /** Whether the chat may still carry the default name (false: known to be named). */
+    mayNeedTitle: (chatId: string) => !named.has(chatId),
+    markBranched,
+    /** Whether the chat is known to be branched, from memory only. */
+    branched: (chatId: string) => branched.has(chatId),
+    /** Whether the owner's chat is branched: from memory for a chat this process knows, else one read of its record. */
+    async isBranched(owner: string, chatId: string): Promise<boolean> {
+      if (known.get(chatId) !== owner) await requireChat(owner, chatId);
+      return branched.has(chatId);
+    },
+    /** The chat was deleted (here or anywhere): nothing about it holds. */
+    forget(chatId: string) {
+      known.delete(chatId);
+      named.delete(chatId);
+      branched.delete(chatId);
+    },
+    /** The bus was down (RESYNC): what this process remembers of chats may be stale; read the records again. */
+    forgetAll() {
+      known.clear();
+      branched.clear();
+    },
+  };
+}
+export type KnownChats = ReturnType<typeof knownChats>;
