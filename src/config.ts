@@ -133,10 +133,13 @@ const EnvSchema = v.object({
   PROCESSED_MESSAGE_TTL_DAYS: int(7, 1, 365),
   DEVICE_CLAIM_LEASE_S: int(30, 1, 3_600),
   // Unassigned devices' chats: "default" (the API_TOKEN user), "none" (stored, not answered) or a user's name.
+  // Production with IoT Hub on needs it set explicitly (problems() below): "default" answers any device on the hub at the operator's cost.
   DEVICE_DEFAULT_OWNER: v.optional(
     v.pipe(v.string(), v.trim(), v.regex(/^[\w.@-]{1,64}$/, "must be default, none or a user's name")),
     "default",
   ),
+  // Telemetry without IoT Hub's iothub-connection-device-id property is refused unless this allows the body's device_id.
+  DEVICE_ID_FROM_BODY: bool(false),
 
   // 100,000 characters of any script fit one frame: 4 UTF-8 bytes each at most, plus the JSON around them.
   MAX_FRAME_BYTES: int(524_288, 1_024, 16_777_216),
@@ -176,20 +179,20 @@ export class ConfigError extends Error {
   override name = "ConfigError";
 }
 
-// Values copied from .env.example or left as an obvious stand-in must not guard a production server.
+// Values copied from .env.example or left as an obvious stand-in must not guard a server.
 const PLACEHOLDER_TOKEN = /change[-_ ]?me|placeholder|your[-_]|example|^x+$|^secret$|^token$/i;
 
-const isPlaceholderToken = (t: string) => t.length < 16 || PLACEHOLDER_TOKEN.test(t);
+export const isPlaceholderToken = (t: string) => t.length < 16 || PLACEHOLDER_TOKEN.test(t);
 
-/**
- * The token /ws requires, if any. Outside production the .env.example placeholder counts as unset
- * (someone copied the example to try it); production refuses to start with it instead.
- */
-export const requiredApiToken = (c: Config): string | undefined =>
-  c.API_TOKEN && (c.ENVIRONMENT === "production" || !isPlaceholderToken(c.API_TOKEN)) ? c.API_TOKEN : undefined;
+// A token set but too weak is refused in every environment: someone who set it believes they are
+// protected. Open mode is only ever the variable's absence.
+const TOKEN_RULE = "must be at least 16 characters and not a placeholder; generate one with `openssl rand -hex 32`";
 
-/** Cross-variable rules: returns the first problem as "VAR: reason". */
-function problems(c: Config): string | undefined {
+/** Cross-variable rules: returns the first problem as "VAR: reason". `given` is what the environment set (before defaults). */
+function problems(c: Config, given: Record<string, string | undefined>): string | undefined {
+  if (c.API_TOKEN && isPlaceholderToken(c.API_TOKEN))
+    return `API_TOKEN: ${TOKEN_RULE}, or leave it unset for an open server (development only)`;
+  if (c.METRICS_TOKEN && isPlaceholderToken(c.METRICS_TOKEN)) return `METRICS_TOKEN: ${TOKEN_RULE}`;
   // A missing key is not an error: Cosmos DB, Azure OpenAI and the hub then use Azure identity.
   if (c.AZURE_OPENAI_ENDPOINT && !c.AZURE_OPENAI_DEPLOYMENT_NAME) {
     return "AZURE_OPENAI_DEPLOYMENT_NAME: must be set when AZURE_OPENAI_ENDPOINT is set";
@@ -219,12 +222,15 @@ function problems(c: Config): string | undefined {
     return "AUTH_AUDIENCE: must be set when AUTH_ENTRA_TENANT_ID or AUTH_JWKS_URL is set (the aud every token must carry)";
   if (!jwt && c.AUTH_AUDIENCE.length > 0) return "AUTH_AUDIENCE: needs AUTH_ENTRA_TENANT_ID or AUTH_JWKS_URL";
   if (c.ENVIRONMENT === "production") {
-    // With sign-in by JWT the legacy token is optional; a placeholder is refused all the same.
-    if ((!c.API_TOKEN && !jwt) || (c.API_TOKEN && isPlaceholderToken(c.API_TOKEN))) {
+    // With sign-in by JWT the legacy token is optional (a weak one was refused above, in any environment).
+    if (!c.API_TOKEN && !jwt) {
       return "API_TOKEN: production needs a real token of at least 16 characters (not the .env.example placeholder); generate one with `openssl rand -hex 32`";
     }
     if (!c.API_TOKEN && !c.METRICS_TOKEN) return "METRICS_TOKEN: production without API_TOKEN needs it, or /metrics would be open";
     if (c.AUTH_JWKS_URL && !c.AUTH_JWKS_URL.startsWith("https://")) return "AUTH_JWKS_URL: production needs an https:// URL";
+    if (c.IOT_HUB_ENABLE && given.DEVICE_DEFAULT_OWNER === undefined) {
+      return "DEVICE_DEFAULT_OWNER: production with IOT_HUB_ENABLE=true needs it set explicitly: none (unassigned devices are not answered), a user's name, or default (the API_TOKEN user answers every device on the hub)";
+    }
   }
   return undefined;
 }
@@ -240,7 +246,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     const shown = (SECRET_VARS as readonly string[]).includes(key) ? "" : ` (got ${JSON.stringify(input[key])})`;
     throw new ConfigError(`${key}: ${issue.message}${shown}`);
   }
-  const problem = problems(result.output);
+  const problem = problems(result.output, input);
   if (problem) throw new ConfigError(problem);
   return Object.freeze(result.output);
 }

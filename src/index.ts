@@ -1,4 +1,4 @@
-import { ConfigError, loadConfig, requiredApiToken, SECRET_VARS, type Config } from "./config";
+import { ConfigError, loadConfig, SECRET_VARS, type Config } from "./config";
 import { createLogger } from "./log";
 import { modelFromConfig } from "./model";
 import { startDeviceBridge } from "./devices/bridge";
@@ -62,11 +62,9 @@ log.info("PiChat backend listening", {
   iot_hub: config.IOT_HUB_ENABLE
     ? `on (${config.IOT_HUB_NAME ?? config.IOT_HUB_HOST_NAME ?? "hub"}, consumer group ${config.IOT_HUB_CONSUMER_GROUP})`
     : "off",
-  auth: requiredApiToken(config) ? "token required" : "open (no API_TOKEN)",
+  auth: config.API_TOKEN ? "token required" : "open (no API_TOKEN)",
+  ...(config.IOT_HUB_ENABLE ? { device_default_owner: config.DEVICE_DEFAULT_OWNER, device_id_from_body: config.DEVICE_ID_FROM_BODY } : {}),
 });
-if (config.API_TOKEN && !requiredApiToken(config)) {
-  log.warn("API_TOKEN is a placeholder, so /ws is open; production would refuse to start with it");
-}
 if (model.kind === "offline") {
   log.warn("the model is OFFLINE: replies are canned; set AZURE_OPENAI_* or OPENAI_BASE_URL + OPENAI_MODEL for real answers");
 }

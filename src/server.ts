@@ -3,7 +3,7 @@ import { createAuthenticator } from "./auth/authenticate";
 import { createJwtVerifier, jwtSettings } from "./auth/jwt";
 import { watchRevocations } from "./auth/revocation";
 import { authModes } from "./azure-auth";
-import { requiredApiToken, type Config } from "./config";
+import type { Config } from "./config";
 import { localBus, type Bus } from "./chat/events";
 import { describeFailure } from "./chat/errors";
 import { createChatService, type ChatService } from "./chat/service";
@@ -122,7 +122,7 @@ export function startServer(parts: ServerParts) {
   // Sign-in: the legacy token, personal tokens (in the store), and JWTs when an issuer is configured.
   const jwt = jwtSettings(c);
   const auth = createAuthenticator({
-    apiToken: requiredApiToken(c),
+    apiToken: c.API_TOKEN,
     jwt: jwt && createJwtVerifier(jwt),
     store,
     production: c.ENVIRONMENT === "production",
@@ -143,7 +143,7 @@ export function startServer(parts: ServerParts) {
       redis: shared?.health,
     },
     auth,
-    metrics: { registry: metrics.registry, token: c.METRICS_TOKEN ?? requiredApiToken(c) },
+    metrics: { registry: metrics.registry, token: c.METRICS_TOKEN ?? c.API_TOKEN },
     devicesEnabled: !!devices,
     chats: {
       async exportChat(owner, chatId, format) {

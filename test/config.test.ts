@@ -60,14 +60,56 @@ describe("config", () => {
     expect(loadConfig({ COSMOS_ENDPOINT: "", SERVER_PORT: " " }).SERVER_PORT).toBe(8080);
   });
 
-  test("production refuses a missing, short or placeholder API_TOKEN, and never echoes it", () => {
-    const example = readFileSync(new URL("../.env.example", import.meta.url), "utf8").match(/^API_TOKEN=(.*)$/m)![1]!;
-    for (const token of [undefined, "short", example, "change-me-please-now-1234"]) {
-      const msg = fails({ ENVIRONMENT: "production", ...(token ? { API_TOKEN: token } : {}) });
-      expect(msg).toStartWith("API_TOKEN:");
-      if (token) expect(msg).not.toContain(token);
-    }
+  test("production refuses a missing API_TOKEN, and never echoes a refused one", () => {
+    expect(fails({ ENVIRONMENT: "production" })).toStartWith("API_TOKEN:");
     expect(loadConfig({ ENVIRONMENT: "production", API_TOKEN: "3f9c0a7e5b1d4c2a8e6f0b9d7c5a3e1f" }).API_TOKEN).toHaveLength(32);
+  });
+
+  test("a short or placeholder API_TOKEN or METRICS_TOKEN is refused in every environment, with the rule, never echoed", () => {
+    for (const ENVIRONMENT of ["development", "test", "production"]) {
+      for (const token of [
+        "hunter2",
+        "short",
+        "change-me-to-a-long-random-string",
+        "change-me-please-now-1234",
+        "an-example-token-0123456789",
+        "xxxxxxxxxxxxxxxxxxxx",
+      ]) {
+        for (const name of ["API_TOKEN", "METRICS_TOKEN"]) {
+          const msg = fails({ ENVIRONMENT, API_TOKEN: "3f9c0a7e5b1d4c2a8e6f0b9d7c5a3e1f", [name]: token });
+          expect(msg).toStartWith(`${name}: must be at least 16 characters and not a placeholder`);
+          expect(msg).not.toContain(token);
+          expect(msg.split("\n")).toHaveLength(1);
+        }
+      }
+    }
+    // Absent (or empty, as in a copied .env.example) is the only open mode.
+    expect(loadConfig({ ENVIRONMENT: "development", API_TOKEN: "" }).API_TOKEN).toBeUndefined();
+    expect(loadConfig({ METRICS_TOKEN: "9b1e4c7a2f5d8e0b3a6c" }).METRICS_TOKEN).toBe("9b1e4c7a2f5d8e0b3a6c");
+  });
+
+  test(".env.example copied as it is starts (open, development)", () => {
+    const example = readFileSync(new URL("../.env.example", import.meta.url), "utf8");
+    const env = Object.fromEntries([...example.matchAll(/^([A-Z][A-Z0-9_]+)=(.*)$/gm)].map((m) => [m[1]!, m[2]!]));
+    expect(Object.keys(env)).toContain("API_TOKEN");
+    const c = loadConfig(env);
+    expect(c.API_TOKEN).toBeUndefined();
+    expect(c.ENVIRONMENT).toBe("development");
+  });
+
+  test("production with IoT Hub on needs DEVICE_DEFAULT_OWNER set explicitly; elsewhere it defaults to default", () => {
+    const iot = {
+      ENVIRONMENT: "production",
+      API_TOKEN: "3f9c0a7e5b1d4c2a8e6f0b9d7c5a3e1f",
+      IOT_HUB_ENABLE: "true",
+      EVENT_HUB_COMPATIBLE_CONN_STR: "Endpoint=sb://x/;EntityPath=y",
+      IOT_HUB_CONNECTION_STRING: "HostName=h;SharedAccessKeyName=s;SharedAccessKey=k",
+    };
+    expect(fails(iot)).toStartWith("DEVICE_DEFAULT_OWNER: production with IOT_HUB_ENABLE=true needs it set explicitly");
+    for (const owner of ["none", "alice", "default"])
+      expect(loadConfig({ ...iot, DEVICE_DEFAULT_OWNER: owner }).DEVICE_DEFAULT_OWNER).toBe(owner);
+    expect(loadConfig({ ...iot, ENVIRONMENT: "development" }).DEVICE_DEFAULT_OWNER).toBe("default");
+    expect(loadConfig({ ENVIRONMENT: "production", API_TOKEN: iot.API_TOKEN }).DEVICE_DEFAULT_OWNER).toBe("default");
   });
 
   test("every variable the schema reads is documented in .env.example", () => {
@@ -92,18 +134,24 @@ describe("several replicas", () => {
 });
 
 describe("start-up", () => {
-  test("production with the placeholder token exits 1 with one line naming API_TOKEN", async () => {
-    const proc = Bun.spawn(["bun", "src/index.ts"], {
-      cwd: new URL("..", import.meta.url).pathname,
-      env: { PATH: process.env.PATH, ENVIRONMENT: "production", API_TOKEN: "change-me", SERVER_PORT: "0" },
-      stdout: "pipe",
-      stderr: "pipe",
-    });
-    const code = await proc.exited;
-    const err = await new Response(proc.stderr).text();
-    expect(code).toBe(1);
-    expect(err.trim().split("\n")).toHaveLength(1);
-    expect(err).toContain("API_TOKEN");
+  test("a short API_TOKEN exits 1 with one line naming API_TOKEN and the rule, in production and in development", async () => {
+    for (const [ENVIRONMENT, API_TOKEN] of [
+      ["production", "change-me"],
+      ["development", "hunter2"],
+    ]) {
+      const proc = Bun.spawn(["bun", "src/index.ts"], {
+        cwd: new URL("..", import.meta.url).pathname,
+        env: { PATH: process.env.PATH, ENVIRONMENT, API_TOKEN, SERVER_PORT: "0", HOST: "127.0.0.1" },
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      const code = await proc.exited;
+      const err = await new Response(proc.stderr).text();
+      expect(code).toBe(1);
+      expect(err.trim().split("\n")).toHaveLength(1);
+      expect(err).toContain("API_TOKEN: must be at least 16 characters");
+      expect(err).not.toContain(API_TOKEN!);
+    }
   });
 
   test("a store that cannot be opened (an unwritable SQLite path) exits 1 and says why, rather than 0", async () => {

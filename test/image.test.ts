@@ -172,6 +172,8 @@ beforeAll(async () => {
       OPENAI_BASE_URL: `${model.url}/v1`,
       OPENAI_MODEL: "m",
       IOT_HUB_ENABLE: "true",
+      // Production (the image's default) with IoT Hub on needs it said who answers unassigned devices.
+      DEVICE_DEFAULT_OWNER: "default",
       EVENT_HUB_COMPATIBLE_CONN_STR: peer.eventHubConnectionString,
       IOT_HUB_CONNECTION_STRING: peer.iotHubConnectionString.replace(/localhost:\d+/, `localhost:${relay.port}`),
       // The IoT Hub service endpoint's TLS certificate is the test's own; trusted the way a process can be from outside.

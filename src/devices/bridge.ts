@@ -19,6 +19,11 @@ export function startDeviceBridge(
   o: DeviceBridgeOptions,
 ): DeviceBridge {
   const log = parts.log.child({ component: "devices" });
+  if (o.deviceIdFromBody) {
+    log.warn(
+      "DEVICE_ID_FROM_BODY=true: telemetry without IoT Hub's iothub-connection-device-id property is taken as the device its body names; anyone who can post to the Event Hub can speak as any device",
+    );
+  }
   const c2d = createC2DSender({ access: o.iotHub, Transport: o.c2dTransport });
   const deps = {
     chat: parts.chat,
@@ -29,6 +34,7 @@ export function startDeviceBridge(
     processedTtlS: o.processedTtlS,
     claimLeaseMs: o.claimLeaseMs,
     handling: new Map(),
+    deviceIdFromBody: o.deviceIdFromBody,
   };
 
   const consumer = startDeviceConsumer({

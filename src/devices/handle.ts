@@ -15,9 +15,18 @@ export type DeviceDeps = {
   processedTtlS: number;
   /** How long a claim on a device message holds without renewal. */
   claimLeaseMs: number;
-  /** Messages this process is handling now: a redelivery meanwhile (a partition handed back and forth) waits for it. */
+  /** Messages this process is handling now (by claimKey): a redelivery meanwhile (a partition handed back and forth) waits for it. */
   handling: Map<string, Promise<DeviceOutcome>>;
+  /** DEVICE_ID_FROM_BODY: telemetry without IoT Hub's device id property may name its device in the body. */
+  deviceIdFromBody?: boolean;
 };
+
+/**
+ * The claim on a device message is the device's: message ids are chosen by devices (and the
+ * `event-<seq>-<offset>` fallback repeats across partitions), so two devices may send the same one.
+ * The device id is URI-encoded, so it never contains the space that ends it.
+ */
+export const claimKey = (m: Pick<DeviceMessage, "deviceId" | "messageId">) => `${encodeURIComponent(m.deviceId)} ${m.messageId}`;
 
 export type DeviceOutcome = "answered" | "duplicate" | "stale" | "unassigned" | "refused" | "c2d_failed" | "model_failed";
 
@@ -25,7 +34,7 @@ export const SORRY = "Sorry, I couldn't get an answer just now. Please try again
 
 /** One event from the hub: parsed, handled, counted and logged once. Never throws. */
 export async function handleDeviceEvent(deps: DeviceDeps, event: ReceivedEventData): Promise<void> {
-  const parsed = parseDeviceEvent(event);
+  const parsed = parseDeviceEvent(event, { deviceIdFromBody: deps.deviceIdFromBody });
   if (!parsed.ok) {
     deps.metrics?.deviceMessages.inc({ outcome: "invalid" });
     deps.log.warn("skipped device event that is not valid telemetry", {
@@ -58,38 +67,39 @@ export async function handleDeviceEvent(deps: DeviceDeps, event: ReceivedEventDa
  * partition takes the claim over and finishes the job: a reply already stored is sent, not made again.
  */
 export async function handleDeviceMessage(deps: DeviceDeps, m: DeviceMessage): Promise<DeviceOutcome> {
-  const running = deps.handling.get(m.messageId);
+  const key = claimKey(m);
+  const running = deps.handling.get(key);
   if (running) {
     await running.catch(() => {});
     deps.log.info("device message already handled; skipped", { deviceId: m.deviceId, messageId: m.messageId });
     return "duplicate";
   }
-  const p = handleOnce(deps, m);
-  deps.handling.set(m.messageId, p);
+  const p = handleOnce(deps, m, key);
+  deps.handling.set(key, p);
   try {
     return await p;
   } finally {
-    deps.handling.delete(m.messageId);
+    deps.handling.delete(key);
   }
 }
 
-async function handleOnce(deps: DeviceDeps, m: DeviceMessage): Promise<DeviceOutcome> {
+async function handleOnce(deps: DeviceDeps, m: DeviceMessage, key: string): Promise<DeviceOutcome> {
   const { chat } = deps;
   const log = deps.log.child({ deviceId: m.deviceId, messageId: m.messageId });
-  const claim = await takeClaim(deps, m.messageId);
+  const claim = await takeClaim(deps, key);
   if (claim !== "claimed") {
     log.info(claim === "done" ? "device message already handled; skipped" : "device message is being handled elsewhere; skipped");
     return "duplicate";
   }
   const renew = setInterval(() => {
-    chat.claims.renew(m.messageId, deps.claimLeaseMs).then(
+    chat.claims.renew(key, deps.claimLeaseMs).then(
       (ok) => ok || log.warn("lost the claim on a device message while answering it"),
       (e) => log.warn("could not renew a device message claim", { error: e }),
     );
   }, deps.claimLeaseMs / 3);
   try {
     const outcome = await answerDevice(deps, m, log);
-    await chat.claims.complete(m.messageId, deps.processedTtlS);
+    await chat.claims.complete(key, deps.processedTtlS);
     return outcome;
   } finally {
     clearInterval(renew);
@@ -97,10 +107,10 @@ async function handleOnce(deps: DeviceDeps, m: DeviceMessage): Promise<DeviceOut
 }
 
 /** Waits (up to about one and a half leases) while another owner holds the claim. */
-async function takeClaim(deps: DeviceDeps, messageId: string) {
+async function takeClaim(deps: DeviceDeps, key: string) {
   const deadline = Date.now() + deps.claimLeaseMs * 1.5;
   for (;;) {
-    const c = await deps.chat.claims.take(messageId, deps.claimLeaseMs);
+    const c = await deps.chat.claims.take(key, deps.claimLeaseMs);
     if (c !== "held" || Date.now() > deadline) return c;
     await Bun.sleep(Math.min(1000, Math.max(50, deps.claimLeaseMs / 10)));
   }

@@ -14,6 +14,8 @@ export type DeviceBridgeOptions = {
   replyMaxAgeMs: number;
   processedTtlS: number;
   claimLeaseMs: number;
+  /** DEVICE_ID_FROM_BODY: a device id from the body when IoT Hub's property is missing. */
+  deviceIdFromBody: boolean;
   /** Seams for tests against the local AMQP peer; production leaves them unset. */
   c2dTransport?: typeof Amqp;
   retryDelayMs?: number;
@@ -40,6 +42,7 @@ export async function deviceBridgeOptions(
     replyMaxAgeMs: c.DEVICE_REPLY_MAX_AGE_S * 1000,
     processedTtlS: c.PROCESSED_MESSAGE_TTL_DAYS * 86_400,
     claimLeaseMs: c.DEVICE_CLAIM_LEASE_S * 1000,
+    deviceIdFromBody: c.DEVICE_ID_FROM_BODY,
     // How replicas share the hub's partitions through our checkpoint store, and how soon a dead
     // replica's partitions are taken over (its ownership records expire).
     loadBalancing: {

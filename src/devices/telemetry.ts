@@ -19,7 +19,7 @@ export const TelemetrySchema = v.object({
 });
 
 export type DeviceMessage = {
-  /** From the IoT Hub system property; the body's device_id is only a fallback. */
+  /** From IoT Hub's system property; the body's device_id only with DEVICE_ID_FROM_BODY=true. */
   deviceId: string;
   messageId: string;
   text: string;
@@ -31,7 +31,19 @@ export type DeviceMessage = {
 
 const ROLES = new Set(["user", "assistant", "system"]);
 
-export function parseDeviceEvent(e: ReceivedEventData): { ok: true; value: DeviceMessage } | { ok: false; reason: string } {
+export type ParseOptions = {
+  /**
+   * Take the device id from the body when the system property is missing. Off by default: IoT Hub
+   * sets the property on every device message, so a message without it was posted to the Event Hub by
+   * someone else, who could otherwise speak as any device.
+   */
+  deviceIdFromBody?: boolean;
+};
+
+export function parseDeviceEvent(
+  e: ReceivedEventData,
+  o: ParseOptions = {},
+): { ok: true; value: DeviceMessage } | { ok: false; reason: string } {
   let body: unknown = e.body;
   if (body instanceof Uint8Array) {
     try {
@@ -49,8 +61,8 @@ export function parseDeviceEvent(e: ReceivedEventData): { ok: true; value: Devic
   const parsed = v.safeParse(TelemetrySchema, body);
   if (!parsed.success) return { ok: false, reason: parsed.issues[0].message };
   const t = parsed.output;
-  const deviceId = stringProp(e.systemProperties?.["iothub-connection-device-id"]) ?? t.device_id;
-  if (!deviceId) return { ok: false, reason: "no device id (iothub-connection-device-id)" };
+  const deviceId = stringProp(e.systemProperties?.["iothub-connection-device-id"]) ?? (o.deviceIdFromBody ? t.device_id : undefined);
+  if (!deviceId) return { ok: false, reason: "no device id (IoT Hub's iothub-connection-device-id property)" };
   const conversation = t.conversation
     ?.filter((turn) => ROLES.has(turn.role) && turn.content)
     .map((turn) => ({ role: turn.role as Turn["role"], content: turn.content }));

@@ -11,6 +11,8 @@ export type Telemetry = {
   partitionId?: string;
   enqueuedTime?: Date;
   properties?: Record<string, unknown>;
+  /** Posted straight to the Event Hub, not through IoT Hub: no iothub-connection-device-id (deviceId then only picks the partition). */
+  noDeviceProperty?: boolean;
 };
 export type Enqueued = { partitionId: string; sequenceNumber: number; offset: string };
 export type ReceiverAttach = { partitionId: string; consumerGroup: string; filter: string };
@@ -54,7 +56,7 @@ export function createEventHubEndpoint(opts: { hubName: string; partitions: numb
         "x-opt-sequence-number": rhea.types.wrap_long(sequenceNumber),
         "x-opt-offset": offset,
         "x-opt-enqueued-time": enqueuedTime,
-        "iothub-connection-device-id": ev.deviceId,
+        ...(ev.noDeviceProperty ? {} : { "iothub-connection-device-id": ev.deviceId }),
         "iothub-enqueuedtime": enqueuedTime,
         "iothub-message-source": "Telemetry",
       },
