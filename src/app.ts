@@ -8,6 +8,7 @@ import { healthReport, type HealthSources } from "./http/health";
 import { registerChatRoutes, type ChatRoutes } from "./http/chats";
 import type { Logger } from "./log";
 import { registerPage } from "./http/page";
+import type { SignInThrottle, TransferGate } from "./http/throttle";
 import { StoreUnavailableError } from "./store/errors";
 import type { ConnData } from "./ws/connections";
 import type { Identity } from "./auth/identity";
@@ -29,12 +30,15 @@ export type AppOptions = {
   devicesEnabled: boolean;
   /** Export and import of chats (src/http/chats.ts), through the chat service. */
   chats: ChatRoutes["chats"];
+  /** Failed sign-ins per address, and each user's exports and imports (src/http/throttle.ts). */
+  throttle: { signIns: SignInThrottle; transfers: TransferGate };
   log: Logger;
 };
 
 type Env = { Bindings: { server: Server<ConnData> } };
 
 const UNAUTHORIZED = { error: "a valid API token is required", code: "UNAUTHORIZED" } as const;
+const THROTTLED = { error: "too many failed sign-ins from this address; wait and try again", code: "TOO_MANY_SIGN_INS" } as const;
 const STORE_DOWN = { error: "signing in needs the database, which is unavailable; try again shortly", code: "STORE_UNAVAILABLE" } as const;
 
 /** HTTP routes only; what happens on a socket lives in src/ws. */
@@ -76,11 +80,15 @@ export function createApp(o: AppOptions) {
   });
 
   /** The identity behind the request's token (header, `bearer.<token>` subprotocol or ?token=), or the answer refusing it. */
-  const signIn = async (req: Request): Promise<{ user: Identity } | { refuse: Response }> => {
+  const signIn = async (req: Request, address: string): Promise<{ user: Identity } | { refuse: Response }> => {
     const { token } = presentedToken(req);
+    // An address past its failed sign-ins is refused before its token is looked up (no store read).
+    const wait = o.throttle.signIns.refused(address);
+    if (wait !== undefined) return { refuse: Response.json(THROTTLED, { status: 429, headers: { "Retry-After": String(wait) } }) };
     try {
       const user = await o.auth.authenticate(token);
       if (user) return { user };
+      o.throttle.signIns.failed(address);
       return { refuse: Response.json(UNAUTHORIZED, { status: 401, headers: { "WWW-Authenticate": "Bearer" } }) };
     } catch (e) {
       // A personal token could not be looked up: not the client's fault, so not a 401.
@@ -91,14 +99,24 @@ export function createApp(o: AppOptions) {
   };
 
   // Who the token signs in as; the page shows it. Nothing of the token itself (hash, expiry) leaves.
+  const addressOf = (c: { env: Env["Bindings"]; req: { raw: Request } }) => c.env.server.requestIP(c.req.raw)?.address ?? "unknown";
+
   app.get("/api/me", async (c) => {
-    const signed = await signIn(c.req.raw);
+    const signed = await signIn(c.req.raw, addressOf(c));
     if ("refuse" in signed) return signed.refuse;
     const { userId: id, name, via } = signed.user;
     return c.json({ id, name, via }, 200, { "Cache-Control": "no-store" });
   });
 
-  registerChatRoutes(app, { chats: o.chats, signIn, allowedOrigins: o.allowedOrigins, production: o.production, log: o.log });
+  registerChatRoutes(app, {
+    chats: o.chats,
+    signIn,
+    addressOf: (c) => addressOf(c as { env: Env["Bindings"]; req: { raw: Request } }),
+    transfers: o.throttle.transfers,
+    allowedOrigins: o.allowedOrigins,
+    production: o.production,
+    log: o.log,
+  });
 
   app.get("/ws", async (c) => {
     const shuttingDown = () =>
@@ -121,7 +139,7 @@ export function createApp(o: AppOptions) {
     if (early) return early;
     const { protocols } = presentedToken(c.req.raw);
     // Signing in may wait on the store or the identity provider's keys.
-    const signed = await signIn(c.req.raw);
+    const signed = await signIn(c.req.raw, address);
     if ("refuse" in signed) return signed.refuse;
     // Counted again after that wait, and exactly: Bun runs the socket's open (which counts it) inside
     // upgrade() below, and nothing from here to there awaits.

@@ -168,6 +168,10 @@ const EnvSchema = v.object({
     ),
   ),
   MAX_CONNECTIONS_PER_ADDRESS: int(256, 0, 10_000_000),
+  // Failed sign-ins one address may make per minute (a burst of as many); past it, 429 without a store read.
+  SIGN_IN_FAILURES_PER_MINUTE: int(20, 1, 100_000),
+  // Exports and imports one user may start per minute (one at a time whatever this says).
+  TRANSFERS_PER_MINUTE: int(10, 1, 100_000),
   HISTORY_PAGE_MAX_BYTES: int(262_144, 1_024, 1_073_741_824),
   WS_IDLE_TIMEOUT_S: int(120, 0, 960),
   SHUTDOWN_TIMEOUT_MS: int(10_000, 0, 600_000),

@@ -56,6 +56,11 @@ export function createMetrics() {
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1],
       registers,
     }),
+    throttledSignIns: new Counter({
+      name: "pichat_sign_ins_throttled_total",
+      help: "Sign-ins refused unread because their address failed too often",
+      registers,
+    }),
     storeSeconds: new Histogram({
       name: "pichat_store_operation_duration_seconds",
       help: "Store operations by name and outcome",

@@ -9,6 +9,7 @@ import { describeFailure } from "./chat/errors";
 import { createChatService, type ChatService } from "./chat/service";
 import { jsonExport, markdownExport } from "./chat/transfer-format";
 import type { DeviceBridge } from "./devices/bridge";
+import { signInThrottle, transferGate } from "./http/throttle";
 import type { Logger } from "./log";
 import type { Model } from "./model/model";
 import { createMetrics, instrumentStore, observedModel, type Metrics } from "./metrics";
@@ -152,6 +153,15 @@ export function startServer(parts: ServerParts) {
       },
       importChat: chat.importChat,
       describeFailure,
+    },
+    throttle: {
+      signIns: signInThrottle({
+        burst: c.SIGN_IN_FAILURES_PER_MINUTE,
+        everyS: 60 / c.SIGN_IN_FAILURES_PER_MINUTE,
+        onThrottled: () => metrics.throttledSignIns.inc(),
+        log: (w) => log.warn("failed sign-ins throttled (one line a minute)", { address: w.address, previousMinute: w.previous }),
+      }),
+      transfers: transferGate({ concurrent: 1, perMinute: c.TRANSFERS_PER_MINUTE }),
     },
     log,
     allowedOrigins: c.ALLOWED_ORIGINS,

@@ -12,7 +12,7 @@ const KNOWN_OWNERS = 10_000;
  * its own, whether it was ever branched. Each fact saves a store read on the hot path (a send, a
  * history page) and is dropped when the chat goes, or all at once after a gap in the bus.
  */
-export function knownChats(store: Pick<Store, "getChat">) {
+export function knownChats(store: Pick<Store, "getChat" | "getChats">) {
   /**
    * Another owner's chat is answered exactly as one that does not exist: the same error, after the
    * same kind of store read (the owner is part of every chat lookup, src/store/store.ts).
@@ -65,9 +65,27 @@ export function knownChats(store: Pick<Store, "getChat">) {
     }
   }
 
+  /**
+   * CHAT_NOT_FOUND for the first id that names none of the owner's chats. Those not known from
+   * memory are read in one store read, whatever their number (WATCH: frames per second bound the reads).
+   */
+  async function requireAllOwned(owner: string, chatIds: string[]): Promise<void> {
+    const unknown = chatIds.filter((id) => known.get(id) !== owner);
+    if (unknown.length === 0) return;
+    const found = new Map((await store.getChats(owner, unknown)).map((c) => [c.id, c] as const));
+    for (const id of unknown) {
+      const chat = found.get(id);
+      if (!chat) throw chatNotFound(id);
+      remember(id, owner);
+      if (chat.selected !== undefined) markBranched(id);
+      noteName(chat);
+    }
+  }
+
   return {
     requireChat,
     requireOwned,
+    requireAllOwned,
     remember,
     /** A chat renamed or created with a name (here, or on another replica through chat_updated). */
     noteName,

@@ -7,7 +7,8 @@ export const SEARCH_PAGE_SIZE = 20;
 export const SEARCH_MAX_LIMIT = 50;
 
 export type SearchQuery = { query: string; limit?: number; cursor?: string };
-export type SearchResults = { query: string; hits: SearchHit[]; cursor?: string };
+/** `hasMore`: the owner has older chats this search did not scan (Cosmos, past its cap on chats). */
+export type SearchResults = { query: string; hits: SearchHit[]; cursor?: string; hasMore?: boolean };
 
 /**
  * Whether a query has anything to search for (a letter or a digit): the SEARCH frame's schema refuses
@@ -23,7 +24,12 @@ export function searchCommands(ctx: Pick<ChatContext, "store">) {
       if (!hasSearchTerms(o.query)) return { query: o.query, hits: [] };
       const limit = Math.min(o.limit ?? SEARCH_PAGE_SIZE, SEARCH_MAX_LIMIT);
       const page = await ctx.store.searchChats(owner, o.query, { limit, cursor: o.cursor });
-      return { query: o.query, hits: page.items, ...(page.cursor ? { cursor: page.cursor } : {}) };
+      return {
+        query: o.query,
+        hits: page.items,
+        ...(page.cursor ? { cursor: page.cursor } : {}),
+        ...(page.hasMore ? { hasMore: true } : {}),
+      };
     },
   };
 }

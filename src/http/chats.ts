@@ -3,6 +3,7 @@ import type { Identity } from "../auth/identity";
 import type { Logger } from "../log";
 import type { Chat } from "../records";
 import { originAllowed } from "./auth";
+import type { TransferGate } from "./throttle";
 
 // A chat as a file over HTTP: GET /api/chats/:id/export and POST /api/chats/import
 // (docs/protocol.md, "Export and import"). Signed in exactly as the socket is; the chat service does
@@ -30,7 +31,11 @@ export type ChatFiles = {
 export type ChatRoutes = {
   chats: ChatFiles;
   /** The identity behind the request's token, or the answer refusing it (src/app.ts). */
-  signIn(req: Request): Promise<{ user: Identity } | { refuse: Response }>;
+  signIn(req: Request, address: string): Promise<{ user: Identity } | { refuse: Response }>;
+  /** The peer address of a request (failed sign-ins are throttled per address). */
+  addressOf(c: { env: unknown; req: { raw: Request } }): string;
+  /** Each user's exports and imports: one at a time, and a rate (src/http/throttle.ts). */
+  transfers: TransferGate;
   allowedOrigins: readonly string[];
   production: boolean;
   log: Logger;
@@ -61,8 +66,12 @@ function cors(req: Request, o: ChatRoutes): Record<string, string> | "refused" {
 
 export function registerChatRoutes(app: Hono<any>, o: ChatRoutes) {
   /** Signs in, then checks the origin (the socket's order); the CORS headers for the answer. */
-  async function admit(req: Request): Promise<{ user: Identity; headers: Record<string, string> } | { refuse: Response }> {
-    const signed = await o.signIn(req);
+  async function admit(c: {
+    env: unknown;
+    req: { raw: Request };
+  }): Promise<{ user: Identity; headers: Record<string, string> } | { refuse: Response }> {
+    const req = c.req.raw;
+    const signed = await o.signIn(req, o.addressOf(c));
     if ("refuse" in signed) return signed;
     const headers = cors(req, o);
     if (headers === "refused") return { refuse: fail(403, "ORIGIN_NOT_ALLOWED", "this origin may not use this route") };
@@ -77,6 +86,17 @@ export function registerChatRoutes(app: Hono<any>, o: ChatRoutes) {
     if (f.code === "STORE_UNAVAILABLE") return fail(503, f.code, f.message, { ...headers, "Retry-After": "2" });
     o.log.error(what, { error: e });
     return fail(500, f.code, f.message, headers);
+  }
+
+  /** A slot for one export or import of the user's, or the 429 that says when to come back. */
+  function slot(userId: string, headers: Record<string, string>): { release: () => void } | { refuse: Response } {
+    const r = o.transfers.admit(userId);
+    if ("release" in r) return r;
+    const error =
+      r.reason === "busy"
+        ? "another export or import of yours is still running; retry when it ends"
+        : "too many exports and imports; slow down";
+    return { refuse: fail(429, "TOO_MANY_TRANSFERS", error, { ...headers, "Retry-After": String(r.retryAfterS) }) };
   }
 
   // Preflight for pages on another origin that send the token in an Authorization header.
@@ -97,7 +117,7 @@ export function registerChatRoutes(app: Hono<any>, o: ChatRoutes) {
   app.options("/api/chats/import", (c) => preflight(c.req.raw));
 
   app.get("/api/chats/:id/export", async (c) => {
-    const admitted = await admit(c.req.raw);
+    const admitted = await admit(c);
     if ("refuse" in admitted) return admitted.refuse;
     const { user, headers } = admitted;
     const name = c.req.query("format") ?? "json";
@@ -106,14 +126,18 @@ export function registerChatRoutes(app: Hono<any>, o: ChatRoutes) {
     const id = c.req.param("id");
     // Not a UUID: no chat can have it (chat ids are UUIDs), so no store read tells anything.
     if (!UUID.test(id)) return Response.json(NOT_FOUND, { status: 404, headers: { "Cache-Control": "no-store", ...headers } });
+    const held = slot(user.userId, headers);
+    if ("refuse" in held) return held.refuse;
     let exported: Awaited<ReturnType<ChatFiles["exportChat"]>>;
     try {
       exported = await o.chats.exportChat(user.userId, id, name as ExportFormat);
     } catch (e) {
+      held.release();
       return failure(e, headers, "export failed");
     }
+    // The slot is held until the download ends, fails or is cut: pages are read as the client reads.
     return new Response(
-      textStream(exported.pieces, (e) => o.log.warn("export stopped midway", { chatId: id, error: e })),
+      textStream(exported.pieces, (e) => o.log.warn("export stopped midway", { chatId: id, error: e }), held.release),
       {
         status: 200,
         headers: {
@@ -128,7 +152,7 @@ export function registerChatRoutes(app: Hono<any>, o: ChatRoutes) {
   });
 
   app.post("/api/chats/import", async (c) => {
-    const admitted = await admit(c.req.raw);
+    const admitted = await admit(c);
     if ("refuse" in admitted) return admitted.refuse;
     const { user, headers } = admitted;
     const type = c.req.header("content-type")?.split(";")[0]?.trim().toLowerCase();
@@ -138,7 +162,18 @@ export function registerChatRoutes(app: Hono<any>, o: ChatRoutes) {
       fail(413, "PAYLOAD_TOO_LARGE", `an import may be at most ${IMPORT_MAX_BYTES} bytes`, { ...headers, Connection: "close" });
     const declared = Number(c.req.header("content-length") ?? "0");
     if (declared > IMPORT_MAX_BYTES) return tooLarge();
-    const bytes = await readAtMost(c.req.raw, IMPORT_MAX_BYTES);
+    // Before the body is read: a refused import holds none of it.
+    const held = slot(user.userId, headers);
+    if ("refuse" in held) return held.refuse;
+    try {
+      return await importBody(c.req.raw, user.userId, headers, tooLarge);
+    } finally {
+      held.release();
+    }
+  });
+
+  async function importBody(req: Request, userId: string, headers: Record<string, string>, tooLarge: () => Response) {
+    const bytes = await readAtMost(req, IMPORT_MAX_BYTES);
     if (!bytes) return tooLarge();
     let data: unknown;
     try {
@@ -148,12 +183,12 @@ export function registerChatRoutes(app: Hono<any>, o: ChatRoutes) {
       return fail(400, "BAD_JSON", "the body is not valid UTF-8 JSON", headers);
     }
     try {
-      const chat = await o.chats.importChat(user.userId, data);
+      const chat = await o.chats.importChat(userId, data);
       return Response.json({ chat }, { status: 201, headers: { ...headers, "Cache-Control": "no-store" } });
     } catch (e) {
       return failure(e, headers, "import failed");
     }
-  });
+  }
 }
 
 /** The body, or undefined as soon as it passes `max` bytes (a chunked body has no length to check first). */
@@ -182,21 +217,25 @@ async function readAtMost(req: Request, max: number): Promise<Uint8Array | undef
  * Pieces of text as a byte stream, pulled as the client reads (a slow reader holds one piece, not
  * the chat). A failure midway errors the stream, so the download is cut, never a short file that looks whole.
  */
-function textStream(pieces: AsyncGenerator<string>, onError: (e: unknown) => void): ReadableStream<Uint8Array> {
+function textStream(pieces: AsyncGenerator<string>, onError: (e: unknown) => void, onEnd: () => void): ReadableStream<Uint8Array> {
   const encoder = new TextEncoder();
   return new ReadableStream<Uint8Array>(
     {
       async pull(controller) {
         try {
           const next = await pieces.next();
-          if (next.done) controller.close();
-          else controller.enqueue(encoder.encode(next.value));
+          if (next.done) {
+            onEnd();
+            controller.close();
+          } else controller.enqueue(encoder.encode(next.value));
         } catch (e) {
+          onEnd();
           onError(e);
           controller.error(e);
         }
       },
       async cancel() {
+        onEnd();
         await pieces.return(undefined);
       },
     },

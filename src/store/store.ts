@@ -29,6 +29,8 @@ export type Store = {
   /** The owner's chats, most recently active first (updated_at, then created_at, descending). */
   listChats(owner: string, opts: { limit: number; cursor?: string }): Promise<Page<Chat>>;
   getChat(owner: string, id: string): Promise<Chat | undefined>;
+  /** Those of `ids` that are the owner's chats, in one store read (WATCH checks its list with it). */
+  getChats(owner: string, ids: string[]): Promise<Chat[]>;
   createChat(owner: string, chat: Chat): Promise<void>;
   /**
    * Changes only the named fields (a partial update: a rename racing an activity update loses
@@ -54,9 +56,11 @@ export type Store = {
    * Full-text search over the owner's chat names and finished messages (never a "streaming"
    * checkpoint, never another owner's), best first. Each word of `query` must match the start of
    * a word, case and diacritics aside (src/store/search-text.ts). A query without words finds
-   * nothing; a cursor from another query throws InvalidCursorError.
+   * nothing; a cursor from another query throws InvalidCursorError. Work per query is bounded:
+   * SQLite matches the owner inside the index query; Cosmos scans the owner's most recently active
+   * chats only, and says `hasMore` when older chats were left unsearched.
    */
-  searchChats(owner: string, query: string, opts: { limit: number; cursor?: string }): Promise<Page<SearchHit>>;
+  searchChats(owner: string, query: string, opts: { limit: number; cursor?: string }): Promise<Page<SearchHit> & { hasMore?: boolean }>;
 
   /** Creates the message if its id is new in that chat; false (and nothing written) if it exists. */
   addMessage(message: Message): Promise<boolean>;

@@ -273,8 +273,8 @@ export const outbound = {
   ),
   SEARCH_RESULTS: frame(
     "SEARCH_RESULTS",
-    { query: v.string(), hits: v.array(SearchHitSchema), cursor: Cursor },
-    "SEARCH's answer, best first.",
+    { query: v.string(), hits: v.array(SearchHitSchema), cursor: Cursor, hasMore: v.optional(v.literal(true)) },
+    "SEARCH's answer, best first; `hasMore`: older chats were not searched (Cosmos DB scans the 1 000 most recently active).",
   ),
   RESYNC: frame(
     "RESYNC",
@@ -410,6 +410,7 @@ export const frames = {
     query: r.query,
     hits: r.hits,
     ...(r.cursor ? { cursor: r.cursor } : {}),
+    ...(r.hasMore ? { hasMore: true } : {}),
   }),
   /** REGENERATE's answer: which question is answered again, under which traceId; `queued` when other replies come first. */
   regenerating: (r: { chatId: string; questionId: string; traceId: string; queued: boolean }) => ({

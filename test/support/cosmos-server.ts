@@ -62,7 +62,11 @@ export async function startCosmosServer(): Promise<CosmosTestServer> {
 }
 
 /** Our Cosmos store on the test server, in a fresh database named `<prefix>-<uuid>`. */
-export async function openTestCosmosStore(server: CosmosTestServer, prefix: string, o: { requestTimeoutMs?: number } = {}) {
+export async function openTestCosmosStore(
+  server: CosmosTestServer,
+  prefix: string,
+  o: { requestTimeoutMs?: number; searchMaxChats?: number } = {},
+) {
   const { openCosmosStore } = await import("../../src/store/cosmos");
   return openCosmosStore({
     endpoint: server.endpoint,

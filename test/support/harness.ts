@@ -42,6 +42,9 @@ export async function startTestServer(
     // Every client of a test is the same user unless it signs in as another: their sends share one
     // bucket (per user), which tests of other things must not run into. limits.test.ts sets its own.
     RATE_LIMIT_MESSAGES_PER_MINUTE: "100000",
+    // Likewise every test signs in from loopback: failed sign-ins and exports are bounded in bounds.test.ts.
+    SIGN_IN_FAILURES_PER_MINUTE: "100000",
+    TRANSFERS_PER_MINUTE: "100000",
     ...env,
   });
   const store = parts.store ?? openSqliteStore(config.SQLITE_PATH);

@@ -6,7 +6,10 @@ import type { Store } from "../store";
 import { status } from "./failures";
 import { type Cosmos, ETAG_ATTEMPTS, matchEtag, query, read, strip, tolerate } from "./requests";
 
-type ChatOps = Pick<Store, "listChats" | "getChat" | "createChat" | "patchChat" | "touchChat" | "deleteChat" | "findDeviceChat">;
+type ChatOps = Pick<
+  Store,
+  "listChats" | "getChat" | "getChats" | "createChat" | "patchChat" | "touchChat" | "deleteChat" | "findDeviceChat"
+>;
 
 const toChat = (doc: Record<string, unknown>) => strip<Chat>(doc, ["owner"]);
 const chatDoc = (owner: string, chat: Chat) => ({ ...chat, owner });
@@ -107,6 +110,24 @@ export function chatOps(k: Cosmos): ChatOps {
       const doc = await read<Chat>(k, c.chats, id, owner);
       return doc ? toChat(doc) : undefined;
     },
+    // One query in the owner's partition, however many ids.
+    getChats: async (owner, ids) =>
+      ids.length === 0
+        ? []
+        : (
+            await query<Record<string, unknown>>(
+              k,
+              c.chats,
+              {
+                query: "SELECT * FROM c WHERE c.owner = @owner AND ARRAY_CONTAINS(@ids, c.id)",
+                parameters: [
+                  { name: "@owner", value: owner },
+                  { name: "@ids", value: ids },
+                ],
+              },
+              owner,
+            )
+          ).map(toChat),
     createChat: async (owner, chat) => void (await c.chats.items.create(chatDoc(owner, chat), o())),
     patchChat,
     // One request: no read, no etag. A missing chat (deleted meanwhile) answers 404.

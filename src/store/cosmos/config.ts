@@ -17,6 +17,8 @@ export type CosmosStoreConfig = {
    * the parameterised scan; "auto" (the default) probes once and uses full text where the account answers it.
    */
   fullTextSearch?: "auto" | "on" | "off";
+  /** Chats one search scans at most, the most recently active (src/store/cosmos/search.ts); tests lower it. */
+  searchMaxChats?: number;
   /** Told when an existing container's indexing policy could not be brought up to date (no secrets in the text). */
   warn?: (message: string) => void;
 };

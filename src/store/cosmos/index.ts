@@ -52,7 +52,7 @@ export async function openCosmosStore(config: CosmosStoreConfig): Promise<Store>
     ...checkpointOps(k),
     ...settingsOps(k),
     ...userOps(k),
-    ...searchOps(k, config.fullTextSearch ?? "auto"),
+    ...searchOps(k, config.fullTextSearch ?? "auto", config.searchMaxChats),
   };
 
   // One error mapping for every operation that talks to the server.

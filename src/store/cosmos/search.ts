@@ -16,8 +16,8 @@ import type { Store } from "../store";
 import { status, toUnavailable } from "./failures";
 import { type Cosmos, query } from "./requests";
 
-// Search on Cosmos DB. Chat names: the owner's chats are one partition query (needed anyway, for
-// the ids), matched in memory. Messages are partitioned by chat, so they are queried across the
+// Search on Cosmos DB. Chat names: the owner's newest SEARCH_MAX_CHATS chats are one partition
+// query (needed anyway, for the ids), matched in memory. Messages are partitioned by chat, so they are queried across the
 // owner's chats (ARRAY_CONTAINS of their ids) in one of two ways:
 //
 // - "fulltext": the account's full-text search (FullTextContainsAll, ranked by ORDER BY RANK
@@ -81,7 +81,10 @@ export function termPattern(term: string): string {
     .join("");
 }
 
-export function searchOps(k: Cosmos, mode: FullTextMode): Pick<Store, "searchChats"> {
+/** Chats one search scans at most (its newest by activity): one query of their messages. */
+export const SEARCH_MAX_CHATS = 1000;
+
+export function searchOps(k: Cosmos, mode: FullTextMode, maxChats = SEARCH_MAX_CHATS): Pick<Store, "searchChats"> {
   const { c } = k;
   let fullText: Promise<boolean> | undefined = mode === "auto" ? undefined : Promise.resolve(mode === "on");
 
@@ -141,15 +144,22 @@ export function searchOps(k: Cosmos, mode: FullTextMode): Pick<Store, "searchCha
     const terms = searchTerms(text);
     const offset = decodeSearchCursor(cursor, terms);
     if (terms.length === 0 || limit <= 0) return { items: [] };
-    const chats = await query<ChatRow>(
+    // The owner's most recently active chats, at most `maxChats` of them: a search costs the same
+    // whoever asks. Older chats are not searched, and the page says so (`hasMore`).
+    const listed = await query<ChatRow>(
       k,
       c.chats,
       {
-        query: "SELECT c.id, c.name, c.created_at FROM c WHERE c.owner = @owner",
-        parameters: [{ name: "@owner", value: owner }],
+        query: "SELECT TOP @n c.id, c.name, c.created_at FROM c WHERE c.owner = @owner ORDER BY c.updated_at DESC",
+        parameters: [
+          { name: "@owner", value: owner },
+          { name: "@n", value: maxChats + 1 },
+        ],
       },
       owner,
     );
+    const hasMore = listed.length > maxChats;
+    const chats = hasMore ? listed.slice(0, maxChats) : listed;
     const byId = new Map(chats.map((ch) => [ch.id, ch] as const));
 
     // A name hit counts double, as on SQLite.
@@ -186,7 +196,11 @@ export function searchOps(k: Cosmos, mode: FullTextMode): Pick<Store, "searchCha
     }
     ranked.sort(byRank);
     const page = ranked.slice(offset, offset + limit + 1);
-    return { items: page.slice(0, limit).map((r) => r.hit), ...nextSearchCursor(terms, offset, limit, page.length) };
+    return {
+      items: page.slice(0, limit).map((r) => r.hit),
+      ...nextSearchCursor(terms, offset, limit, page.length),
+      ...(hasMore ? { hasMore: true } : {}),
+    };
   }
 
   return { searchChats };

@@ -105,6 +105,7 @@ export function openSqliteStore(path: string): Store {
       const row = q.getChat.get({ $owner: owner, $id: id });
       return row ? toChat(row) : undefined;
     }),
+    getChats: guard((owner, ids) => q.getChats.all({ $owner: owner, $ids: JSON.stringify(ids) }).map(toChat)),
     createChat: guard((owner, chat) => void q.insertChat.run(chatParams(owner, chat))),
     patchChat: guard((owner, id, patch) => {
       const row = q.patchChat.get({

@@ -19,10 +19,16 @@ import type { Store } from "../store";
 /** How often the queue is emptied into the index when nobody searches. */
 export const INDEX_EVERY_MS = 30_000;
 
+// Each row carries its chat's owner as one token (the owner's UTF-8 bytes in hex, `ownerKey`), and
+// every search matches it inside the index query: FTS5 intersects the owner's rows with the terms'
+// instead of matching every user's rows and filtering by owner after the join.
 const MESSAGES_FTS =
-  "CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 2')";
+  "CREATE VIRTUAL TABLE messages_fts USING fts5(content, owner, content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 2')";
 const CHATS_FTS =
-  "CREATE VIRTUAL TABLE chats_fts USING fts5(name, content='chats', content_rowid='rowid', tokenize='unicode61 remove_diacritics 2')";
+  "CREATE VIRTUAL TABLE chats_fts USING fts5(name, owner, content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 2')";
+
+/** The owner as the index holds it: one token of hex digits (SQLite's hex() of the same text, lower-cased). */
+export const ownerKey = (owner: string) => Buffer.from(owner, "utf8").toString("hex");
 
 const TRIGGERS = `
 DROP TRIGGER IF EXISTS messages_fts_insert;
@@ -41,16 +47,19 @@ CREATE TRIGGER IF NOT EXISTS messages_search_delete AFTER DELETE ON messages BEG
   DELETE FROM messages_fts WHERE rowid = old.rowid;
   DELETE FROM search_queue WHERE id = old.rowid;
 END;
-CREATE TRIGGER IF NOT EXISTS chats_fts_insert AFTER INSERT ON chats BEGIN
-  INSERT INTO chats_fts (rowid, name) VALUES (new.rowid, new.name);
+DROP TRIGGER IF EXISTS chats_fts_insert;
+DROP TRIGGER IF EXISTS chats_fts_delete;
+DROP TRIGGER IF EXISTS chats_fts_update;
+CREATE TRIGGER chats_fts_insert AFTER INSERT ON chats BEGIN
+  INSERT INTO chats_fts (rowid, name, owner) VALUES (new.rowid, new.name, hex(new.owner));
 END;
-CREATE TRIGGER IF NOT EXISTS chats_fts_delete AFTER DELETE ON chats BEGIN
-  INSERT INTO chats_fts (chats_fts, rowid, name) VALUES ('delete', old.rowid, old.name);
+CREATE TRIGGER chats_fts_delete AFTER DELETE ON chats BEGIN
+  DELETE FROM chats_fts WHERE rowid = old.rowid;
 END;
 -- patchChat names the column on every activity update; only a real rename touches the index.
-CREATE TRIGGER IF NOT EXISTS chats_fts_update AFTER UPDATE OF name ON chats WHEN old.name IS NOT new.name BEGIN
-  INSERT INTO chats_fts (chats_fts, rowid, name) VALUES ('delete', old.rowid, old.name);
-  INSERT INTO chats_fts (rowid, name) VALUES (new.rowid, new.name);
+CREATE TRIGGER chats_fts_update AFTER UPDATE OF name ON chats WHEN old.name IS NOT new.name BEGIN
+  DELETE FROM chats_fts WHERE rowid = old.rowid;
+  INSERT INTO chats_fts (rowid, name, owner) VALUES (new.rowid, new.name, hex(new.owner));
 END;
 `;
 
@@ -62,16 +71,20 @@ export function ensureSearchIndex(db: Database) {
   db.transaction(() => {
     const sqlOf = (name: string) =>
       db.query<{ sql: string }, { $n: string }>("SELECT sql FROM sqlite_master WHERE name = $n").get({ $n: name })?.sql;
-    if (!sqlOf("messages_fts")?.includes("contentless_delete")) {
+    // Files from before the owner column (or before contentless_delete) are indexed again, once.
+    if (sqlOf("messages_fts") !== MESSAGES_FTS) {
       db.exec(
         "DROP TRIGGER IF EXISTS messages_fts_insert; DROP TRIGGER IF EXISTS messages_fts_delete; DROP TRIGGER IF EXISTS messages_fts_update; DROP TABLE IF EXISTS messages_fts;",
       );
       db.exec(MESSAGES_FTS);
-      db.exec("INSERT INTO messages_fts (rowid, content) SELECT rowid, content FROM messages WHERE status IS NOT 'streaming'");
+      db.exec(`INSERT INTO messages_fts (rowid, content, owner)
+        SELECT m.rowid, m.content, hex(c.owner) FROM messages m JOIN chats c ON c.id = m.chat_id WHERE m.status IS NOT 'streaming'`);
     }
-    if (!sqlOf("chats_fts")) {
+    if (sqlOf("chats_fts") !== CHATS_FTS) {
+      db.exec("DROP TRIGGER IF EXISTS chats_fts_insert; DROP TRIGGER IF EXISTS chats_fts_delete; DROP TRIGGER IF EXISTS chats_fts_update;");
+      db.exec("DROP TABLE IF EXISTS chats_fts");
       db.exec(CHATS_FTS);
-      db.exec("INSERT INTO chats_fts (rowid, name) SELECT rowid, name FROM chats");
+      db.exec("INSERT INTO chats_fts (rowid, name, owner) SELECT rowid, name, hex(owner) FROM chats");
     }
     db.exec(TRIGGERS);
   }).immediate();
@@ -81,8 +94,9 @@ export function ensureSearchIndex(db: Database) {
 export function indexQueued(db: Database): () => number {
   const count = db.query<{ n: number }, []>("SELECT count(*) AS n FROM search_queue");
   const drop = db.query("DELETE FROM messages_fts WHERE rowid IN (SELECT id FROM search_queue)");
-  const add = db.query(`INSERT INTO messages_fts (rowid, content)
-    SELECT m.rowid, m.content FROM search_queue q JOIN messages m ON m.rowid = q.id WHERE m.status IS NOT 'streaming'`);
+  const add = db.query(`INSERT INTO messages_fts (rowid, content, owner)
+    SELECT m.rowid, m.content, hex(c.owner) FROM search_queue q JOIN messages m ON m.rowid = q.id JOIN chats c ON c.id = m.chat_id
+    WHERE m.status IS NOT 'streaming'`);
   const clear = db.query("DELETE FROM search_queue");
   const tx = db.transaction(() => {
     const n = count.get()?.n ?? 0;
@@ -111,18 +125,18 @@ export function searchOps(
 ): Pick<Store, "searchChats"> {
   const flush = indexQueued(db);
   // bm25 is lower for better matches. A name hit counts double: a chat named after the topic is the
-  // likeliest thing someone is looking for. The owner is checked through the chats join, so another
-  // owner's rows are matched by FTS5 but never returned.
-  const search = db.query<HitRow, { $owner: string; $q: string; $limit: number; $offset: number }>(`
+  // likeliest thing someone is looking for. The owner is part of the MATCH (its token in the owner
+  // column), so FTS5 reads only the owner's rows; the join checks it again.
+  const search = db.query<HitRow, { $owner: string; $names: string; $messages: string; $limit: number; $offset: number }>(`
     SELECT * FROM (
       SELECT c.id AS chat_id, c.name AS chat_name, NULL AS message_id, NULL AS role, NULL AS content,
              c.created_at AS created_at, 2 * bm25(chats_fts) AS rank
       FROM chats_fts JOIN chats c ON c.rowid = chats_fts.rowid
-      WHERE chats_fts MATCH $q AND c.owner = $owner
+      WHERE chats_fts MATCH $names AND c.owner = $owner
       UNION ALL
       SELECT m.chat_id, c.name, m.id, m.role, m.content, m.created_at, bm25(messages_fts)
       FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid JOIN chats c ON c.id = m.chat_id
-      WHERE messages_fts MATCH $q AND c.owner = $owner AND m.status IS NOT 'streaming'
+      WHERE messages_fts MATCH $messages AND c.owner = $owner AND m.status IS NOT 'streaming'
     ) ORDER BY rank, created_at DESC, chat_id, message_id LIMIT $limit OFFSET $offset`);
 
   const toHit = (r: HitRow, terms: string[]): SearchHit => {
@@ -144,7 +158,16 @@ export function searchOps(
       if (terms.length === 0 || limit <= 0) return { items: [] };
       // Everything stored before this search is found by it.
       flush();
-      const rows = search.all({ $owner: owner, $q: ftsQuery(terms), $limit: limit + 1, $offset: offset });
+      // The terms are matched in the text column only: an owner's hex token is never a hit.
+      const mine = `owner : "${ownerKey(owner)}"`;
+      const q = ftsQuery(terms);
+      const rows = search.all({
+        $owner: owner,
+        $names: `${mine} AND name : (${q})`,
+        $messages: `${mine} AND content : (${q})`,
+        $limit: limit + 1,
+        $offset: offset,
+      });
       return { items: rows.slice(0, limit).map((r) => toHit(r, terms)), ...nextSearchCursor(terms, offset, limit, rows.length) };
     }),
   };

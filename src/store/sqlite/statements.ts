@@ -14,6 +14,9 @@ export function prepareStatements(db: Database) {
        ORDER BY updated_at DESC, created_at DESC, id DESC LIMIT $limit`,
     ),
     getChat: db.query<ChatRow, { $owner: string; $id: string }>("SELECT * FROM chats WHERE id = $id AND owner = $owner"),
+    getChats: db.query<ChatRow, { $owner: string; $ids: string }>(
+      "SELECT * FROM chats WHERE owner = $owner AND id IN (SELECT value FROM json_each($ids))",
+    ),
     insertChat: db.query(
       `INSERT INTO chats (id, owner, name, active, created_at, updated_at, device_id, selected)
        VALUES ($id, $owner, $name, $active, $created_at, $updated_at, $device_id, $selected)`,

@@ -1,0 +1,118 @@
+// Per-key bounds for HTTP work that costs the store or memory: failed sign-ins per address, and a
+// user's exports and imports (one at a time, and a rate). Pure apart from Date.now(), which callers
+// pass in, so the rules are tested without a clock. Per process: each replica bounds its own share.
+
+/** Keys idle this long have full buckets anyway: their entries can go. */
+const IDLE_MS = 10 * 60_000;
+/** Past this many keys, idle ones are dropped (an address sweep cannot grow the map without bound). */
+const MAX_KEYS = 10_000;
+
+type Bucket = { tokens: number; last: number };
+
+/** Token buckets by key: `burst` tokens each, refilled at `perSecond`. */
+export function keyedBuckets({ perSecond, burst }: { perSecond: number; burst: number }) {
+  const buckets = new Map<string, Bucket>();
+  function current(key: string, now: number): Bucket {
+    let b = buckets.get(key);
+    if (!b) {
+      if (buckets.size >= MAX_KEYS) {
+        for (const [k, x] of buckets) if (now - x.last > IDLE_MS) buckets.delete(k);
+        // Still full of busy keys: the oldest entry goes (its owner gets a fresh bucket, at worst).
+        if (buckets.size >= MAX_KEYS) buckets.delete(buckets.keys().next().value!);
+      }
+      b = { tokens: burst, last: now };
+      buckets.set(key, b);
+    }
+    b.tokens = Math.min(burst, b.tokens + ((now - b.last) / 1000) * perSecond);
+    b.last = now;
+    return b;
+  }
+  const wait = (b: Bucket) => Math.ceil(((1 - b.tokens) / perSecond) * 1000);
+  return {
+    /** Whether `key` has a token left, without taking it; else how long until it has. */
+    check(key: string, now: number): { ok: true } | { ok: false; retryAfterMs: number } {
+      const b = buckets.get(key) && current(key, now);
+      return !b || b.tokens >= 1 ? { ok: true } : { ok: false, retryAfterMs: wait(b) };
+    },
+    /** Takes a token if there is one. */
+    take(key: string, now: number): { ok: true } | { ok: false; retryAfterMs: number } {
+      const b = current(key, now);
+      if (b.tokens >= 1) {
+        b.tokens -= 1;
+        return { ok: true };
+      }
+      return { ok: false, retryAfterMs: wait(b) };
+    },
+    size: () => buckets.size,
+  };
+}
+
+export type SignInThrottle = ReturnType<typeof signInThrottle>;
+
+/**
+ * Failed sign-ins per address: `burst` failures, then one per `everyS` seconds. An address over it
+ * is refused before its token is looked at (no store read, no authenticator log line), and the
+ * refusals are logged as one line per `windowMs` (how many, from how many addresses).
+ */
+export function signInThrottle(o: {
+  burst: number;
+  everyS: number;
+  windowMs?: number;
+  onThrottled?: () => void;
+  /** Once per window with a refusal: the address refused first, and what the previous window refused. */
+  log: (summary: { address: string; previous: { refused: number; addresses: number } }) => void;
+}) {
+  const failures = keyedBuckets({ perSecond: 1 / o.everyS, burst: o.burst });
+  const windowMs = o.windowMs ?? 60_000;
+  let window = { start: -Infinity, refused: 0, addresses: new Set<string>() };
+  return {
+    /** Undefined when the address may try; else seconds to wait. */
+    refused(address: string, now = Date.now()): number | undefined {
+      const r = failures.check(address, now);
+      if (r.ok) return undefined;
+      o.onThrottled?.();
+      if (now - window.start >= windowMs) {
+        o.log({ address, previous: { refused: window.refused, addresses: window.addresses.size } });
+        window = { start: now, refused: 0, addresses: new Set() };
+      }
+      window.refused += 1;
+      if (window.addresses.size < 1000) window.addresses.add(address);
+      return Math.max(1, Math.ceil(r.retryAfterMs / 1000));
+    },
+    /** A sign-in from `address` failed. */
+    failed(address: string, now = Date.now()) {
+      failures.take(address, now);
+    },
+  };
+}
+
+export type TransferGate = ReturnType<typeof transferGate>;
+
+/**
+ * A user's exports and imports: at most `concurrent` at a time (an export counts until its download
+ * ends or is cut), and `perMinute` started per minute with a burst of as many.
+ */
+export function transferGate(o: { concurrent: number; perMinute: number }) {
+  const running = new Map<string, number>();
+  const starts = keyedBuckets({ perSecond: o.perMinute / 60, burst: o.perMinute });
+  return {
+    /** A release function (call it once, when the work ends), or how many seconds to wait. */
+    admit(userId: string, now = Date.now()): { release: () => void } | { retryAfterS: number; reason: "busy" | "rate" } {
+      if ((running.get(userId) ?? 0) >= o.concurrent) return { retryAfterS: 1, reason: "busy" };
+      const r = starts.take(userId, now);
+      if (!r.ok) return { retryAfterS: Math.max(1, Math.ceil(r.retryAfterMs / 1000)), reason: "rate" };
+      running.set(userId, (running.get(userId) ?? 0) + 1);
+      let done = false;
+      return {
+        release() {
+          if (done) return;
+          done = true;
+          const n = (running.get(userId) ?? 1) - 1;
+          if (n <= 0) running.delete(userId);
+          else running.set(userId, n);
+        },
+      };
+    },
+    running: (userId: string) => running.get(userId) ?? 0,
+  };
+}
