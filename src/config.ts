@@ -50,6 +50,44 @@ export const SECRET_VARS = [
   "IOT_HUB_CONNECTION_STRING",
   "REDIS_URL",
 ] as const;
+/** Values never echoed in a config error (secrets, and MCP_SERVERS whose headers may hold tokens). */
+const NOT_ECHOED: readonly string[] = [...SECRET_VARS, "MCP_SERVERS"];
+
+// MCP_SERVERS: a JSON object of server names to a URL, or to { url, headers } (a bearer token...).
+const McpServerName = v.pipe(v.string(), v.regex(/^[a-z0-9][a-z0-9-]{0,23}$/, "server names are 1-24 lowercase letters, digits or dashes"));
+const McpUrl = v.pipe(v.string(), v.url("each server needs an http(s) URL"), v.regex(/^https?:\/\//i, "each server needs an http(s) URL"));
+const McpServersSchema = v.record(
+  McpServerName,
+  v.union(
+    [McpUrl, v.object({ url: McpUrl, headers: v.optional(v.record(v.string(), v.string())) })],
+    "each server is a URL or { url, headers }",
+  ),
+);
+/** Header values of MCP servers: redacted from logs like the secret variables. */
+export const mcpSecrets = (servers: readonly McpServerConfig[]) => servers.flatMap((s) => Object.values(s.headers));
+export type McpServerConfig = { name: string; url: string; headers: Record<string, string> };
+const mcpServers = v.optional(
+  v.pipe(
+    v.string(),
+    v.trim(),
+    v.rawTransform(({ dataset, addIssue, NEVER }) => {
+      if (dataset.value === "") return {};
+      try {
+        return JSON.parse(dataset.value) as unknown;
+      } catch {
+        addIssue({ message: 'must be a JSON object such as {"home":"https://mcp.example/mcp"}' });
+        return NEVER;
+      }
+    }),
+    McpServersSchema,
+    v.transform((o): McpServerConfig[] =>
+      Object.entries(o).map(([name, s]) =>
+        typeof s === "string" ? { name, url: s, headers: {} } : { name, url: s.url, headers: s.headers ?? {} },
+      ),
+    ),
+  ),
+  "{}",
+);
 
 const EnvSchema = v.object({
   ENVIRONMENT: v.optional(v.picklist(["development", "production", "test"], "must be development, production or test"), "development"),
@@ -103,6 +141,13 @@ const EnvSchema = v.object({
     v.pipe(v.string(), v.trim(), v.regex(/^[\w.-]{1,64}$/, "must be 1 to 64 letters, digits, dots, dashes or underscores")),
   ),
   MODEL_CALLS_PER_MINUTE: int(0, 0, 1_000_000),
+
+  // Tools in replies (src/tools/, docs/tools.md).
+  TOOLS_ENABLED: bool(true),
+  TOOL_TIMEOUT_MS: int(15_000, 10, 600_000),
+  TOOL_MAX_ROUNDS: int(5, 0, 50),
+  TOOL_RESULT_MAX_CHARS: int(20_000, 100, 10_000_000),
+  MCP_SERVERS: mcpServers,
 
   AZURE_OPENAI_ENDPOINT: url,
   AZURE_OPENAI_KEY: optionalStr,
@@ -247,7 +292,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   if (!result.success) {
     const issue = result.issues[0];
     const key = String(issue.path?.[0]?.key ?? "environment");
-    const shown = (SECRET_VARS as readonly string[]).includes(key) ? "" : ` (got ${JSON.stringify(input[key])})`;
+    const shown = NOT_ECHOED.includes(key) ? "" : ` (got ${JSON.stringify(input[key])})`;
     throw new ConfigError(`${key}: ${issue.message}${shown}`);
   }
   const problem = problems(result.output, input);

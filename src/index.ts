@@ -1,4 +1,4 @@
-import { ConfigError, loadConfig, SECRET_VARS, type Config } from "./config";
+import { ConfigError, loadConfig, mcpSecrets, SECRET_VARS, type Config } from "./config";
 import { createLogger } from "./log";
 import { modelFromConfig } from "./model";
 import { startDeviceBridge } from "./devices/bridge";
@@ -22,7 +22,7 @@ try {
 const log = createLogger({
   level: config.LOG_LEVEL,
   json: config.ENVIRONMENT === "production",
-  secrets: SECRET_VARS.map((k) => config[k]),
+  secrets: [...SECRET_VARS.map((k) => config[k]), ...mcpSecrets(config.MCP_SERVERS)],
 });
 
 process.on("unhandledRejection", (reason) => log.error("unhandled rejection", { error: reason }));

@@ -52,6 +52,12 @@ const FORBIDDEN: [string, string, string][] = [
   ["http", "chat", "HTTP routes get what they need of the chat layer as plain functions (src/server.ts)"],
   ["http", "ws", "adapters do not know each other"],
   ["http", "devices", "adapters do not know each other"],
+  ["tools", "chat", "tools know calls and results, not chats"],
+  ["tools", "ws", "tools know nothing of sockets"],
+  ["tools", "devices", "tools know nothing of devices"],
+  ["tools", "http", "tools know nothing of HTTP"],
+  ["tools", "store", "tools keep nothing: the reply stores its calls"],
+  ["model", "tools", "the model streams calls; running them is the reply's job"],
 ];
 
 // The table "Allowed imports" in docs/architecture.md, read as written: for each layer, what it may

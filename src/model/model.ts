@@ -8,13 +8,32 @@ export type Turn = v.InferOutput<typeof TurnSchema>;
 
 export type ModelKind = "azure-openai" | "openai-compatible" | "offline";
 
-export type StreamOptions = { signal: AbortSignal; temperature?: number; model?: string };
+/** A function the model may call: its name, what it does, and its arguments as a JSON schema. */
+export type ToolSpec = { name: string; description: string; parameters: Record<string, unknown> };
+/** One call the model asked for, assembled from the stream; `arguments` is the model's JSON text, unchecked. */
+export type ToolCall = { id: string; name: string; arguments: string };
+
+/** What a model request carries: the chat's turns, and within a reply's tool rounds the calls and their results. */
+export type ModelTurn =
+  | Turn
+  | { role: "assistant"; content: string; tool_calls: ToolCall[] }
+  | { role: "tool"; tool_call_id: string; content: string };
+
+export type StreamOptions = {
+  signal: AbortSignal;
+  temperature?: number;
+  model?: string;
+  /** Functions offered to the model; a model server that refuses them is asked without (and remembered). */
+  tools?: ToolSpec[];
+  /** Called once, after the last delta, with the calls the model asked for (none: not called). */
+  onToolCalls?: (calls: ToolCall[]) => void;
+};
 
 /** A streaming chat model: yields text deltas in order; aborting the signal cancels upstream. */
 export type Model = {
   readonly kind: ModelKind;
   readonly name: string;
-  stream(turns: Turn[], options: StreamOptions): AsyncIterable<string>;
+  stream(turns: ModelTurn[], options: StreamOptions): AsyncIterable<string>;
 };
 
 /** Thrown for upstream failures; `code` is the ERROR frame code, `message` is safe to show. */

@@ -1,7 +1,8 @@
 import { getBearerTokenProvider, type TokenCredential } from "@azure/identity";
 import OpenAI, { AzureOpenAI } from "openai";
-import { ModelError, type Model, type ModelKind, type StreamOptions, type Turn } from "./model";
+import { ModelError, type Model, type ModelKind, type ModelTurn, type StreamOptions, type ToolSpec } from "./model";
 import { chatDeltas } from "./sse";
+import { toolCallAssembler } from "./tool-calls";
 
 type ClientOptions = { timeoutMs: number };
 
@@ -34,25 +35,43 @@ export function openAICompatibleModel(o: ClientOptions & { baseURL: string; apiK
  * read by src/model/sse.ts: the SDK's stream reader was most of a send's CPU (issue 15).
  */
 function chatCompletionsModel(kind: ModelKind, client: OpenAI, name: string): Model {
+  // Model names whose server answered 400 to a request with tools: asked without them from then on.
+  const noTools = new Set<string>();
   return {
     kind,
     name,
-    async *stream(turns: Turn[], { signal, temperature, model }: StreamOptions) {
-      let body: ReadableStream<Uint8Array> | null;
-      try {
-        const res = await client.chat.completions
+    async *stream(turns: ModelTurn[], { signal, temperature, model, tools, onToolCalls }: StreamOptions) {
+      const target = model ?? name;
+      const offer = tools?.length && !noTools.has(target) ? tools : undefined;
+      const request = (withTools: ToolSpec[] | undefined) =>
+        client.chat.completions
           .create(
-            { model: model ?? name, messages: turns, stream: true, ...(temperature === undefined ? {} : { temperature }) },
+            {
+              model: target,
+              messages: (withTools ? turns : withoutToolTurns(turns)) as OpenAI.ChatCompletionMessageParam[],
+              stream: true,
+              ...(temperature === undefined ? {} : { temperature }),
+              ...(withTools ? { tools: withTools.map((t) => ({ type: "function" as const, function: t })) } : {}),
+            },
             { signal },
           )
           .asResponse();
-        body = res.body;
+      let body: ReadableStream<Uint8Array> | null;
+      try {
+        try {
+          body = (await request(offer)).body;
+        } catch (e) {
+          if (!(offer && e instanceof OpenAI.APIError && e.status === 400) || signal.aborted) throw e;
+          noTools.add(target);
+          body = (await request(undefined)).body;
+        }
       } catch (e) {
         throw toModelError(e, signal);
       }
       if (!body) throw new ModelError("MODEL_ERROR", "the model service answered without a body");
+      const calls = toolCallAssembler();
       try {
-        yield* chatDeltas(body, signal);
+        yield* chatDeltas(body, signal, offer ? calls.add : undefined);
         signal.throwIfAborted();
       } catch (e) {
         throw toModelError(e, signal);
@@ -60,8 +79,17 @@ function chatCompletionsModel(kind: ModelKind, client: OpenAI, name: string): Mo
         // Stopped early (an abort, a consumer that left): the connection is not read to the end.
         await body.cancel().catch(() => {});
       }
+      const asked = calls.calls();
+      if (asked.length) onToolCalls?.(asked);
     },
   };
+}
+
+/** A server that takes no tools is shown earlier rounds' calls and results as plain text turns. */
+function withoutToolTurns(turns: ModelTurn[]): ModelTurn[] {
+  return turns.map((t) =>
+    t.role === "tool" ? { role: "user", content: `[tool result] ${t.content}` } : { role: t.role, content: t.content },
+  );
 }
 
 // Upstream messages can echo request details; keep only the status and a generic reason.

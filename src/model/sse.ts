@@ -3,6 +3,8 @@
 // about 1 µs here (docs/performance.md, issue 15); everything else about the request (URL, auth,
 // Azure's api-version, retries, HTTP errors) stays the SDK's.
 
+import type { ToolCallDelta } from "./tool-calls";
+
 const decoder = () => new TextDecoder("utf-8");
 
 /**
@@ -10,7 +12,12 @@ const decoder = () => new TextDecoder("utf-8");
  * Once `signal` is aborted nothing more is handed on, not even deltas already read (one read can
  * hold many), and the abort's reason is thrown.
  */
-export async function* chatDeltas(body: ReadableStream<Uint8Array>, signal?: AbortSignal): AsyncGenerator<string> {
+export async function* chatDeltas(
+  body: ReadableStream<Uint8Array>,
+  signal?: AbortSignal,
+  /** Each streamed tool-call piece, in order (src/model/tool-calls.ts puts them together). */
+  onToolCall?: (d: ToolCallDelta) => void,
+): AsyncGenerator<string> {
   const text = decoder();
   let carry = "";
   for await (const bytes of body as unknown as AsyncIterable<Uint8Array>) {
@@ -23,7 +30,7 @@ export async function* chatDeltas(body: ReadableStream<Uint8Array>, signal?: Abo
       if (end < 0) break;
       const line = chunk.charCodeAt(end - 1) === 13 ? chunk.slice(start, end - 1) : chunk.slice(start, end);
       start = end + 1;
-      const delta = deltaOf(line);
+      const delta = deltaOf(line, onToolCall);
       if (delta === DONE) return;
       if (delta) {
         signal?.throwIfAborted();
@@ -32,25 +39,27 @@ export async function* chatDeltas(body: ReadableStream<Uint8Array>, signal?: Abo
     }
     carry = chunk.slice(start);
   }
-  const last = deltaOf(carry + text.decode());
+  const last = deltaOf(carry + text.decode(), onToolCall);
   if (last && last !== DONE) yield last;
 }
 
 const DONE = Symbol("done");
 
 /** The content of one SSE line, DONE for the end marker, undefined for anything else (comments, event names, role-only chunks). */
-function deltaOf(line: string): string | typeof DONE | undefined {
+function deltaOf(line: string, onToolCall?: (d: ToolCallDelta) => void): string | typeof DONE | undefined {
   if (!line.startsWith("data:")) return undefined;
   const data = line.charCodeAt(5) === 32 ? line.slice(6) : line.slice(5);
   if (data === "[DONE]") return DONE;
-  let parsed: { choices?: { delta?: { content?: unknown } }[]; error?: { message?: unknown } };
+  let parsed: { choices?: { delta?: { content?: unknown; tool_calls?: unknown } }[]; error?: { message?: unknown } };
   try {
     parsed = JSON.parse(data);
   } catch {
     throw new StreamError("the model sent a chunk that is not JSON");
   }
   if (parsed.error) throw new StreamError("the model reported an error mid-stream");
-  const content = parsed.choices?.[0]?.delta?.content;
+  const delta = parsed.choices?.[0]?.delta;
+  if (onToolCall && Array.isArray(delta?.tool_calls)) for (const t of delta.tool_calls) if (t && typeof t === "object") onToolCall(t);
+  const content = delta?.content;
   return typeof content === "string" && content.length > 0 ? content : undefined;
 }
 

@@ -1,4 +1,4 @@
-import type { Model, Turn } from "../../src/model/model";
+import type { Model, ModelTurn as Turn } from "../../src/model/model";
 
 // A deterministic hold on a reply in flight, for tests that need "the reply is still streaming"
 // to be a fact rather than a bet on the model's pacing. Wraps any model: a held stream pauses after

@@ -16,6 +16,17 @@ export type Script = {
   holdAfter?: number;
   /** Send nothing at all, not even the response headers, until the client gives up. */
   silent?: boolean;
+  /**
+   * After the tokens, ask for these function calls, streamed as Azure OpenAI does: a chunk with empty
+   * `choices` (prompt_filter_results) first, then per call a chunk with its index, id, type and name
+   * (arguments ""), then the arguments in pieces of `argPiece` characters under the same index, and
+   * finish_reason "tool_calls". `interleave` sends the calls' argument pieces in turn instead.
+   */
+  toolCalls?: { id?: string; name: string; arguments: string }[];
+  argPiece?: number;
+  interleave?: boolean;
+  /** Answer 400 (as a server without function calling does) to any request that offers tools. */
+  rejectTools?: boolean;
 };
 
 export type ModelRequest = { url: string; path: string; headers: Record<string, string>; body: any; aborted: boolean };
@@ -58,6 +69,12 @@ export async function startSseModel(defaultScript: Script = { tokens: ["Hello", 
         await aborted;
         return new Response(null, { status: 499 });
       }
+      if (s.rejectTools && record.body.tools) {
+        return Response.json(
+          { error: { message: "tools is not supported", type: "invalid_request_error", param: "tools" } },
+          { status: 400 },
+        );
+      }
       if (s.status) return Response.json({ error: { message: "scripted failure", type: "server_error" } }, { status: s.status });
       const tokens = s.tokens ?? defaultScript.tokens ?? [];
       const enc = new TextEncoder();
@@ -71,6 +88,44 @@ export async function startSseModel(defaultScript: Script = { tokens: ["Hello", 
             choices: [{ index: 0, delta, finish_reason: finish }],
           })}\n\n`,
         );
+      const raw = (o: object) =>
+        enc.encode(
+          `data: ${JSON.stringify({ id: "chatcmpl-test", object: "chat.completion.chunk", created: Math.floor(Date.now() / 1000), model: record.body.model ?? "test", ...o })}\n\n`,
+        );
+      const toolChunks = (calls: NonNullable<Script["toolCalls"]>) => {
+        const piece = s.argPiece ?? 4;
+        const out: Uint8Array[] = [raw({ choices: [], prompt_filter_results: [{ prompt_index: 0, content_filter_results: {} }] })];
+        const pieces = calls.map((c) => {
+          const p: string[] = [];
+          for (let i = 0; i < c.arguments.length; i += piece) p.push(c.arguments.slice(i, i + piece));
+          return p;
+        });
+        const head = (c: (typeof calls)[number], index: number) =>
+          chunk({
+            content: null,
+            role: "assistant",
+            tool_calls: [
+              {
+                index,
+                id: c.id ?? `call_${index}_${crypto.randomUUID().slice(0, 8)}`,
+                type: "function",
+                function: { name: c.name, arguments: "" },
+              },
+            ],
+          });
+        const arg = (index: number, a: string) => chunk({ tool_calls: [{ index, function: { arguments: a } }] });
+        if (s.interleave) {
+          calls.forEach((c, i) => void out.push(head(c, i)));
+          const longest = Math.max(...pieces.map((p) => p.length));
+          for (let k = 0; k < longest; k++) pieces.forEach((p, i) => p[k] !== undefined && out.push(arg(i, p[k]!)));
+        } else {
+          calls.forEach((c, i) => {
+            out.push(head(c, i));
+            for (const a of pieces[i]!) out.push(arg(i, a));
+          });
+        }
+        return out;
+      };
       const stream = new ReadableStream({
         async start(controller) {
           streams.add(controller);
@@ -90,6 +145,12 @@ export async function startSseModel(defaultScript: Script = { tokens: ["Hello", 
               if (s.delayMs) await Bun.sleep(s.delayMs);
               if (req.signal.aborted) return;
               controller.enqueue(chunk({ content: tokens[i] }));
+            }
+            if (s.toolCalls?.length) {
+              for (const c of toolChunks(s.toolCalls)) controller.enqueue(c);
+              controller.enqueue(chunk({}, "tool_calls"));
+              controller.enqueue(enc.encode("data: [DONE]\n\n"));
+              return controller.close();
             }
             controller.enqueue(chunk({}, "stop"));
             controller.enqueue(enc.encode("data: [DONE]\n\n"));
