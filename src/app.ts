@@ -25,6 +25,8 @@ export type AppOptions = {
   connections: ConnectionLoad & ConnectionCaps;
   /** False once shutdown has begun: no new sockets. */
   accepting: () => boolean;
+  /** False until what the first send would load on first use is loaded (src/chat/warm-up.ts). */
+  warmedUp?: () => boolean;
   /** Prometheus registry for /metrics, and the token guarding it (none: open). */
   metrics: { registry: Registry; token?: string };
   devicesEnabled: boolean;
@@ -63,13 +65,14 @@ export function createApp(o: AppOptions) {
   });
 
   // For orchestrators: live = the process answers; ready = it can serve (store reachable, and the
-  // device consumer running when enabled). /health stays the human-readable summary.
+  // device consumer running when enabled, start-up warm-up done). /health stays the human-readable summary.
   app.get("/health/live", (c) => c.json({ status: "ok" }));
   app.get("/health/ready", async (c) => {
     const { body } = await healthReport(o.health);
     const iot = body.services.iot_hub.status;
-    const ready = body.services.store.ok && (!o.devicesEnabled || iot === "running");
-    return c.json({ ready, store: body.services.store.ok, iot_hub: iot }, ready ? 200 : 503);
+    const warm = o.warmedUp?.() ?? true;
+    const ready = body.services.store.ok && (!o.devicesEnabled || iot === "running") && warm;
+    return c.json({ ready, store: body.services.store.ok, iot_hub: iot, warm }, ready ? 200 : 503);
   });
 
   app.get("/metrics", async (c) => {

@@ -8,6 +8,7 @@ import { localBus, type Bus } from "./chat/events";
 import { describeFailure } from "./chat/errors";
 import { createChatService, type ChatService } from "./chat/service";
 import { jsonExport, markdownExport } from "./chat/transfer-format";
+import { warmUp } from "./chat/warm-up";
 import type { DeviceBridge } from "./devices/bridge";
 import { signInThrottle, transferGate } from "./http/throttle";
 import type { Logger } from "./log";
@@ -103,6 +104,13 @@ export function startServer(parts: ServerParts) {
   // A user's sends per minute, across their sockets; across replicas too when Redis is on.
   const ownSends = localUserSends(c.RATE_LIMIT_MESSAGES_PER_MINUTE);
   const userSends = shared ? shared.userSends(c.RATE_LIMIT_MESSAGES_PER_MINUTE, ownSends) : ownSends;
+  // What the first send would load on first use, loaded now: until it is, /health/ready says not ready.
+  let warm = false;
+  const warmStarted = performance.now();
+  const warmed = warmUp(model)
+    .then(() => log.info("warmed up", { ms: Math.round(performance.now() - warmStarted) }))
+    .catch((e) => log.warn("could not warm up; the first send loads what is missing", { error: e }))
+    .finally(() => (warm = true));
   const { websocket, conns, load } = socketHandlers(chat, limits, { log, metrics, userSends });
   const unsubscribe = showEventsOnSockets(bus, conns);
   const devices = parts.startDevices?.({ chat, store, log, metrics });
@@ -173,6 +181,7 @@ export function startServer(parts: ServerParts) {
       maxPerAddress: c.MAX_CONNECTIONS_PER_ADDRESS,
     },
     accepting: () => accepting,
+    warmedUp: () => warm,
   });
 
   const server = Bun.serve({
@@ -216,6 +225,8 @@ export function startServer(parts: ServerParts) {
     chat,
     conns,
     stop,
+    /** Settles once what the first send would load is loaded (the server is ready from then on). */
+    warmed,
     replicaId,
     url: `http://${c.HOST === "0.0.0.0" ? "127.0.0.1" : c.HOST}:${server.port}`,
   };

@@ -62,6 +62,9 @@ const running = startServer({
     : undefined,
 });
 
+// Ready as /health/ready says: what the first send loads is loaded (bench/first-chunk.ts measures a fresh start from here).
+await running.warmed;
+
 if (devices) {
   const deadline = Date.now() + 20_000;
   for (;;) {

@@ -57,6 +57,8 @@ export async function startTestServer(
     log,
     startDevices: parts.startDevices,
   });
+  // Ready as /health/ready says: what the first send loads is loaded.
+  await running.warmed;
   const wsUrl = `${running.url.replace(/^http/, "ws")}/ws`;
   // Every client a test opens is closed with the server, so a failing test leaks nothing.
   const clients: TestClient[] = [];
