@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openSqliteStore } from "../src/store/sqlite";
 
-// What a reply checkpoint costs (issue 12): one save of a streaming reply's text so far (the join
+// What a reply checkpoint costs: one save of a streaming reply's text so far (the join
 // of its chunks and the upsert), on the embedded store, and what that is per token at a given
 // checkpoint interval and token rate. Compare with the marginal time per token of `bench/streaming.ts`.
 // Usage: bun bench/checkpoint-cost.ts

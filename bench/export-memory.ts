@@ -5,7 +5,7 @@ import { hashToken, newPersonalToken } from "../src/auth/tokens";
 import { openSqliteStore } from "../src/store/sqlite";
 import { within } from "./lib/clock";
 
-// What exporting a long chat costs the server's memory (issue 16): a chat of EXPORT_N messages of
+// What exporting a long chat costs the server's memory: a chat of EXPORT_N messages of
 // EXPORT_CHARS characters in a SQLite file, the real server (bun src/index.ts) in a child process,
 // and GET /api/chats/:id/export read to the end, fast and then slowly. The server's resident memory
 // before, and its peak (VmHWM) after each read, against the size of the file.

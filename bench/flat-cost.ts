@@ -21,7 +21,7 @@ const LARGE_RING = envNumber("BENCH_FLAT_LARGE_CHATS", 4);
 
 export const scenario: Scenario = {
   name: "flat-cost",
-  title: `history and send cost in a chat of ${SMALL} vs ${LARGE.toLocaleString("en-US")} messages (issue 15)`,
+  title: `history and send cost in a chat of ${SMALL} vs ${LARGE.toLocaleString("en-US")} messages`,
   timeoutMs: 300_000,
   async run() {
     const sse = await startModel();

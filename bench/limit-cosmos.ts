@@ -14,7 +14,7 @@ const TOKENS = envNumber("BENCH_LIMIT_SEND_TOKENS", 20);
 
 export const scenario: Scenario = {
   name: "limit-cosmos",
-  title: "store operations and Cosmos requests per SEND_MESSAGE and per GET_CHAT_HISTORY (issue 15)",
+  title: "store operations and Cosmos requests per SEND_MESSAGE and per GET_CHAT_HISTORY",
   timeoutMs: 180_000,
   async run() {
     const cosmos = await startCountingCosmos();

@@ -11,7 +11,7 @@ const CLIENTS = envList("BENCH_LIMIT_HISTORY_CLIENTS", "10,50");
 
 export const scenario: Scenario = {
   name: "limit-history",
-  title: "GET_CHAT_HISTORY (20 messages) vs the bare protocol server from memory (issue 15)",
+  title: "GET_CHAT_HISTORY (20 messages) vs the bare protocol server from memory",
   timeoutMs: 240_000,
   async run() {
     const sse = await startModel();

@@ -18,7 +18,7 @@ const PACE_MS = 1;
 
 export const scenario: Scenario = {
   name: "limit-streams",
-  title: `${STREAMS} concurrent streams at ${PACE_MS} ms per token: added latency per token (issue 15)`,
+  title: `${STREAMS} concurrent streams at ${PACE_MS} ms per token: added latency per token`,
   timeoutMs: 240_000,
   async run() {
     const sse = await startModel();

@@ -6,7 +6,7 @@ import type { Message } from "../src/records";
 import { openSqliteStore } from "../src/store/sqlite";
 import { median, round, summarize } from "./lib/stats";
 
-// What full-text search (issue 16) costs the SQLite hot paths, and what a search costs.
+// What full-text search costs the SQLite hot paths, and what a search costs.
 // Two files, the same store code; on one the FTS5 triggers are dropped (the baseline: writes as
 // before search existed). Rounds alternate between the two, so drift on a shared machine hits both.
 //   - addMessage of a question (~300 characters, ~50 words): the insert trigger indexes it;

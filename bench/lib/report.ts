@@ -80,6 +80,28 @@ export function textTable(results: ScenarioResult[]): string {
   return [line(HEAD), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
 }
 
+/** Only the rows with a target: what was measured, against what, the ratio, the target and whether it was met. */
+export function targetsTable(results: ScenarioResult[]): string {
+  const rows = results.flatMap((r) => r.rows.filter((row) => row.target).map((row) => ({ r, row })));
+  if (!rows.length) return "(no row with a target in this run)";
+  const cells = rows.map(({ r, row }) => [
+    `${r.name}: ${row.metric}`,
+    fmt(row.ours, row.unit),
+    fmt(row.baseline, row.unit),
+    fmtRatio(row.ratio),
+    row.target!,
+    row.met ? "met" : "MISSED",
+  ]);
+  const head = ["target row", "ours", "baseline", "ratio", "target", ""];
+  const widths = head.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)));
+  const line = (c: string[]) =>
+    c
+      .map((x, i) => (i >= 1 && i <= 3 ? x.padStart(widths[i]!) : x.padEnd(widths[i]!)))
+      .join("  ")
+      .trimEnd();
+  return [line(head), widths.map((w) => "-".repeat(w)).join("  "), ...cells.map(line)].join("\n");
+}
+
 export function markdownTable(results: ScenarioResult[]): string {
   const rows = results.flatMap((r) => (r.error ? [[r.name, "FAILED", r.error, "", "", "", "", ""]] : r.rows.map((row) => cells(r, row))));
   const esc = (s: string) => s.replaceAll("|", "\\|");

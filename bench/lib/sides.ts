@@ -2,7 +2,7 @@ import { within } from "./clock";
 import { spawnChild, type Child } from "./proc";
 import { request } from "./ws";
 
-// The processes issue 15's scenarios put side by side: the local SSE model, our server on it, and
+// The processes the limit scenarios put side by side: the local SSE model, our server on it, and
 // the two bare limits (bench/servers/bare.ts) on the same model.
 
 export type Sse = Child<{ url: string }>;

@@ -1,7 +1,7 @@
 import { openAICompatibleModel } from "../../src/model/openai";
 import { serveChild } from "../lib/proc";
 
-// The bare limits of issue 15: a Bun.serve WebSocket server that speaks the real PiChat protocol
+// The bare limits: a Bun.serve WebSocket server that speaks the real PiChat protocol
 // frames and does nothing else: no store, no validation beyond JSON.parse, no limits, no metrics,
 // no logging, no bus. Two modes, two baselines:
 //
