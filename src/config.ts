@@ -177,6 +177,14 @@ const EnvSchema = v.object({
   DEVICE_REPLY_MAX_AGE_S: int(30, 1, 86_400),
   PROCESSED_MESSAGE_TTL_DAYS: int(7, 1, 365),
   DEVICE_CLAIM_LEASE_S: int(30, 1, 3_600),
+  // IoT Hub's C2D send budget for the whole hub (one S1 unit: 100/min), shared by replicas through Redis.
+  IOT_HUB_C2D_PER_MINUTE: int(100, 1, 10_000_000),
+  // A one-message device (the original Pi client waits 30 s) hears what is ready by then, and that the rest is in the app.
+  DEVICE_REPLY_DEADLINE_S: int(25, 1, 3_600),
+  DEVICE_SYSTEM_PROMPT: str(
+    "You are PiChat, a voice assistant heard through a small speaker. Answer in a few short spoken sentences. " +
+      "Use plain words only: no Markdown, no lists, no headings, no tables, no code blocks, no emoji.",
+  ),
   // Unassigned devices' chats: "default" (the API_TOKEN user), "none" (stored, not answered) or a user's name.
   // Production with IoT Hub on needs it set explicitly (problems() below): "default" answers any device on the hub at the operator's cost.
   DEVICE_DEFAULT_OWNER: v.optional(

@@ -44,6 +44,33 @@ export function createMetrics() {
       labelNames: ["outcome"],
       registers,
     }),
+    deviceFirstC2D: new Histogram({
+      name: "pichat_device_first_c2d_seconds",
+      help: "From a device message's enqueued time to the first C2D message sent for it, by reply mode (parts, one)",
+      labelNames: ["mode"],
+      buckets: [0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 20, 30],
+      registers,
+    }),
+    deviceLastC2D: new Histogram({
+      name: "pichat_device_last_c2d_seconds",
+      help: "From a device message's enqueued time to the last C2D message sent for it, by reply mode",
+      labelNames: ["mode"],
+      buckets: [0.5, 1, 2, 5, 10, 15, 20, 30, 60],
+      registers,
+    }),
+    deviceC2DPerReply: new Histogram({
+      name: "pichat_device_c2d_messages_per_reply",
+      help: "C2D messages sent for one device reply, by reply mode",
+      labelNames: ["mode"],
+      buckets: [1, 2, 3, 4, 5, 6, 8, 12, 20],
+      registers,
+    }),
+    c2dThrottles: new Counter({
+      name: "pichat_c2d_throttles_total",
+      help: "C2D sends held back: the hub answered 429 (throttled) or 403004 (queue_full), or our own budget was short (budget)",
+      labelNames: ["kind"],
+      registers,
+    }),
     busMessages: new Counter({
       name: "pichat_bus_messages_total",
       help: "Chat events on the shared bus (Redis) by direction: published, received, failed",

@@ -11,6 +11,7 @@ import { jsonExport, markdownExport } from "./chat/transfer-format";
 import { warmUp } from "./chat/warm-up";
 import type { DeviceBridge } from "./devices/bridge";
 import { signInThrottle, transferGate } from "./http/throttle";
+import type { HubBudget } from "./devices/budget";
 import type { Logger } from "./log";
 import type { Model } from "./model/model";
 import { createMetrics, instrumentStore, observedModel, type Metrics } from "./metrics";
@@ -22,6 +23,9 @@ import { newConnData, socketHandlers } from "./ws/socket";
 import { defaultMaxConnections, openFileLimit } from "./http/caps";
 import pkg from "../package.json";
 
+/** The hub-wide C2D bucket's key in the shared user-sends buckets: user ids never start with "~". */
+const C2D_BUDGET_KEY = "~iothub-c2d";
+
 export type ServerParts = {
   config: Config;
   store: Store;
@@ -29,7 +33,7 @@ export type ServerParts = {
   log: Logger;
   bus?: Bus;
   /** Starts the IoT Hub bridge on the chat service; without it /health says "disabled". */
-  startDevices?: (parts: { chat: ChatService; store: Store; log: Logger; metrics: Metrics }) => DeviceBridge;
+  startDevices?: (parts: { chat: ChatService; store: Store; log: Logger; metrics: Metrics; hubBudget?: HubBudget }) => DeviceBridge;
 };
 
 export const CLOSE_GOING_AWAY = 1001;
@@ -72,6 +76,7 @@ export function startServer(parts: ServerParts) {
     backfill: shared?.backfill,
     options: {
       systemPrompt: c.SYSTEM_PROMPT,
+      deviceSystemPrompt: c.DEVICE_SYSTEM_PROMPT,
       context: { contextTokens: c.MODEL_CONTEXT_TOKENS, replyReserveTokens: c.MODEL_REPLY_RESERVE_TOKENS },
       modelIdleTimeoutMs: c.MODEL_TIMEOUT_MS,
       historyMaxMessages: c.HISTORY_MAX_MESSAGES,
@@ -113,7 +118,11 @@ export function startServer(parts: ServerParts) {
     .finally(() => (warm = true));
   const { websocket, conns, load } = socketHandlers(chat, limits, { log, metrics, userSends });
   const unsubscribe = showEventsOnSockets(bus, conns);
-  const devices = parts.startDevices?.({ chat, store, log, metrics });
+  // IoT Hub's C2D budget is the hub's, not a replica's: one bucket in Redis when replicas share one
+  // (the user-sends bucket under a key no user id can take), else this process's own.
+  const sharedC2D = shared?.userSends(c.IOT_HUB_C2D_PER_MINUTE, localUserSends(c.IOT_HUB_C2D_PER_MINUTE));
+  const hubBudget: HubBudget | undefined = sharedC2D && (() => sharedC2D(C2D_BUDGET_KEY));
+  const devices = parts.startDevices?.({ chat, store, log, metrics, hubBudget });
   // Replies left "streaming" by a process that died, and (several replicas) questions waiting in
   // a lane nobody holds: at start-up, then every half lease.
   const sweep = () => {

@@ -10,6 +10,8 @@ import type { Replies } from "./replies";
 
 export type ChatOptions = {
   systemPrompt: string;
+  /** DEVICE_SYSTEM_PROMPT: for questions from voice devices (unset: systemPrompt). */
+  deviceSystemPrompt?: string;
   /** The model's context window and the share kept for the reply, in tokens (src/chat/prompt.ts). */
   context: ContextBudget;
   /** Longest silence from the model, mid-stream, before the reply is cut off as timed out. */

@@ -186,7 +186,7 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
     needs.answer({ question: spec.question, deviceId: spec.deviceId, prompt: () => promptFor(spec.question, spec) })(g);
 
   /** The model's input, read when the reply starts: history up to this question, and the owner's settings. */
-  async function promptFor(question: Message, o: { owner: string; context?: Turn[]; branched?: boolean }) {
+  async function promptFor(question: Message, o: { owner: string; context?: Turn[]; branched?: boolean; deviceId?: string }) {
     const [earlier, settings] = await Promise.all([
       // A branched chat's question is shown the path above it in the tree, not other branches.
       o.context
@@ -204,7 +204,10 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
     return {
       turns: buildPrompt(
         await tokenizerFor(settings.model ?? ctx.model.name),
-        settings.systemPrompt ?? options.systemPrompt,
+        // A voice device's question gets the spoken-style prompt (the user's own, else the server's).
+        o.deviceId
+          ? (settings.deviceSystemPrompt ?? options.deviceSystemPrompt ?? options.systemPrompt)
+          : (settings.systemPrompt ?? options.systemPrompt),
         history,
         options.context,
       ),

@@ -131,7 +131,11 @@ export function createChatService(parts: ChatParts) {
      */
     sweepOrphans: () => sweepOrphans(ctx),
     /** The server's defaults, shown beside a user's settings. */
-    defaults: { systemPrompt: parts.options.systemPrompt, model: parts.model.name },
+    defaults: {
+      systemPrompt: parts.options.systemPrompt,
+      model: parts.model.name,
+      ...(parts.options.deviceSystemPrompt ? { deviceSystemPrompt: parts.options.deviceSystemPrompt } : {}),
+    },
     /** Replies in flight, for graceful shutdown and tests. */
     replies,
     live,

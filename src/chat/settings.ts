@@ -11,6 +11,15 @@ export const SettingsPatchSchema = v.object({
       v.maxLength(4000, "systemPrompt must be at most 4000 characters"),
     ),
   ),
+  /** The system prompt for questions from the user's voice devices (else DEVICE_SYSTEM_PROMPT). */
+  deviceSystemPrompt: v.nullish(
+    v.pipe(
+      v.string("deviceSystemPrompt must be a string"),
+      v.trim(),
+      v.minLength(1, "deviceSystemPrompt must not be empty"),
+      v.maxLength(4000, "deviceSystemPrompt must be at most 4000 characters"),
+    ),
+  ),
   temperature: v.nullish(
     v.pipe(
       v.number("temperature must be a number"),
@@ -24,6 +33,7 @@ export const SettingsPatchSchema = v.object({
 });
 export const SettingsSchema = v.object({
   systemPrompt: v.optional(v.string()),
+  deviceSystemPrompt: v.optional(v.string()),
   temperature: v.optional(v.number()),
   model: v.optional(v.string()),
 });

@@ -2,6 +2,7 @@ import type { ChatService } from "../chat/service";
 import type { Logger } from "../log";
 import type { Metrics } from "../metrics";
 import type { Store } from "../store/store";
+import { c2dAllowance, localHubBudget, type HubBudget } from "./budget";
 import { createC2DSender } from "./c2d";
 import { storeCheckpoints } from "./checkpoints";
 import { startDeviceConsumer, type IotHubStatus } from "./consumer";
@@ -15,7 +16,7 @@ export type DeviceBridge = { status(): IotHubStatus; stop(): Promise<void> };
  * checkpoint store's backing (partition ownership and progress), never chats or messages.
  */
 export function startDeviceBridge(
-  parts: { chat: ChatService; store: Store; log: Logger; metrics?: Metrics },
+  parts: { chat: ChatService; store: Store; log: Logger; metrics?: Metrics; hubBudget?: HubBudget },
   o: DeviceBridgeOptions,
 ): DeviceBridge {
   const log = parts.log.child({ component: "devices" });
@@ -24,10 +25,15 @@ export function startDeviceBridge(
       "DEVICE_ID_FROM_BODY=true: telemetry without IoT Hub's iothub-connection-device-id property is taken as the device its body names; anyone who can post to the Event Hub can speak as any device",
     );
   }
-  const c2d = createC2DSender({ access: o.iotHub, Transport: o.c2dTransport });
+  const throttles = parts.metrics?.c2dThrottles;
+  const c2d = createC2DSender({ access: o.iotHub, Transport: o.c2dTransport, onBusy: (kind) => throttles?.inc({ kind }) });
+  const allowance = c2dAllowance(parts.hubBudget ?? localHubBudget(o.c2dPerMinute), {
+    windowMs: o.replyMaxAgeMs,
+    onShort: () => throttles?.inc({ kind: "budget" }),
+  });
   const deps = {
     chat: parts.chat,
-    c2d,
+    speaker: { send: c2d.send, allowance, expiresInMs: o.replyMaxAgeMs, deadlineMs: o.replyDeadlineMs },
     log,
     metrics: parts.metrics,
     replyMaxAgeMs: o.replyMaxAgeMs,

@@ -21,12 +21,28 @@ if (!serviceErrors.__pichatGuarded) {
   serviceErrors.__pichatGuarded = true;
 }
 
-export type C2DReply = { response: string; conversation_id: string; message_id: string; timestamp: string; error?: string };
+export type C2DReply = {
+  response: string;
+  conversation_id: string;
+  message_id: string;
+  timestamp: string;
+  error?: string;
+  /** Replies in parts only (a device that asked for them): the part's number from 0, */
+  part?: number;
+  /** whether it is the reply's last part, */
+  last?: boolean;
+  /** and how many code points of the reply's spoken text come before it (a device drops what it has heard). */
+  offset?: number;
+};
 
 export type C2DSender = {
-  send(deviceId: string, reply: C2DReply, o: { correlationId: string; expiresInMs: number }): Promise<void>;
+  /** Sends one message; hub throttling (429) and a full device queue (403004) are retried with backoff until `deadline`. */
+  send(deviceId: string, reply: C2DReply, o: { correlationId: string; expiresInMs: number; deadline?: number }): Promise<void>;
   close(): Promise<void>;
 };
+
+/** The hub said "not now": worth another try after a pause, as long as the device still waits. */
+const BUSY = new Set(["ThrottlingError", "DeviceMaximumQueueDepthExceededError"]);
 
 // Errors that another try cannot fix.
 const FINAL = new Set(["DeviceNotFoundError", "DeviceMaximumQueueDepthExceededError", "UnauthorizedError", "ArgumentError"]);
@@ -38,27 +54,48 @@ const FINAL = new Set(["DeviceNotFoundError", "DeviceMaximumQueueDepthExceededEr
  */
 export type C2DAccess = { connectionString: string } | { hostName: string; credential: TokenCredential };
 
-export function createC2DSender(o: { access: C2DAccess; Transport?: typeof Amqp; attempts?: number; retryDelayMs?: number }): C2DSender {
+export function createC2DSender(o: {
+  access: C2DAccess;
+  Transport?: typeof Amqp;
+  attempts?: number;
+  retryDelayMs?: number;
+  /** Called once for each 429 or 403004 the hub answers. */
+  onBusy?: (kind: "throttled" | "queue_full") => void;
+}): C2DSender {
   const client =
     "connectionString" in o.access
       ? Client.fromConnectionString(o.access.connectionString, o.Transport ?? Amqp)
       : Client.fromTokenCredential(o.access.hostName, o.access.credential, o.Transport ?? Amqp);
   const attempts = o.attempts ?? 3;
   const delay = o.retryDelayMs ?? 250;
+  const busyBackoffMs = Math.max(delay, 200);
   client.setRetryPolicy({
-    shouldRetry: (err: Error) => !FINAL.has(err?.name),
+    // Busy answers are retried below, with a longer backoff than a dropped connection needs.
+    shouldRetry: (err: Error) => !FINAL.has(err?.name) && !BUSY.has(err?.name),
     nextRetryTimeout: (retryCount: number) => (retryCount >= attempts - 1 ? -1 : delay * 2 ** retryCount),
   } as Parameters<Client["setRetryPolicy"]>[0]);
 
   return {
-    async send(deviceId, reply, { correlationId, expiresInMs }) {
-      const message = new Message(JSON.stringify(reply));
-      message.messageId = reply.message_id;
-      message.correlationId = correlationId;
-      message.contentType = "application/json";
-      message.contentEncoding = "utf-8";
-      message.expiryTimeUtc = Date.now() + expiresInMs;
-      await client.send(deviceId, message);
+    async send(deviceId, reply, { correlationId, expiresInMs, deadline = Date.now() + expiresInMs }) {
+      for (let attempt = 0; ; attempt++) {
+        const message = new Message(JSON.stringify(reply));
+        // One id per message: a part's is the reply's id and its offset.
+        message.messageId = reply.part === undefined ? reply.message_id : `${reply.message_id}:${reply.offset ?? 0}`;
+        message.correlationId = correlationId;
+        message.contentType = "application/json";
+        message.contentEncoding = "utf-8";
+        message.expiryTimeUtc = Date.now() + expiresInMs;
+        try {
+          return void (await client.send(deviceId, message));
+        } catch (e) {
+          const name = (e as Error)?.name;
+          if (!BUSY.has(name)) throw e;
+          o.onBusy?.(name === "ThrottlingError" ? "throttled" : "queue_full");
+          const pause = Math.min(busyBackoffMs * 2 ** attempt, 8_000) * (0.75 + Math.random() / 2);
+          if (Date.now() + pause > deadline) throw e;
+          await Bun.sleep(pause);
+        }
+      }
     },
     async close() {
       await client.close().catch(() => {});

@@ -3,12 +3,14 @@ import type { ChatService } from "../chat/service";
 import type { Logger } from "../log";
 import type { Metrics } from "../metrics";
 import { ChatError } from "../chat/errors";
-import type { C2DReply, C2DSender } from "./c2d";
+import { SORRY, speakInParts, speakOnce, type SpeakerDeps, type Speech, type Spoken } from "./speaker";
+import { tapReplies } from "./tap";
 import { parseDeviceEvent, type DeviceMessage } from "./telemetry";
 
 export type DeviceDeps = {
   chat: ChatService;
-  c2d: C2DSender;
+  /** How replies reach devices: C2D sends within the budgets, one message or in parts. */
+  speaker: Omit<SpeakerDeps, "log">;
   log: Logger;
   metrics?: Metrics;
   replyMaxAgeMs: number;
@@ -30,7 +32,7 @@ export const claimKey = (m: Pick<DeviceMessage, "deviceId" | "messageId">) => `$
 
 export type DeviceOutcome = "answered" | "duplicate" | "stale" | "unassigned" | "refused" | "c2d_failed" | "model_failed";
 
-export const SORRY = "Sorry, I couldn't get an answer just now. Please try again.";
+export { SORRY };
 
 /** One event from the hub: parsed, handled, counted and logged once. Never throws. */
 export async function handleDeviceEvent(deps: DeviceDeps, event: ReceivedEventData): Promise<void> {
@@ -136,58 +138,67 @@ async function answerDevice(deps: DeviceDeps, m: DeviceMessage, log: Logger): Pr
     return "stale";
   }
 
-  // A browser's reply may be running in the device's chat: the question waits its turn.
-  let sent: Awaited<ReturnType<typeof chat.send>>;
+  // Listening before asking: the reply may start streaming before send returns.
+  const tap = tapReplies(chat.bus, room.id);
   try {
-    sent = await chat.send({
-      owner,
-      chatId: room.id,
-      content: m.text,
-      messageId: m.messageId,
+    // A browser's reply may be running in the device's chat: the question waits its turn.
+    let sent: Awaited<ReturnType<typeof chat.send>>;
+    try {
+      sent = await chat.send({
+        owner,
+        chatId: room.id,
+        content: m.text,
+        messageId: m.messageId,
+        deviceId: m.deviceId,
+        context: m.conversation,
+        retryCutShort: true,
+      });
+    } catch (e) {
+      // Refused (too long for the model's context, the chat's queue full, the service at its limit):
+      // the device still hears back, with the reason, instead of waiting in silence.
+      if (!(e instanceof ChatError) || e.code === "STORE_UNAVAILABLE") throw e;
+      log.warn("device message refused", { code: e.code });
+      const said = await speak(deps, m, log, {
+        deviceId: m.deviceId,
+        correlationId: m.messageId,
+        conversationId: room.id,
+        replyId: m.messageId,
+        result: Promise.resolve({ status: "incomplete", error: { code: e.code, message: e.message } }),
+        askedAt: m.sentAtMs,
+      });
+      return said?.told ? "refused" : "c2d_failed";
+    }
+    const result = sent.reply ?? Promise.resolve(undefined);
+    // A duplicate's reply may still be generated (by this process for an earlier delivery): its id is the question's.
+    const replyId = sent.duplicate ? ((await result)?.message?.id ?? m.messageId) : sent.traceId;
+    const said = await speak(deps, m, log, {
       deviceId: m.deviceId,
-      context: m.conversation,
-      retryCutShort: true,
+      correlationId: m.messageId,
+      conversationId: room.id,
+      replyId,
+      ...(sent.duplicate ? {} : { live: { tap, traceId: sent.traceId } }),
+      result,
+      askedAt: m.sentAtMs,
     });
-  } catch (e) {
-    // Refused (too long for the model's context, the chat's queue full, the service at its limit):
-    // the device still hears back, with the reason, instead of waiting in silence.
-    if (!(e instanceof ChatError) || e.code === "STORE_UNAVAILABLE") throw e;
-    log.warn("device message refused", { code: e.code });
-    return (await tellDevice(deps, m, { response: SORRY, conversation_id: room.id, message_id: m.messageId, error: e.code }, log))
-      ? "refused"
-      : "c2d_failed";
+    if (!said) return "c2d_failed";
+    if (sent.duplicate && !(await result)) return "duplicate";
+    return said.answered ? "answered" : "model_failed";
+  } finally {
+    tap.close();
   }
-  const reply = await sent.reply;
-  if (!reply) return "duplicate";
-  // Only a finished reply is an answer; one cut short by a crash is not read out half-way.
-  const answered = reply.message && !reply.error && !reply.status;
-  const told = await tellDevice(
-    deps,
-    m,
-    {
-      response: answered ? reply.message!.content : SORRY,
-      conversation_id: room.id,
-      message_id: reply.message?.id ?? (sent.duplicate ? m.messageId : sent.traceId),
-      ...(answered
-        ? {}
-        : { error: reply.error?.code ?? (reply.status === "interrupted" || reply.status === "streaming" ? "INTERRUPTED" : "MODEL_ERROR") }),
-    },
-    log,
-  );
-  if (!told) return "c2d_failed";
-  return answered ? "answered" : "model_failed";
 }
 
-async function tellDevice(deps: DeviceDeps, m: DeviceMessage, reply: Omit<C2DReply, "timestamp">, log: Logger): Promise<boolean> {
+/** Sends a reply the way the device takes it; undefined when the hub could not be reached. */
+async function speak(deps: DeviceDeps, m: DeviceMessage, log: Logger, s: Speech): Promise<Spoken | undefined> {
+  const mode = m.parts ? "parts" : "one";
   try {
-    await deps.c2d.send(
-      m.deviceId,
-      { ...reply, timestamp: new Date().toISOString() },
-      { correlationId: m.messageId, expiresInMs: deps.replyMaxAgeMs },
-    );
-    return true;
+    const said = await (m.parts ? speakInParts : speakOnce)({ ...deps.speaker, log }, s);
+    if (said.firstAt) deps.metrics?.deviceFirstC2D.observe({ mode }, (said.firstAt - m.sentAtMs) / 1000);
+    if (said.lastAt) deps.metrics?.deviceLastC2D.observe({ mode }, (said.lastAt - m.sentAtMs) / 1000);
+    deps.metrics?.deviceC2DPerReply.observe({ mode }, said.messages);
+    return said;
   } catch (e) {
-    log.error("could not send the reply to the device; it stays stored", { chatId: reply.conversation_id, error: e });
-    return false;
+    log.error("could not send the reply to the device; it stays stored", { chatId: s.conversationId, error: e });
+    return undefined;
   }
 }

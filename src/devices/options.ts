@@ -12,6 +12,10 @@ export type DeviceBridgeOptions = {
   iotHub: C2DAccess;
   consumerGroup: string;
   replyMaxAgeMs: number;
+  /** DEVICE_REPLY_DEADLINE_S: a one-message device hears what is ready by then. */
+  replyDeadlineMs: number;
+  /** IOT_HUB_C2D_PER_MINUTE, when this process counts alone (no shared budget given). */
+  c2dPerMinute: number;
   processedTtlS: number;
   claimLeaseMs: number;
   /** DEVICE_ID_FROM_BODY: a device id from the body when IoT Hub's property is missing. */
@@ -40,6 +44,8 @@ export async function deviceBridgeOptions(
       : { hostName: c.IOT_HUB_HOST_NAME!, credential: await credential() },
     consumerGroup: c.IOT_HUB_CONSUMER_GROUP,
     replyMaxAgeMs: c.DEVICE_REPLY_MAX_AGE_S * 1000,
+    replyDeadlineMs: c.DEVICE_REPLY_DEADLINE_S * 1000,
+    c2dPerMinute: c.IOT_HUB_C2D_PER_MINUTE,
     processedTtlS: c.PROCESSED_MESSAGE_TTL_DAYS * 86_400,
     claimLeaseMs: c.DEVICE_CLAIM_LEASE_S * 1000,
     deviceIdFromBody: c.DEVICE_ID_FROM_BODY,

@@ -16,6 +16,8 @@ export const TelemetrySchema = v.object({
   timestamp: v.optional(v.number("timestamp must be epoch seconds")),
   device_id: v.optional(v.string()),
   device_test: v.optional(v.boolean()),
+  // Opt-in: the device takes its reply as several C2D messages (docs/protocol.md, section 7).
+  reply_in_parts: v.optional(v.boolean("reply_in_parts must be true or false")),
 });
 
 export type DeviceMessage = {
@@ -27,6 +29,8 @@ export type DeviceMessage = {
   /** When IoT Hub received it (or the device says it sent it), for the "too old to answer" rule. */
   sentAtMs: number;
   test: boolean;
+  /** It asked for its reply in parts; else one message, as the original client takes it. */
+  parts: boolean;
 };
 
 const ROLES = new Set(["user", "assistant", "system"]);
@@ -77,6 +81,7 @@ export function parseDeviceEvent(
       conversation: conversation?.length ? conversation : undefined,
       sentAtMs,
       test: t.device_test ?? false,
+      parts: t.reply_in_parts ?? false,
     },
   };
 }

@@ -6,13 +6,13 @@
  * Hub-compatible endpoint, and the C2D messages the service endpoint accepted are delivered to it).
  */
 import { randomBytes } from "node:crypto";
-import { createC2DEndpoint, type C2DMessage, type C2DMode } from "./amqp-peer/c2d.ts";
+import { createC2DEndpoint, type C2DMessage, type C2DMode, type C2DRefusal } from "./amqp-peer/c2d.ts";
 import { createDeviceEndpoint, type D2CMessage } from "./amqp-peer/device.ts";
 import { createEventHubEndpoint, type Enqueued, type ReceiverAttach, type Telemetry } from "./amqp-peer/event-hub.ts";
 import { listen } from "./amqp-peer/listener.ts";
 
 export { amqpTrusting } from "./amqp-peer/iothub-transport.ts";
-export type { C2DMessage, C2DMode, D2CMessage, Enqueued, ReceiverAttach, Telemetry };
+export type { C2DMessage, C2DMode, C2DRefusal, D2CMessage, Enqueued, ReceiverAttach, Telemetry };
 
 export type PeerOptions = {
   /** Partition count of the Event Hub-compatible endpoint. Default 2. */
@@ -45,6 +45,10 @@ export type IotHubPeer = {
   waitForC2D(pred?: (m: C2DMessage) => boolean, timeoutMs?: number): Promise<C2DMessage>;
   /** "accept" (default), "reject-not-found" (→ DeviceNotFoundError), "reject" (→ DeviceMaximumQueueDepthExceededError). */
   setC2DMode(mode: C2DMode): void;
+  /** Refuse the next `count` C2D messages as IoT Hub does when busy: "throttle" (429) or "queue-full" (403004). */
+  refuseNext(kind: C2DRefusal, count?: number): void;
+  /** The C2D messages refused by refuseNext, in order. */
+  readonly refused: readonly { kind: C2DRefusal; at: number; deviceId: string }[];
   /** Every receiver link the Event Hub endpoint saw attach, with its selector, in order. */
   readonly receiverAttaches: readonly ReceiverAttach[];
   /**
@@ -96,6 +100,8 @@ export async function startIotHubPeer(opts: PeerOptions): Promise<IotHubPeer> {
     c2d: iot.c2d,
     waitForC2D: iot.waitForC2D,
     setC2DMode: iot.setC2DMode,
+    refuseNext: iot.refuseNext,
+    refused: iot.refused,
     receiverAttaches: hub.receiverAttaches,
     deviceConnectionString: (deviceId) => `HostName=localhost:${deviceListener.port};DeviceId=${deviceId};SharedAccessKey=${key}`,
     d2c: device.d2c,

@@ -18,10 +18,15 @@ const TO = /^\/devices\/([^/]+)\/messages\/devicebound$/;
 
 // Each rejection maps to a specific azure-iothub error: not-found → DeviceNotFoundError,
 // resource-limit-exceeded → DeviceMaximumQueueDepthExceededError (the per-device C2D queue is full).
+// IoT Hub's 429 (throttled) is com.microsoft:device-container-throttled → ThrottlingError; its 403004 is
+// resource-limit-exceeded.
 const REJECTIONS = {
   "reject-not-found": { condition: "amqp:not-found", description: "Device not found" },
   reject: { condition: "amqp:resource-limit-exceeded", description: "Device queue is full" },
+  throttle: { condition: "com.microsoft:device-container-throttled", description: "Throttled (429)" },
 } as const;
+/** A refusal for the next few C2D messages: "throttle" (429) or "queue-full" (403004). */
+export type C2DRefusal = "throttle" | "queue-full";
 
 type Waiter = { pred: (m: C2DMessage) => boolean; resolve: (m: C2DMessage) => void };
 
@@ -29,6 +34,8 @@ export function createC2DEndpoint() {
   const c2d: C2DMessage[] = [];
   const waiters = new Set<Waiter>();
   let mode: C2DMode = "accept";
+  const refusals: C2DRefusal[] = [];
+  const refused: { kind: C2DRefusal; at: number; deviceId: string }[] = [];
   const container: Container = rhea.create_container({ id: "iot-hub-peer" });
 
   function deliver(ctx: EventContext): void {
@@ -42,6 +49,11 @@ export function createC2DEndpoint() {
       return void (ctx.connection as unknown as { socket?: { destroy(): void } }).socket?.destroy();
     }
     if (mode !== "accept") return ctx.delivery?.reject(REJECTIONS[mode]);
+    const refusal = refusals.shift();
+    if (refusal) {
+      refused.push({ kind: refusal, at: Date.now(), deviceId: decodeURIComponent(device[1]!) });
+      return ctx.delivery?.reject(REJECTIONS[refusal === "throttle" ? "throttle" : "reject"]);
+    }
     const m: C2DMessage = {
       deviceId: decodeURIComponent(device[1]!),
       messageId: idString(msg.message_id),
@@ -77,7 +89,14 @@ export function createC2DEndpoint() {
   container.on("sender_open", (ctx: EventContext) => acceptLink(ctx.sender!));
   container.on("message", (ctx: EventContext) => (requestNode(ctx) === "$cbs" ? answerCbs(ctx) : deliver(ctx)));
 
-  return { container, c2d, waitForC2D, setC2DMode: (m: C2DMode) => void (mode = m) };
+  return {
+    container,
+    c2d,
+    waitForC2D,
+    setC2DMode: (m: C2DMode) => void (mode = m),
+    refuseNext: (kind: C2DRefusal, count = 1) => void refusals.push(...Array<C2DRefusal>(count).fill(kind)),
+    refused,
+  };
 }
 
 // The SDK sends a UUID-shaped message id as an AMQP uuid, which rhea decodes to 16 raw bytes.
