@@ -1,5 +1,6 @@
 import type { Server } from "bun";
 import { Hono } from "hono";
+import { HTTPException } from "hono/http-exception";
 import type { Registry } from "prom-client";
 import type { Authenticator } from "./auth/authenticate";
 import { chosenProtocol, originAllowed, presentedToken, tokensMatch } from "./http/auth";
@@ -164,5 +165,18 @@ export function createApp(o: AppOptions) {
   });
 
   app.notFound((c) => c.json({ error: "not found", code: "NOT_FOUND" }, 404));
+  // Hono's default prints an uncaught error with console.error, past the log redactor, and answers with
+  // its text. Here: one line through the logger (redacted; the path without its query, which may hold a
+  // token), and a body that says nothing of the cause.
+  app.onError((err, c) => {
+    if (err instanceof HTTPException) return err.getResponse();
+    o.log.error("request failed", {
+      method: c.req.method,
+      path: new URL(c.req.url).pathname,
+      error: err,
+      stack: err instanceof Error ? err.stack : undefined,
+    });
+    return c.json({ error: "internal error", code: "INTERNAL_ERROR" }, 500);
+  });
   return app;
 }

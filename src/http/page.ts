@@ -6,20 +6,32 @@ import type { Env, Hono } from "hono";
 // libraries it renders replies with, served from this origin at /page/vendor/. No build step and nothing
 // fetched from elsewhere, so it works offline.
 
-// Trusted Types: the page's own code never hands a string to an HTML sink (innerHTML and the like);
-// only DOMPurify's policy may, and it only passes its own sanitised output through.
-const CSP = [
-  "default-src 'self'",
-  "script-src 'self'",
-  "object-src 'none'",
-  "connect-src 'self' ws: wss:",
-  "img-src 'self' data:",
-  "base-uri 'none'",
-  "form-action 'self'",
-  "frame-ancestors 'none'",
-  "require-trusted-types-for 'script'",
-  "trusted-types dompurify",
-].join("; ");
+// A host as a browser sends it in Host: a name or an IPv4/IPv6 address, and a port. Anything else
+// (it would land in a header) gets no WebSocket source at all.
+const HOST = /^(?:[a-z0-9.-]+|\[[0-9a-f:.]+\])(?::\d{1,5})?$/i;
+
+/**
+ * The page talks only to where it came from: fetch to 'self', its socket to ws(s)://<this host>. Not
+ * 'self' alone for the socket: not every browser counts ws: as 'self' (CSP Level 3 does, older engines
+ * do not), so the host is named, from the request. Both schemes: behind a TLS proxy the request here is
+ * http while the page is https. Trusted Types: the page's own code never hands a string to an HTML sink
+ * (innerHTML and the like); only DOMPurify's policy may, and it only passes its own sanitised output through.
+ */
+export function pageCsp(host: string | undefined): string {
+  const socket = host && HOST.test(host) ? ` ws://${host} wss://${host}` : "";
+  return [
+    "default-src 'self'",
+    "script-src 'self'",
+    "object-src 'none'",
+    `connect-src 'self'${socket}`,
+    "img-src 'self' data:",
+    "base-uri 'none'",
+    "form-action 'self'",
+    "frame-ancestors 'none'",
+    "require-trusted-types-for 'script'",
+    "trusted-types dompurify",
+  ].join("; ");
+}
 
 /**
  * The browser builds of the page's libraries (exact versions pinned in package.json): URL name -> module
@@ -55,6 +67,7 @@ const files: Record<string, { body: string; type: string }> = {
   "/page/app.js": { body: read("app.js"), type: JS },
   "/page/markdown.js": { body: read("markdown.js"), type: JS },
   "/page/search.js": { body: read("search.js"), type: JS },
+  "/page/signin.js": { body: read("signin.js"), type: JS },
   "/page/transfer.js": { body: read("transfer.js"), type: JS },
   "/page/style.css": { body: read("style.css"), type: "text/css; charset=utf-8" },
   ...Object.fromEntries(Object.keys(VENDOR).map((name) => [`/page/vendor/${name}`, { body: readVendor(name), type: JS }])),
@@ -65,7 +78,7 @@ export function registerPage<E extends Env>(app: Hono<E>) {
     app.get(path, (c) =>
       c.body(f.body, 200, {
         "Content-Type": f.type,
-        "Content-Security-Policy": CSP,
+        "Content-Security-Policy": pageCsp(c.req.header("host")),
         "X-Content-Type-Options": "nosniff",
         "Referrer-Policy": "no-referrer",
         "Cache-Control": "no-cache",

@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { loadConfig } from "../../src/config";
+import { loadConfig, SECRET_VARS } from "../../src/config";
 import { createLogger, type Logger } from "../../src/log";
 import { modelFromConfig } from "../../src/model";
 import type { Model } from "../../src/model/model";
@@ -48,7 +48,11 @@ export async function startTestServer(
     ...env,
   });
   const store = parts.store ?? openSqliteStore(config.SQLITE_PATH);
-  const log = memoryLogger();
+  // Redacting the configured secrets, as src/index.ts's logger does.
+  const log = memoryLogger(
+    "debug",
+    SECRET_VARS.map((k) => config[k]).filter((x): x is string => !!x),
+  );
   const model = parts.model ?? (await modelFromConfig(config));
   const running = startServer({
     config,

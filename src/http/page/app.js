@@ -4,6 +4,7 @@
 
 import { renderMarkdown } from "/page/markdown.js";
 import { createSearch } from "/page/search.js";
+import { adoptLinkToken } from "/page/signin.js";
 import { errorText, fileName, saveFile } from "/page/transfer.js";
 
 const $ = (id) => document.getElementById(id);
@@ -52,13 +53,8 @@ const button = (text, label, onclick) => {
   return b;
 };
 
-// The token: taken from ?token= once, then kept in sessionStorage and out of the address bar.
-const params = new URLSearchParams(location.search);
-if (params.has("token")) {
-  sessionStorage.setItem(TOKEN_KEY, params.get("token"));
-  params.delete("token");
-  history.replaceState(null, "", location.pathname + (params.size ? `?${params}` : "") + location.hash);
-}
+// The token: from a ?token= link (signin.js: out of the address bar at once, never another user unasked), then kept in sessionStorage.
+await adoptLinkToken(TOKEN_KEY);
 const token = () => sessionStorage.getItem(TOKEN_KEY);
 const authHeaders = () => (token() ? { Authorization: `Bearer ${token()}` } : {});
 
