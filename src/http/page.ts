@@ -69,6 +69,8 @@ const files: Record<string, { body: string; type: string }> = {
   "/page/search.js": { body: read("search.js"), type: JS },
   "/page/signin.js": { body: read("signin.js"), type: JS },
   "/page/transfer.js": { body: read("transfer.js"), type: JS },
+  // The typed client (client/), built into one file by `bun run build:client`.
+  "/page/client.js": { body: read("client.js"), type: JS },
   "/page/style.css": { body: read("style.css"), type: "text/css; charset=utf-8" },
   ...Object.fromEntries(Object.keys(VENDOR).map((name) => [`/page/vendor/${name}`, { body: readVendor(name), type: JS }])),
 };
