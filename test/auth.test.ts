@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { tokensMatch } from "../src/http/auth";
+import { newPersonalToken } from "../src/auth/tokens";
 import { UPGRADE_HEADERS } from "./support/fixtures";
 import { startTestServer, type TestServer } from "./support/harness";
+import { addUser } from "./support/users";
 import { connect } from "./support/ws-client";
 
 const TOKEN = "0f3c9a7d5e2b4c1a8f6e0d9b7c5a3e1f";
@@ -130,6 +132,18 @@ describe("development", () => {
       const c = await srv.connect();
       expect((await c.request({ type: "GET_CHATS" }, "CHAT_LIST")).type).toBe("CHAT_LIST");
       c.close();
+      await srv.close();
+    }
+  });
+
+  test("an open server still checks a personal token: an unknown one is 401, a known one signs in as its user", async () => {
+    const srv = await startTestServer({ ENVIRONMENT: "development" });
+    try {
+      const carol = await addUser(srv.store, "carol");
+      expect((await upgradeStatus(`${srv.wsUrl}?token=${newPersonalToken()}`)).status).toBe(401);
+      expect(await (await fetch(`${srv.url}/api/me?token=${carol.token}`)).json()).toMatchObject({ name: "carol", via: "token" });
+      expect(await (await fetch(`${srv.url}/api/me`)).json()).toMatchObject({ name: "default" });
+    } finally {
       await srv.close();
     }
   });
