@@ -65,15 +65,22 @@ export function createApp(o: AppOptions) {
     return c.json(body, status);
   });
 
-  // For orchestrators: live = the process answers; ready = it can serve (store reachable, and the
-  // device consumer running when enabled, start-up warm-up done). /health stays the human-readable summary.
+  // For orchestrators: live = the process answers; ready = it can serve (store reachable, the
+  // device consumer running when enabled, start-up warm-up done, and with several replicas the
+  // shared bus connected once: before that, the events of a socket sent here could not be
+  // delivered). /health stays the human-readable summary.
   app.get("/health/live", (c) => c.json({ status: "ok" }));
   app.get("/health/ready", async (c) => {
     const { body } = await healthReport(o.health);
     const iot = body.services.iot_hub.status;
     const warm = o.warmedUp?.() ?? true;
-    const ready = body.services.store.ok && (!o.devicesEnabled || iot === "running") && warm;
-    return c.json({ ready, store: body.services.store.ok, iot_hub: iot, warm }, ready ? 200 : 503);
+    const redis = body.services.redis;
+    const bus = "connected" in redis ? redis.connected : true;
+    const ready = body.services.store.ok && (!o.devicesEnabled || iot === "running") && warm && bus;
+    return c.json(
+      { ready, store: body.services.store.ok, iot_hub: iot, warm, ...("connected" in redis ? { redis: bus } : {}) },
+      ready ? 200 : 503,
+    );
   });
 
   app.get("/metrics", async (c) => {

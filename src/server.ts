@@ -9,6 +9,7 @@ import { describeFailure } from "./chat/errors";
 import { createChatService, type ChatService } from "./chat/service";
 import { jsonExport, markdownExport } from "./chat/transfer-format";
 import { warmUp } from "./chat/warm-up";
+import { sweepEvery } from "./chat/lease";
 import type { DeviceBridge } from "./devices/bridge";
 import { signInThrottle, transferGate } from "./http/throttle";
 import type { HubBudget } from "./devices/budget";
@@ -130,7 +131,7 @@ export function startServer(parts: ServerParts) {
     void shared?.sweep().catch((e) => log.debug("could not sweep shared lanes", { error: e }));
   };
   sweep();
-  const sweeper = setInterval(sweep, Math.max(250, c.REPLY_LEASE_MS / 2));
+  const sweeper = setInterval(sweep, sweepEvery(c.REPLY_LEASE_MS));
   // Handled device message ids past their TTL: maintenance, hourly (on Cosmos a cross-partition query).
   const purger = setInterval(
     () => void chat.claims.purge().catch((e) => log.warn("could not purge handled device messages", { error: e })),

@@ -36,6 +36,25 @@ afterAll(async () => {
 
 const words = (n: number) => Array.from({ length: n }, (_, i) => `w${i} `);
 
+/** The test's own handle on a Cosmos database the servers write. */
+const openCosmosAt = async (database: string) => {
+  const { openCosmosStore } = await import("../src/store/cosmos");
+  return openCosmosStore({
+    endpoint: cosmos.endpoint,
+    key: cosmos.key,
+    database,
+    allowSelfSignedCert: true,
+    containers: {
+      chats: "chats",
+      messages: "messages",
+      users: "users",
+      settings: "settings",
+      processedMessages: "processed_messages",
+      checkpoints: "checkpoints",
+    },
+  });
+};
+
 for (const kind of ["sqlite", "cosmos"] as const) {
   describe(`kill -9 mid-reply (${kind})`, () => {
     let store: Store;
@@ -60,23 +79,6 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       await store?.close();
       rmSync(dbPath, { force: true });
     });
-    const openCosmosAt = async (database: string) => {
-      const { openCosmosStore } = await import("../src/store/cosmos");
-      return openCosmosStore({
-        endpoint: cosmos.endpoint,
-        key: cosmos.key,
-        database,
-        allowSelfSignedCert: true,
-        containers: {
-          chats: "chats",
-          messages: "messages",
-          users: "users",
-          settings: "settings",
-          processedMessages: "processed_messages",
-          checkpoints: "checkpoints",
-        },
-      });
-    };
     const start = async () => {
       const p = await spawnServer(env, { dbPath });
       procs.push(p);
@@ -168,6 +170,102 @@ for (const kind of ["sqlite", "cosmos"] as const) {
     }, 30_000);
   });
 }
+
+// The same on one process with the DEFAULT checkpoint period (1 s) and lease (10 s): a reply killed
+// after a checkpoint is shown interrupted (never streaming) within the lease and a sweep of the
+// kill; one killed before its first checkpoint leaves only its question (its text lived in the dead
+// process alone: docs/protocol.md), never a reply shown streaming, and a resend answers it.
+describe("kill -9 and restart of the one process, default checkpoint period and lease", () => {
+  const DEFAULT_LEASE_MS = 10_000;
+  for (const kind of ["sqlite", "cosmos"] as const) {
+    test.concurrent(`before the first checkpoint and after one (${kind})`, async () => {
+      const dbPath = join(tmpdir(), `pichat-crash-default-${crypto.randomUUID()}.db`);
+      const env: Record<string, string> = {
+        OPENAI_BASE_URL: `${model.url}/v1`,
+        OPENAI_MODEL: "m",
+        CHAT_TITLES: "false",
+        ...(kind === "cosmos"
+          ? {
+              COSMOS_ENDPOINT: cosmos.endpoint,
+              COSMOS_KEY: cosmos.key,
+              COSMOS_ALLOW_SELF_SIGNED_CERT: "true",
+              COSMOS_DATABASE: `pichat-crash-default-${crypto.randomUUID()}`,
+            }
+          : {}),
+      };
+      const start = async () => {
+        const p = await spawnServer(env, { dbPath });
+        procs.push(p);
+        return p;
+      };
+      const client = async (p: ServerProcess) => {
+        const c = await connect(p.wsUrl);
+        clients.push(c);
+        return c;
+      };
+      type Shown = Message & { streaming?: boolean };
+      const history = async (c: TestClient, chatId: string) =>
+        (await c.request({ type: "GET_CHAT_HISTORY", chatId }, "CHAT_HISTORY", 30_000)).messages as Shown[];
+      // Only this test's questions get the long reply (the model server is shared by concurrent tests).
+      const long = `long ${kind}`;
+      const cut = `cut ${kind}`;
+      model.setScript((req) => (/^(long|cut) /.test(lastUserTurn(req)) ? { tokens: words(4000), delayMs: 5 } : { tokens: ["answered"] }));
+      const store = kind === "cosmos" ? await openCosmosAt(env.COSMOS_DATABASE!) : openSqliteStore(dbPath);
+      try {
+        const a = await start();
+        const [c1, c2] = [await client(a), await client(a)];
+        const late = (await c1.request({ type: "CREATE_CHAT" }, "NEW_CHAT")).chat;
+        const early = (await c2.request({ type: "CREATE_CHAT" }, "NEW_CHAT")).chat;
+        c1.send({ type: "SEND_MESSAGE", chatId: late.id, content: long, messageId: `q-long-${kind}` });
+        const lateTrace = (await c1.next((f) => f.type === "MESSAGE" && !f.end, 10_000)).traceId;
+        await until(
+          async () => (await store.pageMessages(late.id, { limit: 5 })).items.some((m) => m.id === lateTrace && m.content.length > 0),
+          "a checkpoint of the first reply",
+          10_000,
+        );
+        c2.send({ type: "SEND_MESSAGE", chatId: early.id, content: cut, messageId: `q-cut-${kind}` });
+        const earlyTrace = (await c2.next((f) => f.type === "MESSAGE" && !f.end, 10_000)).traceId;
+        await a.crash();
+        const killedAt = Date.now();
+        const seen = c1.frames
+          .filter((f) => f.type === "MESSAGE" && f.traceId === lateTrace)
+          .map((f) => f.content)
+          .join("");
+
+        const b = await start();
+        const d = await client(b);
+        // Before its first checkpoint: only the question, at once and from then on.
+        expect((await history(d, early.id)).map((m) => [m.role, m.id])).toEqual([["user", `q-cut-${kind}`]]);
+        // After one: interrupted within the lease and one sweep; never streaming after that.
+        const final = await until(
+          async () => {
+            const r = (await history(d, late.id)).find((m) => m.id === lateTrace);
+            return r && !r.streaming && r.status !== "streaming" && r;
+          },
+          "the checkpointed reply to be shown interrupted",
+          DEFAULT_LEASE_MS * 1.5 + 5000,
+        );
+        const after = Date.now() - killedAt;
+        console.log(`${kind}: checkpointed reply shown interrupted ${after} ms after kill -9 (lease ${DEFAULT_LEASE_MS} ms)`);
+        expect(after).toBeLessThan(DEFAULT_LEASE_MS * 1.5 + 2000);
+        expect(final.status).toBe("interrupted");
+        expect(final.content.length).toBeGreaterThan(0);
+        expect(seen.startsWith(final.content)).toBe(true);
+        expect((await history(d, early.id)).some((m) => m.id === earlyTrace || m.streaming)).toBe(false);
+        // The question cut short before a checkpoint is answered when sent again.
+        const again = await d.request(
+          { type: "SEND_MESSAGE", chatId: early.id, content: "again", messageId: `q-cut-${kind}`, requestId: "again" },
+          "MESSAGE_ACCEPTED",
+        );
+        expect(again).toMatchObject({ duplicate: false });
+        await b.crash();
+      } finally {
+        await store.close();
+        rmSync(dbPath, { force: true });
+      }
+    }, 60_000);
+  }
+});
 
 describe("kill -9 mid-device-message", () => {
   let peer: IotHubPeer;

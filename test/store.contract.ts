@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Chat, Message } from "../src/records";
 import { nowIso } from "../src/chat/clock";
+import { interruptedOver } from "../src/chat/lease";
 import { encodeCursor } from "../src/store/cursor";
 import { InvalidCursorError } from "../src/store/errors";
 import type { Store } from "../src/store/store";
@@ -391,6 +392,83 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
       expect(swept.map((m) => m.id)).not.toContain(alive.id);
       // Once its lease has run out, the other one goes too.
       expect((await store.finalizeStale(now + 120_000, a.id)).map((m) => m.id)).toStrictEqual([alive.id]);
+    });
+
+    test("rewriteMessage is a compare-and-set: concurrent read-modify-writes of one message lose no update (10 trials × 6 writers)", async () => {
+      const chat = chatFixture();
+      await store.createChat("default", chat);
+      for (let trial = 0; trial < 10; trial++) {
+        const id = crypto.randomUUID();
+        const base = messageFixture(chat.id, { id, role: "assistant", content: "" });
+        // Six writers, each appending its letter to whatever is stored (absent: created with it).
+        const written = await Promise.all(
+          ["a", "b", "c", "d", "e", "f"].map((letter) =>
+            store.rewriteMessage(chat.id, id, (cur) => ({ ...(cur ?? base), content: (cur?.content ?? "") + letter })),
+          ),
+        );
+        const stored = (await store.listMessages(chat.id, { limit: 100 })).find((m) => m.id === id)!;
+        expect([...stored.content].sort().join("")).toBe("abcdef");
+        expect(written.every((m) => m !== undefined)).toBe(true);
+      }
+      // `next` answering undefined writes nothing.
+      const none = crypto.randomUUID();
+      expect(await store.rewriteMessage(chat.id, none, () => undefined)).toBeUndefined();
+      expect((await store.listMessages(chat.id, { limit: 100 })).some((m) => m.id === none)).toBe(false);
+    });
+
+    test("an orphaned reply finalised by several survivors at once is stored once, interrupted, with the longest text any of them saw (10 trials)", async () => {
+      const chat = chatFixture();
+      await store.createChat("default", chat);
+      const now = Date.now();
+      for (let trial = 0; trial < 10; trial++) {
+        const id = crypto.randomUUID();
+        const orphan = (content: string): Message => ({
+          id,
+          chat_id: chat.id,
+          role: "assistant",
+          content,
+          created_at: isoAt(trial),
+          parent_id: "q",
+        });
+        // Odd trials: a checkpoint whose lease lapsed was stored first (shorter than what survivors saw).
+        if (trial % 2) await store.putMessage({ ...orphan("w0 "), status: "streaming", lease: { owner: "dead", until: now - 1, seq: 1 } });
+        const texts = ["w0 w1 ", "w0 w1 w2 w3 ", "w0 w1 w2 "];
+        // Each survivor's last decision is the one that counted (a lost race asks again).
+        const outcomes = await Promise.all(
+          texts.map(async (t) => {
+            let last = "";
+            await store.rewriteMessage(chat.id, id, (cur) => {
+              const d = interruptedOver(cur, orphan(t), now);
+              last = d.outcome;
+              return d.write;
+            });
+            return last;
+          }),
+        );
+        const stored = (await store.listMessages(chat.id, { limit: 100 })).filter((m) => m.id === id);
+        expect(stored).toStrictEqual([{ ...orphan("w0 w1 w2 w3 "), status: "interrupted" }]);
+        // Exactly one survivor's write was the first (it announces the end); the others only lengthened or kept it.
+        expect(outcomes.filter((x) => x === "first")).toHaveLength(1);
+        expect(outcomes.filter((x) => x !== "first").every((x) => x === "longer" || x === "kept")).toBe(true);
+        const settled = await store.rewriteMessage(chat.id, id, (cur) => interruptedOver(cur, orphan("w0 "), now).write);
+        expect(settled).toBeUndefined();
+      }
+      // Never over a finished reply, nor over a checkpoint whose lease still runs.
+      const done = messageFixture(chat.id, { role: "assistant", content: "all of it" });
+      await store.putMessage(done);
+      expect(
+        await store.rewriteMessage(chat.id, done.id, (cur) => interruptedOver(cur, { ...done, content: "all of it and more" }, now).write),
+      ).toBeUndefined();
+      const alive: Message = {
+        ...messageFixture(chat.id, { role: "assistant", content: "going" }),
+        status: "streaming",
+        lease: { owner: "r1", until: now + 60_000, seq: 1 },
+      };
+      await store.putMessage(alive);
+      expect(interruptedOver(alive, { ...alive, content: "going on" }, now).outcome).toBe("alive");
+      expect(
+        await store.rewriteMessage(chat.id, alive.id, (cur) => interruptedOver(cur, { ...alive, content: "going on" }, now).write),
+      ).toBeUndefined();
     });
 
     test("claims: claimed, held by another, reclaimed after the lease lapses, renewed only by the owner, done when completed", async () => {

@@ -3,6 +3,7 @@ import type { Model } from "../model/model";
 import type { Store } from "../store/store";
 import type { Bus } from "./events";
 import type { Lanes } from "./lanes";
+import type { ReplyLeases } from "./lease";
 import type { LiveReplies } from "./live";
 import type { ContextBudget } from "./prompt";
 import type { RecentMessages } from "./recent";
@@ -63,6 +64,8 @@ export type ChatContext = Omit<ChatParts, "sharedLanes"> & {
   lanes: Lanes;
   /** Replies streaming anywhere (this replica's and, through the bus, the others'), with their text so far. */
   live: LiveReplies;
+  /** Whether a reply's process is alive, and what becomes of one that died (src/chat/lease.ts). */
+  leases: ReplyLeases;
   /** Each chat's newest messages, kept exact through the bus (src/chat/recent.ts). */
   recent: RecentMessages;
 };

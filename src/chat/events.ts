@@ -13,7 +13,17 @@ export type ChatEvent =
   /** A chat's current branch changed (REGENERATE, EDIT_MESSAGE, SELECT_BRANCH): it is branched from now on. */
   | { type: "branch_selected"; owner: string; chatId: string; messageId: string; origin?: string }
   /** A reply began generating (on some replica): every replica mirrors it from here. */
-  | { type: "reply_start"; chatId: string; traceId: string; createdAt: string }
+  | {
+      type: "reply_start";
+      chatId: string;
+      traceId: string;
+      createdAt: string;
+      /** The question it answers, and the device that asked: what another replica stores if this one dies. */
+      questionId?: string;
+      deviceId?: string;
+    }
+  /** The replica generating a reply is alive (sent while the model is silent): src/chat/lease.ts. */
+  | { type: "reply_alive"; chatId: string; traceId: string; questionId?: string; seq: number }
   | { type: "reply_delta"; chatId: string; traceId: string; seq: number; content: string }
   | {
       type: "reply_end";
@@ -36,6 +46,10 @@ export type ChatEvent =
 
 export type Bus = {
   publish(event: ChatEvent): void;
+  /** To this replica's listeners only (an end another replica already announced, for sockets here that missed it). */
+  publishHere(event: ChatEvent): void;
+  /** False while a shared bus cannot hear the other replicas (Redis down): silence then proves nothing. */
+  hearing?(): boolean;
   /** Returns the unsubscribe function. */
   subscribe(listener: (event: ChatEvent) => void): () => void;
 };
@@ -43,16 +57,18 @@ export type Bus = {
 /** Delivers in-process, synchronously and in order. A listener that throws cannot starve the others. */
 export function localBus(onListenerError: (e: unknown) => void = () => {}): Bus {
   const listeners = new Set<(event: ChatEvent) => void>();
-  return {
-    publish(event) {
-      for (const l of listeners) {
-        try {
-          l(event);
-        } catch (e) {
-          onListenerError(e);
-        }
+  const publish = (event: ChatEvent) => {
+    for (const l of listeners) {
+      try {
+        l(event);
+      } catch (e) {
+        onListenerError(e);
       }
-    },
+    }
+  };
+  return {
+    publish,
+    publishHere: publish,
     subscribe(listener) {
       listeners.add(listener);
       return () => listeners.delete(listener);

@@ -3,6 +3,7 @@ import { encodeMessageCursor } from "../store/cursor";
 import { BRANCH_MAX_MESSAGES, branchHistory } from "./branches";
 import type { ChatClient, ChatContext } from "./context";
 import type { KnownChats } from "./known-chats";
+import { lapsed } from "./lease";
 import { fitPage } from "./page-budget";
 
 /** An assistant message still being generated, as a history request shows it (never with its lease). */
@@ -24,7 +25,7 @@ function present(m: Message, now: number): Message | StreamingMessage {
   if (m.status !== "streaming" && !m.lease) return m;
   const { lease, status, ...rest } = m;
   if (status !== "streaming") return { ...rest, ...(status ? { status } : {}) };
-  if (!lease || lease.until < now) return { ...rest, status: "interrupted" };
+  if (!lease || lapsed(m, now)) return { ...rest, status: "interrupted" };
   return { ...rest, streaming: true, seq: lease.seq };
 }
 
@@ -35,7 +36,7 @@ export function historyPages(
   /** The question a regeneration this process runs answers (src/chat/branches.ts). */
   regeneratingQuestion: (traceId: string) => string | undefined = () => undefined,
 ) {
-  const { store, bus, live, options } = ctx;
+  const { store, live, leases, options } = ctx;
 
   /** A branched chat's page: its current branch (read whole, up to BRANCH_MAX_MESSAGES), paged in memory. */
   async function branchedHistory(owner: string, o: HistoryQuery) {
@@ -78,22 +79,6 @@ export function historyPages(
   }
 
   /**
-   * Stored "streaming" checkpoints that are not this process's live reply and whose lease lapsed
-   * (their process died) are finalised as interrupted through the store, and shown as it returns
-   * them: a dead reply is never shown as finished, nor as still streaming.
-   */
-  async function finalizeLapsed(chatId: string, messages: Message[], live?: string): Promise<Message[]> {
-    const now = Date.now();
-    if (!messages.some((m) => m.status === "streaming" && m.id !== live && (!m.lease || m.lease.until < now))) return messages;
-    const stale = await store.finalizeStale(now, chatId);
-    // As the sweeper does: watchers get the end, and every replica's kept messages are read again.
-    for (const m of stale)
-      bus.publish({ type: "reply_end", chatId: m.chat_id, traceId: m.id, seq: (m.lease?.seq ?? 0) + 1, status: "interrupted" });
-    const finalized = new Map(stale.map((m) => [m.id, m] as const));
-    return messages.map((m) => finalized.get(m.id) ?? m);
-  }
-
-  /**
    * A page of history, and from then on the chat's live frames for `client`. A reply still
    * streaming comes last, as its text so far (`streaming`, `seq`); the live deltas after it
    * meet it exactly, with no gap and no repeat.
@@ -102,9 +87,11 @@ export function historyPages(
     // Only the newest page (no cursor, no before) shows the reply being generated.
     const newest = !o.before && !o.cursor;
     await known.requireOwned(client.owner, o.chatId);
+    // A reply whose replica went silent is finalised before the page is read (src/chat/lease.ts).
+    await leases.settle(o.chatId);
     const pending = live.get(o.chatId);
     let { messages, hasMore, cursor, offBranch } = await pageOf(client.owner, o);
-    messages = await finalizeLapsed(o.chatId, messages, pending?.traceId);
+    messages = await leases.finalizeLapsed(o.chatId, messages, pending?.traceId);
     if (
       pending &&
       live.get(o.chatId) !== pending &&
@@ -113,7 +100,7 @@ export function historyPages(
     ) {
       // The reply finished while we read: it is stored now, and its live end went by unseen.
       ({ messages, hasMore, cursor, offBranch } = await pageOf(client.owner, o));
-      messages = await finalizeLapsed(o.chatId, messages, live.get(o.chatId)?.traceId);
+      messages = await leases.finalizeLapsed(o.chatId, messages, live.get(o.chatId)?.traceId);
     }
     // A reply streaming on another replica that this one joined mid-way: its text so far first.
     await live.ready(o.chatId);

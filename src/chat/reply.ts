@@ -94,7 +94,7 @@ export function replyCommands(ctx: ChatContext, requireOwned: (owner: string, ch
 }
 
 async function run(ctx: ChatContext, g: Generation, job: ReplyJob): Promise<ReplyResult> {
-  const { bus, log } = ctx;
+  const { bus } = ctx;
   const base: Message = {
     id: g.traceId,
     chat_id: g.chatId,
@@ -107,11 +107,36 @@ async function run(ctx: ChatContext, g: Generation, job: ReplyJob): Promise<Repl
   g.createdAt = base.created_at;
   // From here every replica mirrors this reply (history and RESUME anywhere).
   ctx.live.attach(g);
-  bus.publish({ type: "reply_start", chatId: g.chatId, traceId: g.traceId, createdAt: g.createdAt });
+  bus.publish({
+    type: "reply_start",
+    chatId: g.chatId,
+    traceId: g.traceId,
+    createdAt: g.createdAt,
+    questionId: job.question.id,
+    ...(job.deviceId ? { deviceId: job.deviceId } : {}),
+  });
+  // Checkpoints and heartbeats from here to the end: a death at any moment leaves an orphan others finalise.
+  const lease = ctx.leases.hold(g, base);
+  try {
+    return await generate(ctx, g, job, base, lease);
+  } finally {
+    lease.release();
+  }
+}
+
+async function generate(
+  ctx: ChatContext,
+  g: Generation,
+  job: ReplyJob,
+  base: Message,
+  lease: ReturnType<ChatContext["leases"]["hold"]>,
+): Promise<ReplyResult> {
+  const { bus, log } = ctx;
   let prompt: Awaited<ReturnType<ReplyJob["prompt"]>>;
   try {
     prompt = await job.prompt();
   } catch (e) {
+    await lease.stop();
     // Nothing was asked or stored: the question stays unanswered, and a resend of it answers it.
     const f = describeFailure(e, "the reply could not be started");
     if (f.code === "INTERNAL_ERROR") log.error("could not start a reply", { chatId: g.chatId, error: e });
@@ -120,7 +145,6 @@ async function run(ctx: ChatContext, g: Generation, job: ReplyJob): Promise<Repl
     return { status: "incomplete", error };
   }
   const idle = idleWatchdog(g.controller, ctx.options.modelIdleTimeoutMs);
-  const checkpoints = checkpointer(ctx, g, base);
   let status: MessageStatus | undefined;
   let error: ReplyResult["error"];
   try {
@@ -154,7 +178,7 @@ async function run(ctx: ChatContext, g: Generation, job: ReplyJob): Promise<Repl
   } finally {
     idle.stop();
     // The last checkpoint lands before the final write, never after it.
-    await checkpoints.stop();
+    await lease.stop();
   }
 
   const message: Message = { ...base, content: g.chunks.join(""), ...(status ? { status } : {}) };
@@ -190,45 +214,6 @@ function replyTime(question: Message): string {
   const after = Date.parse(question.created_at) + 1;
   const now = Date.parse(nowIso());
   return new Date(Math.max(after, now)).toISOString();
-}
-
-/**
- * Writes the reply so far every `replyCheckpointMs` once it has text, off the token path (one write
- * in flight at a time; a failed one is retried at the next tick), and renews the lease while the
- * model is silent. A process that dies stops renewing: its reply is then finalised as interrupted.
- * A reply that ends within the first interval is written once, finished (a crash before the first
- * checkpoint leaves its question unanswered, and a resend answers it: docs/protocol.md).
- */
-function checkpointer(ctx: ChatContext, g: Generation, base: Message) {
-  const { replyCheckpointMs: every, replyLeaseMs: leaseMs, instanceId } = ctx.options;
-  let writing: Promise<void> | undefined;
-  let savedSeq = 0;
-  let renewBy = 0;
-  let stopped = false;
-  const tick = () => {
-    const seq = g.chunks.length;
-    if (writing || stopped || seq === 0 || (seq === savedSeq && Date.now() < renewBy)) return;
-    const until = Date.now() + leaseMs;
-    const m: Message = { ...base, content: g.chunks.join(""), status: "streaming", lease: { owner: instanceId, until, seq } };
-    writing = ctx.store
-      .putMessage(m)
-      .then(
-        () => {
-          savedSeq = seq;
-          renewBy = until - leaseMs / 2;
-        },
-        (e) => ctx.log.debug("reply checkpoint failed", { chatId: g.chatId, traceId: g.traceId, error: e }),
-      )
-      .finally(() => (writing = undefined));
-  };
-  const timer = setInterval(tick, every);
-  return {
-    async stop() {
-      stopped = true;
-      clearInterval(timer);
-      await writing;
-    },
-  };
 }
 
 /**

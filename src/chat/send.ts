@@ -3,6 +3,7 @@ import type { Chat, Message } from "../records";
 import { nowIso } from "./clock";
 import type { ChatClient, ChatContext } from "./context";
 import { chatNotFound } from "./errors";
+import { cutShort } from "./lease";
 import { buildPrompt, checkQuestionFits, tokenizerFor } from "./prompt";
 import type { ReplyJob, ReplyResult } from "./reply";
 import type { Generation, JobSpec, Ticket } from "./replies";
@@ -237,8 +238,6 @@ type QuestionToStore = {
   /** The question's tree parent, given for an edit (src/chat/branches.ts). */
   parentId?: string;
 };
-
-const cutShort = (m: Message) => m.status === "interrupted" || (m.status === "streaming" && (m.lease?.until ?? 0) < Date.now());
 
 /** Messages from the oldest up to and including the question (later ones wait their turn). */
 function upTo(messages: Message[], question: Message): Message[] {

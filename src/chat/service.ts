@@ -6,6 +6,7 @@ import { replyCommands } from "./reply";
 import { createReplies, type Generation, type JobSpec, type ReplyOutcome, type StopReason } from "./replies";
 import { localLanes, modelCallLimit } from "./lanes";
 import { createLiveReplies } from "./live";
+import { replyLeases } from "./lease";
 import { sendCommands } from "./send";
 import { getSettingsOf, updateSettingsOf, type SettingsPatch } from "./settings";
 import type { ChatClient, ChatContext, ChatParts } from "./context";
@@ -32,6 +33,7 @@ export function createChatService(parts: ChatParts) {
   });
   const live = createLiveReplies({
     bus: parts.bus,
+    leaseMs: parts.options.replyLeaseMs,
     backfill: parts.backfill,
     onError: (e) => parts.log.warn("could not fill in a live reply", { error: e }),
   });
@@ -42,7 +44,17 @@ export function createChatService(parts: ChatParts) {
     maxChars: parts.options.historyCacheChars,
     ttlMs: parts.options.historyCacheTtlMs,
   });
-  const ctx: ChatContext = { ...parts, store: settingsCache.store, replies, lanes, live, recent };
+  const leases = replyLeases({
+    store: settingsCache.store,
+    bus: parts.bus,
+    live,
+    log: parts.log,
+    leaseMs: parts.options.replyLeaseMs,
+    checkpointMs: parts.options.replyCheckpointMs,
+    instanceId: parts.options.instanceId,
+    backfill: parts.backfill,
+  });
+  const ctx: ChatContext = { ...parts, store: settingsCache.store, replies, lanes, live, recent, leases };
   let regeneratingQuestion: (traceId: string) => string | undefined = () => undefined;
   const known = knownChats(ctx.store);
   const chats = chatCommands(ctx, known, (r) => stopElsewhere(r));
@@ -126,10 +138,10 @@ export function createChatService(parts: ChatParts) {
       purge: () => parts.store.purgeProcessed(),
     },
     /**
-     * Finalises replies whose process died (lease lapsed) as interrupted, and ends their streams
-     * for anyone watching. Run at start-up and then every half lease.
+     * Finalises replies whose process died (lease lapsed, or not heard on the bus for a lease) as
+     * interrupted, and ends their streams for anyone watching. Run at start-up and then every half lease.
      */
-    sweepOrphans: () => sweepOrphans(ctx),
+    sweepOrphans: leases.sweep,
     /** The server's defaults, shown beside a user's settings. */
     defaults: {
       systemPrompt: parts.options.systemPrompt,
@@ -145,16 +157,8 @@ export function createChatService(parts: ChatParts) {
       settingsCache.stop();
       recent.stop();
       live.close();
+      leases.stop();
     },
   };
 }
 export type ChatService = ReturnType<typeof createChatService>;
-
-async function sweepOrphans(ctx: ChatContext): Promise<number> {
-  const stale = await ctx.store.finalizeStale(Date.now());
-  for (const m of stale) {
-    ctx.bus.publish({ type: "reply_end", chatId: m.chat_id, traceId: m.id, seq: (m.lease?.seq ?? 0) + 1, status: "interrupted" });
-  }
-  if (stale.length > 0) ctx.log.info("finalised orphaned replies as interrupted", { count: stale.length });
-  return stale.length;
-}

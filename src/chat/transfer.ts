@@ -5,6 +5,7 @@ import { DEFAULT_CHAT_NAME } from "./known-chats";
 import { nowIso } from "./clock";
 import type { ChatContext } from "./context";
 import { ChatError } from "./errors";
+import { lapsed } from "./lease";
 
 // A chat as a file, and back: the JSON shape `pichat.chat` version 1 (docs/protocol.md, "Export and
 // import"). The shape is a promise to people's files: fields may be added, never renamed or retyped;
@@ -101,7 +102,7 @@ function firstIssue(issues: [v.BaseIssue<unknown>, ...v.BaseIssue<unknown>[]]): 
  * is "interrupted", as history shows it.
  */
 function exported(m: Message, now: number): ExportedMessage {
-  const status = m.status === "streaming" && (!m.lease || m.lease.until < now) ? "interrupted" : m.status;
+  const status = lapsed(m, now) ? "interrupted" : m.status;
   return {
     id: m.id,
     role: m.role,

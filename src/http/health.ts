@@ -18,19 +18,25 @@ export type HealthSources = {
   /** This replica's id (several replicas share one store). */
   replica: string;
   /** The shared bus (Redis), when several replicas are on. */
-  redis?: () => Promise<{ ok: boolean; mode: string; latency_ms?: number }>;
+  /** `connected`: the bus subscribed once since start-up (a later outage is only "degraded"). */
+  redis?: () => Promise<{ ok: boolean; mode: string; connected: boolean; latency_ms?: number }>;
   storeTimeoutMs?: number;
 };
 
-/** The /health body and status: 503 only when the store cannot be reached. */
+/**
+ * The /health body and status: 503 when the store cannot be reached, or (several replicas) while the
+ * shared bus has not connected once since start-up ("starting"): until then this replica cannot
+ * deliver other replicas' events. A later Redis outage is "degraded" (each replica serves its own).
+ */
 export async function healthReport(s: HealthSources) {
   const [storeOk, redis] = await Promise.all([pingWithin(s.store, s.storeTimeoutMs ?? 3000), s.redis?.()]);
   const model = s.model.health();
   const iot = s.iotHub();
   // Without Redis each replica still serves its own sockets: degraded, not down.
   const degraded = !model.ok || iot.status === "error" || !storeOk || (redis !== undefined && !redis.ok);
+  const starting = redis !== undefined && !redis.connected;
   const body = {
-    status: degraded ? "degraded" : "ok",
+    status: starting ? "starting" : degraded ? "degraded" : "ok",
     services: {
       store: { kind: s.store.kind, ok: storeOk, auth: s.auth.store },
       model: {
@@ -47,7 +53,7 @@ export async function healthReport(s: HealthSources) {
     version: s.version,
     uptime_s: Math.round((Date.now() - s.startedAt) / 1000),
   };
-  return { status: storeOk ? 200 : 503, body } as const;
+  return { status: storeOk && !starting ? 200 : 503, body } as const;
 }
 
 async function pingWithin(store: Store, ms: number): Promise<boolean> {

@@ -23,8 +23,10 @@ export function redisBus(o: {
   redis: RedisConnection;
   replicaId: string;
   log: Logger;
+  /** A live reply's stream lives this long past its last heartbeat (several leases: src/chat/lease.ts). */
+  liveStreamTtlMs: number;
   onMessage?: (direction: "published" | "received" | "failed", lagMs?: number) => void;
-}): Bus & { backfill(chatId: string, traceId: string): Promise<string[]> } {
+}): Bus & { backfill(chatId: string, traceId: string): Promise<string[]>; connected(): boolean } {
   const { cmd, sub } = o.redis;
   const local = localBus((e) => o.log.error("event listener failed", { error: e }));
   let missed = false;
@@ -37,9 +39,12 @@ export function redisBus(o: {
 
   function mirror(e: ChatEvent) {
     if (e.type === "reply_delta") {
-      cmd
-        .xadd(keys.stream(e.chatId, e.traceId), "MAXLEN", "~", String(STREAM_MAX_LEN), "*", "s", String(e.seq), "c", e.content)
-        .catch(() => {});
+      const key = keys.stream(e.chatId, e.traceId);
+      cmd.xadd(key, "MAXLEN", "~", String(STREAM_MAX_LEN), "*", "s", String(e.seq), "c", e.content).catch(() => {});
+      // Its replica may die before anyone finalises it: the stream expires unless heartbeats renew it.
+      if (e.seq === 1) cmd.pexpire(key, o.liveStreamTtlMs).catch(() => {});
+    } else if (e.type === "reply_alive") {
+      cmd.pexpire(keys.stream(e.chatId, e.traceId), o.liveStreamTtlMs).catch(() => {});
     } else if (e.type === "reply_end") {
       cmd.expire(keys.stream(e.chatId, e.traceId), STREAM_TTL_S).catch(() => {});
     }
@@ -84,6 +89,11 @@ export function redisBus(o: {
       }
       local.publish(e);
     },
+    publishHere: local.publish,
+    // Subscribed, and the subscriber connected: other replicas' events reach this one.
+    hearing: () => subscribedOnce && sub.status === "ready" && !missed,
+    /** The bus has subscribed once since start-up (a new replica is not ready before). */
+    connected: () => subscribedOnce,
     subscribe: local.subscribe,
     async backfill(chatId, traceId) {
       const entries = await cmd.xrange(keys.stream(chatId, traceId), "-", "+");

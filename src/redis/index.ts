@@ -26,6 +26,7 @@ export function startSharedMode(o: SharedOptions, log: Logger, metrics: Metrics)
     redis,
     replicaId: o.replicaId,
     log,
+    liveStreamTtlMs: o.leaseMs * 3,
     onMessage: (direction, lagMs) => {
       metrics.busMessages.inc({ direction });
       if (lagMs !== undefined) metrics.busLag.observe(lagMs / 1000);
@@ -40,11 +41,13 @@ export function startSharedMode(o: SharedOptions, log: Logger, metrics: Metrics)
     userSends: (perMinute: number, fallback: Parameters<typeof redisUserSends>[2]) => redisUserSends(redis, perMinute, fallback, log),
     /** Takes over the questions of replicas that died. */
     sweep: async () => lanes?.sweep(),
+    /** `connected`: the bus has subscribed once since start-up; before that this replica is not ready. */
     async health() {
       const latency = await redis.ping();
+      const connected = bus.connected();
       return latency === undefined
-        ? { ok: false, mode: redis.mode }
-        : { ok: true, mode: redis.mode, latency_ms: Math.round(latency * 100) / 100 };
+        ? { ok: false, mode: redis.mode, connected }
+        : { ok: true, mode: redis.mode, connected, latency_ms: Math.round(latency * 100) / 100 };
     },
     async close() {
       lanes?.close();

@@ -92,6 +92,13 @@ export type Store = {
    * returned as stored after. With `chatId`, only that chat's.
    */
   finalizeStale(now: number, chatId?: string): Promise<Message[]>;
+  /**
+   * A conditional write of one message: `next` is shown the message as stored (or undefined) and
+   * returns what to write, or undefined to write nothing. What it returns is written only if the
+   * record did not change meanwhile (SQLite: one transaction; Cosmos: create-if-absent or an etag
+   * match, `next` asked again after a lost race). Resolves to what was written, or undefined.
+   */
+  rewriteMessage(chatId: string, id: string, next: (current: Message | undefined) => Message | undefined): Promise<Message | undefined>;
 
   /** Records a device message id; true the first time, false on every later call until it expires. */
   claimProcessed(messageId: string, ttlSeconds: number): Promise<boolean>;

@@ -41,6 +41,7 @@ export function showEventsOnSockets(bus: Bus, conns: Connections): () => void {
       case "resync":
         return conns.toAll(frames.resync(e.reason));
       case "reply_start":
+      case "reply_alive":
       case "stop_request":
       case "settings_updated":
       case "messages_changed":

@@ -2,11 +2,11 @@ import type { SqlQuerySpec } from "@azure/cosmos";
 import type { Message } from "../../records";
 import { decodeMessageCursor, encodeMessageCursor } from "../cursor";
 import type { Page, Store } from "../store";
-import { type Cosmos, matchEtag, query, strip, tolerate } from "./requests";
+import { type Cosmos, matchEtag, query, read, strip, tolerate } from "./requests";
 
 type MessageOps = Pick<
   Store,
-  "addMessage" | "addQuestion" | "putMessage" | "listMessages" | "pageMessages" | "findReply" | "finalizeStale"
+  "addMessage" | "addQuestion" | "putMessage" | "listMessages" | "pageMessages" | "findReply" | "finalizeStale" | "rewriteMessage"
 >;
 
 const MESSAGE_ORDER = "ORDER BY c.created_at DESC, c.id DESC";
@@ -105,8 +105,29 @@ export function messageOps(k: Cosmos, touchChat: Store["touchChat"]): MessageOps
     );
   };
 
+  /** Read, decide, write if unchanged (create-if-absent or etag match); a lost race reads again. */
+  const rewriteMessage: Store["rewriteMessage"] = async (chatId, id, next) => {
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const doc = await read<Message>(k, c.messages, id, chatId);
+      const m = next(doc ? strip<Message>(doc) : undefined);
+      if (!m) return undefined;
+      const won = await tolerate(
+        async () => {
+          if (doc) await c.messages.item(id, chatId).replace(m, { ...o(), ...matchEtag(String(doc._etag)) });
+          else await c.messages.items.create(m, o());
+          return true;
+        },
+        [404, 409, 412],
+        false,
+      );
+      if (won) return m;
+    }
+    throw new Error(`message ${id} kept changing while it was rewritten`);
+  };
+
   return {
     addMessage,
+    rewriteMessage,
     // Two requests (the message and the chat live in different containers). deleteChat removes the
     // chat record before its messages: a question written as the chat went may have missed its
     // sweep, so it is taken back here.

@@ -47,6 +47,12 @@ export function openSqliteStore(path: string): Store {
     return q.getClaim.get({ $id: id })?.done === 1 ? "done" : "held";
   });
 
+  const rewriteMessageTx = db.transaction((chatId: string, id: string, next: (m: Message | undefined) => Message | undefined) => {
+    const row = q.getMessage.get({ $chat_id: chatId, $id: id });
+    const m = next(row ? toMessage(row) : undefined);
+    if (m) q.putMessage.run(messageParams(m));
+    return m;
+  });
   const patchSettingsTx = db.transaction((owner: string, patch: Record<string, unknown>) => {
     const row = q.getSettings.get({ $owner: owner });
     const next = mergeSettings(row ? (JSON.parse(row.value) as Record<string, unknown>) : {}, patch);
@@ -154,6 +160,8 @@ export function openSqliteStore(path: string): Store {
       const rows = chatId === undefined ? q.finalizeStale.all({ $now: now }) : q.finalizeStaleIn.all({ $now: now, $chat_id: chatId });
       return rows.map(toMessage).sort(byPosition);
     }),
+
+    rewriteMessage: guard((chatId, id, next) => rewriteMessageTx.immediate(chatId, id, next)),
 
     claimProcessed: guard((id, ttlSeconds) => {
       const now = Date.now();

@@ -33,6 +33,7 @@ export function prepareStatements(db: Database) {
       "SELECT * FROM chats WHERE owner = $owner AND device_id = $device_id AND active = 1 ORDER BY updated_at DESC LIMIT 1",
     ),
     addMessage: db.query(`INSERT INTO messages (${MESSAGE_COLUMNS}) VALUES (${MESSAGE_VALUES}) ON CONFLICT DO NOTHING`),
+    getMessage: db.query<MessageRow, { $chat_id: string; $id: string }>("SELECT * FROM messages WHERE chat_id = $chat_id AND id = $id"),
     hasMessage: db.query<{ one: number }, { $chat_id: string; $id: string }>(
       "SELECT 1 AS one FROM messages WHERE chat_id = $chat_id AND id = $id",
     ),
