@@ -218,7 +218,7 @@ export function replyLeases(o: {
       // unconditional (one small message per reply every third of a lease), and renews the expiry of
       // the reply's shared stream (src/redis/bus.ts).
       const beat = () =>
-        bus.publish({ type: "reply_alive", chatId: g.chatId, traceId: g.traceId, questionId: g.questionId, seq: g.chunks.length });
+        bus.publish({ type: "reply_alive", chatId: g.chatId, traceId: g.traceId, questionId: base.parent_id, seq: g.chunks.length });
       const timer = setInterval(tick, o.checkpointMs);
       const heart = setInterval(beat, heartbeatEvery(leaseMs));
       return {
