@@ -122,6 +122,7 @@ const EnvSchema = v.object({
   COSMOS_CONTAINER_SETTINGS: str("settings"),
   COSMOS_CONTAINER_PROCESSED_MESSAGES: str("processed_messages"),
   COSMOS_CONTAINER_CHECKPOINTS: str("checkpoints"),
+  COSMOS_CONTAINER_USAGE: str("usage"),
   COSMOS_ALLOW_SELF_SIGNED_CERT: bool(false),
   // SEARCH on Cosmos: the account's full-text search ("on"), a parameterised scan ("off"), or whichever the account answers ("auto").
   COSMOS_FULL_TEXT_SEARCH: v.optional(v.picklist(["auto", "on", "off"], "must be auto, on or off"), "auto"),
@@ -141,6 +142,22 @@ const EnvSchema = v.object({
     v.pipe(v.string(), v.trim(), v.regex(/^[\w.-]{1,64}$/, "must be 1 to 64 letters, digits, dots, dashes or underscores")),
   ),
   MODEL_CALLS_PER_MINUTE: int(0, 0, 1_000_000),
+  // Replies one user may have generating at once, across replicas (0: no per-user share).
+  MAX_GENERATIONS_PER_USER: int(0, 0, 100_000),
+  // Tokens (prompt + completion) one user may use per UTC day; empty or "none": no budget. `bun run users limit` overrides it per user.
+  USER_TOKENS_PER_DAY: v.optional(
+    v.pipe(
+      v.string(),
+      v.trim(),
+      v.regex(/^(none|\d{1,12})$/i, "must be a whole number of tokens or none"),
+      v.transform((s) => (s.toLowerCase() === "none" ? null : Number(s))),
+    ),
+    "none",
+  ),
+  // Model names a user may pick in UPDATE_SETTINGS, comma-separated; empty: only the configured model.
+  MODEL_ALLOWED: list,
+  // Record every model call's tokens (GET_USAGE, `bun run users usage`, budgets need it).
+  USAGE_RECORDS: bool(true),
 
   // Tools in replies (src/tools/, docs/tools.md).
   TOOLS_ENABLED: bool(true),

@@ -83,6 +83,17 @@ export function createMetrics() {
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1],
       registers,
     }),
+    usageTokens: new Counter({
+      name: "pichat_model_usage_tokens_total",
+      help: "Tokens of model calls by kind (reply, regeneration, title, device), model, and part (prompt, completion); estimated ones included",
+      labelNames: ["kind", "model", "part"],
+      registers,
+    }),
+    budgetRefusals: new Counter({
+      name: "pichat_budget_refusals_total",
+      help: "Questions and model calls refused because their user's tokens for the day were spent",
+      registers,
+    }),
     throttledSignIns: new Counter({
       name: "pichat_sign_ins_throttled_total",
       help: "Sign-ins refused unread because their address failed too often",

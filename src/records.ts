@@ -28,6 +28,26 @@ export const UserSchema = v.object({
 });
 export type User = v.InferOutput<typeof UserSchema>;
 
+/**
+ * One model call's tokens (src/chat/usage.ts): a reply, a regeneration, a device's answer, a
+ * chat's title; a reply with tool rounds has one per call (`id` numbers them). `estimated`: the
+ * model service sent no count, so the tokenizer counted. `id` is the same wherever the call is
+ * recorded, so a record is stored once whichever replica writes it, however often.
+ */
+export const UsageRecordSchema = v.object({
+  id: v.string(),
+  user_id: v.string(),
+  chat_id: v.string(),
+  message_id: v.string(),
+  model: v.string(),
+  kind: v.picklist(["reply", "regeneration", "title", "device"]),
+  prompt_tokens: v.number(),
+  completion_tokens: v.number(),
+  estimated: v.boolean(),
+  created_at: IsoTime,
+});
+export type UsageRecord = v.InferOutput<typeof UsageRecordSchema>;
+
 export const RoleSchema = v.picklist(["user", "assistant", "system"]);
 export type Role = v.InferOutput<typeof RoleSchema>;
 

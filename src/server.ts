@@ -7,6 +7,7 @@ import type { Config } from "./config";
 import { localBus, type Bus } from "./chat/events";
 import { describeFailure } from "./chat/errors";
 import { createChatService, type ChatService } from "./chat/service";
+import { createUsage } from "./chat/usage";
 import { jsonExport, markdownExport } from "./chat/transfer-format";
 import { warmUp } from "./chat/warm-up";
 import { sweepEvery } from "./chat/lease";
@@ -68,9 +69,23 @@ export function startServer(parts: ServerParts) {
       )
     : undefined;
   const bus = parts.bus ?? shared?.bus ?? localBus((e) => log.error("event listener failed", { error: e }));
+  // Usage records and budgets (src/chat/usage.ts): every model call tagged with its user.
+  const usage = c.USAGE_RECORDS
+    ? createUsage({
+        store,
+        log,
+        options: { enabled: true, tokensPerDay: c.USER_TOKENS_PER_DAY, replyReserveTokens: c.MODEL_REPLY_RESERVE_TOKENS },
+        onRecorded: (r) => {
+          metrics.usageTokens.inc({ kind: r.kind, model: r.model, part: "prompt" }, r.prompt_tokens);
+          metrics.usageTokens.inc({ kind: r.kind, model: r.model, part: "completion" }, r.completion_tokens);
+        },
+        onRefused: () => metrics.budgetRefusals.inc(),
+      })
+    : undefined;
   const chat = createChatService({
     store,
     model,
+    usage,
     bus,
     log,
     sharedLanes: shared?.sharedLanes,
@@ -90,6 +105,7 @@ export function startServer(parts: ServerParts) {
       instanceId,
       modelCallsPerMinute: c.MODEL_CALLS_PER_MINUTE,
       deviceDefaultOwner: c.DEVICE_DEFAULT_OWNER,
+      modelAllowed: c.MODEL_ALLOWED,
       // Characters, two bytes each in memory (JS strings); with several replicas, trusted for less time
       // without news from the bus (src/chat/recent.ts).
       historyCacheChars: c.HISTORY_CACHE_MB * 500_000,
@@ -221,6 +237,8 @@ export function startServer(parts: ServerParts) {
       await idle;
     }
     clearTimeout(timer);
+    // The usage records of the replies that just ended, while the store is still open (bounded by the deadline).
+    await Promise.race([usage?.drained(), Bun.sleep(Math.min(deadlineMs, 2_000))]);
     for (const ws of conns.all()) ws.close(CLOSE_GOING_AWAY, "server shutting down");
     unsubscribe();
     chat.close();
@@ -233,6 +251,7 @@ export function startServer(parts: ServerParts) {
     devices,
     metrics,
     chat,
+    usage,
     conns,
     stop,
     /** Settles once what the first send would load is loaded (the server is ready from then on). */

@@ -44,6 +44,7 @@ for (const kind of ["sqlite", "cosmos"] as const) {
         OPENAI_API_KEY: "sk-test",
         CHAT_TITLES: "false",
         SYSTEM_PROMPT: SYSTEM,
+        MODEL_ALLOWED: "gpt-4o,gpt-4",
       };
       small = await startTestServer(
         { ...env, MODEL_CONTEXT_TOKENS: String(WINDOW), MODEL_REPLY_RESERVE_TOKENS: String(RESERVE) },

@@ -21,7 +21,12 @@ const newChat = async (c: TestClient) => (await c.request({ type: "CREATE_CHAT" 
 
 beforeAll(async () => {
   model = await startSseModel({ tokens: ["ok"] });
-  srv = await startTestServer({ OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "base-model", CHAT_TITLES: "false" });
+  srv = await startTestServer({
+    OPENAI_BASE_URL: `${model.url}/v1`,
+    OPENAI_MODEL: "base-model",
+    CHAT_TITLES: "false",
+    MODEL_ALLOWED: "base-model,pirate-7b",
+  });
 });
 afterAll(async () => {
   await srv.close();
@@ -403,5 +408,42 @@ describe("settings", () => {
     }
     const reset = await a.request({ type: "UPDATE_SETTINGS", payload: { systemPrompt: null, temperature: null, model: null } }, "SETTINGS");
     expect(reset.settings).toEqual({});
+  });
+
+  test("MODEL_ALLOWED: another model is refused (INVALID_FRAME, the chat layer's INVALID_ARGUMENT) naming the allowed ones, nothing stored; a stored one no longer allowed is not used", async () => {
+    const a = await open();
+    const before = await srv.store.getSettings("default");
+    const err = await a.request({ type: "UPDATE_SETTINGS", payload: { model: "gpt-4-32k" } }, "SETTINGS");
+    expect(err).toMatchObject({
+      type: "ERROR",
+      code: "INVALID_FRAME",
+      error: "model must be one of: base-model, pirate-7b",
+      allowed: ["base-model", "pirate-7b"],
+    });
+    expect(await srv.store.getSettings("default")).toEqual(before);
+    // A setting written before the list changed (straight into the store): the configured model answers.
+    await srv.store.patchSettings("default", { model: "gpt-4-32k" });
+    model.setScript({ tokens: ["ok"] });
+    const b = await open();
+    const chat = await newChat(b);
+    b.send({ type: "SEND_MESSAGE", chatId: chat.id, content: "hi" });
+    await b.reply(chat.id);
+    expect(model.requests.at(-1)!.body.model).toBe("base-model");
+    await srv.store.patchSettings("default", { model: null });
+  });
+  test("MODEL_ALLOWED unset: only the configured model may be chosen", async () => {
+    const only = await startTestServer({ OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "base-model", CHAT_TITLES: "false" });
+    try {
+      const a = await only.connect();
+      expect(await a.request({ type: "UPDATE_SETTINGS", payload: { model: "pirate-7b" } }, "SETTINGS")).toMatchObject({
+        code: "INVALID_FRAME",
+        error: "model must be one of: base-model",
+      });
+      expect((await a.request({ type: "UPDATE_SETTINGS", payload: { model: "base-model" } }, "SETTINGS")).settings).toEqual({
+        model: "base-model",
+      });
+    } finally {
+      await only.close();
+    }
   });
 });

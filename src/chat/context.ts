@@ -8,6 +8,7 @@ import type { LiveReplies } from "./live";
 import type { ContextBudget } from "./prompt";
 import type { RecentMessages } from "./recent";
 import type { Replies } from "./replies";
+import type { Usage } from "./usage";
 
 export type ChatOptions = {
   systemPrompt: string;
@@ -41,6 +42,8 @@ export type ChatOptions = {
   historyCacheTtlMs: number;
   /** DEVICE_DEFAULT_OWNER: who owns the chats of devices nobody was assigned to ("default", "none" or a user name). */
   deviceDefaultOwner: string;
+  /** MODEL_ALLOWED: the models a user may pick in their settings; empty or unset: the configured one only. */
+  modelAllowed?: readonly string[];
 };
 
 /** What the chat service is built from, once, in server.ts (tests pass real local peers). */
@@ -54,6 +57,8 @@ export type ChatParts = {
   sharedLanes?: (local: Replies) => Lanes;
   /** The text so far of a reply streaming on another replica (the Redis stream that mirrors it). */
   backfill?: (chatId: string, traceId: string) => Promise<string[]>;
+  /** Usage records and budgets (src/chat/usage.ts); without it, model calls are not metered. */
+  usage?: Usage;
 };
 
 /** What the modules inside src/chat close over. */

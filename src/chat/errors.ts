@@ -20,6 +20,8 @@ export const CHAT_ERROR_CODES = [
   // Branches (src/chat/branches.ts): no such message in the chat; a message that is not a question.
   "MESSAGE_NOT_FOUND",
   "NOT_A_QUESTION",
+  // The user's tokens for today are spent (details: resetsAt, budget, used); src/chat/usage.ts.
+  "BUDGET_EXCEEDED",
 ] as const;
 export type ChatErrorCode = (typeof CHAT_ERROR_CODES)[number];
 

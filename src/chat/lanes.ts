@@ -19,6 +19,8 @@ export type Lanes = {
   release(ticket: Ticket): void;
   /** The reply to a question waiting or being answered, if this replica can see it settle. */
   pending(chatId: string, questionId: string): Promise<ReplyOutcome> | undefined;
+  /** Counts a model call outside a reply (a title) in MODEL_CALLS_PER_MINUTE; throws TOO_MANY_GENERATIONS past it. */
+  admitModelCall?(): Promise<void>;
 };
 
 /**
@@ -60,5 +62,6 @@ export function localLanes(replies: Replies, admitModelCall: () => Promise<void>
     start: async (ticket, spec) => replies.start(ticket, spec),
     release: (ticket) => replies.release(ticket),
     pending: (chatId, questionId) => replies.pending(chatId, questionId),
+    admitModelCall,
   };
 }

@@ -1,4 +1,4 @@
-import { ModelError, type Turn } from "../model/model";
+import { ModelError, type Turn, type UsageTag } from "../model/model";
 import type { Message, MessageStatus } from "../records";
 import { nowIso } from "./clock";
 import type { ChatClient, ChatContext } from "./context";
@@ -13,6 +13,8 @@ export type ReplyJob = {
   /** Builds the model's input when the reply starts (after any reply queued before it). */
   prompt(): Promise<{ turns: Turn[]; temperature?: number; model?: string }>;
   deviceId?: string;
+  /** Whose reply this is and why, for its usage record (src/chat/usage.ts). */
+  usage?: Pick<UsageTag, "userId" | "kind">;
 };
 
 /** What RESUME answers: the rest of a live reply, or the stored one when it has finished. */
@@ -152,6 +154,7 @@ async function generate(
       signal: g.controller.signal,
       temperature: prompt.temperature,
       model: prompt.model,
+      ...(job.usage ? { usage: { ...job.usage, chatId: g.chatId, messageId: g.traceId } } : {}),
     })) {
       // A stopped reply takes nothing more, even deltas the model had already sent (one read of
       // its stream can hold many).

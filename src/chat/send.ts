@@ -184,7 +184,12 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
 
   /** Answers a job in its generation: the prompt is read when its turn comes. */
   const run = (spec: JobSpec, g: Generation) =>
-    needs.answer({ question: spec.question, deviceId: spec.deviceId, prompt: () => promptFor(spec.question, spec) })(g);
+    needs.answer({
+      question: spec.question,
+      deviceId: spec.deviceId,
+      prompt: () => promptFor(spec.question, spec),
+      usage: { userId: spec.owner, kind: spec.laneKey ? "regeneration" : spec.deviceId ? "device" : "reply" },
+    })(g);
 
   /** The model's input, read when the reply starts: history up to this question, and the owner's settings. */
   async function promptFor(question: Message, o: { owner: string; context?: Turn[]; branched?: boolean; deviceId?: string }) {

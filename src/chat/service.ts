@@ -17,6 +17,9 @@ import { transferCommands } from "./transfer";
 import { withSettingsCache } from "./settings-cache";
 import { recentMessages } from "./recent";
 import { defaultDeviceOwner, deviceOwners, UNASSIGNED_OWNER } from "./device-owners";
+import { budgeted } from "./usage";
+import { allowedModels, checkModelChoice, onlyAllowed } from "./model-choice";
+import { ChatError } from "./errors";
 
 /**
  * The chat service: every use-case browsers and devices share, built once from its parts.
@@ -54,7 +57,11 @@ export function createChatService(parts: ChatParts) {
     instanceId: parts.options.instanceId,
     backfill: parts.backfill,
   });
-  const ctx: ChatContext = { ...parts, store: settingsCache.store, replies, lanes, live, recent, leases };
+  // Every model call tagged with its user is metered: budget first, a usage record after (src/chat/usage.ts).
+  const allowed = allowedModels(parts.model.name, parts.options.modelAllowed);
+  const chosen = onlyAllowed(parts.model, allowed);
+  const model = parts.usage ? parts.usage.meter(chosen) : chosen;
+  const ctx: ChatContext = { ...parts, model, store: settingsCache.store, replies, lanes, live, recent, leases };
   let regeneratingQuestion: (traceId: string) => string | undefined = () => undefined;
   const known = knownChats(ctx.store);
   const chats = chatCommands(ctx, known, (r) => stopElsewhere(r));
@@ -102,16 +109,20 @@ export function createChatService(parts: ChatParts) {
     exportChat: transfer.exportChat,
     /** A new chat for the owner from an exported file; announced like CREATE_CHAT, never answered by the model. */
     importChat: transfer.importChat,
-    send: sending.send,
+    send: parts.usage ? budgeted(parts.usage, parts.model.name, sending.send) : sending.send,
     storeQuestion: sending.storeQuestion,
     /** REGENERATE: a new reply to a question, the earlier ones kept as other versions (src/chat/branches.ts). */
     async regenerate(o: { chatId: string; questionId?: string }, client: ChatClient) {
       // Watch first, as for a send: the reply may start streaming before this returns.
       await known.requireOwned(client.owner, o.chatId);
       const unwatch = client.watch(o.chatId);
+      const release = parts.usage ? await parts.usage.admitQuestion(client.owner, o.chatId, parts.model.name, "") : () => {};
       try {
-        return await branches.regenerate({ ...o, owner: client.owner, origin: client.id });
+        const r = await branches.regenerate({ ...o, owner: client.owner, origin: client.id });
+        void r.reply?.finally(release);
+        return r;
       } catch (e) {
+        release();
         unwatch();
         throw e;
       }
@@ -125,8 +136,13 @@ export function createChatService(parts: ChatParts) {
     },
     stop: reply.stop,
     resume: reply.resume,
+    /** GET_USAGE: the owner's tokens per day and model, and today's budget (src/chat/usage.ts). */
+    usage: (owner: string, days: number) =>
+      parts.usage
+        ? parts.usage.report(owner, days)
+        : Promise.reject(new ChatError("INVALID_ARGUMENT", "usage is not recorded on this server (USAGE_RECORDS=false)")),
     getSettings: (owner: string) => getSettingsOf(ctx.store, owner),
-    updateSettings: (owner: string, patch: SettingsPatch) => updateSettingsOf(ctx.store, owner, patch),
+    updateSettings: (owner: string, patch: SettingsPatch) => (checkModelChoice(patch, allowed), updateSettingsOf(ctx.store, owner, patch)),
     /** Full-text search over the owner's chat names and messages (src/chat/search.ts). */
     search: searchCommands(ctx).search,
     /** Device messages are handled at least once, with one effect: a claim is a lease this process holds. */

@@ -18,11 +18,13 @@ export async function titleChat(
 ): Promise<Chat | undefined> {
   if (chat.name !== DEFAULT_CHAT_NAME || deps.model.kind === "offline") return undefined;
   try {
+    // A title is a model call like any: it counts in MODEL_CALLS_PER_MINUTE and in the user's usage.
+    await deps.lanes.admitModelCall?.();
     let title = "";
     const signal = AbortSignal.timeout(deps.options.modelIdleTimeoutMs);
     for await (const delta of deps.model.stream(
       [{ role: "system", content: TITLE_PROMPT }, ...exchange.map((m) => ({ role: m.role, content: m.content.slice(0, 2000) }))],
-      { signal, temperature: 0.2 },
+      { signal, temperature: 0.2, usage: { userId: owner, chatId: chat.id, messageId: exchange[1].id, kind: "title" } },
     )) {
       title += delta;
       if (title.length > 200) break;

@@ -19,10 +19,26 @@ export type ModelTurn =
   | { role: "assistant"; content: string; tool_calls: ToolCall[] }
   | { role: "tool"; tool_call_id: string; content: string };
 
+/** Tokens the model service says one call used (its `usage`, sent last when asked for). */
+export type ReportedUsage = { promptTokens: number; completionTokens: number };
+
+/** Who a model call is for and why: the usage record it becomes (src/chat/usage.ts). */
+export type UsageTag = {
+  userId: string;
+  chatId: string;
+  /** The reply's id (a title: its first reply's); several calls for one reply (tool rounds) are numbered. */
+  messageId: string;
+  kind: "reply" | "regeneration" | "title" | "device";
+};
+
 export type StreamOptions = {
   signal: AbortSignal;
   temperature?: number;
   model?: string;
+  /** Whose call this is; a metered model records it (src/chat/usage.ts). */
+  usage?: UsageTag;
+  /** Told the service's own count, when it sends one (after the last delta). */
+  onUsage?: (u: ReportedUsage) => void;
   /** Functions offered to the model; a model server that refuses them is asked without (and remembered). */
   tools?: ToolSpec[];
   /** Called once, after the last delta, with the calls the model asked for (none: not called). */

@@ -40,7 +40,7 @@ function chatCompletionsModel(kind: ModelKind, client: OpenAI, name: string): Mo
   return {
     kind,
     name,
-    async *stream(turns: ModelTurn[], { signal, temperature, model, tools, onToolCalls }: StreamOptions) {
+    async *stream(turns: ModelTurn[], { signal, temperature, model, tools, onToolCalls, onUsage }: StreamOptions) {
       const target = model ?? name;
       const offer = tools?.length && !noTools.has(target) ? tools : undefined;
       const request = (withTools: ToolSpec[] | undefined) =>
@@ -50,6 +50,8 @@ function chatCompletionsModel(kind: ModelKind, client: OpenAI, name: string): Mo
               model: target,
               messages: (withTools ? turns : withoutToolTurns(turns)) as OpenAI.ChatCompletionMessageParam[],
               stream: true,
+              // The service's own token count, in one last chunk (Azure OpenAI and OpenAI send it).
+              ...(onUsage ? { stream_options: { include_usage: true } } : {}),
               ...(temperature === undefined ? {} : { temperature }),
               ...(withTools ? { tools: withTools.map((t) => ({ type: "function" as const, function: t })) } : {}),
             },
@@ -71,7 +73,7 @@ function chatCompletionsModel(kind: ModelKind, client: OpenAI, name: string): Mo
       if (!body) throw new ModelError("MODEL_ERROR", "the model service answered without a body");
       const calls = toolCallAssembler();
       try {
-        yield* chatDeltas(body, signal, offer ? calls.add : undefined);
+        yield* chatDeltas(body, signal, offer ? calls.add : undefined, onUsage);
         signal.throwIfAborted();
       } catch (e) {
         throw toModelError(e, signal);

@@ -17,6 +17,8 @@ export async function* chatDeltas(
   signal?: AbortSignal,
   /** Each streamed tool-call piece, in order (src/model/tool-calls.ts puts them together). */
   onToolCall?: (d: ToolCallDelta) => void,
+  /** The service's token count, from the usage chunk it sends last when asked (stream_options.include_usage). */
+  onUsage?: (u: { promptTokens: number; completionTokens: number }) => void,
 ): AsyncGenerator<string> {
   const text = decoder();
   let carry = "";
@@ -30,7 +32,7 @@ export async function* chatDeltas(
       if (end < 0) break;
       const line = chunk.charCodeAt(end - 1) === 13 ? chunk.slice(start, end - 1) : chunk.slice(start, end);
       start = end + 1;
-      const delta = deltaOf(line, onToolCall);
+      const delta = deltaOf(line, onToolCall, onUsage);
       if (delta === DONE) return;
       if (delta) {
         signal?.throwIfAborted();
@@ -39,24 +41,35 @@ export async function* chatDeltas(
     }
     carry = chunk.slice(start);
   }
-  const last = deltaOf(carry + text.decode(), onToolCall);
+  const last = deltaOf(carry + text.decode(), onToolCall, onUsage);
   if (last && last !== DONE) yield last;
 }
 
 const DONE = Symbol("done");
 
 /** The content of one SSE line, DONE for the end marker, undefined for anything else (comments, event names, role-only chunks). */
-function deltaOf(line: string, onToolCall?: (d: ToolCallDelta) => void): string | typeof DONE | undefined {
+function deltaOf(
+  line: string,
+  onToolCall?: (d: ToolCallDelta) => void,
+  onUsage?: (u: { promptTokens: number; completionTokens: number }) => void,
+): string | typeof DONE | undefined {
   if (!line.startsWith("data:")) return undefined;
   const data = line.charCodeAt(5) === 32 ? line.slice(6) : line.slice(5);
   if (data === "[DONE]") return DONE;
-  let parsed: { choices?: { delta?: { content?: unknown; tool_calls?: unknown } }[]; error?: { message?: unknown } };
+  let parsed: {
+    choices?: { delta?: { content?: unknown; tool_calls?: unknown } }[];
+    error?: { message?: unknown };
+    usage?: { prompt_tokens?: unknown; completion_tokens?: unknown } | null;
+  };
   try {
     parsed = JSON.parse(data);
   } catch {
     throw new StreamError("the model sent a chunk that is not JSON");
   }
   if (parsed.error) throw new StreamError("the model reported an error mid-stream");
+  const u = parsed.usage;
+  if (u && onUsage && Number.isSafeInteger(u.prompt_tokens) && Number.isSafeInteger(u.completion_tokens))
+    onUsage({ promptTokens: u.prompt_tokens as number, completionTokens: u.completion_tokens as number });
   const delta = parsed.choices?.[0]?.delta;
   if (onToolCall && Array.isArray(delta?.tool_calls)) for (const t of delta.tool_calls) if (t && typeof t === "object") onToolCall(t);
   const content = delta?.content;

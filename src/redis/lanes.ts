@@ -228,6 +228,8 @@ export function redisLanes(
       );
     },
 
+    admitModelCall,
+
     /** Questions waiting in a lane that nobody holds (its replica died): take them over. */
     async sweep() {
       const chats = await cmd.smembers(keys.queued);

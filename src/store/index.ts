@@ -26,6 +26,7 @@ export async function storeFromConfig(
       settings: c.COSMOS_CONTAINER_SETTINGS,
       processedMessages: c.COSMOS_CONTAINER_PROCESSED_MESSAGES,
       checkpoints: c.COSMOS_CONTAINER_CHECKPOINTS,
+      usage: c.COSMOS_CONTAINER_USAGE,
     },
     allowSelfSignedCert: c.COSMOS_ALLOW_SELF_SIGNED_CERT,
     fullTextSearch: c.COSMOS_FULL_TEXT_SEARCH,

@@ -1,4 +1,4 @@
-import type { Chat, Message, SearchHit, User } from "../records";
+import type { Chat, Message, SearchHit, UsageRecord, User } from "../records";
 
 // The one contract both stores keep. test/store.contract.ts runs the same suite against each.
 // Everything here is safe for several server replicas sharing one database: uniqueness and
@@ -149,4 +149,17 @@ export type Store = {
   /** Sets (or moves) the device to `owner`, a user id. */
   assignDevice(deviceId: string, owner: string): Promise<void>;
   deviceOwner(deviceId: string): Promise<string | undefined>;
+
+  // Usage of the model (src/chat/usage.ts) and each user's budget (src/store/*/usage.ts).
+
+  /** Stores the record if its id is new; false (nothing written) when it was stored before. */
+  addUsage(record: UsageRecord): Promise<boolean>;
+  /** Records from `since` (an ISO time) on, oldest first: one user's (on Cosmos, one partition) or everyone's. */
+  listUsage(o: { userId?: string; since: string }): Promise<UsageRecord[]>;
+  /** The user's prompt plus completion tokens recorded from `since` on, summed by the database. */
+  tokensUsedSince(userId: string, since: string): Promise<number>;
+  /** The user's own tokens per day: a number, null for "no limit", undefined when they have no override. */
+  tokensPerDay(userId: string): Promise<number | null | undefined>;
+  /** Sets the override (null: no limit) or removes it (undefined: the server's USER_TOKENS_PER_DAY applies). */
+  setTokensPerDay(userId: string, tokens: number | null | undefined): Promise<void>;
 };

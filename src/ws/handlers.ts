@@ -56,6 +56,7 @@ export const handlers: { [T in InboundType]: Handler<T> } = {
   UPDATE_SETTINGS: handler("UPDATE_SETTINGS", async (c, a) =>
     c.reply(frames.settings(await c.chat.updateSettings(c.client.owner, a), c.chat.defaults)),
   ),
+  GET_USAGE: handler("GET_USAGE", async (c, a) => c.reply(frames.usage(await c.chat.usage(c.client.owner, a.days ?? 7)))),
   WATCH: handler("WATCH", async (c, a) =>
     c.reply(frames.watching(await c.client.watchExplicitly(a.chatIds, (ids) => c.chat.requireChats(c.client.owner, ids)))),
   ),

@@ -4,6 +4,7 @@ import type { BranchInfo } from "../chat/branches";
 import type { ChatEvent } from "../chat/events";
 import type { Resumed } from "../chat/reply";
 import { hasSearchTerms, type SearchResults } from "../chat/search";
+import type { UsageReport } from "../chat/usage";
 import { SettingsPatchSchema, SettingsSchema, type Settings } from "../chat/settings";
 import { ChatSchema, IsoTime, MessageSchema, RoleSchema, SearchHitSchema, type Chat, type Message } from "../records";
 import { ERROR_CODES, type ErrorCode } from "./errors";
@@ -95,6 +96,17 @@ export const inbound = {
     ),
   }),
   GET_SETTINGS: v.object({}),
+  // The caller's own model usage: the last `days` UTC days (today included), and today's budget.
+  GET_USAGE: v.object({
+    days: v.nullish(
+      v.pipe(
+        v.number("days must be a number"),
+        v.integer("days must be a whole number"),
+        v.minValue(1, "days must be at least 1"),
+        v.maxValue(90, "days must be at most 90"),
+      ),
+    ),
+  }),
   UPDATE_SETTINGS: SettingsPatchSchema,
   // More than the one chat a socket follows implicitly (its focus); an empty list just asks what is watched.
   WATCH: v.object({ chatIds: ChatIds }, "chatIds is required: an array of chat ids"),
@@ -246,6 +258,23 @@ export const outbound = {
     { settings: SettingsSchema, defaults: v.object({ systemPrompt: v.string(), model: v.string() }) },
     "GET_SETTINGS' and UPDATE_SETTINGS' answer.",
   ),
+  USAGE: frame(
+    "USAGE",
+    {
+      days: v.array(
+        v.object({
+          date: v.string(),
+          model: v.string(),
+          promptTokens: v.number(),
+          completionTokens: v.number(),
+          calls: v.number(),
+          estimated: v.number(),
+        }),
+      ),
+      today: v.object({ date: v.string(), used: v.number(), budget: v.nullable(v.number()), resetsAt: v.string() }),
+    },
+    "GET_USAGE's answer: tokens per UTC day and model, newest first (`estimated`: calls counted by the tokenizer), and today's use against the budget (null: none).",
+  ),
   REGENERATING: frame(
     "REGENERATING",
     { chatId: Uuid, questionId: v.string(), traceId: v.string(), queued: v.boolean() },
@@ -313,6 +342,7 @@ export const answers = {
   STOP_GENERATION: "GENERATION_STOPPED",
   RESUME: "MESSAGE",
   GET_SETTINGS: "SETTINGS",
+  GET_USAGE: "USAGE",
   UPDATE_SETTINGS: "SETTINGS",
   WATCH: "WATCHING",
   UNWATCH: "WATCHING",
@@ -394,6 +424,7 @@ export const frames = {
   finished,
   generationStopped: (g: { chatId: string; traceId: string }) => ({ type: "GENERATION_STOPPED", chatId: g.chatId, traceId: g.traceId }),
   settings: (settings: Settings, defaults: { systemPrompt: string; model: string }) => ({ type: "SETTINGS", settings, defaults }),
+  usage: (r: UsageReport): Outbound<"USAGE"> => ({ type: "USAGE", days: r.days, today: r.today }),
   messageAccepted: (chatId: string, r: { duplicate: boolean; message: Message; traceId?: string; queued?: boolean }) => ({
     type: "MESSAGE_ACCEPTED",
     chatId,

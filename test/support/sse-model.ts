@@ -27,9 +27,23 @@ export type Script = {
   interleave?: boolean;
   /** Answer 400 (as a server without function calling does) to any request that offers tools. */
   rejectTools?: boolean;
+  /**
+   * The usage chunk sent last when the request asks for it (stream_options.include_usage), as
+   * OpenAI does: these counts, or by default one prompt token per 4 characters of the messages
+   * and one completion token per streamed token. `false`: never sent, even when asked.
+   */
+  usage?: { prompt_tokens: number; completion_tokens: number } | false;
 };
 
-export type ModelRequest = { url: string; path: string; headers: Record<string, string>; body: any; aborted: boolean };
+export type ModelRequest = {
+  url: string;
+  path: string;
+  headers: Record<string, string>;
+  body: any;
+  aborted: boolean;
+  /** The usage chunk this server sent for the request, if it sent one. */
+  usage?: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
+};
 
 export async function startSseModel(defaultScript: Script = { tokens: ["Hello", ",", " world", "!"] }) {
   let script: (req: ModelRequest) => Script = () => defaultScript;
@@ -146,13 +160,27 @@ export async function startSseModel(defaultScript: Script = { tokens: ["Hello", 
               if (req.signal.aborted) return;
               controller.enqueue(chunk({ content: tokens[i] }));
             }
+            // The usage chunk (empty choices) after the finish, when asked for.
+            const usage = () => {
+              if (!record.body.stream_options?.include_usage || s.usage === false) return;
+              const chars = (record.body.messages as { content?: string | null }[]).reduce((n, m) => n + (m.content ?? "").length, 0);
+              const u = s.usage ?? { prompt_tokens: Math.ceil(chars / 4), completion_tokens: tokens.length };
+              record.usage = { ...u, total_tokens: u.prompt_tokens + u.completion_tokens };
+              controller.enqueue(
+                enc.encode(
+                  `data: ${JSON.stringify({ id: "chatcmpl-test", object: "chat.completion.chunk", choices: [], usage: record.usage })}\n\n`,
+                ),
+              );
+            };
             if (s.toolCalls?.length) {
               for (const c of toolChunks(s.toolCalls)) controller.enqueue(c);
               controller.enqueue(chunk({}, "tool_calls"));
+              usage();
               controller.enqueue(enc.encode("data: [DONE]\n\n"));
               return controller.close();
             }
             controller.enqueue(chunk({}, "stop"));
+            usage();
             controller.enqueue(enc.encode("data: [DONE]\n\n"));
             controller.close();
           } catch {

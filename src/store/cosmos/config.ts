@@ -6,7 +6,16 @@ export type CosmosStoreConfig = {
   key?: string;
   credential?: TokenCredential;
   database: string;
-  containers: { chats: string; messages: string; users: string; settings: string; processedMessages: string; checkpoints: string };
+  containers: {
+    chats: string;
+    messages: string;
+    users: string;
+    settings: string;
+    processedMessages: string;
+    checkpoints: string;
+    /** Usage records, partitioned by user; "usage" when not named. */
+    usage?: string;
+  };
   /** For the official emulator and for tests: trust a self-signed HTTPS certificate. */
   allowSelfSignedCert: boolean;
   /** Per HTTP request; an unreachable server fails as StoreUnavailableError instead of hanging. */

@@ -26,6 +26,8 @@ const CONTAINERS: Record<ContainerName, Omit<ContainerRequest, "id">> = {
   // -1: TTL on, no default; each item carries its own `ttl`.
   processedMessages: { partitionKey: { paths: ["/id"] }, defaultTtl: -1 },
   checkpoints: { partitionKey: { paths: ["/scope"] } },
+  // One user's records are one partition: a day's total and GET_USAGE are single-partition queries.
+  usage: { partitionKey: { paths: ["/user_id"] } },
 };
 
 // COSMOS_FULL_TEXT_SEARCH=on: the messages container is created with a full-text policy and index
@@ -74,7 +76,7 @@ export function setupContainers(client: CosmosClient, config: CosmosStoreConfig,
     const { database } = await client.databases.createIfNotExists({ id: config.database }, o());
     const entries = await Promise.all(
       (Object.keys(CONTAINERS) as ContainerName[]).map(async (name) => {
-        const base = { id: config.containers[name], ...CONTAINERS[name] };
+        const base = { id: config.containers[name] ?? name, ...CONTAINERS[name] };
         const req = name === "messages" && config.fullTextSearch === "on" ? withFullText(base) : base;
         const { container, resource } = await database.containers.createIfNotExists(req, o());
         await ensureCompositeIndexes(container, resource, req);

@@ -11,6 +11,7 @@ import { messageOps } from "./messages";
 import type { Cosmos } from "./requests";
 import { searchOps } from "./search";
 import { settingsOps } from "./settings";
+import { usageOps } from "./usage";
 import { userOps } from "./users";
 
 // Azure Cosmos DB behind the Store contract. docs/storage.md explains the partition keys; in
@@ -52,6 +53,7 @@ export async function openCosmosStore(config: CosmosStoreConfig): Promise<Store>
     ...checkpointOps(k),
     ...settingsOps(k),
     ...userOps(k),
+    ...usageOps(k),
     ...searchOps(k, config.fullTextSearch ?? "auto", config.searchMaxChats),
   };
 

@@ -7,6 +7,7 @@ import { chatParams, type MessageRow, messageParams, toChat, toMessage } from ".
 import { openDatabase } from "./schema";
 import { INDEX_EVERY_MS, indexQueued, searchOps } from "./search";
 import { prepareStatements } from "./statements";
+import { usageOps } from "./usage";
 import { userOps } from "./users";
 
 /** `path` ":memory:" gives a private in-memory database (tests of pure logic only). */
@@ -209,6 +210,7 @@ export function openSqliteStore(path: string): Store {
     patchSettings: guard((owner, patch) => patchSettingsTx.immediate(owner, patch)),
 
     ...userOps(db, guard),
+    ...usageOps(db, guard),
     ...searchOps(db, guard),
   };
 }

@@ -35,6 +35,16 @@ CREATE TABLE IF NOT EXISTS api_tokens (
 );
 CREATE INDEX IF NOT EXISTS api_tokens_user ON api_tokens (user_id);
 CREATE TABLE IF NOT EXISTS device_owners (device_id TEXT PRIMARY KEY, owner TEXT NOT NULL);
+-- One row per model call (src/chat/usage.ts); the id is the same on every replica, so a row is written once.
+CREATE TABLE IF NOT EXISTS usage (
+  id TEXT PRIMARY KEY, user_id TEXT NOT NULL, chat_id TEXT NOT NULL, message_id TEXT NOT NULL, model TEXT NOT NULL,
+  kind TEXT NOT NULL, prompt_tokens INTEGER NOT NULL, completion_tokens INTEGER NOT NULL, estimated INTEGER NOT NULL,
+  created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS usage_user_time ON usage (user_id, created_at);
+CREATE INDEX IF NOT EXISTS usage_time ON usage (created_at);
+-- A user's own tokens per day (NULL: no limit); no row: USER_TOKENS_PER_DAY applies.
+CREATE TABLE IF NOT EXISTS user_limits (user_id TEXT PRIMARY KEY, tokens_per_day INTEGER);
 `;
 
 /** Columns added since the first release: `ALTER TABLE ... ADD COLUMN` on files that lack them. */

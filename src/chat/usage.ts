@@ -1,0 +1,298 @@
+import type { Logger } from "../log";
+import type { Model, ModelTurn, ReportedUsage, StreamOptions, UsageTag } from "../model/model";
+import type { UsageRecord } from "../records";
+import type { Store } from "../store/store";
+import { ChatError } from "./errors";
+import { REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, tokenizerFor } from "./prompt";
+
+// What each person spends on the model, and the budget that bounds it (docs/security.md, "Cost").
+//
+// - Every model call tagged with a UsageTag (replies, regenerations, device answers, titles, each
+//   tool round) becomes one UsageRecord: the service's own token count (stream_options.include_usage)
+//   or, when it sends none, the tokenizer's (estimated: true). The record is written after the
+//   stream ends, off the token path, retried until the store takes it; its id is derived from the
+//   reply's id, so a record written twice (a retry, a takeover) is stored once.
+// - A budget (USER_TOKENS_PER_DAY, or the user's own from `bun run users limit`) is checked before
+//   a question is stored (`admit`: the question's tokens plus the reply reserve) and again before
+//   each model call (`meter`: the prompt's tokens plus the reserve). What this replica's calls have
+//   been admitted for and not yet recorded counts as spent, so one replica never admits more than
+//   the budget's worth on estimates. The bound on overspend: the calls admitted while under budget
+//   (on every replica) finish, each costing its prompt plus its actual completion.
+
+export type UsageOptions = {
+  /** Record calls at all (USAGE_RECORDS). Without records there is no budget either. */
+  enabled: boolean;
+  /** USER_TOKENS_PER_DAY: null for none. */
+  tokensPerDay: number | null;
+  /** Tokens reserved for a reply in an estimate (MODEL_REPLY_RESERVE_TOKENS). */
+  replyReserveTokens: number;
+};
+
+export type UsageDeps = {
+  store: Store;
+  log: Logger;
+  options: UsageOptions;
+  /** Counted by src/metrics.ts (tokens by kind and model, budget refusals); no user in either. */
+  onRecorded?: (r: UsageRecord) => void;
+  onRefused?: () => void;
+  now?: () => number;
+};
+
+/** A UTC day: its start, and the next (when a budget resets). */
+export function dayOf(ms: number): { start: string; resetsAt: string; date: string } {
+  const d = new Date(ms);
+  const start = Date.UTC(d.getUTCFullYear(), d.getUTCMonth(), d.getUTCDate());
+  const iso = new Date(start).toISOString();
+  return { start: iso, resetsAt: new Date(start + 86_400_000).toISOString(), date: iso.slice(0, 10) };
+}
+
+/** Budget overrides are read at most this often per user and replica (`users limit` takes effect within it). */
+const LIMIT_TTL_MS = 10_000;
+/** Retries of a record the store refused, backing off up to this. */
+const MAX_RETRY_MS = 30_000;
+/** Records waiting for the store at most (beyond, the oldest is logged and dropped). */
+const MAX_WAITING = 10_000;
+
+export type UsageReport = {
+  days: { date: string; model: string; promptTokens: number; completionTokens: number; calls: number; estimated: number }[];
+  today: { date: string; used: number; budget: number | null; resetsAt: string };
+};
+
+export function createUsage(d: UsageDeps) {
+  const now = d.now ?? Date.now;
+  const { store, log, options } = d;
+  /** Tokens admitted on this replica and not yet recorded, per user. */
+  const reserved = new Map<string, number>();
+  const limits = new Map<string, { value: number | null; at: number }>();
+  /** Calls made so far per reply (tool rounds are several), for their records' ids; the oldest go past 10,000. */
+  const calls = new Map<string, number>();
+  const waiting: UsageRecord[] = [];
+  /** Question estimates admitted before their question was stored, per chat, until the reply's call starts. */
+  const held = new Map<string, (() => void)[]>();
+  let writing: Promise<void> | undefined;
+
+  const reserve = (userId: string, n: number) => {
+    const left = (reserved.get(userId) ?? 0) + n;
+    if (left <= 0) reserved.delete(userId);
+    else reserved.set(userId, left);
+  };
+
+  async function budgetOf(userId: string): Promise<number | null> {
+    const known = limits.get(userId);
+    if (known && now() - known.at < LIMIT_TTL_MS) return known.value;
+    const own = await store.tokensPerDay(userId);
+    const value = own === undefined ? options.tokensPerDay : own;
+    if (limits.size > 10_000) limits.clear();
+    limits.set(userId, { value, at: now() });
+    return value;
+  }
+
+  /**
+   * Throws BUDGET_EXCEEDED when the user's tokens today, plus what this replica has admitted and
+   * not yet recorded, plus `estimate`, pass the budget; else reserves `estimate` and returns its release.
+   */
+  async function admit(userId: string, estimate: number): Promise<() => void> {
+    if (!options.enabled) return () => {};
+    const budget = await budgetOf(userId);
+    if (budget === null) return () => {};
+    const day = dayOf(now());
+    const used = await store.tokensUsedSince(userId, day.start);
+    const pending = reserved.get(userId) ?? 0;
+    if (used + pending + estimate > budget) {
+      d.onRefused?.();
+      throw new ChatError("BUDGET_EXCEEDED", `your ${budget} tokens for today are spent; they renew at ${day.resetsAt}`, {
+        resetsAt: day.resetsAt,
+        budget,
+        used,
+      });
+    }
+    reserve(userId, estimate);
+    let done = false;
+    return () => {
+      if (!done) reserve(userId, -estimate);
+      done = true;
+    };
+  }
+
+  /** Writes waiting records in order; a failure waits and tries again (records are never dropped for an outage). */
+  function flush() {
+    writing ??= (async () => {
+      let delay = 250;
+      while (waiting.length > 0) {
+        const r = waiting[0]!;
+        try {
+          await store.addUsage(r);
+          waiting.shift();
+          delay = 250;
+        } catch (e) {
+          log.warn("could not store a usage record; retrying", { id: r.id, error: e });
+          await Bun.sleep(delay);
+          delay = Math.min(MAX_RETRY_MS, delay * 2);
+        }
+      }
+    })().finally(() => (writing = undefined));
+    return writing;
+  }
+
+  function record(r: UsageRecord) {
+    d.onRecorded?.(r);
+    if (waiting.length >= MAX_WAITING) log.error("usage records are not being stored; dropping the oldest", { id: waiting.shift()?.id });
+    waiting.push(r);
+    void flush();
+  }
+
+  /** Prompt tokens as the model counts a chat prompt (src/chat/prompt.ts). */
+  async function promptTokens(model: string, turns: ModelTurn[]): Promise<number> {
+    const tok = await tokenizerFor(model);
+    const text = (t: ModelTurn) => ("tool_calls" in t ? t.content + JSON.stringify(t.tool_calls) : t.content);
+    return turns.reduce((n, t) => n + TOKENS_PER_MESSAGE + tok.count(text(t)), REPLY_PRIMING_TOKENS);
+  }
+
+  /**
+   * The model, metered: a call with a UsageTag is checked against its user's budget first and
+   * recorded when its stream ends (finished, stopped or failed: whatever the service charged).
+   */
+  function meter(model: Model): Model {
+    if (!options.enabled) return model;
+    return {
+      kind: model.kind,
+      name: model.name,
+      async *stream(turns: ModelTurn[], o: StreamOptions) {
+        const tag = o.usage;
+        if (!tag) return yield* model.stream(turns, o);
+        const name = o.model ?? model.name;
+        if (tag.kind !== "title") takeHeld(tag.chatId);
+        const budget = await budgetOf(tag.userId);
+        const promptEstimate = budget === null ? 0 : await promptTokens(name, turns);
+        const release = await admit(tag.userId, promptEstimate + options.replyReserveTokens);
+        const key = `${tag.kind}:${tag.messageId}`;
+        const n = (calls.get(key) ?? 0) + 1;
+        calls.delete(key);
+        calls.set(key, n);
+        if (calls.size > 10_000) calls.delete(calls.keys().next().value!);
+        let reported: ReportedUsage | undefined;
+        const parts: string[] = [];
+        const at = new Date(now()).toISOString();
+        try {
+          for await (const delta of model.stream(turns, { ...o, onUsage: (u) => ((reported = u), o.onUsage?.(u)) })) {
+            parts.push(delta);
+            yield delta;
+          }
+        } finally {
+          void settle();
+        }
+        // After the stream, off its path: counting (when the service sent no count) and the write.
+        async function settle() {
+          try {
+            const counted = reported ?? {
+              promptTokens: promptEstimate || (await promptTokens(name, turns)),
+              completionTokens: (await tokenizerFor(name)).count(parts.join("")),
+            };
+            record({
+              id: `${key}:${n}`,
+              user_id: tag!.userId,
+              chat_id: tag!.chatId,
+              message_id: tag!.messageId,
+              model: name,
+              kind: tag!.kind,
+              prompt_tokens: counted.promptTokens,
+              completion_tokens: counted.completionTokens,
+              estimated: !reported,
+              created_at: at,
+            });
+          } catch (e) {
+            log.error("could not count a model call's tokens", { chatId: tag!.chatId, error: e });
+          } finally {
+            release();
+          }
+        }
+      },
+    };
+  }
+
+  /** GET_USAGE: the user's tokens per UTC day and model for the last `days` days (today included), and today's budget. */
+  async function report(userId: string, days: number): Promise<UsageReport> {
+    const today = dayOf(now());
+    const since = new Date(Date.parse(today.start) - (days - 1) * 86_400_000).toISOString();
+    const rows = new Map<string, UsageReport["days"][number]>();
+    let used = 0;
+    for (const r of await store.listUsage({ userId, since })) {
+      const date = r.created_at.slice(0, 10);
+      const key = `${date}\u0000${r.model}`;
+      const row = rows.get(key) ?? { date, model: r.model, promptTokens: 0, completionTokens: 0, calls: 0, estimated: 0 };
+      row.promptTokens += r.prompt_tokens;
+      row.completionTokens += r.completion_tokens;
+      row.calls += 1;
+      if (r.estimated) row.estimated += 1;
+      rows.set(key, row);
+      if (r.created_at >= today.start) used += r.prompt_tokens + r.completion_tokens;
+    }
+    return {
+      days: [...rows.values()].sort((a, b) => (a.date < b.date ? 1 : a.date > b.date ? -1 : a.model < b.model ? -1 : 1)),
+      today: { date: today.date, used, budget: options.enabled ? await budgetOf(userId) : null, resetsAt: today.resetsAt },
+    };
+  }
+
+  /**
+   * Before a question is stored: its estimate (its tokens plus the reply reserve) is checked and
+   * held until the reply's model call takes it over (`meter`, for the same chat) or `release` is called.
+   */
+  async function admitQuestion(userId: string, chatId: string, model: string, text: string): Promise<() => void> {
+    if (!options.enabled || (await budgetOf(userId)) === null) return () => {};
+    const release = await admit(userId, (await promptTokens(model, [{ role: "user", content: text }])) + options.replyReserveTokens);
+    const list = held.get(chatId) ?? [];
+    list.push(release);
+    held.set(chatId, list);
+    return () => {
+      release();
+      const i = list.indexOf(release);
+      if (i >= 0) list.splice(i, 1);
+      if (list.length === 0 && held.get(chatId) === list) held.delete(chatId);
+    };
+  }
+  /** The oldest question estimate held for a chat, handed over to its reply's model call. */
+  function takeHeld(chatId: string) {
+    const list = held.get(chatId);
+    const release = list?.shift();
+    if (list && list.length === 0) held.delete(chatId);
+    release?.();
+  }
+
+  return {
+    meter,
+    admit,
+    admitQuestion,
+    report,
+    budgetOf,
+    /** Resolves once every record so far is stored (shutdown, tests). */
+    drained: async () => {
+      while (writing) await writing;
+    },
+    /** This replica's admitted and unrecorded tokens for the user. */
+    reservedFor: (userId: string) => reserved.get(userId) ?? 0,
+  };
+}
+export type Usage = ReturnType<typeof createUsage>;
+
+/**
+ * A send checked against the budget before anything is stored: the question's estimate is held
+ * until its reply's model call takes it over, or the send fails or needs no reply.
+ */
+export function budgeted<
+  A extends { owner: string; chatId: string; content: string },
+  C extends unknown[],
+  R extends { reply?: Promise<unknown> },
+>(usage: Usage, model: string, send: (o: A, ...rest: C) => Promise<R>) {
+  return async (o: A, ...rest: C): Promise<R> => {
+    const release = await usage.admitQuestion(o.owner, o.chatId, model, o.content);
+    try {
+      const r = await send(o, ...rest);
+      if (r.reply) void r.reply.finally(release);
+      else release();
+      return r;
+    } catch (e) {
+      release();
+      throw e;
+    }
+  };
+}

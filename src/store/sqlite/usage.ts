@@ -1,0 +1,63 @@
+import type { Database } from "bun:sqlite";
+import type { UsageRecord } from "../../records";
+import type { Store } from "../store";
+
+// Usage records and per-user token budgets (tables in schema.ts).
+
+type UsageOps = Pick<Store, "addUsage" | "listUsage" | "tokensUsedSince" | "tokensPerDay" | "setTokensPerDay">;
+type Guard = <A extends unknown[], R>(fn: (...a: A) => R) => (...a: A) => Promise<Awaited<R>>;
+type Row = Omit<UsageRecord, "estimated"> & { estimated: number };
+
+const COLUMNS = "id, user_id, chat_id, message_id, model, kind, prompt_tokens, completion_tokens, estimated, created_at";
+const toRecord = (r: Row): UsageRecord => ({ ...r, estimated: r.estimated === 1 });
+
+export function usageOps(db: Database, guard: Guard): UsageOps {
+  const q = {
+    // The id decides: a record written twice (a retry, another replica) is stored once.
+    add: db.query(
+      `INSERT INTO usage (${COLUMNS}) VALUES ($id, $user_id, $chat_id, $message_id, $model, $kind, $prompt, $completion, $estimated, $created_at)
+       ON CONFLICT (id) DO NOTHING`,
+    ),
+    ofUser: db.query<Row, { $user: string; $since: string }>(
+      `SELECT ${COLUMNS} FROM usage WHERE user_id = $user AND created_at >= $since ORDER BY created_at, id`,
+    ),
+    ofAll: db.query<Row, { $since: string }>(`SELECT ${COLUMNS} FROM usage WHERE created_at >= $since ORDER BY created_at, id`),
+    used: db.query<{ n: number | null }, { $user: string; $since: string }>(
+      "SELECT sum(prompt_tokens + completion_tokens) AS n FROM usage WHERE user_id = $user AND created_at >= $since",
+    ),
+    limit: db.query<{ tokens_per_day: number | null }, { $user: string }>("SELECT tokens_per_day FROM user_limits WHERE user_id = $user"),
+    setLimit: db.query(
+      "INSERT INTO user_limits (user_id, tokens_per_day) VALUES ($user, $n) ON CONFLICT (user_id) DO UPDATE SET tokens_per_day = excluded.tokens_per_day",
+    ),
+    dropLimit: db.query("DELETE FROM user_limits WHERE user_id = $user"),
+  };
+  return {
+    addUsage: guard(
+      (r: UsageRecord) =>
+        q.add.run({
+          $id: r.id,
+          $user_id: r.user_id,
+          $chat_id: r.chat_id,
+          $message_id: r.message_id,
+          $model: r.model,
+          $kind: r.kind,
+          $prompt: r.prompt_tokens,
+          $completion: r.completion_tokens,
+          $estimated: r.estimated ? 1 : 0,
+          $created_at: r.created_at,
+        }).changes > 0,
+    ),
+    listUsage: guard(({ userId, since }: { userId?: string; since: string }) =>
+      (userId === undefined ? q.ofAll.all({ $since: since }) : q.ofUser.all({ $user: userId, $since: since })).map(toRecord),
+    ),
+    tokensUsedSince: guard((userId: string, since: string) => q.used.get({ $user: userId, $since: since })?.n ?? 0),
+    tokensPerDay: guard((userId: string) => {
+      const row = q.limit.get({ $user: userId });
+      return row ? row.tokens_per_day : undefined;
+    }),
+    setTokensPerDay: guard((userId: string, n: number | null | undefined) => {
+      if (n === undefined) q.dropLimit.run({ $user: userId });
+      else q.setLimit.run({ $user: userId, $n: n });
+    }),
+  };
+}

@@ -1,0 +1,199 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, tokenizerFor } from "../src/chat/prompt";
+import type { UsageRecord } from "../src/records";
+import { openSqliteStore } from "../src/store/sqlite";
+import type { Store } from "../src/store/store";
+import { openTestCosmosStore, startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
+import { startTestServer, type TestServer } from "./support/harness";
+import { startSseModel, type ModelRequest, type SseModel } from "./support/sse-model";
+import { until } from "./support/until";
+import { addUser } from "./support/users";
+import type { TestClient } from "./support/ws-client";
+
+// Usage records and budgets through the real server, on SQLite and on the Cosmos test server, with
+// the local OpenAI-compatible model server (which reports usage when asked, or not).
+
+type Calls = Map<string, number>;
+function counted(store: Store, calls: Calls): Store {
+  return new Proxy(store, {
+    get(target, key, receiver) {
+      const v = Reflect.get(target, key, receiver);
+      if (typeof v !== "function") return v;
+      return (...args: unknown[]) => {
+        calls.set(String(key), (calls.get(String(key)) ?? 0) + 1);
+        return v.apply(target, args);
+      };
+    },
+  });
+}
+const WRITES = ["addQuestion", "addMessage", "putMessage", "createChat", "patchChat", "touchChat", "addUsage"];
+const writes = (calls: Calls) => WRITES.reduce((n, k) => n + (calls.get(k) ?? 0), 0);
+
+const newChat = async (c: TestClient) => (await c.request({ type: "CREATE_CHAT" }, "NEW_CHAT")).chat.id as string;
+
+for (const kind of ["sqlite", "cosmos"] as const) {
+  describe(`usage on ${kind}`, () => {
+    let cosmos: CosmosTestServer | undefined;
+    let dir: string | undefined;
+    let base: Store;
+    const calls: Calls = new Map();
+    let model: SseModel;
+    let srv: TestServer;
+
+    beforeAll(async () => {
+      model = await startSseModel({ tokens: ["Hello", ",", " world", "!"] });
+      if (kind === "cosmos") {
+        cosmos = await startCosmosServer();
+        base = await openTestCosmosStore(cosmos, "pichat-usage");
+      } else {
+        dir = mkdtempSync(join(tmpdir(), "pichat-usage-"));
+        base = openSqliteStore(join(dir, "pichat.db"));
+      }
+      srv = await startTestServer(
+        { OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "gpt-4o", CHAT_TITLES: "true", MODEL_REPLY_RESERVE_TOKENS: "100" },
+        { store: counted(base, calls) },
+      );
+    });
+    afterAll(async () => {
+      await srv?.close();
+      await base?.close();
+      await cosmos?.stop();
+      model?.stop();
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    });
+
+    const recordsOf = (userId: string) => base.listUsage({ userId, since: "2000-01-01T00:00:00.000Z" });
+
+    test("a reply and its title: one record each, with the model server's reported usage exactly; GET_USAGE sums them", async () => {
+      model.setScript((req) => (req.body.messages[0].content.startsWith("Write a short title") ? { tokens: ["Greeting"] } : {}));
+      const u = await addUser(base);
+      const c = await srv.connect({ token: u.token });
+      const chatId = await newChat(c);
+      const sentBefore = model.requests.length;
+      c.send({ type: "SEND_MESSAGE", chatId, content: "Say hello" });
+      const reply = await c.reply(chatId);
+      expect(reply.text).toBe("Hello, world!");
+      await c.next((f) => f.type === "CHAT_UPDATED" && f.chat.name === "Greeting");
+      const records = await until(async () => {
+        const r = await recordsOf(u.id);
+        return r.length === 2 && r;
+      }, "two usage records");
+      const asked = model.requests.slice(sentBefore);
+      expect(asked.every((r) => r.body.stream_options?.include_usage === true)).toBe(true);
+      const byKind = Object.fromEntries(records.map((r) => [r.kind, r])) as Record<string, UsageRecord>;
+      const replyReq = asked.find((r) => !r.body.messages[0].content.startsWith("Write a short title"))!;
+      const titleReq = asked.find((r) => r.body.messages[0].content.startsWith("Write a short title"))!;
+      expect(byKind.reply).toMatchObject({
+        user_id: u.id,
+        chat_id: chatId,
+        message_id: reply.traceId,
+        model: "gpt-4o",
+        prompt_tokens: replyReq.usage!.prompt_tokens,
+        completion_tokens: replyReq.usage!.completion_tokens,
+        estimated: false,
+      });
+      expect(byKind.title).toMatchObject({
+        user_id: u.id,
+        chat_id: chatId,
+        kind: "title",
+        prompt_tokens: titleReq.usage!.prompt_tokens,
+        completion_tokens: titleReq.usage!.completion_tokens,
+        estimated: false,
+      });
+      const usage = await c.request({ type: "GET_USAGE", days: 1 }, "USAGE");
+      const total = records.reduce((n, r) => n + r.prompt_tokens + r.completion_tokens, 0);
+      expect(usage.today.used).toBe(total);
+      expect(usage.today.budget).toBeNull();
+      expect(usage.days).toEqual([
+        {
+          date: usage.today.date,
+          model: "gpt-4o",
+          promptTokens: records.reduce((n, r) => n + r.prompt_tokens, 0),
+          completionTokens: records.reduce((n, r) => n + r.completion_tokens, 0),
+          calls: 2,
+          estimated: 0,
+        },
+      ]);
+      const metrics = await (await fetch(`${srv.url}/metrics`)).text();
+      expect(metrics).toMatch(/pichat_model_usage_tokens_total\{kind="reply",model="gpt-4o",part="completion"\} \d+/);
+      expect(metrics).not.toContain(u.id);
+    });
+
+    test("a model server that sends no usage: the tokenizer's counts, marked estimated", async () => {
+      model.setScript({ tokens: ["Bonjour", " à", " tous"], usage: false });
+      const u = await addUser(base);
+      const c = await srv.connect({ token: u.token });
+      const chatId = await newChat(c);
+      await c.request({ type: "RENAME_CHAT", chatId, name: "Named" }, "CHAT_UPDATED"); // no title call
+      const before = model.requests.length;
+      c.send({ type: "SEND_MESSAGE", chatId, content: "Salut" });
+      const reply = await c.reply(chatId);
+      const [r] = await until(async () => {
+        const x = await recordsOf(u.id);
+        return x.length === 1 && x;
+      }, "one usage record");
+      const req = model.requests[before] as ModelRequest;
+      expect(req.usage).toBeUndefined();
+      const tok = await tokenizerFor("gpt-4o");
+      const prompt = (req.body.messages as { content: string }[]).reduce(
+        (n, m) => n + TOKENS_PER_MESSAGE + tok.count(m.content),
+        REPLY_PRIMING_TOKENS,
+      );
+      expect(r).toMatchObject({ kind: "reply", estimated: true, prompt_tokens: prompt, completion_tokens: tok.count(reply.text) });
+      model.setScript({ tokens: ["Hello", ",", " world", "!"] });
+    });
+
+    test("over budget: BUDGET_EXCEEDED {resetsAt} before any store write or model call; another user is not affected", async () => {
+      const u = await addUser(base);
+      const c = await srv.connect({ token: u.token });
+      const chatId = await newChat(c);
+      await c.request({ type: "RENAME_CHAT", chatId, name: "Named" }, "CHAT_UPDATED");
+      await base.setTokensPerDay(u.id, 50); // less than one question plus the 100-token reply reserve
+      const sent = model.requests.length;
+      calls.clear();
+      const err = await c.request({ type: "SEND_MESSAGE", chatId, content: "Hello there" }, "MESSAGE_ACCEPTED");
+      expect(err).toMatchObject({ type: "ERROR", code: "BUDGET_EXCEEDED", budget: 50 });
+      const tomorrow = new Date();
+      tomorrow.setUTCHours(24, 0, 0, 0);
+      expect(err.resetsAt).toBe(tomorrow.toISOString());
+      expect(writes(calls)).toBe(0);
+      expect(model.requests.length).toBe(sent);
+      expect(await base.listMessages(chatId, { limit: 10 })).toEqual([]);
+      const usage = await c.request({ type: "GET_USAGE" }, "USAGE");
+      expect(usage.today).toMatchObject({ used: 0, budget: 50, resetsAt: tomorrow.toISOString() });
+      // Regenerating is refused the same way.
+      const regen = await c.request({ type: "REGENERATE", chatId }, "REGENERATING");
+      expect(regen.type).toBe("ERROR");
+      // Lifting it ("none") lets the same question through.
+      await base.setTokensPerDay(u.id, null);
+      await Bun.sleep(0);
+      const other = await addUser(base);
+      const o = await srv.connect({ token: other.token });
+      const theirs = await newChat(o);
+      o.send({ type: "SEND_MESSAGE", chatId: theirs, content: "Hello there" });
+      expect((await o.reply(theirs)).text).toBe("Hello, world!");
+    });
+
+    test("a record written twice (a retry, another replica) is stored once", async () => {
+      const r: UsageRecord = {
+        id: `reply:${crypto.randomUUID()}:1`,
+        user_id: "someone",
+        chat_id: crypto.randomUUID(),
+        message_id: crypto.randomUUID(),
+        model: "gpt-4o",
+        kind: "reply",
+        prompt_tokens: 10,
+        completion_tokens: 5,
+        estimated: false,
+        created_at: new Date().toISOString(),
+      };
+      const results = await Promise.all(Array.from({ length: 8 }, () => base.addUsage(r)));
+      expect(results.filter(Boolean).length).toBe(1);
+      expect(await base.listUsage({ userId: "someone", since: "2000-01-01T00:00:00.000Z" })).toEqual([r]);
+      expect(await base.tokensUsedSince("someone", "2000-01-01T00:00:00.000Z")).toBe(15);
+    });
+  });
+}
