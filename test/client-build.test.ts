@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { buildClient, CLIENT_BUNDLE } from "../scripts/build-client";
 import { startTestServer, type TestServer } from "./support/harness";
 
@@ -25,6 +26,18 @@ describe("the built client", () => {
     expect(imports).toEqual([]);
     expect(exports.sort()).toEqual(["PiChatError", "backoffDelay", "createClient", "isFinalClose"]);
     expect(code).not.toContain("valibot");
+  });
+
+  test("the built-in page speaks /ws only through it: served from our origin, imported by app.js, no socket code of its own", async () => {
+    const served = await fetch(`${server.url}/page/client.js`);
+    expect(served.status).toBe(200);
+    expect(served.headers.get("content-type")).toStartWith("text/javascript");
+    expect(await served.text()).toBe(readFileSync(CLIENT_BUNDLE, "utf8"));
+    const app = readFileSync(join(import.meta.dir, "..", "src", "http", "page", "app.js"), "utf8");
+    expect(app).toContain('import { createClient } from "/page/client.js";');
+    for (const socketCode of ["new WebSocket", "JSON.parse", "JSON.stringify", "requestId:", "readyState", "onmessage"]) {
+      expect(app).not.toContain(socketCode);
+    }
   });
 
   test("runs in Node with the global WebSocket: a chat, a question, its streamed reply", async () => {

@@ -56,7 +56,7 @@ describe("the chat page", () => {
     const html = await res.text();
     expect(html).not.toMatch(/<script(?![^>]*\bsrc=)/);
     expect(html).not.toMatch(/\son\w+=/);
-    for (const js of ["app.js", "search.js", "signin.js", "transfer.js"])
+    for (const js of ["app.js", "client.js", "search.js", "signin.js", "transfer.js"])
       expect((await fetch(`${srv.url}/page/${js}`)).headers.get("content-type")).toStartWith("text/javascript");
     expect((await fetch(`${srv.url}/page/style.css`)).headers.get("content-type")).toStartWith("text/css");
     const api: any = await (await fetch(`${srv.url}/api`)).json();

@@ -1,7 +1,9 @@
-// PiChat's built-in page: the /ws protocol in plain JavaScript, no framework, no build.
+// PiChat's built-in page: plain JavaScript, no framework, no build. It speaks /ws only through the typed
+// client (/page/client.js, built from client/), which reconnects, resumes replies and resends questions.
 // Everything the server sends is shown with textContent, never parsed as HTML, except a reply's
 // Markdown, which goes through renderMarkdown (markdown.js: parsed, then sanitised into DOM nodes).
 
+import { createClient } from "/page/client.js";
 import { renderMarkdown } from "/page/markdown.js";
 import { createSearch } from "/page/search.js";
 import { adoptLinkToken } from "/page/signin.js";
@@ -31,10 +33,8 @@ const ui = {
 const TOKEN_KEY = "pichat.token";
 const KINDS = { api_token: "API token", token: "personal token", jwt: "Entra ID" };
 
-let ws = null; // the socket, while one is open or opening
+let client = null; // the connection (client.js), from the first connect until a sign-out
 let session = 0; // bumped at every sign-out: a connect still under way for an older one gives up
-let retry = 0; // the reconnect timer
-let attempts = 0; // failed connects in a row, for the backoff
 let chats = []; // as the server lists them, most recently active first
 let current = location.hash.slice(1) || null; // the chat on screen; kept in the URL so a reload shows it again
 let streaming = null; // traceId of the reply streaming into it ("pending" just after a send)
@@ -84,14 +84,9 @@ async function whoAmI() {
 /** Forgets the token and everything shown with it, and asks for a token, saying why. */
 function signedOut(why) {
   session++;
-  clearTimeout(retry);
   sessionStorage.removeItem(TOKEN_KEY);
-  if (ws) {
-    ws.onclose = null;
-    ws.close(1000, "signed out");
-    ws = null;
-  }
-  answerWaiting();
+  client?.close();
+  client = null;
   ui.who.hidden = ui.signOut.hidden = true;
   chats = [];
   renderChats();
@@ -122,7 +117,9 @@ async function api(path, init = {}) {
   return null;
 }
 
-// ---- connection: one socket, reconnect with backoff ----
+// ---- connection: the client keeps one socket open, reconnecting with backoff ----
+
+const online = () => client?.state === "open";
 
 async function connect() {
   const mySession = session;
@@ -131,63 +128,35 @@ async function connect() {
   const who = await whoAmI();
   if (mySession !== session) return;
   if (who === "refused") return signedOut(presented ? "That token was refused." : "This server needs an API token.");
-  // Browsers cannot set headers on a WebSocket: the token travels as a "bearer.<token>" subprotocol.
-  const protocols = presented ? ["pichat", `bearer.${presented}`] : ["pichat"];
-  let opened = false;
-  try {
-    ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`, protocols);
-  } catch {
-    return signedOut("That token has characters a browser cannot send.");
-  }
-  ws.onopen = () => {
-    opened = true;
-    attempts = 0;
-    setConn("online");
-    send({ type: "GET_CHATS" }); // CHAT_LIST then re-opens the current chat
-    if (ui.who.hidden) whoAmI().then(updateControls); // unanswered before the socket opened
-  };
-  ws.onmessage = (e) => receive(JSON.parse(e.data));
-  ws.onclose = async (e) => {
-    ws = null;
-    answerWaiting();
-    setConn("offline");
-    // Revoked or expired while connected: reconnecting would only be refused again.
-    if (e.code === 1008 && /^token /.test(e.reason)) return signedOut(`Signed out: ${e.reason}. Sign in again with a valid token.`);
-    if (!opened && (await refused(presented))) {
-      if (mySession === session) signedOut(presented ? "That token was refused." : "This server needs an API token.");
-      return;
+  client = createClient({
+    url: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
+    token, // read at every reconnect; browsers send it as a "bearer.<token>" subprotocol
+    reconnect: { minMs: 500, maxMs: 10_000 },
+  });
+  for (const [type, fn] of Object.entries(on)) client.on(type, fn);
+  client.onState((state, why) => {
+    if (mySession !== session) return;
+    if (state === "open") {
+      send({ type: "GET_CHATS" }); // CHAT_LIST then re-opens the current chat
+      if (ui.who.hidden) whoAmI().then(updateControls); // unanswered before the socket opened
     }
-    const delay = Math.min(10_000, 500 * 2 ** attempts++) * (0.75 + Math.random() / 2);
-    if (mySession === session) retry = setTimeout(connect, delay);
-  };
-}
-
-// A browser does not say why a socket was refused; the same request as plain HTTP answers 401.
-const refused = (presented) =>
-  fetch("/ws", { headers: presented ? { Authorization: `Bearer ${presented}` } : {} }).then(
-    (r) => r.status === 401,
-    () => false,
-  );
-
-function send(frame) {
-  if (ws?.readyState !== WebSocket.OPEN) return false;
-  ws.send(JSON.stringify(frame));
-  return true;
-}
-
-// Requests whose answer a caller awaits, by requestId; answered with null if the socket closes first.
-let requests = 0;
-const waiting = new Map();
-function request(frame) {
-  const requestId = `r${++requests}`;
-  return new Promise((resolve) => {
-    if (!send({ ...frame, requestId })) return resolve(null);
-    waiting.set(requestId, resolve);
+    setConn(state === "open" ? "online" : state === "connecting" ? "connecting" : "offline");
+    // Revoked or expired while connected, or refused at the upgrade: reconnecting would only be refused again.
+    if (state !== "stopped") return;
+    if (why.code === 1008) signedOut(`Signed out: ${why.reason}. Sign in again with a valid token.`);
+    else if (why.code === 0) signedOut("That token has characters a browser cannot send.");
+    else signedOut(presented ? "That token was refused." : "This server needs an API token.");
   });
 }
-function answerWaiting() {
-  for (const resolve of waiting.values()) resolve(null);
-  waiting.clear();
+
+/**
+ * Sends a request through the client; false (and nothing sent) while offline. Its answer comes as the
+ * frame's event (the `on` table); an ERROR answer goes to `failed`.
+ */
+function send({ type, ...args }, failed = onError) {
+  if (!online()) return false;
+  client.request(type, args).catch((e) => e.frame && failed(e.frame));
+  return true;
 }
 
 function setConn(state) {
@@ -198,15 +167,8 @@ function setConn(state) {
 
 // ---- frames from the server ----
 
-// One entry per frame type the page cares about, like the server's handler table; others are ignored.
-function receive(f) {
-  const resolve = f.requestId && waiting.get(f.requestId);
-  if (resolve) {
-    waiting.delete(f.requestId);
-    resolve(f);
-  }
-  on[f.type]?.(f);
-}
+// One entry per frame type the page cares about, like the server's handler table; the client passes
+// every frame it receives (answers included) to these, and the page ignores the rest.
 const on = {
   CHAT_LIST(f) {
     chats = f.chats;
@@ -228,12 +190,7 @@ const on = {
   },
   FIRST_MESSAGE: (f) => f.chatId === current && addMessage(f.message), // asked elsewhere, shown live
   MESSAGE_ACCEPTED(f) {
-    if (f.chatId !== current) return;
-    if ((f.requestId === "send" || f.requestId === "edit") && mine) {
-      rekey(mine, f.messageId);
-      mine = null;
-    }
-    if (f.traceId) replyBubble(f.traceId).dataset.parent = f.messageId;
+    if (f.chatId === current && f.traceId) replyBubble(f.traceId).dataset.parent = f.messageId;
   },
   REGENERATING: (f) => f.chatId === current && (replyBubble(f.traceId).dataset.parent = f.questionId),
   // Another tab switched versions, regenerated or edited here: show the chat's current branch, and again
@@ -245,7 +202,8 @@ const on = {
   },
   MESSAGE: (f) => f.chatId === current && onDelta(f),
   SEARCH_RESULTS: (f) => search.results(f),
-  ERROR: onError,
+  // A request's ERROR (it has a requestId) goes to that request's handler: these are a reply's failures.
+  ERROR: (f) => f.requestId || onError(f),
 };
 
 function onDelta(f) {
@@ -265,15 +223,36 @@ function onDelta(f) {
 }
 
 function onError(f) {
-  if (f.requestId === "search") return search.failed(f);
-  if (["send", "edit", "regenerate"].includes(f.requestId) || (f.traceId && f.traceId === streaming)) {
+  if (f.traceId && f.traceId === streaming) {
     streaming = null;
     updateControls();
   }
-  // An edit or a regeneration refused: what is on screen was cut for it, so show the chat as stored.
-  if (f.requestId === "edit" || f.requestId === "regenerate") reloadHistory();
   if (f.code === "CHAT_NOT_FOUND" && f.chatId) forget(f.chatId);
   notify(f.error);
+}
+
+/** A question, an edit or a regeneration refused: nothing streams for it. */
+function askFailed(f, reload) {
+  streaming = null;
+  updateControls();
+  // What is on screen was cut for an edit or a regeneration: show the chat as stored.
+  if (reload) reloadHistory();
+  onError(f);
+}
+
+/** A question sent or edited here gets its real id from MESSAGE_ACCEPTED: from then on it can be edited. */
+function ask(type, args, reload) {
+  if (!online()) return false;
+  client.request(type, args).then(
+    (accepted) => {
+      if (accepted.type === "MESSAGE_ACCEPTED" && mine && accepted.chatId === current) {
+        rekey(mine, accepted.messageId);
+        mine = null;
+      }
+    },
+    (e) => e.frame && askFailed(e.frame, reload),
+  );
+  return true;
 }
 
 function reloadHistory() {
@@ -480,12 +459,11 @@ function stickToBottom(change) {
 }
 
 function updateControls() {
-  const online = ws?.readyState === WebSocket.OPEN;
   ui.input.disabled = !current;
-  ui.send.disabled = !online || !current;
+  ui.send.disabled = !online() || !current;
   ui.send.hidden = !!streaming;
   ui.stop.hidden = !streaming;
-  ui.title.disabled = ui.del.disabled = !online || !current;
+  ui.title.disabled = ui.del.disabled = !online() || !current;
   // Export and import are plain HTTP with the token: offered while someone is signed in.
   ui.chatMenu.disabled = !current || ui.who.hidden;
   ui.importButton.disabled = ui.who.hidden;
@@ -494,7 +472,7 @@ function updateControls() {
 
 /** One reply at a time on screen: no new version or branch while one streams (nor offline, nor past the ends). */
 function enableActions(root) {
-  const idle = ws?.readyState === WebSocket.OPEN && !streaming;
+  const idle = online() && !streaming;
   for (const b of root.querySelectorAll(".actions button")) b.disabled = !idle || b.dataset.edge !== undefined;
 }
 
@@ -511,7 +489,7 @@ function notify(text) {
 function regenerate(li) {
   if (streaming || !current) return;
   const questionId = li.dataset.parent || questionBefore(li);
-  if (!send({ type: "REGENERATE", chatId: current, ...(questionId ? { questionId } : {}), requestId: "regenerate" })) return;
+  if (!ask("REGENERATE", { chatId: current, ...(questionId ? { questionId } : {}) }, true)) return;
   cutFrom(li);
   streaming = "pending";
   reloadOnEnd = true;
@@ -528,7 +506,8 @@ async function switchSibling(li, step, act) {
   const chatId = current;
   const id = li?.dataset.id;
   if (!id || streaming) return;
-  const f = await request({ type: "GET_BRANCHES", chatId, messageId: id });
+  if (!online()) return;
+  const f = await client.request("GET_BRANCHES", { chatId, messageId: id }).catch((e) => (e.frame && onError(e.frame), null));
   if (f?.type !== "BRANCHES" || chatId !== current) return;
   const target = f.siblings[f.siblings.findIndex((s) => s.id === id) + step];
   if (!target) return;
@@ -564,7 +543,7 @@ function editMessage(li) {
     e.preventDefault();
     const content = area.value;
     if (!content.trim() || streaming) return;
-    if (!send({ type: "EDIT_MESSAGE", chatId: current, messageId: li.dataset.id, content, requestId: "edit" })) return;
+    if (!ask("EDIT_MESSAGE", { chatId: current, messageId: li.dataset.id, content }, true)) return;
     cutFrom(li);
     mine = addMessage({ id: `mine-${Date.now()}`, role: "user", content });
     streaming = "pending";
@@ -587,7 +566,7 @@ const search = createSearch({
   list: $("hits"),
   more: $("more-results"),
   chatList: ui.chats,
-  send,
+  send: (frame) => send(frame, (f) => search.failed(f)),
   open(hit) {
     findAfterLoad = hit.messageId ?? null;
     select(hit.chatId);
@@ -654,8 +633,8 @@ ui.composer.onsubmit = (e) => {
   // Sent exactly as typed (indentation and trailing spaces are content); blank is not a message.
   const content = ui.input.value;
   if (!content.trim() || streaming) return;
-  // With a requestId the server answers MESSAGE_ACCEPTED {messageId, traceId} (or an ERROR carrying it).
-  if (!send({ type: "SEND_MESSAGE", chatId: current, content, requestId: "send" })) return;
+  // Answered with MESSAGE_ACCEPTED {messageId, traceId}; the client resends it (same id) after a drop until then.
+  if (!ask("SEND_MESSAGE", { chatId: current, content }, false)) return;
   mine = addMessage({ id: `mine-${Date.now()}`, role: "user", content }); // the server does not echo it back
   ui.input.value = "";
   streaming = "pending";

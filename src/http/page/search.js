@@ -59,7 +59,7 @@ export function createSearch({ input, panel, status, list, more, chatList, send,
     if (!q) return show(false);
     show(true);
     if (!WORD.test(q)) return say("Type a letter or a digit to search.");
-    say(send({ type: "SEARCH", query: q, limit: LIMIT, requestId: "search" }) ? "Searching…" : "Offline: search needs a connection.");
+    say(send({ type: "SEARCH", query: q, limit: LIMIT }) ? "Searching…" : "Offline: search needs a connection.");
   }
 
   input.addEventListener("input", () => {
@@ -74,7 +74,7 @@ export function createSearch({ input, panel, status, list, more, chatList, send,
     }
   });
   more.addEventListener("click", () => {
-    if (cursor && send({ type: "SEARCH", query, limit: LIMIT, cursor, requestId: "search" })) {
+    if (cursor && send({ type: "SEARCH", query, limit: LIMIT, cursor })) {
       more.disabled = true;
       say("Searching…");
     }
