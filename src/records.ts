@@ -57,6 +57,22 @@ export type Role = v.InferOutput<typeof RoleSchema>;
 export const MessageStatusSchema = v.picklist(["incomplete", "stopped", "interrupted", "streaming"]);
 export type MessageStatus = v.InferOutput<typeof MessageStatusSchema>;
 
+/**
+ * One tool call a reply made (src/tools/): what the model asked for and what came back. `result`
+ * is shortened for display (the model saw up to TOOL_RESULT_MAX_CHARS); `error` says why a call
+ * failed: unknown_tool, invalid_arguments, timeout, failed, unavailable or cancelled.
+ */
+export const ToolCallRecordSchema = v.object({
+  id: v.string(),
+  name: v.string(),
+  arguments: v.string(),
+  ok: v.boolean(),
+  result: v.string(),
+  error: v.optional(v.string()),
+  ms: v.number(),
+});
+export type ToolCallRecord = v.InferOutput<typeof ToolCallRecordSchema>;
+
 export const MessageSchema = v.object({
   id: v.string(),
   chat_id: v.pipe(v.string(), v.uuid()),
@@ -73,6 +89,8 @@ export const MessageSchema = v.object({
   parent_id: v.optional(v.string()),
   /** Only while status is "streaming": which process generates it, until when (epoch ms) its lease holds, and chunks so far. */
   lease: v.optional(v.object({ owner: v.string(), until: v.number(), seq: v.number() })),
+  /** On a reply that used tools: its calls in the order they were made. */
+  tool_calls: v.optional(v.array(ToolCallRecordSchema)),
 });
 export type Message = v.InferOutput<typeof MessageSchema>;
 

@@ -23,6 +23,9 @@ import { showEventsOnSockets } from "./ws/fanout";
 import { localUserSends, type SocketLimits } from "./ws/limits";
 import { newConnData, socketHandlers } from "./ws/socket";
 import { defaultMaxConnections, openFileLimit } from "./http/caps";
+import { builtinTools } from "./tools/builtin";
+import { connectMcpServers } from "./tools/mcp";
+import { createToolbox } from "./tools/toolbox";
 import pkg from "../package.json";
 
 /** The hub-wide C2D bucket's key in the shared user-sends buckets: user ids never start with "~". */
@@ -82,7 +85,27 @@ export function startServer(parts: ServerParts) {
         onRefused: () => metrics.budgetRefusals.inc(),
       })
     : undefined;
+  // A user's sends per minute, across their sockets; across replicas too when Redis is on.
+  const ownSends = localUserSends(c.RATE_LIMIT_MESSAGES_PER_MINUTE);
+  const userSends = shared ? shared.userSends(c.RATE_LIMIT_MESSAGES_PER_MINUTE, ownSends) : ownSends;
+  // Tools in replies: the built-ins, and the operator's MCP servers, connected in the background.
+  const mcp = c.TOOLS_ENABLED && c.MCP_SERVERS.length > 0 ? connectMcpServers({ servers: c.MCP_SERVERS, log }) : undefined;
+  const tools = c.TOOLS_ENABLED
+    ? {
+        toolbox: createToolbox({
+          builtins: builtinTools(),
+          mcp,
+          log,
+          timeoutMs: c.TOOL_TIMEOUT_MS,
+          resultMaxChars: c.TOOL_RESULT_MAX_CHARS,
+        }),
+        maxRounds: c.TOOL_MAX_ROUNDS,
+        // Every model request after a tool round is one more of the user's sends.
+        userRound: async (owner: string) => (await userSends(owner)).ok,
+      }
+    : undefined;
   const chat = createChatService({
+    tools,
     store,
     model,
     usage,
@@ -123,9 +146,6 @@ export function startServer(parts: ServerParts) {
     inboundMaxFrames: c.INBOUND_QUEUE_MAX_FRAMES,
     inboundMaxBytes: c.INBOUND_QUEUE_MAX_BYTES,
   };
-  // A user's sends per minute, across their sockets; across replicas too when Redis is on.
-  const ownSends = localUserSends(c.RATE_LIMIT_MESSAGES_PER_MINUTE);
-  const userSends = shared ? shared.userSends(c.RATE_LIMIT_MESSAGES_PER_MINUTE, ownSends) : ownSends;
   // What the first send would load on first use, loaded now: until it is, /health/ready says not ready.
   let warm = false;
   const warmStarted = performance.now();
@@ -176,6 +196,7 @@ export function startServer(parts: ServerParts) {
       startedAt: Date.now(),
       replica: replicaId,
       redis: shared?.health,
+      mcp: mcp && (() => mcp.status()),
     },
     auth,
     metrics: { registry: metrics.registry, token: c.METRICS_TOKEN ?? c.API_TOKEN },
@@ -244,6 +265,7 @@ export function startServer(parts: ServerParts) {
     chat.close();
     await server.stop(true);
     await shared?.close();
+    await mcp?.close();
   }
 
   return {

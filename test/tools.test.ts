@@ -272,7 +272,10 @@ describe("MCP servers through the SDK", () => {
 
 describe("an MCP server that goes away", () => {
   test("killed mid-call: the call ends as an error result, the server is down with its tools left out, and it comes back", async () => {
-    const port = 20000 + Math.floor(Math.random() * 20000);
+    // A port the OS just handed out, so the restarted server can take the same one.
+    const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const port = probe.port;
+    probe.stop(true);
     const spawn = () =>
       Bun.spawn(["bun", `${import.meta.dir}/support/mcp-server.ts`, "", String(port)], { stdout: "pipe", stderr: "inherit" });
     let proc = spawn();

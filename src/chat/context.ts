@@ -1,6 +1,7 @@
 import type { Logger } from "../log";
 import type { Model } from "../model/model";
 import type { Store } from "../store/store";
+import type { ToolParts } from "./tool-rounds";
 import type { Bus } from "./events";
 import type { Lanes } from "./lanes";
 import type { ReplyLeases } from "./lease";
@@ -55,6 +56,8 @@ export type ChatParts = {
   options: ChatOptions;
   /** Lanes shared between replicas (Redis); without it, this process's own. */
   sharedLanes?: (local: Replies) => Lanes;
+  /** Tools the model may call in replies (absent: none offered). */
+  tools?: ToolParts;
   /** The text so far of a reply streaming on another replica (the Redis stream that mirrors it). */
   backfill?: (chatId: string, traceId: string) => Promise<string[]>;
   /** Usage records and budgets (src/chat/usage.ts); without it, model calls are not metered. */

@@ -1,4 +1,4 @@
-import type { Chat, Message, MessageStatus } from "../records";
+import type { Chat, Message, MessageStatus, ToolCallRecord } from "../records";
 
 // What happened to chats, for whoever shows it: this process's sockets, and other replicas' through
 // the Redis bus. Plain JSON values only, so an event crosses a process boundary unchanged.
@@ -25,6 +25,11 @@ export type ChatEvent =
   /** The replica generating a reply is alive (sent while the model is silent): src/chat/lease.ts. */
   | { type: "reply_alive"; chatId: string; traceId: string; questionId?: string; seq: number }
   | { type: "reply_delta"; chatId: string; traceId: string; seq: number; content: string }
+  /**
+   * A reply's tool call started (`call` has no `ok` yet) or finished. It takes a `seq` of its own
+   * among the reply's deltas (an empty chunk in the reply's text), so clients get them in order.
+   */
+  | { type: "reply_tool"; chatId: string; traceId: string; seq: number; call: ToolCallEvent }
   | {
       type: "reply_end";
       chatId: string;
@@ -43,6 +48,9 @@ export type ChatEvent =
   | { type: "settings_updated"; owner: string }
   /** This replica may have missed other replicas' events (the shared bus was down): clients should reload. */
   | { type: "resync"; reason: string };
+
+/** A tool call as clients see it: at its start without `ok`/`result`/`ms`; the result shortened for display. */
+export type ToolCallEvent = Pick<ToolCallRecord, "id" | "name" | "arguments"> & Partial<Omit<ToolCallRecord, "id" | "name" | "arguments">>;
 
 export type Bus = {
   publish(event: ChatEvent): void;

@@ -1,10 +1,15 @@
-import type { Message } from "../records";
+import type { Message, ToolCallRecord } from "../records";
+import type { ToolCallEvent } from "./events";
 import { encodeMessageCursor } from "../store/cursor";
 import { BRANCH_MAX_MESSAGES, branchHistory } from "./branches";
 import type { ChatClient, ChatContext } from "./context";
 import type { KnownChats } from "./known-chats";
 import { lapsed } from "./lease";
 import { fitPage } from "./page-budget";
+
+/** A live reply's tool calls that have ended (the ones still running are announced by their end frames). */
+const finished = (calls: ToolCallEvent[] | undefined): ToolCallRecord[] =>
+  (calls ?? []).filter((c): c is ToolCallRecord => c.ok !== undefined);
 
 /** An assistant message still being generated, as a history request shows it (never with its lease). */
 export type StreamingMessage = Message & { streaming: true; seq: number };
@@ -116,6 +121,7 @@ export function historyPages(
       created_at: createdAt,
       streaming: true,
       seq: g.chunks.length,
+      ...(finished(g.toolCalls).length ? { tool_calls: finished(g.toolCalls) } : {}),
     });
     // The stored checkpoint of the live reply is shown as the live entry, in its place.
     // (On a branched chat's page it keeps its place among its siblings.)

@@ -19,7 +19,7 @@ export type Lanes = {
   release(ticket: Ticket): void;
   /** The reply to a question waiting or being answered, if this replica can see it settle. */
   pending(chatId: string, questionId: string): Promise<ReplyOutcome> | undefined;
-  /** Counts a model call outside a reply (a title) in MODEL_CALLS_PER_MINUTE; throws TOO_MANY_GENERATIONS past it. */
+  /** Counts a model call outside a reply (a title, a reply's tool rounds) in MODEL_CALLS_PER_MINUTE; throws TOO_MANY_GENERATIONS past it. */
   admitModelCall?(): Promise<void>;
 };
 

@@ -4,6 +4,7 @@ import type { LiveReplies, LiveReply } from "./live";
 import type { Generation } from "./replies";
 import type { Logger } from "../log";
 import type { Store } from "../store/store";
+import { finishedCalls } from "./tool-rounds";
 
 // A reply's lease: the one place that says when a reply's process is alive, and what becomes of a
 // reply whose process died. The generating process renews it two ways: its checkpoints in the store
@@ -202,7 +203,15 @@ export function replyLeases(o: {
         const seq = g.chunks.length;
         if (writing || stopped || seq === 0 || (seq === savedSeq && Date.now() < renewBy)) return;
         const until = Date.now() + leaseMs;
-        const m: Message = { ...base, content: g.chunks.join(""), status: "streaming", lease: { owner: o.instanceId, until, seq } };
+        const calls = finishedCalls(g);
+        const m: Message = {
+          ...base,
+          content: g.chunks.join(""),
+          status: "streaming",
+          lease: { owner: o.instanceId, until, seq },
+          // A crash mid-tool leaves the calls that ended with the interrupted reply.
+          ...(calls.length ? { tool_calls: calls } : {}),
+        };
         writing = store
           .putMessage(m)
           .then(

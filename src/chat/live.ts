@@ -1,4 +1,4 @@
-import type { Bus } from "./events";
+import type { Bus, ToolCallEvent } from "./events";
 import type { Generation } from "./replies";
 
 /** A reply streaming somewhere, with its text so far: chunk n (1-based) is seq n. */
@@ -12,6 +12,8 @@ export type LiveReply = {
   deviceId?: string;
   /** Another replica's reply: when this replica last heard it was alive (src/chat/lease.ts). */
   heardAt?: number;
+  /** Its tool calls so far (src/chat/tool-rounds.ts). */
+  toolCalls?: ToolCallEvent[];
 };
 
 /**
@@ -100,6 +102,23 @@ export function createLiveReplies(o: {
         }
         if (e.seq > r.chunks.length + 1) fill(r);
         r.chunks[e.seq - 1] = e.content;
+        return;
+      }
+      case "reply_tool": {
+        // A tool call's start or end: an empty chunk at its seq, and the call as it stands now.
+        if (local.has(e.traceId)) return;
+        let r = byTrace.get(e.traceId);
+        if (!r) {
+          r = { chatId: e.chatId, traceId: e.traceId, createdAt: new Date().toISOString(), chunks: [] };
+          add(r);
+        }
+        r.heardAt = Date.now();
+        if (e.seq > r.chunks.length + 1) fill(r);
+        r.chunks[e.seq - 1] = "";
+        const calls = (r.toolCalls ??= []);
+        const i = calls.findIndex((c) => c.id === e.call.id);
+        if (i >= 0) calls[i] = e.call;
+        else calls.push(e.call);
         return;
       }
       case "reply_end":

@@ -1,3 +1,4 @@
+import type { ToolCallEvent } from "./events";
 import type { Turn } from "../model/model";
 import type { Message, MessageStatus } from "../records";
 import { ChatError } from "./errors";
@@ -15,6 +16,8 @@ export type Generation = {
   createdAt: string;
   /** Every delta so far; chunk n (1-based) has seq n, so a client can resume after any seq. */
   chunks: string[];
+  /** Tool calls so far (src/chat/tool-rounds.ts): started ones without `ok`, finished ones with their result. */
+  toolCalls?: ToolCallEvent[];
   controller: AbortController;
   done: Promise<void>;
 };

@@ -2,8 +2,10 @@ import { ModelError, type Turn, type UsageTag } from "../model/model";
 import type { Message, MessageStatus } from "../records";
 import { nowIso } from "./clock";
 import type { ChatClient, ChatContext } from "./context";
+import type { ToolCallEvent } from "./events";
 import { ChatError, describeFailure } from "./errors";
 import { isStopReason, type Generation, type ReplyOutcome, type StopReason } from "./replies";
+import { finishedCalls, replyRounds, type ToolPrefs } from "./tool-rounds";
 
 export type ReplyResult = ReplyOutcome;
 
@@ -11,14 +13,16 @@ export type ReplyResult = ReplyOutcome;
 export type ReplyJob = {
   question: Message;
   /** Builds the model's input when the reply starts (after any reply queued before it). */
-  prompt(): Promise<{ turns: Turn[]; temperature?: number; model?: string }>;
+  prompt(): Promise<{ turns: Turn[]; temperature?: number; model?: string; tools?: ToolPrefs }>;
   deviceId?: string;
   /** Whose reply this is and why, for its usage record (src/chat/usage.ts). */
   usage?: Pick<UsageTag, "userId" | "kind">;
 };
 
 /** What RESUME answers: the rest of a live reply, or the stored one when it has finished. */
-export type Resumed = { live: true; chatId: string; traceId: string; content: string; seq: number } | { live: false; message: Message };
+export type Resumed =
+  | { live: true; chatId: string; traceId: string; content: string; seq: number; toolCalls?: ToolCallEvent[] }
+  | { live: false; message: Message };
 
 /** Generating, stopping and resuming the model's replies. */
 export function replyCommands(ctx: ChatContext, requireOwned: (owner: string, chatId: string) => Promise<void>) {
@@ -80,7 +84,14 @@ export function replyCommands(ctx: ChatContext, requireOwned: (owner: string, ch
     if (g?.traceId === o.traceId) {
       // Synchronous from the check to the return: later deltas follow it in order.
       client.watch(o.chatId);
-      return { live: true, chatId: o.chatId, traceId: o.traceId, content: g.chunks.slice(o.fromSeq).join(""), seq: g.chunks.length };
+      return {
+        live: true,
+        chatId: o.chatId,
+        traceId: o.traceId,
+        content: g.chunks.slice(o.fromSeq).join(""),
+        seq: g.chunks.length,
+        ...(g.toolCalls?.length ? { toolCalls: [...g.toolCalls] } : {}),
+      };
     }
     // Finished (or finishing) already: the stored reply is the whole text.
     const recent = await store.listMessages(o.chatId, { limit: 50 });
@@ -150,11 +161,16 @@ async function generate(
   let status: MessageStatus | undefined;
   let error: ReplyResult["error"];
   try {
-    for await (const delta of ctx.model.stream(prompt.turns, {
-      signal: g.controller.signal,
-      temperature: prompt.temperature,
-      model: prompt.model,
-      ...(job.usage ? { usage: { ...job.usage, chatId: g.chatId, messageId: g.traceId } } : {}),
+    for await (const delta of replyRounds(ctx, g, {
+      turns: prompt.turns,
+      options: {
+        signal: g.controller.signal,
+        temperature: prompt.temperature,
+        model: prompt.model,
+        ...(job.usage ? { usage: { ...job.usage, chatId: g.chatId, messageId: g.traceId } } : {}),
+      },
+      prefs: prompt.tools,
+      busy: idle.hold,
     })) {
       // A stopped reply takes nothing more, even deltas the model had already sent (one read of
       // its stream can hold many).
@@ -173,7 +189,7 @@ async function generate(
       status = "incomplete";
       const f = describeFailure(reason);
       error =
-        f.code === "MODEL_ERROR" || f.code === "MODEL_TIMEOUT"
+        f.code === "MODEL_ERROR" || f.code === "MODEL_TIMEOUT" || f.code === "TOO_MANY_GENERATIONS"
           ? { code: f.code, message: f.message }
           : { code: "MODEL_ERROR", message: "the model failed while replying" };
       log.warn("model reply failed", { chatId: g.chatId, traceId: g.traceId, code: error.code, error: reason });
@@ -184,10 +200,16 @@ async function generate(
     await lease.stop();
   }
 
-  const message: Message = { ...base, content: g.chunks.join(""), ...(status ? { status } : {}) };
+  const calls = finishedCalls(g);
+  const message: Message = {
+    ...base,
+    content: g.chunks.join(""),
+    ...(status ? { status } : {}),
+    ...(calls.length ? { tool_calls: calls } : {}),
+  };
   let stored: Message | undefined;
-  // An empty failed reply is noise in the history; anything with text is kept.
-  if (message.content || !status) {
+  // An empty failed reply is noise in the history; anything with text or tool calls is kept.
+  if (message.content || calls.length || !status) {
     try {
       await ctx.store.putMessage(message);
       stored = message;
@@ -226,11 +248,20 @@ function replyTime(question: Message): string {
 function idleWatchdog(controller: AbortController, ms: number) {
   let last = performance.now();
   let timer: ReturnType<typeof setTimeout> | undefined;
+  // While tools run the model is not being waited on (each call has its own TOOL_TIMEOUT_MS).
+  let held = false;
   const check = () => {
-    const silent = performance.now() - last;
+    const silent = held ? 0 : performance.now() - last;
     if (silent >= ms) controller.abort(new ModelError("MODEL_TIMEOUT", `the model sent nothing for ${ms} ms`));
     else timer = setTimeout(check, ms - silent);
   };
   timer = setTimeout(check, ms);
-  return { reset: () => void (last = performance.now()), stop: () => clearTimeout(timer) };
+  return {
+    reset: () => void (last = performance.now()),
+    hold: (on: boolean) => {
+      held = on;
+      last = performance.now();
+    },
+    stop: () => clearTimeout(timer),
+  };
 }

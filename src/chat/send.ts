@@ -219,6 +219,8 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
       ),
       temperature: settings.temperature,
       model: settings.model,
+      // The owner's: a device's question is answered in its owner's time zone.
+      tools: { owner: o.owner, timeZone: settings.timeZone, toolsOff: settings.toolsOff },
     };
   }
 

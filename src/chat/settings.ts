@@ -1,5 +1,6 @@
 import * as v from "valibot";
 import type { Store } from "../store/store";
+import { isTimeZone } from "../tools/time";
 
 // What a chat owner may tune. null clears a setting back to the server's default.
 export const SettingsPatchSchema = v.object({
@@ -30,12 +31,32 @@ export const SettingsPatchSchema = v.object({
   model: v.nullish(
     v.pipe(v.string("model must be a string"), v.trim(), v.regex(/^[\w.:/-]{1,100}$/, "model must be a model or deployment name")),
   ),
+  /** The user's IANA time zone: what "now" means to the time tools (a device uses its owner's). */
+  timeZone: v.nullish(
+    v.pipe(
+      v.string("timeZone must be a string"),
+      v.trim(),
+      v.check(isTimeZone, "timeZone must be an IANA time zone name such as Europe/Paris or America/New_York"),
+    ),
+  ),
+  /** Tools the user turned off: an MCP server's name (all its tools) or a tool's full name. */
+  toolsOff: v.nullish(
+    v.pipe(
+      v.array(
+        v.pipe(v.string("toolsOff must hold names"), v.regex(/^[\w-]{1,64}$/, "toolsOff must hold tool or server names")),
+        "toolsOff must be an array of tool or server names",
+      ),
+      v.maxLength(100, "toolsOff must hold at most 100 names"),
+    ),
+  ),
 });
 export const SettingsSchema = v.object({
   systemPrompt: v.optional(v.string()),
   deviceSystemPrompt: v.optional(v.string()),
   temperature: v.optional(v.number()),
   model: v.optional(v.string()),
+  timeZone: v.optional(v.string()),
+  toolsOff: v.optional(v.array(v.string())),
 });
 export type Settings = v.InferOutput<typeof SettingsSchema>;
 export type SettingsPatch = v.InferOutput<typeof SettingsPatchSchema>;

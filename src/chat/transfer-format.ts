@@ -48,7 +48,22 @@ export function markdownMessage(m: ExportedMessage): string {
   const heading = [who, m.created_at, ...(m.status ? [STATUS[m.status]] : [])].join(" · ");
   const fence = openFence(m.content);
   const close = fence ? `${/[\r\n]$/.test(m.content) ? "" : "\n"}${fence}` : "";
-  return `## ${heading}\n\n${m.content}${close}\n\n`;
+  return `## ${heading}\n\n${toolCallsMarkdown(m)}${m.content}${close}\n\n`;
+}
+
+/** A reply's tool calls, before its text (they ran before it was written): one quoted line each. */
+function toolCallsMarkdown(m: ExportedMessage): string {
+  if (!m.tool_calls?.length) return "";
+  const code = (s: string) => {
+    const text = oneLine(s);
+    const ticks = "`".repeat(Math.max(0, ...(text.match(/`+/g) ?? []).map((r) => r.length)) + 1);
+    return `${ticks}${ticks.length > 1 ? " " : ""}${text}${ticks.length > 1 ? " " : ""}${ticks}`;
+  };
+  const lines = m.tool_calls.map((c) => {
+    const outcome = c.ok ? "ok" : `error: ${c.error ?? "failed"}`;
+    return `> Tool ${code(c.name)} (${outcome}, ${c.ms} ms): ${code(c.arguments || "{}")} → ${code(c.result.slice(0, 500))}\n`;
+  });
+  return `${lines.join(">\n")}\n`;
 }
 
 const FENCE = /^ {0,3}(`{3,}|~{3,})(.*)$/;

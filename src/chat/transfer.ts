@@ -1,5 +1,5 @@
 import * as v from "valibot";
-import { MessageStatusSchema, RoleSchema, type Chat, type Message } from "../records";
+import { MessageStatusSchema, RoleSchema, ToolCallRecordSchema, type Chat, type Message, type ToolCallRecord } from "../records";
 import { StoredMessageId } from "../store/cursor";
 import { DEFAULT_CHAT_NAME } from "./known-chats";
 import { nowIso } from "./clock";
@@ -32,6 +32,8 @@ export type ExportedMessage = {
   status?: NonNullable<Message["status"]>;
   parent_id?: string;
   device_id?: string;
+  /** A reply's tool calls, in order (src/tools/). */
+  tool_calls?: ToolCallRecord[];
 };
 /** An export as it is produced: the chat, then its messages in pages, oldest first. */
 export type ChatExport = { exportedAt: string; chat: ExportedChat; pages: AsyncIterable<ExportedMessage[]> };
@@ -53,6 +55,9 @@ const ImportedMessage = v.object({
   status: v.optional(v.picklist(MessageStatusSchema.options, 'must be "incomplete", "stopped", "interrupted" or "streaming"')),
   parent_id: v.optional(v.string("must be a string")),
   device_id: v.optional(v.pipe(v.string("must be a string"), v.maxLength(255, "must be at most 255 characters"))),
+  tool_calls: v.optional(
+    v.pipe(v.array(ToolCallRecordSchema, "must be an array of tool calls"), v.maxLength(100, "must hold at most 100 calls")),
+  ),
 });
 
 /** What an import accepts: version 1 of the export. Unknown fields are ignored (later additions). */
@@ -111,6 +116,7 @@ function exported(m: Message, now: number): ExportedMessage {
     ...(status ? { status } : {}),
     ...(m.parent_id !== undefined ? { parent_id: m.parent_id } : {}),
     ...(m.device_id !== undefined ? { device_id: m.device_id } : {}),
+    ...(m.tool_calls?.length ? { tool_calls: m.tool_calls } : {}),
   };
 }
 
@@ -196,6 +202,7 @@ export function transferCommands(ctx: ChatContext, requireChat: (owner: string, 
       ...(m.status ? { status: m.status === "streaming" ? ("interrupted" as const) : m.status } : {}),
       ...(m.parent_id !== undefined ? { parent_id: m.parent_id === TOP ? TOP : newId.get(m.parent_id)! } : {}),
       ...(m.device_id !== undefined ? { device_id: m.device_id } : {}),
+      ...(m.tool_calls?.length ? { tool_calls: m.tool_calls } : {}),
     }));
     const last = messages.reduce((t, m) => (m.created_at > t ? m.created_at : t), source.created_at);
     // No device_id on the copy: a device's next question must go on landing in its own chat

@@ -21,6 +21,8 @@ export type HealthSources = {
   /** `connected`: the bus subscribed once since start-up (a later outage is only "degraded"). */
   redis?: () => Promise<{ ok: boolean; mode: string; connected: boolean; latency_ms?: number }>;
   storeTimeoutMs?: number;
+  /** The operator's MCP servers (src/tools/mcp.ts): one not connected leaves its tools out of replies. */
+  mcp?: () => { name: string; state: string; tools: number; error?: string }[];
 };
 
 /**
@@ -33,7 +35,9 @@ export async function healthReport(s: HealthSources) {
   const model = s.model.health();
   const iot = s.iotHub();
   // Without Redis each replica still serves its own sockets: degraded, not down.
-  const degraded = !model.ok || iot.status === "error" || !storeOk || (redis !== undefined && !redis.ok);
+  const mcp = s.mcp?.();
+  const mcpDown = mcp?.some((m) => m.state !== "ready") ?? false;
+  const degraded = !model.ok || iot.status === "error" || !storeOk || (redis !== undefined && !redis.ok) || mcpDown;
   const starting = redis !== undefined && !redis.connected;
   const body = {
     status: starting ? "starting" : degraded ? "degraded" : "ok",
@@ -48,6 +52,7 @@ export async function healthReport(s: HealthSources) {
       },
       iot_hub: iot.status === "disabled" ? iot : { ...iot, auth: s.auth.iotHub },
       redis: redis ?? { status: "disabled" },
+      mcp: mcp ? { ok: !mcpDown, servers: mcp } : { status: "disabled" },
     },
     replica: s.replica,
     version: s.version,

@@ -41,6 +41,8 @@ export type StreamOptions = {
   onUsage?: (u: ReportedUsage) => void;
   /** Functions offered to the model; a model server that refuses them is asked without (and remembered). */
   tools?: ToolSpec[];
+  /** "none": the tools are shown (earlier rounds used them) but the model must answer in text. */
+  toolChoice?: "none";
   /** Called once, after the last delta, with the calls the model asked for (none: not called). */
   onToolCalls?: (calls: ToolCall[]) => void;
 };

@@ -40,7 +40,7 @@ function chatCompletionsModel(kind: ModelKind, client: OpenAI, name: string): Mo
   return {
     kind,
     name,
-    async *stream(turns: ModelTurn[], { signal, temperature, model, tools, onToolCalls, onUsage }: StreamOptions) {
+    async *stream(turns: ModelTurn[], { signal, temperature, model, tools, toolChoice, onToolCalls, onUsage }: StreamOptions) {
       const target = model ?? name;
       const offer = tools?.length && !noTools.has(target) ? tools : undefined;
       const request = (withTools: ToolSpec[] | undefined) =>
@@ -48,12 +48,13 @@ function chatCompletionsModel(kind: ModelKind, client: OpenAI, name: string): Mo
           .create(
             {
               model: target,
-              messages: (withTools ? turns : withoutToolTurns(turns)) as OpenAI.ChatCompletionMessageParam[],
+              messages: withTools ? turns.map(toApiTurn) : withoutToolTurns(turns),
               stream: true,
               // The service's own token count, in one last chunk (Azure OpenAI and OpenAI send it).
               ...(onUsage ? { stream_options: { include_usage: true } } : {}),
               ...(temperature === undefined ? {} : { temperature }),
               ...(withTools ? { tools: withTools.map((t) => ({ type: "function" as const, function: t })) } : {}),
+              ...(withTools && toolChoice ? { tool_choice: toolChoice } : {}),
             },
             { signal },
           )
@@ -73,7 +74,7 @@ function chatCompletionsModel(kind: ModelKind, client: OpenAI, name: string): Mo
       if (!body) throw new ModelError("MODEL_ERROR", "the model service answered without a body");
       const calls = toolCallAssembler();
       try {
-        yield* chatDeltas(body, signal, offer ? calls.add : undefined, onUsage);
+        yield* chatDeltas(body, signal, offer && !toolChoice ? calls.add : undefined, onUsage);
         signal.throwIfAborted();
       } catch (e) {
         throw toModelError(e, signal);
@@ -87,10 +88,24 @@ function chatCompletionsModel(kind: ModelKind, client: OpenAI, name: string): Mo
   };
 }
 
+/** A turn in the Chat Completions shape: an assistant's calls as `{id, type: "function", function}`. */
+function toApiTurn(t: ModelTurn): OpenAI.ChatCompletionMessageParam {
+  if (t.role === "tool") return t;
+  if ("tool_calls" in t) {
+    return {
+      role: "assistant",
+      content: t.content || null,
+      tool_calls: t.tool_calls.map((c) => ({ id: c.id, type: "function" as const, function: { name: c.name, arguments: c.arguments } })),
+    };
+  }
+  return { role: t.role, content: t.content };
+}
+
 /** A server that takes no tools is shown earlier rounds' calls and results as plain text turns. */
-function withoutToolTurns(turns: ModelTurn[]): ModelTurn[] {
-  return turns.map((t) =>
-    t.role === "tool" ? { role: "user", content: `[tool result] ${t.content}` } : { role: t.role, content: t.content },
+function withoutToolTurns(turns: ModelTurn[]): OpenAI.ChatCompletionMessageParam[] {
+  return turns.map(
+    (t): OpenAI.ChatCompletionMessageParam =>
+      t.role === "tool" ? { role: "user", content: `[tool result] ${t.content}` } : { role: t.role, content: t.content },
   );
 }
 

@@ -26,6 +26,8 @@ export function showEventsOnSockets(bus: Bus, conns: Connections): () => void {
         return conns.toChat(e.chatId, frames.branchSelected(e.chatId, e.messageId), { except: e.origin, owner: e.owner });
       case "reply_delta":
         return conns.toChat(e.chatId, frames.delta(e), { delta: e });
+      case "reply_tool":
+        return conns.toChat(e.chatId, frames.toolCall(e));
       case "reply_end":
         conns.toChat(e.chatId, frames.end(e));
         // "ends the stream with an ERROR frame": after end:true, so the UI has closed the bubble.

@@ -1,12 +1,12 @@
 import * as v from "valibot";
 import type { StreamingMessage } from "../chat/history";
 import type { BranchInfo } from "../chat/branches";
-import type { ChatEvent } from "../chat/events";
+import type { ChatEvent, ToolCallEvent } from "../chat/events";
 import type { Resumed } from "../chat/reply";
 import { hasSearchTerms, type SearchResults } from "../chat/search";
 import type { UsageReport } from "../chat/usage";
 import { SettingsPatchSchema, SettingsSchema, type Settings } from "../chat/settings";
-import { ChatSchema, IsoTime, MessageSchema, RoleSchema, SearchHitSchema, type Chat, type Message } from "../records";
+import { ChatSchema, IsoTime, MessageSchema, RoleSchema, SearchHitSchema, ToolCallRecordSchema, type Chat, type Message } from "../records";
 import { ERROR_CODES, type ErrorCode } from "./errors";
 
 // Every frame of /ws, in and out: `inbound` (what a client sends), `outbound` (what the server sends) and
@@ -238,8 +238,56 @@ export const outbound = {
       ),
       reason: v.optional(Reason),
       message: v.optional(v.pipe(PublicMessageSchema, v.description("RESUME of a finished reply: the stored reply"))),
+      toolCalls: v.optional(
+        v.pipe(
+          v.array(
+            v.object({
+              ...ToolCallRecordSchema.entries,
+              ok: v.optional(v.boolean()),
+              result: v.optional(v.string()),
+              ms: v.optional(v.number()),
+            }),
+          ),
+          v.description("RESUME of a live reply: its tool calls so far (a running one has no ok yet)"),
+        ),
+      ),
     },
     "A reply streaming to the chat's watchers: deltas (end false), then one end frame (end true); RESUME's answer.",
+  ),
+  TOOL_CALL_START: frame(
+    "TOOL_CALL_START",
+    {
+      chatId: Uuid,
+      traceId: v.pipe(v.string(), v.description("the reply making the call")),
+      seq: v.pipe(v.number(), v.integer(), v.description("its place among the reply's MESSAGE deltas (it adds no text)")),
+      call: v.object({
+        id: v.string(),
+        name: v.pipe(v.string(), v.description("the tool: a built-in, or <server>__<tool> for an MCP server's")),
+        arguments: v.pipe(v.string(), v.description("the model's arguments, as JSON text")),
+      }),
+    },
+    "A reply's tool call started, to the chat's watchers, in seq order with the reply's deltas.",
+  ),
+  TOOL_CALL_END: frame(
+    "TOOL_CALL_END",
+    {
+      chatId: Uuid,
+      traceId: v.string(),
+      seq: v.pipe(v.number(), v.integer()),
+      call: v.object({
+        ...ToolCallRecordSchema.entries,
+        result: v.pipe(v.string(), v.description("what came back, shortened for display (1 000 characters)")),
+        error: v.optional(
+          v.pipe(
+            v.string(),
+            v.description(
+              "unknown_tool, invalid_arguments, timeout, failed, unavailable or cancelled; the model saw the error as the result",
+            ),
+          ),
+        ),
+      }),
+    },
+    "A reply's tool call finished (ok or not), to the chat's watchers, in seq order with the reply's deltas.",
   ),
   MESSAGE_ACCEPTED: frame(
     "MESSAGE_ACCEPTED",
@@ -353,13 +401,20 @@ export const answers = {
   SELECT_BRANCH: "CHAT_HISTORY",
 } as const satisfies { [T in InboundType]: OutboundType };
 
-const catchUp = (r: { chatId: string; traceId: string; content: string; seq: number }): Outbound<"MESSAGE"> => ({
+const catchUp = (r: {
+  chatId: string;
+  traceId: string;
+  content: string;
+  seq: number;
+  toolCalls?: ToolCallEvent[];
+}): Outbound<"MESSAGE"> => ({
   type: "MESSAGE",
   chatId: r.chatId,
   content: r.content,
   traceId: r.traceId,
   end: false,
   seq: r.seq,
+  ...(r.toolCalls?.length ? { toolCalls: r.toolCalls } : {}),
 });
 /** A reply's stored status as an end frame's reason ("streaming" is no ending: none). */
 const reasonOf = (status?: Message["status"]) =>
@@ -408,6 +463,23 @@ export const frames = {
     end: false,
     seq: e.seq,
   }),
+  /** A tool call's start (no `ok` yet) or end. The original web UI ignores both: it knows neither type. */
+  toolCall: (e: Extract<ChatEvent, { type: "reply_tool" }>): Outbound<"TOOL_CALL_START"> | Outbound<"TOOL_CALL_END"> =>
+    e.call.ok === undefined
+      ? {
+          type: "TOOL_CALL_START",
+          chatId: e.chatId,
+          traceId: e.traceId,
+          seq: e.seq,
+          call: { id: e.call.id, name: e.call.name, arguments: e.call.arguments },
+        }
+      : {
+          type: "TOOL_CALL_END",
+          chatId: e.chatId,
+          traceId: e.traceId,
+          seq: e.seq,
+          call: { ...e.call, ok: e.call.ok, result: e.call.result ?? "", ms: e.call.ms ?? 0 },
+        },
   // content "" on the last frame: the web UI appends whatever arrives.
   end: (e: Extract<ChatEvent, { type: "reply_end" }>) => ({
     type: "MESSAGE",

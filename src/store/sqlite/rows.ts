@@ -24,6 +24,7 @@ export type MessageRow = {
   lease_owner: string | null;
   lease_until: number | null;
   lease_seq: number | null;
+  tool_calls: string | null;
 };
 export type ClaimRow = { owner: string | null; lease_until: number | null; done: number; expires_at: number };
 
@@ -48,6 +49,7 @@ export const toMessage = (r: MessageRow): Message => ({
   ...(r.device_id === null ? {} : { device_id: r.device_id }),
   ...(r.parent_id === null ? {} : { parent_id: r.parent_id }),
   ...(r.lease_owner === null ? {} : { lease: { owner: r.lease_owner, until: r.lease_until ?? 0, seq: r.lease_seq ?? 0 } }),
+  ...(r.tool_calls ? { tool_calls: JSON.parse(r.tool_calls) } : {}),
 });
 
 export const chatParams = (owner: string, c: Chat) => ({
@@ -73,8 +75,10 @@ export const messageParams = (m: Message) => ({
   $lease_owner: m.lease?.owner ?? null,
   $lease_until: m.lease?.until ?? null,
   $lease_seq: m.lease?.seq ?? null,
+  $tool_calls: m.tool_calls?.length ? JSON.stringify(m.tool_calls) : null,
 });
 
-export const MESSAGE_COLUMNS = "chat_id, id, role, content, created_at, status, device_id, parent_id, lease_owner, lease_until, lease_seq";
+export const MESSAGE_COLUMNS =
+  "chat_id, id, role, content, created_at, status, device_id, parent_id, lease_owner, lease_until, lease_seq, tool_calls";
 export const MESSAGE_VALUES =
-  "$chat_id, $id, $role, $content, $created_at, $status, $device_id, $parent_id, $lease_owner, $lease_until, $lease_seq";
+  "$chat_id, $id, $role, $content, $created_at, $status, $device_id, $parent_id, $lease_owner, $lease_until, $lease_seq, $tool_calls";

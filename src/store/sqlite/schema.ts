@@ -14,6 +14,7 @@ CREATE TABLE IF NOT EXISTS messages (
   chat_id TEXT NOT NULL REFERENCES chats(id) ON DELETE CASCADE, id TEXT NOT NULL,
   role TEXT NOT NULL, content TEXT NOT NULL, created_at TEXT NOT NULL,
   status TEXT, device_id TEXT, parent_id TEXT, lease_owner TEXT, lease_until INTEGER, lease_seq INTEGER,
+  tool_calls TEXT,
   PRIMARY KEY (chat_id, id)
 );
 CREATE TABLE IF NOT EXISTS processed_messages (
@@ -52,7 +53,7 @@ const ADDED_COLUMNS: Record<string, Record<string, string>> = {
   // Chats from before users existed belong to the legacy API_TOKEN user (src/auth/identity.ts).
   // A branched chat's current message (src/chat/branches.ts); NULL on every other chat.
   chats: { owner: "TEXT NOT NULL DEFAULT 'default'", selected: "TEXT" },
-  messages: { parent_id: "TEXT", lease_owner: "TEXT", lease_until: "INTEGER", lease_seq: "INTEGER" },
+  messages: { parent_id: "TEXT", lease_owner: "TEXT", lease_until: "INTEGER", lease_seq: "INTEGER", tool_calls: "TEXT" },
   // Rows written by claimProcessed before claims existed are finished work: done defaults to 1.
   processed_messages: { owner: "TEXT", lease_until: "INTEGER", done: "INTEGER NOT NULL DEFAULT 1" },
 };

@@ -45,7 +45,7 @@ export function prepareStatements(db: Database) {
        ON CONFLICT (chat_id, id) DO UPDATE SET role = excluded.role, content = excluded.content,
        created_at = excluded.created_at, status = excluded.status, device_id = excluded.device_id,
        parent_id = excluded.parent_id, lease_owner = excluded.lease_owner, lease_until = excluded.lease_until,
-       lease_seq = excluded.lease_seq`,
+       lease_seq = excluded.lease_seq, tool_calls = excluded.tool_calls`,
     ),
     // Newest first straight off the (chat_id, created_at, id) index; reversed in JS rather than
     // re-sorted by SQLite through a temp B-tree.
