@@ -24,6 +24,12 @@ export type ClientOptions = {
   WebSocket?: typeof WebSocket;
   /** For jitter; tests pass their own. */
   random?: () => number;
+  /**
+   * Pacing, below the server's defaults (RATE_LIMIT_FRAMES_PER_SECOND 50 with a burst of 100;
+   * INBOUND_QUEUE_MAX_FRAMES 128): frames per second (burst twice that) and requests sent and not yet answered.
+   */
+  framesPerSecond?: number;
+  maxInFlight?: number;
 };
 
 /** An ERROR answer, or a request the connection could not carry (code DISCONNECTED / CLOSED). */
@@ -108,11 +114,49 @@ export function createClient(o: ClientOptions) {
     for (const fn of listeners.get(f.type) ?? []) fn(f);
     for (const fn of listeners.get("*") ?? []) fn(f);
   };
-  const transmit = (p: Pending) => {
+  const perSecond = o.framesPerSecond ?? 40;
+  const maxInFlight = o.maxInFlight ?? 32;
+  let tokens = perSecond * 2;
+  let refilled = Date.now();
+  let paced: ReturnType<typeof setTimeout> | undefined;
+  let restoringNow = false;
+  /** In the order they were sent: an ERROR the server could not tie to a request answers one of these. */
+  const inFlight: Pending[] = [];
+
+  /**
+   * Sends what waits, in order (restoring requests first), while the socket is open, the frame budget
+   * lasts and fewer than maxInFlight are unanswered: the server then never refuses a frame for its rate
+   * or its queue, refusals that it cannot tie to a requestId.
+   */
+  function flush() {
     if (ws?.readyState !== 1) return;
-    ws.send(JSON.stringify(p.frame));
-    p.sent = true;
-  };
+    const now = Date.now();
+    const restoring = restoringNow;
+    tokens = Math.min(perSecond * 2, tokens + ((now - refilled) / 1000) * perSecond);
+    refilled = now;
+    const waiting = [...pending.values()].filter((p) => !p.sent);
+    for (const p of [...waiting.filter((w) => w.quiet), ...waiting.filter((w) => !w.quiet)]) {
+      if (tokens < 1 || (!p.quiet && (restoring || inFlight.length >= maxInFlight))) break;
+      tokens -= 1;
+      ws.send(JSON.stringify(p.frame));
+      p.sent = true;
+      inFlight.push(p);
+    }
+    if (tokens < 1 && !paced && [...pending.values()].some((p) => !p.sent)) {
+      paced = setTimeout(
+        () => {
+          paced = undefined;
+          flush();
+        },
+        Math.ceil(1000 / perSecond),
+      );
+    }
+  }
+  function settle(p: Pending) {
+    pending.delete(p.requestId);
+    const i = inFlight.indexOf(p);
+    if (i >= 0) inFlight.splice(i, 1);
+  }
 
   /** What a request changes in what the socket watches, kept to restore it on the next socket. */
   function track(type: RequestType, args: Record<string, unknown>) {
@@ -139,7 +183,7 @@ export function createClient(o: ClientOptions) {
       const p: Pending = { requestId, type, frame, sent: false, quiet, resolve: resolve as (f: ServerFrame) => void, reject };
       pending.set(requestId, p);
       if (!quiet) track(type, args);
-      transmit(p);
+      flush();
     });
   }
 
@@ -176,13 +220,28 @@ export function createClient(o: ClientOptions) {
     if (streams.accept(f)) emit(f);
   }
 
+  /**
+   * An ERROR about a frame the server refused before reading it (its rate, its size) has no requestId.
+   * Frames are answered in order, so it is the oldest one unanswered; a frame dropped because too many
+   * wait (it has `limit`) is answered at once, so it is the newest.
+   */
+  function unclaimed(f: ServerFrame<"ERROR">): Pending | undefined {
+    if (f.chatId || f.traceId) return undefined; // a reply's failure, to every watcher
+    return f.code === "RATE_LIMITED" && f.limit !== undefined ? inFlight.at(-1) : inFlight[0];
+  }
+
   function onFrame(f: ServerFrame) {
-    const p = typeof f.requestId === "string" ? pending.get(f.requestId) : undefined;
+    const p =
+      typeof f.requestId === "string"
+        ? pending.get(f.requestId)
+        : f.type === "ERROR" && f.requestId === undefined
+          ? unclaimed(f)
+          : undefined;
     if (f.type === "CHAT_DELETED") forgetChat(f.chatId);
     // A history page shown (not one read to restore the focus) holds a streaming reply's text up to its seq.
     if (f.type === "CHAT_HISTORY" && !p?.quiet) for (const m of f.messages) if (m.streaming) streams.saw(f.chatId, m.id, m.seq ?? 0);
     if (p) {
-      pending.delete(p.requestId);
+      settle(p);
       if (f.type === "ERROR") {
         if (p.type === "SEND_MESSAGE" && SEND_AGAIN.has(f.code)) {
           pending.set(p.requestId, { ...p, sent: false });
@@ -194,11 +253,13 @@ export function createClient(o: ClientOptions) {
           p.reject(new PiChatError(f.code, f.error, f));
         }
         if (!p.quiet) emit(f);
+        flush();
         return;
       }
       if (f.type === "MESSAGE") onMessageFrame(f, p.type === "RESUME");
       else if (!p.quiet) emit(f);
       p.resolve(f);
+      flush();
       return;
     }
     if (f.type === "MESSAGE") return onMessageFrame(f, false);
@@ -231,12 +292,13 @@ export function createClient(o: ClientOptions) {
 
   /** On a new socket: watches back, every followed reply RESUMEd, then every request not answered, in order. */
   function restore() {
-    const queued = [...pending.values()];
+    restoringNow = true;
     if (explicit.size) enqueue("WATCH", { chatIds: [...explicit] }, true).catch(() => {});
     for (const [traceId, s] of streams.following()) resume(s.chatId, traceId, s.seq);
     // RESUME moves the socket's focus; put it back where it was (the smallest read that does).
     if (focus) enqueue("GET_CHAT_HISTORY", { chatId: focus, limit: 1 }, true).catch(() => {});
-    for (const p of queued) transmit(p);
+    restoringNow = false;
+    flush(); // then every request not answered, in order
   }
 
   async function open() {
@@ -282,6 +344,9 @@ export function createClient(o: ClientOptions) {
     for (const t of resumeTimers) clearTimeout(t);
     resumeTimers.clear();
     catchingUp.clear();
+    inFlight.length = 0;
+    clearTimeout(paced);
+    paced = undefined;
     // Answers lost with the socket: what is safe to send again waits for the next one; the rest fails.
     for (const p of [...pending.values()]) {
       // The next socket's restore() asks its own.

@@ -88,6 +88,42 @@ describe("typed requests and events", () => {
   });
 });
 
+describe("pacing", () => {
+  test("paced below the server's frame rate, every request is answered; unpaced, the refusals without a requestId still settle each request", async () => {
+    const strict = await startTestServer({ RATE_LIMIT_FRAMES_PER_SECOND: "10" }); // a burst of 20
+    try {
+      const paced = createClient({ url: strict.wsUrl, framesPerSecond: 8 });
+      const unpaced = createClient({ url: strict.wsUrl, framesPerSecond: 10_000, maxInFlight: 10_000 });
+      clients.push(paced, unpaced);
+      const answers = await within(
+        Promise.all(Array.from({ length: 30 }, () => paced.request("GET_SETTINGS"))),
+        10_000,
+        "30 paced requests answered",
+      );
+      expect(answers.every((a) => a.type === "SETTINGS")).toBe(true);
+      // 60 at once: the server refuses those past its burst before reading them (no requestId); the
+      // client ties each refusal to its request (answers come in order), so none waits forever.
+      const outcomes = await within(
+        Promise.all(
+          Array.from({ length: 60 }, () =>
+            unpaced.request("GET_SETTINGS").then(
+              (a) => a.type,
+              (e) => e.code,
+            ),
+          ),
+        ),
+        10_000,
+        "every unpaced request settled",
+      );
+      expect(outcomes.filter((o) => o === "SETTINGS").length).toBeGreaterThanOrEqual(20);
+      expect(outcomes.filter((o) => o === "RATE_LIMITED").length).toBeGreaterThan(0);
+      expect(outcomes.every((o) => o === "SETTINGS" || o === "RATE_LIMITED")).toBe(true);
+    } finally {
+      await strict.close();
+    }
+  }, 20_000);
+});
+
 describe("reconnecting", () => {
   test("100 sends through 3 forced disconnects: each question stored and answered exactly once, in order; nothing shown twice", async () => {
     const relay = startSwitchRelay(Number(new URL(server.url).port));
@@ -106,6 +142,7 @@ describe("reconnecting", () => {
           // A disconnect that loses answers: five questions reach the server and are stored, their
           // MESSAGE_ACCEPTED never reaches the client; then the connection drops.
           await opened(client);
+          await until(() => client.waiting().length === 0, "the sends before it answered");
           relay.stall();
           for (let k = i; k < i + 5; k++) send(k);
           await until(async () => (await storedIds()).has(ids[i + 4]!), `${ids[i + 4]} stored`);

@@ -110,12 +110,42 @@ function createClient(o) {
     for (const fn of listeners.get("*") ?? [])
       fn(f);
   };
-  const transmit = (p) => {
+  const perSecond = o.framesPerSecond ?? 40;
+  const maxInFlight = o.maxInFlight ?? 32;
+  let tokens = perSecond * 2;
+  let refilled = Date.now();
+  let paced;
+  let restoringNow = false;
+  const inFlight = [];
+  function flush() {
     if (ws?.readyState !== 1)
       return;
-    ws.send(JSON.stringify(p.frame));
-    p.sent = true;
-  };
+    const now = Date.now();
+    const restoring = restoringNow;
+    tokens = Math.min(perSecond * 2, tokens + (now - refilled) / 1000 * perSecond);
+    refilled = now;
+    const waiting = [...pending.values()].filter((p) => !p.sent);
+    for (const p of [...waiting.filter((w) => w.quiet), ...waiting.filter((w) => !w.quiet)]) {
+      if (tokens < 1 || !p.quiet && (restoring || inFlight.length >= maxInFlight))
+        break;
+      tokens -= 1;
+      ws.send(JSON.stringify(p.frame));
+      p.sent = true;
+      inFlight.push(p);
+    }
+    if (tokens < 1 && !paced && [...pending.values()].some((p) => !p.sent)) {
+      paced = setTimeout(() => {
+        paced = undefined;
+        flush();
+      }, Math.ceil(1000 / perSecond));
+    }
+  }
+  function settle(p) {
+    pending.delete(p.requestId);
+    const i = inFlight.indexOf(p);
+    if (i >= 0)
+      inFlight.splice(i, 1);
+  }
   function track(type, args) {
     const chatId = typeof args.chatId === "string" ? args.chatId : undefined;
     if (type === "WATCH")
@@ -146,7 +176,7 @@ function createClient(o) {
       pending.set(requestId, p);
       if (!quiet)
         track(type, args);
-      transmit(p);
+      flush();
     });
   }
   function request(type, ...rest) {
@@ -174,8 +204,13 @@ function createClient(o) {
     if (streams.accept(f))
       emit(f);
   }
+  function unclaimed(f) {
+    if (f.chatId || f.traceId)
+      return;
+    return f.code === "RATE_LIMITED" && f.limit !== undefined ? inFlight.at(-1) : inFlight[0];
+  }
   function onFrame(f) {
-    const p = typeof f.requestId === "string" ? pending.get(f.requestId) : undefined;
+    const p = typeof f.requestId === "string" ? pending.get(f.requestId) : f.type === "ERROR" && f.requestId === undefined ? unclaimed(f) : undefined;
     if (f.type === "CHAT_DELETED")
       forgetChat(f.chatId);
     if (f.type === "CHAT_HISTORY" && !p?.quiet) {
@@ -184,7 +219,7 @@ function createClient(o) {
           streams.saw(f.chatId, m.id, m.seq ?? 0);
     }
     if (p) {
-      pending.delete(p.requestId);
+      settle(p);
       if (f.type === "ERROR") {
         if (p.type === "SEND_MESSAGE" && SEND_AGAIN.has(f.code)) {
           pending.set(p.requestId, { ...p, sent: false });
@@ -197,6 +232,7 @@ function createClient(o) {
         }
         if (!p.quiet)
           emit(f);
+        flush();
         return;
       }
       if (f.type === "MESSAGE")
@@ -204,6 +240,7 @@ function createClient(o) {
       else if (!p.quiet)
         emit(f);
       p.resolve(f);
+      flush();
       return;
     }
     if (f.type === "MESSAGE")
@@ -236,15 +273,15 @@ function createClient(o) {
     resumeTimers.add(t);
   }
   function restore() {
-    const queued = [...pending.values()];
+    restoringNow = true;
     if (explicit.size)
       enqueue("WATCH", { chatIds: [...explicit] }, true).catch(() => {});
     for (const [traceId, s] of streams.following())
       resume(s.chatId, traceId, s.seq);
     if (focus)
       enqueue("GET_CHAT_HISTORY", { chatId: focus, limit: 1 }, true).catch(() => {});
-    for (const p of queued)
-      transmit(p);
+    restoringNow = false;
+    flush();
   }
   async function open() {
     clearTimeout(timer);
@@ -293,6 +330,9 @@ function createClient(o) {
       clearTimeout(t);
     resumeTimers.clear();
     catchingUp.clear();
+    inFlight.length = 0;
+    clearTimeout(paced);
+    paced = undefined;
     for (const p of [...pending.values()]) {
       if (p.quiet)
         pending.delete(p.requestId);
