@@ -160,6 +160,7 @@ export function startServer(parts: ServerParts) {
   const sharedC2D = shared?.userSends(c.IOT_HUB_C2D_PER_MINUTE, localUserSends(c.IOT_HUB_C2D_PER_MINUTE));
   const hubBudget: HubBudget | undefined = sharedC2D && (() => sharedC2D(C2D_BUDGET_KEY));
   const devices = parts.startDevices?.({ chat, store, log, metrics, hubBudget });
+  if (devices) chat.devices.connect(devices.say);
   // Replies left "streaming" by a process that died, and (several replicas) questions waiting in
   // a lane nobody holds: at start-up, then every half lease.
   const sweep = () => {

@@ -22,6 +22,11 @@ export const CHAT_ERROR_CODES = [
   "NOT_A_QUESTION",
   // The user's tokens for today are spent (details: resetsAt, budget, used); src/chat/usage.ts.
   "BUDGET_EXCEEDED",
+  // Voice devices (src/chat/devices.ts): not the caller's, or unknown (the same answer); no IoT Hub here;
+  // the hub refused or could not be reached.
+  "DEVICE_NOT_FOUND",
+  "DEVICES_DISABLED",
+  "DEVICE_UNREACHABLE",
 ] as const;
 export type ChatErrorCode = (typeof CHAT_ERROR_CODES)[number];
 

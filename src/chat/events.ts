@@ -1,4 +1,5 @@
 import type { Chat, Message, MessageStatus, ToolCallRecord } from "../records";
+import type { DeviceInfo } from "./devices";
 
 // What happened to chats, for whoever shows it: this process's sockets, and other replicas' through
 // the Redis bus. Plain JSON values only, so an event crosses a process boundary unchanged.
@@ -46,6 +47,8 @@ export type ChatEvent =
   | { type: "messages_changed"; chatId: string }
   /** A user's settings changed: every replica drops its copy (src/chat/settings-cache.ts). */
   | { type: "settings_updated"; owner: string }
+  /** Something about one of the owner's devices changed (a question, IoT Hub's connection state); absent fields did not. */
+  | { type: "device_updated"; owner: string; device: DeviceInfo }
   /** This replica may have missed other replicas' events (the shared bus was down): clients should reload. */
   | { type: "resync"; reason: string };
 

@@ -1,5 +1,6 @@
 import { chatCommands } from "./chat-commands";
 import { deviceChat } from "./device-chat";
+import { deviceCommands, type DeviceSayer } from "./devices";
 import { historyPages } from "./history";
 import { knownChats } from "./known-chats";
 import { replyCommands } from "./reply";
@@ -82,6 +83,7 @@ export function createChatService(parts: ChatParts) {
   run = sending.run;
   const transfer = transferCommands(ctx, known.requireChat);
   // Requests from other replicas: stop a reply generated here; a chat deleted there stops ours.
+  const deviceChatOf = deviceChat(ctx.store, chats.createChat);
   const unsubscribe = parts.bus.subscribe((e) => {
     if (e.type === "stop_request") replies.byTrace(e.traceId)?.controller.abort({ stop: "stopped" } satisfies StopReason);
     if (e.type === "chat_updated") known.noteName(e.chat);
@@ -94,13 +96,23 @@ export function createChatService(parts: ChatParts) {
     if (e.type === "resync") known.forgetAll();
   });
 
+  let sayer: DeviceSayer | undefined;
+  const devices = deviceCommands({ store: ctx.store, bus: parts.bus, deviceChat: deviceChatOf, sayer: () => sayer });
+
   return {
     listChats: chats.listChats,
     createChat: chats.createChat,
     history,
     deleteChat: chats.deleteChat,
     renameChat: chats.renameChat,
-    deviceChat: deviceChat(ctx.store, chats.createChat),
+    deviceChat: deviceChatOf,
+    /** GET_DEVICES, DEVICE_UPDATED, SEND_TO_DEVICE (src/chat/devices.ts); `connect` is called once IoT Hub's bridge runs. */
+    devices: {
+      list: devices.list,
+      updated: devices.updated,
+      say: devices.say,
+      connect: (say: DeviceSayer) => void (sayer = say),
+    },
     /** Whose a device's chats are: its assignment, else DEVICE_DEFAULT_OWNER; UNASSIGNED_OWNER means nobody's (not answered). */
     deviceOwner: deviceOwners(parts.store, defaultDeviceOwner(parts.store, parts.options.deviceDefaultOwner, parts.log), parts.log),
     unassignedOwner: UNASSIGNED_OWNER,
@@ -174,6 +186,7 @@ export function createChatService(parts: ChatParts) {
       recent.stop();
       live.close();
       leases.stop();
+      devices.close();
     },
   };
 }

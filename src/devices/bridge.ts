@@ -4,12 +4,14 @@ import type { Metrics } from "../metrics";
 import type { Store } from "../store/store";
 import { c2dAllowance, localHubBudget, type HubBudget } from "./budget";
 import { createC2DSender } from "./c2d";
+import { sayer } from "./say";
+import type { DeviceSayer } from "../chat/devices";
 import { storeCheckpoints } from "./checkpoints";
 import { startDeviceConsumer, type IotHubStatus } from "./consumer";
 import { handleDeviceEvent } from "./handle";
 import type { DeviceBridgeOptions } from "./options";
 
-export type DeviceBridge = { status(): IotHubStatus; stop(): Promise<void> };
+export type DeviceBridge = { status(): IotHubStatus; stop(): Promise<void>; say: DeviceSayer };
 
 /**
  * Devices in, through the same chat service as the browsers. `store` is only the Event Hubs
@@ -55,6 +57,7 @@ export function startDeviceBridge(
 
   return {
     status: consumer.status,
+    say: sayer({ send: c2d.send, allowance }),
     async stop() {
       await consumer.stop();
       await c2d.close();

@@ -33,6 +33,8 @@ export type C2DReply = {
   last?: boolean;
   /** and how many code points of the reply's spoken text come before it (a device drops what it has heard). */
   offset?: number;
+  /** SEND_TO_DEVICE: said to the device, not an answer to a question. */
+  announcement?: true;
 };
 
 export type C2DSender = {

@@ -4,6 +4,7 @@ import type { Logger } from "../log";
 import type { Metrics } from "../metrics";
 import { ChatError } from "../chat/errors";
 import { SORRY, speakInParts, speakOnce, type SpeakerDeps, type Speech, type Spoken } from "./speaker";
+import { connectionState } from "./presence";
 import { tapReplies } from "./tap";
 import { parseDeviceEvent, type DeviceMessage } from "./telemetry";
 
@@ -36,6 +37,8 @@ export { SORRY };
 
 /** One event from the hub: parsed, handled, counted and logged once. Never throws. */
 export async function handleDeviceEvent(deps: DeviceDeps, event: ReceivedEventData): Promise<void> {
+  const state = connectionState(event);
+  if (state) return notePresence(deps, state);
   const parsed = parseDeviceEvent(event, { deviceIdFromBody: deps.deviceIdFromBody });
   if (!parsed.ok) {
     deps.metrics?.deviceMessages.inc({ outcome: "invalid" });
@@ -59,6 +62,16 @@ export async function handleDeviceEvent(deps: DeviceDeps, event: ReceivedEventDa
     outcome,
     durationMs: Math.round(performance.now() - started),
   });
+}
+
+/** IoT Hub says a device (dis)connected: its owner's browsers are told. */
+async function notePresence(deps: DeviceDeps, s: { deviceId: string; online: boolean; at: string }) {
+  try {
+    const owner = await deps.chat.deviceOwner(s.deviceId);
+    if (owner !== deps.chat.unassignedOwner) deps.chat.devices.updated(owner, { id: s.deviceId, online: s.online, onlineAt: s.at });
+  } catch (e) {
+    deps.log.warn("could not note a device's connection state", { deviceId: s.deviceId, error: e });
+  }
 }
 
 /**
@@ -168,6 +181,14 @@ async function answerDevice(deps: DeviceDeps, m: DeviceMessage, log: Logger): Pr
       });
       return said?.told ? "refused" : "c2d_failed";
     }
+    // The question is stored: the owner's device list shows it.
+    chat.devices.updated(owner, {
+      id: m.deviceId,
+      label: room.name,
+      chatId: room.id,
+      lastSeen: sent.message.created_at,
+      lastQuestion: m.text.slice(0, 200),
+    });
     const result = sent.reply ?? Promise.resolve(undefined);
     // A duplicate's reply may still be generated (by this process for an earlier delivery): its id is the question's.
     const replyId = sent.duplicate ? ((await result)?.message?.id ?? m.messageId) : sent.traceId;

@@ -68,6 +68,7 @@ const files: Record<string, { body: string; type: string }> = {
   "/page/markdown.js": { body: read("markdown.js"), type: JS },
   "/page/search.js": { body: read("search.js"), type: JS },
   "/page/signin.js": { body: read("signin.js"), type: JS },
+  "/page/devices.js": { body: read("devices.js"), type: JS },
   "/page/transfer.js": { body: read("transfer.js"), type: JS },
   // The typed client (client/), built into one file by `bun run build:client`.
   "/page/client.js": { body: read("client.js"), type: JS },

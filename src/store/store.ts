@@ -52,6 +52,8 @@ export type Store = {
   deleteChat(owner: string, id: string): Promise<boolean>;
   /** The owner's active chat bound to a device, if any. */
   findDeviceChat(owner: string, deviceId: string): Promise<Chat | undefined>;
+  /** The owner's active device chats, most recently active first (at most DEVICE_LIST_MAX). */
+  listDeviceChats(owner: string): Promise<Chat[]>;
   /**
    * Full-text search over the owner's chat names and finished messages (never a "streaming"
    * checkpoint, never another owner's), best first. Each word of `query` must match the start of
@@ -162,4 +164,9 @@ export type Store = {
   tokensPerDay(userId: string): Promise<number | null | undefined>;
   /** Sets the override (null: no limit) or removes it (undefined: the server's USER_TOKENS_PER_DAY applies). */
   setTokensPerDay(userId: string, tokens: number | null | undefined): Promise<void>;
+  /** The devices assigned to `owner` (at most DEVICE_LIST_MAX). */
+  assignedDevices(owner: string): Promise<string[]>;
 };
+
+/** How many devices one user's list shows. */
+export const DEVICE_LIST_MAX = 200;

@@ -40,6 +40,8 @@ export function showEventsOnSockets(bus: Bus, conns: Connections): () => void {
             }),
           );
         return;
+      case "device_updated":
+        return conns.toOwner(e.owner, frames.deviceUpdated(e.device));
       case "resync":
         return conns.toAll(frames.resync(e.reason));
       case "reply_start":

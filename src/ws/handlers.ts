@@ -2,6 +2,7 @@ import * as v from "valibot";
 import type { ChatService } from "../chat/service";
 import type { Socket, SocketClient } from "./connections";
 import { admitSend, CHAT_PAGE_SIZE, type SocketLimits, type UserSends } from "./limits";
+import { FrameError } from "./errors";
 import { frames, inbound, type Args, type InboundType } from "./protocol";
 
 export type HandlerContext = {
@@ -92,6 +93,13 @@ export const handlers: { [T in InboundType]: Handler<T> } = {
     if (r.duplicate || c.requestId || r.queued) c.reply(frames.messageAccepted(a.chatId, r));
     // A queued reply is not streaming yet; the chat's lane streams one at a time anyway.
     if (!r.duplicate && !r.queued) track(r.reply);
+  }),
+  GET_DEVICES: handler("GET_DEVICES", async (c) => c.reply(frames.devices(await c.chat.devices.list(c.client.owner)))),
+  // Counted as one of the user's sends (and, in the chat service, in the hub's C2D budget).
+  SEND_TO_DEVICE: handler("SEND_TO_DEVICE", async (c, a) => {
+    const allowed = await c.userSends(c.client.owner);
+    if (!allowed.ok) throw new FrameError("RATE_LIMITED", "too many messages; slow down", { retryAfterMs: allowed.retryAfterMs });
+    c.reply(frames.deviceMessageSent(await c.chat.devices.say(c.client.owner, a.deviceId, a.text, c.client.id)));
   }),
 };
 

@@ -6,6 +6,7 @@ import type { Resumed } from "../chat/reply";
 import { hasSearchTerms, type SearchResults } from "../chat/search";
 import type { UsageReport } from "../chat/usage";
 import { SettingsPatchSchema, SettingsSchema, type Settings } from "../chat/settings";
+import { DeviceInfoSchema, SAY_MAX_BYTES, sayBytes, type DeviceInfo } from "../chat/devices";
 import { ChatSchema, IsoTime, MessageSchema, RoleSchema, SearchHitSchema, ToolCallRecordSchema, type Chat, type Message } from "../records";
 import { ERROR_CODES, type ErrorCode } from "./errors";
 
@@ -159,6 +160,23 @@ export const inbound = {
     ),
     cursor: v.nullish(v.string("cursor must be a string")),
   }),
+  // Voice devices (src/chat/devices.ts): the caller's own only.
+  GET_DEVICES: v.object({}),
+  SEND_TO_DEVICE: v.object({
+    deviceId: v.pipe(
+      v.string("deviceId must be a string"),
+      v.minLength(1, "deviceId must not be empty"),
+      v.maxLength(128, "deviceId must be at most 128 characters"),
+    ),
+    text: v.pipe(
+      v.string("text must be a string"),
+      v.check((s) => !blank(s), "text must not be empty or only whitespace"),
+      v.check(
+        (s) => sayBytes(s) <= SAY_MAX_BYTES,
+        `text is too long for one device message: at most ${SAY_MAX_BYTES} bytes as JSON (IoT Hub's C2D limit is 64 KB)`,
+      ),
+    ),
+  }),
 } as const;
 
 export type InboundType = keyof typeof inbound;
@@ -303,7 +321,10 @@ export const outbound = {
   GENERATION_STOPPED: frame("GENERATION_STOPPED", { chatId: Uuid, traceId: v.string() }, "STOP_GENERATION's answer."),
   SETTINGS: frame(
     "SETTINGS",
-    { settings: SettingsSchema, defaults: v.object({ systemPrompt: v.string(), model: v.string() }) },
+    {
+      settings: SettingsSchema,
+      defaults: v.object({ systemPrompt: v.string(), model: v.string(), deviceSystemPrompt: v.optional(v.string()) }),
+    },
     "GET_SETTINGS' and UPDATE_SETTINGS' answer.",
   ),
   USAGE: frame(
@@ -353,6 +374,31 @@ export const outbound = {
     { query: v.string(), hits: v.array(SearchHitSchema), cursor: Cursor, hasMore: v.optional(v.literal(true)) },
     "SEARCH's answer, best first; `hasMore`: older chats were not searched (Cosmos DB scans the 1 000 most recently active).",
   ),
+  DEVICES: frame(
+    "DEVICES",
+    { devices: v.array(DeviceInfoSchema) },
+    "GET_DEVICES' answer: the user's devices (assigned to them, or answered under them), most recently active first.",
+  ),
+  DEVICE_UPDATED: frame(
+    "DEVICE_UPDATED",
+    { device: DeviceInfoSchema },
+    "To the owner's connections: one of their devices asked something, or IoT Hub reported it (dis)connected. Merge by id: absent fields did not change.",
+  ),
+  DEVICE_MESSAGE_SENT: frame(
+    "DEVICE_MESSAGE_SENT",
+    {
+      deviceId: v.string(),
+      chatId: Uuid,
+      messageId: v.pipe(v.string(), v.description("the announcement as stored in the device's chat")),
+      expiresAt: v.pipe(v.string(), v.description("IoT Hub keeps it for the device until then")),
+      queued: v.pipe(
+        v.boolean(),
+        v.description("the device is not known to be connected: it hears it when it connects, if before expiresAt"),
+      ),
+      online: v.optional(v.boolean()),
+    },
+    "SEND_TO_DEVICE's answer: IoT Hub accepted the message for the device.",
+  ),
   RESYNC: frame(
     "RESYNC",
     { reason: v.string() },
@@ -399,6 +445,8 @@ export const answers = {
   EDIT_MESSAGE: "MESSAGE_ACCEPTED",
   GET_BRANCHES: "BRANCHES",
   SELECT_BRANCH: "CHAT_HISTORY",
+  GET_DEVICES: "DEVICES",
+  SEND_TO_DEVICE: "DEVICE_MESSAGE_SENT",
 } as const satisfies { [T in InboundType]: OutboundType };
 
 const catchUp = (r: {
@@ -495,7 +543,24 @@ export const frames = {
   catchUp,
   finished,
   generationStopped: (g: { chatId: string; traceId: string }) => ({ type: "GENERATION_STOPPED", chatId: g.chatId, traceId: g.traceId }),
-  settings: (settings: Settings, defaults: { systemPrompt: string; model: string }) => ({ type: "SETTINGS", settings, defaults }),
+  settings: (settings: Settings, defaults: { systemPrompt: string; model: string; deviceSystemPrompt?: string }) => ({
+    type: "SETTINGS",
+    settings,
+    defaults,
+  }),
+  devices: (devices: DeviceInfo[]) => ({ type: "DEVICES", devices }),
+  deviceUpdated: (device: DeviceInfo) => ({ type: "DEVICE_UPDATED", device }),
+  deviceMessageSent: (r: {
+    deviceId: string;
+    chatId: string;
+    messageId: string;
+    expiresAt: string;
+    queued: boolean;
+    online?: boolean;
+  }) => ({
+    type: "DEVICE_MESSAGE_SENT",
+    ...r,
+  }),
   usage: (r: UsageReport): Outbound<"USAGE"> => ({ type: "USAGE", days: r.days, today: r.today }),
   messageAccepted: (chatId: string, r: { duplicate: boolean; message: Message; traceId?: string; queued?: boolean }) => ({
     type: "MESSAGE_ACCEPTED",

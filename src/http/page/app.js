@@ -5,6 +5,7 @@
 
 import { createClient } from "/page/client.js";
 import { renderMarkdown } from "/page/markdown.js";
+import { createDevices } from "/page/devices.js";
 import { createSearch } from "/page/search.js";
 import { adoptLinkToken } from "/page/signin.js";
 import { errorText, fileName, saveFile } from "/page/transfer.js";
@@ -138,6 +139,7 @@ async function connect() {
     if (mySession !== session) return;
     if (state === "open") {
       send({ type: "GET_CHATS" }); // CHAT_LIST then re-opens the current chat
+      devices.refresh();
       if (ui.who.hidden) whoAmI().then(updateControls); // unanswered before the socket opened
     }
     setConn(state === "open" ? "online" : state === "connecting" ? "connecting" : "offline");
@@ -202,6 +204,8 @@ const on = {
   },
   MESSAGE: (f) => f.chatId === current && onDelta(f),
   SEARCH_RESULTS: (f) => search.results(f),
+  DEVICES: (f) => devices.receive(f),
+  DEVICE_UPDATED: (f) => devices.receive(f),
   // A request's ERROR (it has a requestId) goes to that request's handler: these are a reply's failures.
   ERROR: (f) => f.requestId || onError(f),
 };
@@ -556,6 +560,16 @@ function editMessage(li) {
   text.after(editor);
   area.focus();
 }
+
+// ---- devices (devices.js) ----
+
+const devices = createDevices({
+  sidebar: $("sidebar"),
+  send,
+  // The answer, or the ERROR frame that refused it; null while offline.
+  request: ({ type, ...args }) => (online() ? client.request(type, args).catch((e) => e.frame ?? null) : Promise.resolve(null)),
+  open: (chatId) => select(chatId),
+});
 
 // ---- search ----
 

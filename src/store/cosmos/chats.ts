@@ -2,13 +2,13 @@ import type { PatchOperation, SqlQuerySpec } from "@azure/cosmos";
 import type { Chat } from "../../records";
 import { decodeChatCursor, encodeChatCursor } from "../cursor";
 import { StoreUnavailableError } from "../errors";
-import type { Store } from "../store";
+import { DEVICE_LIST_MAX, type Store } from "../store";
 import { status } from "./failures";
 import { type Cosmos, ETAG_ATTEMPTS, matchEtag, query, read, strip, tolerate } from "./requests";
 
 type ChatOps = Pick<
   Store,
-  "listChats" | "getChat" | "getChats" | "createChat" | "patchChat" | "touchChat" | "deleteChat" | "findDeviceChat"
+  "listChats" | "getChat" | "getChats" | "createChat" | "patchChat" | "touchChat" | "deleteChat" | "findDeviceChat" | "listDeviceChats"
 >;
 
 const toChat = (doc: Record<string, unknown>) => strip<Chat>(doc, ["owner"]);
@@ -134,6 +134,21 @@ export function chatOps(k: Cosmos): ChatOps {
     touchChat: (owner, id, at) =>
       tolerate(async () => (await c.chats.item(id, owner).patch([{ op: "set", path: "/updated_at", value: at }], o()), true), [404], false),
     deleteChat,
+    listDeviceChats: async (owner) =>
+      (
+        await query<Record<string, unknown>>(
+          k,
+          c.chats,
+          {
+            query: `SELECT TOP @n * FROM c WHERE c.owner = @owner AND IS_DEFINED(c.device_id) AND c.active = true ${CHAT_ORDER}`,
+            parameters: [
+              { name: "@n", value: DEVICE_LIST_MAX },
+              { name: "@owner", value: owner },
+            ],
+          },
+          owner,
+        )
+      ).map(toChat),
     findDeviceChat: async (owner, deviceId) => {
       const [doc] = await query<Record<string, unknown>>(
         k,

@@ -1,5 +1,5 @@
 import type { User } from "../../records";
-import type { Store } from "../store";
+import { DEVICE_LIST_MAX, type Store } from "../store";
 import { type Cosmos, query, read, tolerate } from "./requests";
 
 // Users, personal token hashes and device owners: three kinds of document in the `users` container
@@ -15,7 +15,7 @@ import { type Cosmos, query, read, tolerate } from "./requests";
 
 type UserOps = Pick<
   Store,
-  "createUser" | "findUser" | "listUsers" | "addToken" | "userOfToken" | "revokeTokens" | "assignDevice" | "deviceOwner"
+  "createUser" | "findUser" | "listUsers" | "addToken" | "userOfToken" | "revokeTokens" | "assignDevice" | "deviceOwner" | "assignedDevices"
 >;
 
 type UserDoc = { id: string; type: "user"; user: User };
@@ -90,5 +90,17 @@ export function userOps(k: Cosmos): UserOps {
       await users.items.upsert(doc, o());
     },
     deviceOwner: async (device) => (await get<DeviceDoc>(deviceId(device)))?.owner,
+    // GET_DEVICES: a cross-partition query, one per request (device records are few).
+    assignedDevices: async (owner) =>
+      (
+        await query<{ device_id: string }>(k, users, {
+          query: "SELECT TOP @n c.device_id FROM c WHERE c.type = @type AND c.owner = @owner ORDER BY c.device_id",
+          parameters: [
+            { name: "@n", value: DEVICE_LIST_MAX },
+            { name: "@type", value: "device" },
+            { name: "@owner", value: owner },
+          ],
+        })
+      ).map((d) => d.device_id),
   };
 }

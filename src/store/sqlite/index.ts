@@ -2,7 +2,7 @@ import type { Message } from "../../records";
 import { decodeChatCursor, decodeMessageCursor, encodeChatCursor, encodeMessageCursor } from "../cursor";
 import { StoreUnavailableError } from "../errors";
 import { mergeSettings } from "../merge";
-import type { Checkpoint, Ownership, Page, Store } from "../store";
+import { DEVICE_LIST_MAX, type Checkpoint, type Ownership, type Page, type Store } from "../store";
 import { chatParams, type MessageRow, messageParams, toChat, toMessage } from "./rows";
 import { openDatabase } from "./schema";
 import { INDEX_EVERY_MS, indexQueued, searchOps } from "./search";
@@ -126,6 +126,7 @@ export function openSqliteStore(path: string): Store {
     }),
     touchChat: guard((owner, id, at) => q.patchChat.get({ $owner: owner, $id: id, $name: null, $u: at, $selected: null }) !== null),
     deleteChat: guard((owner, id) => deleteChatTx(owner, id)),
+    listDeviceChats: guard((owner) => q.deviceChats.all({ $owner: owner, $limit: DEVICE_LIST_MAX }).map(toChat)),
     findDeviceChat: guard((owner, deviceId) => {
       const row = q.deviceChat.get({ $owner: owner, $device_id: deviceId });
       return row ? toChat(row) : undefined;

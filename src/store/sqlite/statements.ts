@@ -29,6 +29,9 @@ export function prepareStatements(db: Database) {
     ),
     deleteChat: db.query<ChatRow, { $owner: string; $id: string }>("DELETE FROM chats WHERE id = $id AND owner = $owner RETURNING id"),
     deleteMessages: db.query("DELETE FROM messages WHERE chat_id = $id"),
+    deviceChats: db.query<ChatRow, { $owner: string; $limit: number }>(
+      "SELECT * FROM chats WHERE owner = $owner AND device_id IS NOT NULL AND active = 1 ORDER BY updated_at DESC LIMIT $limit",
+    ),
     deviceChat: db.query<ChatRow, { $owner: string; $device_id: string }>(
       "SELECT * FROM chats WHERE owner = $owner AND device_id = $device_id AND active = 1 ORDER BY updated_at DESC LIMIT 1",
     ),

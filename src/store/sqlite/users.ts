@@ -1,12 +1,12 @@
 import type { Database } from "bun:sqlite";
 import type { User } from "../../records";
-import type { Store } from "../store";
+import { DEVICE_LIST_MAX, type Store } from "../store";
 
 // Users, their personal token hashes and device owners (tables in schema.ts).
 
 type UserOps = Pick<
   Store,
-  "createUser" | "findUser" | "listUsers" | "addToken" | "userOfToken" | "revokeTokens" | "assignDevice" | "deviceOwner"
+  "createUser" | "findUser" | "listUsers" | "addToken" | "userOfToken" | "revokeTokens" | "assignDevice" | "deviceOwner" | "assignedDevices"
 >;
 
 /** The store's error mapping (index.ts), applied to every operation here too. */
@@ -27,6 +27,9 @@ export function userOps(db: Database, guard: Guard): UserOps {
       "INSERT INTO device_owners (device_id, owner) VALUES ($device_id, $owner) ON CONFLICT (device_id) DO UPDATE SET owner = excluded.owner",
     ),
     deviceOwner: db.query<{ owner: string }, { $device_id: string }>("SELECT owner FROM device_owners WHERE device_id = $device_id"),
+    assignedDevices: db.query<{ device_id: string }, { $owner: string; $limit: number }>(
+      "SELECT device_id FROM device_owners WHERE owner = $owner ORDER BY device_id LIMIT $limit",
+    ),
   };
   const plain = (u: User): User => ({ id: u.id, name: u.name, created_at: u.created_at });
 
@@ -48,5 +51,6 @@ export function userOps(db: Database, guard: Guard): UserOps {
     revokeTokens: guard((userId: string) => q.revokeTokens.run({ $user_id: userId }).changes),
     assignDevice: guard((deviceId: string, owner: string) => void q.assignDevice.run({ $device_id: deviceId, $owner: owner })),
     deviceOwner: guard((deviceId: string) => q.deviceOwner.get({ $device_id: deviceId })?.owner),
+    assignedDevices: guard((owner: string) => q.assignedDevices.all({ $owner: owner, $limit: DEVICE_LIST_MAX }).map((r) => r.device_id)),
   };
 }

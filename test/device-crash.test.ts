@@ -1,0 +1,146 @@
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { Message } from "../src/records";
+import { startIotHubPeer, type C2DMessage, type IotHubPeer } from "./support/amqp-peer";
+import { startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
+import { spawnServer, type ServerProcess } from "./support/server-process";
+import { lastUserTurn, startSseModel, type SseModel } from "./support/sse-model";
+import { makeLocalhostCert, type LocalhostCert } from "./support/tls-cert";
+import { until } from "./support/until";
+import { connect, type TestClient } from "./support/ws-client";
+
+// kill -9 of the replica answering a parts device, between two parts: the device (dropping repeats
+// as docs/protocol.md §7 says) never speaks a part twice, and hears a whole answer to the end.
+
+let model: SseModel;
+let cosmos: CosmosTestServer;
+let peer: IotHubPeer;
+let cert: LocalhostCert;
+const procs: ServerProcess[] = [];
+const clients: TestClient[] = [];
+
+beforeAll(async () => {
+  cert = await makeLocalhostCert();
+  [model, cosmos, peer] = await Promise.all([
+    startSseModel({ tokens: ["ok"] }),
+    startCosmosServer(),
+    startIotHubPeer({ partitions: 1, tls: cert }),
+  ]);
+});
+afterAll(async () => {
+  for (const c of clients) c.close();
+  for (const p of procs) await p.crash().catch(() => {});
+  await peer?.stop();
+  await cosmos?.stop();
+  model?.stop();
+});
+
+type Part = { response: string; message_id: string; part: number; last: boolean; offset: number };
+
+/** What a device that drops repeats speaks: per reply, only text past what it has heard of that reply. */
+function hear(parts: Part[]) {
+  const heard = new Map<string, number>();
+  const spoken: { replyId: string; text: string }[] = [];
+  for (const p of parts) {
+    const upTo = heard.get(p.message_id) ?? 0;
+    const cps = [...p.response];
+    // A gap would be an unheard piece: parts never leave one.
+    expect(p.offset).toBeLessThanOrEqual(upTo);
+    const fresh = cps.slice(upTo - p.offset).join("");
+    if (fresh) spoken.push({ replyId: p.message_id, text: fresh });
+    heard.set(p.message_id, Math.max(upTo, p.offset + cps.length));
+  }
+  return spoken;
+}
+
+for (const kind of ["sqlite", "cosmos"] as const) {
+  describe(`kill -9 between parts (${kind})`, () => {
+    test("the new owner answers to the end; no part is spoken twice; what the device heard is exactly as documented", async () => {
+      const dbPath = join(tmpdir(), `pichat-crash-parts-${crypto.randomUUID()}.db`);
+      const env: Record<string, string> = {
+        OPENAI_BASE_URL: `${model.url}/v1`,
+        OPENAI_MODEL: "m",
+        CHAT_TITLES: "false",
+        REPLY_CHECKPOINT_MS: "100",
+        REPLY_LEASE_MS: "1500",
+        IOT_HUB_ENABLE: "true",
+        EVENT_HUB_COMPATIBLE_CONN_STR: peer.eventHubConnectionString,
+        IOT_HUB_CONNECTION_STRING: peer.iotHubConnectionString,
+        NODE_EXTRA_CA_CERTS: cert.certPath,
+        DEVICE_CLAIM_LEASE_S: "1",
+        IOT_HUB_LOAD_BALANCING: "greedy",
+        IOT_HUB_LOAD_BALANCING_INTERVAL_MS: "200",
+        IOT_HUB_PARTITION_EXPIRY_MS: "1000",
+        DEVICE_REPLY_MAX_AGE_S: "60",
+        DEVICE_DEFAULT_OWNER: "default",
+        ...(kind === "cosmos"
+          ? {
+              COSMOS_ENDPOINT: cosmos.endpoint,
+              COSMOS_KEY: cosmos.key,
+              COSMOS_ALLOW_SELF_SIGNED_CERT: "true",
+              COSMOS_DATABASE: `pichat-crash-parts-${crypto.randomUUID()}`,
+            }
+          : {}),
+      };
+      const running = (p: ServerProcess) =>
+        until(
+          async () =>
+            ((await (await fetch(`${p.httpUrl}/health`)).json()) as { services: { iot_hub: { status: string } } }).services.iot_hub
+              .status === "running",
+          "the device consumer to run",
+          15_000,
+        );
+      const question = `tell me a story (${kind})`;
+      const messageId = `d-${crypto.randomUUID()}`;
+      const deviceId = `pi-crash-parts-${kind}`;
+      const first = ["Once upon a time. ", "There ", "was ", "a ", "fox."];
+      const second = ["A fox lived in a wood. ", "It was clever. ", "The end."];
+      // The first replica's reply is held after its first sentence (a part is out); it dies there.
+      model.setScript((req) => (lastUserTurn(req) === question ? { tokens: first, holdAfter: 2 } : { tokens: ["ok"] }));
+      const a = await spawnServer(env, { dbPath });
+      procs.push(a);
+      await running(a);
+      peer.sendTelemetry({ deviceId, body: { message: question, reply_in_parts: true }, messageId, contentType: "application/json" });
+      const correlated = (m: C2DMessage) => (m.raw as { correlation_id?: unknown }).correlation_id === messageId;
+      const part0 = await peer.waitForC2D(correlated, 15_000);
+      expect(part0.body).toMatchObject({ response: "Once upon a time.", part: 0, last: false, offset: 0 });
+      await a.crash();
+      model.setScript((req) => (lastUserTurn(req) === question ? { tokens: second } : { tokens: ["ok"] }));
+      model.release();
+
+      const b = await spawnServer(env, { dbPath });
+      procs.push(b);
+      await peer.waitForC2D((m) => correlated(m) && (m.body as Part).last === true, 30_000);
+      await b.waitLine(/device message handled.*"outcome":"answered"/, 10_000);
+      const parts = peer.c2d.filter(correlated).map((m) => m.body as Part);
+      const spoken = hear(parts);
+      // Exactly what protocol.md §7 says the device may hear: the interrupted reply's parts so far,
+      // then the new owner's whole reply (a new message_id, from offset 0), ending with its last part.
+      const replies = [...new Set(parts.map((p) => p.message_id))];
+      expect(replies).toHaveLength(2);
+      expect(spoken.filter((s) => s.replyId === replies[0]).map((s) => s.text)).toEqual(["Once upon a time."]);
+      expect(
+        spoken
+          .filter((s) => s.replyId === replies[1])
+          .map((s) => s.text)
+          .join(""),
+      ).toBe(second.join(""));
+      expect(parts.filter((p) => p.last)).toHaveLength(1);
+      expect(parts.at(-1)!.last).toBe(true);
+
+      const c = await connect(b.wsUrl);
+      clients.push(c);
+      const chats = (await c.request({ type: "GET_CHATS" }, "CHAT_LIST")).chats as { id: string; device_id?: string }[];
+      const chat = chats.find((x) => x.device_id === deviceId)!;
+      const history = (await c.request({ type: "GET_CHAT_HISTORY", chatId: chat.id }, "CHAT_HISTORY")).messages as Message[];
+      const answers = history.filter((m) => m.parent_id === messageId);
+      expect(answers.find((m) => m.id === replies[1])).toMatchObject({ content: second.join("") });
+      // The interrupted reply is never a finished answer (history may show only the current version).
+      expect(answers.filter((m) => !m.status).map((m) => m.id)).toEqual([replies[1]!]);
+      await b.crash();
+      rmSync(dbPath, { force: true });
+    }, 60_000);
+  });
+}
