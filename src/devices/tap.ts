@@ -11,10 +11,11 @@ export function tapReplies(bus: Bus, chatId: string) {
   const chunks = new Map<string, string[]>();
   let wake = Promise.withResolvers<void>();
   const unsubscribe = bus.subscribe((e) => {
-    if (e.type !== "reply_delta" || e.chatId !== chatId) return;
+    // A tool call takes a place among the deltas (its own seq) and adds no text.
+    if ((e.type !== "reply_delta" && e.type !== "reply_tool") || e.chatId !== chatId) return;
     let list = chunks.get(e.traceId);
     if (!list) chunks.set(e.traceId, (list = []));
-    list[e.seq - 1] = e.content;
+    list[e.seq - 1] = e.type === "reply_delta" ? e.content : "";
     wake.resolve();
     wake = Promise.withResolvers<void>();
   });
