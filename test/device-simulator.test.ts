@@ -112,6 +112,49 @@ describe("bun run device", () => {
     await until(() => peer.pendingC2D("pi-sim") === 0, "the simulator to complete the C2D message", 5000);
   });
 
+  test("--parts asks for the reply in parts and prints each with its arrival time; stdout is the whole reply", async () => {
+    const story = ["Once upon a time. ", "A fox lived in a wood. ", "It was ", "clever, ", "and ", "kind. ", "The end."];
+    model.setScript((req) =>
+      req.body.messages.at(-1)?.content === "a story please" ? { tokens: story, delayMs: 40 } : { tokens: TOKENS },
+    );
+    try {
+      const run = await simulate(["--parts", "a story please"]);
+      expect({ code: run.code, stdout: run.stdout }).toEqual({ code: 0, stdout: `${story.join("")}\n` });
+      const parts = run.stderr.split("\n").filter((l) => /^\[\d+ ms\] part \d+/.test(l));
+      expect(parts.length).toBeGreaterThanOrEqual(2);
+      expect(parts[0]).toMatch(/part 0, offset 0$/);
+      expect(parts.at(-1)).toMatch(/\(last\)/);
+      const sent = peer.d2c.find((m) => JSON.parse(m.body.toString()).message === "a story please")!;
+      expect(JSON.parse(sent.body.toString())).toMatchObject({ reply_in_parts: true });
+    } finally {
+      model.setScript({ tokens: TOKENS });
+    }
+  });
+
+  test("--original is the original Pi client: it sends its conversation, and the first C2D message is its answer, whatever it answers", async () => {
+    // A message queued for the device before it asks (an announcement, a late reply): the original client takes it.
+    const service = ServiceClient.fromConnectionString(peer.iotHubConnectionString, amqpTrusting(cert.cert));
+    try {
+      const early = new ServiceMessage(JSON.stringify({ response: "Dinner is ready!", announcement: true }));
+      early.messageId = crypto.randomUUID();
+      await service.send("pi-orig", early);
+    } finally {
+      await service.close();
+    }
+    const run = await simulate(["--original", "what time is it?"], { connectionString: peer.deviceConnectionString("pi-orig") });
+    expect({ code: run.code, stdout: run.stdout }).toEqual({ code: 0, stdout: "Dinner is ready!\n" });
+    const sent = peer.d2c.find((m) => m.deviceId === "pi-orig")!;
+    expect(JSON.parse(sent.body.toString())).toEqual({
+      message: "what time is it?",
+      conversation: [],
+      timestamp: expect.any(Number),
+      device_id: "pi-orig",
+    });
+    // Asked with nothing queued, it takes the reply itself.
+    const again = await simulate(["--original", "and now?"], { connectionString: peer.deviceConnectionString("pi-orig") });
+    expect(again.stdout).toBe(`${TOKENS.join("")}\n`);
+  });
+
   test("a --device-id that does not match the connection string exits 2 and sends nothing", async () => {
     const before = peer.d2c.length;
     const run = await simulate(["--device-id", "pi-other", "hello?"]);
