@@ -198,6 +198,14 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       const stored = (await history(chatId)).at(-1)!;
       expect(stored.content.startsWith("Checking. 42|Error: ")).toBe(true);
       expect(stored.tool_calls.map((t: any) => t.id)).toEqual(["a", "b", "c", "d"]);
+      if (kind === "sqlite") {
+        // Found by what a tool returned: "always" is only in the fail tool's result, not in the text.
+        expect(stored.content).not.toContain("always");
+        const found = await c.request({ type: "SEARCH", query: "always does" }, "SEARCH_RESULTS");
+        expect(found.hits.map((h: any) => h.messageId)).toContain(stored.id);
+        const hit = found.hits.find((h: any) => h.messageId === stored.id);
+        expect(hit.snippet).toContain("always does");
+      }
     });
 
     test("a model that never stops asking: TOOL_MAX_ROUNDS rounds, then asked with tool_choice none, and the reply comes", async () => {

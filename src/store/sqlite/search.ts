@@ -27,6 +27,13 @@ const MESSAGES_FTS =
 const CHATS_FTS =
   "CREATE VIRTUAL TABLE chats_fts USING fts5(name, owner, content='', contentless_delete=1, tokenize='unicode61 remove_diacritics 2')";
 
+/**
+ * What a message is found by: its text, then its tool calls' names and results (a reply that looked
+ * something up is found by what came back). The snippet is cut from the same text.
+ */
+const SEARCH_TEXT = `m.content || coalesce((SELECT ' ' || group_concat(json_extract(value, '$.name') || ' ' || json_extract(value, '$.result'), ' ')
+  FROM json_each(m.tool_calls)), '')`;
+
 /** The owner as the index holds it: one token of hex digits (SQLite's hex() of the same text, lower-cased). */
 export const ownerKey = (owner: string) => Buffer.from(owner, "utf8").toString("hex");
 
@@ -78,7 +85,7 @@ export function ensureSearchIndex(db: Database) {
       );
       db.exec(MESSAGES_FTS);
       db.exec(`INSERT INTO messages_fts (rowid, content, owner)
-        SELECT m.rowid, m.content, hex(c.owner) FROM messages m JOIN chats c ON c.id = m.chat_id WHERE m.status IS NOT 'streaming'`);
+        SELECT m.rowid, ${SEARCH_TEXT}, hex(c.owner) FROM messages m JOIN chats c ON c.id = m.chat_id WHERE m.status IS NOT 'streaming'`);
     }
     if (sqlOf("chats_fts") !== CHATS_FTS) {
       db.exec("DROP TRIGGER IF EXISTS chats_fts_insert; DROP TRIGGER IF EXISTS chats_fts_delete; DROP TRIGGER IF EXISTS chats_fts_update;");
@@ -95,7 +102,7 @@ export function indexQueued(db: Database): () => number {
   const count = db.query<{ n: number }, []>("SELECT count(*) AS n FROM search_queue");
   const drop = db.query("DELETE FROM messages_fts WHERE rowid IN (SELECT id FROM search_queue)");
   const add = db.query(`INSERT INTO messages_fts (rowid, content, owner)
-    SELECT m.rowid, m.content, hex(c.owner) FROM search_queue q JOIN messages m ON m.rowid = q.id JOIN chats c ON c.id = m.chat_id
+    SELECT m.rowid, ${SEARCH_TEXT}, hex(c.owner) FROM search_queue q JOIN messages m ON m.rowid = q.id JOIN chats c ON c.id = m.chat_id
     WHERE m.status IS NOT 'streaming'`);
   const clear = db.query("DELETE FROM search_queue");
   const tx = db.transaction(() => {
@@ -134,7 +141,7 @@ export function searchOps(
       FROM chats_fts JOIN chats c ON c.rowid = chats_fts.rowid
       WHERE chats_fts MATCH $names AND c.owner = $owner
       UNION ALL
-      SELECT m.chat_id, c.name, m.id, m.role, m.content, m.created_at, bm25(messages_fts)
+      SELECT m.chat_id, c.name, m.id, m.role, ${SEARCH_TEXT}, m.created_at, bm25(messages_fts)
       FROM messages_fts JOIN messages m ON m.rowid = messages_fts.rowid JOIN chats c ON c.id = m.chat_id
       WHERE messages_fts MATCH $messages AND c.owner = $owner AND m.status IS NOT 'streaming'
     ) ORDER BY rank, created_at DESC, chat_id, message_id LIMIT $limit OFFSET $offset`);
