@@ -172,6 +172,59 @@ function cliCases(
       const show = await run("devices", "show", "pi-8");
       expect(show.stdout.trim()).toBe("pi-8\tdefault");
     });
+
+    test("users limit sets a user's own token budget (N, none, default); a running server refuses over it; bad values exit 2", async () => {
+      expect((await run("users", "add", "lim")).code).toBe(0);
+      const lim = (await s.store.findUser("lim"))!;
+      expect((await run("users", "limit", "lim", "--tokens-per-day", "5")).code).toBe(0);
+      expect(await s.store.tokensPerDay(lim.id)).toBe(5);
+      expect((await run("users", "limit", "lim", "--tokens-per-day", "none")).code).toBe(0);
+      expect(await s.store.tokensPerDay(lim.id)).toBeNull();
+      expect((await run("users", "limit", "lim", "--tokens-per-day", "default")).code).toBe(0);
+      expect(await s.store.tokensPerDay(lim.id)).toBeUndefined();
+      expect((await run("users", "limit", "lim", "--tokens-per-day", "lots")).code).toBe(2);
+      expect((await run("users", "limit", "nobody-here", "--tokens-per-day", "5")).code).toBe(1);
+      // Tokens issued by the CLI sign in; the budget it set refuses a question before it is stored.
+      const token = (await run("users", "token", "lim")).lastLine;
+      expect((await run("users", "limit", "lim", "--tokens-per-day", "1")).code).toBe(0);
+      const c = await open(token);
+      const chatId = (await c.request({ type: "CREATE_CHAT" }, "NEW_CHAT")).chat.id;
+      expect(await c.request({ type: "SEND_MESSAGE", chatId, content: "hello" }, "MESSAGE_ACCEPTED")).toMatchObject({ code: "BUDGET_EXCEEDED" });
+      expect(await s.store.listMessages(chatId, { limit: 5 })).toEqual([]);
+    });
+
+    test("users usage sums tokens per user, day and model since a date; --json for scripts", async () => {
+      expect((await run("users", "add", "spender")).code).toBe(0);
+      const u = (await s.store.findUser("spender"))!;
+      const today = new Date().toISOString().slice(0, 10);
+      const yesterday = new Date(Date.now() - 86_400_000).toISOString().slice(0, 10);
+      const rec = (id: string, date: string, model: string, p: number, c: number, estimated = false) =>
+        s.store.addUsage({
+          id,
+          user_id: u.id,
+          chat_id: "c",
+          message_id: id,
+          model,
+          kind: "reply",
+          prompt_tokens: p,
+          completion_tokens: c,
+          estimated,
+          created_at: `${date}T12:00:00.000Z`,
+        });
+      await rec("a", today, "gpt-4o", 10, 5);
+      await rec("b", today, "gpt-4o", 20, 7, true);
+      await rec("c", yesterday, "gpt-4o-mini", 3, 1);
+      const todayOnly = await run("users", "usage", "spender", "--json");
+      expect(todayOnly.code).toBe(0);
+      expect(JSON.parse(todayOnly.lastLine)).toEqual([
+        { user: "spender", date: today, model: "gpt-4o", prompt: 30, completion: 12, calls: 2, estimated: 1 },
+      ]);
+      const both = await run("users", "usage", "spender", "--since", yesterday, "--json");
+      expect(JSON.parse(both.lastLine)).toHaveLength(2);
+      const text = await run("users", "usage", "--since", yesterday);
+      expect(text.stdout).toContain(`spender\t${yesterday}\tgpt-4o-mini\tprompt 3\tcompletion 1\tcalls 1`);
+      expect((await run("users", "usage", "--since", "yesterday")).code).toBe(2);
+    });
   });
 }
 
