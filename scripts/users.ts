@@ -97,12 +97,24 @@ await runAdmin(USAGE, async (store, args) => {
       if (names.length > 1) throw new UsageError("usage: at most one user name");
       const users = new Map((await store.listUsers()).map((u) => [u.id, u.name] as const));
       users.set(LEGACY_USER_ID, LEGACY_USER_ID);
-      const userId = names[0] === undefined ? undefined : names[0] === LEGACY_USER_ID ? LEGACY_USER_ID : (await userNamed(store, names[0])).id;
-      const rows = new Map<string, { user: string; date: string; model: string; prompt: number; completion: number; calls: number; estimated: number }>();
+      const userId =
+        names[0] === undefined ? undefined : names[0] === LEGACY_USER_ID ? LEGACY_USER_ID : (await userNamed(store, names[0])).id;
+      const rows = new Map<
+        string,
+        { user: string; date: string; model: string; prompt: number; completion: number; calls: number; estimated: number }
+      >();
       for (const r of await store.listUsage({ userId, since: new Date(`${since}T00:00:00.000Z`).toISOString() })) {
         const user = users.get(r.user_id) ?? r.user_id;
         const key = `${user}\u0000${r.created_at.slice(0, 10)}\u0000${r.model}`;
-        const row = rows.get(key) ?? { user, date: r.created_at.slice(0, 10), model: r.model, prompt: 0, completion: 0, calls: 0, estimated: 0 };
+        const row = rows.get(key) ?? {
+          user,
+          date: r.created_at.slice(0, 10),
+          model: r.model,
+          prompt: 0,
+          completion: 0,
+          calls: 0,
+          estimated: 0,
+        };
         row.prompt += r.prompt_tokens;
         row.completion += r.completion_tokens;
         row.calls += 1;
@@ -113,7 +125,9 @@ await runAdmin(USAGE, async (store, args) => {
       if (json) return void console.log(JSON.stringify(sorted));
       if (sorted.length === 0) console.error(`No usage since ${since}.`);
       for (const r of sorted)
-        console.log(`${r.user}\t${r.date}\t${r.model}\tprompt ${r.prompt}\tcompletion ${r.completion}\tcalls ${r.calls}${r.estimated ? `\testimated ${r.estimated}` : ""}`);
+        console.log(
+          `${r.user}\t${r.date}\t${r.model}\tprompt ${r.prompt}\tcompletion ${r.completion}\tcalls ${r.calls}${r.estimated ? `\testimated ${r.estimated}` : ""}`,
+        );
       return;
     }
     default:

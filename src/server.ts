@@ -8,6 +8,7 @@ import { localBus, type Bus } from "./chat/events";
 import { describeFailure } from "./chat/errors";
 import { createChatService, type ChatService } from "./chat/service";
 import { createUsage } from "./chat/usage";
+import { localUserGenerations } from "./chat/user-generations";
 import { jsonExport, markdownExport } from "./chat/transfer-format";
 import { warmUp } from "./chat/warm-up";
 import { sweepEvery } from "./chat/lease";
@@ -104,11 +105,15 @@ export function startServer(parts: ServerParts) {
         userRound: async (owner: string) => (await userSends(owner)).ok,
       }
     : undefined;
+  // MAX_GENERATIONS_PER_USER: counted across replicas with Redis, in this process otherwise (or while Redis is down).
+  const ownGenerations = c.MAX_GENERATIONS_PER_USER > 0 ? localUserGenerations(c.MAX_GENERATIONS_PER_USER) : undefined;
+  const userGenerations = ownGenerations && (shared ? shared.userGenerations(c.MAX_GENERATIONS_PER_USER, ownGenerations) : ownGenerations);
   const chat = createChatService({
     tools,
     store,
     model,
     usage,
+    userGenerations,
     bus,
     log,
     sharedLanes: shared?.sharedLanes,

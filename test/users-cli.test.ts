@@ -189,7 +189,9 @@ function cliCases(
       expect((await run("users", "limit", "lim", "--tokens-per-day", "1")).code).toBe(0);
       const c = await open(token);
       const chatId = (await c.request({ type: "CREATE_CHAT" }, "NEW_CHAT")).chat.id;
-      expect(await c.request({ type: "SEND_MESSAGE", chatId, content: "hello" }, "MESSAGE_ACCEPTED")).toMatchObject({ code: "BUDGET_EXCEEDED" });
+      expect(await c.request({ type: "SEND_MESSAGE", chatId, content: "hello" }, "MESSAGE_ACCEPTED")).toMatchObject({
+        code: "BUDGET_EXCEEDED",
+      });
       expect(await s.store.listMessages(chatId, { limit: 5 })).toEqual([]);
     });
 

@@ -10,6 +10,7 @@ import type { ContextBudget } from "./prompt";
 import type { RecentMessages } from "./recent";
 import type { Replies } from "./replies";
 import type { Usage } from "./usage";
+import type { UserGenerations } from "./user-generations";
 
 export type ChatOptions = {
   systemPrompt: string;
@@ -62,6 +63,8 @@ export type ChatParts = {
   backfill?: (chatId: string, traceId: string) => Promise<string[]>;
   /** Usage records and budgets (src/chat/usage.ts); without it, model calls are not metered. */
   usage?: Usage;
+  /** MAX_GENERATIONS_PER_USER (src/chat/user-generations.ts); without it, no per-user share. */
+  userGenerations?: UserGenerations;
 };
 
 /** What the modules inside src/chat close over. */

@@ -8,7 +8,7 @@ import { createReplies, type Generation, type JobSpec, type ReplyOutcome, type S
 import { localLanes, modelCallLimit } from "./lanes";
 import { createLiveReplies } from "./live";
 import { replyLeases } from "./lease";
-import { sendCommands } from "./send";
+import { sendCommands, type SendRequest } from "./send";
 import { getSettingsOf, updateSettingsOf, type SettingsPatch } from "./settings";
 import type { ChatClient, ChatContext, ChatParts } from "./context";
 import { titleChat } from "./title";
@@ -19,6 +19,7 @@ import { withSettingsCache } from "./settings-cache";
 import { recentMessages } from "./recent";
 import { defaultDeviceOwner, deviceOwners, UNASSIGNED_OWNER } from "./device-owners";
 import { budgeted } from "./usage";
+import { perUser } from "./user-generations";
 import { allowedModels, checkModelChoice, onlyAllowed } from "./model-choice";
 import { ChatError } from "./errors";
 
@@ -98,6 +99,9 @@ export function createChatService(parts: ChatParts) {
 
   let sayer: DeviceSayer | undefined;
   const devices = deviceCommands({ store: ctx.store, bus: parts.bus, deviceChat: deviceChatOf, sayer: () => sayer });
+  // A send takes one of its user's reply slots (MAX_GENERATIONS_PER_USER), then passes the budget check.
+  const checked = parts.usage ? budgeted(parts.usage, parts.model.name, sending.send) : sending.send;
+  const admitted = parts.userGenerations ? perUser(parts.userGenerations, (o: SendRequest) => o.owner, checked) : checked;
 
   return {
     listChats: chats.listChats,
@@ -121,14 +125,23 @@ export function createChatService(parts: ChatParts) {
     exportChat: transfer.exportChat,
     /** A new chat for the owner from an exported file; announced like CREATE_CHAT, never answered by the model. */
     importChat: transfer.importChat,
-    send: parts.usage ? budgeted(parts.usage, parts.model.name, sending.send) : sending.send,
+    send: admitted,
     storeQuestion: sending.storeQuestion,
     /** REGENERATE: a new reply to a question, the earlier ones kept as other versions (src/chat/branches.ts). */
     async regenerate(o: { chatId: string; questionId?: string }, client: ChatClient) {
       // Watch first, as for a send: the reply may start streaming before this returns.
       await known.requireOwned(client.owner, o.chatId);
+      // The user's share and budget, before anything is stored (as for a send).
+      const slot = parts.userGenerations ? await parts.userGenerations(client.owner) : () => {};
+      let budget = () => {};
+      try {
+        if (parts.usage) budget = await parts.usage.admitQuestion(client.owner, o.chatId, parts.model.name, "");
+      } catch (e) {
+        slot();
+        throw e;
+      }
+      const release = () => (slot(), budget());
       const unwatch = client.watch(o.chatId);
-      const release = parts.usage ? await parts.usage.admitQuestion(client.owner, o.chatId, parts.model.name, "") : () => {};
       try {
         const r = await branches.regenerate({ ...o, owner: client.owner, origin: client.id });
         void r.reply?.finally(release);

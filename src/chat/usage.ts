@@ -161,15 +161,16 @@ export function createUsage(d: UsageDeps) {
         const tag = o.usage;
         if (!tag) return yield* model.stream(turns, o);
         const name = o.model ?? model.name;
-        if (tag.kind !== "title") takeHeld(tag.chatId);
-        const budget = await budgetOf(tag.userId);
-        const promptEstimate = budget === null ? 0 : await promptTokens(name, turns);
-        const release = await admit(tag.userId, promptEstimate + options.replyReserveTokens);
         const key = `${tag.kind}:${tag.messageId}`;
         const n = (calls.get(key) ?? 0) + 1;
         calls.delete(key);
         calls.set(key, n);
         if (calls.size > 10_000) calls.delete(calls.keys().next().value!);
+        // A reply's first call takes over its question's estimate; its tool rounds are checked on their own.
+        if (n === 1 && tag.kind !== "title") takeHeld(tag.chatId);
+        const budget = await budgetOf(tag.userId);
+        const promptEstimate = budget === null ? 0 : await promptTokens(name, turns);
+        const release = await admit(tag.userId, promptEstimate + options.replyReserveTokens);
         let reported: ReportedUsage | undefined;
         const parts: string[] = [];
         const at = new Date(now()).toISOString();

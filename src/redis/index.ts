@@ -5,6 +5,8 @@ import { redisBus } from "./bus";
 import { connectRedis } from "./client";
 import { redisUserSends } from "./user-sends";
 import { redisLanes } from "./lanes";
+import { redisUserGenerations } from "./user-generations";
+import type { UserGenerations } from "../chat/user-generations";
 
 export type SharedOptions = {
   url: string;
@@ -33,12 +35,16 @@ export function startSharedMode(o: SharedOptions, log: Logger, metrics: Metrics)
     },
   });
   let lanes: ReturnType<typeof redisLanes> | undefined;
+  let generations: ReturnType<typeof redisUserGenerations> | undefined;
   return {
     bus,
     backfill: bus.backfill,
     sharedLanes: (local: Replies) => (lanes = redisLanes(local, { ...o, redis, bus, log })),
     /** Each user's sends per minute, counted across replicas. */
     userSends: (perMinute: number, fallback: Parameters<typeof redisUserSends>[2]) => redisUserSends(redis, perMinute, fallback, log),
+    /** Each user's replies at once (MAX_GENERATIONS_PER_USER), counted across replicas. */
+    userGenerations: (max: number, fallback: UserGenerations) =>
+      (generations = redisUserGenerations(redis, { max, leaseMs: o.leaseMs, replicaId: o.replicaId, log }, fallback)),
     /** Takes over the questions of replicas that died. */
     sweep: async () => lanes?.sweep(),
     /** `connected`: the bus has subscribed once since start-up; before that this replica is not ready. */
@@ -51,6 +57,7 @@ export function startSharedMode(o: SharedOptions, log: Logger, metrics: Metrics)
     },
     async close() {
       lanes?.close();
+      generations?.close();
       await redis.close();
     },
   };

@@ -19,6 +19,8 @@ export const keys = {
   modelCalls: (minute: number) => `pichat:model-calls:${minute}`,
   /** One user's send bucket (RATE_LIMIT_MESSAGES_PER_MINUTE across their sockets and replicas). */
   userSends: (userId: string) => `pichat:{u:${userId}}:sends`,
+  /** One user's replies at once (MAX_GENERATIONS_PER_USER), scored by lease end. */
+  userGenerations: (userId: string) => `pichat:{u:${userId}}:generations`,
 };
 
 /** The sharded pub/sub channel every replica publishes chat events on and listens to. */
