@@ -177,6 +177,35 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       expect((await o.reply(theirs)).text).toBe("Hello, world!");
     });
 
+    test("a reply with a tool round: one record per model call, each with that call's reported usage", async () => {
+      // The first request asks for the built-in clock; the second (with its result) answers.
+      model.setScript((req) =>
+        req.body.messages.some((m: { role: string }) => m.role === "tool")
+          ? { tokens: ["It is", " noon."], usage: { prompt_tokens: 61, completion_tokens: 4 } }
+          : {
+              tokens: [],
+              toolCalls: [{ id: "call_1", name: "current_time", arguments: "{}" }],
+              usage: { prompt_tokens: 40, completion_tokens: 9 },
+            },
+      );
+      const u = await addUser(base);
+      const c = await srv.connect({ token: u.token });
+      const chatId = await newChat(c);
+      await c.request({ type: "RENAME_CHAT", chatId, name: "Named" }, "CHAT_UPDATED");
+      c.send({ type: "SEND_MESSAGE", chatId, content: "What time is it?" });
+      const reply = await c.reply(chatId);
+      expect(reply.text).toBe("It is noon.");
+      const records = await until(async () => {
+        const r = await recordsOf(u.id);
+        return r.length === 2 && r;
+      }, "two usage records");
+      expect(records.map((r) => [r.id, r.prompt_tokens, r.completion_tokens, r.estimated]).sort()).toEqual([
+        [`reply:${reply.traceId}:1`, 40, 9, false],
+        [`reply:${reply.traceId}:2`, 61, 4, false],
+      ]);
+      model.setScript({ tokens: ["Hello", ",", " world", "!"] });
+    });
+
     test("a record written twice (a retry, another replica) is stored once", async () => {
       const r: UsageRecord = {
         id: `reply:${crypto.randomUUID()}:1`,
