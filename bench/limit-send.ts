@@ -19,6 +19,17 @@ const CHATS = envNumber("BENCH_LIMIT_SEND_CHATS", 1000);
 export const sendFrame = (chatId: string, k: number, tokens: number) =>
   JSON.stringify({ type: "SEND_MESSAGE", chatId, content: `Question ${k + 1}: what will the weather be like tomorrow? tokens=${tokens}` });
 
+/** The stage counters (BENCH_STAGES=1, bench/lib/stages.ts) per send: one addQuestion is one send. */
+function printStages(label: string, stages: Record<string, { n: number; ms: number; max: number }>) {
+  const sends = stages["store addQuestion"]?.n ?? 0;
+  if (!sends) return;
+  console.log(`   stages per send, ${label} (${sends} sends: our rounds, their warm-up, the bare rounds' idle time):`);
+  for (const [name, c] of Object.entries(stages).sort((a, b) => b[1].ms - a[1].ms))
+    console.log(
+      `     ${name.padEnd(58)} ${(c.n / sends).toFixed(2).padStart(6)} per send  ${((c.ms / sends) * 1000).toFixed(0).padStart(6)} µs  max ${c.max.toFixed(1)} ms`,
+    );
+}
+
 export const scenario: Scenario = {
   name: "limit-send",
   title: `SEND_MESSAGE with a ${TOKENS}-chunk streamed reply vs the bare server forwarding the same model call`,
@@ -31,6 +42,8 @@ export const scenario: Scenario = {
       const setup = await openMany(app.info.ws, 10, 10);
       const chats = await createChats(setup, CHATS);
       closeAll(setup);
+      // The stage counters start with the measured rounds (start-up and set-up are not a send's).
+      if (process.env.BENCH_STAGES === "1") await app.call("stages");
       const rows: Row[] = [];
       const data: Record<string, unknown> = { tokens: TOKENS, chats: CHATS, rounds: ROUNDS, roundMs: ROUND_MS, byClients: {} };
       for (const clients of CLIENTS) {
@@ -50,6 +63,11 @@ export const scenario: Scenario = {
           warmRound: true,
         });
         (data.byClients as Record<string, unknown>)[clients] = r;
+        if (process.env.BENCH_STAGES === "1") {
+          const stages = await app.call<Record<string, { n: number; ms: number; max: number }>>("stages");
+          (data as Record<string, unknown>)[`stages${clients}`] = stages;
+          printStages(`${clients} client${clients > 1 ? "s" : ""}`, stages);
+        }
         const label = `send, ${clients} client${clients > 1 ? "s" : ""}`;
         const x = ratio(r.ours.perS, r.bare.perS);
         const errors =

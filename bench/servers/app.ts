@@ -9,6 +9,8 @@ import { modelFromConfig } from "../../src/model";
 import { startServer } from "../../src/server";
 import { storeFromConfig } from "../../src/store";
 import { serveChild } from "../lib/proc";
+import { stageCounters } from "../lib/stages";
+import { localBus } from "../../src/chat/events";
 
 // The server under test, in a process of its own: the real startServer on loopback, SQLite in a
 // temp dir unless the bench passes a Cosmos endpoint. The configuration comes only from
@@ -37,8 +39,12 @@ const config = loadConfig({
   ...overrides,
 });
 const log = createLogger({ level: config.LOG_LEVEL, json: false, write: (l) => process.stderr.write(`[app] ${l}\n`) });
-const store = await storeFromConfig(config);
-const model = await modelFromConfig(config);
+// BENCH_STAGES=1: stage counters at the server's seams (bench/lib/stages.ts), read with `stages`.
+const stages = process.env.BENCH_STAGES === "1" && !overrides.REDIS_URL ? stageCounters() : undefined;
+const rawStore = await storeFromConfig(config);
+const store = stages ? stages.store(rawStore) : rawStore;
+const rawModel = await modelFromConfig(config);
+const model = stages ? stages.model(rawModel) : rawModel;
 
 const devices = process.env.BENCH_DEVICES
   ? (JSON.parse(process.env.BENCH_DEVICES) as { certPath: string; partitions?: number })
@@ -51,6 +57,7 @@ const running = startServer({
   store,
   model,
   log,
+  ...(stages ? { bus: stages.bus(localBus((e) => log.error("event listener failed", { error: e }))) } : {}),
   startDevices: devices
     ? (parts) =>
         startDeviceBridge(parts, {
@@ -93,6 +100,8 @@ serveChild(
       return { ...process.memoryUsage(), conns: running.conns.count };
     },
     stop,
+    /** The stage counters since the last read (BENCH_STAGES=1), or null. */
+    stages: () => stages?.read() ?? null,
     /**
      * Writes `pairs` questions and answers straight into a chat through the store (a chat of 10,000
      * messages in well under a second, where the protocol would take minutes), older than anything
