@@ -71,6 +71,11 @@ export function stageCounters() {
           b.publish(e);
           add(`bus ${e.type} (listeners: fan-out, mirror, caches)`, performance.now() - t0);
         },
+        publishHere: (e) => {
+          const t0 = performance.now();
+          b.publishHere(e);
+          add(`bus ${e.type} here (listeners)`, performance.now() - t0);
+        },
         subscribe: (l) => b.subscribe(l),
       };
     },
