@@ -212,8 +212,9 @@ export function createClient(o: ClientOptions) {
     if (resumed && f.end && f.message?.status === "streaming") return resumeLater(f.chatId, f.traceId);
     if (resumed) catchingUp.delete(f.traceId);
     else if (catchingUp.has(f.traceId)) return;
-    else if (!f.end && !streams.knows(f.traceId) && (f.seq ?? 0) > 1) {
-      // Joined mid-reply (it began while this client was away): fetch its start first.
+    else if (!streams.knows(f.traceId) && (f.end || (f.seq ?? 0) > 1)) {
+      // Joined mid-reply, or only for its end (it streamed while this client was away): fetch it from
+      // its start (RESUME answers a finished reply with the stored message).
       streams.saw(f.chatId, f.traceId, 0);
       return resume(f.chatId, f.traceId, 0);
     }

@@ -4,7 +4,16 @@ import { toJsonSchema, type ConversionConfig, type JsonSchema } from "@valibot/t
 import * as v from "valibot";
 import pkg from "../package.json";
 import { ChatSchema, SearchHitSchema } from "../src/records";
-import { answers, closes, inbound, outbound, PublicMessageSchema, type InboundType, type OutboundType } from "../src/ws/protocol";
+import {
+  answers,
+  closes,
+  inbound,
+  originalWebUi,
+  outbound,
+  PublicMessageSchema,
+  type InboundType,
+  type OutboundType,
+} from "../src/ws/protocol";
 
 // docs/asyncapi.yaml from the frame schemas in src/ws/protocol.ts: `bun run protocol` writes it, and
 // test/asyncapi.test.ts fails when the checked-in file is not what this makes (and validates it with
@@ -117,8 +126,9 @@ export function asyncapiDocument() {
         "Every frame is one JSON object in a text frame with an UPPERCASE `type`. A request may carry `requestId` (a string of at most 200 characters): its answer, or the ERROR it causes, carries it back.",
         "Frames of one connection are handled one at a time, in order. Unknown fields are ignored; clients must ignore fields and frame types they do not know.",
         "Reconnecting: reload history or RESUME each reply from the last `seq` applied; resend a SEND_MESSAGE whose fate is unknown with the same message id (the server stores and answers it once; MESSAGE_ACCEPTED says duplicate).",
-        'The original React web UI relies on: CHAT_LIST, NEW_CHAT, CHAT_HISTORY, MESSAGE (it appends `content`, so an end frame has content ""), FIRST_MESSAGE, CHAT_UPDATED, CHAT_DELETED and an uppercase ERROR; it sends GET_CHATS, CREATE_CHAT, GET_CHAT_HISTORY, SEND_MESSAGE, STOP_GENERATION, DELETE_CHAT and RENAME_CHAT and ignores the rest.',
+        "Old clients keep working: x-original-web-ui lists what the original React web UI sends, handles and relies on; it ignores every other frame and field.",
       ].join("\n\n"),
+      "x-original-web-ui": { sends: [...originalWebUi.sends], handles: [...originalWebUi.handles], rules: [...originalWebUi.rules] },
     },
     defaultContentType: "application/json",
     servers: {

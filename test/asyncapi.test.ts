@@ -1,10 +1,12 @@
-import { describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { Parser } from "@asyncapi/parser";
 import { asyncapiYaml, SPEC_PATH } from "../scripts/protocol";
 import { ERROR_CODES } from "../src/ws/errors";
 import { handlers } from "../src/ws/handlers";
-import { outbound } from "../src/ws/protocol";
+import { originalWebUi, outbound } from "../src/ws/protocol";
+import { frameProblems } from "./support/frame-check";
+import { startTestServer, type TestServer } from "./support/harness";
 
 // docs/asyncapi.yaml is the contract: what the frame schemas generate, checked in, and a valid AsyncAPI 3.0 document.
 
@@ -56,5 +58,47 @@ describe("docs/asyncapi.yaml", () => {
     const error = document!.components().messages().get("ERROR")!.payload()!.json() as { properties: { code: { enum: string[] } } };
     expect(error.properties.code.enum.sort()).toEqual([...ERROR_CODES].sort());
     expect(ERROR_CODES).toContain("CHAT_NOT_FOUND");
+  });
+});
+
+describe("the original web UI (x-original-web-ui)", () => {
+  let server: TestServer;
+  beforeAll(async () => {
+    server = await startTestServer({ CHAT_TITLES: "false" });
+  });
+  afterAll(async () => {
+    await server?.close();
+  });
+
+  test("the spec lists what it sends and handles, each a frame of the contract with the fields it reads required", async () => {
+    const { document } = await parsed;
+    const ui = document!.info().extensions().get("x-original-web-ui")!.value() as typeof originalWebUi;
+    expect(ui).toEqual(JSON.parse(JSON.stringify(originalWebUi)));
+    const payload = (t: string) => document!.components().messages().get(t)!.payload()!.json() as { required?: string[]; properties: any };
+    for (const t of [...ui.sends, ...ui.handles]) expect(payload(t)).toBeDefined();
+    expect(payload("MESSAGE").required).toEqual(expect.arrayContaining(["type", "chatId", "content", "traceId", "end"]));
+    expect(payload("ERROR").properties.type.const).toBe("ERROR");
+    expect(payload("CHAT_LIST").required).toContain("chats");
+    expect(payload("CHAT_HISTORY").required).toEqual(expect.arrayContaining(["chatId", "messages"]));
+  });
+
+  test("its session (docs/protocol.md §8) against the real server: every frame it gets is in the contract", async () => {
+    const a = await server.connect();
+    const b = await server.connect();
+    const chat = (await a.request({ type: "CREATE_CHAT", payload: { name: "Trip plans" } }, "NEW_CHAT")).chat;
+    await b.next((f) => f.type === "CHAT_CREATED" && f.chat.id === chat.id);
+    await a.request({ type: "GET_CHATS" }, "CHAT_LIST");
+    await a.request({ type: "GET_CHAT_HISTORY", payload: { chatId: chat.id } }, "CHAT_HISTORY");
+    a.send({ type: "SEND_MESSAGE", payload: { chatId: chat.id, message: { content: "What is the answer?", id: crypto.randomUUID() } } });
+    const reply = await a.reply(chat.id);
+    expect(reply.end.content).toBe("");
+    expect(reply.text.length).toBeGreaterThan(0);
+    await a.request({ type: "DELETE_CHAT", payload: { chatId: chat.id } }, "CHAT_DELETED");
+    await b.next((f) => f.type === "CHAT_DELETED" && f.chatId === chat.id);
+    const err = await a.request({ type: "GET_CHAT_HISTORY", payload: { chatId: chat.id } }, "CHAT_HISTORY");
+    expect(err).toMatchObject({ type: "ERROR", code: "CHAT_NOT_FOUND" });
+    const frames = [...a.frames, ...b.frames];
+    expect(frames.map((f) => f.type).filter((t) => !(originalWebUi.handles as readonly string[]).includes(t))).toEqual([]);
+    expect(frames.flatMap((f) => frameProblems(f))).toEqual([]);
   });
 });

@@ -3,6 +3,7 @@ import { createClient, isFinalClose, PiChatError, type PiChatClient, type Server
 import { backoffDelay } from "../client/backoff";
 import type { Message } from "../src/records";
 import { closes } from "../src/ws/protocol";
+import { openTestCosmosStore, startCosmosServer } from "./support/cosmos-server";
 import { frameProblems } from "./support/frame-check";
 import { startTestServer, type TestServer } from "./support/harness";
 import { startSseModel, type SseModel } from "./support/sse-model";
@@ -15,20 +16,21 @@ import { addUser } from "./support/users";
 // repeats nothing. Every frame it hands to listeners is checked against its schema (the spec's contract).
 
 let model: SseModel;
+const serverEnv = () => ({
+  OPENAI_BASE_URL: `${model.url}/v1`,
+  OPENAI_MODEL: "m",
+  CHAT_TITLES: "false",
+  CHAT_QUEUE_LIMIT: "200",
+  RATE_LIMIT_FRAMES_PER_SECOND: "100000",
+  AUTH_RECHECK_MS: "100",
+});
 let server: TestServer;
 const clients: PiChatClient[] = [];
 const problems: string[] = [];
 
 beforeAll(async () => {
   model = await startSseModel({ tokens: ["a", "b", "c", "d", "e"], delayMs: 2 });
-  server = await startTestServer({
-    OPENAI_BASE_URL: `${model.url}/v1`,
-    OPENAI_MODEL: "m",
-    CHAT_TITLES: "false",
-    CHAT_QUEUE_LIMIT: "200",
-    RATE_LIMIT_FRAMES_PER_SECOND: "100000",
-    AUTH_RECHECK_MS: "100",
-  });
+  server = await startTestServer(serverEnv());
 });
 afterAll(async () => {
   for (const c of clients) c.close();
@@ -88,6 +90,78 @@ describe("typed requests and events", () => {
   });
 });
 
+/**
+ * 100 sends through 3 forced disconnects on `srv`: five questions at each cut reach the server and are
+ * stored while their answers are lost; the client sends them again (duplicates) with the rest.
+ */
+async function hundredSends(srv: TestServer) {
+  const relay = startSwitchRelay(Number(new URL(srv.url).port));
+  try {
+    const { client, frames } = open(relay.url);
+    const chat = (await client.request("CREATE_CHAT", { name: "hundred" })).chat;
+    await client.request("WATCH", { chatIds: [chat.id] });
+    const ids = Array.from({ length: 100 }, (_, i) => `q-${i}`);
+    const accepted: string[] = [];
+    const storedIds = async () => new Set((await srv.store.pageMessages(chat.id, { limit: 1000 })).items.map((m) => m.id));
+    const sends: Promise<unknown>[] = [];
+    const send = (i: number) => sends.push(client.send(chat.id, `question ${i}`, { messageId: ids[i] }).then(() => accepted.push(ids[i]!)));
+    for (let i = 0; i < 100; i++) {
+      if (i === 25 || i === 50 || i === 75) {
+        // A disconnect that loses answers: five questions reach the server and are stored, their
+        // MESSAGE_ACCEPTED never reaches the client; then the connection drops.
+        await opened(client);
+        await until(() => client.waiting().length === 0, "the sends before it answered");
+        relay.stall();
+        for (let k = i; k < i + 5; k++) send(k);
+        await until(async () => (await storedIds()).has(ids[i + 4]!), `${ids[i + 4]} stored`);
+        const noticed = dropped(client);
+        relay.cut();
+        await within(noticed, 5000, "the client to notice the cut");
+        i += 4;
+        continue;
+      }
+      send(i); // the ones right after a cut are sent while the client reconnects: queued, sent on the new socket
+    }
+    const all = Promise.all(sends);
+    await within(all, 30_000, "every send accepted");
+    expect(relay.connections()).toBeGreaterThanOrEqual(4);
+    // The fifteen whose answers were lost were sent again, and the server said so instead of storing them twice.
+    expect(frames.filter((f) => f.type === "MESSAGE_ACCEPTED" && f.duplicate).length).toBeGreaterThanOrEqual(15);
+
+    // Every reply finished: read the store the server wrote.
+    const stored = await until(
+      async () => {
+        const page = await srv.store.pageMessages(chat.id, { limit: 1000 });
+        const replies = page.items.filter((m) => m.role === "assistant");
+        return replies.length >= 100 && !replies.some((m) => m.status === "streaming") && page.items;
+      },
+      "100 replies stored",
+      30_000,
+    );
+    const questions = stored.filter((m: Message) => m.role === "user");
+    expect(questions.map((m) => m.id)).toEqual(ids);
+    const replies = stored.filter((m: Message) => m.role === "assistant");
+    expect(replies.map((m) => m.parent_id)).toEqual(ids);
+    expect(replies.every((m) => m.content === "abcde" && !m.status)).toBe(true);
+
+    // The client handed on no chunk twice and no reply's end twice; each reply it followed from its
+    // start shows exactly the stored text.
+    const messages = frames.filter((f): f is ServerFrame<"MESSAGE"> => f.type === "MESSAGE");
+    const byTrace = Map.groupBy(messages, (f) => f.traceId);
+    for (const [traceId, fs] of byTrace) {
+      expect(fs.filter((f) => f.end).length).toBeLessThanOrEqual(1);
+      const seqs = fs.filter((f) => !f.end).map((f) => f.seq!);
+      expect(seqs).toEqual([...seqs].sort((x, y) => x - y));
+      expect(new Set(seqs).size).toBe(seqs.length);
+      const end = fs.find((f) => f.end);
+      if (end && !end.message) expect(fs.map((f) => f.content).join("")).toBe(replies.find((m) => m.id === traceId)!.content);
+    }
+    expect(problems).toEqual([]);
+  } finally {
+    relay.stop();
+  }
+}
+
 describe("pacing", () => {
   test("paced below the server's frame rate, every request is answered; unpaced, the refusals without a requestId still settle each request", async () => {
     const strict = await startTestServer({ RATE_LIMIT_FRAMES_PER_SECOND: "10" }); // a burst of 20
@@ -125,74 +199,24 @@ describe("pacing", () => {
 });
 
 describe("reconnecting", () => {
-  test("100 sends through 3 forced disconnects: each question stored and answered exactly once, in order; nothing shown twice", async () => {
-    const relay = startSwitchRelay(Number(new URL(server.url).port));
+  test(
+    "100 sends through 3 forced disconnects: each question stored and answered exactly once, in order; nothing shown twice",
+    () => hundredSends(server),
+    90_000,
+  );
+
+  test("the same on Cosmos DB (where two connections' handling of one question can really race)", async () => {
+    const cosmos = await startCosmosServer();
+    const store = await openTestCosmosStore(cosmos, "pichat-client");
+    const srv = await startTestServer(serverEnv(), { store });
     try {
-      const { client, frames } = open(relay.url);
-      const chat = (await client.request("CREATE_CHAT", { name: "hundred" })).chat;
-      await client.request("WATCH", { chatIds: [chat.id] });
-      const ids = Array.from({ length: 100 }, (_, i) => `q-${i}`);
-      const accepted: string[] = [];
-      const storedIds = async () => new Set((await server.store.pageMessages(chat.id, { limit: 1000 })).items.map((m) => m.id));
-      const sends: Promise<unknown>[] = [];
-      const send = (i: number) =>
-        sends.push(client.send(chat.id, `question ${i}`, { messageId: ids[i] }).then(() => accepted.push(ids[i]!)));
-      for (let i = 0; i < 100; i++) {
-        if (i === 25 || i === 50 || i === 75) {
-          // A disconnect that loses answers: five questions reach the server and are stored, their
-          // MESSAGE_ACCEPTED never reaches the client; then the connection drops.
-          await opened(client);
-          await until(() => client.waiting().length === 0, "the sends before it answered");
-          relay.stall();
-          for (let k = i; k < i + 5; k++) send(k);
-          await until(async () => (await storedIds()).has(ids[i + 4]!), `${ids[i + 4]} stored`);
-          const noticed = dropped(client);
-          relay.cut();
-          await within(noticed, 5000, "the client to notice the cut");
-          i += 4;
-          continue;
-        }
-        send(i); // the ones right after a cut are sent while the client reconnects: queued, sent on the new socket
-      }
-      const all = Promise.all(sends);
-      await within(all, 30_000, "every send accepted");
-      expect(relay.connections()).toBeGreaterThanOrEqual(4);
-      // The fifteen whose answers were lost were sent again, and the server said so instead of storing them twice.
-      expect(frames.filter((f) => f.type === "MESSAGE_ACCEPTED" && f.duplicate).length).toBeGreaterThanOrEqual(15);
-
-      // Every reply finished: read the store the server wrote.
-      const stored = await until(
-        async () => {
-          const page = await server.store.pageMessages(chat.id, { limit: 1000 });
-          const replies = page.items.filter((m) => m.role === "assistant");
-          return replies.length >= 100 && !replies.some((m) => m.status === "streaming") && page.items;
-        },
-        "100 replies stored",
-        30_000,
-      );
-      const questions = stored.filter((m: Message) => m.role === "user");
-      expect(questions.map((m) => m.id)).toEqual(ids);
-      const replies = stored.filter((m: Message) => m.role === "assistant");
-      expect(replies.map((m) => m.parent_id)).toEqual(ids);
-      expect(replies.every((m) => m.content === "abcde" && !m.status)).toBe(true);
-
-      // The client handed on no chunk twice and no reply's end twice; each reply it followed from its
-      // start shows exactly the stored text.
-      const messages = frames.filter((f): f is ServerFrame<"MESSAGE"> => f.type === "MESSAGE");
-      const byTrace = Map.groupBy(messages, (f) => f.traceId);
-      for (const [traceId, fs] of byTrace) {
-        expect(fs.filter((f) => f.end).length).toBeLessThanOrEqual(1);
-        const seqs = fs.filter((f) => !f.end).map((f) => f.seq!);
-        expect(seqs).toEqual([...seqs].sort((x, y) => x - y));
-        expect(new Set(seqs).size).toBe(seqs.length);
-        const end = fs.find((f) => f.end);
-        if (end && !end.message) expect(fs.map((f) => f.content).join("")).toBe(replies.find((m) => m.id === traceId)!.content);
-      }
-      expect(problems).toEqual([]);
+      await hundredSends(srv);
     } finally {
-      relay.stop();
+      await srv.close();
+      await store.close();
+      await cosmos.stop();
     }
-  }, 90_000);
+  }, 120_000);
 
   test("a reply streaming through a cut is RESUMEd from the last seq seen: its text arrives whole, once", async () => {
     model.setScript({ tokens: Array.from({ length: 60 }, (_, i) => `t${i} `), delayMs: 15 });

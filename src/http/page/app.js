@@ -215,7 +215,8 @@ function onDelta(f) {
   if (f.seq <= Number(li.dataset.seq)) return; // already in the history we were sent
   li.dataset.seq = f.seq;
   const text = li.querySelector(".text");
-  sources.set(text, (sources.get(text) ?? "") + f.content);
+  // A reply the client fetched whole once it had ended (RESUME) carries its stored text.
+  sources.set(text, f.message ? f.message.content : (sources.get(text) ?? "") + f.content);
   if (!f.end) return renderSoon(text);
   renderNow(text);
   li.classList.remove("streaming");

@@ -197,7 +197,7 @@ function createClient(o) {
       catchingUp.delete(f.traceId);
     else if (catchingUp.has(f.traceId))
       return;
-    else if (!f.end && !streams.knows(f.traceId) && (f.seq ?? 0) > 1) {
+    else if (!streams.knows(f.traceId) && (f.end || (f.seq ?? 0) > 1)) {
       streams.saw(f.chatId, f.traceId, 0);
       return resume(f.chatId, f.traceId, 0);
     }
