@@ -328,3 +328,63 @@ for (const kind of ["sqlite", "cosmos"] as const) {
     });
   });
 }
+
+describe("tool rounds and the limits", () => {
+  test("tool results count in the context window: old history is left out first, then the result is cut with a note", async () => {
+    const srv = await startTestServer({
+      ...env(),
+      MODEL_CONTEXT_TOKENS: "3000",
+      MODEL_REPLY_RESERVE_TOKENS: "200",
+      TOOL_RESULT_MAX_CHARS: "100000",
+    });
+    try {
+      await until(async () => ((await (await fetch(`${srv.url}/health`)).json()) as any).services.mcp.ok, "the MCP server connected");
+      model.setScript((r) => {
+        if (lastQuestion(r) !== "fill the window") return { tokens: ["noted ".repeat(40)] };
+        return toolTurns(r).length
+          ? { tokens: ["done"] }
+          : { tokens: [], toolCalls: [{ id: "w", name: "calc__big", arguments: '{"chars":40000}' }] };
+      });
+      const c = await srv.connect();
+      const chatId = (await c.request({ type: "CREATE_CHAT" }, "NEW_CHAT")).chat.id;
+      for (const q of ["one", "two", "three"]) {
+        c.send({ type: "SEND_MESSAGE", chatId, content: `${q} ${"word ".repeat(150)}` });
+        await c.reply(chatId);
+      }
+      c.send({ type: "SEND_MESSAGE", chatId, content: "fill the window" });
+      const r = await c.reply(chatId);
+      expect(r.end.reason).toBeUndefined();
+      const [first, second] = model.requests.filter((q) => lastQuestion(q) === "fill the window").slice(-2);
+      // The first request had the earlier exchange; with the result, it had to go.
+      expect(messages(first!).some((m) => String(m.content).startsWith("one "))).toBe(true);
+      expect(messages(second!).some((m) => String(m.content).startsWith("one "))).toBe(false);
+      expect(messages(second!)[0]!.role).toBe("system");
+      expect(messages(second!).some((m) => m.content === "fill the window")).toBe(true);
+      const result = toolTurns(second!)[0]!.content!;
+      expect(result.length).toBeLessThan(40_000);
+      expect(result).toContain("[result shortened to fit the model's context window");
+    } finally {
+      await srv.close();
+    }
+  });
+
+  test("each round after the first counts in MODEL_CALLS_PER_MINUTE: past it the reply ends incomplete, keeping its calls", async () => {
+    const srv = await startTestServer({ ...env(), MODEL_CALLS_PER_MINUTE: "2", TOOL_MAX_ROUNDS: "5" });
+    try {
+      model.setScript(() => ({ tokens: ["again "], toolCalls: [{ name: "current_time", arguments: "{}" }] }));
+      const c = await srv.connect();
+      const chatId = (await c.request({ type: "CREATE_CHAT" }, "NEW_CHAT")).chat.id;
+      const before = model.requests.length;
+      c.send({ type: "SEND_MESSAGE", chatId, content: "limited" });
+      const r = await c.reply(chatId);
+      expect(r.end.reason).toBe("error");
+      expect(await c.next("ERROR")).toMatchObject({ code: "TOO_MANY_GENERATIONS" });
+      // The question (1) and one more round (2): the third request was never made.
+      expect(model.requests.length - before).toBe(2);
+      const stored = (await c.request({ type: "GET_CHAT_HISTORY", chatId }, "CHAT_HISTORY")).messages.at(-1);
+      expect(stored).toMatchObject({ status: "incomplete", content: "again again ", tool_calls: [{ ok: true }, { ok: true }] });
+    } finally {
+      await srv.close();
+    }
+  });
+});
