@@ -92,6 +92,14 @@ describe("tool calls streamed by the model", () => {
     expect(model.requests.slice(before).map((r) => Boolean(r.body.tools))).toEqual([true, false, false]);
   });
 
+  test("a 400 about something else is not taken for a lack of tool support", async () => {
+    model.setScript({ status: 400 });
+    const m = compatible();
+    const before = model.requests.length;
+    await expect(streamOnce(m, [ADD])).rejects.toThrow("HTTP 400");
+    expect(model.requests.length - before).toBe(1);
+  });
+
   test("the assembler: a missing index continues the call, a repeated name is not doubled", () => {
     const a = toolCallAssembler();
     a.add({ id: "x", function: { name: "f", arguments: '{"a"' } });

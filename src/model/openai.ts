@@ -64,7 +64,7 @@ function chatCompletionsModel(kind: ModelKind, client: OpenAI, name: string): Mo
         try {
           body = (await request(offer)).body;
         } catch (e) {
-          if (!(offer && e instanceof OpenAI.APIError && e.status === 400) || signal.aborted) throw e;
+          if (!(offer && refusesTools(e)) || signal.aborted) throw e;
           noTools.add(target);
           body = (await request(undefined)).body;
         }
@@ -86,6 +86,15 @@ function chatCompletionsModel(kind: ModelKind, client: OpenAI, name: string): Mo
       if (asked.length) onToolCalls?.(asked);
     },
   };
+}
+
+/**
+ * A 400 about the tools themselves (Ollama's "does not support tools", vLLM's tool-choice flag, a
+ * `param: "tools"`), not one about something else in a request that happened to offer them.
+ */
+function refusesTools(e: unknown): boolean {
+  if (!(e instanceof OpenAI.APIError) || e.status !== 400) return false;
+  return /tool|function/i.test(`${e.param ?? ""} ${e.message}`);
 }
 
 /** A turn in the Chat Completions shape: an assistant's calls as `{id, type: "function", function}`. */
