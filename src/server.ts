@@ -154,7 +154,7 @@ export function startServer(parts: ServerParts) {
   // What the first send would load on first use, loaded now: until it is, /health/ready says not ready.
   let warm = false;
   const warmStarted = performance.now();
-  const warmed = warmUp(model)
+  const warmed = warmUp(model, c.AZURE_OPENAI_ENDPOINT ?? c.OPENAI_BASE_URL)
     .then(() => log.info("warmed up", { ms: Math.round(performance.now() - warmStarted) }))
     .catch((e) => log.warn("could not warm up; the first send loads what is missing", { error: e }))
     .finally(() => (warm = true));

@@ -1,14 +1,16 @@
 import type { Model } from "../model/model";
-import { warmModelClient } from "../model/warm-up";
+import { preconnect, warmModelClient } from "../model/warm-up";
 import { tokenizerFor } from "./prompt";
 
 /**
  * What the first send would otherwise load on first use, loaded at start-up: the tokenizer of the
  * server's model (its table is 1-2 MB of JS, about a second to load on one core), run once so its
- * code is compiled, and the model client's request path (src/model/warm-up.ts). A user whose
- * settings name a model of another family loads that tokenizer on their first send.
+ * code is compiled, the model client's request path, and a connection to the model's host
+ * (src/model/warm-up.ts). A user whose settings name a model of another family loads that
+ * tokenizer on their first send.
  */
-export async function warmUp(model: Pick<Model, "name" | "kind">): Promise<void> {
+export async function warmUp(model: Pick<Model, "name" | "kind">, modelUrl?: string): Promise<void> {
+  if (modelUrl && model.kind !== "offline") preconnect(modelUrl);
   const tokenizer = await tokenizerFor(model.name);
   tokenizer.count("Warming up: what will the weather be like tomorrow?");
   if (model.kind !== "offline") await warmModelClient();
