@@ -1,4 +1,5 @@
 import { scenario as device } from "./device";
+import { scenario as devices } from "./devices";
 import { scenario as fanOut } from "./fan-out";
 import { scenario as firstChunk } from "./first-chunk";
 import { scenario as flatCost } from "./flat-cost";
@@ -26,6 +27,7 @@ const ALL: Scenario[] = [
   fanOut,
   idleMemory,
   device,
+  devices,
   storeCost,
   replicas,
   limitHistory,

@@ -33,6 +33,9 @@ describe("speakable", () => {
 describe("parts", () => {
   test("the first part is the first sentence; later ones wait to grow", () => {
     expect(nextCut("Hello there", 0, 0, 0)).toBeUndefined();
+    // A word's full stop at the end is enough for the first part; a number's is not.
+    expect(nextCut("Hello there.", 0, 0, 0)).toBe("Hello there.".length);
+    expect(nextCut("It costs 3.", 0, 0, 0)).toBeUndefined();
     expect(nextCut("Hello there. How", 0, 0, 0)).toBe("Hello there.".length);
     expect(nextCut("東京は晴れ。次", 0, 0, 0)).toBe("東京は晴れ。".length);
     // Without a sentence end: at a word, once long or slow enough.

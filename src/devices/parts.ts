@@ -78,6 +78,10 @@ export function nextCut(spoken: string, sent: number, index: number, waitedMs: n
   const ends = sentenceEnds(spoken, sent);
   if (index === 0) {
     if (ends.length > 0) return ends[0];
+    // The first part is what the person waits for: a word's full stop at the very end counts at once,
+    // without waiting for the next token's space ("3." or "e." may still go on, so not after a digit
+    // or a lone letter).
+    if (/\p{L}{2}[.!?…]["'”’)\]]*$/u.test(spoken.slice(sent))) return spoken.length;
     const pending = spoken.length - sent;
     if (pending >= FIRST_PART_MAX_CHARS || (waitedMs >= FIRST_PART_MAX_MS && pending > 0)) {
       const space = spoken.lastIndexOf(" ");

@@ -9,6 +9,8 @@ export type C2DMessage = {
   body: unknown;
   properties: Record<string, unknown>;
   raw: Message;
+  /** When the peer accepted it (epoch ms, sub-millisecond: performance.timeOrigin + performance.now()). */
+  at: number;
 };
 /** "drop-once": the next C2D message is neither settled nor kept; its connection is cut mid-send, then "accept". */
 export type C2DMode = "accept" | "reject-not-found" | "reject" | "drop-once";
@@ -60,6 +62,7 @@ export function createC2DEndpoint() {
       body: parseBody(msg.body),
       properties: msg.application_properties ?? {},
       raw: msg,
+      at: performance.timeOrigin + performance.now(),
     };
     c2d.push(m);
     ctx.delivery?.accept();
