@@ -107,6 +107,8 @@ export const scenario: Scenario = {
                 IOT_HUB_ENABLE: "true",
                 EVENT_HUB_COMPATIBLE_CONN_STR: peer.eventHubConnectionString,
                 IOT_HUB_CONNECTION_STRING: peer.iotHubConnectionString,
+                // The path's cost, not IoT Hub's send budget (one S1 unit: 100 a minute) is measured here.
+                IOT_HUB_C2D_PER_MINUTE: "1000000",
               }),
               BENCH_DEVICES: JSON.stringify({ certPath: cert.certPath, partitions: PARTITIONS }),
             },

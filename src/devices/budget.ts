@@ -29,8 +29,8 @@ export const DEVICE_OUTSTANDING_MAX = 20;
 export type C2DAllowance = ReturnType<typeof c2dAllowance>;
 
 /**
- * `windowMs` is how long a sent message may wait at the hub (its expiry): after that it no longer
- * counts against its device. Nothing here is ever a reason to drop an answer: a part that cannot go
+ * `windowMs` is how long a sent message may wait at the hub (its expiry): after that, or once the
+ * device asks something again, it no longer counts against its device. Nothing here is ever a reason to drop an answer: a part that cannot go
  * now is merged into the next, and the last waits (`take`) or goes regardless when its time is up.
  */
 export function c2dAllowance(hub: HubBudget, o: { windowMs: number; perDevice?: number; onShort?: () => void }) {
@@ -48,6 +48,10 @@ export function c2dAllowance(hub: HubBudget, o: { windowMs: number; perDevice?: 
     sent.set(deviceId, [...(sent.get(deviceId) ?? []), Date.now()]);
   };
   return {
+    /** The device asked something: it is connected and reads its messages, so none of ours still waits at the hub. */
+    asked(deviceId: string) {
+      sent.delete(deviceId);
+    },
     /** Room for one message now, or false (and nothing taken). */
     async tryTake(deviceId: string): Promise<boolean> {
       if (pending(deviceId) >= perDevice) return (o.onShort?.(), false);
@@ -56,11 +60,14 @@ export function c2dAllowance(hub: HubBudget, o: { windowMs: number; perDevice?: 
       note(deviceId);
       return true;
     },
-    /** Waits for room until `until` (epoch ms); true when taken, false when the time ran out. */
+    /**
+     * Waits for room in the hub's budget until `until` (epoch ms); true when taken, false when the time
+     * ran out. A last part or a one-message reply does not wait for its device's bound: a full queue
+     * at the hub answers 403004, which the sender retries.
+     */
     async take(deviceId: string, until: number): Promise<boolean> {
       for (;;) {
-        const full = pending(deviceId) >= perDevice;
-        const a: Admission = full ? { ok: false, retryAfterMs: 500 } : await hub();
+        const a = await hub();
         if (a.ok) {
           note(deviceId);
           return true;

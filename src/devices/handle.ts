@@ -151,6 +151,7 @@ async function answerDevice(deps: DeviceDeps, m: DeviceMessage, log: Logger): Pr
     return "stale";
   }
 
+  deps.speaker.allowance.asked(m.deviceId);
   // Listening before asking: the reply may start streaming before send returns.
   const tap = tapReplies(chat.bus, room.id);
   try {
