@@ -278,6 +278,30 @@ describe("MCP servers through the SDK", () => {
   });
 });
 
+describe("an MCP server that does not answer", () => {
+  test("connecting gives up after its bound: the server is down, its tools are left out, and nothing waits for it", async () => {
+    // Accepts connections and never answers a request.
+    const silent = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Promise<Response>(() => {}) });
+    const clients = connectMcpServers({
+      servers: [{ name: "slow", url: `http://127.0.0.1:${silent.port}/mcp`, headers: {} }],
+      log: memoryLogger(),
+      connectTimeoutMs: 300,
+      retryMs: { min: 5_000, max: 5_000 },
+    });
+    try {
+      const box = createToolbox({ builtins: builtinTools(), mcp: clients, log: memoryLogger(), timeoutMs: 1000, resultMaxChars: 1000 });
+      // While it connects, a reply is offered the built-ins only, at once.
+      expect(clients.status()[0]!.state).toBe("connecting");
+      expect(box.available().map((t) => t.name)).toEqual(["current_time", "date_add", "days_between"]);
+      expect(await clients.until((s) => s[0]!.state === "down", 3000)).toBe(true);
+      expect(clients.status()[0]!.tools).toBe(0);
+    } finally {
+      await clients.close();
+      silent.stop(true);
+    }
+  });
+});
+
 describe("an MCP server that goes away", () => {
   test("killed mid-call: the call ends as an error result, the server is down with its tools left out, and it comes back", async () => {
     // A port the OS just handed out, so the restarted server can take the same one.
