@@ -13,6 +13,7 @@ import { runScenarios, targetsTable, type Scenario } from "./lib/report";
 import { scenario as requestResponse } from "./request-response";
 import { scenario as storeCost } from "./store-cost";
 import { scenario as streaming } from "./streaming";
+import { scenario as usageCost } from "./usage-cost";
 
 // `bun run bench` runs every scenario; `bun run bench -- fan-out streaming` runs those only.
 // `bun run bench targets` runs the scenarios behind a send's targets (limit-send, first-chunk);
@@ -36,6 +37,7 @@ const ALL: Scenario[] = [
   limitStreams,
   flatCost,
   limitCosmos,
+  usageCost,
 ];
 // Names that stand for several scenarios.
 const GROUPS: Record<string, string[]> = {

@@ -189,6 +189,66 @@ describe("WATCH reads the store once per frame", () => {
   }
 });
 
+describe("a large branched chat's history is cached like any chat's", () => {
+  for (const kind of ["sqlite", "cosmos"] as const) {
+    test(kind, async () => {
+      let cosmos: CosmosTestServer | undefined;
+      let dir: string | undefined;
+      let base: Store;
+      if (kind === "cosmos") {
+        cosmos = await startCosmosServer();
+        base = await openTestCosmosStore(cosmos, "pichat-bounds");
+      } else {
+        dir = mkdtempSync(join(tmpdir(), "pichat-bounds-"));
+        base = openSqliteStore(join(dir, "pichat.db"));
+      }
+      const calls: Calls = new Map();
+      const srv = await startTestServer({ CHAT_TITLES: "false" }, { store: counted(base, calls) });
+      try {
+        const alice = await addUser(base);
+        // As an import of a branched chat leaves it: `selected` set, 1,200 messages.
+        const chatId = crypto.randomUUID();
+        const N = kind === "cosmos" ? 600 : 1200; // more than a history page keeps (500)
+        await base.createChat(alice.id, {
+          id: chatId,
+          name: "Imported",
+          active: true,
+          created_at: T(0),
+          updated_at: T(N),
+          selected: `m${N - 1}`,
+        });
+        for (let i = 0; i < N; i++)
+          await base.addMessage({
+            id: `m${i}`,
+            chat_id: chatId,
+            role: i % 2 ? "assistant" : "user",
+            content: `message ${i}`,
+            created_at: T(i + 1),
+          });
+        const c = await srv.connect({ token: alice.token });
+        const page = async () => c.request({ type: "GET_CHAT_HISTORY", chatId, limit: 50 }, "CHAT_HISTORY");
+        const reads = () => (calls.get("listMessages") ?? 0) + (calls.get("pageMessages") ?? 0);
+        const first = await page();
+        expect(first.messages.map((m: { id: string }) => m.id)).toEqual(Array.from({ length: 50 }, (_, i) => `m${N - 50 + i}`));
+        const after = reads();
+        for (let i = 0; i < 5; i++) expect((await page()).messages.length).toBe(50);
+        expect(reads()).toBe(after); // five more pages, no message read
+        // A new question and its reply land in the cached tree (through the bus), on the branch.
+        c.send({ type: "SEND_MESSAGE", chatId, content: "one more" });
+        await c.reply(chatId);
+        const latest = await page();
+        expect(latest.messages.at(-2)).toMatchObject({ role: "user", content: "one more" });
+        expect(latest.messages.at(-1).role).toBe("assistant");
+      } finally {
+        await srv.close();
+        await base.close();
+        await cosmos?.stop();
+        if (dir) rmSync(dir, { recursive: true, force: true });
+      }
+    }, 60_000);
+  }
+});
+
 describe("search work per query", () => {
   test("sqlite: the owner is matched inside the index; another owner's rows are never visited, and an older index file is rebuilt with owners", async () => {
     const dir = mkdtempSync(join(tmpdir(), "pichat-bounds-"));

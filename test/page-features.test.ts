@@ -76,6 +76,7 @@ beforeAll(async () => {
     AUTH_RECHECK_MS: "200", // a revoked token's socket closes within this
   });
   alice = await addUser(srv.store, "alice");
+  await srv.store.setTokensPerDay(alice.id, 1_000_000); // the sidebar shows today's use against it
   browser = await launchBrowser();
   ({ page, problems } = await openPage(browser));
   await watch(page, problems);
@@ -348,6 +349,26 @@ describe("export and import", () => {
       await replyDone("Nobody knows.");
       expect(await texts("user")).toEqual(["What is the question?"]);
       expect(await page.locator("#chats li").count()).toBe(3);
+      expect(problems).toEqual([]);
+    },
+    T,
+  );
+});
+
+describe("today's use", () => {
+  test(
+    "the sidebar shows today's tokens against the budget, as recorded, and again after a reply",
+    async () => {
+      const used = () => srv.store.tokensUsedSince(alice.id, `${new Date().toISOString().slice(0, 10)}T00:00:00.000Z`);
+      await ask("Count me", "Counted.");
+      const after = await until(async () => {
+        const n = await used();
+        const shown = await page.textContent("#usage span");
+        return n > 0 && shown === `Today: ${n.toLocaleString("en-US")} of 1,000,000 tokens` && n;
+      }, "the usage line to show the recorded total");
+      expect(await page.getAttribute("#usage meter", "max")).toBe("1000000");
+      expect(Number(await page.getAttribute("#usage meter", "value"))).toBe(after);
+      await screenshot(page, "f-usage");
       expect(problems).toEqual([]);
     },
     T,

@@ -19,6 +19,13 @@ const TAIL = ',"finish_reason":null}]}\n\n';
 const chunk = (content: string) => enc.encode(`${HEAD}{"content":${JSON.stringify(content)}}${TAIL}`);
 const FIRST = enc.encode(`${HEAD}{"role":"assistant","content":""}${TAIL}`);
 const LAST = enc.encode(`${HEAD}{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n`);
+const FINISH = enc.encode(`${HEAD}{},"finish_reason":"stop"}]}\n\n`);
+const DONE = enc.encode("data: [DONE]\n\n");
+/** The usage chunk OpenAI sends last when asked (stream_options.include_usage): a rough count, as the bench needs no more. */
+const usageChunk = (prompt: number, completion: number) =>
+  enc.encode(
+    `data: {"id":"chatcmpl-bench","object":"chat.completion.chunk","created":0,"model":"bench","choices":[],"usage":{"prompt_tokens":${prompt},"completion_tokens":${completion},"total_tokens":${prompt + completion}}}\n\n`,
+  );
 
 const server = Bun.serve({
   port: 0,
@@ -28,7 +35,8 @@ const server = Bun.serve({
     const url = new URL(req.url);
     if (req.method !== "POST" || !url.pathname.endsWith("/chat/completions")) return new Response("not found", { status: 404 });
     requests++;
-    const body = (await req.json()) as { messages?: { role: string; content: string }[] };
+    const body = (await req.json()) as { messages?: { role: string; content: string }[]; stream_options?: { include_usage?: boolean } };
+    const withUsage = body.stream_options?.include_usage === true;
     const last = body.messages?.findLast((m) => m.role === "user")?.content ?? "";
     const tokens = Number(/tokens=(\d+)/.exec(last)?.[1] ?? 5);
     const delay = Number(/delay=(\d+(?:\.\d+)?)/.exec(last)?.[1] ?? 0);
@@ -45,7 +53,12 @@ const server = Bun.serve({
             controller.write(chunk(stamp ? ` ${now().toFixed(3)}` : " word"));
             controller.flush();
           }
-          controller.write(LAST);
+          if (withUsage) {
+            const chars = (body.messages ?? []).reduce((n, m) => n + m.content.length, 0);
+            controller.write(FINISH);
+            controller.write(usageChunk(Math.ceil(chars / 4), tokens));
+            controller.write(DONE);
+          } else controller.write(LAST);
           controller.close();
         },
       }),

@@ -46,7 +46,11 @@ export function historyPages(
   /** A branched chat's page: its current branch (read whole, up to BRANCH_MAX_MESSAGES), paged in memory. */
   async function branchedHistory(owner: string, o: HistoryQuery) {
     const chat = await known.requireChat(owner, o.chatId);
-    const stored = await store.listMessages(o.chatId, { limit: BRANCH_MAX_MESSAGES });
+    // From the chats' cache (src/chat/recent.ts); a streaming checkpoint this replica does not mirror
+    // live is read again from the store, where its lease is current (as for any chat's newest page).
+    let stored = await ctx.recent.upTo(o.chatId, BRANCH_MAX_MESSAGES);
+    if (stored.some((m) => m.status === "streaming" && m.id !== live.get(o.chatId)?.traceId))
+      stored = await store.listMessages(o.chatId, { limit: BRANCH_MAX_MESSAGES });
     const g = !o.before && !o.cursor ? live.get(o.chatId) : undefined;
     const questionId = g && regeneratingQuestion(g.traceId);
     const limit = Math.min(o.limit ?? options.historyMaxMessages, options.historyMaxMessages);

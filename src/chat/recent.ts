@@ -26,6 +26,8 @@ export type RecentOptions = {
 type Entry = {
   /** The newest messages, oldest first, in (created_at, id) order. */
   messages: Message[];
+  /** How many it keeps: `perChat`, or more for a branched chat read whole (`upTo`). */
+  cap: number;
   /** No older messages exist than these. */
   complete: boolean;
   chars: number;
@@ -72,7 +74,7 @@ export function recentMessages(store: Store, bus: Bus, o: RecentOptions) {
     if (at < 0 && i === 0 && !e.complete && list.length > 0) return;
     e.chars += charsOf(m);
     list.splice(i, 0, m);
-    while (list.length > o.perChat) {
+    while (list.length > e.cap) {
       e.chars -= charsOf(list.shift()!);
       e.complete = false;
     }
@@ -119,9 +121,10 @@ export function recentMessages(store: Store, bus: Bus, o: RecentOptions) {
     }
   }
 
-  async function entryOf(chatId: string): Promise<Entry> {
+  async function entryOf(chatId: string, cap = o.perChat): Promise<Entry> {
     const hit = entries.get(chatId);
-    if (hit && hit.until > Date.now()) {
+    // An entry kept for fewer messages than asked (and not the whole chat) is read again, larger.
+    if (hit && hit.until > Date.now() && (hit.cap >= cap || hit.complete)) {
       // Most recently used last: eviction takes the front.
       entries.delete(chatId);
       entries.set(chatId, hit);
@@ -134,10 +137,11 @@ export function recentMessages(store: Store, bus: Bus, o: RecentOptions) {
     const mark = r.changes;
     const gen = generation;
     try {
-      const page = await store.pageMessages(chatId, { limit: o.perChat });
+      const page = await store.pageMessages(chatId, { limit: cap });
       const messages = page.items;
       const e: Entry = {
         messages,
+        cap,
         complete: page.cursor === undefined,
         until: Date.now() + o.ttlMs,
         chars: messages.reduce((n, m) => n + charsOf(m), 0),
@@ -162,6 +166,15 @@ export function recentMessages(store: Store, bus: Bus, o: RecentOptions) {
       const older = e.messages.length > n || !e.complete;
       const oldest = items[0];
       return older && oldest ? { items, cursor: encodeMessageCursor(chatId, oldest) } : { items };
+    },
+    /**
+     * The chat's newest `max` messages, oldest first (what listMessages answers): a branched chat's
+     * whole tree, kept in the same cache as any chat's newest page, under the same rules.
+     */
+    async upTo(chatId: string, max: number): Promise<Message[]> {
+      if (o.maxChars === 0) return store.listMessages(chatId, { limit: max });
+      const e = await entryOf(chatId, max);
+      return e.messages.length > max ? e.messages.slice(e.messages.length - max) : e.messages.slice();
     },
     stats: () => ({ chats: entries.size, chars }),
     stop: unsubscribe,

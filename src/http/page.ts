@@ -69,6 +69,7 @@ const files: Record<string, { body: string; type: string }> = {
   "/page/search.js": { body: read("search.js"), type: JS },
   "/page/signin.js": { body: read("signin.js"), type: JS },
   "/page/devices.js": { body: read("devices.js"), type: JS },
+  "/page/usage.js": { body: read("usage.js"), type: JS },
   "/page/transfer.js": { body: read("transfer.js"), type: JS },
   // The typed client (client/), built into one file by `bun run build:client`.
   "/page/client.js": { body: read("client.js"), type: JS },

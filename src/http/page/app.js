@@ -9,6 +9,7 @@ import { createDevices } from "/page/devices.js";
 import { createSearch } from "/page/search.js";
 import { adoptLinkToken } from "/page/signin.js";
 import { errorText, fileName, saveFile } from "/page/transfer.js";
+import { createUsage } from "/page/usage.js";
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -140,6 +141,7 @@ async function connect() {
     if (state === "open") {
       send({ type: "GET_CHATS" }); // CHAT_LIST then re-opens the current chat
       devices.refresh();
+      usage.refresh();
       if (ui.who.hidden) whoAmI().then(updateControls); // unanswered before the socket opened
     }
     setConn(state === "open" ? "online" : state === "connecting" ? "connecting" : "offline");
@@ -202,7 +204,7 @@ const on = {
     reloadHistory();
     reloadOnEnd = true;
   },
-  MESSAGE: (f) => f.chatId === current && onDelta(f),
+  MESSAGE: (f) => (f.end && usage.soon(), f.chatId === current && onDelta(f)),
   SEARCH_RESULTS: (f) => search.results(f),
   DEVICES: (f) => devices.receive(f),
   DEVICE_UPDATED: (f) => devices.receive(f),
@@ -570,6 +572,13 @@ const devices = createDevices({
   // The answer, or the ERROR frame that refused it; null while offline.
   request: ({ type, ...args }) => (online() ? client.request(type, args).catch((e) => e.frame ?? null) : Promise.resolve(null)),
   open: (chatId) => select(chatId),
+});
+
+// ---- today's use against the budget (usage.js) ----
+
+const usage = createUsage({
+  sidebar: $("sidebar"),
+  request: ({ type, ...args }) => (online() ? client.request(type, args).catch((e) => e.frame ?? null) : Promise.resolve(null)),
 });
 
 // ---- search ----
