@@ -125,6 +125,8 @@ describe("two replicas on Redis: the socket moves to the other replica mid-reply
       const { client, problems, messages } = open(relay.url);
       const chat = (await client.request("CREATE_CHAT", {})).chat;
       await client.request("GET_CHAT_HISTORY", { chatId: chat.id });
+      // Watched explicitly too: after the move the WATCH is restored first, so live chunks race RESUME's catch-up.
+      await client.request("WATCH", { chatIds: [chat.id] });
       model.setScript({ tokens: words(150), delayMs: 15 });
       const end = ended(client);
       await client.send(chat.id, "count");

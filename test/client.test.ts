@@ -225,6 +225,8 @@ describe("reconnecting", () => {
       const { client, frames } = open(relay.url);
       const chat = (await client.request("CREATE_CHAT", {})).chat;
       await client.request("GET_CHAT_HISTORY", { chatId: chat.id });
+      // Watched explicitly too: after the cut the WATCH is restored first, so live chunks race RESUME's catch-up.
+      await client.request("WATCH", { chatIds: [chat.id] });
       const ended = new Promise<ServerFrame<"MESSAGE">>((resolve) => client.on("MESSAGE", (f) => f.end && resolve(f)));
       await client.send(chat.id, "stream please");
       await until(() => frames.filter((f) => f.type === "MESSAGE").length >= 5, "five chunks");
@@ -245,6 +247,39 @@ describe("reconnecting", () => {
       relay.stop();
     }
   }, 30_000);
+
+  test("after a reconnect the socket watches what it watched: WATCHed chats and the open one stream to it again", async () => {
+    const relay = startSwitchRelay(Number(new URL(server.url).port));
+    try {
+      const { client, frames } = open(relay.url);
+      const watched = (await client.request("CREATE_CHAT", { name: "watched" })).chat;
+      const opened_ = (await client.request("CREATE_CHAT", { name: "open" })).chat;
+      await client.request("WATCH", { chatIds: [watched.id] });
+      await client.request("GET_CHAT_HISTORY", { chatId: opened_.id });
+      const noticed = dropped(client);
+      relay.cut();
+      await within(noticed, 5000, "the client to notice the cut");
+      await opened(client);
+      // Another connection of the same user asks in both chats: its replies stream to the watchers.
+      const other = await server.connect();
+      const ends = new Set<string>();
+      client.on("MESSAGE", (f) => f.end && ends.add(f.chatId));
+      // The restore is on the wire before anything sent after the open: a request's answer means it was handled.
+      await client.request("GET_SETTINGS");
+      for (const chat of [watched, opened_]) other.send({ type: "SEND_MESSAGE", chatId: chat.id, content: `to ${chat.name}` });
+      await until(() => ends.has(watched.id) && ends.has(opened_.id), "both replies streamed to the reconnected client");
+      for (const chatId of [watched.id, opened_.id]) {
+        const text = frames
+          .filter((f): f is ServerFrame<"MESSAGE"> => f.type === "MESSAGE" && f.chatId === chatId)
+          .map((f) => f.content)
+          .join("");
+        expect(text).toBe("abcde");
+      }
+      expect(frames.filter((f) => f.type === "FIRST_MESSAGE").length).toBe(2);
+    } finally {
+      relay.stop();
+    }
+  });
 
   test("a revoked token stops reconnecting, with the server's reason; unanswered requests fail", async () => {
     const user = await addUser(server.store);
