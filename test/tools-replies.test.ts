@@ -208,6 +208,34 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       }
     });
 
+    test("at most 16 calls run in one round: the rest get an error result, and every call is answered", async () => {
+      route("many", (r, round) =>
+        round === 0
+          ? {
+              tokens: [],
+              toolCalls: Array.from({ length: 18 }, (_, i) => ({
+                id: `m${i}`,
+                name: "days_between",
+                arguments: `{"to":"2030-01-${String(i + 1).padStart(2, "0")}"}`,
+              })),
+            }
+          : { tokens: ["counted"] },
+      );
+      const chatId = await newChat();
+      c.send({ type: "SEND_MESSAGE", chatId, content: "many" });
+      const frames = await replyFrames(chatId);
+      const ends = frames.filter((f) => f.type === "TOOL_CALL_END").map((f) => f.call);
+      expect(ends.length).toBe(18);
+      expect(ends.filter((e) => e.ok).length).toBe(16);
+      expect(
+        ends
+          .filter((e) => !e.ok)
+          .map((e) => e.id)
+          .sort(),
+      ).toEqual(["m16", "m17"]);
+      expect(toolTurns(requestsFor("many").at(-1)!).length).toBe(18);
+    });
+
     test("a model that never stops asking: TOOL_MAX_ROUNDS rounds, then asked with tool_choice none, and the reply comes", async () => {
       route("loop", () => ({ tokens: ["still "], toolCalls: [{ name: "calc__add", arguments: '{"a":1,"b":1}' }] }));
       const chatId = await newChat();

@@ -26,6 +26,10 @@ export type ToolPrefs = { owner: string; timeZone?: string; toolsOff?: string[] 
 
 /** A result as clients and the stored reply show it (the model saw up to TOOL_RESULT_MAX_CHARS). */
 const DISPLAY_CHARS = 1_000;
+/** Arguments as stored and shown. */
+const ARGUMENTS_CHARS = 2_000;
+/** Calls run in one round; more get an error result (a stored reply stays well under a Cosmos item's 2 MB). */
+const MAX_CALLS_PER_ROUND = 16;
 /** A tool result is never cut below this to make room in the context window. */
 const MIN_RESULT_CHARS = 200;
 
@@ -94,12 +98,14 @@ async function runRound(
   r: ToolRoundsRun,
 ): Promise<ToolOutcome[]> {
   const timeZone = prefs.timeZone ?? "UTC";
-  for (const c of calls) announce(ctx, g, { id: c.id, name: c.name, arguments: c.arguments });
+  for (const c of calls) announce(ctx, g, { id: c.id, name: c.name, arguments: clip(c.arguments) });
   r.busy(true);
   try {
     const settled = await Promise.allSettled(
-      calls.map(async (c) => {
-        const o = await toolbox.run(c, tools, { signal: g.controller.signal, timeZone, chatId: g.chatId });
+      calls.map(async (c, i) => {
+        // Every call needs a result, but a round runs at most MAX_CALLS_PER_ROUND of them.
+        const o =
+          i < MAX_CALLS_PER_ROUND ? await toolbox.run(c, tools, { signal: g.controller.signal, timeZone, chatId: g.chatId }) : tooMany(c);
         announce(ctx, g, display(o));
         return o;
       }),
@@ -108,7 +114,15 @@ async function runRound(
       for (const [i, s] of settled.entries()) {
         if (s.status === "rejected") {
           const c = calls[i]!;
-          announce(ctx, g, { id: c.id, name: c.name, arguments: c.arguments, ok: false, result: "cancelled", error: "cancelled", ms: 0 });
+          announce(ctx, g, {
+            id: c.id,
+            name: c.name,
+            arguments: clip(c.arguments),
+            ok: false,
+            result: "cancelled",
+            error: "cancelled",
+            ms: 0,
+          });
         }
       }
       throw g.controller.signal.reason;
@@ -120,7 +134,19 @@ async function runRound(
   }
 }
 
-const display = (o: ToolOutcome): ToolCallEvent => ({ ...o, result: shorten(o.result, DISPLAY_CHARS) });
+const display = (o: ToolOutcome): ToolCallEvent => ({ ...o, arguments: clip(o.arguments), result: shorten(o.result, DISPLAY_CHARS) });
+/** Arguments as stored and shown: a model's runaway arguments must not fill a stored reply. */
+const clip = (args: string) => shorten(args, ARGUMENTS_CHARS);
+
+const tooMany = (c: ToolCall): ToolOutcome => ({
+  id: c.id,
+  name: c.name,
+  arguments: c.arguments,
+  ok: false,
+  result: `Error: at most ${MAX_CALLS_PER_ROUND} tool calls run in one round; call this one again in the next round if it is still needed.`,
+  error: "failed",
+  ms: 0,
+});
 
 /** A call's start or end, as a chunk of the reply (empty text, its own seq) and an event for every replica. */
 function announce(ctx: ChatContext, g: Generation, call: ToolCallEvent) {
