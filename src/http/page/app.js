@@ -163,6 +163,9 @@ function send({ type, ...args }, failed = onError) {
   return true;
 }
 
+/** A request whose answer the caller awaits: the answer, or the ERROR frame that refused it; null while offline. */
+const request = ({ type, ...args }) => (online() ? client.request(type, args).catch((e) => e.frame ?? null) : Promise.resolve(null));
+
 function setConn(state) {
   ui.conn.dataset.state = state;
   ui.conn.textContent = state;
@@ -569,8 +572,7 @@ function editMessage(li) {
 const devices = createDevices({
   sidebar: $("sidebar"),
   send,
-  // The answer, or the ERROR frame that refused it; null while offline.
-  request: ({ type, ...args }) => (online() ? client.request(type, args).catch((e) => e.frame ?? null) : Promise.resolve(null)),
+  request,
   open: (chatId) => select(chatId),
 });
 
@@ -578,7 +580,7 @@ const devices = createDevices({
 
 const usage = createUsage({
   sidebar: $("sidebar"),
-  request: ({ type, ...args }) => (online() ? client.request(type, args).catch((e) => e.frame ?? null) : Promise.resolve(null)),
+  request,
 });
 
 // ---- search ----
