@@ -12,6 +12,7 @@ import { createHolds } from "./support/held-model";
 import { startSseModel, type SseModel } from "./support/sse-model";
 import { makeLocalhostCert, type LocalhostCert } from "./support/tls-cert";
 import { until, within } from "./support/until";
+import { addUser } from "./support/users";
 import type { TestClient } from "./support/ws-client";
 
 // Voice devices end to end: the real Event Hubs and IoT Hub SDKs against a local AMQP 1.0 peer,
@@ -264,6 +265,31 @@ describe("C2D failures", () => {
     } finally {
       model.setScript({ tokens: TOKENS });
     }
+  });
+
+  test("spend: a device's answer is a usage record of its owner (kind device); over the owner's budget the device hears an apology with BUDGET_EXCEEDED, nothing asked or stored", async () => {
+    const owner = await addUser(srv.store);
+    const deviceId = `pi-${crypto.randomUUID().slice(0, 8)}`;
+    await srv.store.assignDevice(deviceId, owner.id);
+    ask(deviceId, { message: "count me" });
+    const answered = await c2dFor(deviceId);
+    const replyId = (answered.body as any).message_id;
+    const [record] = await until(async () => {
+      const r = await srv.store.listUsage({ userId: owner.id, since: "2000-01-01T00:00:00.000Z" });
+      return r.length === 1 && r;
+    }, "the device answer's usage record");
+    expect(record).toMatchObject({ kind: "device", user_id: owner.id, message_id: replyId, model: "m" });
+
+    const poor = await addUser(srv.store);
+    const other = `pi-${crypto.randomUUID().slice(0, 8)}`;
+    await srv.store.assignDevice(other, poor.id);
+    await srv.store.setTokensPerDay(poor.id, 1);
+    const asked = model.requests.length;
+    ask(other, { message: "anything?" });
+    expect((await c2dFor(other)).body).toMatchObject({ response: SORRY, error: "BUDGET_EXCEEDED" });
+    expect(model.requests.length).toBe(asked);
+    const chat = await srv.store.findDeviceChat(poor.id, other);
+    expect(chat && (await srv.store.listMessages(chat.id, { limit: 5 }))).toEqual([]);
   });
 
   // azure-iothub 1.16.6 once overflowed the stack formatting a NotConnectedError inside a socket
