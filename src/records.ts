@@ -110,3 +110,45 @@ export const SearchHitSchema = v.object({
   highlights: v.array(v.tuple([v.number(), v.number()])),
 });
 export type SearchHit = v.InferOutput<typeof SearchHitSchema>;
+
+// Organising chats (src/chat/organise.ts): a user's folders (one level) and, per chat, a pin and the
+// folder it is in. They are the owner's own records beside the chat, never fields of the chat record.
+export const FolderSchema = v.object({
+  id: v.pipe(v.string(), v.uuid()),
+  name: v.string(),
+  created_at: IsoTime,
+});
+export type Folder = v.InferOutput<typeof FolderSchema>;
+/** One chat's marks: pinned, and the folder it is in (none: absent). */
+export type ChatMark = { chat_id: string; pinned: boolean; folder_id?: string };
+
+/**
+ * A user's rating of one reply version (an assistant message: each regeneration is a message of its
+ * own), changeable; one per user and message. `model`: the model that wrote the reply, as known when rated.
+ */
+export const FeedbackSchema = v.object({
+  user_id: v.string(),
+  chat_id: v.pipe(v.string(), v.uuid()),
+  message_id: v.string(),
+  rating: v.picklist(["up", "down"]),
+  comment: v.optional(v.string()),
+  model: v.string(),
+  created_at: IsoTime,
+  updated_at: IsoTime,
+});
+export type Feedback = v.InferOutput<typeof FeedbackSchema>;
+
+/**
+ * A read-only snapshot of a chat's current branch up to a message (src/chat/shares.ts), reached by
+ * its unguessable id. `public`: readable without signing in (only where the operator allows it).
+ */
+export type Share = {
+  id: string;
+  owner: string;
+  chat_id: string;
+  name: string;
+  public: boolean;
+  up_to?: string;
+  messages: Omit<Message, "lease">[];
+  created_at: string;
+};

@@ -674,5 +674,93 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
       expect(await store.deleteChat("default", chat.id)).toBe(true);
       expect(await store.listMessages(chat.id, { limit: 2000 })).toEqual([]);
     });
+
+    test("folders, pins and placements are per owner; a pin and a move of the same chat both land", async () => {
+      const owner = `org-${crypto.randomUUID()}`;
+      const f1 = { id: crypto.randomUUID(), name: "Work", created_at: isoAt(0) };
+      const f2 = { id: crypto.randomUUID(), name: "Home", created_at: isoAt(1) };
+      await store.createFolder(owner, f2);
+      await store.createFolder(owner, f1);
+      expect(await store.listFolders(owner)).toStrictEqual([f1, f2]);
+      expect(await store.listFolders("someone-else")).toStrictEqual([]);
+      expect(await store.renameFolder("someone-else", f1.id, "x")).toBeUndefined();
+      expect(await store.renameFolder(owner, f1.id, "Work 2")).toStrictEqual({ ...f1, name: "Work 2" });
+      const a = crypto.randomUUID();
+      const b = crypto.randomUUID();
+      await Promise.all([store.setPinned(owner, a, true), store.setFolder(owner, a, f1.id), store.setFolder(owner, b, f2.id)]);
+      const sorted = async (o: string) => (await store.listMarks(o)).sort((x, y) => x.chat_id.localeCompare(y.chat_id));
+      expect(await sorted(owner)).toStrictEqual(
+        [
+          { chat_id: a, pinned: true, folder_id: f1.id },
+          { chat_id: b, pinned: false, folder_id: f2.id },
+        ].sort((x, y) => x.chat_id.localeCompare(y.chat_id)),
+      );
+      expect(await store.listMarks("someone-else")).toStrictEqual([]);
+      // Another owner cannot delete the folder; its owner's delete unfiles its chats.
+      expect(await store.deleteFolder("someone-else", f2.id)).toBe(false);
+      expect(await store.deleteFolder(owner, f2.id)).toBe(true);
+      expect(await store.deleteFolder(owner, f2.id)).toBe(false);
+      expect(await sorted(owner)).toStrictEqual([{ chat_id: a, pinned: true, folder_id: f1.id }]);
+      await store.setPinned(owner, a, false);
+      expect(await sorted(owner)).toStrictEqual([{ chat_id: a, pinned: false, folder_id: f1.id }]);
+      await store.setPinned(owner, a, true);
+      await store.forgetChat(owner, a);
+      expect(await sorted(owner)).toStrictEqual([]);
+    });
+
+    test("feedback: one per user and reply, replaced on change, per user, listed for export by time", async () => {
+      const chat = crypto.randomUUID();
+      const user = `fb-${crypto.randomUUID()}`;
+      const since = nowIso();
+      const up = {
+        user_id: user,
+        chat_id: chat,
+        message_id: "r/1?",
+        rating: "up" as const,
+        model: "m1",
+        created_at: isoAt(0),
+        updated_at: nowIso(),
+      };
+      await store.putFeedback(up);
+      expect(await store.chatFeedback(user, chat)).toStrictEqual([up]);
+      const down = { ...up, rating: "down" as const, comment: "wrong date", updated_at: nowIso() };
+      await store.putFeedback(down);
+      expect(await store.chatFeedback(user, chat)).toStrictEqual([down]);
+      expect(await store.chatFeedback("someone-else", chat)).toStrictEqual([]);
+      const other = { ...up, user_id: `${user}-2`, updated_at: nowIso() };
+      await store.putFeedback(other);
+      const listed = (await store.listFeedback({ since })).filter((f) => f.chat_id === chat);
+      expect(listed).toStrictEqual([down, other]);
+      expect(await store.removeFeedback("someone-else", chat, "r/1?")).toBe(false);
+      expect(await store.removeFeedback(user, chat, "r/1?")).toBe(true);
+      expect(await store.chatFeedback(user, chat)).toStrictEqual([]);
+      await store.putFeedback(down);
+      await store.forgetChat(user, chat);
+      expect(await store.chatFeedback(user, chat)).toStrictEqual([]);
+    });
+
+    test("shares: read by id by anyone, listed and deleted by their owner only", async () => {
+      const owner = `sh-${crypto.randomUUID()}`;
+      const chat = crypto.randomUUID();
+      const messages = [messageFixture(chat, { id: "q" }), messageFixture(chat, { id: "a", role: "assistant", content: "**hi**" })];
+      const share = { id: crypto.randomUUID(), owner, chat_id: chat, name: "n", public: false, up_to: "a", messages, created_at: isoAt(0) };
+      const second = { ...share, id: crypto.randomUUID(), public: true, up_to: undefined, created_at: isoAt(1) };
+      delete (second as { up_to?: string }).up_to;
+      await store.createShare(share);
+      await store.createShare(second);
+      expect(await store.getShare(share.id)).toStrictEqual(share);
+      expect(await store.getShare(second.id)).toStrictEqual(second);
+      expect(await store.listShares(owner)).toStrictEqual([
+        { ...second, messages: [] },
+        { ...share, messages: [] },
+      ]);
+      expect(await store.listShares("someone-else")).toStrictEqual([]);
+      expect(await store.deleteShare("someone-else", share.id)).toBe(false);
+      expect(await store.getShare(share.id)).toStrictEqual(share);
+      expect(await store.deleteShare(owner, share.id)).toBe(true);
+      expect(await store.getShare(share.id)).toBeUndefined();
+      expect(await store.deleteChatShares(owner, chat)).toBe(1);
+      expect(await store.getShare(second.id)).toBeUndefined();
+    });
   });
 }

@@ -1,4 +1,4 @@
-import type { Chat, Message, SearchHit, UsageRecord, User } from "../records";
+import type { Chat, ChatMark, Feedback, Folder, Message, SearchHit, Share, UsageRecord, User } from "../records";
 
 // The one contract both stores keep. test/store.contract.ts runs the same suite against each.
 // Everything here is safe for several server replicas sharing one database: uniqueness and
@@ -166,6 +166,44 @@ export type Store = {
   setTokensPerDay(userId: string, tokens: number | null | undefined): Promise<void>;
   /** The devices assigned to `owner` (at most DEVICE_LIST_MAX). */
   assignedDevices(owner: string): Promise<string[]>;
+
+  // Organising chats, feedback and shared snapshots (src/store/*/organise.ts). Per owner like chats:
+  // another owner's folder, mark, rating or share is not there for them.
+
+  /** The owner's folders, oldest first. */
+  listFolders(owner: string): Promise<Folder[]>;
+  createFolder(owner: string, folder: Folder): Promise<void>;
+  /** The folder as stored after, or undefined when the owner has no such folder. */
+  renameFolder(owner: string, id: string, name: string): Promise<Folder | undefined>;
+  /** Removes the folder and every chat's placement in it; false when the owner has no such folder. */
+  deleteFolder(owner: string, id: string): Promise<boolean>;
+  /** Every chat of the owner that is pinned or in a folder (chats deleted since may still be named). */
+  listMarks(owner: string): Promise<ChatMark[]>;
+  /** Pin and folder are separate records, so a pin racing a move keeps both. */
+  setPinned(owner: string, chatId: string, pinned: boolean): Promise<void>;
+  /** `folderId` undefined: out of any folder. */
+  setFolder(owner: string, chatId: string, folderId: string | undefined): Promise<void>;
+  /** A chat's pin, placement and ratings go with it. */
+  forgetChat(owner: string, chatId: string): Promise<void>;
+
+  /** Creates or replaces the user's rating of that message. */
+  putFeedback(feedback: Feedback): Promise<void>;
+  /** False when there was none. */
+  removeFeedback(userId: string, chatId: string, messageId: string): Promise<boolean>;
+  /** One user's ratings in one chat (one partition on Cosmos). */
+  chatFeedback(userId: string, chatId: string): Promise<Feedback[]>;
+  /** Everyone's ratings changed from `since` on, oldest first (the operator's export). */
+  listFeedback(o: { since: string }): Promise<Feedback[]>;
+
+  createShare(share: Share): Promise<void>;
+  /** A share by its id alone (whoever asks: the caller decides who may read it). */
+  getShare(id: string): Promise<Share | undefined>;
+  /** The owner's shares, newest first, without their messages (`messages` is empty). */
+  listShares(owner: string): Promise<Share[]>;
+  /** False when the owner has no such share (another owner's included). */
+  deleteShare(owner: string, id: string): Promise<boolean>;
+  /** Every share of the chat (it was deleted); returns how many. */
+  deleteChatShares(owner: string, chatId: string): Promise<number>;
 };
 
 /** How many devices one user's list shows. */

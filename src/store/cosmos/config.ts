@@ -15,6 +15,10 @@ export type CosmosStoreConfig = {
     checkpoints: string;
     /** Usage records, partitioned by user; "usage" when not named. */
     usage?: string;
+    /** Folders, pins, placements and feedback, partitioned by owner; "organise" when not named. */
+    organise?: string;
+    /** Shared snapshots, partitioned by their id; "shares" when not named. */
+    shares?: string;
   };
   /** For the official emulator and for tests: trust a self-signed HTTPS certificate. */
   allowSelfSignedCert: boolean;

@@ -28,6 +28,10 @@ const CONTAINERS: Record<ContainerName, Omit<ContainerRequest, "id">> = {
   checkpoints: { partitionKey: { paths: ["/scope"] } },
   // One user's records are one partition: a day's total and GET_USAGE are single-partition queries.
   usage: { partitionKey: { paths: ["/user_id"] } },
+  // A user's folders, pins, placements and ratings: one partition per user (src/store/cosmos/organise.ts).
+  organise: { partitionKey: { paths: ["/owner"] } },
+  // A share is read by its id alone (the link): a point read.
+  shares: { partitionKey: { paths: ["/id"] } },
 };
 
 // COSMOS_FULL_TEXT_SEARCH=on: the messages container is created with a full-text policy and index

@@ -11,6 +11,7 @@ import { messageOps } from "./messages";
 import type { Cosmos } from "./requests";
 import { searchOps } from "./search";
 import { settingsOps } from "./settings";
+import { organiseOps } from "./organise";
 import { usageOps } from "./usage";
 import { userOps } from "./users";
 
@@ -54,6 +55,7 @@ export async function openCosmosStore(config: CosmosStoreConfig): Promise<Store>
     ...settingsOps(k),
     ...userOps(k),
     ...usageOps(k),
+    ...organiseOps(k),
     ...searchOps(k, config.fullTextSearch ?? "auto", config.searchMaxChats),
   };
 

@@ -7,6 +7,7 @@ import { chatParams, type MessageRow, messageParams, toChat, toMessage } from ".
 import { openDatabase } from "./schema";
 import { INDEX_EVERY_MS, indexQueued, searchOps } from "./search";
 import { prepareStatements } from "./statements";
+import { organiseOps } from "./organise";
 import { usageOps } from "./usage";
 import { userOps } from "./users";
 
@@ -212,6 +213,7 @@ export function openSqliteStore(path: string): Store {
 
     ...userOps(db, guard),
     ...usageOps(db, guard),
+    ...organiseOps(db, guard),
     ...searchOps(db, guard),
   };
 }

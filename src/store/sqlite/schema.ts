@@ -46,6 +46,22 @@ CREATE INDEX IF NOT EXISTS usage_user_time ON usage (user_id, created_at);
 CREATE INDEX IF NOT EXISTS usage_time ON usage (created_at);
 -- A user's own tokens per day (NULL: no limit); no row: USER_TOKENS_PER_DAY applies.
 CREATE TABLE IF NOT EXISTS user_limits (user_id TEXT PRIMARY KEY, tokens_per_day INTEGER);
+-- Organising chats (organise.ts): folders, pins and which folder a chat is in, per owner.
+CREATE TABLE IF NOT EXISTS folders (owner TEXT NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (owner, id));
+CREATE TABLE IF NOT EXISTS chat_pins (owner TEXT NOT NULL, chat_id TEXT NOT NULL, PRIMARY KEY (owner, chat_id));
+CREATE TABLE IF NOT EXISTS chat_folders (owner TEXT NOT NULL, chat_id TEXT NOT NULL, folder_id TEXT NOT NULL, PRIMARY KEY (owner, chat_id));
+-- One rating per user and reply version.
+CREATE TABLE IF NOT EXISTS feedback (
+  user_id TEXT NOT NULL, chat_id TEXT NOT NULL, message_id TEXT NOT NULL, rating TEXT NOT NULL, comment TEXT,
+  model TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, PRIMARY KEY (user_id, chat_id, message_id)
+);
+CREATE INDEX IF NOT EXISTS feedback_time ON feedback (updated_at);
+-- Shared snapshots: the messages as JSON, frozen when shared.
+CREATE TABLE IF NOT EXISTS shares (
+  id TEXT PRIMARY KEY, owner TEXT NOT NULL, chat_id TEXT NOT NULL, name TEXT NOT NULL, public INTEGER NOT NULL,
+  up_to TEXT, messages TEXT NOT NULL, created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS shares_owner ON shares (owner, created_at);
 `;
 
 /** Columns added since the first release: `ALTER TABLE ... ADD COLUMN` on files that lack them. */

@@ -1,0 +1,156 @@
+import type { ChatMark, Feedback, Folder, Share } from "../../records";
+import type { Store } from "../store";
+import { type Cosmos, query, read, safeId, strip, tolerate } from "./requests";
+
+// Folders, pins, placements and ratings in the `organise` container, one partition per owner, one
+// document each (a pin and a placement are separate, so a pin racing a move keeps both); shares in
+// the `shares` container by their id.
+
+type OrganiseOps = Pick<
+  Store,
+  | "listFolders"
+  | "createFolder"
+  | "renameFolder"
+  | "deleteFolder"
+  | "listMarks"
+  | "setPinned"
+  | "setFolder"
+  | "forgetChat"
+  | "putFeedback"
+  | "removeFeedback"
+  | "chatFeedback"
+  | "listFeedback"
+  | "createShare"
+  | "getShare"
+  | "listShares"
+  | "deleteShare"
+  | "deleteChatShares"
+>;
+
+type Doc = Record<string, unknown> & { id: string; owner: string; kind: "folder" | "pin" | "place" | "feedback" };
+const folderId = (id: string) => `folder:${id}`;
+const pinId = (chat: string) => `pin:${chat}`;
+const placeId = (chat: string) => `place:${chat}`;
+const feedbackId = (chat: string, message: string) => safeId(`feedback:${chat}:${message}`);
+const toFolder = (d: Record<string, unknown>): Folder => ({
+  id: String(d.folder_id),
+  name: String(d.name),
+  created_at: String(d.created_at),
+});
+const toFeedback = (d: Record<string, unknown>) => strip<Feedback>(d, ["id", "owner", "kind"]);
+const toShare = (d: Record<string, unknown>) => strip<Share>(d);
+
+export function organiseOps(k: Cosmos): OrganiseOps {
+  const { o } = k;
+  const c = k.c.organise;
+  const shares = k.c.shares;
+  const ofOwner = <T>(owner: string, where: string, params: { name: string; value: string }[] = []) =>
+    query<T & Record<string, unknown>>(
+      k,
+      c,
+      { query: `SELECT * FROM c WHERE c.owner = @owner AND ${where}`, parameters: [{ name: "@owner", value: owner }, ...params] },
+      owner,
+    );
+  const remove = (id: string, owner: string) => tolerate(async () => (await c.item(id, owner).delete(o()), true), [404], false);
+
+  return {
+    listFolders: async (owner) =>
+      (await ofOwner(owner, "c.kind = 'folder'"))
+        .map(toFolder)
+        .sort((a, b) => a.created_at.localeCompare(b.created_at) || a.id.localeCompare(b.id)),
+    createFolder: async (owner, f) => {
+      const doc: Doc = { id: folderId(f.id), owner, kind: "folder", folder_id: f.id, name: f.name, created_at: f.created_at };
+      await c.items.create(doc, o());
+    },
+    renameFolder: async (owner, id, name) => {
+      const doc = await read<Doc>(k, c, folderId(id), owner);
+      if (!doc || doc.kind !== "folder") return undefined;
+      const next = { ...strip<Doc>(doc), name };
+      const ok = await tolerate(async () => (await c.item(doc.id, owner).replace(next, o()), true), [404], false);
+      return ok ? toFolder(next) : undefined;
+    },
+    deleteFolder: async (owner, id) => {
+      if (!(await remove(folderId(id), owner))) return false;
+      const placed = await ofOwner<{ id: string }>(owner, "c.kind = 'place' AND c.folder_id = @f", [{ name: "@f", value: id }]);
+      await Promise.all(placed.map((p) => remove(p.id, owner)));
+      return true;
+    },
+    listMarks: async (owner) => {
+      const docs = await ofOwner<{ kind: string; chat_id: string; folder_id?: string }>(owner, "(c.kind = 'pin' OR c.kind = 'place')");
+      const marks = new Map<string, ChatMark>();
+      for (const d of docs) {
+        const m = marks.get(d.chat_id) ?? { chat_id: d.chat_id, pinned: false };
+        if (d.kind === "pin") m.pinned = true;
+        else if (d.folder_id) m.folder_id = d.folder_id;
+        marks.set(d.chat_id, m);
+      }
+      return [...marks.values()];
+    },
+    setPinned: async (owner, chat, pinned) => {
+      if (!pinned) return void (await remove(pinId(chat), owner));
+      const doc: Doc = { id: pinId(chat), owner, kind: "pin", chat_id: chat };
+      await c.items.upsert(doc, o());
+    },
+    setFolder: async (owner, chat, folder) => {
+      if (folder === undefined) return void (await remove(placeId(chat), owner));
+      const doc: Doc = { id: placeId(chat), owner, kind: "place", chat_id: chat, folder_id: folder };
+      await c.items.upsert(doc, o());
+    },
+    forgetChat: async (owner, chat) => {
+      const ratings = await ofOwner<{ id: string }>(owner, "c.kind = 'feedback' AND c.chat_id = @chat", [{ name: "@chat", value: chat }]);
+      await Promise.all([remove(pinId(chat), owner), remove(placeId(chat), owner), ...ratings.map((r) => remove(r.id, owner))]);
+    },
+    putFeedback: async (f) => {
+      const doc: Doc = { ...f, id: feedbackId(f.chat_id, f.message_id), owner: f.user_id, kind: "feedback" };
+      await c.items.upsert(doc, o());
+    },
+    removeFeedback: (user, chat, message) => remove(feedbackId(chat, message), user),
+    chatFeedback: async (user, chat) =>
+      (await ofOwner(user, "c.kind = 'feedback' AND c.chat_id = @chat", [{ name: "@chat", value: chat }]))
+        .map(toFeedback)
+        .sort((a, b) => a.created_at.localeCompare(b.created_at)),
+    // Every user's: a cross-partition query, for the operator's export only.
+    listFeedback: async ({ since }) =>
+      (
+        await query<Record<string, unknown>>(k, c, {
+          query: "SELECT * FROM c WHERE c.kind = 'feedback' AND c.updated_at >= @since",
+          parameters: [{ name: "@since", value: since }],
+        })
+      )
+        .map(toFeedback)
+        .sort((a, b) => a.updated_at.localeCompare(b.updated_at)),
+    createShare: async (s) => void (await shares.items.create(s, o())),
+    getShare: async (id) => {
+      const doc = await read<Share>(k, shares, id, id);
+      return doc ? toShare(doc) : undefined;
+    },
+    // Across partitions (shares are keyed by id for the link's point read); a user has few.
+    listShares: async (owner) =>
+      (
+        await query<Record<string, unknown>>(k, shares, {
+          query: "SELECT c.id, c.owner, c.chat_id, c.name, c.public, c.up_to, c.created_at FROM c WHERE c.owner = @owner",
+          parameters: [{ name: "@owner", value: owner }],
+        })
+      )
+        .map((d) => ({ ...toShare(d), messages: [] }) as Share)
+        .sort((a, b) => b.created_at.localeCompare(a.created_at)),
+    deleteShare: async (owner, id) => {
+      const doc = await read<Share>(k, shares, id, id);
+      if (!doc || doc.owner !== owner) return false;
+      return tolerate(async () => (await shares.item(id, id).delete(o()), true), [404], false);
+    },
+    deleteChatShares: async (owner, chat) => {
+      const found = await query<{ id: string }>(k, shares, {
+        query: "SELECT c.id FROM c WHERE c.owner = @owner AND c.chat_id = @chat",
+        parameters: [
+          { name: "@owner", value: owner },
+          { name: "@chat", value: chat },
+        ],
+      });
+      const gone = await Promise.all(
+        found.map((s) => tolerate(async () => (await shares.item(s.id, s.id).delete(o()), true), [404], false)),
+      );
+      return gone.filter(Boolean).length;
+    },
+  };
+}
