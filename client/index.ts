@@ -65,6 +65,11 @@ const RESENDABLE = new Set<RequestType>([
   "SELECT_BRANCH",
   "RESUME",
   "SEND_MESSAGE",
+  "GET_FOLDERS",
+  "PIN_CHAT",
+  "MOVE_CHAT",
+  "RENAME_FOLDER",
+  "RATE_REPLY",
 ]);
 // These make the socket's implicit watch (its focus) the request's chat.
 const FOCUSING = new Set<RequestType>(["GET_CHAT_HISTORY", "SEND_MESSAGE", "EDIT_MESSAGE", "REGENERATE", "SELECT_BRANCH", "RESUME"]);

@@ -71,6 +71,12 @@ export function createMetrics() {
       labelNames: ["kind"],
       registers,
     }),
+    feedback: new Counter({
+      name: "pichat_feedback_total",
+      help: "Ratings of replies given here, by the model that wrote the reply and the rating (a changed rating counts again)",
+      labelNames: ["model", "rating"],
+      registers,
+    }),
     busMessages: new Counter({
       name: "pichat_bus_messages_total",
       help: "Chat events on the shared bus (Redis) by direction: published, received, failed",

@@ -114,6 +114,7 @@ export function startServer(parts: ServerParts) {
     model,
     usage,
     userGenerations,
+    onFeedback: (f) => metrics.feedback.inc({ model: f.model, rating: f.rating }),
     bus,
     log,
     sharedLanes: shared?.sharedLanes,

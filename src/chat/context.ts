@@ -1,5 +1,6 @@
 import type { Logger } from "../log";
 import type { Model } from "../model/model";
+import type { Feedback } from "../records";
 import type { Store } from "../store/store";
 import type { ToolParts } from "./tool-rounds";
 import type { Bus } from "./events";
@@ -65,6 +66,8 @@ export type ChatParts = {
   usage?: Usage;
   /** MAX_GENERATIONS_PER_USER (src/chat/user-generations.ts); without it, no per-user share. */
   userGenerations?: UserGenerations;
+  /** Told of each new or changed rating (src/chat/feedback.ts): /metrics counts them by model. */
+  onFeedback?: (f: Feedback) => void;
 };
 
 /** What the modules inside src/chat close over. */

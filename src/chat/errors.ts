@@ -27,6 +27,9 @@ export const CHAT_ERROR_CODES = [
   "DEVICE_NOT_FOUND",
   "DEVICES_DISABLED",
   "DEVICE_UNREACHABLE",
+  // Organising and sharing (src/chat/organise.ts, src/chat/shares.ts): another user's ids answer exactly like missing ones.
+  "FOLDER_NOT_FOUND",
+  "SHARE_NOT_FOUND",
 ] as const;
 export type ChatErrorCode = (typeof CHAT_ERROR_CODES)[number];
 

@@ -1,4 +1,4 @@
-import type { Chat, Message, MessageStatus, ToolCallRecord } from "../records";
+import type { Chat, Folder, Message, MessageStatus, ToolCallRecord } from "../records";
 import type { DeviceInfo } from "./devices";
 
 // What happened to chats, for whoever shows it: this process's sockets, and other replicas' through
@@ -45,6 +45,12 @@ export type ChatEvent =
   | { type: "stop_request"; chatId: string; traceId: string }
   /** A chat's stored messages may differ from what replicas kept of them: read them again (src/chat/recent.ts). */
   | { type: "messages_changed"; chatId: string }
+  /** A user's folders changed (created, renamed, deleted): their sockets show the new list (src/chat/organise.ts). */
+  | { type: "folders_changed"; owner: string; folders: Folder[]; origin?: string }
+  /** A user's rating in a chat changed: every replica drops what it knows of that chat's ratings (src/chat/feedback.ts). */
+  | { type: "feedback_changed"; owner: string; chatId: string }
+  /** A share link was revoked (or its chat deleted): every replica forgets it at once (src/chat/shares.ts). */
+  | { type: "share_revoked"; shareIds: string[] }
   /** A user's settings changed: every replica drops its copy (src/chat/settings-cache.ts). */
   | { type: "settings_updated"; owner: string }
   /** Something about one of the owner's devices changed (a question, IoT Hub's connection state); absent fields did not. */

@@ -13,7 +13,7 @@ import { getSettingsOf, updateSettingsOf, type SettingsPatch } from "./settings"
 import type { ChatClient, ChatContext, ChatParts } from "./context";
 import { titleChat } from "./title";
 import { branchCommands } from "./branches";
-import { searchCommands } from "./search";
+import { SEARCH_MAX_LIMIT, SEARCH_PAGE_SIZE, searchCommands } from "./search";
 import { transferCommands } from "./transfer";
 import { withSettingsCache } from "./settings-cache";
 import { recentMessages } from "./recent";
@@ -22,6 +22,10 @@ import { budgeted } from "./usage";
 import { perUser } from "./user-generations";
 import { allowedModels, checkModelChoice, onlyAllowed } from "./model-choice";
 import { ChatError } from "./errors";
+import { organiseCommands, type ChatListQuery } from "./organise";
+import { feedbackCommands, type Rating } from "./feedback";
+import type { HistoryQuery } from "./history";
+import type { SearchQuery } from "./search";
 
 /**
  * The chat service: every use-case browsers and devices share, built once from its parts.
@@ -82,7 +86,11 @@ export function createChatService(parts: ChatParts) {
     branches,
   });
   run = sending.run;
-  const transfer = transferCommands(ctx, known.requireChat);
+  // Pins, folders and ratings (src/chat/organise.ts, src/chat/feedback.ts).
+  const organise = organiseCommands(ctx, known);
+  const feedback = feedbackCommands({ ...ctx, onFeedback: parts.onFeedback }, known);
+  const transfer = transferCommands(ctx, known.requireChat, feedback.ratingsIn);
+  const search = searchCommands(ctx).search;
   // Requests from other replicas: stop a reply generated here; a chat deleted there stops ours.
   const deviceChatOf = deviceChat(ctx.store, chats.createChat);
   const unsubscribe = parts.bus.subscribe((e) => {
@@ -104,10 +112,32 @@ export function createChatService(parts: ChatParts) {
   const admitted = parts.userGenerations ? perUser(parts.userGenerations, (o: SendRequest) => o.owner, checked) : checked;
 
   return {
-    listChats: chats.listChats,
+    /** GET_CHATS: pinned chats first, each with `pinned` and `folderId`; filtered to a folder or to pins when asked. */
+    listChats: (owner: string, o: ChatListQuery) => organise.listChats(owner, o),
     createChat: chats.createChat,
-    history,
-    deleteChat: chats.deleteChat,
+    /** A history page; a reply the user rated carries its `feedback`. */
+    async history(o: HistoryQuery, client: ChatClient) {
+      const page = await history(o, client);
+      if (!page.messages.some((m) => m.role === "assistant")) return page;
+      const ratings = await feedback.ratingsIn(client.owner, o.chatId);
+      if (ratings.size === 0) return page;
+      return { ...page, messages: page.messages.map((m) => (ratings.has(m.id) ? { ...m, feedback: ratings.get(m.id) } : m)) };
+    },
+    /** The chat goes; then its pin, placement and ratings (a failure there leaves only records nothing shows). */
+    async deleteChat(o: { owner: string; chatId: string; origin?: string }) {
+      await chats.deleteChat(o);
+      await organise.forget(o.owner, o.chatId).catch((e) => parts.log.warn("could not forget a deleted chat's marks", { error: e }));
+    },
+    pinChat: organise.pin,
+    moveChat: organise.move,
+    folders: organise.folders,
+    createFolder: organise.createFolder,
+    renameFolder: organise.renameFolder,
+    deleteFolder: organise.deleteFolder,
+    /** RATE_REPLY: thumbs up or down (null: none) on a reply, with an optional comment. */
+    rateReply: (o: { owner: string; chatId: string; messageId: string; rating: Rating | null; comment?: string }) => feedback.rate(o),
+    /** The owner's ratings in a chat, by message id (exports show them). */
+    ratingsIn: feedback.ratingsIn,
     renameChat: chats.renameChat,
     deviceChat: deviceChatOf,
     /** GET_DEVICES, DEVICE_UPDATED, SEND_TO_DEVICE (src/chat/devices.ts); `connect` is called once IoT Hub's bridge runs. */
@@ -169,7 +199,12 @@ export function createChatService(parts: ChatParts) {
     getSettings: (owner: string) => getSettingsOf(ctx.store, owner),
     updateSettings: (owner: string, patch: SettingsPatch) => (checkModelChoice(patch, allowed), updateSettingsOf(ctx.store, owner, patch)),
     /** Full-text search over the owner's chat names and messages (src/chat/search.ts). */
-    search: searchCommands(ctx).search,
+    search: (owner: string, o: SearchQuery & { folderId?: string }) =>
+      o.folderId === undefined
+        ? search(owner, o)
+        : organise.searchIn(owner, o.folderId, { ...o, limit: Math.min(o.limit ?? SEARCH_PAGE_SIZE, SEARCH_MAX_LIMIT) }, (q) =>
+            search(owner, q),
+          ),
     /** Device messages are handled at least once, with one effect: a claim is a lease this process holds. */
     claims: {
       take: (messageId: string, leaseMs: number) => parts.store.claimMessage(messageId, parts.options.instanceId, leaseMs),
@@ -195,6 +230,7 @@ export function createChatService(parts: ChatParts) {
     bus: parts.bus,
     close() {
       unsubscribe();
+      feedback.close();
       settingsCache.stop();
       recent.stop();
       live.close();

@@ -45,10 +45,12 @@ export async function* markdownExport(e: ChatExport): AsyncGenerator<string> {
 
 export function markdownMessage(m: ExportedMessage): string {
   const who = m.device_id !== undefined ? `${ROLE[m.role]} (${oneLine(m.device_id)})` : ROLE[m.role];
-  const heading = [who, m.created_at, ...(m.status ? [STATUS[m.status]] : [])].join(" · ");
+  const rated = m.feedback ? [m.feedback.rating === "up" ? "rated 👍" : "rated 👎"] : [];
+  const heading = [who, m.created_at, ...(m.status ? [STATUS[m.status]] : []), ...rated].join(" · ");
   const fence = openFence(m.content);
   const close = fence ? `${/[\r\n]$/.test(m.content) ? "" : "\n"}${fence}` : "";
-  return `## ${heading}\n\n${toolCallsMarkdown(m)}${m.content}${close}\n\n`;
+  const comment = m.feedback?.comment ? `> Feedback: ${oneLine(m.feedback.comment)}\n\n` : "";
+  return `## ${heading}\n\n${toolCallsMarkdown(m)}${m.content}${close}\n\n${comment}`;
 }
 
 /** A reply's tool calls, before its text (they ran before it was written): one quoted line each. */

@@ -34,6 +34,8 @@ export type ExportedMessage = {
   device_id?: string;
   /** A reply's tool calls, in order (src/tools/). */
   tool_calls?: ToolCallRecord[];
+  /** A reply the exporting user rated (src/chat/feedback.ts); an import ignores it. */
+  feedback?: { rating: "up" | "down"; comment?: string; updated_at: string };
 };
 /** An export as it is produced: the chat, then its messages in pages, oldest first. */
 export type ChatExport = { exportedAt: string; chat: ExportedChat; pages: AsyncIterable<ExportedMessage[]> };
@@ -106,7 +108,7 @@ function firstIssue(issues: [v.BaseIssue<unknown>, ...v.BaseIssue<unknown>[]]): 
  * last checkpoint (at most REPLY_CHECKPOINT_MS behind) marked "streaming"; one whose lease lapsed
  * is "interrupted", as history shows it.
  */
-function exported(m: Message, now: number): ExportedMessage {
+function exportedMessage(m: Message, now: number): ExportedMessage {
   const status = lapsed(m, now) ? "interrupted" : m.status;
   return {
     id: m.id,
@@ -120,7 +122,11 @@ function exported(m: Message, now: number): ExportedMessage {
   };
 }
 
-export function transferCommands(ctx: ChatContext, requireChat: (owner: string, chatId: string) => Promise<Chat>) {
+export function transferCommands(
+  ctx: ChatContext,
+  requireChat: (owner: string, chatId: string) => Promise<Chat>,
+  ratingsIn: (owner: string, chatId: string) => Promise<Map<string, NonNullable<ExportedMessage["feedback"]>>> = async () => new Map(),
+) {
   const { store, bus, log } = ctx;
 
   /**
@@ -133,6 +139,12 @@ export function transferCommands(ctx: ChatContext, requireChat: (owner: string, 
   async function exportChat(owner: string, chatId: string): Promise<ChatExport> {
     const chat = await requireChat(owner, chatId);
     const exportedAt = nowIso();
+    const ratings = await ratingsIn(owner, chatId);
+    const exported = (m: Message, now: number): ExportedMessage => {
+      const e = exportedMessage(m, now);
+      const f = ratings.get(m.id);
+      return f ? { ...e, feedback: f } : e;
+    };
     const cursors: string[] = [];
     const newest = await store.pageMessages(chatId, { limit: EXPORT_PAGE_MESSAGES });
     for (let cursor = newest.cursor; cursor !== undefined; ) {

@@ -18,6 +18,8 @@ export function showEventsOnSockets(bus: Bus, conns: Connections): () => void {
       case "chat_deleted":
         conns.toOwner(e.owner, frames.chatDeleted(e.chatId), { except: e.origin });
         return conns.forgetChat(e.chatId);
+      case "folders_changed":
+        return conns.toOwner(e.owner, frames.folders(e.folders), { except: e.origin });
       case "user_message":
         // The sender already shows what it typed; everyone else sees it arrive.
         return conns.toChat(e.message.chat_id, frames.firstMessage(e.message), { except: e.origin, owner: e.owner });
@@ -49,6 +51,8 @@ export function showEventsOnSockets(bus: Bus, conns: Connections): () => void {
       case "stop_request":
       case "settings_updated":
       case "messages_changed":
+      case "feedback_changed":
+      case "share_revoked":
         return; // between replicas only
     }
   });

@@ -24,7 +24,16 @@ const handler = <T extends InboundType>(type: T, run: Handler<T>["run"]): Handle
 /** One entry per inbound frame type: the schema that checks it and the chat service call it makes. */
 export const handlers: { [T in InboundType]: Handler<T> } = {
   GET_CHATS: handler("GET_CHATS", async (c, a) =>
-    c.reply(frames.chatList(await c.chat.listChats(c.client.owner, { limit: a.limit ?? CHAT_PAGE_SIZE, cursor: a.cursor ?? undefined }))),
+    c.reply(
+      frames.chatList(
+        await c.chat.listChats(c.client.owner, {
+          limit: a.limit ?? CHAT_PAGE_SIZE,
+          cursor: a.cursor ?? undefined,
+          folderId: a.folderId ?? undefined,
+          pinned: a.pinned ?? undefined,
+        }),
+      ),
+    ),
   ),
   CREATE_CHAT: handler("CREATE_CHAT", async (c, a) =>
     c.reply(frames.newChat(await c.chat.createChat({ owner: c.client.owner, name: a.name, origin: c.client.id }))),
@@ -65,7 +74,12 @@ export const handlers: { [T in InboundType]: Handler<T> } = {
   SEARCH: handler("SEARCH", async (c, a) =>
     c.reply(
       frames.searchResults(
-        await c.chat.search(c.client.owner, { query: a.query, limit: a.limit ?? undefined, cursor: a.cursor ?? undefined }),
+        await c.chat.search(c.client.owner, {
+          query: a.query,
+          limit: a.limit ?? undefined,
+          cursor: a.cursor ?? undefined,
+          folderId: a.folderId ?? undefined,
+        }),
       ),
     ),
   ),
@@ -85,6 +99,40 @@ export const handlers: { [T in InboundType]: Handler<T> } = {
   }),
   GET_BRANCHES: handler("GET_BRANCHES", async (c, a) => c.reply(frames.branches(await c.chat.branches({ ...a, owner: c.client.owner })))),
   SELECT_BRANCH: handler("SELECT_BRANCH", async (c, a) => c.reply(frames.chatHistory(await c.chat.selectBranch(a, c.client)))),
+  // Pins and folders (src/chat/organise.ts).
+  PIN_CHAT: handler("PIN_CHAT", async (c, a) =>
+    c.reply(frames.chatUpdated(await c.chat.pinChat({ owner: c.client.owner, chatId: a.chatId, pinned: a.pinned, origin: c.client.id }))),
+  ),
+  MOVE_CHAT: handler("MOVE_CHAT", async (c, a) =>
+    c.reply(
+      frames.chatUpdated(await c.chat.moveChat({ owner: c.client.owner, chatId: a.chatId, folderId: a.folderId, origin: c.client.id })),
+    ),
+  ),
+  GET_FOLDERS: handler("GET_FOLDERS", async (c) => c.reply(frames.folders(await c.chat.folders(c.client.owner)))),
+  CREATE_FOLDER: handler("CREATE_FOLDER", async (c, a) => {
+    const r = await c.chat.createFolder({ owner: c.client.owner, name: a.name, origin: c.client.id });
+    c.reply(frames.folders(r.folders, r.folder));
+  }),
+  RENAME_FOLDER: handler("RENAME_FOLDER", async (c, a) => {
+    const r = await c.chat.renameFolder({ owner: c.client.owner, folderId: a.folderId, name: a.name, origin: c.client.id });
+    c.reply(frames.folders(r.folders, r.folder));
+  }),
+  DELETE_FOLDER: handler("DELETE_FOLDER", async (c, a) =>
+    c.reply(frames.folders((await c.chat.deleteFolder({ owner: c.client.owner, folderId: a.folderId, origin: c.client.id })).folders)),
+  ),
+  RATE_REPLY: handler("RATE_REPLY", async (c, a) =>
+    c.reply(
+      frames.feedback(
+        await c.chat.rateReply({
+          owner: c.client.owner,
+          chatId: a.chatId,
+          messageId: a.messageId,
+          rating: a.rating,
+          comment: a.comment ?? undefined,
+        }),
+      ),
+    ),
+  ),
   SEND_MESSAGE: handler("SEND_MESSAGE", async (c, a) => {
     const track = await admitSend(c.limits, c.ws.data.budget, a.content, () => c.userSends(c.client.owner));
     const r = await c.chat.send({ ...a, owner: c.client.owner }, c.client);

@@ -7,7 +7,9 @@ import { hasSearchTerms, type SearchResults } from "../chat/search";
 import type { UsageReport } from "../chat/usage";
 import { SettingsPatchSchema, SettingsSchema, type Settings } from "../chat/settings";
 import { DeviceInfoSchema, SAY_MAX_BYTES, sayBytes, type DeviceInfo } from "../chat/devices";
-import { ChatSchema, IsoTime, MessageSchema, RoleSchema, SearchHitSchema, ToolCallRecordSchema, type Chat, type Message } from "../records";
+import { ChatSchema, IsoTime, MessageSchema, RoleSchema, SearchHitSchema, ToolCallRecordSchema, type Chat, type Folder, type Message } from "../records";
+import type { ListedChat } from "../chat/organise";
+import type { PublicFeedback } from "../chat/feedback";
 import { ERROR_CODES, type ErrorCode } from "./errors";
 
 // Every frame of /ws, in and out: `inbound` (what a client sends), `outbound` (what the server sends) and
@@ -50,8 +52,16 @@ const OptionalName = v.pipe(
   v.transform((s) => (s && !blank(s) ? s : undefined)),
 );
 
+const FolderId = v.pipe(v.string("folderId must be a string"), v.uuid("folderId must be a UUID"));
+
 export const inbound = {
-  GET_CHATS: v.object({ limit: Limit, cursor: v.nullish(v.string("cursor must be a string")) }),
+  // `folderId`: only that folder's chats; `pinned`: only pinned (true) or unpinned (false) chats. Pinned come first.
+  GET_CHATS: v.object({
+    limit: Limit,
+    cursor: v.nullish(v.string("cursor must be a string")),
+    folderId: v.nullish(FolderId),
+    pinned: v.nullish(v.boolean("pinned must be true or false")),
+  }),
   CREATE_CHAT: v.object({ name: OptionalName }),
   // `cursor` (from the previous CHAT_HISTORY) pages back exactly; `before` (a created_at) is the older way. cursor wins.
   GET_CHAT_HISTORY: v.object({
@@ -159,6 +169,24 @@ export const inbound = {
       ),
     ),
     cursor: v.nullish(v.string("cursor must be a string")),
+    // Only chats in that folder.
+    folderId: v.nullish(FolderId),
+  }),
+  // Pins and folders (src/chat/organise.ts): answered with the chat as listed, the owner's other sockets told.
+  PIN_CHAT: v.object({ chatId: ChatId, pinned: v.optional(v.boolean("pinned must be true or false"), true) }),
+  // folderId null: out of any folder.
+  MOVE_CHAT: v.object({ chatId: ChatId, folderId: v.nullable(FolderId) }),
+  GET_FOLDERS: v.object({}),
+  CREATE_FOLDER: v.object({ name: Name }),
+  RENAME_FOLDER: v.object({ folderId: FolderId, name: Name }),
+  // Its chats stay, in no folder.
+  DELETE_FOLDER: v.object({ folderId: FolderId }),
+  // Thumbs up or down on a reply (null: take the rating back), with an optional comment.
+  RATE_REPLY: v.object({
+    chatId: ChatId,
+    messageId: MessageRef,
+    rating: v.nullable(v.picklist(["up", "down"], 'rating is required: "up", "down" or null')),
+    comment: v.nullish(v.pipe(v.string("comment must be a string"), v.maxLength(2000, "comment must be at most 2000 characters"))),
   }),
   // Voice devices (src/chat/devices.ts): the caller's own only.
   GET_DEVICES: v.object({}),
@@ -199,6 +227,18 @@ const RequestId = v.optional(
   v.pipe(v.string(), v.maxLength(200), v.description("the requestId of the frame this answers, when it had one")),
 );
 const Uuid = v.pipe(v.string(), v.uuid());
+const FeedbackSchema = v.object({
+  rating: v.picklist(["up", "down"]),
+  comment: v.optional(v.string()),
+  updated_at: IsoTime,
+});
+/** A chat as the chat list shows it: its record, and (additive) its owner's pin and folder. */
+const ListedChatSchema = v.object({
+  ...ChatSchema.entries,
+  pinned: v.optional(v.pipe(v.boolean(), v.description("pinned chats come first in CHAT_LIST"))),
+  folderId: v.optional(v.pipe(v.nullable(Uuid), v.description("the folder it is in (null: none)"))),
+});
+const FolderFrameSchema = v.object({ id: Uuid, name: v.string(), created_at: IsoTime });
 /** A message as frames show it: never its lease; in history, maybe still streaming and maybe one of several siblings. */
 export const PublicMessageSchema = v.object({
   ...v.omit(MessageSchema, ["lease"]).entries,
@@ -210,6 +250,7 @@ export const PublicMessageSchema = v.object({
     v.pipe(v.number(), v.integer(), v.description("history of a branched chat: how many messages share this one's place")),
   ),
   sibling: v.optional(v.pipe(v.number(), v.integer(), v.description("which of them this is, 1-based, oldest first"))),
+  feedback: v.optional(v.pipe(FeedbackSchema, v.description("history of a rated reply: the user's own rating"))),
 });
 const Reason = v.pipe(v.picklist(["error", "stopped", "interrupted"]), v.description("why a reply ended early; absent when it completed"));
 const Cursor = v.optional(v.pipe(v.string(), v.description("present when more follow: pass it back to get the next page")));
@@ -219,15 +260,15 @@ const frame = <T extends string, E extends v.ObjectEntries>(type: T, entries: E,
 export const outbound = {
   CHAT_LIST: frame(
     "CHAT_LIST",
-    { chats: v.array(ChatSchema), cursor: Cursor },
-    "GET_CHATS' answer: a page of the user's chats, newest first.",
+    { chats: v.array(ListedChatSchema), cursor: Cursor },
+    "GET_CHATS' answer: a page of the user's chats, pinned first, then newest first.",
   ),
   NEW_CHAT: frame("NEW_CHAT", { chat: ChatSchema }, "CREATE_CHAT's answer, to the creator only."),
   CHAT_CREATED: frame("CHAT_CREATED", { chat: ChatSchema }, "A chat was created by another connection of the user, or for a device."),
   CHAT_UPDATED: frame(
     "CHAT_UPDATED",
-    { chat: ChatSchema },
-    "RENAME_CHAT's answer; to the user's other connections on a rename or an automatic title.",
+    { chat: ListedChatSchema },
+    "RENAME_CHAT's, PIN_CHAT's and MOVE_CHAT's answer; to the user's other connections on a rename, an automatic title, a pin or a move (`pinned` and `folderId` present after a pin or a move).",
   ),
   CHAT_DELETED: frame("CHAT_DELETED", { chatId: Uuid }, "DELETE_CHAT's answer; to the user's other connections."),
   CHAT_HISTORY: frame(
@@ -399,6 +440,16 @@ export const outbound = {
     },
     "SEND_TO_DEVICE's answer: IoT Hub accepted the message for the device.",
   ),
+  FOLDERS: frame(
+    "FOLDERS",
+    { folders: v.array(FolderFrameSchema), folder: v.optional(v.pipe(FolderFrameSchema, v.description("the one created or renamed"))) },
+    "GET_FOLDERS', CREATE_FOLDER's, RENAME_FOLDER's and DELETE_FOLDER's answer: the user's folders, oldest first; to the user's other connections when they change.",
+  ),
+  FEEDBACK: frame(
+    "FEEDBACK",
+    { chatId: Uuid, messageId: v.string(), feedback: v.nullable(FeedbackSchema) },
+    "RATE_REPLY's answer: the user's rating of the reply as stored (null: none).",
+  ),
   RESYNC: frame(
     "RESYNC",
     { reason: v.string() },
@@ -447,6 +498,13 @@ export const answers = {
   SELECT_BRANCH: "CHAT_HISTORY",
   GET_DEVICES: "DEVICES",
   SEND_TO_DEVICE: "DEVICE_MESSAGE_SENT",
+  PIN_CHAT: "CHAT_UPDATED",
+  MOVE_CHAT: "CHAT_UPDATED",
+  GET_FOLDERS: "FOLDERS",
+  CREATE_FOLDER: "FOLDERS",
+  RENAME_FOLDER: "FOLDERS",
+  DELETE_FOLDER: "FOLDERS",
+  RATE_REPLY: "FEEDBACK",
 } as const satisfies { [T in InboundType]: OutboundType };
 
 const catchUp = (r: {
@@ -481,14 +539,21 @@ const finished = (message: Message, seq?: number): Outbound<"MESSAGE"> => ({
 });
 
 export const frames = {
-  chatList: (page: { items: Chat[]; cursor?: string }) => ({
+  chatList: (page: { items: ListedChat[]; cursor?: string }) => ({
     type: "CHAT_LIST",
     chats: page.items,
     ...(page.cursor ? { cursor: page.cursor } : {}),
   }),
   newChat: (chat: Chat) => ({ type: "NEW_CHAT", chat }),
   chatCreated: (chat: Chat) => ({ type: "CHAT_CREATED", chat }),
-  chatUpdated: (chat: Chat) => ({ type: "CHAT_UPDATED", chat }),
+  chatUpdated: (chat: Chat | ListedChat) => ({ type: "CHAT_UPDATED", chat }),
+  folders: (folders: Folder[], folder?: Folder) => ({ type: "FOLDERS", folders, ...(folder ? { folder } : {}) }),
+  feedback: (f: { chatId: string; messageId: string; feedback: PublicFeedback | null }) => ({
+    type: "FEEDBACK",
+    chatId: f.chatId,
+    messageId: f.messageId,
+    feedback: f.feedback,
+  }),
   chatDeleted: (chatId: string) => ({ type: "CHAT_DELETED", chatId }),
   chatHistory: (h: { chatId: string; messages: (Message | StreamingMessage)[]; hasMore: boolean; cursor?: string }) => ({
     type: "CHAT_HISTORY",
