@@ -10,8 +10,8 @@ import type { SearchQuery, SearchResults } from "./search";
 // Pins and folders (one level): the owner's own records beside each chat (src/store/store.ts). A chat
 // as the chat list shows it carries `pinned` and `folderId`; pinned chats come first.
 
-/** A chat with its owner's marks, as CHAT_LIST, CHAT_UPDATED (after a pin or a move) show it. */
-export type ListedChat = Chat & { pinned: boolean; folderId: string | null };
+/** A chat with its owner's marks: CHAT_UPDATED after a pin or a move names both; CHAT_LIST only what is set. */
+export type ListedChat = Chat & { pinned?: boolean; folderId?: string | null };
 export type ChatListQuery = { limit: number; cursor?: string; folderId?: string; pinned?: boolean };
 
 export const MAX_FOLDERS = 200;
@@ -28,7 +28,7 @@ const recency = (a: Chat, b: Chat) =>
     : a.created_at !== b.created_at
       ? b.created_at.localeCompare(a.created_at)
       : b.id.localeCompare(a.id);
-const pinnedFirst = (a: ListedChat, b: ListedChat) => (a.pinned === b.pinned ? recency(a, b) : a.pinned ? -1 : 1);
+const pinnedFirst = (a: ListedChat, b: ListedChat) => (!!a.pinned === !!b.pinned ? recency(a, b) : a.pinned ? -1 : 1);
 
 // A filtered list is read whole (a folder's or the pins' chats: a known, bounded set) and paged here;
 // its cursor is a position in pinned-first order.
@@ -55,11 +55,16 @@ export function organiseCommands(ctx: Pick<ChatContext, "store" | "bus">, known:
     const live = new Set(folders.map((f) => f.id));
     const byChat = new Map<string, ChatMark>();
     for (const m of marks) byChat.set(m.chat_id, m.folder_id && !live.has(m.folder_id) ? { chat_id: m.chat_id, pinned: m.pinned } : m);
-    const listed = (c: Chat): ListedChat => {
+    const marked = (c: Chat): ListedChat => {
       const m = byChat.get(c.id);
       return { ...c, pinned: m?.pinned ?? false, folderId: m?.folder_id ?? null };
     };
-    return { marks: [...byChat.values()], folders, live, listed };
+    // In a list, only what is set: a chat never pinned or filed lists exactly as it always did.
+    const listed = (c: Chat): ListedChat => {
+      const m = byChat.get(c.id);
+      return { ...c, ...(m?.pinned ? { pinned: true } : {}), ...(m?.folder_id ? { folderId: m.folder_id } : {}) } as ListedChat;
+    };
+    return { marks: [...byChat.values()], folders, live, listed, marked };
   }
 
   async function listChats(owner: string, o: ChatListQuery): Promise<{ items: ListedChat[]; cursor?: string }> {
@@ -97,7 +102,7 @@ export function organiseCommands(ctx: Pick<ChatContext, "store" | "bus">, known:
   /** The chat as listed now, announced to the owner's other sockets (CHAT_UPDATED). */
   async function announce(owner: string, chatId: string, origin?: string) {
     const chat = await known.requireChat(owner, chatId);
-    const listed = (await marksOf(owner)).listed(chat);
+    const listed = (await marksOf(owner)).marked(chat);
     bus.publish({ type: "chat_updated", owner, chat: listed, origin });
     return listed;
   }
