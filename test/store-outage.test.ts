@@ -132,6 +132,14 @@ describe("the store goes away mid-session and comes back", () => {
         ["SELECT_BRANCH", { type: "SELECT_BRANCH", chatId: kept.id, messageId: keptTraceId }, "CHAT_HISTORY"],
         // Search reads the owner's chats first (Cosmos) or the index (SQLite).
         ["SEARCH", { type: "SEARCH", query: "anyone there" }, "SEARCH_RESULTS"],
+        // Pins, folders and ratings (src/chat/organise.ts, src/chat/feedback.ts): each reads the store first.
+        ["PIN_CHAT", { type: "PIN_CHAT", chatId: kept.id }, "CHAT_UPDATED"],
+        ["MOVE_CHAT", { type: "MOVE_CHAT", chatId: kept.id, folderId: null }, "CHAT_UPDATED"],
+        ["GET_FOLDERS", { type: "GET_FOLDERS" }, "FOLDERS"],
+        ["CREATE_FOLDER", { type: "CREATE_FOLDER", name: "during the outage" }, "FOLDERS"],
+        ["RENAME_FOLDER", { type: "RENAME_FOLDER", folderId: crypto.randomUUID(), name: "x" }, "FOLDERS"],
+        ["DELETE_FOLDER", { type: "DELETE_FOLDER", folderId: crypto.randomUUID() }, "FOLDERS"],
+        ["RATE_REPLY", { type: "RATE_REPLY", chatId: kept.id, messageId: keptTraceId, rating: "up" }, "FEEDBACK"],
       ];
       // Every frame type is here except the two that read no store: UNWATCH (below) and
       // STOP_GENERATION (the next test).

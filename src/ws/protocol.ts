@@ -7,7 +7,17 @@ import { hasSearchTerms, type SearchResults } from "../chat/search";
 import type { UsageReport } from "../chat/usage";
 import { SettingsPatchSchema, SettingsSchema, type Settings } from "../chat/settings";
 import { DeviceInfoSchema, SAY_MAX_BYTES, sayBytes, type DeviceInfo } from "../chat/devices";
-import { ChatSchema, IsoTime, MessageSchema, RoleSchema, SearchHitSchema, ToolCallRecordSchema, type Chat, type Folder, type Message } from "../records";
+import {
+  ChatSchema,
+  IsoTime,
+  MessageSchema,
+  RoleSchema,
+  SearchHitSchema,
+  ToolCallRecordSchema,
+  type Chat,
+  type Folder,
+  type Message,
+} from "../records";
 import type { ListedChat } from "../chat/organise";
 import type { PublicFeedback } from "../chat/feedback";
 import { ERROR_CODES, type ErrorCode } from "./errors";
