@@ -55,43 +55,45 @@ function hear(parts: Part[]) {
   return spoken;
 }
 
+const envFor = (kind: "sqlite" | "cosmos"): Record<string, string> => ({
+  OPENAI_BASE_URL: `${model.url}/v1`,
+  OPENAI_MODEL: "m",
+  CHAT_TITLES: "false",
+  REPLY_CHECKPOINT_MS: "100",
+  REPLY_LEASE_MS: "1500",
+  IOT_HUB_ENABLE: "true",
+  EVENT_HUB_COMPATIBLE_CONN_STR: peer.eventHubConnectionString,
+  IOT_HUB_CONNECTION_STRING: peer.iotHubConnectionString,
+  NODE_EXTRA_CA_CERTS: cert.certPath,
+  DEVICE_CLAIM_LEASE_S: "1",
+  IOT_HUB_LOAD_BALANCING: "greedy",
+  IOT_HUB_LOAD_BALANCING_INTERVAL_MS: "200",
+  IOT_HUB_PARTITION_EXPIRY_MS: "1000",
+  DEVICE_REPLY_MAX_AGE_S: "60",
+  DEVICE_DEFAULT_OWNER: "default",
+  ...(kind === "cosmos"
+    ? {
+        COSMOS_ENDPOINT: cosmos.endpoint,
+        COSMOS_KEY: cosmos.key,
+        COSMOS_ALLOW_SELF_SIGNED_CERT: "true",
+        COSMOS_DATABASE: `pichat-crash-parts-${crypto.randomUUID()}`,
+      }
+    : {}),
+});
+const running = (p: ServerProcess) =>
+  until(
+    async () =>
+      ((await (await fetch(`${p.httpUrl}/health`)).json()) as { services: { iot_hub: { status: string } } }).services.iot_hub.status ===
+      "running",
+    "the device consumer to run",
+    15_000,
+  );
+
 for (const kind of ["sqlite", "cosmos"] as const) {
   describe(`kill -9 between parts (${kind})`, () => {
     test("the new owner answers to the end; no part is spoken twice; what the device heard is exactly as documented", async () => {
       const dbPath = join(tmpdir(), `pichat-crash-parts-${crypto.randomUUID()}.db`);
-      const env: Record<string, string> = {
-        OPENAI_BASE_URL: `${model.url}/v1`,
-        OPENAI_MODEL: "m",
-        CHAT_TITLES: "false",
-        REPLY_CHECKPOINT_MS: "100",
-        REPLY_LEASE_MS: "1500",
-        IOT_HUB_ENABLE: "true",
-        EVENT_HUB_COMPATIBLE_CONN_STR: peer.eventHubConnectionString,
-        IOT_HUB_CONNECTION_STRING: peer.iotHubConnectionString,
-        NODE_EXTRA_CA_CERTS: cert.certPath,
-        DEVICE_CLAIM_LEASE_S: "1",
-        IOT_HUB_LOAD_BALANCING: "greedy",
-        IOT_HUB_LOAD_BALANCING_INTERVAL_MS: "200",
-        IOT_HUB_PARTITION_EXPIRY_MS: "1000",
-        DEVICE_REPLY_MAX_AGE_S: "60",
-        DEVICE_DEFAULT_OWNER: "default",
-        ...(kind === "cosmos"
-          ? {
-              COSMOS_ENDPOINT: cosmos.endpoint,
-              COSMOS_KEY: cosmos.key,
-              COSMOS_ALLOW_SELF_SIGNED_CERT: "true",
-              COSMOS_DATABASE: `pichat-crash-parts-${crypto.randomUUID()}`,
-            }
-          : {}),
-      };
-      const running = (p: ServerProcess) =>
-        until(
-          async () =>
-            ((await (await fetch(`${p.httpUrl}/health`)).json()) as { services: { iot_hub: { status: string } } }).services.iot_hub
-              .status === "running",
-          "the device consumer to run",
-          15_000,
-        );
+      const env = envFor(kind);
       const question = `tell me a story (${kind})`;
       const messageId = `d-${crypto.randomUUID()}`;
       const deviceId = `pi-crash-parts-${kind}`;
@@ -139,6 +141,58 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       expect(answers.find((m) => m.id === replies[1])).toMatchObject({ content: second.join("") });
       // The interrupted reply is never a finished answer (history may show only the current version).
       expect(answers.filter((m) => !m.status).map((m) => m.id)).toEqual([replies[1]!]);
+      await b.crash();
+      rmSync(dbPath, { force: true });
+    }, 60_000);
+
+    test("the reply stored, its last part not yet accepted (IoT Hub throttling): the new owner sends it again from offset 0 under the same id; the device hears each sentence once, to the end", async () => {
+      const dbPath = join(tmpdir(), `pichat-crash-stored-${crypto.randomUUID()}.db`);
+      const env = envFor(kind);
+      const question = `tell me again (${kind})`;
+      const messageId = `d-${crypto.randomUUID()}`;
+      const deviceId = `pi-crash-stored-${kind}`;
+      const story = ["It was a dark night. ", "The fox slept. ", "The owl did not. ", "Morning came."];
+      model.setScript((req) => (lastUserTurn(req) === question ? { tokens: story, delayMs: 30 } : { tokens: ["ok"] }));
+      const a = await spawnServer(env, { dbPath });
+      procs.push(a);
+      await running(a);
+      const correlated = (m: C2DMessage) => (m.raw as { correlation_id?: unknown }).correlation_id === messageId;
+      peer.sendTelemetry({ deviceId, body: { message: question, reply_in_parts: true }, messageId, contentType: "application/json" });
+      await peer.waitForC2D(correlated, 15_000);
+      // From here IoT Hub answers 429 to everything: the rest of the reply waits in the sender's backoff.
+      peer.refuseNext("throttle", 10_000);
+      const c = await connect(a.wsUrl);
+      clients.push(c);
+      const stored = await until(
+        async () => {
+          const chats = (await c.request({ type: "GET_CHATS" }, "CHAT_LIST")).chats as { id: string; device_id?: string }[];
+          const chat = chats.find((x) => x.device_id === deviceId);
+          if (!chat) return undefined;
+          const h = (await c.request({ type: "GET_CHAT_HISTORY", chatId: chat.id }, "CHAT_HISTORY")).messages as Message[];
+          return h.find((m) => m.parent_id === messageId && !m.status && !("streaming" in m));
+        },
+        "the whole reply to be stored",
+        15_000,
+      );
+      expect(stored.content).toBe(story.join(""));
+      const before = peer.c2d.filter(correlated).length;
+      expect(before).toBeLessThan(4);
+      c.close();
+      await a.crash();
+      peer.stopRefusing();
+
+      const b = await spawnServer(env, { dbPath });
+      procs.push(b);
+      await peer.waitForC2D((m) => correlated(m) && (m.body as Part).last === true, 30_000);
+      const parts = peer.c2d.filter(correlated).map((m) => m.body as Part);
+      // One reply id throughout; the new owner's parts start again at offset 0.
+      expect([...new Set(parts.map((p) => p.message_id))]).toEqual([stored.id]);
+      expect(parts.slice(before).map((p) => p.offset)[0]).toBe(0);
+      const spoken = hear(parts);
+      expect(spoken.map((x) => x.text).join("")).toBe(story.join(""));
+      expect(parts.filter((p) => p.last)).toHaveLength(1);
+      // No model call for it again: the stored reply was sent, not made again.
+      expect(model.requests.filter((r) => lastUserTurn(r) === question)).toHaveLength(1);
       await b.crash();
       rmSync(dbPath, { force: true });
     }, 60_000);

@@ -47,6 +47,8 @@ export type IotHubPeer = {
   setC2DMode(mode: C2DMode): void;
   /** Refuse the next `count` C2D messages as IoT Hub does when busy: "throttle" (429) or "queue-full" (403004). */
   refuseNext(kind: C2DRefusal, count?: number): void;
+  /** Drops the refusals refuseNext queued that are still to come. */
+  stopRefusing(): void;
   /** The C2D messages refused by refuseNext, in order. */
   readonly refused: readonly { kind: C2DRefusal; at: number; deviceId: string }[];
   /** Every receiver link the Event Hub endpoint saw attach, with its selector, in order. */
@@ -101,6 +103,7 @@ export async function startIotHubPeer(opts: PeerOptions): Promise<IotHubPeer> {
     waitForC2D: iot.waitForC2D,
     setC2DMode: iot.setC2DMode,
     refuseNext: iot.refuseNext,
+    stopRefusing: iot.stopRefusing,
     refused: iot.refused,
     receiverAttaches: hub.receiverAttaches,
     deviceConnectionString: (deviceId) => `HostName=localhost:${deviceListener.port};DeviceId=${deviceId};SharedAccessKey=${key}`,

@@ -98,6 +98,7 @@ export function createC2DEndpoint() {
     waitForC2D,
     setC2DMode: (m: C2DMode) => void (mode = m),
     refuseNext: (kind: C2DRefusal, count = 1) => void refusals.push(...Array<C2DRefusal>(count).fill(kind)),
+    stopRefusing: () => void refusals.splice(0),
     refused,
   };
 }
