@@ -1,9 +1,10 @@
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { toJsonSchema, type ConversionConfig, type JsonSchema } from "@valibot/to-json-schema";
 import * as v from "valibot";
 import pkg from "../package.json";
 import { ChatSchema, SearchHitSchema } from "../src/records";
+import { ERROR_CODES } from "../src/ws/errors";
 import {
   answers,
   closes,
@@ -36,6 +37,22 @@ const config = (typeMode: "input" | "output"): ConversionConfig => ({
   },
 });
 const plain = ({ $schema: _s, $defs: _d, ...rest }: JsonSchema) => rest;
+
+/**
+ * What each error code means, from the table in docs/protocol.md §6 (the guide; test/docs.test.ts keeps a
+ * row there for every code the server raises): code -> [{raisedBy, meaning, extra, retryAfterMs}].
+ */
+function errorCodeTable(): Record<string, { raisedBy: string; meaning: string; extra: string; retryAfterMs: string }[]> {
+  const md = readFileSync(join(import.meta.dir, "..", "docs", "protocol.md"), "utf8");
+  const start = md.indexOf("\n## 6. ");
+  const section = md.slice(start, md.indexOf("\n## ", start + 1));
+  const table: Record<string, { raisedBy: string; meaning: string; extra: string; retryAfterMs: string }[]> = {};
+  for (const m of section.matchAll(/^\| `([A-Z_]+)` \|(.*)\|\s*$/gm)) {
+    const [raisedBy = "", meaning = "", extra = "", retryAfterMs = ""] = m[2]!.split(" | ").map((c) => c.trim());
+    (table[m[1]!] ??= []).push({ raisedBy, meaning, extra, retryAfterMs });
+  }
+  return table;
+}
 
 const ref = (path: string) => ({ $ref: path });
 const WS = ref("#/channels/ws");
@@ -150,7 +167,7 @@ export function asyncapiDocument() {
         description: [
           "One socket per client. Sign in at the upgrade with one of the security schemes (the first present wins): an Authorization header, a `bearer.<token>` subprotocol (browsers; also offer `pichat`, which the server answers with), or `?token=`.",
           "The token is the legacy API_TOKEN, a personal token (`pc_…`) or an OpenID Connect JWT. A refused upgrade is a plain HTTP answer: 401 UNAUTHORIZED, 403 ORIGIN_NOT_ALLOWED, 429 TOO_MANY_CONNECTIONS_FROM_ADDRESS, 503 TOO_MANY_CONNECTIONS / SHUTTING_DOWN / STORE_UNAVAILABLE (with Retry-After).",
-          "No application error closes the socket; the server closes it only as listed in x-close-codes.",
+          "No application error closes the socket; the server closes it only as listed in x-close-codes. An ERROR frame's `code` is one of x-error-codes (which requests raise it, what it means, its extra fields).",
         ].join("\n\n"),
         messages: Object.fromEntries(Object.keys(messages).map((t) => [t, ref(`#/components/messages/${t}`)])),
         bindings: {
@@ -167,6 +184,7 @@ export function asyncapiDocument() {
           },
         },
         "x-close-codes": closes.map((c) => ({ ...c })),
+        "x-error-codes": Object.fromEntries(ERROR_CODES.map((code) => [code, errorCodeTable()[code] ?? []])),
       },
     },
     operations,

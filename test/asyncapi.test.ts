@@ -58,6 +58,9 @@ describe("docs/asyncapi.yaml", () => {
     const error = document!.components().messages().get("ERROR")!.payload()!.json() as { properties: { code: { enum: string[] } } };
     expect(error.properties.code.enum.sort()).toEqual([...ERROR_CODES].sort());
     expect(ERROR_CODES).toContain("CHAT_NOT_FOUND");
+    // Each with what it means, taken from docs/protocol.md §6.
+    const table = document!.channels().get("ws")!.extensions().get("x-error-codes")!.value() as Record<string, { meaning: string }[]>;
+    expect(ERROR_CODES.filter((c) => !table[c]?.[0]?.meaning)).toEqual([]);
   });
 });
 
