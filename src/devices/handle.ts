@@ -191,6 +191,8 @@ async function answerDevice(deps: DeviceDeps, m: DeviceMessage, log: Logger): Pr
       lastQuestion: m.text.slice(0, 200),
     });
     const result = sent.reply ?? Promise.resolve(undefined);
+    // A duplicate whose reply is being made elsewhere (its own delivery answers it) or cannot be found: nothing to say.
+    if (sent.duplicate && !(await result)) return "duplicate";
     // A duplicate's reply may still be generated (by this process for an earlier delivery): its id is the question's.
     const replyId = sent.duplicate ? ((await result)?.message?.id ?? m.messageId) : sent.traceId;
     const said = await speak(deps, m, log, {
@@ -203,7 +205,6 @@ async function answerDevice(deps: DeviceDeps, m: DeviceMessage, log: Logger): Pr
       askedAt: m.sentAtMs,
     });
     if (!said) return "c2d_failed";
-    if (sent.duplicate && !(await result)) return "duplicate";
     return said.answered ? "answered" : "model_failed";
   } finally {
     tap.close();
