@@ -13,6 +13,7 @@ import { runScenarios, targetsTable, type Scenario } from "./lib/report";
 import { scenario as requestResponse } from "./request-response";
 import { scenario as storeCost } from "./store-cost";
 import { scenario as streaming } from "./streaming";
+import { scenario as toolCalls } from "./tool-calls";
 import { scenario as usageCost } from "./usage-cost";
 
 // `bun run bench` runs every scenario; `bun run bench -- fan-out streaming` runs those only.
@@ -38,6 +39,7 @@ const ALL: Scenario[] = [
   flatCost,
   limitCosmos,
   usageCost,
+  toolCalls,
 ];
 // Names that stand for several scenarios.
 const GROUPS: Record<string, string[]> = {
