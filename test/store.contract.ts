@@ -78,6 +78,24 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
       expect(await store.findDeviceChat("default", deviceId)).toEqual(current);
     });
 
+    test("a user's devices: their active device chats (not others', not plain chats) and the devices assigned to them", async () => {
+      const alice = `u-${crypto.randomUUID()}`;
+      const bob = `u-${crypto.randomUUID()}`;
+      const kitchen = chatFixture({ device_id: `pi-k-${crypto.randomUUID()}`, name: "kitchen" });
+      const gone = chatFixture({ device_id: `pi-g-${crypto.randomUUID()}`, active: false });
+      await store.createChat(alice, kitchen);
+      await store.createChat(alice, gone);
+      await store.createChat(alice, chatFixture());
+      await store.createChat(bob, chatFixture({ device_id: `pi-b-${crypto.randomUUID()}` }));
+      expect(await store.listDeviceChats(alice)).toEqual([kitchen]);
+      const hall = `pi-h-${crypto.randomUUID()}`;
+      await store.assignDevice(hall, alice);
+      await store.assignDevice(`pi-x-${crypto.randomUUID()}`, bob);
+      expect(await store.assignedDevices(alice)).toEqual([hall]);
+      await store.assignDevice(hall, bob);
+      expect(await store.assignedDevices(alice)).toEqual([]);
+    });
+
     test("listChats pages newest-activity first with a cursor, no gaps or repeats", async () => {
       const made: Chat[] = [];
       for (let i = 0; i < 5; i++) {
