@@ -79,6 +79,19 @@ const SEND_AGAIN = new Set<string>(["SHUTTING_DOWN"]);
 const RESUME_AGAIN = new Set<string>(["STORE_UNAVAILABLE", "RATE_LIMITED", "INTERNAL_ERROR"]);
 const RESUME_RETRY_MS = 1000;
 
+/**
+ * A question's id, chosen here so a resend is recognised. crypto.randomUUID exists only in secure
+ * contexts (https, localhost); a page served over plain http on a LAN address has getRandomValues only.
+ */
+export function newMessageId(): string {
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = (b[6]! & 0x0f) | 0x40; // version 4
+  b[8] = (b[8]! & 0x3f) | 0x80; // RFC 4122 variant
+  const hex = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
 type Pending = {
   requestId: string;
   type: RequestType;
@@ -198,7 +211,7 @@ export function createClient(o: ClientOptions) {
     if (type === "SEND_MESSAGE") {
       // Every question carries its id, so sending it again after a reconnect is answered once.
       const message = (args.message ?? {}) as { content?: string | null; id?: string | null };
-      const id = message.id ?? (args.messageId as string | undefined) ?? crypto.randomUUID();
+      const id = message.id ?? (args.messageId as string | undefined) ?? newMessageId();
       args.message = { content: message.content ?? args.content, id };
       delete args.content;
       delete args.messageId;
@@ -400,7 +413,7 @@ export function createClient(o: ClientOptions) {
     request,
     /** Sends a question; resolves on MESSAGE_ACCEPTED. Sent again with the same id after a reconnect until accepted. */
     send: (chatId: string, content: string, o2: { messageId?: string } = {}) =>
-      request("SEND_MESSAGE", { chatId, message: { content, id: o2.messageId ?? crypto.randomUUID() } }),
+      request("SEND_MESSAGE", { chatId, message: { content, id: o2.messageId ?? newMessageId() } }),
     /** Listens to one server frame type ("*": every frame); returns the function that stops listening. */
     on<T extends ServerFrameType | "*">(type: T, fn: (f: T extends ServerFrameType ? ServerFrame<T> : ServerFrame) => void): () => void {
       let set = listeners.get(type);

@@ -24,7 +24,7 @@ describe("the built client", () => {
     const code = readFileSync(CLIENT_BUNDLE, "utf8");
     const { imports, exports } = new Bun.Transpiler({ loader: "js" }).scan(code);
     expect(imports).toEqual([]);
-    expect(exports.sort()).toEqual(["PiChatError", "backoffDelay", "createClient", "isFinalClose"]);
+    expect(exports.sort()).toEqual(["PiChatError", "backoffDelay", "createClient", "isFinalClose", "newMessageId"]);
     expect(code).not.toContain("valibot");
   });
 

@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { createClient, type ServerFrame } from "../client";
+import { createClient, newMessageId, type ServerFrame } from "../client";
 import { until } from "./support/until";
 
 // The client's catch-up rules with the server's frames in the orders that are hard to time on a real
@@ -117,4 +117,18 @@ test("a reply first met by its end, or mid-way, is fetched from its start; one w
   expect(shown.at(-1)).toMatchObject({ traceId: other, end: true, reason: "interrupted" });
   expect(shown.length).toBe(2);
   client.close();
+});
+
+test("a question's id is a UUID even where crypto.randomUUID is missing (a page on plain http off localhost)", () => {
+  const real = crypto.randomUUID;
+  const uuid = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+  try {
+    Object.defineProperty(crypto, "randomUUID", { value: undefined, configurable: true });
+    const ids = new Set(Array.from({ length: 1000 }, () => newMessageId()));
+    expect(ids.size).toBe(1000);
+    expect([...ids].every((id) => uuid.test(id))).toBe(true);
+  } finally {
+    Object.defineProperty(crypto, "randomUUID", { value: real, configurable: true });
+  }
+  expect(newMessageId()).toMatch(uuid);
 });

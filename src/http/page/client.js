@@ -86,6 +86,15 @@ var FOCUSING = new Set(["GET_CHAT_HISTORY", "SEND_MESSAGE", "EDIT_MESSAGE", "REG
 var SEND_AGAIN = new Set(["SHUTTING_DOWN"]);
 var RESUME_AGAIN = new Set(["STORE_UNAVAILABLE", "RATE_LIMITED", "INTERNAL_ERROR"]);
 var RESUME_RETRY_MS = 1000;
+function newMessageId() {
+  if (typeof crypto.randomUUID === "function")
+    return crypto.randomUUID();
+  const b = crypto.getRandomValues(new Uint8Array(16));
+  b[6] = b[6] & 15 | 64;
+  b[8] = b[8] & 63 | 128;
+  const hex = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
 function createClient(o) {
   const WS = o.WebSocket ?? globalThis.WebSocket;
   const backoff = o.reconnect === false ? undefined : { ...DEFAULT_BACKOFF, ...o.reconnect };
@@ -188,7 +197,7 @@ function createClient(o) {
     const args = { ...rest[0] };
     if (type === "SEND_MESSAGE") {
       const message = args.message ?? {};
-      const id = message.id ?? args.messageId ?? crypto.randomUUID();
+      const id = message.id ?? args.messageId ?? newMessageId();
       args.message = { content: message.content ?? args.content, id };
       delete args.content;
       delete args.messageId;
@@ -382,7 +391,7 @@ function createClient(o) {
       return state;
     },
     request,
-    send: (chatId, content, o2 = {}) => request("SEND_MESSAGE", { chatId, message: { content, id: o2.messageId ?? crypto.randomUUID() } }),
+    send: (chatId, content, o2 = {}) => request("SEND_MESSAGE", { chatId, message: { content, id: o2.messageId ?? newMessageId() } }),
     on(type, fn) {
       let set = listeners.get(type);
       if (!set)
@@ -414,5 +423,6 @@ export {
   PiChatError,
   backoffDelay,
   createClient,
-  isFinalClose
+  isFinalClose,
+  newMessageId
 };
