@@ -208,6 +208,8 @@ describe("a device's own conversation goes through the same budget", () => {
         OPENAI_BASE_URL: `${model.url}/v1`,
         OPENAI_MODEL: "gpt-4o",
         SYSTEM_PROMPT: SYSTEM,
+        // A device's chat is asked with the device system prompt: the same one here, so the budget is the browsers'.
+        DEVICE_SYSTEM_PROMPT: SYSTEM,
         MODEL_CONTEXT_TOKENS: String(WINDOW),
         MODEL_REPLY_RESERVE_TOKENS: String(RESERVE),
       },

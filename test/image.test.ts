@@ -271,6 +271,8 @@ describe("from the bundle: Cosmos DB, Redis, an OpenAI-compatible model, the IoT
   test(
     "/health: the Cosmos store and Redis reachable, the model configured, the device consumer running",
     async () => {
+      // A load balancer waits for ready: until its bus has connected once a replica says "starting" (503).
+      await until(async () => (await fetch(`${full.url}/health/ready`)).status === 200, "the replica to be ready", 15_000);
       expect(await health(full)).toMatchObject({
         status: "ok",
         services: {

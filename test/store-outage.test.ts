@@ -107,6 +107,11 @@ describe("the store goes away mid-session and comes back", () => {
     "while it is down, every command that needs the store (every type but STOP_GENERATION and UNWATCH) answers STORE_UNAVAILABLE within the bound and the socket stays open; UNWATCH still answers",
     async () => {
       spare = await newChat();
+      // Read once, so this replica keeps its newest messages and knows its ratings (none).
+      expect(turns(await historyOf(kept.id))).toEqual([
+        ["user", "remember me"],
+        ["assistant", REPLY],
+      ]);
       await cosmos.stop();
       const framesBefore = a.frames.length;
       const commands: [string, Frame, string][] = [
@@ -139,7 +144,13 @@ describe("the store goes away mid-session and comes back", () => {
         ["CREATE_FOLDER", { type: "CREATE_FOLDER", name: "during the outage" }, "FOLDERS"],
         ["RENAME_FOLDER", { type: "RENAME_FOLDER", folderId: crypto.randomUUID(), name: "x" }, "FOLDERS"],
         ["DELETE_FOLDER", { type: "DELETE_FOLDER", folderId: crypto.randomUUID() }, "FOLDERS"],
-        ["RATE_REPLY", { type: "RATE_REPLY", chatId: kept.id, messageId: keptTraceId, rating: "up" }, "FEEDBACK"],
+        // On the spare chat: a rating that may or may not have landed drops what is known of that chat's ratings, so
+        // the kept chat's history below could no longer be answered from memory.
+        ["RATE_REPLY", { type: "RATE_REPLY", chatId: spare.id, messageId: crypto.randomUUID(), rating: "up" }, "FEEDBACK"],
+        // Devices and usage: each reads the caller's devices or records first.
+        ["GET_DEVICES", { type: "GET_DEVICES" }, "DEVICES"],
+        ["SEND_TO_DEVICE", { type: "SEND_TO_DEVICE", deviceId: "kitchen-pi", text: "dinner is ready" }, "DEVICE_SENT"],
+        ["GET_USAGE", { type: "GET_USAGE" }, "USAGE"],
       ];
       // Every frame type is here except the two that read no store: UNWATCH (below) and
       // STOP_GENERATION (the next test).
