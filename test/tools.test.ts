@@ -278,6 +278,27 @@ describe("MCP servers through the SDK", () => {
   });
 });
 
+describe("an MCP server that refuses us", () => {
+  test("a wrong token: down with the HTTP status only, in /health's words and the logs; the URL's query never shows", async () => {
+    const log = memoryLogger();
+    const clients = connectMcpServers({
+      servers: [{ name: "locked", url: `${mcp.url}?key=secret-in-the-url`, headers: { Authorization: "Bearer wrong-token-value" } }],
+      log,
+      retryMs: { min: 5_000, max: 5_000 },
+    });
+    try {
+      expect(await clients.until((s) => s[0]!.state === "down", 5000)).toBe(true);
+      expect(clients.status()).toEqual([{ name: "locked", state: "down", tools: 0, error: "HTTP 401" }]);
+      const logged = log.lines.join("\n");
+      expect(logged).toContain("MCP server unavailable");
+      expect(logged).not.toContain("secret-in-the-url");
+      expect(logged).not.toContain("wrong-token-value");
+    } finally {
+      await clients.close();
+    }
+  });
+});
+
 describe("an MCP server that does not answer", () => {
   test("connecting gives up after its bound: the server is down, its tools are left out, and nothing waits for it", async () => {
     // Accepts connections and never answers a request.

@@ -35,6 +35,22 @@ type State = {
 };
 
 export const SEPARATOR = "__";
+
+/**
+ * Why a server is unavailable, in words safe for /health and the logs: an HTTP status, a timeout,
+ * or "unreachable". The SDK's own messages can carry the URL (and a token in its query) or the
+ * server's response body.
+ */
+function why(e: unknown): string {
+  const text = e instanceof Error ? `${e.name} ${e.message}` : String(e);
+  // The transport's HTTP errors carry the status as `code`.
+  const code = (e as { code?: unknown } | undefined)?.code;
+  if (typeof code === "number" && code >= 400 && code < 600) return `HTTP ${code}`;
+  const status = /HTTP (\d{3})/.exec(text)?.[1];
+  if (status) return `HTTP ${status}`;
+  if (/time(d)? ?out|-32001/i.test(text)) return "timeout";
+  return "unreachable";
+}
 const VALID_NAME = /^[a-zA-Z0-9_-]{1,64}$/;
 
 export type McpClients = ReturnType<typeof connectMcpServers>;
@@ -108,7 +124,7 @@ export function connectMcpServers(o: Options) {
     const was = st.state;
     st.state = "down";
     st.tools = [];
-    st.error = e instanceof Error ? e.message.slice(0, 200) : "unreachable";
+    st.error = why(e);
     const client = st.client;
     st.client = undefined;
     // Closing settles calls still waiting on it (they become error results at once).
@@ -145,7 +161,7 @@ export function connectMcpServers(o: Options) {
     );
     // Nothing of the headers is logged; the transport's own errors are kept at debug level.
     client.onerror = (e) => {
-      o.log.debug("MCP transport error", { ...where(st), error: e.message });
+      o.log.debug("MCP transport error", { ...where(st), error: why(e) });
       if (st.client === client && st.state === "ready") void probe(st);
     };
     const transport = new StreamableHTTPClientTransport(new URL(st.cfg.url), {
