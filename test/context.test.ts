@@ -162,7 +162,7 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       expect(err).toMatchObject({ type: "ERROR", code: "CONTEXT_TOO_LARGE", limit: 128_000 - 4_096 });
       // The library alone takes minutes on one 100,000-character run (its merge is quadratic in a
       // run's length), so the expected figure is scaled up from 100 characters; the server counts
-      // long runs in parts (src/chat/prompt.ts), within a token or so a part of the exact count.
+      // long runs in parts (src/chat/tokenizer.ts), within a token or so a part of the exact count.
       const per100 = promptTokens([{ role: "user", content: "𝔘".repeat(100) }]) - promptTokens([{ role: "user", content: "" }]);
       const expected =
         promptTokens([

@@ -1,14 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { ChatError } from "../src/chat/errors";
-import {
-  REPLY_PRIMING_TOKENS,
-  TOKENS_PER_MESSAGE,
-  assertFits,
-  buildPrompt,
-  encodingFor,
-  minimalPromptTokens,
-  tokenizerFor,
-} from "../src/chat/prompt";
+import { assertFits, buildPrompt, minimalPromptTokens } from "../src/chat/pipeline/window";
+import { REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, encodingFor, tokenizerFor } from "../src/chat/tokenizer";
 import { tokenBucket } from "../src/ws/limits";
 import { nowIso } from "../src/chat/clock";
 

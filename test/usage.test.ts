@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, tokenizerFor } from "../src/chat/prompt";
+import { REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, tokenizerFor } from "../src/chat/tokenizer";
 import type { UsageRecord } from "../src/records";
 import { openSqliteStore } from "../src/store/sqlite";
 import type { Store } from "../src/store/store";

@@ -1,7 +1,8 @@
+import type { Store } from "../store/store";
 import type { Chat, Message } from "../records";
 import type { ChatContext } from "./context";
 import { ChatError, chatNotFound } from "./errors";
-import type { ReplyOutcome } from "./replies";
+import type { ReplyOutcome } from "./pipeline/replies";
 import { buildTree, currentBranch, pageOfBranch, pathTo, placed, siblingsOf, TOP, type Placed, type Tree } from "./tree";
 
 // Regenerate, edit and branch (REGENERATE, EDIT_MESSAGE, GET_BRANCHES, SELECT_BRANCH): a chat as a
@@ -71,6 +72,14 @@ export function branchHistory(
   };
 }
 
+/** The question and the path above it, oldest first: what the model is shown for a reply in a branched chat. */
+export async function branchPath(store: Store, question: Message): Promise<Message[]> {
+  const stored = await store.listMessages(question.chat_id, { limit: BRANCH_MAX_MESSAGES });
+  const tree = buildTree(stored.some((m) => m.id === question.id) ? stored : [...stored, question]);
+  // The path down to the question only: replies and questions after it belong to other turns.
+  return pathTo(tree, question.id);
+}
+
 export function branchCommands(ctx: ChatContext, needs: Needs) {
   const { store, bus, lanes } = ctx;
   // Regenerations this process has admitted and not finished: traceId → the question they answer.
@@ -131,14 +140,6 @@ export function branchCommands(ctx: ChatContext, needs: Needs) {
       return run;
     },
 
-    /** The question and the path above it, oldest first: what the model is shown for a reply in a branched chat. */
-    async pathFor(question: Message): Promise<Message[]> {
-      const stored = await store.listMessages(question.chat_id, { limit: BRANCH_MAX_MESSAGES });
-      const tree = buildTree(stored.some((m) => m.id === question.id) ? stored : [...stored, question]);
-      // The path down to the question only: replies and questions after it belong to other turns.
-      return pathTo(tree, question.id);
-    },
-
     /**
      * A new reply to a question (by default the last question on the current branch), answered like
      * any reply: in the chat's lane (behind a running one), streamed, checkpointed, stoppable. The
@@ -152,7 +153,7 @@ export function branchCommands(ctx: ChatContext, needs: Needs) {
       else question = branchOf(chat, tree, stored).findLast((m) => m.role === "user");
       if (!question) throw new ChatError("MESSAGE_NOT_FOUND", "this chat has no question to answer again", { chatId: o.chatId });
       // Its own place in the lane, not the question's: a question may have several versions on their way,
-      // and a resend of the question itself is still a duplicate (send.ts), never a regeneration.
+      // and a resend of the question itself is still a duplicate (src/chat/pipeline/admit.ts), never a regeneration.
       const key = `regenerate:${crypto.randomUUID()}`;
       const ticket = await lanes.admit(o.chatId, key);
       if (ticket === "duplicate") throw new ChatError("INTERNAL_ERROR", "could not take a place for the reply");

@@ -4,12 +4,12 @@ import type { Feedback } from "../records";
 import type { Store } from "../store/store";
 import type { ToolParts } from "./tool-rounds";
 import type { Bus } from "./events";
-import type { Lanes } from "./lanes";
+import type { Lanes } from "./pipeline/lanes";
 import type { ReplyLeases } from "./lease";
 import type { LiveReplies } from "./live";
-import type { ContextBudget } from "./prompt";
+import type { ContextBudget } from "./pipeline/window";
 import type { RecentMessages } from "./recent";
-import type { Replies } from "./replies";
+import type { Replies } from "./pipeline/replies";
 import type { Usage } from "./usage";
 import type { UserGenerations } from "./user-generations";
 
@@ -17,7 +17,7 @@ export type ChatOptions = {
   systemPrompt: string;
   /** DEVICE_SYSTEM_PROMPT: for questions from voice devices (unset: systemPrompt). */
   deviceSystemPrompt?: string;
-  /** The model's context window and the share kept for the reply, in tokens (src/chat/prompt.ts). */
+  /** The model's context window and the share kept for the reply, in tokens (src/chat/pipeline/window.ts). */
   context: ContextBudget;
   /** Longest silence from the model, mid-stream, before the reply is cut off as timed out. */
   modelIdleTimeoutMs: number;

@@ -1,7 +1,7 @@
 import type { Message } from "../records";
 import type { Bus, ChatEvent } from "./events";
 import type { LiveReplies, LiveReply } from "./live";
-import type { Generation } from "./replies";
+import type { Generation } from "./pipeline/replies";
 import type { Logger } from "../log";
 import type { Store } from "../store/store";
 import { finishedCalls } from "./tool-rounds";

@@ -1,5 +1,5 @@
 import type { Bus, ToolCallEvent } from "./events";
-import type { Generation } from "./replies";
+import type { Generation } from "./pipeline/replies";
 
 /** A reply streaming somewhere, with its text so far: chunk n (1-based) is seq n. */
 export type LiveReply = {

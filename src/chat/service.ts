@@ -1,91 +1,68 @@
+import { branchCommands, branchPath } from "./branches";
 import { chatCommands } from "./chat-commands";
-import { deviceChat } from "./device-chat";
-import { deviceCommands, type DeviceSayer } from "./devices";
-import { historyPages } from "./history";
-import { knownChats } from "./known-chats";
-import { replyCommands } from "./reply";
-import { createReplies, type Generation, type JobSpec, type ReplyOutcome, type StopReason } from "./replies";
-import { localLanes, modelCallLimit } from "./lanes";
-import { createLiveReplies } from "./live";
-import { replyLeases } from "./lease";
-import { sendCommands, type SendRequest } from "./send";
-import { getSettingsOf, updateSettingsOf, type SettingsPatch } from "./settings";
 import type { ChatClient, ChatContext, ChatParts } from "./context";
-import { titleChat } from "./title";
-import { branchCommands } from "./branches";
-import { SEARCH_MAX_LIMIT, SEARCH_PAGE_SIZE, searchCommands } from "./search";
-import { transferCommands } from "./transfer";
-import { withSettingsCache } from "./settings-cache";
-import { recentMessages } from "./recent";
+import { deviceChat } from "./device-chat";
 import { defaultDeviceOwner, deviceOwners, UNASSIGNED_OWNER } from "./device-owners";
+import { deviceCommands, type DeviceSayer } from "./devices";
+import { ChatError } from "./errors";
+import { feedbackCommands, type Rating } from "./feedback";
+import { historyPages, type HistoryQuery } from "./history";
+import { knownChats } from "./known-chats";
+import { allowedModels, checkModelChoice, onlyAllowed } from "./model-choice";
+import { organiseCommands, type ChatListQuery } from "./organise";
+import { replyRuntime } from "./pipeline";
+import { sendCommands, type SendRequest } from "./pipeline/admit";
+import { promptBuilder } from "./pipeline/prompt";
+import { questionStore } from "./pipeline/question";
+import type { StopReason } from "./pipeline/replies";
+import { recentMessages } from "./recent";
+import { SEARCH_MAX_LIMIT, SEARCH_PAGE_SIZE, searchCommands, type SearchQuery } from "./search";
+import { getSettingsOf, updateSettingsOf, type SettingsPatch } from "./settings";
+import { withSettingsCache } from "./settings-cache";
+import { titleChat } from "./title";
+import { transferCommands } from "./transfer";
 import { budgeted } from "./usage";
 import { perUser } from "./user-generations";
-import { allowedModels, checkModelChoice, onlyAllowed } from "./model-choice";
-import { ChatError } from "./errors";
-import { organiseCommands, type ChatListQuery } from "./organise";
-import { feedbackCommands, type Rating } from "./feedback";
-import type { HistoryQuery } from "./history";
-import type { SearchQuery } from "./search";
 
 /**
  * The chat service: every use-case browsers and devices share, built once from its parts.
  * src/ws and src/devices are adapters over this object; nothing else reaches the store or model.
  */
 export function createChatService(parts: ChatParts) {
-  // The modules below need each other's functions; these late bindings tie the knot once.
-  let run: (spec: JobSpec, g: Generation) => Promise<ReplyOutcome> = async () => ({});
-  let stopElsewhere: (r: { chatId: string; traceId: string }) => Promise<boolean> = async () => false;
-  const replies = createReplies({
-    max: parts.options.maxGenerations,
-    queueLimit: parts.options.queueLimit,
-    run: (spec, g) => run(spec, g),
-  });
-  const live = createLiveReplies({
-    bus: parts.bus,
-    leaseMs: parts.options.replyLeaseMs,
-    backfill: parts.backfill,
-    onError: (e) => parts.log.warn("could not fill in a live reply", { error: e }),
-  });
-  const lanes = parts.sharedLanes ? parts.sharedLanes(replies) : localLanes(replies, modelCallLimit(parts.options.modelCallsPerMinute));
+  // Built in dependency order, each part once: no part needs one built after it.
   const settingsCache = withSettingsCache(parts.store, parts.bus);
+  const store = settingsCache.store;
   const recent = recentMessages(parts.store, parts.bus, {
     perChat: parts.options.historyMaxMessages,
     maxChars: parts.options.historyCacheChars,
     ttlMs: parts.options.historyCacheTtlMs,
   });
-  const leases = replyLeases({
-    store: settingsCache.store,
-    bus: parts.bus,
-    live,
-    log: parts.log,
-    leaseMs: parts.options.replyLeaseMs,
-    checkpointMs: parts.options.replyCheckpointMs,
-    instanceId: parts.options.instanceId,
-    backfill: parts.backfill,
-  });
   // Every model call tagged with its user is metered: budget first, a usage record after (src/chat/usage.ts).
   const allowed = allowedModels(parts.model.name, parts.options.modelAllowed);
   const chosen = onlyAllowed(parts.model, allowed);
   const model = parts.usage ? parts.usage.meter(chosen) : chosen;
-  const ctx: ChatContext = { ...parts, model, store: settingsCache.store, replies, lanes, live, recent, leases };
-  let regeneratingQuestion: (traceId: string) => string | undefined = () => undefined;
-  const known = knownChats(ctx.store);
-  const chats = chatCommands(ctx, known, (r) => stopElsewhere(r));
-  const { history } = historyPages(ctx, known, (t) => regeneratingQuestion(t));
+  const known = knownChats(store);
+  // A reply's life (src/chat/pipeline/): lanes, generation, mirrors, leases.
+  const runtime = replyRuntime(
+    { ...parts, store, model },
+    {
+      prompt: promptBuilder({ store, recent, options: parts.options, modelName: model.name, pathFor: (q) => branchPath(store, q) }),
+      requireOwned: known.requireOwned,
+    },
+  );
+  const { replies, lanes, live, leases } = runtime;
+  const ctx: ChatContext = { ...parts, model, store, replies, lanes, live, recent, leases };
   const branches = branchCommands(ctx, { requireChat: known.requireChat, markBranched: known.markBranched });
-  regeneratingQuestion = branches.regeneratingQuestion;
-  const reply = replyCommands(ctx, known.requireOwned);
-  stopElsewhere = reply.stopElsewhere;
+  const { history } = historyPages(ctx, known, branches.regeneratingQuestion);
+  const chats = chatCommands(ctx, known, runtime.stopElsewhere);
+  const storeQuestion = questionStore({ store, bus: parts.bus, log: parts.log, isBranched: known.isBranched, branches });
   const sending = sendCommands(ctx, {
-    requireChat: known.requireChat,
     requireOwned: known.requireOwned,
-    answer: reply.answer,
     titleLater: (owner, chat, exchange) => void titleChat(ctx, chats.renameChat, owner, chat, exchange),
     mayNeedTitle: known.mayNeedTitle,
-    isBranched: known.isBranched,
+    storeQuestion,
     branches,
   });
-  run = sending.run;
   // Pins, folders and ratings (src/chat/organise.ts, src/chat/feedback.ts).
   const organise = organiseCommands(ctx, known);
   const feedback = feedbackCommands({ ...ctx, onFeedback: parts.onFeedback }, known);
@@ -156,7 +133,7 @@ export function createChatService(parts: ChatParts) {
     /** A new chat for the owner from an exported file; announced like CREATE_CHAT, never answered by the model. */
     importChat: transfer.importChat,
     send: admitted,
-    storeQuestion: sending.storeQuestion,
+    storeQuestion,
     /** REGENERATE: a new reply to a question, the earlier ones kept as other versions (src/chat/branches.ts). */
     async regenerate(o: { chatId: string; questionId?: string }, client: ChatClient) {
       // Watch first, as for a send: the reply may start streaming before this returns.
@@ -189,8 +166,8 @@ export function createChatService(parts: ChatParts) {
       await branches.select({ ...o, owner: client.owner, origin: client.id });
       return history({ chatId: o.chatId }, client);
     },
-    stop: reply.stop,
-    resume: reply.resume,
+    stop: runtime.stop,
+    resume: runtime.resume,
     /** GET_USAGE: the owner's tokens per day and model, and today's budget (src/chat/usage.ts). */
     usage: (owner: string, days: number) =>
       parts.usage
@@ -233,8 +210,7 @@ export function createChatService(parts: ChatParts) {
       feedback.close();
       settingsCache.stop();
       recent.stop();
-      live.close();
-      leases.stop();
+      runtime.close();
       devices.close();
     },
   };

@@ -3,10 +3,12 @@ import type { ToolCallRecord } from "../records";
 import type { Tool, ToolOutcome } from "../tools/tool";
 import { shorten, type Toolbox } from "../tools/toolbox";
 import type { ChatContext } from "./context";
+import type { Lanes } from "./pipeline/lanes";
 import { ChatError } from "./errors";
 import type { ToolCallEvent } from "./events";
-import { promptLimit, tokenizerFor, TOKENS_PER_MESSAGE, REPLY_PRIMING_TOKENS } from "./prompt";
-import type { Generation } from "./replies";
+import { promptLimit } from "./pipeline/window";
+import { tokenizerFor, TOKENS_PER_MESSAGE, REPLY_PRIMING_TOKENS } from "./tokenizer";
+import type { Generation } from "./pipeline/replies";
 
 // A reply with tools: the model streams text and may ask for calls; the calls of one round run in
 // parallel, their results go back, and the model is asked again, at most TOOL_MAX_ROUNDS times,
@@ -20,6 +22,9 @@ export type ToolParts = {
   /** Each model request after the first counts against the user's sends (false: refused). */
   userRound?: (owner: string) => Promise<boolean>;
 };
+
+/** What the rounds use: the tools, the model, the bus, the context window, the service's model-call limit. */
+export type RoundsParts = Pick<ChatContext, "tools" | "model" | "bus" | "options"> & { lanes: Pick<Lanes, "admitModelCall"> };
 
 /** Whose reply it is, for the tools: the owner's time zone and what they turned off. */
 export type ToolPrefs = { owner: string; timeZone?: string; toolsOff?: string[] };
@@ -46,7 +51,7 @@ export const finishedCalls = (g: Generation): ToolCallRecord[] =>
   (g.toolCalls ?? []).filter((c): c is ToolCallRecord => c.ok !== undefined);
 
 /** The reply's text deltas, over as many model requests as its tool rounds need. */
-export async function* replyRounds(ctx: ChatContext, g: Generation, r: ToolRoundsRun): AsyncGenerator<string> {
+export async function* replyRounds(ctx: RoundsParts, g: Generation, r: ToolRoundsRun): AsyncGenerator<string> {
   const parts = ctx.tools;
   const offered = parts && r.prefs && parts.maxRounds > 0 ? parts.toolbox.available({ toolsOff: r.prefs.toolsOff }) : [];
   if (!parts || !r.prefs || offered.length === 0) {
@@ -89,7 +94,7 @@ export async function* replyRounds(ctx: ChatContext, g: Generation, r: ToolRound
 
 /** One round's calls, in parallel; each announced as it starts and ends. A STOP ends every call still running. */
 async function runRound(
-  ctx: ChatContext,
+  ctx: RoundsParts,
   g: Generation,
   toolbox: Toolbox,
   tools: Tool[],
@@ -149,7 +154,7 @@ const tooMany = (c: ToolCall): ToolOutcome => ({
 });
 
 /** A call's start or end, as a chunk of the reply (empty text, its own seq) and an event for every replica. */
-function announce(ctx: ChatContext, g: Generation, call: ToolCallEvent) {
+function announce(ctx: RoundsParts, g: Generation, call: ToolCallEvent) {
   g.chunks.push("");
   const calls = (g.toolCalls ??= []);
   const i = calls.findIndex((c) => c.id === call.id);
@@ -163,7 +168,7 @@ function announce(ctx: ChatContext, g: Generation, call: ToolCallEvent) {
  * system prompt or the question), then the longest results are cut, with a note, down to a floor.
  */
 async function fitWindow(
-  ctx: ChatContext,
+  ctx: RoundsParts,
   turns: ModelTurn[],
   history: { from: number; to: number },
   specs: object[],

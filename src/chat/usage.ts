@@ -3,7 +3,7 @@ import type { Model, ModelTurn, ReportedUsage, StreamOptions, UsageTag } from ".
 import type { UsageRecord } from "../records";
 import type { Store } from "../store/store";
 import { ChatError } from "./errors";
-import { REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, tokenizerFor } from "./prompt";
+import { REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, tokenizerFor } from "./tokenizer";
 
 // What each person spends on the model, and the budget that bounds it (docs/security.md, "Cost").
 //
@@ -141,7 +141,7 @@ export function createUsage(d: UsageDeps) {
     void flush();
   }
 
-  /** Prompt tokens as the model counts a chat prompt (src/chat/prompt.ts). */
+  /** Prompt tokens as the model counts a chat prompt (src/chat/tokenizer.ts). */
   async function promptTokens(model: string, turns: ModelTurn[]): Promise<number> {
     const tok = await tokenizerFor(model);
     const text = (t: ModelTurn) => ("tool_calls" in t ? t.content + JSON.stringify(t.tool_calls) : t.content);

@@ -1,6 +1,6 @@
 import type { Model } from "../model/model";
 import { preconnect, warmModelClient } from "../model/warm-up";
-import { tokenizerFor } from "./prompt";
+import { tokenizerFor } from "./tokenizer";
 
 /**
  * What the first send would otherwise load on first use, loaded at start-up: the tokenizer of the

@@ -1,4 +1,4 @@
-import type { ReplyResult } from "../chat/reply";
+import type { ReplyResult } from "../chat/pipeline";
 import type { Logger } from "../log";
 import type { C2DAllowance } from "./budget";
 import type { C2DReply } from "./c2d";

@@ -1,4 +1,4 @@
-import type { Replies } from "../chat/replies";
+import type { Replies } from "../chat/pipeline/replies";
 import type { Logger } from "../log";
 import type { Metrics } from "../metrics";
 import { redisBus } from "./bus";

@@ -1,7 +1,7 @@
 import type { Bus } from "../chat/events";
 import { ChatError } from "../chat/errors";
-import { localLanes, modelCallLimit, type Lanes } from "../chat/lanes";
-import type { JobSpec, Replies, ReplyOutcome, Ticket } from "../chat/replies";
+import { localLanes, modelCallLimit, type Lanes } from "../chat/pipeline/lanes";
+import type { JobSpec, Replies, ReplyOutcome, Ticket } from "../chat/pipeline/replies";
 import type { Logger } from "../log";
 import type { RedisConnection } from "./client";
 import { keys } from "./keys";

@@ -2,7 +2,7 @@ import * as v from "valibot";
 import type { StreamingMessage } from "../chat/history";
 import type { BranchInfo } from "../chat/branches";
 import type { ChatEvent, ToolCallEvent } from "../chat/events";
-import type { Resumed } from "../chat/reply";
+import type { Resumed } from "../chat/pipeline";
 import { hasSearchTerms, type SearchResults } from "../chat/search";
 import type { UsageReport } from "../chat/usage";
 import { SettingsPatchSchema, SettingsSchema, type Settings } from "../chat/settings";

@@ -1,4 +1,4 @@
-import { ChatError } from "./errors";
+import { ChatError } from "../errors";
 import type { JobSpec, Replies, ReplyOutcome, Ticket } from "./replies";
 
 /**

@@ -1,7 +1,7 @@
-import type { ToolCallEvent } from "./events";
-import type { Turn } from "../model/model";
-import type { Message, MessageStatus } from "../records";
-import { ChatError } from "./errors";
+import type { ToolCallEvent } from "../events";
+import type { Turn } from "../../model/model";
+import type { Message, MessageStatus } from "../../records";
+import { ChatError } from "../errors";
 
 // The replies this process generates, and the one owner of the rule "one reply per chat": each
 // chat has a lane, a reply running and the questions waiting behind it, answered in order.
