@@ -2,7 +2,8 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 // client/ as one ES module file with no imports: `bun run build:client` writes it to src/http/page/client.js,
-// where the built-in page loads it from (/page/client.js) and scripts/build.ts copies it with the page.
+// where the built-in page loads it from (/page/client.js) and scripts/build.ts copies it with the page
+// (`-- --outfile <path>` writes it elsewhere, to ship the client on its own).
 // test/client-build.test.ts fails when the checked-in file is not what this builds.
 
 const root = join(import.meta.dir, "..");
@@ -16,7 +17,10 @@ export async function buildClient(): Promise<string> {
 }
 
 if (import.meta.main) {
+  // `--outfile <path>` writes the same file elsewhere (to ship the client on its own).
+  const at = process.argv.indexOf("--outfile");
+  const outfile = at > 0 && process.argv[at + 1] ? process.argv[at + 1]! : CLIENT_BUNDLE;
   const code = await buildClient();
-  writeFileSync(CLIENT_BUNDLE, code);
-  console.log(`build:client: ${CLIENT_BUNDLE} (${(code.length / 1024).toFixed(1)} KiB)`);
+  writeFileSync(outfile, code);
+  console.log(`build:client: ${outfile} (${(code.length / 1024).toFixed(1)} KiB)`);
 }
