@@ -399,6 +399,29 @@ describe("tool rounds and the limits", () => {
     }
   });
 
+  test("each round after the first is one more of the user's sends: past RATE_LIMIT_MESSAGES_PER_MINUTE the reply ends incomplete", async () => {
+    const srv = await startTestServer({ ...env(), RATE_LIMIT_MESSAGES_PER_MINUTE: "2", TOOL_MAX_ROUNDS: "5" });
+    try {
+      model.setScript(() => ({ tokens: ["more "], toolCalls: [{ name: "current_time", arguments: "{}" }] }));
+      const c = await srv.connect();
+      const chatId = (await c.request({ type: "CREATE_CHAT" }, "NEW_CHAT")).chat.id;
+      const before = model.requests.length;
+      c.send({ type: "SEND_MESSAGE", chatId, content: "per user" });
+      const r = await c.reply(chatId);
+      expect(r.end.reason).toBe("error");
+      expect(await c.next("ERROR")).toMatchObject({ code: "TOO_MANY_GENERATIONS" });
+      // The send (1) and one more round (2).
+      expect(model.requests.length - before).toBe(2);
+      // The user's bucket is empty now: the next send is refused before it is stored.
+      expect(await c.request({ type: "SEND_MESSAGE", chatId, content: "again", requestId: "x" }, "MESSAGE_ACCEPTED")).toMatchObject({
+        type: "ERROR",
+        code: "RATE_LIMITED",
+      });
+    } finally {
+      await srv.close();
+    }
+  });
+
   test("each round after the first counts in MODEL_CALLS_PER_MINUTE: past it the reply ends incomplete, keeping its calls", async () => {
     const srv = await startTestServer({ ...env(), MODEL_CALLS_PER_MINUTE: "2", TOOL_MAX_ROUNDS: "5" });
     try {

@@ -324,6 +324,50 @@ describe("an MCP server that does not answer", () => {
 });
 
 describe("an MCP server that goes away", () => {
+  test("hung mid-call (SIGSTOP): the call times out, the server answers no ping and is down, its tools left out; SIGCONT brings it back", async () => {
+    const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    const port = probe.port;
+    probe.stop(true);
+    const proc = Bun.spawn(["bun", `${import.meta.dir}/support/mcp-server.ts`, "", String(port)], { stdout: "pipe", stderr: "inherit" });
+    const reader = proc.stdout.getReader();
+    let out = "";
+    await until(
+      async () => {
+        out += new TextDecoder().decode((await reader.read()).value ?? new Uint8Array());
+        return out.includes("/mcp");
+      },
+      "the MCP server up",
+      5000,
+    );
+    const log = memoryLogger();
+    const clients = connectMcpServers({
+      servers: [{ name: "hung", url: `http://127.0.0.1:${port}/mcp`, headers: {} }],
+      log,
+      connectTimeoutMs: 500,
+      retryMs: { min: 100, max: 200 },
+      pingMs: 60_000,
+    });
+    try {
+      await clients.until((s) => s[0]!.state === "ready", 5000);
+      const box = createToolbox({ builtins: [], mcp: clients, log, timeoutMs: 300, resultMaxChars: 1000 });
+      proc.kill("SIGSTOP");
+      const r = await box.run({ id: "h", name: "hung__add", arguments: '{"a":1,"b":2}' }, box.available(), {
+        signal: new AbortController().signal,
+        timeZone: "UTC",
+      });
+      expect(r).toMatchObject({ ok: false, error: "timeout" });
+      expect(await clients.until((s) => s[0]!.state === "down", 3000)).toBe(true);
+      expect(clients.status()[0]!.error).toBe("timeout");
+      expect(box.available()).toEqual([]);
+      proc.kill("SIGCONT");
+      expect(await clients.until((s) => s[0]!.state === "ready", 5000)).toBe(true);
+      expect(box.available().map((t) => t.name)).toContain("hung__add");
+    } finally {
+      proc.kill(9);
+      await clients.close();
+    }
+  });
+
   test("killed mid-call: the call ends as an error result, the server is down with its tools left out, and it comes back", async () => {
     // A port the OS just handed out, so the restarted server can take the same one.
     const probe = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });

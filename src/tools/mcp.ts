@@ -95,8 +95,10 @@ export function connectMcpServers(o: Options) {
       // Aborting `signal` (STOP, the tool timeout) sends notifications/cancelled to the server.
       r = await client.callTool({ name: tool, arguments: args }, undefined, { signal, timeout: 24 * 3600_000 });
     } catch (e) {
-      // Not an answer from the server (a refused connection, a dropped stream): is it still there?
-      if (!signal.aborted && !(e instanceof McpError && e.code !== -32000)) void probe(st);
+      // Not an answer from the server (a refused connection, a dropped stream, no answer in time):
+      // is it still there? One that does not answer a ping either is down, its tools left out.
+      const timedOut = signal.aborted && (signal.reason as { name?: string } | undefined)?.name === "TimeoutError";
+      if (timedOut || (!signal.aborted && !(e instanceof McpError && e.code !== -32000))) void probe(st);
       throw signal.aborted ? signal.reason : e;
     }
     const content = Array.isArray(r.content) ? r.content : [];
