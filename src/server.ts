@@ -8,6 +8,7 @@ import { localBus, type Bus } from "./chat/events";
 import { describeFailure } from "./chat/errors";
 import { createChatService, type ChatService } from "./chat/service";
 import { createUsage } from "./chat/usage";
+import { localReservations } from "./chat/reservations";
 import { localUserGenerations } from "./chat/user-generations";
 import { jsonExport, markdownExport } from "./chat/transfer-format";
 import { warmUp } from "./chat/warm-up";
@@ -79,6 +80,8 @@ export function startServer(parts: ServerParts) {
         store,
         log,
         options: { enabled: true, tokensPerDay: c.USER_TOKENS_PER_DAY, replyReserveTokens: c.MODEL_REPLY_RESERVE_TOKENS },
+        // Admitted and unrecorded tokens: seen by every replica with Redis, by this one alone otherwise.
+        reservations: shared ? shared.reservations(localReservations()) : localReservations(),
         onRecorded: (r) => {
           metrics.usageTokens.inc({ kind: r.kind, model: r.model, part: "prompt" }, r.prompt_tokens);
           metrics.usageTokens.inc({ kind: r.kind, model: r.model, part: "completion" }, r.completion_tokens);

@@ -4,6 +4,7 @@ import type { UsageRecord } from "../records";
 import type { Store } from "../store/store";
 import { ChatError } from "./errors";
 import { REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, tokenizerFor } from "./tokenizer";
+import { localReservations, type Reservations } from "./reservations";
 
 // What each person spends on the model, and the budget that bounds it (docs/security.md, "Cost").
 //
@@ -13,11 +14,12 @@ import { REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, tokenizerFor } from "./tokeni
 //   stream ends, off the token path, retried until the store takes it; its id is derived from the
 //   reply's id, so a record written twice (a retry, a takeover) is stored once.
 // - A budget (USER_TOKENS_PER_DAY, or the user's own from `bun run users limit`) is checked before
-//   a question is stored (`admit`: the question's tokens plus the reply reserve) and again before
-//   each model call (`meter`: the prompt's tokens plus the reserve). What this replica's calls have
-//   been admitted for and not yet recorded counts as spent, so one replica never admits more than
-//   the budget's worth on estimates. The bound on overspend: the calls admitted while under budget
-//   (on every replica) finish, each costing its prompt plus its actual completion.
+//   a question is stored (`admitQuestion`: its tokens plus the reply reserve); the reply's first
+//   call replaces that reservation with its own (the prompt's tokens plus the reserve) without being
+//   refused, and tool rounds and titles are checked before they run. What calls have been admitted
+//   for and not yet recorded counts as spent (src/chat/reservations.ts: on every replica with
+//   Redis), so the estimates admitted never pass the budget together. The bound on overspend: the
+//   replies admitted finish, each costing its actual prompt and completion instead of its estimate.
 
 export type UsageOptions = {
   /** Record calls at all (USAGE_RECORDS). Without records there is no budget either. */
@@ -32,6 +34,8 @@ export type UsageDeps = {
   store: Store;
   log: Logger;
   options: UsageOptions;
+  /** Admitted and unrecorded tokens: across replicas with Redis; this process's own by default. */
+  reservations?: Reservations;
   /** Counted by src/metrics.ts (tokens by kind and model, budget refusals); no user in either. */
   onRecorded?: (r: UsageRecord) => void;
   onRefused?: () => void;
@@ -61,21 +65,15 @@ export type UsageReport = {
 export function createUsage(d: UsageDeps) {
   const now = d.now ?? Date.now;
   const { store, log, options } = d;
-  /** Tokens admitted on this replica and not yet recorded, per user. */
-  const reserved = new Map<string, number>();
+  const reservations = d.reservations ?? localReservations();
   const limits = new Map<string, { value: number | null; at: number }>();
   /** Calls made so far per reply (tool rounds are several), for their records' ids; the oldest go past 10,000. */
   const calls = new Map<string, number>();
-  const waiting: UsageRecord[] = [];
+  /** Records to write, in order, each with what to do once it is stored (give its reservation back). */
+  const waiting: { r: UsageRecord; stored: () => void }[] = [];
   /** Question estimates admitted before their question was stored, per chat, until the reply's call starts. */
-  const held = new Map<string, (() => void)[]>();
+  const held = new Map<string, { release: () => void; tokens: number }[]>();
   let writing: Promise<void> | undefined;
-
-  const reserve = (userId: string, n: number) => {
-    const left = (reserved.get(userId) ?? 0) + n;
-    if (left <= 0) reserved.delete(userId);
-    else reserved.set(userId, left);
-  };
 
   async function budgetOf(userId: string): Promise<number | null> {
     const known = limits.get(userId);
@@ -88,17 +86,20 @@ export function createUsage(d: UsageDeps) {
   }
 
   /**
-   * Throws BUDGET_EXCEEDED when the user's tokens today, plus what this replica has admitted and
-   * not yet recorded, plus `estimate`, pass the budget; else reserves `estimate` and returns its release.
+   * Throws BUDGET_EXCEEDED when the user's tokens today, plus every admitted and unrecorded
+   * reservation, plus `estimate`, pass the budget; else reserves `estimate` and returns its release.
+   * `replacing`: tokens of a reservation still held that this one replaces (released by the caller
+   * once this one is taken, so there is no moment when neither holds them). `admitted`: the call was
+   * admitted already (a reply's first call, its question checked before it was stored): reserved, never refused.
    */
-  async function admit(userId: string, estimate: number): Promise<() => void> {
+  async function admit(userId: string, estimate: number, replacing = 0, admitted = false): Promise<() => void> {
     if (!options.enabled) return () => {};
     const budget = await budgetOf(userId);
     if (budget === null) return () => {};
     const day = dayOf(now());
     const used = await store.tokensUsedSince(userId, day.start);
-    const pending = reserved.get(userId) ?? 0;
-    if (used + pending + estimate > budget) {
+    const release = await reservations(userId, estimate, used - replacing, admitted ? Number.MAX_SAFE_INTEGER : budget);
+    if (release === "full") {
       d.onRefused?.();
       throw new ChatError("BUDGET_EXCEEDED", `your ${budget} tokens for today are spent; they renew at ${day.resetsAt}`, {
         resetsAt: day.resetsAt,
@@ -106,12 +107,7 @@ export function createUsage(d: UsageDeps) {
         used,
       });
     }
-    reserve(userId, estimate);
-    let done = false;
-    return () => {
-      if (!done) reserve(userId, -estimate);
-      done = true;
-    };
+    return release;
   }
 
   /** Writes waiting records in order; a failure waits and tries again (records are never dropped for an outage). */
@@ -119,10 +115,11 @@ export function createUsage(d: UsageDeps) {
     writing ??= (async () => {
       let delay = 250;
       while (waiting.length > 0) {
-        const r = waiting[0]!;
+        const { r, stored } = waiting[0]!;
         try {
           await store.addUsage(r);
           waiting.shift();
+          stored();
           delay = 250;
         } catch (e) {
           log.warn("could not store a usage record; retrying", { id: r.id, error: e });
@@ -134,10 +131,15 @@ export function createUsage(d: UsageDeps) {
     return writing;
   }
 
-  function record(r: UsageRecord) {
+  /** Queues the record; `stored` runs once the store has it (a reservation is given back only then, so the tokens are never in neither). */
+  function record(r: UsageRecord, stored: () => void) {
     d.onRecorded?.(r);
-    if (waiting.length >= MAX_WAITING) log.error("usage records are not being stored; dropping the oldest", { id: waiting.shift()?.id });
-    waiting.push(r);
+    if (waiting.length >= MAX_WAITING) {
+      const dropped = waiting.shift();
+      dropped?.stored();
+      log.error("usage records are not being stored; dropping the oldest", { id: dropped?.r.id });
+    }
+    waiting.push({ r, stored });
     void flush();
   }
 
@@ -166,11 +168,19 @@ export function createUsage(d: UsageDeps) {
         calls.delete(key);
         calls.set(key, n);
         if (calls.size > 10_000) calls.delete(calls.keys().next().value!);
-        // A reply's first call takes over its question's estimate; its tool rounds are checked on their own.
-        if (n === 1 && tag.kind !== "title") takeHeld(tag.chatId);
-        const budget = await budgetOf(tag.userId);
-        const promptEstimate = budget === null ? 0 : await promptTokens(name, turns);
-        const release = await admit(tag.userId, promptEstimate + options.replyReserveTokens);
+        // A reply's first call takes over its question's estimate (replaced, never dropped first) and
+        // is not refused: its question was admitted before it was stored, and a reply admitted runs.
+        // Its tool rounds and titles are new calls, checked on their own.
+        const first = n === 1 && tag.kind !== "title";
+        const question = first ? takeHeld(tag.chatId) : undefined;
+        let release: () => void;
+        let promptEstimate = 0;
+        try {
+          if ((await budgetOf(tag.userId)) !== null) promptEstimate = await promptTokens(name, turns);
+          release = await admit(tag.userId, promptEstimate + options.replyReserveTokens, question?.tokens ?? 0, first);
+        } finally {
+          question?.release();
+        }
         let reported: ReportedUsage | undefined;
         const parts: string[] = [];
         const at = new Date(now()).toISOString();
@@ -184,27 +194,32 @@ export function createUsage(d: UsageDeps) {
         }
         // After the stream, off its path: counting (when the service sent no count) and the write.
         async function settle() {
+          let queued = false;
           try {
             const counted = reported ?? {
               promptTokens: promptEstimate || (await promptTokens(name, turns)),
               completionTokens: (await tokenizerFor(name)).count(parts.join("")),
             };
-            record({
-              id: `${key}:${n}`,
-              user_id: tag!.userId,
-              chat_id: tag!.chatId,
-              message_id: tag!.messageId,
-              model: name,
-              kind: tag!.kind,
-              prompt_tokens: counted.promptTokens,
-              completion_tokens: counted.completionTokens,
-              estimated: !reported,
-              created_at: at,
-            });
+            record(
+              {
+                id: `${key}:${n}`,
+                user_id: tag!.userId,
+                chat_id: tag!.chatId,
+                message_id: tag!.messageId,
+                model: name,
+                kind: tag!.kind,
+                prompt_tokens: counted.promptTokens,
+                completion_tokens: counted.completionTokens,
+                estimated: !reported,
+                created_at: at,
+              },
+              release,
+            );
+            queued = true;
           } catch (e) {
             log.error("could not count a model call's tokens", { chatId: tag!.chatId, error: e });
           } finally {
-            release();
+            if (!queued) release();
           }
         }
       },
@@ -240,23 +255,24 @@ export function createUsage(d: UsageDeps) {
    */
   async function admitQuestion(userId: string, chatId: string, model: string, text: string): Promise<() => void> {
     if (!options.enabled || (await budgetOf(userId)) === null) return () => {};
-    const release = await admit(userId, (await promptTokens(model, [{ role: "user", content: text }])) + options.replyReserveTokens);
+    const tokens = (await promptTokens(model, [{ role: "user", content: text }])) + options.replyReserveTokens;
+    const entry = { release: await admit(userId, tokens), tokens };
     const list = held.get(chatId) ?? [];
-    list.push(release);
+    list.push(entry);
     held.set(chatId, list);
     return () => {
-      release();
-      const i = list.indexOf(release);
+      entry.release();
+      const i = list.indexOf(entry);
       if (i >= 0) list.splice(i, 1);
       if (list.length === 0 && held.get(chatId) === list) held.delete(chatId);
     };
   }
-  /** The oldest question estimate held for a chat, handed over to its reply's model call. */
+  /** The oldest question estimate held for a chat, handed over to its reply's model call (which releases it). */
   function takeHeld(chatId: string) {
     const list = held.get(chatId);
-    const release = list?.shift();
+    const entry = list?.shift();
     if (list && list.length === 0) held.delete(chatId);
-    release?.();
+    return entry;
   }
 
   return {
@@ -269,8 +285,6 @@ export function createUsage(d: UsageDeps) {
     drained: async () => {
       while (writing) await writing;
     },
-    /** This replica's admitted and unrecorded tokens for the user. */
-    reservedFor: (userId: string) => reserved.get(userId) ?? 0,
   };
 }
 export type Usage = ReturnType<typeof createUsage>;

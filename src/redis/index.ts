@@ -6,6 +6,8 @@ import { connectRedis } from "./client";
 import { redisUserSends } from "./user-sends";
 import { redisLanes } from "./lanes";
 import { redisUserGenerations } from "./user-generations";
+import { redisReservations } from "./reservations";
+import type { Reservations } from "../chat/reservations";
 import type { UserGenerations } from "../chat/user-generations";
 
 export type SharedOptions = {
@@ -36,6 +38,7 @@ export function startSharedMode(o: SharedOptions, log: Logger, metrics: Metrics)
   });
   let lanes: ReturnType<typeof redisLanes> | undefined;
   let generations: ReturnType<typeof redisUserGenerations> | undefined;
+  let reservations: ReturnType<typeof redisReservations> | undefined;
   return {
     bus,
     backfill: bus.backfill,
@@ -45,6 +48,9 @@ export function startSharedMode(o: SharedOptions, log: Logger, metrics: Metrics)
     /** Each user's replies at once (MAX_GENERATIONS_PER_USER), counted across replicas. */
     userGenerations: (max: number, fallback: UserGenerations) =>
       (generations = redisUserGenerations(redis, { max, leaseMs: o.leaseMs, replicaId: o.replicaId, log }, fallback)),
+    /** Each user's admitted and unrecorded tokens (budgets), seen by every replica. */
+    reservations: (fallback: Reservations) =>
+      (reservations = redisReservations(redis, { leaseMs: o.leaseMs, replicaId: o.replicaId, log }, fallback)),
     /** Takes over the questions of replicas that died. */
     sweep: async () => lanes?.sweep(),
     /** `connected`: the bus has subscribed once since start-up; before that this replica is not ready. */
@@ -58,6 +64,7 @@ export function startSharedMode(o: SharedOptions, log: Logger, metrics: Metrics)
     async close() {
       lanes?.close();
       generations?.close();
+      reservations?.close();
       await redis.close();
     },
   };

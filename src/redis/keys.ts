@@ -21,6 +21,8 @@ export const keys = {
   userSends: (userId: string) => `pichat:{u:${userId}}:sends`,
   /** One user's replies at once (MAX_GENERATIONS_PER_USER), scored by lease end. */
   userGenerations: (userId: string) => `pichat:{u:${userId}}:generations`,
+  /** One user's admitted and unrecorded tokens (budgets), a member per call, scored by lease end. */
+  userReservations: (userId: string) => `pichat:{u:${userId}}:reserved`,
 };
 
 /** The sharded pub/sub channel every replica publishes chat events on and listens to. */
