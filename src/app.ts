@@ -9,6 +9,7 @@ import { healthReport, type HealthSources } from "./http/health";
 import { registerChatRoutes, type ChatRoutes } from "./http/chats";
 import type { Logger } from "./log";
 import { registerPage } from "./http/page";
+import { registerShareRoutes, type ShareRoutes } from "./http/shares";
 import type { SignInThrottle, TransferGate } from "./http/throttle";
 import { StoreUnavailableError } from "./store/errors";
 import type { ConnData } from "./ws/connections";
@@ -33,6 +34,8 @@ export type AppOptions = {
   devicesEnabled: boolean;
   /** Export and import of chats (src/http/chats.ts), through the chat service. */
   chats: ChatRoutes["chats"];
+  /** What /s/<id> shows (src/http/shares.ts), through the chat service. */
+  shares: Pick<ShareRoutes, "view" | "describeFailure">;
   /** Failed sign-ins per address, and each user's exports and imports (src/http/throttle.ts). */
   throttle: { signIns: SignInThrottle; transfers: TransferGate };
   log: Logger;
@@ -117,6 +120,14 @@ export function createApp(o: AppOptions) {
     if ("refuse" in signed) return signed.refuse;
     const { userId: id, name, via } = signed.user;
     return c.json({ id, name, via }, 200, { "Cache-Control": "no-store" });
+  });
+
+  registerShareRoutes(app, {
+    ...o.shares,
+    signIn,
+    anonymous: () => o.auth.authenticate(undefined).catch(() => undefined),
+    addressOf: (c) => addressOf(c as { env: Env["Bindings"]; req: { raw: Request } }),
+    log: o.log,
   });
 
   registerChatRoutes(app, {

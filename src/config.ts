@@ -179,6 +179,8 @@ const EnvSchema = v.object({
   MODEL_TIMEOUT_MS: int(60_000, 100, 600_000),
   OFFLINE_MODEL_DELAY_MS: int(15, 0, 5_000),
   CHAT_TITLES: bool(true),
+  // Sharing (src/chat/shares.ts): whether an owner may make a link readable without signing in.
+  ALLOW_PUBLIC_SHARES: bool(false),
 
   IOT_HUB_ENABLE: bool(false),
   IOT_HUB_NAME: optionalStr,

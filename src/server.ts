@@ -138,6 +138,7 @@ export function startServer(parts: ServerParts) {
       modelCallsPerMinute: c.MODEL_CALLS_PER_MINUTE,
       deviceDefaultOwner: c.DEVICE_DEFAULT_OWNER,
       modelAllowed: c.MODEL_ALLOWED,
+      allowPublicShares: c.ALLOW_PUBLIC_SHARES,
       // Characters, two bytes each in memory (JS strings); with several replicas, trusted for less time
       // without news from the bus (src/chat/recent.ts).
       historyCacheChars: c.HISTORY_CACHE_MB * 500_000,
@@ -219,6 +220,7 @@ export function startServer(parts: ServerParts) {
       importChat: chat.importChat,
       describeFailure,
     },
+    shares: { view: chat.viewShare, describeFailure },
     throttle: {
       signIns: signInThrottle({
         burst: c.SIGN_IN_FAILURES_PER_MINUTE,

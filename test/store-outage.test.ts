@@ -151,6 +151,10 @@ describe("the store goes away mid-session and comes back", () => {
         ["GET_DEVICES", { type: "GET_DEVICES" }, "DEVICES"],
         ["SEND_TO_DEVICE", { type: "SEND_TO_DEVICE", deviceId: "kitchen-pi", text: "dinner is ready" }, "DEVICE_SENT"],
         ["GET_USAGE", { type: "GET_USAGE" }, "USAGE"],
+        // Shared links (src/chat/shares.ts).
+        ["SHARE_CHAT", { type: "SHARE_CHAT", chatId: kept.id }, "SHARE"],
+        ["GET_SHARES", { type: "GET_SHARES" }, "SHARES"],
+        ["REVOKE_SHARE", { type: "REVOKE_SHARE", shareId: "D".repeat(32) }, "SHARE_REVOKED"],
       ];
       // Every frame type is here except the two that read no store: UNWATCH (below) and
       // STOP_GENERATION (the next test).

@@ -47,6 +47,8 @@ export type ChatOptions = {
   deviceDefaultOwner: string;
   /** MODEL_ALLOWED: the models a user may pick in their settings; empty or unset: the configured one only. */
   modelAllowed?: readonly string[];
+  /** ALLOW_PUBLIC_SHARES: an owner may make a shared link readable without signing in (src/chat/shares.ts). */
+  allowPublicShares?: boolean;
 };
 
 /** What the chat service is built from, once, in server.ts (tests pass real local peers). */

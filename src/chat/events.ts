@@ -49,8 +49,6 @@ export type ChatEvent =
   | { type: "folders_changed"; owner: string; folders: Folder[]; origin?: string }
   /** A user's rating in a chat changed: every replica drops what it knows of that chat's ratings (src/chat/feedback.ts). */
   | { type: "feedback_changed"; owner: string; chatId: string }
-  /** A share link was revoked (or its chat deleted): every replica forgets it at once (src/chat/shares.ts). */
-  | { type: "share_revoked"; shareIds: string[] }
   /** A user's settings changed: every replica drops its copy (src/chat/settings-cache.ts). */
   | { type: "settings_updated"; owner: string }
   /** Something about one of the owner's devices changed (a question, IoT Hub's connection state); absent fields did not. */

@@ -16,6 +16,7 @@ import { promptBuilder } from "./pipeline/prompt";
 import { questionStore } from "./pipeline/question";
 import type { StopReason } from "./pipeline/replies";
 import { recentMessages } from "./recent";
+import { shareCommands } from "./shares";
 import { SEARCH_MAX_LIMIT, SEARCH_PAGE_SIZE, searchCommands, type SearchQuery } from "./search";
 import { getSettingsOf, updateSettingsOf, type SettingsPatch } from "./settings";
 import { withSettingsCache } from "./settings-cache";
@@ -68,6 +69,7 @@ export function createChatService(parts: ChatParts) {
   const feedback = feedbackCommands({ ...ctx, onFeedback: parts.onFeedback }, known);
   const transfer = transferCommands(ctx, known.requireChat, feedback.ratingsIn);
   const search = searchCommands(ctx).search;
+  const shares = shareCommands(ctx, known, { allowPublic: parts.options.allowPublicShares ?? false });
   // Requests from other replicas: stop a reply generated here; a chat deleted there stops ours.
   const deviceChatOf = deviceChat(ctx.store, chats.createChat);
   const unsubscribe = parts.bus.subscribe((e) => {
@@ -103,7 +105,9 @@ export function createChatService(parts: ChatParts) {
     /** The chat goes; then its pin, placement and ratings (a failure there leaves only records nothing shows). */
     async deleteChat(o: { owner: string; chatId: string; origin?: string }) {
       await chats.deleteChat(o);
-      await organise.forget(o.owner, o.chatId).catch((e) => parts.log.warn("could not forget a deleted chat's marks", { error: e }));
+      await Promise.all([organise.forget(o.owner, o.chatId), shares.forgetChat(o.owner, o.chatId)]).catch((e) =>
+        parts.log.warn("could not forget a deleted chat's marks and links (its links end anyway: views check the chat)", { error: e }),
+      );
     },
     pinChat: organise.pin,
     moveChat: organise.move,
@@ -113,6 +117,11 @@ export function createChatService(parts: ChatParts) {
     deleteFolder: organise.deleteFolder,
     /** RATE_REPLY: thumbs up or down (null: none) on a reply, with an optional comment. */
     rateReply: (o: { owner: string; chatId: string; messageId: string; rating: Rating | null; comment?: string }) => feedback.rate(o),
+    /** SHARE_CHAT, GET_SHARES, REVOKE_SHARE, and what /s/<id> shows (src/chat/shares.ts). */
+    shareChat: shares.share,
+    shares: shares.list,
+    revokeShare: shares.revoke,
+    viewShare: shares.view,
     /** The owner's ratings in a chat, by message id (exports show them). */
     ratingsIn: feedback.ratingsIn,
     renameChat: chats.renameChat,

@@ -71,14 +71,19 @@ const files: Record<string, { body: string; type: string }> = {
   "/page/devices.js": { body: read("devices.js"), type: JS },
   "/page/usage.js": { body: read("usage.js"), type: JS },
   "/page/transfer.js": { body: read("transfer.js"), type: JS },
+  "/page/organise.js": { body: read("organise.js"), type: JS },
+  "/page/share.js": { body: read("share.js"), type: JS },
   // The typed client (client/), built into one file by `bun run build:client`.
   "/page/client.js": { body: read("client.js"), type: JS },
   "/page/style.css": { body: read("style.css"), type: "text/css; charset=utf-8" },
   ...Object.fromEntries(Object.keys(VENDOR).map((name) => [`/page/vendor/${name}`, { body: readVendor(name), type: JS }])),
 };
 
+// A shared chat's page (/s/<id>): the same kind of static shell, under the same CSP; share.js fetches the snapshot.
+const sharePage = { body: read("share.html"), type: "text/html; charset=utf-8" };
+
 export function registerPage<E extends Env>(app: Hono<E>) {
-  for (const [path, f] of Object.entries(files)) {
+  for (const [path, f] of [...Object.entries(files), ["/s/:id", sharePage] as const]) {
     app.get(path, (c) =>
       c.body(f.body, 200, {
         "Content-Type": f.type,

@@ -52,7 +52,6 @@ export function showEventsOnSockets(bus: Bus, conns: Connections): () => void {
       case "settings_updated":
       case "messages_changed":
       case "feedback_changed":
-      case "share_revoked":
         return; // between replicas only
     }
   });

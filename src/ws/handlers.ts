@@ -133,6 +133,19 @@ export const handlers: { [T in InboundType]: Handler<T> } = {
       ),
     ),
   ),
+  // Shared links (src/chat/shares.ts).
+  SHARE_CHAT: handler("SHARE_CHAT", async (c, a) =>
+    c.reply(
+      frames.share(
+        await c.chat.shareChat({ owner: c.client.owner, chatId: a.chatId, upTo: a.upTo ?? undefined, public: a.public ?? undefined }),
+      ),
+    ),
+  ),
+  GET_SHARES: handler("GET_SHARES", async (c, a) => c.reply(frames.shares(await c.chat.shares(c.client.owner, a.chatId ?? undefined)))),
+  REVOKE_SHARE: handler("REVOKE_SHARE", async (c, a) => {
+    await c.chat.revokeShare(c.client.owner, a.shareId);
+    c.reply(frames.shareRevoked(a.shareId));
+  }),
   SEND_MESSAGE: handler("SEND_MESSAGE", async (c, a) => {
     const track = await admitSend(c.limits, c.ws.data.budget, a.content, () => c.userSends(c.client.owner));
     const r = await c.chat.send({ ...a, owner: c.client.owner }, c.client);

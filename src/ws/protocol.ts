@@ -20,6 +20,7 @@ import {
 } from "../records";
 import type { ListedChat } from "../chat/organise";
 import type { PublicFeedback } from "../chat/feedback";
+import type { ShareInfo } from "../chat/shares";
 import { ERROR_CODES, type ErrorCode } from "./errors";
 
 // Every frame of /ws, in and out: `inbound` (what a client sends), `outbound` (what the server sends) and
@@ -191,6 +192,21 @@ export const inbound = {
   RENAME_FOLDER: v.object({ folderId: FolderId, name: Name }),
   // Its chats stay, in no folder.
   DELETE_FOLDER: v.object({ folderId: FolderId }),
+  // A read-only snapshot of the chat's current branch (up to `upTo`) at /s/<id>; `public` only where the operator allows it.
+  SHARE_CHAT: v.object({
+    chatId: ChatId,
+    upTo: v.nullish(MessageRef),
+    public: v.nullish(v.boolean("public must be true or false")),
+  }),
+  // The caller's links (one chat's with chatId), newest first.
+  GET_SHARES: v.object({ chatId: v.nullish(ChatId) }),
+  REVOKE_SHARE: v.object({
+    shareId: v.pipe(
+      v.string("shareId must be a string"),
+      v.minLength(1, "shareId must not be empty"),
+      v.maxLength(64, "shareId must be at most 64 characters"),
+    ),
+  }),
   // Thumbs up or down on a reply (null: take the rating back), with an optional comment.
   RATE_REPLY: v.object({
     chatId: ChatId,
@@ -249,6 +265,16 @@ const ListedChatSchema = v.object({
   folderId: v.optional(v.pipe(v.nullable(Uuid), v.description("the folder it is in (null: none)"))),
 });
 const FolderFrameSchema = v.object({ id: Uuid, name: v.string(), created_at: IsoTime });
+const ShareFrameSchema = v.object({
+  id: v.pipe(v.string(), v.description("the link's id: 32 base64url characters (192 random bits)")),
+  url: v.pipe(v.string(), v.description("/s/<id>, on this server")),
+  chatId: Uuid,
+  name: v.pipe(v.string(), v.description("the chat's name when shared")),
+  public: v.pipe(v.boolean(), v.description("readable without signing in (only with ALLOW_PUBLIC_SHARES)")),
+  upTo: v.optional(v.string()),
+  messages: v.optional(v.pipe(v.number(), v.integer(), v.description("SHARE only: messages in the snapshot"))),
+  created_at: IsoTime,
+});
 /** A message as frames show it: never its lease; in history, maybe still streaming and maybe one of several siblings. */
 export const PublicMessageSchema = v.object({
   ...v.omit(MessageSchema, ["lease"]).entries,
@@ -460,6 +486,17 @@ export const outbound = {
     { chatId: Uuid, messageId: v.string(), feedback: v.nullable(FeedbackSchema) },
     "RATE_REPLY's answer: the user's rating of the reply as stored (null: none).",
   ),
+  SHARE: frame(
+    "SHARE",
+    { share: ShareFrameSchema },
+    "SHARE_CHAT's answer: the new link (`url` is a path on this server) and how many messages its snapshot holds.",
+  ),
+  SHARES: frame("SHARES", { shares: v.array(ShareFrameSchema) }, "GET_SHARES' answer: the user's links, newest first."),
+  SHARE_REVOKED: frame(
+    "SHARE_REVOKED",
+    { shareId: v.string() },
+    "REVOKE_SHARE's answer: the link answers 404 from now on, on every replica.",
+  ),
   RESYNC: frame(
     "RESYNC",
     { reason: v.string() },
@@ -515,6 +552,9 @@ export const answers = {
   RENAME_FOLDER: "FOLDERS",
   DELETE_FOLDER: "FOLDERS",
   RATE_REPLY: "FEEDBACK",
+  SHARE_CHAT: "SHARE",
+  GET_SHARES: "SHARES",
+  REVOKE_SHARE: "SHARE_REVOKED",
 } as const satisfies { [T in InboundType]: OutboundType };
 
 const catchUp = (r: {
@@ -558,6 +598,9 @@ export const frames = {
   chatCreated: (chat: Chat) => ({ type: "CHAT_CREATED", chat }),
   chatUpdated: (chat: Chat | ListedChat) => ({ type: "CHAT_UPDATED", chat }),
   folders: (folders: Folder[], folder?: Folder) => ({ type: "FOLDERS", folders, ...(folder ? { folder } : {}) }),
+  share: (share: ShareInfo) => ({ type: "SHARE", share: { ...share, url: `/s/${share.id}` } }),
+  shares: (shares: ShareInfo[]) => ({ type: "SHARES", shares: shares.map((s) => ({ ...s, url: `/s/${s.id}` })) }),
+  shareRevoked: (shareId: string) => ({ type: "SHARE_REVOKED", shareId }),
   feedback: (f: { chatId: string; messageId: string; feedback: PublicFeedback | null }) => ({
     type: "FEEDBACK",
     chatId: f.chatId,

@@ -6,6 +6,7 @@
 import { createClient } from "/page/client.js";
 import { renderMarkdown } from "/page/markdown.js";
 import { createDevices } from "/page/devices.js";
+import { createOrganise } from "/page/organise.js";
 import { createSearch } from "/page/search.js";
 import { adoptLinkToken } from "/page/signin.js";
 import { errorText, fileName, saveFile } from "/page/transfer.js";
@@ -140,6 +141,7 @@ async function connect() {
     if (mySession !== session) return;
     if (state === "open") {
       send({ type: "GET_CHATS" }); // CHAT_LIST then re-opens the current chat
+      organise.opened(); // folders (organise.js)
       devices.refresh();
       usage.refresh();
       if (ui.who.hidden) whoAmI().then(updateControls); // unanswered before the socket opened
@@ -225,6 +227,7 @@ function onDelta(f) {
   if (!f.end) return renderSoon(text);
   renderNow(text);
   li.classList.remove("streaming");
+  if (!li.querySelector("[data-rating]")) organise.decorateMessage(li, { id: f.traceId, role: "assistant" });
   if (f.reason) li.querySelector(".actions").before(el("small", "status", f.reason));
   if (streaming === f.traceId) streaming = null;
   updateControls();
@@ -276,7 +279,8 @@ function reloadHistory() {
 
 function upsert(chat) {
   const i = chats.findIndex((c) => c.id === chat.id);
-  if (i >= 0) chats[i] = chat;
+  if (i >= 0)
+    chats[i] = { ...chats[i], ...chat }; // a rename names no pin or folder: those stay
   else chats.unshift(chat);
   renderChats();
 }
@@ -289,11 +293,12 @@ function forget(chatId) {
 
 function renderChats() {
   ui.chats.replaceChildren(
-    ...chats.map((c) => {
+    ...organise.arrange(chats).map((c) => {
       const li = el("li", c.id === current ? "current" : "");
       li.dataset.id = c.id;
       const b = Object.assign(el("button", "chat"), { type: "button", onclick: () => select(c.id) });
       b.append(el("span", "name", c.name));
+      organise.decorateChat(b, c);
       if (c.device_id) b.append(Object.assign(el("span", "badge", "device"), { title: `device ${c.device_id}` }));
       li.append(b);
       return li;
@@ -366,6 +371,7 @@ function addMessage(m) {
   }
   if (m.status) li.append(el("small", "status", m.status));
   li.append(actions(m));
+  organise.decorateMessage(li, m); // 👍 / 👎 on a reply
   enableActions(li);
   stickToBottom(() => ui.messages.append(li));
   bubbles.set(m.id, li);
@@ -592,18 +598,34 @@ const search = createSearch({
   list: $("hits"),
   more: $("more-results"),
   chatList: ui.chats,
-  send: (frame) => send(frame, (f) => search.failed(f)),
+  send: (frame) => send({ ...frame, ...organise.searchScope() }, (f) => search.failed(f)),
   open(hit) {
     findAfterLoad = hit.messageId ?? null;
     select(hit.chatId);
   },
 });
 
+// ---- pins, folders, ratings and shared links (organise.js) ----
+
+const organise = createOrganise({
+  send,
+  current: () => current,
+  chats: () => chats,
+  rerender: () => renderChats(),
+  notify: (text) => notify(text),
+  sidebar: $("sidebar"),
+  before: ui.chats,
+  menu: ui.chatMenuItems,
+  closeMenu: () => toggleMenu(false),
+});
+Object.assign(on, organise.on);
+
 // ---- export and import ----
 
 function toggleMenu(open) {
   ui.chatMenuItems.hidden = !open;
   ui.chatMenu.setAttribute("aria-expanded", String(open));
+  if (open) organise.menuOpened();
   if (open) ui.chatMenuItems.querySelector("button").focus();
 }
 ui.chatMenu.onclick = () => toggleMenu(ui.chatMenuItems.hidden);
