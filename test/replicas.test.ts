@@ -101,6 +101,28 @@ for (const kind of ["single", "cluster"] as const) {
       expect(stored.map((m) => m.content)).toEqual(["hello from r0", words(30).join("")]);
     }, 30_000);
 
+    test("deltas read in one tick go to the other replicas as one bus message: every seq arrives once, in order, in fewer messages", async () => {
+      const [a, b] = [await on(r, 0), await on(r, 1)];
+      const chat = await newChat(a);
+      await open(b, chat.id);
+      const published = async () =>
+        Number(
+          /pichat_bus_messages_total\{direction="published"\} (\d+)/.exec(
+            await (await fetch(`${r.replicas[0]!.httpUrl}/metrics`)).text(),
+          )?.[1] ?? 0,
+        );
+      const before = await published();
+      // No pacing: the model's deltas come several to a network read.
+      model.setScript({ tokens: words(300) });
+      a.send({ type: "SEND_MESSAGE", chatId: chat.id, content: "all at once" });
+      const got = await b.reply(chat.id, 15_000);
+      expect(got.chunks.map((f) => f.seq)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
+      expect(got.text).toBe(words(300).join(""));
+      const sent = (await published()) - before;
+      console.log(`${kind}: 300 deltas went to the other replicas in ${sent} bus messages (with the question, start and end)`);
+      expect(sent).toBeLessThan(300);
+    }, 30_000);
+
     test("history on another replica mid-stream: the text so far, then the rest live, no gap, no repeat", async () => {
       const a = await on(r, 0);
       const chat = await newChat(a);

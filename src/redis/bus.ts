@@ -52,7 +52,8 @@ export function redisBus(o: {
 
   sub.on("smessage", (channel: string, raw: string) => {
     if (channel !== EVENTS_CHANNEL) return;
-    let env: { from: string; at: number; e: ChatEvent };
+    // `es`: the deltas one replica published in one tick, in order (one message instead of many).
+    let env: { from: string; at: number; e: ChatEvent; es?: ChatEvent[] };
     try {
       env = JSON.parse(raw);
     } catch {
@@ -60,7 +61,8 @@ export function redisBus(o: {
     }
     if (env.from === o.replicaId) return;
     o.onMessage?.("received", Date.now() - env.at);
-    local.publish(env.e);
+    if (env.es) for (const e of env.es) local.publish(e);
+    else local.publish(env.e);
   });
   // A re-subscription after a lost connection means frames from other replicas may be gone.
   let subscribedOnce = false;
@@ -79,13 +81,37 @@ export function redisBus(o: {
     );
   });
 
+  const send = (body: { e: ChatEvent } | { es: ChatEvent[] }, at: number) => {
+    o.onMessage?.("published");
+    cmd.spublish(EVENTS_CHANNEL, JSON.stringify({ from: o.replicaId, at, ...body })).catch(failed);
+  };
+  // The deltas a reply's model stream yields in one tick (one network read often holds several) go
+  // to the other replicas as one message, sent when the tick ends; any other event sends what waits
+  // first, then itself at once, so the order is kept. This replica's own sockets get each at once.
+  let waiting: ChatEvent[] = [];
+  let waitingSince = 0;
+  const flush = () => {
+    const es = waiting;
+    if (es.length === 0) return;
+    waiting = [];
+    send(es.length === 1 ? { e: es[0]! } : { es }, waitingSince);
+  };
+
   return {
     publish(e) {
       // Other replicas first: their fan-out then runs while this replica does its own.
       if (e.type !== "resync") {
         mirror(e);
-        o.onMessage?.("published");
-        cmd.spublish(EVENTS_CHANNEL, JSON.stringify({ from: o.replicaId, at: Date.now(), e })).catch(failed);
+        if (e.type === "reply_delta") {
+          if (waiting.length === 0) {
+            waitingSince = Date.now();
+            setImmediate(flush);
+          }
+          waiting.push(e);
+        } else {
+          flush();
+          send({ e }, Date.now());
+        }
       }
       local.publish(e);
     },
