@@ -56,6 +56,7 @@ const RESENDABLE = new Set<RequestType>([
   "GET_CHATS",
   "GET_CHAT_HISTORY",
   "GET_SETTINGS",
+  "GET_TOOLS",
   "UPDATE_SETTINGS",
   "RENAME_CHAT",
   "WATCH",

@@ -296,6 +296,11 @@ for (const kind of ["sqlite", "cosmos"] as const) {
           .at(-1)!
           .body.tools.map((t: any) => t.function.name),
       ).toEqual(["current_time", "date_add"]);
+      const listed = await c.request({ type: "GET_TOOLS" }, "TOOLS");
+      expect(listed.servers).toEqual([{ name: "calc", state: "ready", tools: 4, off: true }]);
+      const offNames = listed.tools.filter((t: any) => t.off).map((t: any) => t.name);
+      expect(offNames).toEqual(["days_between", "calc__add", "calc__sleep", "calc__fail", "calc__big"]);
+      expect(listed.tools.find((t: any) => t.name === "current_time")).toMatchObject({ source: "builtin", off: false });
       const bad = await c.request({ type: "UPDATE_SETTINGS", toolsOff: ["no spaces allowed"] }, "SETTINGS");
       expect(bad).toMatchObject({ type: "ERROR", code: "INVALID_FRAME" });
       await c.request({ type: "UPDATE_SETTINGS", toolsOff: null }, "SETTINGS");

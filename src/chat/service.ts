@@ -183,6 +183,12 @@ export function createChatService(parts: ChatParts) {
         ? parts.usage.report(owner, days)
         : Promise.reject(new ChatError("INVALID_ARGUMENT", "usage is not recorded on this server (USAGE_RECORDS=false)")),
     getSettings: (owner: string) => getSettingsOf(ctx.store, owner),
+    /** The tools a user's replies may call, with what they turned off (GET_TOOLS). */
+    async listTools(owner: string) {
+      if (!parts.tools) return { tools: [], servers: [] };
+      const settings = await getSettingsOf(ctx.store, owner);
+      return parts.tools.toolbox.catalogue({ toolsOff: settings.toolsOff });
+    },
     updateSettings: (owner: string, patch: SettingsPatch) => (checkModelChoice(patch, allowed), updateSettingsOf(ctx.store, owner, patch)),
     /** Full-text search over the owner's chat names and messages (src/chat/search.ts). */
     search: (owner: string, o: SearchQuery & { folderId?: string }) =>

@@ -81,7 +81,24 @@ export function createToolbox(o: ToolboxOptions) {
     }
   }
 
-  return { available, run };
+  /**
+   * Every tool there is now (built-ins and connected servers'), each marked `off` when the user
+   * turned it or its server off, and every configured server with its state: what a settings
+   * screen needs to let a user choose.
+   */
+  function catalogue(prefs: ToolPrefs = {}) {
+    const off = new Set(prefs.toolsOff ?? []);
+    const tools = [...o.builtins, ...(o.mcp?.tools() ?? [])].map((t) => ({
+      name: t.name,
+      description: t.description,
+      source: t.source,
+      off: off.has(t.name) || off.has(t.source),
+    }));
+    const servers = (o.mcp?.status() ?? []).map((s) => ({ name: s.name, state: s.state, tools: s.tools, off: off.has(s.name) }));
+    return { tools, servers };
+  }
+
+  return { available, run, catalogue };
 }
 
 const isServerTool = (name: string) => name.includes(SEPARATOR);

@@ -63,6 +63,7 @@ export const handlers: { [T in InboundType]: Handler<T> } = {
   ),
   RESUME: handler("RESUME", async (c, a) => c.reply(frames.resumed(await c.chat.resume(a, c.client)))),
   GET_SETTINGS: handler("GET_SETTINGS", async (c) => c.reply(frames.settings(await c.chat.getSettings(c.client.owner), c.chat.defaults))),
+  GET_TOOLS: handler("GET_TOOLS", async (c) => c.reply(frames.toolList(await c.chat.listTools(c.client.owner)))),
   UPDATE_SETTINGS: handler("UPDATE_SETTINGS", async (c, a) =>
     c.reply(frames.settings(await c.chat.updateSettings(c.client.owner, a), c.chat.defaults)),
   ),

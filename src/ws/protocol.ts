@@ -118,6 +118,7 @@ export const inbound = {
     ),
   }),
   GET_SETTINGS: v.object({}),
+  GET_TOOLS: v.object({}),
   // The caller's own model usage: the last `days` UTC days (today included), and today's budget.
   GET_USAGE: v.object({
     days: v.nullish(
@@ -421,6 +422,28 @@ export const outbound = {
     },
     "GET_USAGE's answer: tokens per UTC day and model, newest first (`estimated`: calls counted by the tokenizer), and today's use against the budget (null: none).",
   ),
+  TOOLS: frame(
+    "TOOLS",
+    {
+      tools: v.array(
+        v.object({
+          name: v.pipe(v.string(), v.description("what the model calls it: a built-in, or <server>__<tool>")),
+          description: v.string(),
+          source: v.pipe(v.string(), v.description('"builtin" or the MCP server\'s name')),
+          off: v.pipe(v.boolean(), v.description("turned off in this user's settings (the tool or its server in toolsOff)")),
+        }),
+      ),
+      servers: v.array(
+        v.object({
+          name: v.string(),
+          state: v.picklist(["connecting", "ready", "down"]),
+          tools: v.number(),
+          off: v.boolean(),
+        }),
+      ),
+    },
+    "GET_TOOLS' answer: every tool a reply may call now, and every MCP server with its state.",
+  ),
   REGENERATING: frame(
     "REGENERATING",
     { chatId: Uuid, questionId: v.string(), traceId: v.string(), queued: v.boolean() },
@@ -534,6 +557,7 @@ export const answers = {
   STOP_GENERATION: "GENERATION_STOPPED",
   RESUME: "MESSAGE",
   GET_SETTINGS: "SETTINGS",
+  GET_TOOLS: "TOOLS",
   GET_USAGE: "USAGE",
   UPDATE_SETTINGS: "SETTINGS",
   WATCH: "WATCHING",
@@ -660,6 +684,11 @@ export const frames = {
   resumed: (r: Resumed) => (r.live ? catchUp(r) : finished(r.message)),
   catchUp,
   finished,
+  toolList: (t: Omit<Outbound<"TOOLS">, "type" | "requestId">): Outbound<"TOOLS"> => ({
+    type: "TOOLS",
+    tools: t.tools,
+    servers: t.servers,
+  }),
   generationStopped: (g: { chatId: string; traceId: string }) => ({ type: "GENERATION_STOPPED", chatId: g.chatId, traceId: g.traceId }),
   settings: (settings: Settings, defaults: { systemPrompt: string; model: string; deviceSystemPrompt?: string }) => ({
     type: "SETTINGS",
