@@ -6,6 +6,7 @@ import { join } from "node:path";
 import type { Chat, Message } from "../src/records";
 import { openSqliteStore } from "../src/store/sqlite";
 import { ownerKey } from "../src/store/sqlite/search";
+import { addressKey, signInThrottle } from "../src/http/throttle";
 import type { Store } from "../src/store/store";
 import { openTestCosmosStore, startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
 import { startTestServer, type TestServer } from "./support/harness";
@@ -328,5 +329,21 @@ describe("search work per query", () => {
       await store.close();
       await cosmos.stop();
     }
+  });
+});
+
+describe("sign-in throttle keys", () => {
+  test("IPv4 as is, IPv4-mapped IPv6 as its IPv4, IPv6 by its /64 (one host's whole prefix is one key)", () => {
+    expect(addressKey("203.0.113.7")).toBe("203.0.113.7");
+    expect(addressKey("::ffff:203.0.113.7")).toBe("203.0.113.7");
+    expect(addressKey("2001:db8:1:2:aaaa::1")).toBe("2001:db8:1:2::/64");
+    expect(addressKey("2001:0db8:0001:0002:ffff:ffff:ffff:ffff")).toBe("2001:db8:1:2::/64");
+    expect(addressKey("2001:db8::1")).toBe("2001:db8:0:0::/64");
+    expect(addressKey("::1")).toBe("0:0:0:0::/64");
+    const t = signInThrottle({ burst: 2, everyS: 30, log: () => {} });
+    t.failed("2001:db8:1:2::10", 0);
+    t.failed("2001:db8:1:2::20", 0);
+    expect(t.refused("2001:db8:1:2:ffff::99", 0)).toBeGreaterThan(0);
+    expect(t.refused("2001:db8:1:3::1", 0)).toBeUndefined();
   });
 });

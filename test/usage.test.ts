@@ -226,3 +226,37 @@ for (const kind of ["sqlite", "cosmos"] as const) {
     });
   });
 }
+
+describe("titles are model calls like any", () => {
+  test("a title counts in MODEL_CALLS_PER_MINUTE: after a reply and its title, a limit of 2 refuses the next question, nothing stored", async () => {
+    const model = await startSseModel({ tokens: ["Hi"] });
+    model.setScript((req) =>
+      req.body.messages[0].content.startsWith("Write a short title") ? { tokens: ["Greeting"] } : { tokens: ["Hi"] },
+    );
+    const srv = await startTestServer({
+      OPENAI_BASE_URL: `${model.url}/v1`,
+      OPENAI_MODEL: "gpt-4o",
+      CHAT_TITLES: "true",
+      MODEL_CALLS_PER_MINUTE: "2",
+    });
+    try {
+      // Near the end of a minute the window may turn over mid-test: start at the top of one.
+      const intoMinute = Date.now() % 60_000;
+      if (intoMinute > 50_000) await Bun.sleep(60_000 - intoMinute + 50);
+      const c = await srv.connect();
+      const chatId = await newChat(c);
+      c.send({ type: "SEND_MESSAGE", chatId, content: "hello" });
+      await c.reply(chatId);
+      await c.next((f) => f.type === "CHAT_UPDATED" && f.chat.name === "Greeting");
+      expect(model.requests.length).toBe(2);
+      const other = await newChat(c);
+      const refused = await c.request({ type: "SEND_MESSAGE", chatId: other, content: "again" }, "MESSAGE_ACCEPTED");
+      expect(refused).toMatchObject({ type: "ERROR", code: "TOO_MANY_GENERATIONS" });
+      expect(await srv.store.listMessages(other, { limit: 5 })).toEqual([]);
+      expect(model.requests.length).toBe(2);
+    } finally {
+      await srv.close();
+      model.stop();
+    }
+  }, 30_000);
+});

@@ -47,10 +47,28 @@ export function keyedBuckets({ perSecond, burst }: { perSecond: number; burst: n
   };
 }
 
+/**
+ * The key an address is throttled under: an IPv4 address as is (an IPv4-mapped IPv6 one as its
+ * IPv4), an IPv6 address by its /64, since one host is usually given a whole /64 to pick from.
+ */
+export function addressKey(address: string): string {
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
+  if (mapped) return mapped[1]!;
+  if (!address.includes(":")) return address;
+  const [head = "", tail = ""] = address.toLowerCase().split("%")[0]!.split("::");
+  const left = head ? head.split(":") : [];
+  const right = address.includes("::") ? (tail ? tail.split(":") : []) : [];
+  const groups = address.includes("::") ? [...left, ...Array(Math.max(0, 8 - left.length - right.length)).fill("0"), ...right] : left;
+  return `${groups
+    .slice(0, 4)
+    .map((g) => g.replace(/^0+(?=.)/, ""))
+    .join(":")}::/64`;
+}
+
 export type SignInThrottle = ReturnType<typeof signInThrottle>;
 
 /**
- * Failed sign-ins per address: `burst` failures, then one per `everyS` seconds. An address over it
+ * Failed sign-ins per address (an IPv6 one by its /64): `burst` failures, then one per `everyS` seconds. An address over it
  * is refused before its token is looked at (no store read, no authenticator log line), and the
  * refusals are logged as one line per `windowMs` (how many, from how many addresses).
  */
@@ -68,7 +86,7 @@ export function signInThrottle(o: {
   return {
     /** Undefined when the address may try; else seconds to wait. */
     refused(address: string, now = Date.now()): number | undefined {
-      const r = failures.check(address, now);
+      const r = failures.check(addressKey(address), now);
       if (r.ok) return undefined;
       o.onThrottled?.();
       if (now - window.start >= windowMs) {
@@ -81,7 +99,7 @@ export function signInThrottle(o: {
     },
     /** A sign-in from `address` failed. */
     failed(address: string, now = Date.now()) {
-      failures.take(address, now);
+      failures.take(addressKey(address), now);
     },
   };
 }
