@@ -51,8 +51,8 @@ export function createToolbox(o: ToolboxOptions) {
         ...(error ? { error } : {}),
       };
       // Name, time and outcome only: arguments can hold anything the user said.
-      o.log.info("tool call", { chatId: ctx.chatId, tool: call.name, ms, outcome: error ?? "ok" });
-      o.log.debug("tool call arguments", { chatId: ctx.chatId, tool: call.name, arguments: call.arguments.slice(0, 2_000) });
+      o.log.info("tool call", { chatId: ctx.chatId, tool: call.name.slice(0, 64), ms, outcome: error ?? "ok" });
+      o.log.debug("tool call arguments", { chatId: ctx.chatId, tool: call.name.slice(0, 64), arguments: call.arguments.slice(0, 2_000) });
       return out;
     };
     const tool = tools.find((t) => t.name === call.name);
@@ -71,13 +71,20 @@ export function createToolbox(o: ToolboxOptions) {
       return outcome(true, result);
     } catch (e) {
       if (ctx.signal.aborted) {
-        o.log.info("tool call", { chatId: ctx.chatId, tool: call.name, ms: Math.round(performance.now() - started), outcome: "cancelled" });
+        o.log.info("tool call", {
+          chatId: ctx.chatId,
+          tool: call.name.slice(0, 64),
+          ms: Math.round(performance.now() - started),
+          outcome: "cancelled",
+        });
         throw ctx.signal.reason;
       }
       if (timeout.aborted) return outcome(false, `Error: the tool did not answer within ${o.timeoutMs} ms.`, "timeout");
-      const message = e instanceof Error ? e.message : String(e);
       const unavailable = tool.source !== "builtin" && o.mcp?.status().find((s) => s.name === tool.source)?.state !== "ready";
-      return outcome(false, `Error: ${message.slice(0, 1_000)}`, unavailable ? "unavailable" : "failed");
+      // A connection's failure is said in our words (the transport's could carry the URL); a tool's own error in its.
+      if (unavailable) return outcome(false, `Error: the ${tool.source} server is unavailable; try again later.`, "unavailable");
+      const message = e instanceof Error ? e.message : String(e);
+      return outcome(false, `Error: ${message.slice(0, 1_000)}`, "failed");
     }
   }
 
