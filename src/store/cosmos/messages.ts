@@ -11,10 +11,18 @@ type MessageOps = Pick<
 
 const MESSAGE_ORDER = "ORDER BY c.created_at DESC, c.id DESC";
 
+/**
+ * A message as its document: a reply's tool calls' names and results also as one text field,
+ * `tool_text`, which SEARCH's scan matches beside `content` (src/store/cosmos/search.ts). Never read
+ * back: a message reads back exactly as it was written.
+ */
+const toDoc = (m: Message) => (m.tool_calls?.length ? { ...m, tool_text: m.tool_calls.map((t) => `${t.name} ${t.result}`).join(" ") } : m);
+const fromDoc = (doc: Record<string, unknown>) => strip<Message>(doc, ["tool_text"]);
+
 /** `touchChat` is the chat container's (chats.ts): a question's activity time is its one patch. */
 export function messageOps(k: Cosmos, touchChat: Store["touchChat"]): MessageOps {
   const { c, o } = k;
-  const addMessage = (m: Message) => tolerate(async () => (await c.messages.items.create(m, o()), true), [409], false);
+  const addMessage = (m: Message) => tolerate(async () => (await c.messages.items.create(toDoc(m), o()), true), [409], false);
 
   /**
    * The newest `limit` messages (one extra fetched, to learn whether older ones exist) older than
@@ -45,7 +53,7 @@ export function messageOps(k: Cosmos, touchChat: Store["touchChat"]): MessageOps
     const items = rows
       .slice(0, limit)
       .reverse()
-      .map((r) => strip<Message>(r));
+      .map((r) => fromDoc(r));
     const oldest = items[0];
     return rows.length > limit && oldest ? { items, cursor: encodeMessageCursor(chatId, oldest) } : { items };
   };
@@ -66,7 +74,7 @@ export function messageOps(k: Cosmos, touchChat: Store["touchChat"]): MessageOps
       },
       chatId,
     );
-    return doc ? strip<Message>(doc) : undefined;
+    return doc ? fromDoc(doc) : undefined;
   };
 
   const finalizeStale = async (now: number, chatId?: string) => {
@@ -90,15 +98,15 @@ export function messageOps(k: Cosmos, touchChat: Store["touchChat"]): MessageOps
     );
     const out: Message[] = [];
     for (const doc of stale) {
-      const { lease: _lease, ...rest } = strip<Message>(doc);
+      const { lease: _lease, ...rest } = fromDoc(doc);
       const next: Message = { ...rest, status: "interrupted" };
       // Only if it is still the checkpoint we read: a live writer's newer checkpoint (412) wins.
       const res = await tolerate(
-        () => c.messages.item(next.id, next.chat_id).replace(next, { ...o(), ...matchEtag(String(doc._etag)) }),
+        () => c.messages.item(next.id, next.chat_id).replace(toDoc(next), { ...o(), ...matchEtag(String(doc._etag)) }),
         [404, 412],
         undefined,
       );
-      if (res?.resource) out.push(strip<Message>(res.resource as unknown as Record<string, unknown>));
+      if (res?.resource) out.push(fromDoc(res.resource as unknown as Record<string, unknown>));
     }
     return out.sort((a, b) =>
       a.created_at < b.created_at ? -1 : a.created_at > b.created_at ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0,
@@ -109,12 +117,12 @@ export function messageOps(k: Cosmos, touchChat: Store["touchChat"]): MessageOps
   const rewriteMessage: Store["rewriteMessage"] = async (chatId, id, next) => {
     for (let attempt = 0; attempt < 10; attempt++) {
       const doc = await read<Message>(k, c.messages, id, chatId);
-      const m = next(doc ? strip<Message>(doc) : undefined);
+      const m = next(doc ? fromDoc(doc) : undefined);
       if (!m) return undefined;
       const won = await tolerate(
         async () => {
-          if (doc) await c.messages.item(id, chatId).replace(m, { ...o(), ...matchEtag(String(doc._etag)) });
-          else await c.messages.items.create(m, o());
+          if (doc) await c.messages.item(id, chatId).replace(toDoc(m), { ...o(), ...matchEtag(String(doc._etag)) });
+          else await c.messages.items.create(toDoc(m), o());
           return true;
         },
         [404, 409, 412],
@@ -137,7 +145,7 @@ export function messageOps(k: Cosmos, touchChat: Store["touchChat"]): MessageOps
       await tolerate(async () => void (await c.messages.item(m.id, m.chat_id).delete(o())), [404], undefined);
       return "gone";
     },
-    putMessage: async (m) => void (await c.messages.items.upsert(m, o())),
+    putMessage: async (m) => void (await c.messages.items.upsert(toDoc(m), o())),
     listMessages,
     pageMessages,
     findReply,

@@ -37,7 +37,10 @@ export const SCAN_CANDIDATES = 500;
 const CHATS_PER_QUERY = 1000;
 
 type ChatRow = { id: string; name: string; created_at: string };
-type MessageRow = { id: string; chat_id: string; role: Role; content: string; created_at: string; status?: string };
+type MessageRow = { id: string; chat_id: string; role: Role; content: string; created_at: string; status?: string; tool_text?: string };
+
+/** What a message is found by in a scan: its text, then its tool calls' names and results (`tool_text`, as on SQLite). */
+const searchText = (m: MessageRow) => (m.tool_text ? `${m.content} ${m.tool_text}` : m.content);
 type Ranked = { hit: SearchHit; score: number };
 
 // Every form of a folded character that folds back to it (é, É, è, ... for e), for the scan's
@@ -115,9 +118,9 @@ export function searchOps(k: Cosmos, mode: FullTextMode, maxChats = SEARCH_MAX_C
   };
 
   const scanSpec = (chats: string[], terms: string[]): SqlQuerySpec => ({
-    query: `SELECT TOP @n c.id, c.chat_id, c.role, c.content, c.created_at FROM c
+    query: `SELECT TOP @n c.id, c.chat_id, c.role, c.content, c.created_at, c.tool_text FROM c
       WHERE ARRAY_CONTAINS(@chats, c.chat_id) AND (NOT IS_DEFINED(c.status) OR c.status != @streaming)
-      AND ${terms.map((_, i) => `RegexMatch(c.content, @p${i})`).join(" AND ")} ORDER BY c.created_at DESC`,
+      AND ${terms.map((_, i) => `(RegexMatch(c.content, @p${i}) OR RegexMatch(c.tool_text, @p${i}))`).join(" AND ")} ORDER BY c.created_at DESC`,
     parameters: [
       { name: "@n", value: SCAN_CANDIDATES },
       { name: "@chats", value: chats },
@@ -188,9 +191,10 @@ export function searchOps(k: Cosmos, mode: FullTextMode, maxChats = SEARCH_MAX_C
       for (const chunk of chunks) {
         for (const m of await query<MessageRow>(k, c.messages, scanSpec(chunk, terms))) {
           const chat = byId.get(m.chat_id);
-          const marked = markTerms(m.content, terms);
+          const text = searchText(m);
+          const marked = markTerms(text, terms);
           // The pattern matched anywhere; a hit needs each term at the start of a word.
-          if (chat && matchesAll(marked)) ranked.push({ hit: hitOf(chat, m.content, marked, m), score: termScore(marked) });
+          if (chat && matchesAll(marked)) ranked.push({ hit: hitOf(chat, text, marked, m), score: termScore(marked) });
         }
       }
     }
