@@ -260,3 +260,38 @@ describe("titles are model calls like any", () => {
     }
   }, 30_000);
 });
+
+describe("sqlite daily totals", () => {
+  test("a budget check reads each day's total, kept with every record; a file with records and no totals gets them on open", async () => {
+    const { Database } = await import("bun:sqlite");
+    const dir = mkdtempSync(join(tmpdir(), "pichat-usage-daily-"));
+    const path = join(dir, "pichat.db");
+    const rec = (id: string, day: string, p: number, c: number): UsageRecord => ({
+      id,
+      user_id: "u1",
+      chat_id: "c",
+      message_id: id,
+      model: "m",
+      kind: "reply",
+      prompt_tokens: p,
+      completion_tokens: c,
+      estimated: false,
+      created_at: `${day}T10:00:00.000Z`,
+    });
+    let store = openSqliteStore(path);
+    await store.addUsage(rec("a", "2025-01-01", 10, 1));
+    await store.addUsage(rec("b", "2025-01-02", 20, 2));
+    await store.addUsage(rec("b", "2025-01-02", 20, 2)); // again: counted once
+    expect(await store.tokensUsedSince("u1", "2025-01-02T00:00:00.000Z")).toBe(22);
+    expect(await store.tokensUsedSince("u1", "2025-01-01T00:00:00.000Z")).toBe(33);
+    expect(await store.tokensUsedSince("u1", "2025-01-01T12:00:00.000Z")).toBe(22); // not a day's start: from the records
+    await store.close();
+    const raw = new Database(path);
+    raw.exec("DELETE FROM usage_daily");
+    raw.close();
+    store = openSqliteStore(path);
+    expect(await store.tokensUsedSince("u1", "2025-01-01T00:00:00.000Z")).toBe(33);
+    await store.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+});

@@ -54,6 +54,8 @@ export function dayOf(ms: number): { start: string; resetsAt: string; date: stri
 const LIMIT_TTL_MS = 10_000;
 /** Retries of a record the store refused, backing off up to this. */
 const MAX_RETRY_MS = 30_000;
+/** Characters of prompt text whose token counts are remembered (about 16 MB). */
+const COUNTED_CHARS = 8_000_000;
 /** Records waiting for the store at most (beyond, the oldest is logged and dropped). */
 const MAX_WAITING = 10_000;
 
@@ -143,11 +145,36 @@ export function createUsage(d: UsageDeps) {
     void flush();
   }
 
+  // A chat's history is the same text in every prompt of it: each turn's count is remembered (by
+  // encoding and text; the strings are the ones the prompt already holds, and JS caches their hashes).
+  const turnCounts = new Map<string, Map<string, number>>();
+  /** Characters the remembered texts hold (they may be the only reference left): at most COUNTED_CHARS. */
+  let countedChars = 0;
+  function remember(known: Map<string, number>, text: string, n: number) {
+    known.set(text, n);
+    countedChars += text.length;
+    while (countedChars > COUNTED_CHARS && known.size > 0) {
+      const oldest = known.keys().next().value!;
+      known.delete(oldest);
+      countedChars -= oldest.length;
+    }
+  }
   /** Prompt tokens as the model counts a chat prompt (src/chat/tokenizer.ts). */
   async function promptTokens(model: string, turns: ModelTurn[]): Promise<number> {
     const tok = await tokenizerFor(model);
-    const text = (t: ModelTurn) => ("tool_calls" in t ? t.content + JSON.stringify(t.tool_calls) : t.content);
-    return turns.reduce((n, t) => n + TOKENS_PER_MESSAGE + tok.count(text(t)), REPLY_PRIMING_TOKENS);
+    let known = turnCounts.get(tok.encoding);
+    if (!known) turnCounts.set(tok.encoding, (known = new Map()));
+    let n = REPLY_PRIMING_TOKENS;
+    for (const t of turns) {
+      const text = "tool_calls" in t ? t.content + JSON.stringify(t.tool_calls) : t.content;
+      let c = known.get(text);
+      if (c === undefined) {
+        c = tok.count(text);
+        remember(known, text, c);
+      }
+      n += TOKENS_PER_MESSAGE + c;
+    }
+    return n;
   }
 
   /**

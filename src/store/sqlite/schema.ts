@@ -44,6 +44,8 @@ CREATE TABLE IF NOT EXISTS usage (
 );
 CREATE INDEX IF NOT EXISTS usage_user_time ON usage (user_id, created_at);
 CREATE INDEX IF NOT EXISTS usage_time ON usage (created_at);
+-- Each user's tokens per UTC day, kept with every record written (a budget check reads one row, not the day's records).
+CREATE TABLE IF NOT EXISTS usage_daily (user_id TEXT NOT NULL, day TEXT NOT NULL, tokens INTEGER NOT NULL, PRIMARY KEY (user_id, day));
 -- A user's own tokens per day (NULL: no limit); no row: USER_TOKENS_PER_DAY applies.
 CREATE TABLE IF NOT EXISTS user_limits (user_id TEXT PRIMARY KEY, tokens_per_day INTEGER);
 -- Organising chats (organise.ts): folders, pins and which folder a chat is in, per owner.

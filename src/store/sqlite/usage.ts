@@ -25,32 +25,55 @@ export function usageOps(db: Database, guard: Guard): UsageOps {
     used: db.query<{ n: number | null }, { $user: string; $since: string }>(
       "SELECT sum(prompt_tokens + completion_tokens) AS n FROM usage WHERE user_id = $user AND created_at >= $since",
     ),
+    usedDays: db.query<{ n: number | null }, { $user: string; $day: string }>(
+      "SELECT sum(tokens) AS n FROM usage_daily WHERE user_id = $user AND day >= $day",
+    ),
+    addDaily: db.query(
+      `INSERT INTO usage_daily (user_id, day, tokens) VALUES ($user, $day, $n)
+       ON CONFLICT (user_id, day) DO UPDATE SET tokens = tokens + excluded.tokens`,
+    ),
     limit: db.query<{ tokens_per_day: number | null }, { $user: string }>("SELECT tokens_per_day FROM user_limits WHERE user_id = $user"),
     setLimit: db.query(
       "INSERT INTO user_limits (user_id, tokens_per_day) VALUES ($user, $n) ON CONFLICT (user_id) DO UPDATE SET tokens_per_day = excluded.tokens_per_day",
     ),
     dropLimit: db.query("DELETE FROM user_limits WHERE user_id = $user"),
   };
+  // A file whose records predate the daily totals gets them once, from its records.
+  db.transaction(() => {
+    const daily = db.query<{ n: number }, []>("SELECT count(*) AS n FROM usage_daily").get()?.n ?? 0;
+    if (daily === 0)
+      db.exec(`INSERT INTO usage_daily (user_id, day, tokens)
+        SELECT user_id, substr(created_at, 1, 10), sum(prompt_tokens + completion_tokens) FROM usage GROUP BY user_id, substr(created_at, 1, 10)`);
+  }).immediate();
+  // The record and its day's total in one transaction; a record written before adds nothing.
+  const addTx = db.transaction((r: UsageRecord) => {
+    const added =
+      q.add.run({
+        $id: r.id,
+        $user_id: r.user_id,
+        $chat_id: r.chat_id,
+        $message_id: r.message_id,
+        $model: r.model,
+        $kind: r.kind,
+        $prompt: r.prompt_tokens,
+        $completion: r.completion_tokens,
+        $estimated: r.estimated ? 1 : 0,
+        $created_at: r.created_at,
+      }).changes > 0;
+    if (added) q.addDaily.run({ $user: r.user_id, $day: r.created_at.slice(0, 10), $n: r.prompt_tokens + r.completion_tokens });
+    return added;
+  });
   return {
-    addUsage: guard(
-      (r: UsageRecord) =>
-        q.add.run({
-          $id: r.id,
-          $user_id: r.user_id,
-          $chat_id: r.chat_id,
-          $message_id: r.message_id,
-          $model: r.model,
-          $kind: r.kind,
-          $prompt: r.prompt_tokens,
-          $completion: r.completion_tokens,
-          $estimated: r.estimated ? 1 : 0,
-          $created_at: r.created_at,
-        }).changes > 0,
-    ),
+    addUsage: guard((r: UsageRecord) => addTx.immediate(r)),
     listUsage: guard(({ userId, since }: { userId?: string; since: string }) =>
       (userId === undefined ? q.ofAll.all({ $since: since }) : q.ofUser.all({ $user: userId, $since: since })).map(toRecord),
     ),
-    tokensUsedSince: guard((userId: string, since: string) => q.used.get({ $user: userId, $since: since })?.n ?? 0),
+    // From a day's start (what a budget asks): the daily totals; from any other time: the records.
+    tokensUsedSince: guard((userId: string, since: string) =>
+      since.endsWith("T00:00:00.000Z")
+        ? (q.usedDays.get({ $user: userId, $day: since.slice(0, 10) })?.n ?? 0)
+        : (q.used.get({ $user: userId, $since: since })?.n ?? 0),
+    ),
     tokensPerDay: guard((userId: string) => {
       const row = q.limit.get({ $user: userId });
       return row ? row.tokens_per_day : undefined;
