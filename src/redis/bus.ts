@@ -43,6 +43,10 @@ export function redisBus(o: {
       cmd.xadd(key, "MAXLEN", "~", String(STREAM_MAX_LEN), "*", "s", String(e.seq), "c", e.content).catch(() => {});
       // Its replica may die before anyone finalises it: the stream expires unless heartbeats renew it.
       if (e.seq === 1) cmd.pexpire(key, o.liveStreamTtlMs).catch(() => {});
+    } else if (e.type === "reply_tool") {
+      // A tool call takes a seq with no text: kept in the stream too, so a replica filling in (or
+      // finalising an orphan from) the stream finds no gap there.
+      cmd.xadd(keys.stream(e.chatId, e.traceId), "MAXLEN", "~", String(STREAM_MAX_LEN), "*", "s", String(e.seq), "c", "").catch(() => {});
     } else if (e.type === "reply_alive") {
       cmd.pexpire(keys.stream(e.chatId, e.traceId), o.liveStreamTtlMs).catch(() => {});
     } else if (e.type === "reply_end") {
@@ -86,15 +90,30 @@ export function redisBus(o: {
     cmd.spublish(EVENTS_CHANNEL, JSON.stringify({ from: o.replicaId, at, ...body })).catch(failed);
   };
   // The deltas a reply's model stream yields in one tick (one network read often holds several) go
-  // to the other replicas as one message, sent when the tick ends; any other event sends what waits
-  // first, then itself at once, so the order is kept. This replica's own sockets get each at once.
+  // to the other replicas as few messages: the tick's first at once (a paced stream adds no wait),
+  // the rest together when the tick ends. Any other event sends what waits first, then itself at
+  // once, so the order is kept. This replica's own sockets get each delta at once.
   let waiting: ChatEvent[] = [];
   let waitingSince = 0;
+  let inTick = false;
   const flush = () => {
     const es = waiting;
     if (es.length === 0) return;
     waiting = [];
     send(es.length === 1 ? { e: es[0]! } : { es }, waitingSince);
+  };
+  const endTick = () => {
+    inTick = false;
+    flush();
+  };
+  const sendDelta = (e: ChatEvent) => {
+    if (!inTick) {
+      inTick = true;
+      setImmediate(endTick);
+      return send({ e }, Date.now());
+    }
+    if (waiting.length === 0) waitingSince = Date.now();
+    waiting.push(e);
   };
 
   return {
@@ -102,13 +121,8 @@ export function redisBus(o: {
       // Other replicas first: their fan-out then runs while this replica does its own.
       if (e.type !== "resync") {
         mirror(e);
-        if (e.type === "reply_delta") {
-          if (waiting.length === 0) {
-            waitingSince = Date.now();
-            setImmediate(flush);
-          }
-          waiting.push(e);
-        } else {
+        if (e.type === "reply_delta") sendDelta(e);
+        else {
           flush();
           send({ e }, Date.now());
         }
