@@ -119,8 +119,8 @@ export const FolderSchema = v.object({
   created_at: IsoTime,
 });
 export type Folder = v.InferOutput<typeof FolderSchema>;
-/** One chat's marks: pinned, and the folder it is in (none: absent). */
-export type ChatMark = { chat_id: string; pinned: boolean; folder_id?: string };
+/** One chat's marks: pinned, the folder it is in (none: absent), and for a temporary chat when it goes at the latest. */
+export type ChatMark = { chat_id: string; pinned: boolean; folder_id?: string; expires_at?: string };
 
 /**
  * A user's rating of one reply version (an assistant message: each regeneration is a message of its

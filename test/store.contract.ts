@@ -780,5 +780,44 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
       expect(await store.deleteChatShares(owner, chat)).toBe(1);
       expect(await store.getShare(second.id)).toBeUndefined();
     });
+
+    test("temporary marks: listed with the chat's marks, due when expired or not renewed, renewals bounded by the expiry, kept on unmark", async () => {
+      const owner = `tmp-${crypto.randomUUID()}`;
+      const [a, b, c] = [crypto.randomUUID(), crypto.randomUUID(), crypto.randomUUID()];
+      const base = Date.now() + 3_600_000; // later than any other test's marks
+      const at = (s: number) => new Date(base + s * 1000).toISOString();
+      await store.markTemporary(owner, a, at(100), at(10));
+      await store.markTemporary(owner, b, at(100), at(50));
+      await store.markTemporary(owner, c, at(5), at(50));
+      await store.setPinned(owner, a, true);
+      const marks = (await store.listMarks(owner)).sort((x, y) => x.chat_id.localeCompare(y.chat_id));
+      expect(marks).toStrictEqual(
+        [
+          { chat_id: a, pinned: true, expires_at: at(100) },
+          { chat_id: b, pinned: false, expires_at: at(100) },
+          { chat_id: c, pinned: false, expires_at: at(5) },
+        ].sort((x, y) => x.chat_id.localeCompare(y.chat_id)),
+      );
+      const due = async (s: number) =>
+        (await store.dueTemporary(at(s)))
+          .filter((d) => d.owner === owner)
+          .map((d) => d.chat_id)
+          .sort();
+      expect(await due(1)).toEqual([]);
+      expect(await due(6)).toEqual([c]);
+      expect(await due(20)).toEqual([a, c].sort());
+      // Renewed: alive until 60 s, but never past its own expiry (c expires at 5 s).
+      await store.renewTemporary(owner, at(60));
+      expect(await due(20)).toEqual([c]);
+      expect(await due(55)).toEqual([c]);
+      expect(await due(61)).toEqual([a, b, c].sort());
+      expect(await store.unmarkTemporary("someone-else", a)).toBe(false);
+      expect(await store.unmarkTemporary(owner, a)).toBe(true);
+      expect(await store.unmarkTemporary(owner, a)).toBe(false);
+      expect(await due(200)).toEqual([b, c].sort());
+      expect((await store.listMarks(owner)).find((m) => m.chat_id === a)).toStrictEqual({ chat_id: a, pinned: true });
+      await store.forgetChat(owner, b);
+      expect(await due(200)).toEqual([c]);
+    });
   });
 }

@@ -183,8 +183,20 @@ export type Store = {
   setPinned(owner: string, chatId: string, pinned: boolean): Promise<void>;
   /** `folderId` undefined: out of any folder. */
   setFolder(owner: string, chatId: string, folderId: string | undefined): Promise<void>;
-  /** A chat's pin, placement and ratings go with it. */
+  /** A chat's pin, placement, ratings and temporary mark go with it. */
   forgetChat(owner: string, chatId: string): Promise<void>;
+
+  // Temporary chats (src/chat/temporary.ts): a mark beside the chat saying when it goes at the latest
+  // (`expires_at`) and until when its owner was last known connected (`alive_until`).
+
+  /** Marks a chat (made or about to be made) temporary; listMarks shows its `expires_at`. */
+  markTemporary(owner: string, chatId: string, expiresAt: string, aliveUntil: string): Promise<void>;
+  /** The chat is kept (a normal chat from now on); false when it was not marked. */
+  unmarkTemporary(owner: string, chatId: string): Promise<boolean>;
+  /** Moves `alive_until` of every temporary chat of the owner to `aliveUntil` (never past its `expires_at`). */
+  renewTemporary(owner: string, aliveUntil: string): Promise<void>;
+  /** Every owner's temporary chats whose `expires_at` or `alive_until` is at or before `now`. */
+  dueTemporary(now: string): Promise<{ owner: string; chat_id: string }[]>;
 
   /** Creates or replaces the user's rating of that message. */
   putFeedback(feedback: Feedback): Promise<void>;

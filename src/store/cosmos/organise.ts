@@ -16,6 +16,10 @@ type OrganiseOps = Pick<
   | "setPinned"
   | "setFolder"
   | "forgetChat"
+  | "markTemporary"
+  | "unmarkTemporary"
+  | "renewTemporary"
+  | "dueTemporary"
   | "putFeedback"
   | "removeFeedback"
   | "chatFeedback"
@@ -27,10 +31,12 @@ type OrganiseOps = Pick<
   | "deleteChatShares"
 >;
 
-type Doc = Record<string, unknown> & { id: string; owner: string; kind: "folder" | "pin" | "place" | "feedback" };
+type Doc = Record<string, unknown> & { id: string; owner: string; kind: "folder" | "pin" | "place" | "feedback" | "temp" };
+type TempDoc = Doc & { chat_id: string; expires_at: string; alive_until: string };
 const folderId = (id: string) => `folder:${id}`;
 const pinId = (chat: string) => `pin:${chat}`;
 const placeId = (chat: string) => `place:${chat}`;
+const tempId = (chat: string) => `temp:${chat}`;
 const feedbackId = (chat: string, message: string) => safeId(`feedback:${chat}:${message}`);
 const toFolder = (d: Record<string, unknown>): Folder => ({
   id: String(d.folder_id),
@@ -76,11 +82,15 @@ export function organiseOps(k: Cosmos): OrganiseOps {
       return true;
     },
     listMarks: async (owner) => {
-      const docs = await ofOwner<{ kind: string; chat_id: string; folder_id?: string }>(owner, "(c.kind = 'pin' OR c.kind = 'place')");
+      const docs = await ofOwner<{ kind: string; chat_id: string; folder_id?: string; expires_at?: string }>(
+        owner,
+        "(c.kind = 'pin' OR c.kind = 'place' OR c.kind = 'temp')",
+      );
       const marks = new Map<string, ChatMark>();
       for (const d of docs) {
         const m = marks.get(d.chat_id) ?? { chat_id: d.chat_id, pinned: false };
         if (d.kind === "pin") m.pinned = true;
+        else if (d.kind === "temp" && d.expires_at) m.expires_at = d.expires_at;
         else if (d.folder_id) m.folder_id = d.folder_id;
         marks.set(d.chat_id, m);
       }
@@ -98,8 +108,40 @@ export function organiseOps(k: Cosmos): OrganiseOps {
     },
     forgetChat: async (owner, chat) => {
       const ratings = await ofOwner<{ id: string }>(owner, "c.kind = 'feedback' AND c.chat_id = @chat", [{ name: "@chat", value: chat }]);
-      await Promise.all([remove(pinId(chat), owner), remove(placeId(chat), owner), ...ratings.map((r) => remove(r.id, owner))]);
+      await Promise.all([
+        remove(pinId(chat), owner),
+        remove(placeId(chat), owner),
+        remove(tempId(chat), owner),
+        ...ratings.map((r) => remove(r.id, owner)),
+      ]);
     },
+    markTemporary: async (owner, chat, expires, alive) => {
+      const doc: TempDoc = { id: tempId(chat), owner, kind: "temp", chat_id: chat, expires_at: expires, alive_until: alive };
+      await c.items.upsert(doc, o());
+    },
+    unmarkTemporary: (owner, chat) => remove(tempId(chat), owner),
+    renewTemporary: async (owner, alive) => {
+      const docs = await ofOwner<TempDoc>(owner, "c.kind = 'temp'");
+      await Promise.all(
+        docs.map((d) =>
+          // Only if it is still there: a renewal racing a keep or a sweep must not bring a mark back.
+          tolerate(
+            async () =>
+              void (await c.item(d.id, owner).patch([{ op: "set", path: "/alive_until", value: alive < d.expires_at ? alive : d.expires_at }], o())),
+            [404],
+            undefined,
+          ),
+        ),
+      );
+    },
+    // Every owner's: a cross-partition query, run by the sweeper a few times a minute.
+    dueTemporary: async (now) =>
+      (
+        await query<{ owner: string; chat_id: string }>(k, c, {
+          query: "SELECT c.owner, c.chat_id FROM c WHERE c.kind = 'temp' AND (c.expires_at <= @now OR c.alive_until <= @now)",
+          parameters: [{ name: "@now", value: now }],
+        })
+      ).map((d) => ({ owner: d.owner, chat_id: d.chat_id })),
     putFeedback: async (f) => {
       const doc: Doc = { ...f, id: feedbackId(f.chat_id, f.message_id), owner: f.user_id, kind: "feedback" };
       await c.items.upsert(doc, o());

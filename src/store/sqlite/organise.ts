@@ -14,6 +14,10 @@ type OrganiseOps = Pick<
   | "setPinned"
   | "setFolder"
   | "forgetChat"
+  | "markTemporary"
+  | "unmarkTemporary"
+  | "renewTemporary"
+  | "dueTemporary"
   | "putFeedback"
   | "removeFeedback"
   | "chatFeedback"
@@ -58,6 +62,18 @@ export function organiseOps(db: Database, guard: Guard): OrganiseOps {
     ),
     unplace: db.query("DELETE FROM chat_folders WHERE owner = $owner AND chat_id = $chat"),
     dropRatings: db.query("DELETE FROM feedback WHERE user_id = $owner AND chat_id = $chat"),
+    temporaries: db.query<{ chat_id: string; expires_at: string }, { $owner: string }>(
+      "SELECT chat_id, expires_at FROM temporary_chats WHERE owner = $owner",
+    ),
+    markTemporary: db.query(
+      `INSERT INTO temporary_chats (owner, chat_id, expires_at, alive_until) VALUES ($owner, $chat, $expires, $alive)
+       ON CONFLICT DO UPDATE SET expires_at = excluded.expires_at, alive_until = excluded.alive_until`,
+    ),
+    unmarkTemporary: db.query("DELETE FROM temporary_chats WHERE owner = $owner AND chat_id = $chat"),
+    renewTemporary: db.query("UPDATE temporary_chats SET alive_until = min(expires_at, $alive) WHERE owner = $owner"),
+    dueTemporary: db.query<{ owner: string; chat_id: string }, { $now: string }>(
+      "SELECT owner, chat_id FROM temporary_chats WHERE expires_at <= $now UNION SELECT owner, chat_id FROM temporary_chats WHERE alive_until <= $now",
+    ),
     putFeedback: db.query(
       `INSERT INTO feedback (${FEEDBACK}) VALUES ($user_id, $chat_id, $message_id, $rating, $comment, $model, $created_at, $updated_at)
        ON CONFLICT (user_id, chat_id, message_id) DO UPDATE SET rating = excluded.rating, comment = excluded.comment,
@@ -88,6 +104,7 @@ export function organiseOps(db: Database, guard: Guard): OrganiseOps {
     q.unpin.run({ $owner: owner, $chat: chat });
     q.unplace.run({ $owner: owner, $chat: chat });
     q.dropRatings.run({ $owner: owner, $chat: chat });
+    q.unmarkTemporary.run({ $owner: owner, $chat: chat });
   });
   return {
     listFolders: guard((owner: string) => q.folders.all({ $owner: owner })),
@@ -103,6 +120,8 @@ export function organiseOps(db: Database, guard: Guard): OrganiseOps {
       for (const p of q.pins.all({ $owner: owner })) marks.set(p.chat_id, { chat_id: p.chat_id, pinned: true });
       for (const p of q.placements.all({ $owner: owner }))
         marks.set(p.chat_id, { chat_id: p.chat_id, pinned: marks.get(p.chat_id)?.pinned ?? false, folder_id: p.folder_id });
+      for (const t of q.temporaries.all({ $owner: owner }))
+        marks.set(t.chat_id, { ...(marks.get(t.chat_id) ?? { chat_id: t.chat_id, pinned: false }), expires_at: t.expires_at });
       return [...marks.values()];
     }),
     setPinned: guard((owner: string, chat: string, pinned: boolean) => void (pinned ? q.pin : q.unpin).run({ $owner: owner, $chat: chat })),
@@ -113,6 +132,13 @@ export function organiseOps(db: Database, guard: Guard): OrganiseOps {
           : q.place.run({ $owner: owner, $chat: chat, $folder: folder })),
     ),
     forgetChat: guard((owner: string, chat: string) => forgetTx.immediate(owner, chat)),
+    markTemporary: guard(
+      (owner: string, chat: string, expires: string, alive: string) =>
+        void q.markTemporary.run({ $owner: owner, $chat: chat, $expires: expires, $alive: alive }),
+    ),
+    unmarkTemporary: guard((owner: string, chat: string) => q.unmarkTemporary.run({ $owner: owner, $chat: chat }).changes > 0),
+    renewTemporary: guard((owner: string, alive: string) => void q.renewTemporary.run({ $owner: owner, $alive: alive })),
+    dueTemporary: guard((now: string) => q.dueTemporary.all({ $now: now })),
     putFeedback: guard(
       (f: Feedback) =>
         void q.putFeedback.run({

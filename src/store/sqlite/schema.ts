@@ -52,6 +52,12 @@ CREATE TABLE IF NOT EXISTS user_limits (user_id TEXT PRIMARY KEY, tokens_per_day
 CREATE TABLE IF NOT EXISTS folders (owner TEXT NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL, created_at TEXT NOT NULL, PRIMARY KEY (owner, id));
 CREATE TABLE IF NOT EXISTS chat_pins (owner TEXT NOT NULL, chat_id TEXT NOT NULL, PRIMARY KEY (owner, chat_id));
 CREATE TABLE IF NOT EXISTS chat_folders (owner TEXT NOT NULL, chat_id TEXT NOT NULL, folder_id TEXT NOT NULL, PRIMARY KEY (owner, chat_id));
+-- Temporary chats: gone at expires_at, or once nobody renewed alive_until (their owner left).
+CREATE TABLE IF NOT EXISTS temporary_chats (
+  owner TEXT NOT NULL, chat_id TEXT NOT NULL, expires_at TEXT NOT NULL, alive_until TEXT NOT NULL, PRIMARY KEY (owner, chat_id)
+);
+CREATE INDEX IF NOT EXISTS temporary_due ON temporary_chats (expires_at);
+CREATE INDEX IF NOT EXISTS temporary_alive ON temporary_chats (alive_until);
 -- One rating per user and reply version.
 CREATE TABLE IF NOT EXISTS feedback (
   user_id TEXT NOT NULL, chat_id TEXT NOT NULL, message_id TEXT NOT NULL, rating TEXT NOT NULL, comment TEXT,
