@@ -181,6 +181,8 @@ const EnvSchema = v.object({
   CHAT_TITLES: bool(true),
   // Sharing (src/chat/shares.ts): whether an owner may make a link readable without signing in.
   ALLOW_PUBLIC_SHARES: bool(false),
+  // Temporary chats (src/chat/temporary.ts): the longest one lives, in seconds.
+  TEMPORARY_CHAT_TTL_S: int(3_600, 2, 7 * 86_400),
 
   IOT_HUB_ENABLE: bool(false),
   IOT_HUB_NAME: optionalStr,

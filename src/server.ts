@@ -139,6 +139,7 @@ export function startServer(parts: ServerParts) {
       deviceDefaultOwner: c.DEVICE_DEFAULT_OWNER,
       modelAllowed: c.MODEL_ALLOWED,
       allowPublicShares: c.ALLOW_PUBLIC_SHARES,
+      temporaryChatTtlS: c.TEMPORARY_CHAT_TTL_S,
       // Characters, two bytes each in memory (JS strings); with several replicas, trusted for less time
       // without news from the bus (src/chat/recent.ts).
       historyCacheChars: c.HISTORY_CACHE_MB * 500_000,
@@ -164,7 +165,9 @@ export function startServer(parts: ServerParts) {
     .catch((e) => log.warn("could not warm up; the first send loads what is missing", { error: e }))
     .finally(() => (warm = true));
   const { websocket, conns, load } = socketHandlers(chat, limits, { log, metrics, userSends });
-  const unsubscribe = showEventsOnSockets(bus, conns);
+  const unsubscribe = showEventsOnSockets(bus, conns, chat.isTemporary);
+  // Temporary chats live while their owner has a socket somewhere (src/chat/temporary.ts).
+  chat.attachPresence(() => conns.all().map((ws) => ws.data.user.userId));
   // IoT Hub's C2D budget is the hub's, not a replica's: one bucket in Redis when replicas share one
   // (the user-sends bucket under a key no user id can take), else this process's own.
   const sharedC2D = shared?.userSends(c.IOT_HUB_C2D_PER_MINUTE, localUserSends(c.IOT_HUB_C2D_PER_MINUTE));

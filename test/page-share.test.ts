@@ -143,4 +143,25 @@ describe("organising on the chat page", () => {
     },
     T,
   );
+
+  test(
+    "⏳ makes a temporary chat marked in the list, not listed by the server; Keep this chat makes it a normal one",
+    async () => {
+      const { page, context } = await sharePage(`/?token=${user.token}`);
+      await page.locator('#conn[data-state="online"]').waitFor();
+      await page.click('.folders button[aria-label="New temporary chat"]');
+      const badge = page.locator("#chats li.current .badge.temporary");
+      await badge.waitFor();
+      const id = await page.locator("#chats li.current").getAttribute("data-id");
+      const c = await srv.connect({ token: user.token });
+      expect((await c.request({ type: "GET_CHATS" }, "CHAT_LIST")).chats.map((x: Frame) => x.id)).not.toContain(id);
+      await page.click("#chat-menu");
+      await page.click('#chat-menu-items [data-organise="keep"]');
+      await badge.waitFor({ state: "detached" });
+      expect((await c.request({ type: "GET_CHATS" }, "CHAT_LIST")).chats.map((x: Frame) => x.id)).toContain(id);
+      await context.close();
+      c.close();
+    },
+    T,
+  );
 });

@@ -86,3 +86,25 @@ test("a link revoked through one replica, or its chat deleted through the other,
   expect((await view(1, second.id, B.token)).status).toBe(404);
   expect((await view(0, second.id, B.token)).status).toBe(404);
 }, 90_000);
+
+test("a temporary chat stays while its owner has a socket on either replica, and goes once the last one closes", async () => {
+  // A user of its own: the earlier tests' sockets of A are still open.
+  const C = await addUser(r.store);
+  const a0 = await on(0, C);
+  const a1 = await on(1, C);
+  const chat = (await a0.request({ type: "CREATE_CHAT", temporary: true }, "NEW_CHAT", 30_000)).chat as Frame;
+  expect(chat.temporary).toBe(true);
+  // The other replica's socket of the same user is not told (the original web UI never sees one).
+  await a1.request({ type: "GET_FOLDERS" }, "FOLDERS", 30_000);
+  expect(a1.frames.some((f) => (f.type === "CHAT_CREATED" || f.type === "CHAT_UPDATED") && f.chat.id === chat.id)).toBe(false);
+  a0.close();
+  // Past replica 0's leave grace and a sweep: replica 1 still holds a socket of A's, so it renewed.
+  await Bun.sleep(7_000);
+  expect(await r.store.getChat(C.id, chat.id)).toBeDefined();
+  a1.close();
+  const deadline = Date.now() + 20_000;
+  while ((await r.store.getChat(C.id, chat.id)) !== undefined) {
+    if (Date.now() > deadline) throw new Error("the temporary chat outlived its owner's last socket by 20 s");
+    await Bun.sleep(200);
+  }
+}, 60_000);

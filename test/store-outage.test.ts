@@ -141,6 +141,7 @@ describe("the store goes away mid-session and comes back", () => {
         ["PIN_CHAT", { type: "PIN_CHAT", chatId: kept.id }, "CHAT_UPDATED"],
         ["MOVE_CHAT", { type: "MOVE_CHAT", chatId: kept.id, folderId: null }, "CHAT_UPDATED"],
         ["GET_FOLDERS", { type: "GET_FOLDERS" }, "FOLDERS"],
+        ["KEEP_CHAT", { type: "KEEP_CHAT", chatId: kept.id }, "CHAT_UPDATED"],
         ["CREATE_FOLDER", { type: "CREATE_FOLDER", name: "during the outage" }, "FOLDERS"],
         ["RENAME_FOLDER", { type: "RENAME_FOLDER", folderId: crypto.randomUUID(), name: "x" }, "FOLDERS"],
         ["DELETE_FOLDER", { type: "DELETE_FOLDER", folderId: crypto.randomUUID() }, "FOLDERS"],

@@ -12,10 +12,18 @@ export function chatCommands(
 ) {
   const { store, bus, replies, live } = ctx;
 
-  async function createChat(o: { owner: string; name?: string; deviceId?: string; origin?: string }): Promise<Chat> {
+  /** `id` and `announce: false`: a temporary chat (src/chat/temporary.ts), marked before it exists and told to nobody else. */
+  async function createChat(o: {
+    owner: string;
+    name?: string;
+    deviceId?: string;
+    origin?: string;
+    id?: string;
+    announce?: boolean;
+  }): Promise<Chat> {
     const t = nowIso();
     const chat: Chat = {
-      id: crypto.randomUUID(),
+      id: o.id ?? crypto.randomUUID(),
       name: o.name ?? DEFAULT_CHAT_NAME,
       active: true,
       created_at: t,
@@ -25,7 +33,7 @@ export function chatCommands(
     await store.createChat(o.owner, chat);
     known.remember(chat.id, o.owner);
     known.noteName(chat);
-    bus.publish({ type: "chat_created", owner: o.owner, chat, origin: o.origin });
+    if (o.announce !== false) bus.publish({ type: "chat_created", owner: o.owner, chat, origin: o.origin });
     return chat;
   }
 

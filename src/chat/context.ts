@@ -49,6 +49,8 @@ export type ChatOptions = {
   modelAllowed?: readonly string[];
   /** ALLOW_PUBLIC_SHARES: an owner may make a shared link readable without signing in (src/chat/shares.ts). */
   allowPublicShares?: boolean;
+  /** TEMPORARY_CHAT_TTL_S: the longest a temporary chat lives (src/chat/temporary.ts). */
+  temporaryChatTtlS?: number;
 };
 
 /** What the chat service is built from, once, in server.ts (tests pass real local peers). */

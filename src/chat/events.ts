@@ -47,6 +47,10 @@ export type ChatEvent =
   | { type: "messages_changed"; chatId: string }
   /** A user's folders changed (created, renamed, deleted): their sockets show the new list (src/chat/organise.ts). */
   | { type: "folders_changed"; owner: string; folders: Folder[]; origin?: string }
+  /** A chat became temporary (made so) or stopped being (kept, or gone): src/chat/temporary.ts. */
+  | { type: "temporary_chat"; owner: string; chatId: string; temporary: boolean }
+  /** The owner's last socket on some replica closed: replicas still holding one renew their temporary chats at once. */
+  | { type: "owner_left"; owner: string }
   /** A user's rating in a chat changed: every replica drops what it knows of that chat's ratings (src/chat/feedback.ts). */
   | { type: "feedback_changed"; owner: string; chatId: string }
   /** A user's settings changed: every replica drops its copy (src/chat/settings-cache.ts). */

@@ -11,8 +11,9 @@ import type { SearchQuery, SearchResults } from "./search";
 // as the chat list shows it carries `pinned` and `folderId`; pinned chats come first.
 
 /** A chat with its owner's marks: CHAT_UPDATED after a pin or a move names both; CHAT_LIST only what is set. */
-export type ListedChat = Chat & { pinned?: boolean; folderId?: string | null };
-export type ChatListQuery = { limit: number; cursor?: string; folderId?: string; pinned?: boolean };
+export type ListedChat = Chat & { pinned?: boolean; folderId?: string | null; temporary?: boolean; expiresAt?: string };
+/** `temporary`: only the owner's temporary chats (src/chat/temporary.ts); otherwise they are never listed. */
+export type ChatListQuery = { limit: number; cursor?: string; folderId?: string; pinned?: boolean; temporary?: boolean };
 
 export const MAX_FOLDERS = 200;
 export const MAX_PINS = 100;
@@ -62,17 +63,28 @@ export function organiseCommands(ctx: Pick<ChatContext, "store" | "bus">, known:
     // In a list, only what is set: a chat never pinned or filed lists exactly as it always did.
     const listed = (c: Chat): ListedChat => {
       const m = byChat.get(c.id);
-      return { ...c, ...(m?.pinned ? { pinned: true } : {}), ...(m?.folder_id ? { folderId: m.folder_id } : {}) } as ListedChat;
+      return {
+        ...c,
+        ...(m?.pinned ? { pinned: true } : {}),
+        ...(m?.folder_id ? { folderId: m.folder_id } : {}),
+        ...(m?.expires_at ? { temporary: true, expiresAt: m.expires_at } : {}),
+      } as ListedChat;
     };
-    return { marks: [...byChat.values()], folders, live, listed, marked };
+    const temporary = new Set(marks.filter((k) => k.expires_at).map((k) => k.chat_id));
+    return { marks: [...byChat.values()], folders, live, listed, marked, temporary };
   }
 
   async function listChats(owner: string, o: ChatListQuery): Promise<{ items: ListedChat[]; cursor?: string }> {
     const m = await marksOf(owner, o.folderId !== undefined);
     if (o.folderId !== undefined && !m.live.has(o.folderId)) throw folderNotFound(o.folderId);
-    if (o.folderId !== undefined || o.pinned === true) {
+    if (o.folderId !== undefined || o.pinned === true || o.temporary === true) {
       const ids = m.marks
-        .filter((k) => (o.folderId === undefined || k.folder_id === o.folderId) && (o.pinned === undefined || k.pinned === o.pinned))
+        .filter(
+          (k) =>
+            (o.folderId === undefined || k.folder_id === o.folderId) &&
+            (o.pinned === undefined || k.pinned === o.pinned) &&
+            !!k.expires_at === !!o.temporary,
+        )
         .map((k) => k.chat_id);
       const all = ids.length ? (await store.getChats(owner, ids)).map(m.listed).sort(pinnedFirst) : [];
       const after = o.cursor === undefined ? undefined : decodeMarkedCursor(o.cursor);
@@ -82,7 +94,9 @@ export function organiseCommands(ctx: Pick<ChatContext, "store" | "bus">, known:
       return rest.length > o.limit && last ? { items, cursor: encodeMarkedCursor(last) } : { items };
     }
     // Everything (pinned first on the first page), or the unpinned only: the store's pages, pins skipped.
-    const pinned = new Set(m.marks.filter((k) => k.pinned).map((k) => k.chat_id));
+    const pinned = new Set(m.marks.filter((k) => k.pinned && !k.expires_at).map((k) => k.chat_id));
+    // Skipped in the store's pages: pinned chats (listed first) and temporary ones (never listed here).
+    const skip = new Set([...pinned, ...m.temporary]);
     const items: ListedChat[] = [];
     let cursor = o.cursor;
     if (o.cursor === undefined && o.pinned === undefined && pinned.size > 0) {
@@ -90,10 +104,10 @@ export function organiseCommands(ctx: Pick<ChatContext, "store" | "bus">, known:
       if (items.length >= o.limit) return { items, cursor: TOP_CURSOR };
     }
     // At most `pinned.size` rows of a page are skipped, so one read fills the page.
-    const page = await store.listChats(owner, { limit: o.limit - items.length + pinned.size, cursor });
+    const page = await store.listChats(owner, { limit: o.limit - items.length + skip.size, cursor });
     for (const c of page.items) {
       if (items.length === o.limit) return { items, cursor: encodeChatCursor(items.at(-1)!) };
-      if (!pinned.has(c.id)) items.push(m.listed(c));
+      if (!skip.has(c.id)) items.push(m.listed(c));
     }
     cursor = page.cursor;
     return cursor ? { items, cursor: items.length ? encodeChatCursor(items.at(-1)!) : cursor } : { items };
@@ -115,6 +129,19 @@ export function organiseCommands(ctx: Pick<ChatContext, "store" | "bus">, known:
 
   return {
     listChats,
+
+    /** A chat as CHAT_UPDATED shows it after a pin, a move or a keep: every mark named. */
+    async asListed(owner: string, chat: Chat): Promise<ListedChat> {
+      const m = await marksOf(owner);
+      return { ...m.marked(chat), temporary: m.temporary.has(chat.id) };
+    },
+
+    /** Search results without the owner's temporary chats. */
+    async withoutTemporary<R extends { hits: { chatId: string }[] }>(owner: string, r: R): Promise<R> {
+      if (r.hits.length === 0) return r;
+      const { temporary } = await marksOf(owner);
+      return temporary.size ? { ...r, hits: r.hits.filter((h) => !temporary.has(h.chatId)) } : r;
+    },
     folders: (owner: string) => store.listFolders(owner),
 
     async pin(o: { owner: string; chatId: string; pinned: boolean; origin?: string }): Promise<ListedChat> {

@@ -17,6 +17,7 @@ import { questionStore } from "./pipeline/question";
 import type { StopReason } from "./pipeline/replies";
 import { recentMessages } from "./recent";
 import { shareCommands } from "./shares";
+import { temporaryChats } from "./temporary";
 import { SEARCH_MAX_LIMIT, SEARCH_PAGE_SIZE, searchCommands, type SearchQuery } from "./search";
 import { getSettingsOf, updateSettingsOf, type SettingsPatch } from "./settings";
 import { withSettingsCache } from "./settings-cache";
@@ -70,6 +71,25 @@ export function createChatService(parts: ChatParts) {
   const transfer = transferCommands(ctx, known.requireChat, feedback.ratingsIn);
   const search = searchCommands(ctx).search;
   const shares = shareCommands(ctx, known, { allowPublic: parts.options.allowPublicShares ?? false });
+  /** The chat goes; then its pin, placement, ratings and links (a failure there leaves only records nothing shows). */
+  async function deleteChat(o: { owner: string; chatId: string; origin?: string }) {
+    await chats.deleteChat(o);
+    await Promise.all([organise.forget(o.owner, o.chatId), shares.forgetChat(o.owner, o.chatId)]).catch((e) =>
+      parts.log.warn("could not forget a deleted chat's marks and links (its links end anyway: views check the chat)", { error: e }),
+    );
+  }
+  // Temporary chats (src/chat/temporary.ts): renewed while their owner is connected, swept when due.
+  const temporary = temporaryChats(
+    {
+      store,
+      bus: parts.bus,
+      createChat: chats.createChat,
+      requireChat: known.requireChat,
+      deleteChat,
+      onError: (what, e) => parts.log.warn(what, { error: e }),
+    },
+    { ttlS: parts.options.temporaryChatTtlS ?? 3600 },
+  );
   // Requests from other replicas: stop a reply generated here; a chat deleted there stops ours.
   const deviceChatOf = deviceChat(ctx.store, chats.createChat);
   const unsubscribe = parts.bus.subscribe((e) => {
@@ -102,13 +122,15 @@ export function createChatService(parts: ChatParts) {
       if (ratings.size === 0) return page;
       return { ...page, messages: page.messages.map((m) => (ratings.has(m.id) ? { ...m, feedback: ratings.get(m.id) } : m)) };
     },
-    /** The chat goes; then its pin, placement and ratings (a failure there leaves only records nothing shows). */
-    async deleteChat(o: { owner: string; chatId: string; origin?: string }) {
-      await chats.deleteChat(o);
-      await Promise.all([organise.forget(o.owner, o.chatId), shares.forgetChat(o.owner, o.chatId)]).catch((e) =>
-        parts.log.warn("could not forget a deleted chat's marks and links (its links end anyway: views check the chat)", { error: e }),
-      );
-    },
+    deleteChat,
+    /** CREATE_CHAT {temporary: true}: gone when its owner's last socket closes or after TEMPORARY_CHAT_TTL_S. */
+    createTemporaryChat: temporary.create,
+    /** KEEP_CHAT: a temporary chat becomes a normal one. */
+    keepChat: async (o: { owner: string; chatId: string; origin?: string }) => organise.asListed(o.owner, await temporary.keep(o)),
+    /** Whether a chat is temporary, as this replica knows it: list frames about it go to nobody (the original web UI never sees one). */
+    isTemporary: temporary.isTemporary,
+    /** server.ts: who is connected here, for temporary chats' leases. */
+    attachPresence: temporary.attach,
     pinChat: organise.pin,
     moveChat: organise.move,
     folders: organise.folders,
@@ -118,7 +140,10 @@ export function createChatService(parts: ChatParts) {
     /** RATE_REPLY: thumbs up or down (null: none) on a reply, with an optional comment. */
     rateReply: (o: { owner: string; chatId: string; messageId: string; rating: Rating | null; comment?: string }) => feedback.rate(o),
     /** SHARE_CHAT, GET_SHARES, REVOKE_SHARE, and what /s/<id> shows (src/chat/shares.ts). */
-    shareChat: shares.share,
+    shareChat: async (o: Parameters<typeof shares.share>[0]) => {
+      await temporary.refuseIfTemporary(o.owner, o.chatId, "shared");
+      return shares.share(o);
+    },
     shares: shares.list,
     revokeShare: shares.revoke,
     viewShare: shares.view,
@@ -138,7 +163,10 @@ export function createChatService(parts: ChatParts) {
     unassignedOwner: UNASSIGNED_OWNER,
     requireChats: chats.requireChats,
     /** A chat and its messages as pages for a file (src/chat/transfer.ts), owner only. */
-    exportChat: transfer.exportChat,
+    exportChat: async (owner: string, chatId: string) => {
+      await temporary.refuseIfTemporary(owner, chatId, "exported");
+      return transfer.exportChat(owner, chatId);
+    },
     /** A new chat for the owner from an exported file; announced like CREATE_CHAT, never answered by the model. */
     importChat: transfer.importChat,
     send: admitted,
@@ -191,12 +219,15 @@ export function createChatService(parts: ChatParts) {
     },
     updateSettings: (owner: string, patch: SettingsPatch) => (checkModelChoice(patch, allowed), updateSettingsOf(ctx.store, owner, patch)),
     /** Full-text search over the owner's chat names and messages (src/chat/search.ts). */
-    search: (owner: string, o: SearchQuery & { folderId?: string }) =>
-      o.folderId === undefined
-        ? search(owner, o)
-        : organise.searchIn(owner, o.folderId, { ...o, limit: Math.min(o.limit ?? SEARCH_PAGE_SIZE, SEARCH_MAX_LIMIT) }, (q) =>
-            search(owner, q),
-          ),
+    search: async (owner: string, o: SearchQuery & { folderId?: string }) =>
+      organise.withoutTemporary(
+        owner,
+        o.folderId === undefined
+          ? await search(owner, o)
+          : await organise.searchIn(owner, o.folderId, { ...o, limit: Math.min(o.limit ?? SEARCH_PAGE_SIZE, SEARCH_MAX_LIMIT) }, (q) =>
+              search(owner, q),
+            ),
+      ),
     /** Device messages are handled at least once, with one effect: a claim is a lease this process holds. */
     claims: {
       take: (messageId: string, leaseMs: number) => parts.store.claimMessage(messageId, parts.options.instanceId, leaseMs),
@@ -223,6 +254,7 @@ export function createChatService(parts: ChatParts) {
     close() {
       unsubscribe();
       feedback.close();
+      temporary.close();
       settingsCache.stop();
       recent.stop();
       runtime.close();

@@ -7,13 +7,20 @@ import { frames } from "./protocol";
  * Shows chat events to the browsers of this process. The connection that caused an event is
  * skipped where its handler already answered it (NEW_CHAT, CHAT_DELETED with its requestId...).
  */
-export function showEventsOnSockets(bus: Bus, conns: Connections): () => void {
+export function showEventsOnSockets(
+  bus: Bus,
+  conns: Connections,
+  /** A temporary chat (src/chat/temporary.ts): no list frame about it goes anywhere (the original web UI never sees one). */
+  unlisted: (chatId: string) => boolean = () => false,
+): () => void {
   return bus.subscribe((e: ChatEvent) => {
     switch (e.type) {
       // Chat-list changes go to the owner's sockets only; nobody else may learn the chat exists.
       case "chat_created":
+        if (unlisted(e.chat.id)) return;
         return conns.toOwner(e.owner, frames.chatCreated(e.chat), { except: e.origin });
       case "chat_updated":
+        if (unlisted(e.chat.id)) return;
         return conns.toOwner(e.owner, frames.chatUpdated(e.chat), { except: e.origin });
       case "chat_deleted":
         conns.toOwner(e.owner, frames.chatDeleted(e.chatId), { except: e.origin });
@@ -52,6 +59,8 @@ export function showEventsOnSockets(bus: Bus, conns: Connections): () => void {
       case "settings_updated":
       case "messages_changed":
       case "feedback_changed":
+      case "temporary_chat":
+      case "owner_left":
         return; // between replicas only
     }
   });

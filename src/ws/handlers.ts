@@ -31,12 +31,17 @@ export const handlers: { [T in InboundType]: Handler<T> } = {
           cursor: a.cursor ?? undefined,
           folderId: a.folderId ?? undefined,
           pinned: a.pinned ?? undefined,
+          temporary: a.temporary ?? undefined,
         }),
       ),
     ),
   ),
   CREATE_CHAT: handler("CREATE_CHAT", async (c, a) =>
-    c.reply(frames.newChat(await c.chat.createChat({ owner: c.client.owner, name: a.name, origin: c.client.id }))),
+    c.reply(
+      frames.newChat(
+        await (a.temporary ? c.chat.createTemporaryChat : c.chat.createChat)({ owner: c.client.owner, name: a.name, origin: c.client.id }),
+      ),
+    ),
   ),
   GET_CHAT_HISTORY: handler("GET_CHAT_HISTORY", async (c, a) =>
     c.reply(
@@ -108,6 +113,9 @@ export const handlers: { [T in InboundType]: Handler<T> } = {
     c.reply(
       frames.chatUpdated(await c.chat.moveChat({ owner: c.client.owner, chatId: a.chatId, folderId: a.folderId, origin: c.client.id })),
     ),
+  ),
+  KEEP_CHAT: handler("KEEP_CHAT", async (c, a) =>
+    c.reply(frames.chatUpdated(await c.chat.keepChat({ owner: c.client.owner, chatId: a.chatId, origin: c.client.id }))),
   ),
   GET_FOLDERS: handler("GET_FOLDERS", async (c) => c.reply(frames.folders(await c.chat.folders(c.client.owner)))),
   CREATE_FOLDER: handler("CREATE_FOLDER", async (c, a) => {

@@ -72,8 +72,11 @@ export const inbound = {
     cursor: v.nullish(v.string("cursor must be a string")),
     folderId: v.nullish(FolderId),
     pinned: v.nullish(v.boolean("pinned must be true or false")),
+    // true: only the caller's temporary chats (never listed otherwise).
+    temporary: v.nullish(v.boolean("temporary must be true or false")),
   }),
-  CREATE_CHAT: v.object({ name: OptionalName }),
+  // `temporary`: gone when the user's last socket closes or after TEMPORARY_CHAT_TTL_S, unless kept (KEEP_CHAT).
+  CREATE_CHAT: v.object({ name: OptionalName, temporary: v.nullish(v.boolean("temporary must be true or false")) }),
   // `cursor` (from the previous CHAT_HISTORY) pages back exactly; `before` (a created_at) is the older way. cursor wins.
   GET_CHAT_HISTORY: v.object({
     chatId: ChatId,
@@ -189,6 +192,8 @@ export const inbound = {
   // folderId null: out of any folder.
   MOVE_CHAT: v.object({ chatId: ChatId, folderId: v.nullable(FolderId) }),
   GET_FOLDERS: v.object({}),
+  // A temporary chat becomes a normal one.
+  KEEP_CHAT: v.object({ chatId: ChatId }),
   CREATE_FOLDER: v.object({ name: Name }),
   RENAME_FOLDER: v.object({ folderId: FolderId, name: Name }),
   // Its chats stay, in no folder.
@@ -264,6 +269,8 @@ const ListedChatSchema = v.object({
   ...ChatSchema.entries,
   pinned: v.optional(v.pipe(v.boolean(), v.description("pinned chats come first in CHAT_LIST"))),
   folderId: v.optional(v.pipe(v.nullable(Uuid), v.description("the folder it is in (null: none)"))),
+  temporary: v.optional(v.pipe(v.boolean(), v.description("a temporary chat (CREATE_CHAT {temporary: true})"))),
+  expiresAt: v.optional(v.pipe(IsoTime, v.description("a temporary chat: when it goes at the latest"))),
 });
 const FolderFrameSchema = v.object({ id: Uuid, name: v.string(), created_at: IsoTime });
 const ShareFrameSchema = v.object({
@@ -300,7 +307,11 @@ export const outbound = {
     { chats: v.array(ListedChatSchema), cursor: Cursor },
     "GET_CHATS' answer: a page of the user's chats, pinned first, then newest first.",
   ),
-  NEW_CHAT: frame("NEW_CHAT", { chat: ChatSchema }, "CREATE_CHAT's answer, to the creator only."),
+  NEW_CHAT: frame(
+    "NEW_CHAT",
+    { chat: ListedChatSchema },
+    "CREATE_CHAT's answer, to the creator only (a temporary chat with `temporary` and `expiresAt`).",
+  ),
   CHAT_CREATED: frame("CHAT_CREATED", { chat: ChatSchema }, "A chat was created by another connection of the user, or for a device."),
   CHAT_UPDATED: frame(
     "CHAT_UPDATED",
@@ -570,6 +581,7 @@ export const answers = {
   GET_DEVICES: "DEVICES",
   SEND_TO_DEVICE: "DEVICE_MESSAGE_SENT",
   PIN_CHAT: "CHAT_UPDATED",
+  KEEP_CHAT: "CHAT_UPDATED",
   MOVE_CHAT: "CHAT_UPDATED",
   GET_FOLDERS: "FOLDERS",
   CREATE_FOLDER: "FOLDERS",
@@ -618,7 +630,7 @@ export const frames = {
     chats: page.items,
     ...(page.cursor ? { cursor: page.cursor } : {}),
   }),
-  newChat: (chat: Chat) => ({ type: "NEW_CHAT", chat }),
+  newChat: (chat: Chat | ListedChat) => ({ type: "NEW_CHAT", chat }),
   chatCreated: (chat: Chat) => ({ type: "CHAT_CREATED", chat }),
   chatUpdated: (chat: Chat | ListedChat) => ({ type: "CHAT_UPDATED", chat }),
   folders: (folders: Folder[], folder?: Folder) => ({ type: "FOLDERS", folders, ...(folder ? { folder } : {}) }),

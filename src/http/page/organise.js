@@ -38,7 +38,10 @@ export function createOrganise({ send, current, chats, rerender, notify, sidebar
     if (name.trim()) send({ type: "RENAME_FOLDER", folderId: folder.id, name });
     else if (confirm(`Delete the folder "${folder.name}"? Its chats are kept.`)) send({ type: "DELETE_FOLDER", folderId: folder.id });
   });
-  bar.append(pick, addFolder, folderMenu);
+  // A temporary chat: gone when this user's last tab closes (or after the server's TTL), unless kept.
+  const addTemporary = btn("⏳", "New temporary chat", () => send({ type: "CREATE_CHAT", temporary: true }));
+  addTemporary.title = "New temporary chat: deleted when you close your last tab, unless you keep it";
+  bar.append(pick, addFolder, folderMenu, addTemporary);
   sidebar.insertBefore(bar, before);
 
   function drawFolders() {
@@ -51,6 +54,7 @@ export function createOrganise({ send, current, chats, rerender, notify, sidebar
 
   // ---- the chat menu: pin, move, share ----
   const items = {
+    keep: el("button", "", "Keep this chat"),
     pin: el("button", "", "Pin"),
     move: el("button", "", "Move to folder…"),
     share: el("button", "", "Share link…"),
@@ -67,6 +71,7 @@ export function createOrganise({ send, current, chats, rerender, notify, sidebar
     const chat = chats().find((c) => c.id === current());
     if (!item || !chat) return;
     closeMenu();
+    if (item.dataset.organise === "keep") send({ type: "KEEP_CHAT", chatId: chat.id });
     if (item.dataset.organise === "pin") send({ type: "PIN_CHAT", chatId: chat.id, pinned: !chat.pinned });
     if (item.dataset.organise === "move") moveDialog(chat);
     if (item.dataset.organise === "share") shareDialog(chat);
@@ -143,11 +148,16 @@ export function createOrganise({ send, current, chats, rerender, notify, sidebar
     /** A chat's button in the list: a pin mark. */
     decorateChat(b, chat) {
       if (chat.pinned) b.prepend(Object.assign(el("span", "pin", "📌"), { title: "Pinned" }));
+      if (chat.temporary)
+        b.append(Object.assign(el("span", "badge temporary", "temporary"), { title: "Deleted when you close your last tab" }));
     },
     /** The chat menu names what Pin would do to the chat on screen. */
     menuOpened() {
       const chat = chats().find((c) => c.id === current());
       items.pin.textContent = chat?.pinned ? "Unpin" : "Pin";
+      // A temporary chat can be kept; it cannot be shared until it is.
+      items.keep.hidden = !chat?.temporary;
+      items.share.hidden = !!chat?.temporary;
     },
     /** A stored reply gets 👍 / 👎 (its rating from history, if any). */
     decorateMessage(li, m) {

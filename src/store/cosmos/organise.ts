@@ -127,7 +127,9 @@ export function organiseOps(k: Cosmos): OrganiseOps {
           // Only if it is still there: a renewal racing a keep or a sweep must not bring a mark back.
           tolerate(
             async () =>
-              void (await c.item(d.id, owner).patch([{ op: "set", path: "/alive_until", value: alive < d.expires_at ? alive : d.expires_at }], o())),
+              void (await c
+                .item(d.id, owner)
+                .patch([{ op: "set", path: "/alive_until", value: alive < d.expires_at ? alive : d.expires_at }], o())),
             [404],
             undefined,
           ),
