@@ -11,7 +11,8 @@ import type { Store } from "../store/store";
 // "Connected" is a lease in the store: every replica holding a socket of the owner renews the owner's
 // temporary chats' `alive_until` (RENEW_MS apart, ALIVE_MS ahead). When the owner's last socket on a
 // replica closes, that replica shortens the lease to LEAVE_MS and says so on the bus; a replica still
-// holding a socket of theirs renews at once. Every replica sweeps what is due (SWEEP_MS apart): a chat
+// holding a socket of theirs renews at once. Every replica sweeps what is due (SWEEP_MS apart while it
+// knows of a temporary chat, IDLE_SWEEP_MS otherwise, and at start-up): a chat
 // whose lease ran out or whose TTL passed is deleted like DELETE_CHAT. With every replica down, the
 // first one up sweeps them.
 
@@ -20,6 +21,8 @@ export const RENEW_MS = 10_000;
 export const ALIVE_MS = 30_000;
 export const LEAVE_MS = 3_000;
 export const SWEEP_MS = 2_000;
+/** While this replica knows of no temporary chat: a sweep now and then for those whose replicas all went away. */
+export const IDLE_SWEEP_MS = 60_000;
 
 export type TemporaryOptions = {
   ttlS: number;
@@ -117,7 +120,7 @@ export function temporaryChats(
   const timer = setInterval(() => {
     if (running) return;
     running = true;
-    const sweeping = Date.now() - lastSweep >= SWEEP_MS;
+    const sweeping = Date.now() - lastSweep >= (byOwner.size > 0 ? SWEEP_MS : IDLE_SWEEP_MS);
     if (sweeping) lastSweep = Date.now();
     void (async () => {
       try {
