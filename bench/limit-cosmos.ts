@@ -58,7 +58,7 @@ export const scenario: Scenario = {
       // the budget's reads are accounting, counted on their own rows; the send's own path keeps its targets.
       const accounting = (o: Record<string, number>, prefixes: string[]) =>
         Object.entries(o).reduce((n, [k, v]) => (prefixes.some((p) => k.startsWith(p)) ? n + v : n), 0);
-      const usageOps = accounting(s.ops, ["addUsage", "tokensUsedSince", "tokensPerDay"]);
+      const usageOps = accounting(s.ops, ["addUsage", "putUsage", "tokensUsedSince", "tokensPerDay"]);
       const usageRequests = accounting(s.requests, ["usage.", "users.read"]);
       const rows: Row[] = [
         {
@@ -81,8 +81,8 @@ export const scenario: Scenario = {
           metric: "SEND_MESSAGE: usage accounting's Cosmos requests (no budget set)",
           unit: "",
           ours: +usageRequests.toFixed(2),
-          target: "≤ 1.1 (the record; a budget lookup per user every 10 s)",
-          met: usageRequests <= 1.1,
+          target: "≤ 2.1 (the record at its estimate as the call begins, then its counts; a budget lookup per user every 10 s)",
+          met: usageRequests <= 2.1,
         },
         {
           metric: "GET_CHAT_HISTORY: store operations",

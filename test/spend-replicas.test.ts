@@ -159,4 +159,34 @@ describe("across two replicas", () => {
       if (used + 60 > BUDGET) expect(after).toMatchObject({ code: "BUDGET_EXCEEDED" });
     }
   }, 120_000);
+
+  test("kill -9 of the replica generating a reply: its usage record is there, at its estimate (written as the call began)", async () => {
+    const u = await addUser(r.store);
+    const c = await on(1, u.token);
+    const chatId = await newChat(c);
+    model.setScript({ tokens: ["never", " finished"], holdAfter: 1, usage: REPORTED });
+    const accepted = await c.request(
+      { type: "SEND_MESSAGE", requestId: "q", chatId, content: "a question before a crash" },
+      "MESSAGE_ACCEPTED",
+      30_000,
+    );
+    await model.waitHeld(1, 20_000);
+    const [record] = await until(async () => {
+      const x = await r.store.listUsage({ userId: u.id, since: "2000-01-01T00:00:00.000Z" });
+      return x.length === 1 && x;
+    }, "the call's record before the crash");
+    await r.kill(1);
+    model.setScript({ tokens: ["ok"], usage: REPORTED });
+    model.release();
+    expect(record).toMatchObject({
+      id: `reply:${accepted.traceId}:1`,
+      kind: "reply",
+      user_id: u.id,
+      estimated: true,
+      completion_tokens: 0,
+    });
+    expect(record!.prompt_tokens).toBeGreaterThan(0);
+    // Still there, once, after the process is gone.
+    expect(await r.store.listUsage({ userId: u.id, since: "2000-01-01T00:00:00.000Z" })).toEqual([record!]);
+  }, 60_000);
 });

@@ -79,8 +79,8 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       await c.next((f) => f.type === "CHAT_UPDATED" && f.chat.name === "Greeting");
       const records = await until(async () => {
         const r = await recordsOf(u.id);
-        return r.length === 2 && r;
-      }, "two usage records");
+        return r.length === 2 && r.every((x) => !x.estimated) && r;
+      }, "two usage records, final");
       const asked = model.requests.slice(sentBefore);
       expect(asked.every((r) => r.body.stream_options?.include_usage === true)).toBe(true);
       const byKind = Object.fromEntries(records.map((r) => [r.kind, r])) as Record<string, UsageRecord>;
@@ -133,8 +133,8 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       const reply = await c.reply(chatId);
       const [r] = await until(async () => {
         const x = await recordsOf(u.id);
-        return x.length === 1 && x;
-      }, "one usage record");
+        return x.length === 1 && x[0]!.completion_tokens > 0 && x;
+      }, "one usage record, final");
       const req = model.requests[before] as ModelRequest;
       expect(req.usage).toBeUndefined();
       const tok = await tokenizerFor("gpt-4o");
@@ -197,8 +197,8 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       expect(reply.text).toBe("It is noon.");
       const records = await until(async () => {
         const r = await recordsOf(u.id);
-        return r.length === 2 && r;
-      }, "two usage records");
+        return r.length === 2 && r.every((x) => !x.estimated) && r;
+      }, "two usage records, final");
       expect(records.map((r) => [r.id, r.prompt_tokens, r.completion_tokens, r.estimated]).sort()).toEqual([
         [`reply:${reply.traceId}:1`, 40, 9, false],
         [`reply:${reply.traceId}:2`, 61, 4, false],

@@ -72,7 +72,7 @@ export function createUsage(d: UsageDeps) {
   /** Calls made so far per reply (tool rounds are several), for their records' ids; the oldest go past 10,000. */
   const calls = new Map<string, number>();
   /** Records to write, in order, each with what to do once it is stored (give its reservation back). */
-  const waiting: { r: UsageRecord; stored: () => void }[] = [];
+  const waiting: { r: UsageRecord; replace: boolean; stored: () => void }[] = [];
   /** Question estimates admitted before their question was stored, per chat, until the reply's call starts. */
   const held = new Map<string, { release: () => void; tokens: number }[]>();
   let writing: Promise<void> | undefined;
@@ -117,9 +117,10 @@ export function createUsage(d: UsageDeps) {
     writing ??= (async () => {
       let delay = 250;
       while (waiting.length > 0) {
-        const { r, stored } = waiting[0]!;
+        const { r, replace, stored } = waiting[0]!;
         try {
-          await store.addUsage(r);
+          if (replace) await store.putUsage(r);
+          else await store.addUsage(r);
           waiting.shift();
           stored();
           delay = 250;
@@ -134,14 +135,14 @@ export function createUsage(d: UsageDeps) {
   }
 
   /** Queues the record; `stored` runs once the store has it (a reservation is given back only then, so the tokens are never in neither). */
-  function record(r: UsageRecord, stored: () => void) {
-    d.onRecorded?.(r);
+  function record(r: UsageRecord, stored: () => void, o: { replace: boolean; final: boolean }) {
+    if (o.final) d.onRecorded?.(r);
     if (waiting.length >= MAX_WAITING) {
       const dropped = waiting.shift();
       dropped?.stored();
       log.error("usage records are not being stored; dropping the oldest", { id: dropped?.r.id });
     }
-    waiting.push({ r, stored });
+    waiting.push({ r, replace: o.replace, stored });
     void flush();
   }
 
@@ -211,6 +212,22 @@ export function createUsage(d: UsageDeps) {
         let reported: ReportedUsage | undefined;
         const parts: string[] = [];
         const at = new Date(now()).toISOString();
+        const base = {
+          id: `${key}:${n}`,
+          user_id: tag.userId,
+          chat_id: tag.chatId,
+          message_id: tag.messageId,
+          model: name,
+          kind: tag.kind,
+          created_at: at,
+        };
+        // Written as the call begins (off its path), so a process killed mid-reply leaves the call
+        // recorded at its estimate; the final counts replace it, by id.
+        const chars = turns.reduce((x, t) => x + t.content.length, 0);
+        record({ ...base, prompt_tokens: promptEstimate || Math.ceil(chars / 4), completion_tokens: 0, estimated: true }, () => {}, {
+          replace: false,
+          final: false,
+        });
         try {
           for await (const delta of model.stream(turns, { ...o, onUsage: (u) => ((reported = u), o.onUsage?.(u)) })) {
             parts.push(delta);
@@ -228,19 +245,9 @@ export function createUsage(d: UsageDeps) {
               completionTokens: (await tokenizerFor(name)).count(parts.join("")),
             };
             record(
-              {
-                id: `${key}:${n}`,
-                user_id: tag!.userId,
-                chat_id: tag!.chatId,
-                message_id: tag!.messageId,
-                model: name,
-                kind: tag!.kind,
-                prompt_tokens: counted.promptTokens,
-                completion_tokens: counted.completionTokens,
-                estimated: !reported,
-                created_at: at,
-              },
+              { ...base, prompt_tokens: counted.promptTokens, completion_tokens: counted.completionTokens, estimated: !reported },
               release,
+              { replace: true, final: true },
             );
             queued = true;
           } catch (e) {

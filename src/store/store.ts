@@ -156,6 +156,8 @@ export type Store = {
 
   /** Stores the record if its id is new; false (nothing written) when it was stored before. */
   addUsage(record: UsageRecord): Promise<boolean>;
+  /** Creates or replaces the record by id (a call's final counts over the estimate stored when it began). */
+  putUsage(record: UsageRecord): Promise<void>;
   /** Records from `since` (an ISO time) on, oldest first: one user's (on Cosmos, one partition) or everyone's. */
   listUsage(o: { userId?: string; since: string }): Promise<UsageRecord[]>;
   /** The user's prompt plus completion tokens recorded from `since` on, summed by the database. */

@@ -5,7 +5,7 @@ import { type Cosmos, query, read, safeId, strip, tolerate } from "./requests";
 // Usage records in the `usage` container, partitioned by user (a user's day is one partition query);
 // each user's budget override is a `limit:` document in the users container (one point read).
 
-type UsageOps = Pick<Store, "addUsage" | "listUsage" | "tokensUsedSince" | "tokensPerDay" | "setTokensPerDay">;
+type UsageOps = Pick<Store, "addUsage" | "putUsage" | "listUsage" | "tokensUsedSince" | "tokensPerDay" | "setTokensPerDay">;
 type LimitDoc = { id: string; type: "limit"; user_id: string; tokens_per_day: number | null };
 
 const limitId = (userId: string) => `limit:${Buffer.from(userId, "utf8").toString("base64url")}`;
@@ -16,6 +16,7 @@ export function usageOps(k: Cosmos): UsageOps {
     // Create, never upsert: the id decides, so a record written twice (a retry, another replica) is stored once.
     addUsage: (r) =>
       tolerate(async () => (await c.usage.items.create({ ...r, id: safeId(r.id), record_id: r.id }, o()), true), [409], false),
+    putUsage: async (r) => void (await c.usage.items.upsert({ ...r, id: safeId(r.id), record_id: r.id }, o())),
     listUsage: async ({ userId, since }) => {
       const docs = await query<Record<string, unknown>>(
         k,

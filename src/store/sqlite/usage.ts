@@ -4,7 +4,7 @@ import type { Store } from "../store";
 
 // Usage records and per-user token budgets (tables in schema.ts).
 
-type UsageOps = Pick<Store, "addUsage" | "listUsage" | "tokensUsedSince" | "tokensPerDay" | "setTokensPerDay">;
+type UsageOps = Pick<Store, "addUsage" | "putUsage" | "listUsage" | "tokensUsedSince" | "tokensPerDay" | "setTokensPerDay">;
 type Guard = <A extends unknown[], R>(fn: (...a: A) => R) => (...a: A) => Promise<Awaited<R>>;
 type Row = Omit<UsageRecord, "estimated"> & { estimated: number };
 
@@ -28,6 +28,10 @@ export function usageOps(db: Database, guard: Guard): UsageOps {
     usedDays: db.query<{ n: number | null }, { $user: string; $day: string }>(
       "SELECT sum(tokens) AS n FROM usage_daily WHERE user_id = $user AND day >= $day",
     ),
+    old: db.query<{ tokens: number; day: string }, { $id: string }>(
+      "SELECT prompt_tokens + completion_tokens AS tokens, substr(created_at, 1, 10) AS day FROM usage WHERE id = $id",
+    ),
+    drop: db.query("DELETE FROM usage WHERE id = $id"),
     addDaily: db.query(
       `INSERT INTO usage_daily (user_id, day, tokens) VALUES ($user, $day, $n)
        ON CONFLICT (user_id, day) DO UPDATE SET tokens = tokens + excluded.tokens`,
@@ -63,8 +67,18 @@ export function usageOps(db: Database, guard: Guard): UsageOps {
     if (added) q.addDaily.run({ $user: r.user_id, $day: r.created_at.slice(0, 10), $n: r.prompt_tokens + r.completion_tokens });
     return added;
   });
+  // Replaces by id, moving the day's total by the difference.
+  const putTx = db.transaction((r: UsageRecord) => {
+    const old = q.old.get({ $id: r.id });
+    if (old) {
+      q.addDaily.run({ $user: r.user_id, $day: old.day, $n: -old.tokens });
+      q.drop.run({ $id: r.id });
+    }
+    addTx(r);
+  });
   return {
     addUsage: guard((r: UsageRecord) => addTx.immediate(r)),
+    putUsage: guard((r: UsageRecord) => void putTx.immediate(r)),
     listUsage: guard(({ userId, since }: { userId?: string; since: string }) =>
       (userId === undefined ? q.ofAll.all({ $since: since }) : q.ofUser.all({ $user: userId, $since: since })).map(toRecord),
     ),
