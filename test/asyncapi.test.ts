@@ -14,7 +14,7 @@ const generated = asyncapiYaml();
 const parsed = new Parser().parse(generated);
 
 describe("docs/asyncapi.yaml", () => {
-  test("is what `bun run protocol` generates from src/ws/protocol.ts (run it after changing a frame)", () => {
+  test("is what `bun run protocol` generates from src/ws/protocol.ts and docs/protocol.md §6 (run it after changing either)", () => {
     expect(readFileSync(SPEC_PATH, "utf8")).toBe(generated);
   });
 
