@@ -116,6 +116,7 @@ export function temporaryChats(
   }
 
   let lastSweep = 0;
+  let lastLogged = 0;
   let running = false;
   const timer = setInterval(() => {
     if (running) return;
@@ -127,7 +128,11 @@ export function temporaryChats(
         await tick();
         if (sweeping) await sweep();
       } catch (e) {
-        o.onError("temporary chats: a renewal or sweep failed; the next tick tries again", e);
+        // Once a minute at most: a store outage would otherwise say so every tick.
+        if (Date.now() - lastLogged >= 60_000) {
+          lastLogged = Date.now();
+          o.onError("temporary chats: a renewal or sweep failed; the next tick tries again", e);
+        }
       } finally {
         running = false;
       }
