@@ -71,6 +71,8 @@ const RESENDABLE = new Set<RequestType>([
   "MOVE_CHAT",
   "RENAME_FOLDER",
   "RATE_REPLY",
+  "GET_SHARES",
+  "KEEP_CHAT",
 ]);
 // These make the socket's implicit watch (its focus) the request's chat.
 const FOCUSING = new Set<RequestType>(["GET_CHAT_HISTORY", "SEND_MESSAGE", "EDIT_MESSAGE", "REGENERATE", "SELECT_BRANCH", "RESUME"]);

@@ -724,6 +724,28 @@ export function storeContract(name: string, open: () => Promise<{ store: Store; 
       await store.setPinned(owner, a, true);
       await store.forgetChat(owner, a);
       expect(await sorted(owner)).toStrictEqual([]);
+      // Twenty chats, each pinned, moved and rated at once: no write is lost to another.
+      const chats = Array.from({ length: 20 }, () => crypto.randomUUID());
+      await Promise.all(
+        chats.flatMap((id, i) => [
+          store.setPinned(owner, id, true),
+          store.setFolder(owner, id, i % 2 ? f1.id : `f-${i}`),
+          store.putFeedback({
+            user_id: owner,
+            chat_id: id,
+            message_id: "r",
+            rating: "up",
+            model: "m",
+            created_at: isoAt(0),
+            updated_at: isoAt(1),
+          }),
+        ]),
+      );
+      const raced = await sorted(owner);
+      expect(raced.length).toBe(20);
+      for (const [i, id] of chats.entries())
+        expect(raced.find((m) => m.chat_id === id)).toStrictEqual({ chat_id: id, pinned: true, folder_id: i % 2 ? f1.id : `f-${i}` });
+      for (const id of chats) expect((await store.chatFeedback(owner, id)).length).toBe(1);
     });
 
     test("feedback: one per user and reply, replaced on change, per user, listed for export by time", async () => {
