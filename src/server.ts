@@ -231,7 +231,10 @@ export function startServer(parts: ServerParts) {
         onThrottled: () => metrics.throttledSignIns.inc(),
         log: (w) => log.warn("failed sign-ins throttled (one line a minute)", { address: w.address, previousMinute: w.previous }),
       }),
-      transfers: transferGate({ concurrent: 1, perMinute: c.TRANSFERS_PER_MINUTE }),
+      // One at a time per user and a rate: across replicas with Redis, this process's own otherwise.
+      transfers: shared
+        ? shared.transfers(c.TRANSFERS_PER_MINUTE, transferGate({ concurrent: 1, perMinute: c.TRANSFERS_PER_MINUTE }))
+        : transferGate({ concurrent: 1, perMinute: c.TRANSFERS_PER_MINUTE }),
     },
     log,
     allowedOrigins: c.ALLOWED_ORIGINS,

@@ -89,8 +89,8 @@ export function registerChatRoutes(app: Hono<any>, o: ChatRoutes) {
   }
 
   /** A slot for one export or import of the user's, or the 429 that says when to come back. */
-  function slot(userId: string, headers: Record<string, string>): { release: () => void } | { refuse: Response } {
-    const r = o.transfers.admit(userId);
+  async function slot(userId: string, headers: Record<string, string>): Promise<{ release: () => void } | { refuse: Response }> {
+    const r = await o.transfers.admit(userId);
     if ("release" in r) return r;
     const error =
       r.reason === "busy"
@@ -126,7 +126,7 @@ export function registerChatRoutes(app: Hono<any>, o: ChatRoutes) {
     const id = c.req.param("id");
     // Not a UUID: no chat can have it (chat ids are UUIDs), so no store read tells anything.
     if (!UUID.test(id)) return Response.json(NOT_FOUND, { status: 404, headers: { "Cache-Control": "no-store", ...headers } });
-    const held = slot(user.userId, headers);
+    const held = await slot(user.userId, headers);
     if ("refuse" in held) return held.refuse;
     let exported: Awaited<ReturnType<ChatFiles["exportChat"]>>;
     try {
@@ -163,7 +163,7 @@ export function registerChatRoutes(app: Hono<any>, o: ChatRoutes) {
     const declared = Number(c.req.header("content-length") ?? "0");
     if (declared > IMPORT_MAX_BYTES) return tooLarge();
     // Before the body is read: a refused import holds none of it.
-    const held = slot(user.userId, headers);
+    const held = await slot(user.userId, headers);
     if ("refuse" in held) return held.refuse;
     try {
       return await importBody(c.req.raw, user.userId, headers, tooLarge);

@@ -104,33 +104,41 @@ export function signInThrottle(o: {
   };
 }
 
-export type TransferGate = ReturnType<typeof transferGate>;
+/** A slot for one export or import (release it once, when the work ends), or how long to wait. */
+export type TransferAdmission = { release: () => void } | { retryAfterS: number; reason: "busy" | "rate" };
+/** A user's exports and imports: in this process (`transferGate`) or across replicas (src/redis/transfers.ts). */
+export type TransferGate = { admit(userId: string): Promise<TransferAdmission> };
 
 /**
  * A user's exports and imports: at most `concurrent` at a time (an export counts until its download
  * ends or is cut), and `perMinute` started per minute with a burst of as many.
  */
-export function transferGate(o: { concurrent: number; perMinute: number }) {
+export function transferGate(o: {
+  concurrent: number;
+  perMinute: number;
+}): TransferGate & { admitNow(userId: string, now?: number): TransferAdmission; running(userId: string): number } {
   const running = new Map<string, number>();
   const starts = keyedBuckets({ perSecond: o.perMinute / 60, burst: o.perMinute });
   return {
-    /** A release function (call it once, when the work ends), or how many seconds to wait. */
-    admit(userId: string, now = Date.now()): { release: () => void } | { retryAfterS: number; reason: "busy" | "rate" } {
-      if ((running.get(userId) ?? 0) >= o.concurrent) return { retryAfterS: 1, reason: "busy" };
-      const r = starts.take(userId, now);
-      if (!r.ok) return { retryAfterS: Math.max(1, Math.ceil(r.retryAfterMs / 1000)), reason: "rate" };
-      running.set(userId, (running.get(userId) ?? 0) + 1);
-      let done = false;
-      return {
-        release() {
-          if (done) return;
-          done = true;
-          const n = (running.get(userId) ?? 1) - 1;
-          if (n <= 0) running.delete(userId);
-          else running.set(userId, n);
-        },
-      };
-    },
+    admit: async (userId) => admitNow(userId),
+    admitNow,
     running: (userId: string) => running.get(userId) ?? 0,
   };
+  /** A release function (call it once, when the work ends), or how many seconds to wait. */
+  function admitNow(userId: string, now = Date.now()): TransferAdmission {
+    if ((running.get(userId) ?? 0) >= o.concurrent) return { retryAfterS: 1, reason: "busy" };
+    const r = starts.take(userId, now);
+    if (!r.ok) return { retryAfterS: Math.max(1, Math.ceil(r.retryAfterMs / 1000)), reason: "rate" };
+    running.set(userId, (running.get(userId) ?? 0) + 1);
+    let done = false;
+    return {
+      release() {
+        if (done) return;
+        done = true;
+        const n = (running.get(userId) ?? 1) - 1;
+        if (n <= 0) running.delete(userId);
+        else running.set(userId, n);
+      },
+    };
+  }
 }

@@ -7,6 +7,7 @@ import { redisUserSends } from "./user-sends";
 import { redisLanes } from "./lanes";
 import { redisUserGenerations } from "./user-generations";
 import { redisReservations } from "./reservations";
+import { redisTransfers } from "./transfers";
 import type { Reservations } from "../chat/reservations";
 import type { UserGenerations } from "../chat/user-generations";
 
@@ -39,6 +40,7 @@ export function startSharedMode(o: SharedOptions, log: Logger, metrics: Metrics)
   let lanes: ReturnType<typeof redisLanes> | undefined;
   let generations: ReturnType<typeof redisUserGenerations> | undefined;
   let reservations: ReturnType<typeof redisReservations> | undefined;
+  let transfers: ReturnType<typeof redisTransfers> | undefined;
   return {
     bus,
     backfill: bus.backfill,
@@ -51,6 +53,9 @@ export function startSharedMode(o: SharedOptions, log: Logger, metrics: Metrics)
     /** Each user's admitted and unrecorded tokens (budgets), seen by every replica. */
     reservations: (fallback: Reservations) =>
       (reservations = redisReservations(redis, { leaseMs: o.leaseMs, replicaId: o.replicaId, log }, fallback)),
+    /** Each user's exports and imports, one at a time and a rate, across replicas. */
+    transfers: (perMinute: number, fallback: Parameters<typeof redisTransfers>[2]) =>
+      (transfers = redisTransfers(redis, { perMinute, leaseMs: o.leaseMs, replicaId: o.replicaId, log }, fallback)),
     /** Takes over the questions of replicas that died. */
     sweep: async () => lanes?.sweep(),
     /** `connected`: the bus has subscribed once since start-up; before that this replica is not ready. */
@@ -65,6 +70,7 @@ export function startSharedMode(o: SharedOptions, log: Logger, metrics: Metrics)
       lanes?.close();
       generations?.close();
       reservations?.close();
+      transfers?.close();
       await redis.close();
     },
   };

@@ -21,6 +21,9 @@ export const keys = {
   userSends: (userId: string) => `pichat:{u:${userId}}:sends`,
   /** One user's replies at once (MAX_GENERATIONS_PER_USER), scored by lease end. */
   userGenerations: (userId: string) => `pichat:{u:${userId}}:generations`,
+  /** One user's export or import running now (one at a time, across replicas), and their start bucket. */
+  userTransfer: (userId: string) => `pichat:{u:${userId}}:transfer`,
+  userTransfers: (userId: string) => `pichat:{u:${userId}}:transfers`,
   /** One user's admitted and unrecorded tokens (budgets), a member per call, scored by lease end. */
   userReservations: (userId: string) => `pichat:{u:${userId}}:reserved`,
 };
