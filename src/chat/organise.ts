@@ -17,6 +17,8 @@ export type ChatListQuery = { limit: number; cursor?: string; folderId?: string;
 
 export const MAX_FOLDERS = 200;
 export const MAX_PINS = 100;
+/** Owners whose marks a replica keeps in memory at most (the oldest go first). */
+const KEPT_OWNERS = 10_000;
 /** Store pages one folder-limited search reads at most before answering with what it found. */
 const SEARCH_ROUNDS = 8;
 
@@ -50,9 +52,39 @@ export function organiseCommands(ctx: Pick<ChatContext, "store" | "bus">, known:
   const { store, bus } = ctx;
 
   /** The owner's marks, with placements in folders that no longer exist left out. */
+  // Each owner's marks (and folders, once read) kept per replica, so a chat list costs the store what it
+  // did before marks existed. Dropped on any change anywhere (the events below cross replicas on the
+  // bus); a read that raced a change is not kept; after a gap in the bus nothing kept is trusted.
+  const kept = new Map<string, { marks: ChatMark[]; folders?: Folder[] }>();
+  let generation = 0;
+  const drop = (owner: string) => {
+    generation++;
+    kept.delete(owner);
+  };
+  const unsubscribe = bus.subscribe((e) => {
+    if (e.type === "folders_changed" || e.type === "chat_deleted" || e.type === "temporary_chat") drop(e.owner);
+    if (e.type === "chat_updated" && "pinned" in e.chat) drop(e.owner);
+    if (e.type === "resync") {
+      generation++;
+      kept.clear();
+    }
+  });
+  async function readMarks(owner: string, needFolders: boolean) {
+    const hit = kept.get(owner);
+    const wantFolders = (marks: ChatMark[]) => needFolders || marks.some((m) => m.folder_id);
+    if (hit && (hit.folders || !wantFolders(hit.marks))) return { marks: hit.marks, folders: hit.folders ?? [] };
+    const before = generation;
+    const marks = hit?.marks ?? (await store.listMarks(owner));
+    const folders = wantFolders(marks) ? await store.listFolders(owner) : undefined;
+    if (generation === before) {
+      if (kept.size >= KEPT_OWNERS && !kept.has(owner)) kept.delete(kept.keys().next().value!);
+      kept.set(owner, { marks, ...(folders ? { folders } : {}) });
+    }
+    return { marks, folders: folders ?? [] };
+  }
+
   async function marksOf(owner: string, needFolders = false) {
-    const marks = await store.listMarks(owner);
-    const folders = needFolders || marks.some((m) => m.folder_id) ? await store.listFolders(owner) : [];
+    const { marks, folders } = await readMarks(owner, needFolders);
     const live = new Set(folders.map((f) => f.id));
     const byChat = new Map<string, ChatMark>();
     for (const m of marks) byChat.set(m.chat_id, m.folder_id && !live.has(m.folder_id) ? { chat_id: m.chat_id, pinned: m.pinned } : m);
@@ -151,6 +183,7 @@ export function organiseCommands(ctx: Pick<ChatContext, "store" | "bus">, known:
         if (pins >= MAX_PINS) throw new ChatError("INVALID_ARGUMENT", `at most ${MAX_PINS} chats can be pinned`);
       }
       await store.setPinned(o.owner, o.chatId, o.pinned);
+      drop(o.owner); // here at once; the other replicas on the CHAT_UPDATED announce() sends
       return announce(o.owner, o.chatId, o.origin);
     },
 
@@ -158,6 +191,7 @@ export function organiseCommands(ctx: Pick<ChatContext, "store" | "bus">, known:
       await known.requireChat(o.owner, o.chatId);
       if (o.folderId !== null && !(await store.listFolders(o.owner)).some((f) => f.id === o.folderId)) throw folderNotFound(o.folderId);
       await store.setFolder(o.owner, o.chatId, o.folderId ?? undefined);
+      drop(o.owner);
       return announce(o.owner, o.chatId, o.origin);
     },
 
@@ -206,6 +240,8 @@ export function organiseCommands(ctx: Pick<ChatContext, "store" | "bus">, known:
 
     /** A deleted chat's pin, placement and ratings. */
     forget: (owner: string, chatId: string) => store.forgetChat(owner, chatId),
+
+    close: unsubscribe,
   };
 }
 export type OrganiseCommands = ReturnType<typeof organiseCommands>;

@@ -254,6 +254,7 @@ export function createChatService(parts: ChatParts) {
     close() {
       unsubscribe();
       feedback.close();
+      organise.close();
       temporary.close();
       settingsCache.stop();
       recent.stop();
