@@ -1,12 +1,13 @@
+import { Database } from "bun:sqlite";
 import { afterAll, describe, expect, test } from "bun:test";
 import { spawnServer, type ServerProcess } from "./support/server-process";
 import { startSseModel } from "./support/sse-model";
 import { until, within } from "./support/until";
 
 // What the first send would load on first use (the model's tokenizer, the model client's request
-// path) is loaded at start-up, and /health/ready says not ready until it is: a load balancer sends
-// a fresh replica no socket whose first question would wait for it. A process of its own, so
-// nothing is loaded before it starts.
+// path, one whole send on a throwaway stack) is done at start-up, and /health/ready says not ready
+// until it is: a load balancer sends a fresh replica no socket whose first question would wait for
+// it. A process of its own, so nothing is loaded before it starts.
 
 describe("start-up warm-up", () => {
   const started: ServerProcess[] = [];
@@ -34,8 +35,18 @@ describe("start-up warm-up", () => {
       );
       for (const s of seen) expect(s).toEqual(s.status === 200 ? { status: 200, warm: true } : { status: 503, warm: false });
       await srv.waitLine(/ warmed up /, 5_000);
+      // Every part of it ran (a failed warm-up logs and still says ready).
+      expect(srv.lines.filter((l) => /could not warm up/.test(l))).toEqual([]);
       // The warm-up sent nothing to the model: its request path ran against an answer from memory.
       expect(model.requests.length).toBe(0);
+      // Nor did its send (src/chat/warm-up.ts, warmSend) store anything where the server stores.
+      const db = new Database(srv.dbPath, { readonly: true });
+      try {
+        for (const table of ["chats", "messages", "usage", "usage_daily"])
+          expect(db.query<{ n: number }, []>(`SELECT count(*) AS n FROM ${table}`).get()).toEqual({ n: 0 });
+      } finally {
+        db.close();
+      }
 
       const ws = new WebSocket(srv.wsUrl);
       await new Promise((resolve, reject) => {
