@@ -191,7 +191,7 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       // Only a reply can be rated; unknown ids and bad ratings are refused, nothing changes.
       expect(await c.request({ type: "RATE_REPLY", chatId: chat.id, messageId: question.id, rating: "up" }, "FEEDBACK")).toMatchObject({
         type: "ERROR",
-        code: "INVALID_FRAME",
+        code: "INVALID_ARGUMENT",
       });
       expect(await c.request({ type: "RATE_REPLY", chatId: chat.id, messageId: "nope", rating: "up" }, "FEEDBACK")).toMatchObject({
         code: "MESSAGE_NOT_FOUND",

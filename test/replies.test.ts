@@ -410,13 +410,13 @@ describe("settings", () => {
     expect(reset.settings).toEqual({});
   });
 
-  test("MODEL_ALLOWED: another model is refused (INVALID_FRAME, the chat layer's INVALID_ARGUMENT) naming the allowed ones, nothing stored; a stored one no longer allowed is not used", async () => {
+  test("MODEL_ALLOWED: another model is refused (INVALID_ARGUMENT) naming the allowed ones, nothing stored; a stored one no longer allowed is not used", async () => {
     const a = await open();
     const before = await srv.store.getSettings("default");
     const err = await a.request({ type: "UPDATE_SETTINGS", payload: { model: "gpt-4-32k" } }, "SETTINGS");
     expect(err).toMatchObject({
       type: "ERROR",
-      code: "INVALID_FRAME",
+      code: "INVALID_ARGUMENT",
       error: "model must be one of: base-model, pirate-7b",
       allowed: ["base-model", "pirate-7b"],
     });
@@ -436,7 +436,7 @@ describe("settings", () => {
     try {
       const a = await only.connect();
       expect(await a.request({ type: "UPDATE_SETTINGS", payload: { model: "pirate-7b" } }, "SETTINGS")).toMatchObject({
-        code: "INVALID_FRAME",
+        code: "INVALID_ARGUMENT",
         error: "model must be one of: base-model",
       });
       expect((await a.request({ type: "UPDATE_SETTINGS", payload: { model: "base-model" } }, "SETTINGS")).settings).toEqual({

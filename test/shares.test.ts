@@ -126,7 +126,7 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       expect(await made.text()).toBe(await invented.text());
       expect(await owner.c.request({ type: "SHARE_CHAT", chatId: chat.id, public: true }, "SHARE")).toMatchObject({
         type: "ERROR",
-        code: "INVALID_FRAME",
+        code: "INVALID_ARGUMENT",
       });
       // A bad token is a bad token, here as everywhere.
       expect((await view(share.id, "pc_not-a-real-token")).status).toBe(401);

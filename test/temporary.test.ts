@@ -72,7 +72,7 @@ for (const kind of ["sqlite", "cosmos"] as const) {
       expect((await u.c.request({ type: "SEARCH", query: word }, "SEARCH_RESULTS")).hits).toEqual([]);
       const exported = await fetch(`${short.url}/api/chats/${chat.id}/export`, { headers: { Authorization: `Bearer ${u.token}` } });
       expect(exported.status).toBe(400);
-      expect(await u.c.request({ type: "SHARE_CHAT", chatId: chat.id }, "SHARE")).toMatchObject({ code: "INVALID_FRAME" });
+      expect(await u.c.request({ type: "SHARE_CHAT", chatId: chat.id }, "SHARE")).toMatchObject({ code: "INVALID_ARGUMENT" });
 
       // The TTL passes while the owner is connected: the chat goes, messages and all, and the socket is told.
       await u.c.next((f) => f.type === "CHAT_DELETED" && f.chatId === chat.id, (TTL_S + 8) * 1000);

@@ -1,4 +1,4 @@
-import { CHAT_ERROR_CODES, describeFailure, type ChatErrorCode } from "../chat/errors";
+import { CHAT_ERROR_CODES, ChatError, describeFailure, type ChatErrorCode } from "../chat/errors";
 
 // Codes of the socket layer: about the frame itself or this socket's limits.
 export const FRAME_ERROR_CODES = [
@@ -12,9 +12,9 @@ export const FRAME_ERROR_CODES = [
   "TOO_MANY_WATCHES",
 ] as const;
 export type FrameErrorCode = (typeof FRAME_ERROR_CODES)[number];
-/** Every code an ERROR frame on the socket may carry (the chat layer's INVALID_ARGUMENT becomes INVALID_FRAME). */
-export const ERROR_CODES = [...new Set([...FRAME_ERROR_CODES, ...CHAT_ERROR_CODES.filter((c) => c !== "INVALID_ARGUMENT")])] as ErrorCode[];
-export type ErrorCode = FrameErrorCode | Exclude<ChatErrorCode, "INVALID_ARGUMENT">;
+/** Every code an ERROR frame on the socket may carry. */
+export const ERROR_CODES = [...new Set([...FRAME_ERROR_CODES, ...CHAT_ERROR_CODES])] as ErrorCode[];
+export type ErrorCode = FrameErrorCode | ChatErrorCode;
 
 export class FrameError extends Error {
   override name = "FrameError";
@@ -31,7 +31,8 @@ export class FrameError extends Error {
 export function errorFrameOf(e: unknown): { code: ErrorCode; message: string; details?: Record<string, unknown>; internal: boolean } {
   if (e instanceof FrameError) return { code: e.code, message: e.message, details: e.details, internal: false };
   const f = describeFailure(e, "something went wrong handling that frame");
-  // A bad argument the chat layer found (a cursor we never issued) is a bad frame to the client.
-  const code = f.code === "INVALID_ARGUMENT" ? "INVALID_FRAME" : f.code;
+  // A cursor we never issued is a bad frame to the client (as it always was); an argument the chat layer
+  // refuses by its rules (a model not allowed, too many pins) is INVALID_ARGUMENT, with what it says.
+  const code = f.code === "INVALID_ARGUMENT" && !(e instanceof ChatError) ? "INVALID_FRAME" : f.code;
   return { code, message: f.message, details: f.details, internal: f.code === "INTERNAL_ERROR" };
 }
