@@ -4,7 +4,7 @@ import { type Cosmos, query, read, safeId, strip, tolerate } from "./requests";
 
 // Folders, pins, placements and ratings in the `organise` container, one partition per owner, one
 // document each (a pin and a placement are separate, so a pin racing a move keeps both); shares in
-// the `shares` container by their id.
+// the `shares` container by their id, each with a reference in its owner's partition here.
 
 type OrganiseOps = Pick<
   Store,
@@ -31,12 +31,13 @@ type OrganiseOps = Pick<
   | "deleteChatShares"
 >;
 
-type Doc = Record<string, unknown> & { id: string; owner: string; kind: "folder" | "pin" | "place" | "feedback" | "temp" };
+type Doc = Record<string, unknown> & { id: string; owner: string; kind: "folder" | "pin" | "place" | "feedback" | "temp" | "shareref" };
 type TempDoc = Doc & { chat_id: string; expires_at: string; alive_until: string };
 const folderId = (id: string) => `folder:${id}`;
 const pinId = (chat: string) => `pin:${chat}`;
 const placeId = (chat: string) => `place:${chat}`;
 const tempId = (chat: string) => `temp:${chat}`;
+const shareRefId = (share: string) => `shareref:${share}`;
 const feedbackId = (chat: string, message: string) => safeId(`feedback:${chat}:${message}`);
 const toFolder = (d: Record<string, unknown>): Folder => ({
   id: String(d.folder_id),
@@ -163,36 +164,38 @@ export function organiseOps(k: Cosmos): OrganiseOps {
       )
         .map(toFeedback)
         .sort((a, b) => a.updated_at.localeCompare(b.updated_at)),
-    createShare: async (s) => void (await shares.items.create(s, o())),
+    // The snapshot in `shares` (by id: the link's point read), and a reference in the owner's partition
+    // here (`shareref:<id>`, without the messages), so listing and a chat's deletion stay in one partition.
+    createShare: async (s) => {
+      await shares.items.create(s, o());
+      const { messages: _m, ...head } = s;
+      const ref: Doc = { ...head, id: shareRefId(s.id), share_id: s.id, owner: s.owner, kind: "shareref" };
+      await c.items.create(ref, o());
+    },
     getShare: async (id) => {
       const doc = await read<Share>(k, shares, id, id);
       return doc ? toShare(doc) : undefined;
     },
-    // Across partitions (shares are keyed by id for the link's point read); a user has few.
     listShares: async (owner) =>
-      (
-        await query<Record<string, unknown>>(k, shares, {
-          query: "SELECT c.id, c.owner, c.chat_id, c.name, c.public, c.up_to, c.created_at FROM c WHERE c.owner = @owner",
-          parameters: [{ name: "@owner", value: owner }],
-        })
-      )
-        .map((d) => ({ ...toShare(d), messages: [] }) as Share)
+      (await ofOwner(owner, "c.kind = 'shareref'"))
+        .map((d) => ({ ...strip<Share>(d, ["kind", "share_id"]), id: String(d.share_id), messages: [] }))
         .sort((a, b) => b.created_at.localeCompare(a.created_at)),
+    // The link ends first (the snapshot goes), then its reference; only the owner's reference lets it.
     deleteShare: async (owner, id) => {
-      const doc = await read<Share>(k, shares, id, id);
-      if (!doc || doc.owner !== owner) return false;
-      return tolerate(async () => (await shares.item(id, id).delete(o()), true), [404], false);
+      const ref = await read<Doc>(k, c, shareRefId(id), owner);
+      if (!ref || ref.kind !== "shareref") return false;
+      await tolerate(async () => void (await shares.item(id, id).delete(o())), [404], undefined);
+      return remove(shareRefId(id), owner);
     },
     deleteChatShares: async (owner, chat) => {
-      const found = await query<{ id: string }>(k, shares, {
-        query: "SELECT c.id FROM c WHERE c.owner = @owner AND c.chat_id = @chat",
-        parameters: [
-          { name: "@owner", value: owner },
-          { name: "@chat", value: chat },
-        ],
-      });
+      const refs = await ofOwner<{ share_id: string }>(owner, "c.kind = 'shareref' AND c.chat_id = @chat", [
+        { name: "@chat", value: chat },
+      ]);
       const gone = await Promise.all(
-        found.map((s) => tolerate(async () => (await shares.item(s.id, s.id).delete(o()), true), [404], false)),
+        refs.map(async (r) => {
+          await tolerate(async () => void (await shares.item(r.share_id, r.share_id).delete(o())), [404], undefined);
+          return remove(shareRefId(r.share_id), owner);
+        }),
       );
       return gone.filter(Boolean).length;
     },
