@@ -20,6 +20,26 @@ export const lapsed = (m: Message, now = Date.now()) => m.status === "streaming"
 /** A stored reply a crash cut short: interrupted, or a checkpoint whose lease lapsed. */
 export const cutShort = (m: Message, now = Date.now()) => m.status === "interrupted" || lapsed(m, now);
 
+/**
+ * A stored reply once it is settled: a checkpoint whose lease still runs (its process may be alive,
+ * or died less than a lease ago) is read again until it is finished or cut short. Whoever takes a
+ * question over after a crash (a device message's claim may lapse before the reply's lease) would
+ * otherwise take a reply that will never end for one still being written.
+ */
+export async function settledReply(
+  read: () => Promise<Message | undefined>,
+  found: Message | undefined,
+  pollMs = 250,
+): Promise<Message | undefined> {
+  let m = found;
+  while (m?.status === "streaming" && !lapsed(m)) {
+    // Read again when the lease would lapse, or sooner: a live process may finish it meanwhile.
+    await Bun.sleep(Math.max(20, Math.min(pollMs, (m.lease?.until ?? 0) - Date.now() + 20)));
+    m = await read();
+  }
+  return m;
+}
+
 /** How often the generating process says on the bus that it is alive. */
 export const heartbeatEvery = (leaseMs: number) => Math.max(50, Math.floor(leaseMs / 3));
 

@@ -3,7 +3,7 @@ import type { Chat, Message } from "../../records";
 import type { BranchCommands } from "../branches";
 import { nowIso } from "../clock";
 import type { ChatClient, ChatContext } from "../context";
-import { cutShort } from "../lease";
+import { cutShort, settledReply } from "../lease";
 import type { Ticket } from "./replies";
 import type { ReplyResult } from "./generate";
 import type { questionStore } from "./question";
@@ -26,8 +26,9 @@ export type SendRequest = {
   context?: Turn[];
   /**
    * A stored reply that a crash cut short (interrupted, or still marked streaming with its lease
-   * lapsed) does not count as an answer: answer again. Devices use it; a voice user cannot read
-   * half a reply.
+   * lapsed) does not count as an answer: answer again. One still streaming under a lease that runs
+   * is waited for until it is finished (the answer) or its lease lapses (answered again). Devices use
+   * it; a voice user cannot read half a reply.
    */
   retryCutShort?: boolean;
   /** EDIT_MESSAGE: the question this one is an edit of. It goes beside it, as a new branch that becomes current. */
@@ -102,6 +103,8 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
         parentId,
       });
       if (!q.stored) answered = await store.findReply(o.chatId, id);
+      // A reply still under its lease is neither an answer nor cut short yet: wait until it is one.
+      if (answered && o.retryCutShort) answered = await settledReply(() => store.findReply(o.chatId, id), answered);
       if (answered && o.retryCutShort && cutShort(answered)) answered = undefined;
     } catch (e) {
       lanes.release(ticket);
