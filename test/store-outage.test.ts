@@ -156,6 +156,8 @@ describe("the store goes away mid-session and comes back", () => {
         ["SHARE_CHAT", { type: "SHARE_CHAT", chatId: kept.id }, "SHARE"],
         ["GET_SHARES", { type: "GET_SHARES" }, "SHARES"],
         ["REVOKE_SHARE", { type: "REVOKE_SHARE", shareId: "D".repeat(32) }, "SHARE_REVOKED"],
+        // The tools a user's replies may call depend on their settings, whose kept copy the failed update dropped.
+        ["GET_TOOLS", { type: "GET_TOOLS" }, "TOOLS"],
       ];
       // Every frame type is here except the two that read no store: UNWATCH (below) and
       // STOP_GENERATION (the next test).

@@ -68,6 +68,11 @@ export function feedbackCommands(
 
   return {
     ratingsIn,
+    /** A chat just created: known to hold no ratings until a rating anywhere says otherwise. */
+    noteUnrated(owner: string, chatId: string) {
+      if (unrated.size >= KNOWN_UNRATED) unrated.delete(unrated.values().next().value!);
+      unrated.add(keyOf(owner, chatId));
+    },
 
     /** RATE_REPLY: `rating` null removes the user's rating. */
     async rate(o: { owner: string; chatId: string; messageId: string; rating: Rating | null; comment?: string }) {

@@ -68,6 +68,12 @@ export function createChatService(parts: ChatParts) {
   // Pins, folders and ratings (src/chat/organise.ts, src/chat/feedback.ts).
   const organise = organiseCommands(ctx, known);
   const feedback = feedbackCommands({ ...ctx, onFeedback: parts.onFeedback }, known);
+  /** A chat made here holds no ratings yet: its history pages read none (a rating anywhere drops that). */
+  const createChat: typeof chats.createChat = async (o) => {
+    const chat = await chats.createChat(o);
+    feedback.noteUnrated(o.owner, chat.id);
+    return chat;
+  };
   const transfer = transferCommands(ctx, known.requireChat, feedback.ratingsIn);
   const search = searchCommands(ctx).search;
   const shares = shareCommands(ctx, known, { allowPublic: parts.options.allowPublicShares ?? false });
@@ -83,7 +89,7 @@ export function createChatService(parts: ChatParts) {
     {
       store,
       bus: parts.bus,
-      createChat: chats.createChat,
+      createChat,
       requireChat: known.requireChat,
       deleteChat,
       onError: (what, e) => parts.log.warn(what, { error: e }),
@@ -91,7 +97,7 @@ export function createChatService(parts: ChatParts) {
     { ttlS: parts.options.temporaryChatTtlS ?? 3600 },
   );
   // Requests from other replicas: stop a reply generated here; a chat deleted there stops ours.
-  const deviceChatOf = deviceChat(ctx.store, chats.createChat);
+  const deviceChatOf = deviceChat(ctx.store, createChat);
   const unsubscribe = parts.bus.subscribe((e) => {
     if (e.type === "stop_request") replies.byTrace(e.traceId)?.controller.abort({ stop: "stopped" } satisfies StopReason);
     if (e.type === "chat_updated") known.noteName(e.chat);
@@ -113,7 +119,7 @@ export function createChatService(parts: ChatParts) {
   return {
     /** GET_CHATS: pinned chats first, each with `pinned` and `folderId`; filtered to a folder or to pins when asked. */
     listChats: (owner: string, o: ChatListQuery) => organise.listChats(owner, o),
-    createChat: chats.createChat,
+    createChat,
     /** A history page; a reply the user rated carries its `feedback`. */
     async history(o: HistoryQuery, client: ChatClient) {
       const page = await history(o, client);
