@@ -28,8 +28,13 @@ export function usageOps(db: Database, guard: Guard): UsageOps {
     usedDays: db.query<{ n: number | null }, { $user: string; $day: string }>(
       "SELECT sum(tokens) AS n FROM usage_daily WHERE user_id = $user AND day >= $day",
     ),
-    old: db.query<{ tokens: number; day: string }, { $id: string }>(
-      "SELECT prompt_tokens + completion_tokens AS tokens, substr(created_at, 1, 10) AS day FROM usage WHERE id = $id",
+    old: db.query<{ tokens: number; day: string; user_id: string; created_at: string }, { $id: string }>(
+      "SELECT prompt_tokens + completion_tokens AS tokens, substr(created_at, 1, 10) AS day, user_id, created_at FROM usage WHERE id = $id",
+    ),
+    // The columns no index holds: a record's final counts over its estimate change only these.
+    counts: db.query(
+      `UPDATE usage SET chat_id = $chat_id, message_id = $message_id, model = $model, kind = $kind, prompt_tokens = $prompt,
+       completion_tokens = $completion, estimated = $estimated WHERE id = $id`,
     ),
     drop: db.query("DELETE FROM usage WHERE id = $id"),
     addDaily: db.query(
@@ -67,11 +72,27 @@ export function usageOps(db: Database, guard: Guard): UsageOps {
     if (added) q.addDaily.run({ $user: r.user_id, $day: r.created_at.slice(0, 10), $n: r.prompt_tokens + r.completion_tokens });
     return added;
   });
-  // Replaces by id, moving the day's total by the difference.
+  // Replaces by id, moving the day's total by the difference. The usual case (the final counts over
+  // the estimate: same user, same time) updates the row in place, leaving its indexes alone.
   const putTx = db.transaction((r: UsageRecord) => {
     const old = q.old.get({ $id: r.id });
+    if (old && old.user_id === r.user_id && old.created_at === r.created_at) {
+      q.counts.run({
+        $id: r.id,
+        $chat_id: r.chat_id,
+        $message_id: r.message_id,
+        $model: r.model,
+        $kind: r.kind,
+        $prompt: r.prompt_tokens,
+        $completion: r.completion_tokens,
+        $estimated: r.estimated ? 1 : 0,
+      });
+      const n = r.prompt_tokens + r.completion_tokens - old.tokens;
+      if (n !== 0) q.addDaily.run({ $user: r.user_id, $day: old.day, $n: n });
+      return;
+    }
     if (old) {
-      q.addDaily.run({ $user: r.user_id, $day: old.day, $n: -old.tokens });
+      q.addDaily.run({ $user: old.user_id, $day: old.day, $n: -old.tokens });
       q.drop.run({ $id: r.id });
     }
     addTx(r);
