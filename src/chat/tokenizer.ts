@@ -53,12 +53,31 @@ async function load(encoding: Encoding): Promise<{ api: Api; split: RegExp }> {
 
 const tokenizers = new Map<Encoding, Promise<Tokenizer>>();
 
+// A send counts its question twice (the window check before it is stored, then the prompt, where it
+// has an id): the texts counted last are remembered, short ones only, a bounded number of them
+// (at most 2 MB).
+const RECENT_TEXTS = 256;
+const RECENT_MAX_CHARS = 4096;
+function remembering(count: (text: string) => number): (text: string) => number {
+  const recent = new Map<string, number>();
+  return (text) => {
+    if (text.length > RECENT_MAX_CHARS) return count(text);
+    let n = recent.get(text);
+    if (n === undefined) {
+      n = count(text);
+      if (recent.size >= RECENT_TEXTS) recent.delete(recent.keys().next().value!);
+      recent.set(text, n);
+    }
+    return n;
+  };
+}
+
 /** The tokenizer of a model's family, loaded once per encoding. */
 export function tokenizerFor(model: string): Promise<Tokenizer> {
   const encoding = encodingFor(model);
   let t = tokenizers.get(encoding);
   if (!t) {
-    t = load(encoding).then(({ api, split }) => ({ encoding, count: (text: string) => countText(api, split, text) }));
+    t = load(encoding).then(({ api, split }) => ({ encoding, count: remembering((text: string) => countText(api, split, text)) }));
     t.catch(() => tokenizers.delete(encoding));
     tokenizers.set(encoding, t);
   }
