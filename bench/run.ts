@@ -14,6 +14,7 @@ import { scenario as requestResponse } from "./request-response";
 import { scenario as storeCost } from "./store-cost";
 import { scenario as streaming } from "./streaming";
 import { scenario as toolCalls } from "./tool-calls";
+import { scenario as pipelineCost } from "./pipeline-cost";
 import { scenario as usageCost } from "./usage-cost";
 
 // `bun run bench` runs every scenario; `bun run bench -- fan-out streaming` runs those only.
@@ -40,10 +41,11 @@ const ALL: Scenario[] = [
   limitCosmos,
   usageCost,
   toolCalls,
+  pipelineCost,
 ];
 // Names that stand for several scenarios.
 const GROUPS: Record<string, string[]> = {
-  targets: [limitSend, firstChunk].map((s) => s.name),
+  targets: [limitSend, firstChunk, pipelineCost].map((s) => s.name),
   limits: [limitHistory, limitSend, limitStreams, flatCost, limitCosmos].map((s) => s.name),
 };
 
