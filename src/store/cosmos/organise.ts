@@ -1,35 +1,10 @@
 import type { ChatMark, Feedback, Folder, Share } from "../../records";
-import type { Store } from "../store";
+import type { OrganiseOps } from "../ops";
 import { type Cosmos, query, read, safeId, strip, tolerate } from "./requests";
 
 // Folders, pins, placements and ratings in the `organise` container, one partition per owner, one
 // document each (a pin and a placement are separate, so a pin racing a move keeps both); shares in
 // the `shares` container by their id, each with a reference in its owner's partition here.
-
-type OrganiseOps = Pick<
-  Store,
-  | "listFolders"
-  | "createFolder"
-  | "renameFolder"
-  | "deleteFolder"
-  | "listMarks"
-  | "setPinned"
-  | "setFolder"
-  | "forgetChat"
-  | "markTemporary"
-  | "unmarkTemporary"
-  | "renewTemporary"
-  | "dueTemporary"
-  | "putFeedback"
-  | "removeFeedback"
-  | "chatFeedback"
-  | "listFeedback"
-  | "createShare"
-  | "getShare"
-  | "listShares"
-  | "deleteShare"
-  | "deleteChatShares"
->;
 
 type Doc = Record<string, unknown> & { id: string; owner: string; kind: "folder" | "pin" | "place" | "feedback" | "temp" | "shareref" };
 type TempDoc = Doc & { chat_id: string; expires_at: string; alive_until: string };

@@ -1,11 +1,10 @@
 import type { UsageRecord } from "../../records";
-import type { Store } from "../store";
+import type { UsageOps } from "../ops";
 import { type Cosmos, query, read, safeId, strip, tolerate } from "./requests";
 
 // Usage records in the `usage` container, partitioned by user (a user's day is one partition query);
 // each user's budget override is a `limit:` document in the users container (one point read).
 
-type UsageOps = Pick<Store, "addUsage" | "putUsage" | "listUsage" | "tokensUsedSince" | "tokensPerDay" | "setTokensPerDay">;
 type LimitDoc = { id: string; type: "limit"; user_id: string; tokens_per_day: number | null };
 
 const limitId = (userId: string) => `limit:${Buffer.from(userId, "utf8").toString("base64url")}`;

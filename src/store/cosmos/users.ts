@@ -1,5 +1,6 @@
 import type { User } from "../../records";
-import { DEVICE_LIST_MAX, type Store } from "../store";
+import type { UserOps } from "../ops";
+import { DEVICE_LIST_MAX } from "../store";
 import { type Cosmos, query, read, tolerate } from "./requests";
 
 // Users, personal token hashes and device owners: three kinds of document in the `users` container
@@ -12,11 +13,6 @@ import { type Cosmos, query, read, tolerate } from "./requests";
 //                              gets a name; findUser and listUsers read these
 //   token:<sha256 hex>         a live personal token (revoking deletes it)
 //   device:<base64url(id)>     a device's owner
-
-type UserOps = Pick<
-  Store,
-  "createUser" | "findUser" | "listUsers" | "addToken" | "userOfToken" | "revokeTokens" | "assignDevice" | "deviceOwner" | "assignedDevices"
->;
 
 type UserDoc = { id: string; type: "user"; user: User };
 type NameDoc = { id: string; type: "name"; user: User };

@@ -1,33 +1,9 @@
 import type { Database } from "bun:sqlite";
 import type { ChatMark, Feedback, Folder, Share } from "../../records";
-import type { Store } from "../store";
+import type { OrganiseOps } from "../ops";
 
 // Folders, pins, placements, feedback and shares (tables in schema.ts).
 
-type OrganiseOps = Pick<
-  Store,
-  | "listFolders"
-  | "createFolder"
-  | "renameFolder"
-  | "deleteFolder"
-  | "listMarks"
-  | "setPinned"
-  | "setFolder"
-  | "forgetChat"
-  | "markTemporary"
-  | "unmarkTemporary"
-  | "renewTemporary"
-  | "dueTemporary"
-  | "putFeedback"
-  | "removeFeedback"
-  | "chatFeedback"
-  | "listFeedback"
-  | "createShare"
-  | "getShare"
-  | "listShares"
-  | "deleteShare"
-  | "deleteChatShares"
->;
 type Guard = <A extends unknown[], R>(fn: (...a: A) => R) => (...a: A) => Promise<Awaited<R>>;
 type FeedbackRow = Omit<Feedback, "comment"> & { comment: string | null };
 type ShareRow = Omit<Share, "public" | "messages" | "up_to"> & { public: number; messages: string; up_to: string | null };

@@ -1,10 +1,9 @@
 import type { Database } from "bun:sqlite";
 import type { UsageRecord } from "../../records";
-import type { Store } from "../store";
+import type { UsageOps } from "../ops";
 
 // Usage records and per-user token budgets (tables in schema.ts).
 
-type UsageOps = Pick<Store, "addUsage" | "putUsage" | "listUsage" | "tokensUsedSince" | "tokensPerDay" | "setTokensPerDay">;
 type Guard = <A extends unknown[], R>(fn: (...a: A) => R) => (...a: A) => Promise<Awaited<R>>;
 type Row = Omit<UsageRecord, "estimated"> & { estimated: number };
 

@@ -1,13 +1,9 @@
 import type { Database } from "bun:sqlite";
 import type { User } from "../../records";
-import { DEVICE_LIST_MAX, type Store } from "../store";
+import type { UserOps } from "../ops";
+import { DEVICE_LIST_MAX } from "../store";
 
 // Users, their personal token hashes and device owners (tables in schema.ts).
-
-type UserOps = Pick<
-  Store,
-  "createUser" | "findUser" | "listUsers" | "addToken" | "userOfToken" | "revokeTokens" | "assignDevice" | "deviceOwner" | "assignedDevices"
->;
 
 /** The store's error mapping (index.ts), applied to every operation here too. */
 type Guard = <A extends unknown[], R>(fn: (...a: A) => R) => (...a: A) => Promise<Awaited<R>>;
