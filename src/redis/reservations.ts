@@ -2,6 +2,8 @@ import type { Reservations } from "../chat/reservations";
 import type { Logger } from "../log";
 import type { RedisConnection } from "./client";
 import { keys } from "./keys";
+import { leasedMembers } from "./leases";
+import { NOW_MS } from "./lua";
 
 // A user's admitted and unrecorded tokens across replicas (src/chat/reservations.ts): one sorted set
 // per user, a member per admitted call ("<replica>:<id>:<tokens>") scored by its lease's end on
@@ -11,8 +13,7 @@ import { keys } from "./keys";
 
 // KEYS: the user's set. ARGV: tokens, used, budget, member, leaseMs. 1: reserved; 0: over budget.
 const TAKE = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+${NOW_MS}
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local held = 0
 for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
@@ -22,15 +23,6 @@ if tonumber(ARGV[2]) + held + tonumber(ARGV[1]) > tonumber(ARGV[3]) then return 
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[5]), ARGV[4])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[5]) * 2)
 return 1`;
-// KEYS: the user's set. ARGV: member, leaseMs.
-const RENEW = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
-end
-return 1`;
 
 /** The shared reservations; while Redis does not answer, `fallback` (this process's own) decides. */
 export function redisReservations(
@@ -38,13 +30,7 @@ export function redisReservations(
   o: { leaseMs: number; replicaId: string; log: Logger },
   fallback: Reservations,
 ): Reservations & { close(): void } {
-  const held = new Map<string, string>(); // member -> key
-  const renewer = setInterval(
-    () => {
-      for (const [member, key] of held) redis.cmd.eval(RENEW, 1, key, member, String(o.leaseMs)).catch(() => {});
-    },
-    Math.max(100, o.leaseMs / 3),
-  );
+  const members = leasedMembers(redis, o.leaseMs);
   const take: Reservations = async (userId, n, used, budget) => {
     const key = keys.userReservations(userId);
     const member = `${o.replicaId}:${crypto.randomUUID()}:${Math.max(0, Math.round(n))}`;
@@ -56,11 +42,7 @@ export function redisReservations(
       return fallback(userId, n, used, budget);
     }
     if (got !== 1) return "full";
-    held.set(member, key);
-    return () => {
-      if (!held.delete(member)) return;
-      redis.cmd.zrem(key, member).catch(() => {});
-    };
+    return members.hold(key, member);
   };
-  return Object.assign(take, { close: () => clearInterval(renewer) });
+  return Object.assign(take, { close: members.close });
 }

@@ -1,6 +1,8 @@
 import type { Logger } from "../log";
 import type { RedisConnection } from "./client";
 import { keys } from "./keys";
+import { heldLeases } from "./leases";
+import { refillBucket, saveBucket } from "./lua";
 
 // A user's exports and imports across replicas (src/http/throttle.ts keeps them per process): one at
 // a time (a key holding the running one, a lease renewed while it runs, so a replica that dies frees
@@ -12,15 +14,9 @@ const TAKE = `
 if redis.call('EXISTS', KEYS[1]) == 1 then return -1 end
 local cap = tonumber(ARGV[3])
 local perMs = cap / 60000
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local b = redis.call('HMGET', KEYS[2], 'tokens', 'at')
-local tokens = tonumber(b[1]) or cap
-local at = tonumber(b[2]) or now
-tokens = math.min(cap, tokens + math.max(0, now - at) * perMs)
+${refillBucket("KEYS[2]")}
 if tokens < 1 then return math.ceil((1 - tokens) / perMs) end
-redis.call('HSET', KEYS[2], 'tokens', tostring(tokens - 1), 'at', tostring(now))
-redis.call('PEXPIRE', KEYS[2], math.ceil(cap / perMs) + 1000)
+${saveBucket("KEYS[2]", "tokens - 1")}
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 0`;
 // KEYS: slot. ARGV: member, leaseMs (0: release).
@@ -37,13 +33,10 @@ export function redisTransfers(
   o: { perMinute: number; leaseMs: number; replicaId: string; log: Logger },
   fallback: { admit(userId: string): Promise<Admission> },
 ) {
-  const held = new Map<string, string>(); // member -> slot key
-  const renewer = setInterval(
-    () => {
-      for (const [member, key] of held) redis.cmd.eval(KEEP, 1, key, member, String(o.leaseMs)).catch(() => {});
-    },
-    Math.max(100, o.leaseMs / 3),
-  );
+  const slots = heldLeases(o.leaseMs, {
+    renew: (slot, member) => redis.cmd.eval(KEEP, 1, slot, member, String(o.leaseMs)),
+    release: (slot, member) => redis.cmd.eval(KEEP, 1, slot, member, "0"),
+  });
   return {
     async admit(userId: string): Promise<Admission> {
       const slot = keys.userTransfer(userId);
@@ -57,14 +50,8 @@ export function redisTransfers(
       }
       if (got === -1) return { retryAfterS: 1, reason: "busy" };
       if (got > 0) return { retryAfterS: Math.max(1, Math.ceil(got / 1000)), reason: "rate" };
-      held.set(member, slot);
-      return {
-        release() {
-          if (!held.delete(member)) return;
-          redis.cmd.eval(KEEP, 1, slot, member, "0").catch(() => {});
-        },
-      };
+      return { release: slots.hold(slot, member) };
     },
-    close: () => clearInterval(renewer),
+    close: slots.close,
   };
 }

@@ -2,6 +2,8 @@ import { tooManyForUser, type UserGenerations } from "../chat/user-generations";
 import type { Logger } from "../log";
 import type { RedisConnection } from "./client";
 import { keys } from "./keys";
+import { leasedMembers } from "./leases";
+import { NOW_MS } from "./lua";
 
 // MAX_GENERATIONS_PER_USER across replicas: each of a user's replies is a member of one sorted set,
 // scored by its lease's end (Redis's clock), renewed by the replica holding it. A replica that dies
@@ -9,21 +11,11 @@ import { keys } from "./keys";
 
 // KEYS: the user's set. ARGV: max, member, leaseMs. 1: taken; 0: full.
 const TAKE = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+${NOW_MS}
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
 redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) * 2)
-return 1`;
-// KEYS: the user's set. ARGV: member, leaseMs.
-const RENEW = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
-  redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
-end
 return 1`;
 
 /** The shared count; while Redis does not answer, `fallback` (this process's own count) decides. */
@@ -32,13 +24,7 @@ export function redisUserGenerations(
   o: { max: number; leaseMs: number; replicaId: string; log: Logger },
   fallback: UserGenerations,
 ): UserGenerations & { close(): void } {
-  const held = new Map<string, string>(); // member -> key
-  const renewer = setInterval(
-    () => {
-      for (const [member, key] of held) redis.cmd.eval(RENEW, 1, key, member, String(o.leaseMs)).catch(() => {});
-    },
-    Math.max(100, o.leaseMs / 3),
-  );
+  const members = leasedMembers(redis, o.leaseMs);
   const take = async (userId: string) => {
     const key = keys.userGenerations(userId);
     const member = `${o.replicaId}:${crypto.randomUUID()}`;
@@ -50,11 +36,7 @@ export function redisUserGenerations(
       return fallback(userId);
     }
     if (got !== 1) throw tooManyForUser(o.max);
-    held.set(member, key);
-    return () => {
-      if (!held.delete(member)) return;
-      redis.cmd.zrem(key, member).catch(() => {});
-    };
+    return members.hold(key, member);
   };
-  return Object.assign(take, { close: () => clearInterval(renewer) });
+  return Object.assign(take, { close: members.close });
 }

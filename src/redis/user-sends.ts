@@ -1,22 +1,17 @@
 import type { Logger } from "../log";
 import type { RedisConnection } from "./client";
 import { keys } from "./keys";
+import { refillBucket, saveBucket } from "./lua";
 
 // Each user's sends per minute as one token bucket in Redis, so a user's limit is the same however
 // many sockets and replicas they use. Redis's own clock refills it (replicas' clocks may differ).
 const TAKE = `
 local cap = tonumber(ARGV[1])
 local perMs = tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(b[1]) or cap
-local at = tonumber(b[2]) or now
-tokens = math.min(cap, tokens + math.max(0, now - at) * perMs)
+${refillBucket("KEYS[1]")}
 local wait = -1
 if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) / perMs) end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
-redis.call('PEXPIRE', KEYS[1], math.ceil(cap / perMs) + 1000)
+${saveBucket("KEYS[1]", "tokens")}
 return wait
 `;
 
