@@ -3,6 +3,7 @@ import type { Model, ModelTurn, ReportedUsage, StreamOptions, UsageTag } from ".
 import type { UsageRecord } from "../records";
 import type { Store } from "../store/store";
 import { ChatError } from "./errors";
+import { heldUntilReply } from "./held-until-reply";
 import { REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, tokenizerFor } from "./tokenizer";
 import { localReservations, type Reservations } from "./reservations";
 
@@ -332,16 +333,5 @@ export function budgeted<
   C extends unknown[],
   R extends { reply?: Promise<unknown> },
 >(usage: Usage, model: string, send: (o: A, ...rest: C) => Promise<R>) {
-  return async (o: A, ...rest: C): Promise<R> => {
-    const release = await usage.admitQuestion(o.owner, o.chatId, model, o.content);
-    try {
-      const r = await send(o, ...rest);
-      if (r.reply) void r.reply.finally(release);
-      else release();
-      return r;
-    } catch (e) {
-      release();
-      throw e;
-    }
-  };
+  return heldUntilReply<A, C, R>((o, ..._rest) => usage.admitQuestion(o.owner, o.chatId, model, o.content), send);
 }

@@ -1,4 +1,5 @@
 import { ChatError } from "./errors";
+import { heldUntilReply } from "./held-until-reply";
 
 // MAX_GENERATIONS_PER_USER: the replies one user may have at once (answering or waiting in a
 // chat's lane), so one person with many sockets cannot take every slot of MAX_GENERATIONS. Counted
@@ -40,16 +41,5 @@ export function perUser<A, C extends unknown[], R extends { reply?: Promise<unkn
   ownerOf: (a: A, ...rest: C) => string,
   send: (a: A, ...rest: C) => Promise<R>,
 ) {
-  return async (a: A, ...rest: C): Promise<R> => {
-    const release = await slots(ownerOf(a, ...rest));
-    try {
-      const r = await send(a, ...rest);
-      if (r.reply) void r.reply.finally(release);
-      else release();
-      return r;
-    } catch (e) {
-      release();
-      throw e;
-    }
-  };
+  return heldUntilReply<A, C, R>((a, ...rest) => slots(ownerOf(a, ...rest)), send);
 }
