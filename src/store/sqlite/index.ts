@@ -1,12 +1,12 @@
 import type { Message } from "../../records";
 import { decodeChatCursor, decodeMessageCursor, encodeChatCursor, encodeMessageCursor } from "../cursor";
-import { StoreUnavailableError } from "../errors";
 import { mergeSettings } from "../merge";
 import { DEVICE_LIST_MAX, type Checkpoint, type Ownership, type Page, type Store } from "../store";
 import { chatParams, type MessageRow, messageParams, toChat, toMessage } from "./rows";
 import { openDatabase } from "./schema";
 import { INDEX_EVERY_MS, indexQueued, searchOps } from "./search";
 import { prepareStatements } from "./statements";
+import { guard } from "./guard";
 import { organiseOps } from "./organise";
 import { usageOps } from "./usage";
 import { userOps } from "./users";
@@ -61,24 +61,6 @@ export function openSqliteStore(path: string): Store {
     q.putSettings.run({ $owner: owner, $value: JSON.stringify(next) });
     return next;
   });
-
-  // bun:sqlite is synchronous; the async signatures keep the contract the same as Cosmos.
-  // A closed or broken database file is the embedded equivalent of an unreachable server.
-  const guard =
-    <A extends unknown[], R>(fn: (...a: A) => R) =>
-    async (...a: A): Promise<Awaited<R>> => {
-      try {
-        return await fn(...a);
-      } catch (e) {
-        if (
-          e instanceof Error &&
-          /closed|SQLITE_(IOERR|CANTOPEN|BUSY|LOCKED)/i.test(`${e.message} ${(e as { code?: string }).code ?? ""}`)
-        ) {
-          throw new StoreUnavailableError("the SQLite database is unavailable", { cause: e });
-        }
-        throw e;
-      }
-    };
 
   /** Newest `limit` rows (fetched one extra to learn whether older ones exist), returned oldest first. */
   const page = (rows: MessageRow[], limit: number, chatId: string): Page<Message> => {

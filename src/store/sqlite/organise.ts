@@ -1,10 +1,10 @@
 import type { Database } from "bun:sqlite";
 import type { ChatMark, Feedback, Folder, Share } from "../../records";
 import type { OrganiseOps } from "../ops";
+import type { Guard } from "./guard";
 
 // Folders, pins, placements, feedback and shares (tables in schema.ts).
 
-type Guard = <A extends unknown[], R>(fn: (...a: A) => R) => (...a: A) => Promise<Awaited<R>>;
 type FeedbackRow = Omit<Feedback, "comment"> & { comment: string | null };
 type ShareRow = Omit<Share, "public" | "messages" | "up_to"> & { public: number; messages: string; up_to: string | null };
 

@@ -1,14 +1,25 @@
 import type { Database } from "bun:sqlite";
 import type { UsageRecord } from "../../records";
 import type { UsageOps } from "../ops";
+import type { Guard } from "./guard";
 
 // Usage records and per-user token budgets (tables in schema.ts).
 
-type Guard = <A extends unknown[], R>(fn: (...a: A) => R) => (...a: A) => Promise<Awaited<R>>;
 type Row = Omit<UsageRecord, "estimated"> & { estimated: number };
 
 const COLUMNS = "id, user_id, chat_id, message_id, model, kind, prompt_tokens, completion_tokens, estimated, created_at";
 const toRecord = (r: Row): UsageRecord => ({ ...r, estimated: r.estimated === 1 });
+/** A record's parameters but its user and time (which an update in place keeps). */
+const countParams = (r: UsageRecord) => ({
+  $id: r.id,
+  $chat_id: r.chat_id,
+  $message_id: r.message_id,
+  $model: r.model,
+  $kind: r.kind,
+  $prompt: r.prompt_tokens,
+  $completion: r.completion_tokens,
+  $estimated: r.estimated ? 1 : 0,
+});
 
 export function usageOps(db: Database, guard: Guard): UsageOps {
   const q = {
@@ -55,19 +66,7 @@ export function usageOps(db: Database, guard: Guard): UsageOps {
   }).immediate();
   // The record and its day's total in one transaction; a record written before adds nothing.
   const addTx = db.transaction((r: UsageRecord) => {
-    const added =
-      q.add.run({
-        $id: r.id,
-        $user_id: r.user_id,
-        $chat_id: r.chat_id,
-        $message_id: r.message_id,
-        $model: r.model,
-        $kind: r.kind,
-        $prompt: r.prompt_tokens,
-        $completion: r.completion_tokens,
-        $estimated: r.estimated ? 1 : 0,
-        $created_at: r.created_at,
-      }).changes > 0;
+    const added = q.add.run({ ...countParams(r), $user_id: r.user_id, $created_at: r.created_at }).changes > 0;
     if (added) q.addDaily.run({ $user: r.user_id, $day: r.created_at.slice(0, 10), $n: r.prompt_tokens + r.completion_tokens });
     return added;
   });
@@ -76,16 +75,7 @@ export function usageOps(db: Database, guard: Guard): UsageOps {
   const putTx = db.transaction((r: UsageRecord) => {
     const old = q.old.get({ $id: r.id });
     if (old && old.user_id === r.user_id && old.created_at === r.created_at) {
-      q.counts.run({
-        $id: r.id,
-        $chat_id: r.chat_id,
-        $message_id: r.message_id,
-        $model: r.model,
-        $kind: r.kind,
-        $prompt: r.prompt_tokens,
-        $completion: r.completion_tokens,
-        $estimated: r.estimated ? 1 : 0,
-      });
+      q.counts.run(countParams(r));
       const n = r.prompt_tokens + r.completion_tokens - old.tokens;
       if (n !== 0) q.addDaily.run({ $user: r.user_id, $day: old.day, $n: n });
       return;

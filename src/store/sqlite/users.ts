@@ -1,12 +1,10 @@
 import type { Database } from "bun:sqlite";
 import type { User } from "../../records";
 import type { UserOps } from "../ops";
+import type { Guard } from "./guard";
 import { DEVICE_LIST_MAX } from "../store";
 
 // Users, their personal token hashes and device owners (tables in schema.ts).
-
-/** The store's error mapping (index.ts), applied to every operation here too. */
-type Guard = <A extends unknown[], R>(fn: (...a: A) => R) => (...a: A) => Promise<Awaited<R>>;
 
 export function userOps(db: Database, guard: Guard): UserOps {
   const q = {
