@@ -2,25 +2,20 @@ import * as v from "valibot";
 import type { Store } from "../store/store";
 import { isTimeZone } from "../tools/time";
 
+/** A system prompt's text; `name` is the setting's, for its errors. */
+const promptText = (name: string) =>
+  v.pipe(
+    v.string(`${name} must be a string`),
+    v.trim(),
+    v.minLength(1, `${name} must not be empty`),
+    v.maxLength(4000, `${name} must be at most 4000 characters`),
+  );
+
 // What a chat owner may tune. null clears a setting back to the server's default.
 export const SettingsPatchSchema = v.object({
-  systemPrompt: v.nullish(
-    v.pipe(
-      v.string("systemPrompt must be a string"),
-      v.trim(),
-      v.minLength(1, "systemPrompt must not be empty"),
-      v.maxLength(4000, "systemPrompt must be at most 4000 characters"),
-    ),
-  ),
+  systemPrompt: v.nullish(promptText("systemPrompt")),
   /** The system prompt for questions from the user's voice devices (else DEVICE_SYSTEM_PROMPT). */
-  deviceSystemPrompt: v.nullish(
-    v.pipe(
-      v.string("deviceSystemPrompt must be a string"),
-      v.trim(),
-      v.minLength(1, "deviceSystemPrompt must not be empty"),
-      v.maxLength(4000, "deviceSystemPrompt must be at most 4000 characters"),
-    ),
-  ),
+  deviceSystemPrompt: v.nullish(promptText("deviceSystemPrompt")),
   temperature: v.nullish(
     v.pipe(
       v.number("temperature must be a number"),
