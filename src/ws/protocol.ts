@@ -40,14 +40,15 @@ const MessageRef = v.pipe(
   v.minLength(1, "messageId must not be empty"),
   v.maxLength(255, "messageId must be at most 255 characters"),
 );
-const Limit = v.nullish(
+/** A whole number from 1 to `max`; `name` is the field's, for its errors. */
+const count = (name: string, max: number) =>
   v.pipe(
-    v.number("limit must be a number"),
-    v.integer("limit must be a whole number"),
-    v.minValue(1, "limit must be at least 1"),
-    v.maxValue(1000, "limit must be at most 1000"),
-  ),
-);
+    v.number(`${name} must be a number`),
+    v.integer(`${name} must be a whole number`),
+    v.minValue(1, `${name} must be at least 1`),
+    v.maxValue(max, `${name} must be at most ${max}`),
+  );
+const Limit = v.nullish(count("limit", 1000));
 // Names and message content are kept exactly as sent: leading spaces, tabs, newlines and all (an
 // indented code block must survive a reload). Only a value that is empty or all whitespace is
 // refused, or for CREATE_CHAT's name means "the default".
@@ -124,14 +125,7 @@ export const inbound = {
   GET_TOOLS: v.object({}),
   // The caller's own model usage: the last `days` UTC days (today included), and today's budget.
   GET_USAGE: v.object({
-    days: v.nullish(
-      v.pipe(
-        v.number("days must be a number"),
-        v.integer("days must be a whole number"),
-        v.minValue(1, "days must be at least 1"),
-        v.maxValue(90, "days must be at most 90"),
-      ),
-    ),
+    days: v.nullish(count("days", 90)),
   }),
   UPDATE_SETTINGS: SettingsPatchSchema,
   // More than the one chat a socket follows implicitly (its focus); an empty list just asks what is watched.
@@ -175,14 +169,7 @@ export const inbound = {
       v.maxLength(200, "query must be at most 200 characters"),
       v.check(hasSearchTerms, "query: must contain a letter or a digit"),
     ),
-    limit: v.nullish(
-      v.pipe(
-        v.number("limit must be a number"),
-        v.integer("limit must be a whole number"),
-        v.minValue(1, "limit must be at least 1"),
-        v.maxValue(50, "limit must be at most 50"),
-      ),
-    ),
+    limit: v.nullish(count("limit", 50)),
     cursor: v.nullish(v.string("cursor must be a string")),
     // Only chats in that folder.
     folderId: v.nullish(FolderId),
