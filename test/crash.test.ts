@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import type { Message } from "../src/records";
 import { openSqliteStore } from "../src/store/sqlite";
 import type { Store } from "../src/store/store";
-import { startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
+import { openCosmosStoreAt, startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
 import { startIotHubPeer, type IotHubPeer } from "./support/amqp-peer";
 import { spawnServer, type ServerProcess } from "./support/server-process";
 import { makeLocalhostCert, type LocalhostCert } from "./support/tls-cert";
@@ -37,23 +37,7 @@ afterAll(async () => {
 const words = (n: number) => Array.from({ length: n }, (_, i) => `w${i} `);
 
 /** The test's own handle on a Cosmos database the servers write. */
-const openCosmosAt = async (database: string) => {
-  const { openCosmosStore } = await import("../src/store/cosmos");
-  return openCosmosStore({
-    endpoint: cosmos.endpoint,
-    key: cosmos.key,
-    database,
-    allowSelfSignedCert: true,
-    containers: {
-      chats: "chats",
-      messages: "messages",
-      users: "users",
-      settings: "settings",
-      processedMessages: "processed_messages",
-      checkpoints: "checkpoints",
-    },
-  });
-};
+const openCosmosAt = (database: string) => openCosmosStoreAt(cosmos, database);
 
 for (const kind of ["sqlite", "cosmos"] as const) {
   describe(`kill -9 mid-reply (${kind})`, () => {

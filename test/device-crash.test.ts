@@ -6,7 +6,7 @@ import type { Message } from "../src/records";
 import { openSqliteStore } from "../src/store/sqlite";
 import type { Store } from "../src/store/store";
 import { startIotHubPeer, type C2DMessage, type IotHubPeer } from "./support/amqp-peer";
-import { startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
+import { openCosmosStoreAt, startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
 import { spawnServer, type ServerProcess } from "./support/server-process";
 import { lastUserTurn, startSseModel, type SseModel } from "./support/sse-model";
 import { makeLocalhostCert, type LocalhostCert } from "./support/tls-cert";
@@ -60,21 +60,7 @@ function hear(parts: Part[]) {
 /** The test's own handle on the store the servers write. */
 async function openStoreOf(kind: "sqlite" | "cosmos", env: Record<string, string>, dbPath: string): Promise<Store> {
   if (kind === "sqlite") return openSqliteStore(dbPath);
-  const { openCosmosStore } = await import("../src/store/cosmos");
-  return openCosmosStore({
-    endpoint: cosmos.endpoint,
-    key: cosmos.key,
-    database: env.COSMOS_DATABASE!,
-    allowSelfSignedCert: true,
-    containers: {
-      chats: "chats",
-      messages: "messages",
-      users: "users",
-      settings: "settings",
-      processedMessages: "processed_messages",
-      checkpoints: "checkpoints",
-    },
-  });
+  return openCosmosStoreAt(cosmos, env.COSMOS_DATABASE!);
 }
 
 const envFor = (kind: "sqlite" | "cosmos", replyLeaseMs = 1500): Record<string, string> => ({

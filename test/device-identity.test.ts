@@ -1,8 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { openCosmosStore } from "../src/store/cosmos";
 import type { Store } from "../src/store/store";
 import { startIotHubPeer, type IotHubPeer } from "./support/amqp-peer";
-import { startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
+import { openCosmosStoreAt, startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
 import { startDeviceServer } from "./support/device-server";
 import type { TestServer } from "./support/harness";
 import { startSseModel, type SseModel } from "./support/sse-model";
@@ -28,21 +27,7 @@ afterAll(async () => {
 const env = () => ({ OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "m", CHAT_TITLES: "false" });
 const newId = (prefix: string) => `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
 
-const cosmosStore = () =>
-  openCosmosStore({
-    endpoint: cosmos.endpoint,
-    key: cosmos.key,
-    database: `identity-${crypto.randomUUID().slice(0, 8)}`,
-    allowSelfSignedCert: true,
-    containers: {
-      chats: "chats",
-      messages: "messages",
-      users: "users",
-      settings: "settings",
-      processedMessages: "processed_messages",
-      checkpoints: "checkpoints",
-    },
-  });
+const cosmosStore = () => openCosmosStoreAt(cosmos, `identity-${crypto.randomUUID().slice(0, 8)}`);
 
 for (const kind of ["sqlite", "cosmos"] as const) {
   describe(`claims are the device's own (${kind})`, () => {

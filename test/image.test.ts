@@ -3,9 +3,8 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, w
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { VENDOR } from "../src/http/page";
-import { openCosmosStore } from "../src/store/cosmos";
 import { startIotHubPeer, type IotHubPeer } from "./support/amqp-peer";
-import { startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
+import { openCosmosStoreAt, startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
 import { bytesUnder, filesUnder, playDockerfile, type Stage } from "./support/dockerfile";
 import { reapOnExit, removeOnExit } from "./support/reaper";
 import { startRedis, type RedisServer } from "./support/redis-server";
@@ -305,20 +304,7 @@ describe("from the bundle: Cosmos DB, Redis, an OpenAI-compatible model, the IoT
         expect(reply.text).toBe(TOKENS.join(""));
         expect(reply.chunks.length).toBe(TOKENS.length);
         // Read back with our own Cosmos store from this process: the bundle wrote to the test server.
-        const store = await openCosmosStore({
-          endpoint: cosmos.endpoint,
-          key: cosmos.key,
-          database: COSMOS_DATABASE,
-          allowSelfSignedCert: true,
-          containers: {
-            chats: "chats",
-            messages: "messages",
-            users: "users",
-            settings: "settings",
-            processedMessages: "processed_messages",
-            checkpoints: "checkpoints",
-          },
-        });
+        const store = await openCosmosStoreAt(cosmos, COSMOS_DATABASE);
         try {
           const stored = await until(async () => {
             const m = await store.listMessages(chat.id, { limit: 10 });

@@ -3,10 +3,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Chat, Message } from "../src/records";
-import { openCosmosStore } from "../src/store/cosmos";
 import { fold } from "../src/store/search-text";
 import type { Store } from "../src/store/store";
-import { openTestCosmosStore, startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
+import { openCosmosStoreAt, openTestCosmosStore, startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
 import { startTestServer, type TestServer } from "./support/harness";
 import { addUser } from "./support/users";
 import type { Frame, TestClient } from "./support/ws-client";
@@ -361,22 +360,7 @@ test("sqlite: a file from before search is migrated on open and its old chats an
 });
 
 test("cosmos: the test server does not parse FullTextContains, so `auto` falls back to the scan and `on` fails there", async () => {
-  const open = (fullTextSearch: "auto" | "on") =>
-    openCosmosStore({
-      endpoint: cosmos.endpoint,
-      key: cosmos.key,
-      database: `pichat-fts-${crypto.randomUUID()}`,
-      containers: {
-        chats: "chats",
-        messages: "messages",
-        users: "users",
-        settings: "settings",
-        processedMessages: "processed_messages",
-        checkpoints: "checkpoints",
-      },
-      allowSelfSignedCert: true,
-      fullTextSearch,
-    });
+  const open = (fullTextSearch: "auto" | "on") => openCosmosStoreAt(cosmos, `pichat-fts-${crypto.randomUUID()}`, { fullTextSearch });
   const chat: Chat = {
     id: crypto.randomUUID(),
     name: "n",

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import type { Message } from "../src/records";
 import { openSqliteStore } from "../src/store/sqlite";
 import type { Store } from "../src/store/store";
-import { openTestCosmosStore, startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
+import { openCosmosStoreAt, openTestCosmosStore, startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
 import { startTestServer } from "./support/harness";
 import { startMcpServer, type McpTestServer } from "./support/mcp-server";
 import { reapOnExit } from "./support/reaper";
@@ -39,23 +39,7 @@ afterAll(async () => {
 
 const rounds = (r: ModelRequest) => (r.body.messages as { tool_calls?: unknown }[]).filter((m) => m.tool_calls).length;
 
-const openCosmosAt = async (database: string) => {
-  const { openCosmosStore } = await import("../src/store/cosmos");
-  return openCosmosStore({
-    endpoint: cosmos.endpoint,
-    key: cosmos.key,
-    database,
-    allowSelfSignedCert: true,
-    containers: {
-      chats: "chats",
-      messages: "messages",
-      users: "users",
-      settings: "settings",
-      processedMessages: "processed_messages",
-      checkpoints: "checkpoints",
-    },
-  });
-};
+const openCosmosAt = (database: string) => openCosmosStoreAt(cosmos, database);
 
 for (const kind of ["sqlite", "cosmos"] as const) {
   describe(`tool calls and crashes (${kind})`, () => {

@@ -5,9 +5,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { CosmosClient } from "@azure/cosmos";
 import { hashToken } from "../src/auth/tokens";
-import { openCosmosStore } from "../src/store/cosmos";
 import type { Store } from "../src/store/store";
-import { startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
+import { openCosmosStoreAt, startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
 import { UPGRADE_HEADERS } from "./support/fixtures";
 import { startTestServer, type TestServer } from "./support/harness";
 import { reapOnExit } from "./support/reaper";
@@ -259,15 +258,7 @@ afterAll(async () => {
 
 cliCases("the Cosmos test server", async () => {
   const database = `pichat-cli-${crypto.randomUUID()}`;
-  const containers = {
-    chats: "chats",
-    messages: "messages",
-    users: "users",
-    settings: "settings",
-    processedMessages: "processed_messages",
-    checkpoints: "checkpoints",
-  };
-  const store = await openCosmosStore({ endpoint: cosmos.endpoint, key: cosmos.key, database, containers, allowSelfSignedCert: true });
+  const store = await openCosmosStoreAt(cosmos, database);
   const srv = await startTestServer(serverEnv, { store });
   const client = new CosmosClient({
     endpoint: cosmos.endpoint,

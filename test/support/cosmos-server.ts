@@ -1,6 +1,7 @@
 import type { Server } from "node:https";
 import type { AddressInfo, Socket } from "node:net";
 import { createHttpsServer } from "@vercel/cosmosdb-server";
+import type { CosmosStoreConfig } from "../../src/store/cosmos";
 
 // An in-process Cosmos DB look-alike on loopback, over HTTPS with the package's self-signed
 // certificate. stop()/start() simulate the database going away and coming back on the same port.
@@ -62,16 +63,25 @@ export async function startCosmosServer(): Promise<CosmosTestServer> {
 }
 
 /** Our Cosmos store on the test server, in a fresh database named `<prefix>-<uuid>`. */
-export async function openTestCosmosStore(
+export function openTestCosmosStore(
   server: CosmosTestServer,
   prefix: string,
   o: { requestTimeoutMs?: number; searchMaxChats?: number } = {},
+) {
+  return openCosmosStoreAt(server, `${prefix}-${crypto.randomUUID()}`, o);
+}
+
+/** Our Cosmos store on the test server, in `database` (one a test's servers write, or a new one), with the default containers. */
+export async function openCosmosStoreAt(
+  server: CosmosTestServer,
+  database: string,
+  o: Partial<Omit<CosmosStoreConfig, "endpoint" | "key" | "database">> = {},
 ) {
   const { openCosmosStore } = await import("../../src/store/cosmos");
   return openCosmosStore({
     endpoint: server.endpoint,
     key: server.key,
-    database: `${prefix}-${crypto.randomUUID()}`,
+    database,
     containers: {
       chats: "chats",
       messages: "messages",

@@ -1,5 +1,5 @@
 import type { Store } from "../../src/store/store";
-import { startCosmosServer, type CosmosTestServer } from "./cosmos-server";
+import { openCosmosStoreAt, startCosmosServer, type CosmosTestServer } from "./cosmos-server";
 import type { RedisCluster, RedisServer } from "./redis-server";
 import { spawnServer, type ServerProcess } from "./server-process";
 
@@ -70,21 +70,7 @@ export async function startReplicas(o: {
     ...(o.redis ? redisEnv(o.redis) : {}),
     ...o.env,
   };
-  const { openCosmosStore } = await import("../../src/store/cosmos");
-  const store = await openCosmosStore({
-    endpoint: cosmos.endpoint,
-    key: cosmos.key,
-    database,
-    allowSelfSignedCert: true,
-    containers: {
-      chats: "chats",
-      messages: "messages",
-      users: "users",
-      settings: "settings",
-      processedMessages: "processed_messages",
-      checkpoints: "checkpoints",
-    },
-  });
+  const store = await openCosmosStoreAt(cosmos, database);
 
   const spawn = async (i: number, port?: string) => {
     // spawnServer reaps its process if the test process exits first.
