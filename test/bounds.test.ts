@@ -8,7 +8,7 @@ import { openSqliteStore } from "../src/store/sqlite";
 import { ownerKey } from "../src/store/sqlite/search";
 import { addressKey, signInThrottle } from "../src/http/throttle";
 import type { Store } from "../src/store/store";
-import { openTestCosmosStore, startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
+import { openTestCosmosStore, startCosmosServer } from "./support/cosmos-server";
 import { startTestServer, type TestServer } from "./support/harness";
 import { addUser } from "./support/users";
 
@@ -140,19 +140,34 @@ describe("HTTP bounds (sqlite)", () => {
   });
 });
 
+/** A fresh store of `kind` (on a Cosmos test server of its own, or in a new SQLite file) and how to remove it. */
+async function freshStore(kind: "sqlite" | "cosmos"): Promise<{ store: Store; drop(): Promise<void> }> {
+  if (kind === "cosmos") {
+    const cosmos = await startCosmosServer();
+    const store = await openTestCosmosStore(cosmos, "pichat-bounds");
+    return {
+      store,
+      drop: async () => {
+        await store.close();
+        await cosmos.stop();
+      },
+    };
+  }
+  const dir = mkdtempSync(join(tmpdir(), "pichat-bounds-"));
+  const store = openSqliteStore(join(dir, "pichat.db"));
+  return {
+    store,
+    drop: async () => {
+      await store.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 describe("WATCH reads the store once per frame", () => {
   for (const kind of ["sqlite", "cosmos"] as const) {
     test(kind, async () => {
-      let cosmos: CosmosTestServer | undefined;
-      let dir: string | undefined;
-      let base: Store;
-      if (kind === "cosmos") {
-        cosmos = await startCosmosServer();
-        base = await openTestCosmosStore(cosmos, "pichat-bounds");
-      } else {
-        dir = mkdtempSync(join(tmpdir(), "pichat-bounds-"));
-        base = openSqliteStore(join(dir, "pichat.db"));
-      }
+      const { store: base, drop } = await freshStore(kind);
       const calls: Calls = new Map();
       const srv = await startTestServer({}, { store: counted(base, calls) });
       try {
@@ -182,9 +197,7 @@ describe("WATCH reads the store once per frame", () => {
         expect(calls.get("getChat") ?? 0).toBe(0);
       } finally {
         await srv.close();
-        await base.close();
-        await cosmos?.stop();
-        if (dir) rmSync(dir, { recursive: true, force: true });
+        await drop();
       }
     });
   }
@@ -193,16 +206,7 @@ describe("WATCH reads the store once per frame", () => {
 describe("a large branched chat's history is cached like any chat's", () => {
   for (const kind of ["sqlite", "cosmos"] as const) {
     test(kind, async () => {
-      let cosmos: CosmosTestServer | undefined;
-      let dir: string | undefined;
-      let base: Store;
-      if (kind === "cosmos") {
-        cosmos = await startCosmosServer();
-        base = await openTestCosmosStore(cosmos, "pichat-bounds");
-      } else {
-        dir = mkdtempSync(join(tmpdir(), "pichat-bounds-"));
-        base = openSqliteStore(join(dir, "pichat.db"));
-      }
+      const { store: base, drop } = await freshStore(kind);
       const calls: Calls = new Map();
       const srv = await startTestServer({ CHAT_TITLES: "false" }, { store: counted(base, calls) });
       try {
@@ -242,9 +246,7 @@ describe("a large branched chat's history is cached like any chat's", () => {
         expect(latest.messages.at(-1).role).toBe("assistant");
       } finally {
         await srv.close();
-        await base.close();
-        await cosmos?.stop();
-        if (dir) rmSync(dir, { recursive: true, force: true });
+        await drop();
       }
     }, 60_000);
   }

@@ -6,24 +6,15 @@ import { openCosmosStore, type CosmosStoreConfig } from "../src/store/cosmos";
 import { isStoreUnavailable } from "../src/store/errors";
 import type { Store } from "../src/store/store";
 import { allPages, chatFixture, isoAt, messageFixture, storeContract } from "./store.contract";
-import { startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
+import { COSMOS_TEST_CONTAINERS, startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
 
 // Each suite gets its own server (stop/start in one must not disturb another) and a fresh database.
-
-const CONTAINERS = {
-  chats: "chats",
-  messages: "messages",
-  users: "users",
-  settings: "settings",
-  processedMessages: "processed_messages",
-  checkpoints: "checkpoints",
-};
 
 const configFor = (server: CosmosTestServer, database = `pichat-${crypto.randomUUID()}`): CosmosStoreConfig => ({
   endpoint: server.endpoint,
   key: server.key,
   database,
-  containers: CONTAINERS,
+  containers: COSMOS_TEST_CONTAINERS,
   allowSelfSignedCert: true,
   requestTimeoutMs: 2000,
 });
@@ -67,7 +58,7 @@ describe("cosmos store", () => {
     const db = client.database(config.database);
     const definition = async (id: string) => (await db.container(id).read()).resource;
     const keys: Record<string, string> = {};
-    for (const id of Object.values(CONTAINERS)) keys[id] = (await definition(id))?.partitionKey?.paths?.[0] ?? "";
+    for (const id of Object.values(COSMOS_TEST_CONTAINERS)) keys[id] = (await definition(id))?.partitionKey?.paths?.[0] ?? "";
     expect(keys).toEqual({
       chats: "/owner",
       messages: "/chat_id",

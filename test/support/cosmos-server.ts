@@ -62,6 +62,16 @@ export async function startCosmosServer(): Promise<CosmosTestServer> {
   };
 }
 
+/** The default container names (COSMOS_CONTAINER_* unset). */
+export const COSMOS_TEST_CONTAINERS = {
+  chats: "chats",
+  messages: "messages",
+  users: "users",
+  settings: "settings",
+  processedMessages: "processed_messages",
+  checkpoints: "checkpoints",
+};
+
 /** Our Cosmos store on the test server, in a fresh database named `<prefix>-<uuid>`. */
 export function openTestCosmosStore(
   server: CosmosTestServer,
@@ -82,14 +92,7 @@ export async function openCosmosStoreAt(
     endpoint: server.endpoint,
     key: server.key,
     database,
-    containers: {
-      chats: "chats",
-      messages: "messages",
-      users: "users",
-      settings: "settings",
-      processedMessages: "processed_messages",
-      checkpoints: "checkpoints",
-    },
+    containers: COSMOS_TEST_CONTAINERS,
     allowSelfSignedCert: true,
     ...o,
   });
