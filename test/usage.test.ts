@@ -260,23 +260,26 @@ describe("titles are model calls like any", () => {
   }, 30_000);
 });
 
+/** A reply's usage record of `user`'s at `at`, its message id its own. */
+const usageRecord = (id: string, user: string, at: string, p: number, c: number, estimated: boolean): UsageRecord => ({
+  id,
+  user_id: user,
+  chat_id: "c",
+  message_id: id,
+  model: "m",
+  kind: "reply",
+  prompt_tokens: p,
+  completion_tokens: c,
+  estimated,
+  created_at: at,
+});
+
 describe("sqlite daily totals", () => {
   test("a budget check reads each day's total, kept with every record; a file with records and no totals gets them on open", async () => {
     const { Database } = await import("bun:sqlite");
     const dir = mkdtempSync(join(tmpdir(), "pichat-usage-daily-"));
     const path = join(dir, "pichat.db");
-    const rec = (id: string, day: string, p: number, c: number): UsageRecord => ({
-      id,
-      user_id: "u1",
-      chat_id: "c",
-      message_id: id,
-      model: "m",
-      kind: "reply",
-      prompt_tokens: p,
-      completion_tokens: c,
-      estimated: false,
-      created_at: `${day}T10:00:00.000Z`,
-    });
+    const rec = (id: string, day: string, p: number, c: number) => usageRecord(id, "u1", `${day}T10:00:00.000Z`, p, c, false);
     let store = openSqliteStore(path);
     await store.addUsage(rec("a", "2025-01-01", 10, 1));
     await store.addUsage(rec("b", "2025-01-02", 20, 2));
@@ -299,35 +302,23 @@ describe("sqlite final counts over an estimate", () => {
   test("putUsage replaces the record by id and moves the day's total by the difference: in place (same user and time) and otherwise", async () => {
     const dir = mkdtempSync(join(tmpdir(), "pichat-usage-put-"));
     const store = openSqliteStore(join(dir, "pichat.db"));
-    const rec = (id: string, user: string, at: string, p: number, c: number, estimated: boolean): UsageRecord => ({
-      id,
-      user_id: user,
-      chat_id: "c",
-      message_id: id,
-      model: "m",
-      kind: "reply",
-      prompt_tokens: p,
-      completion_tokens: c,
-      estimated,
-      created_at: at,
-    });
     const since = "2000-01-01T00:00:00.000Z";
     try {
-      await store.addUsage(rec("a", "u1", "2025-01-01T10:00:00.000Z", 100, 0, true));
-      await store.putUsage(rec("a", "u1", "2025-01-01T10:00:00.000Z", 10, 1, false));
-      expect(await store.listUsage({ userId: "u1", since })).toEqual([rec("a", "u1", "2025-01-01T10:00:00.000Z", 10, 1, false)]);
+      await store.addUsage(usageRecord("a", "u1", "2025-01-01T10:00:00.000Z", 100, 0, true));
+      await store.putUsage(usageRecord("a", "u1", "2025-01-01T10:00:00.000Z", 10, 1, false));
+      expect(await store.listUsage({ userId: "u1", since })).toEqual([usageRecord("a", "u1", "2025-01-01T10:00:00.000Z", 10, 1, false)]);
       expect(await store.tokensUsedSince("u1", "2025-01-01T00:00:00.000Z")).toBe(11);
       // Another time (a takeover's clock, another day) or another user: the row moves, and both days' totals with it.
-      await store.putUsage(rec("a", "u1", "2025-01-02T10:00:00.000Z", 20, 2, false));
+      await store.putUsage(usageRecord("a", "u1", "2025-01-02T10:00:00.000Z", 20, 2, false));
       expect(await store.tokensUsedSince("u1", "2025-01-02T00:00:00.000Z")).toBe(22);
       expect(await store.tokensUsedSince("u1", "2025-01-01T00:00:00.000Z")).toBe(22);
-      await store.putUsage(rec("a", "u2", "2025-01-02T10:00:00.000Z", 30, 3, false));
+      await store.putUsage(usageRecord("a", "u2", "2025-01-02T10:00:00.000Z", 30, 3, false));
       expect(await store.listUsage({ userId: "u1", since })).toEqual([]);
       expect(await store.tokensUsedSince("u1", "2025-01-01T00:00:00.000Z")).toBe(0);
-      expect(await store.listUsage({ userId: "u2", since })).toEqual([rec("a", "u2", "2025-01-02T10:00:00.000Z", 30, 3, false)]);
+      expect(await store.listUsage({ userId: "u2", since })).toEqual([usageRecord("a", "u2", "2025-01-02T10:00:00.000Z", 30, 3, false)]);
       expect(await store.tokensUsedSince("u2", "2025-01-02T00:00:00.000Z")).toBe(33);
       // A put with nothing to replace is an add.
-      await store.putUsage(rec("b", "u2", "2025-01-02T11:00:00.000Z", 4, 0, true));
+      await store.putUsage(usageRecord("b", "u2", "2025-01-02T11:00:00.000Z", 4, 0, true));
       expect(await store.tokensUsedSince("u2", "2025-01-02T00:00:00.000Z")).toBe(37);
     } finally {
       await store.close();
