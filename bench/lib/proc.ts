@@ -72,7 +72,11 @@ export async function spawnChild<Info = Record<string, unknown>>(
   // BENCH_CPU_PROF=app,baseline: those children write a CPU profile (markdown) when they exit.
   const profiled = (process.env.BENCH_CPU_PROF ?? "").split(",").includes(name);
   const flags = profiled
-    ? ["--cpu-prof-md", `--cpu-prof-dir=${PROFILE_DIR}`, `--cpu-prof-interval=${process.env.BENCH_CPU_PROF_INTERVAL ?? 250}`]
+    ? [
+        process.env.BENCH_CPU_PROF_JSON ? "--cpu-prof" : "--cpu-prof-md",
+        `--cpu-prof-dir=${PROFILE_DIR}`,
+        `--cpu-prof-interval=${process.env.BENCH_CPU_PROF_INTERVAL ?? 250}`,
+      ]
     : [];
   if (profiled) console.log(`   (${name} writes a CPU profile to ${PROFILE_DIR} when it stops)`);
   const proc = Bun.spawn([process.execPath, ...flags, join(BENCH_DIR, script), ...(o.args ?? [])], {

@@ -6,7 +6,7 @@ import { chatParams, type MessageRow, messageParams, toChat, toMessage } from ".
 import { openDatabase } from "./schema";
 import { INDEX_EVERY_MS, indexQueued, searchOps } from "./search";
 import { prepareStatements } from "./statements";
-import { guard } from "./guard";
+import { guardFor } from "./guard";
 import { organiseOps } from "./organise";
 import { usageOps } from "./usage";
 import { userOps } from "./users";
@@ -14,6 +14,7 @@ import { userOps } from "./users";
 /** `path` ":memory:" gives a private in-memory database (tests of pure logic only). */
 export function openSqliteStore(path: string): Store {
   const db = openDatabase(path);
+  const guard = guardFor(db);
   const q = prepareStatements(db);
   // Messages waiting for the search index go in now and then even when nobody searches (search.ts).
   const indexQueue = indexQueued(db);
@@ -79,6 +80,7 @@ export function openSqliteStore(path: string): Store {
     ping: guard(() => void db.query("SELECT 1").get()),
     close: async () => {
       clearInterval(indexer);
+      guard.flush();
       db.close();
     },
 
@@ -96,8 +98,8 @@ export function openSqliteStore(path: string): Store {
       return row ? toChat(row) : undefined;
     }),
     getChats: guard((owner, ids) => q.getChats.all({ $owner: owner, $ids: JSON.stringify(ids) }).map(toChat)),
-    createChat: guard((owner, chat) => void q.insertChat.run(chatParams(owner, chat))),
-    patchChat: guard((owner, id, patch) => {
+    createChat: guard.write((owner, chat) => void q.insertChat.run(chatParams(owner, chat))),
+    patchChat: guard.write((owner, id, patch) => {
       const row = q.patchChat.get({
         $owner: owner,
         $id: id,
@@ -107,7 +109,7 @@ export function openSqliteStore(path: string): Store {
       });
       return row ? toChat(row) : undefined;
     }),
-    touchChat: guard((owner, id, at) => q.patchChat.get({ $owner: owner, $id: id, $name: null, $u: at, $selected: null }) !== null),
+    touchChat: guard.write((owner, id, at) => q.patchChat.get({ $owner: owner, $id: id, $name: null, $u: at, $selected: null }) !== null),
     deleteChat: guard((owner, id) => deleteChatTx(owner, id)),
     listDeviceChats: guard((owner) => q.deviceChats.all({ $owner: owner, $limit: DEVICE_LIST_MAX }).map(toChat)),
     findDeviceChat: guard((owner, deviceId) => {
@@ -115,9 +117,9 @@ export function openSqliteStore(path: string): Store {
       return row ? toChat(row) : undefined;
     }),
 
-    addMessage: guard((m) => q.addMessage.run(messageParams(m)).changes > 0),
-    addQuestion: guard((owner, m) => addQuestionTx.immediate(owner, m)),
-    putMessage: guard((m) => void q.putMessage.run(messageParams(m))),
+    addMessage: guard.write((m) => q.addMessage.run(messageParams(m)).changes > 0),
+    addQuestion: guard.write((owner, m) => addQuestionTx.immediate(owner, m)),
+    putMessage: guard.write((m) => void q.putMessage.run(messageParams(m))),
     listMessages: guard((chatId, { limit, before }) => {
       if (limit <= 0) return [];
       const rows =
@@ -146,7 +148,7 @@ export function openSqliteStore(path: string): Store {
       return rows.map(toMessage).sort(byPosition);
     }),
 
-    rewriteMessage: guard((chatId, id, next) => rewriteMessageTx.immediate(chatId, id, next)),
+    rewriteMessage: guard.write((chatId, id, next) => rewriteMessageTx.immediate(chatId, id, next)),
 
     claimProcessed: guard((id, ttlSeconds) => {
       const now = Date.now();

@@ -87,8 +87,8 @@ export function usageOps(db: Database, guard: Guard): UsageOps {
     addTx(r);
   });
   return {
-    addUsage: guard((r: UsageRecord) => addTx.immediate(r)),
-    putUsage: guard((r: UsageRecord) => void putTx.immediate(r)),
+    addUsage: guard.write((r: UsageRecord) => addTx.immediate(r)),
+    putUsage: guard.write((r: UsageRecord) => void putTx.immediate(r)),
     listUsage: guard(({ userId, since }: { userId?: string; since: string }) =>
       (userId === undefined ? q.ofAll.all({ $since: since }) : q.ofUser.all({ $user: userId, $since: since })).map(toRecord),
     ),
