@@ -13,6 +13,7 @@ import { localReservations } from "./chat/reservations";
 import { localUserGenerations } from "./chat/user-generations";
 import { jsonExport, markdownExport } from "./chat/transfer-format";
 import { warmUp } from "./chat/warm-up";
+import { warmThroughSocket } from "./warm-up";
 import { sweepEvery } from "./chat/lease";
 import type { DeviceBridge } from "./devices/bridge";
 import { signInThrottle, transferGate } from "./http/throttle";
@@ -42,6 +43,8 @@ export type ServerParts = {
   bus?: Bus;
   /** Starts the IoT Hub bridge on the chat service; without it /health says "disabled". */
   startDevices?: (parts: { chat: ChatService; store: Store; log: Logger; metrics: Metrics; hubBudget?: HubBudget }) => DeviceBridge;
+  /** false: no warm-up (the throwaway server that src/warm-up.ts starts is itself the warm-up). */
+  warm?: false;
 };
 
 export const CLOSE_GOING_AWAY = 1001;
@@ -162,7 +165,11 @@ export function startServer(parts: ServerParts) {
   // What the first send would load on first use, loaded now: until it is, /health/ready says not ready.
   let warm = false;
   const warmStarted = performance.now();
-  const warmed = warmUp(model, c.AZURE_OPENAI_ENDPOINT ?? c.OPENAI_BASE_URL, chatOptions)
+  const warmed = (
+    parts.warm === false
+      ? Promise.resolve()
+      : warmUp(model, c.AZURE_OPENAI_ENDPOINT ?? c.OPENAI_BASE_URL).then(() => warmThroughSocket(startServer, c, model.name))
+  )
     .then(() => log.info("warmed up", { ms: Math.round(performance.now() - warmStarted) }))
     .catch((e) => log.warn("could not warm up; the first send loads what is missing", { error: e }))
     .finally(() => (warm = true));

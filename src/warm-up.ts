@@ -1,0 +1,116 @@
+import { localBus } from "./chat/events";
+import type { Config } from "./config";
+import { silentLogger } from "./log";
+import type { Model } from "./model/model";
+import { openAICompatibleModel } from "./model/openai";
+import { cannedModelServer } from "./model/warm-up";
+import type { Store } from "./store/store";
+import { openSqliteStore } from "./store/sqlite";
+
+/** What this needs of src/server.ts's startServer (passed in: server.ts calls this). */
+type Start = (parts: {
+  config: Config;
+  store: Store;
+  model: Model;
+  log: typeof silentLogger;
+  bus: ReturnType<typeof localBus>;
+  warm: false;
+}) => {
+  url: string;
+  stop(deadlineMs?: number): Promise<void>;
+};
+
+/** Frames the warm-up waits for, at most this long each. */
+const FRAME_TIMEOUT_MS = 10_000;
+
+/**
+ * Two sends through a throwaway server built as the real one is (src/server.ts), over a real
+ * WebSocket on loopback: the upgrade, the frame pipeline, the handler table, the chat service, the
+ * fan-out and the frame builders run once before a user's send runs them. Its store is a private
+ * in-memory SQLite database, its bus nobody else hears, its model `cannedModelServer`: nothing is
+ * stored where the server stores, nothing reaches the model, no frame reaches a real client. A
+ * fresh process's first send waited ~3x a warm one for its first chunk when only the chat layer was warmed.
+ */
+export async function warmThroughSocket(start: Start, config: Config, modelName: string): Promise<void> {
+  const canned = cannedModelServer(["Warm", "ing", " up", "."]);
+  const store = openSqliteStore(":memory:");
+  const token = Buffer.from(crypto.getRandomValues(new Uint8Array(24))).toString("hex");
+  const running = start({
+    config: {
+      ...config,
+      SERVER_PORT: 0,
+      HOST: "127.0.0.1",
+      API_TOKEN: token,
+      METRICS_TOKEN: undefined,
+      AUTH_JWKS_URL: undefined,
+      AUTH_ENTRA_TENANT_ID: undefined,
+      REDIS_URL: undefined,
+      MCP_SERVERS: [],
+      CHAT_TITLES: false,
+      MODEL_CALLS_PER_MINUTE: 0,
+      USER_TOKENS_PER_DAY: null,
+    },
+    store,
+    model: openAICompatibleModel({ baseURL: `http://127.0.0.1:${canned.port}/v1`, model: modelName, timeoutMs: FRAME_TIMEOUT_MS }),
+    log: silentLogger,
+    bus: localBus(),
+    warm: false,
+  });
+  const ws = new WebSocket(`${running.url.replace(/^http/, "ws")}/ws`, { headers: { authorization: `Bearer ${token}` } } as never);
+  try {
+    const next = frames(ws);
+    await new Promise((resolve, reject) => {
+      ws.onopen = resolve;
+      ws.onerror = () => reject(new Error("the warm-up socket did not open"));
+    });
+    ws.send(JSON.stringify({ type: "CREATE_CHAT", name: "warm-up", requestId: "chat" }));
+    const created = await next((f) => f.type === "NEW_CHAT", "NEW_CHAT");
+    const chatId = (created.chat as { id: string }).id;
+    for (let i = 0; i < 2; i++) {
+      ws.send(JSON.stringify({ type: "SEND_MESSAGE", chatId, content: `Warming up ${i}: what will the weather be like tomorrow?` }));
+      await next((f) => f.type === "MESSAGE" && f.end === true, "the reply's end");
+    }
+    ws.send(JSON.stringify({ type: "GET_CHAT_HISTORY", chatId }));
+    await next((f) => f.type === "CHAT_HISTORY", "CHAT_HISTORY");
+  } finally {
+    ws.close();
+    await running.stop(1000);
+    await store.close();
+    canned.stop(true);
+  }
+}
+
+type Frame = Record<string, unknown>;
+
+/** `next(match)`: the next frame that matches, of those not taken yet. Any ERROR frame fails it. */
+function frames(ws: WebSocket) {
+  const seen: Frame[] = [];
+  let wake: (() => void) | undefined;
+  let failed: Error | undefined;
+  ws.onmessage = (e) => {
+    seen.push(JSON.parse(String(e.data)) as Frame);
+    wake?.();
+  };
+  ws.onclose = (e) => {
+    failed = new Error(`the warm-up socket closed (${e.code})`);
+    wake?.();
+  };
+  return async (match: (f: Frame) => boolean, what: string): Promise<Frame> => {
+    const deadline = Date.now() + FRAME_TIMEOUT_MS;
+    for (;;) {
+      const error = seen.find((f) => f.type === "ERROR");
+      if (error) throw new Error(`the warm-up got ${String(error.code)} waiting for ${what}`);
+      const i = seen.findIndex(match);
+      if (i >= 0) return seen.splice(0, i + 1).at(-1)!;
+      if (failed) throw failed;
+      if (Date.now() > deadline) throw new Error(`the warm-up timed out waiting for ${what}`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, deadline - Date.now());
+        wake = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+    }
+  };
+}
