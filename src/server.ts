@@ -13,7 +13,7 @@ import { localReservations } from "./chat/reservations";
 import { localUserGenerations } from "./chat/user-generations";
 import { jsonExport, markdownExport } from "./chat/transfer-format";
 import { warmUp } from "./chat/warm-up";
-import { warmThroughSocket } from "./warm-up";
+import { warmOnce, warmThroughSocket } from "./warm-up";
 import { sweepEvery } from "./chat/lease";
 import type { DeviceBridge } from "./devices/bridge";
 import { signInThrottle, transferGate } from "./http/throttle";
@@ -168,7 +168,9 @@ export function startServer(parts: ServerParts) {
   const warmed = (
     parts.warm === false
       ? Promise.resolve()
-      : warmUp(model, c.AZURE_OPENAI_ENDPOINT ?? c.OPENAI_BASE_URL).then(() => warmThroughSocket(startServer, c, model.name))
+      : warmOnce(() =>
+          warmUp(model, c.AZURE_OPENAI_ENDPOINT ?? c.OPENAI_BASE_URL).then(() => warmThroughSocket(startServer, c, model.name)),
+        )
   )
     .then(() => log.info("warmed up", { ms: Math.round(performance.now() - warmStarted) }))
     .catch((e) => log.warn("could not warm up; the first send loads what is missing", { error: e }))

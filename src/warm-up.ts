@@ -20,6 +20,20 @@ type Start = (parts: {
   stop(deadlineMs?: number): Promise<void>;
 };
 
+let warmed: Promise<void> | undefined;
+
+/**
+ * Runs `warm` once per process: what it loads and compiles is the process's, so a second server in
+ * the same process (the tests start hundreds) finds it done. A failed warm-up is tried again by the next.
+ */
+export function warmOnce(warm: () => Promise<void>): Promise<void> {
+  warmed ??= warm().catch((e) => {
+    warmed = undefined;
+    throw e;
+  });
+  return warmed;
+}
+
 /** Frames the warm-up waits for, at most this long each. */
 const FRAME_TIMEOUT_MS = 10_000;
 
