@@ -61,8 +61,13 @@ export async function warmThroughSocket(start: Start, config: Config, modelName:
       REDIS_URL: undefined,
       MCP_SERVERS: [],
       CHAT_TITLES: false,
+      // Its own limits, so an operator's tight ones cannot refuse the warm-up's few frames.
       MODEL_CALLS_PER_MINUTE: 0,
       USER_TOKENS_PER_DAY: null,
+      RATE_LIMIT_FRAMES_PER_SECOND: 100,
+      RATE_LIMIT_MESSAGES_PER_MINUTE: 100,
+      MAX_GENERATIONS_PER_USER: 0,
+      MAX_MESSAGE_CHARS: 100_000,
     },
     store,
     model: openAICompatibleModel({ baseURL: `http://127.0.0.1:${canned.port}/v1`, model: modelName, timeoutMs: FRAME_TIMEOUT_MS }),

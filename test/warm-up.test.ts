@@ -88,4 +88,16 @@ describe("start-up warm-up", () => {
       model.stop();
     }
   }, 30_000);
+
+  test("an operator's tight frame, send and message-length limits do not refuse the warm-up (its throwaway server keeps its own)", async () => {
+    const srv = await spawnServer({
+      RATE_LIMIT_FRAMES_PER_SECOND: "1",
+      RATE_LIMIT_MESSAGES_PER_MINUTE: "1",
+      MAX_GENERATIONS_PER_USER: "1",
+      MAX_MESSAGE_CHARS: "5",
+    });
+    started.push(srv);
+    await srv.waitLine(/ warmed up /, 15_000);
+    expect(srv.lines.filter((l) => /could not warm up/.test(l))).toEqual([]);
+  }, 30_000);
 });
