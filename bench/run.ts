@@ -14,6 +14,7 @@ import { scenario as requestResponse } from "./request-response";
 import { scenario as storeCost } from "./store-cost";
 import { scenario as streaming } from "./streaming";
 import { scenario as toolCalls } from "./tool-calls";
+import { scenario as partCost } from "./part-cost";
 import { scenario as pipelineCost } from "./pipeline-cost";
 import { scenario as usageCost } from "./usage-cost";
 
@@ -42,6 +43,7 @@ const ALL: Scenario[] = [
   usageCost,
   toolCalls,
   pipelineCost,
+  partCost,
 ];
 // Names that stand for several scenarios.
 const GROUPS: Record<string, string[]> = {
