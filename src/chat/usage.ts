@@ -6,6 +6,8 @@ import { ChatError } from "./errors";
 import { heldUntilReply } from "./held-until-reply";
 import { REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, tokenizerFor } from "./tokenizer";
 import { localReservations, type Reservations } from "./reservations";
+import { usageRecords } from "./usage-records";
+import { usageReport } from "./usage-report";
 
 // What each person spends on the model, and the budget that bounds it (docs/security.md, "Cost").
 //
@@ -53,17 +55,8 @@ export function dayOf(ms: number): { start: string; resetsAt: string; date: stri
 
 /** Budget overrides are read at most this often per user and replica (`users limit` takes effect within it). */
 const LIMIT_TTL_MS = 10_000;
-/** Retries of a record the store refused, backing off up to this. */
-const MAX_RETRY_MS = 30_000;
 /** Characters of prompt text whose token counts are remembered (about 16 MB). */
 const COUNTED_CHARS = 8_000_000;
-/** Records waiting for the store at most (beyond, the oldest is logged and dropped). */
-const MAX_WAITING = 10_000;
-
-export type UsageReport = {
-  days: { date: string; model: string; promptTokens: number; completionTokens: number; calls: number; estimated: number }[];
-  today: { date: string; used: number; budget: number | null; resetsAt: string };
-};
 
 export function createUsage(d: UsageDeps) {
   const now = d.now ?? Date.now;
@@ -72,11 +65,9 @@ export function createUsage(d: UsageDeps) {
   const limits = new Map<string, { value: number | null; at: number }>();
   /** Calls made so far per reply (tool rounds are several), for their records' ids; the oldest go past 10,000. */
   const calls = new Map<string, number>();
-  /** Records to write, in order, each with what to do once it is stored (give its reservation back). */
-  const waiting: { r: UsageRecord; replace: boolean; stored: () => void }[] = [];
   /** Question estimates admitted before their question was stored, per chat, until the reply's call starts. */
   const held = new Map<string, { release: () => void; tokens: number }[]>();
-  let writing: Promise<void> | undefined;
+  const { record, drained } = usageRecords({ store, log, onRecorded: d.onRecorded });
 
   async function budgetOf(userId: string): Promise<number | null> {
     const known = limits.get(userId);
@@ -111,40 +102,6 @@ export function createUsage(d: UsageDeps) {
       });
     }
     return release;
-  }
-
-  /** Writes waiting records in order; a failure waits and tries again (records are never dropped for an outage). */
-  function flush() {
-    writing ??= (async () => {
-      let delay = 250;
-      while (waiting.length > 0) {
-        const { r, replace, stored } = waiting[0]!;
-        try {
-          if (replace) await store.putUsage(r);
-          else await store.addUsage(r);
-          waiting.shift();
-          stored();
-          delay = 250;
-        } catch (e) {
-          log.warn("could not store a usage record; retrying", { id: r.id, error: e });
-          await Bun.sleep(delay);
-          delay = Math.min(MAX_RETRY_MS, delay * 2);
-        }
-      }
-    })().finally(() => (writing = undefined));
-    return writing;
-  }
-
-  /** Queues the record; `stored` runs once the store has it (a reservation is given back only then, so the tokens are never in neither). */
-  function record(r: UsageRecord, stored: () => void, o: { replace: boolean; final: boolean }) {
-    if (o.final) d.onRecorded?.(r);
-    if (waiting.length >= MAX_WAITING) {
-      const dropped = waiting.shift();
-      dropped?.stored();
-      log.error("usage records are not being stored; dropping the oldest", { id: dropped?.r.id });
-    }
-    waiting.push({ r, replace: o.replace, stored });
-    void flush();
   }
 
   // A chat's history is the same text in every prompt of it: each turn's count is remembered (by
@@ -261,29 +218,6 @@ export function createUsage(d: UsageDeps) {
     };
   }
 
-  /** GET_USAGE: the user's tokens per UTC day and model for the last `days` days (today included), and today's budget. */
-  async function report(userId: string, days: number): Promise<UsageReport> {
-    const today = dayOf(now());
-    const since = new Date(Date.parse(today.start) - (days - 1) * 86_400_000).toISOString();
-    const rows = new Map<string, UsageReport["days"][number]>();
-    let used = 0;
-    for (const r of await store.listUsage({ userId, since })) {
-      const date = r.created_at.slice(0, 10);
-      const key = `${date}\u0000${r.model}`;
-      const row = rows.get(key) ?? { date, model: r.model, promptTokens: 0, completionTokens: 0, calls: 0, estimated: 0 };
-      row.promptTokens += r.prompt_tokens;
-      row.completionTokens += r.completion_tokens;
-      row.calls += 1;
-      if (r.estimated) row.estimated += 1;
-      rows.set(key, row);
-      if (r.created_at >= today.start) used += r.prompt_tokens + r.completion_tokens;
-    }
-    return {
-      days: [...rows.values()].sort((a, b) => (a.date < b.date ? 1 : a.date > b.date ? -1 : a.model < b.model ? -1 : 1)),
-      today: { date: today.date, used, budget: options.enabled ? await budgetOf(userId) : null, resetsAt: today.resetsAt },
-    };
-  }
-
   /**
    * Before a question is stored: its estimate (its tokens plus the reply reserve) is checked and
    * held until the reply's model call takes it over (`meter`, for the same chat) or `release` is called.
@@ -314,12 +248,11 @@ export function createUsage(d: UsageDeps) {
     meter,
     admit,
     admitQuestion,
-    report,
+    /** GET_USAGE (src/chat/usage-report.ts), with today's budget. */
+    report: (userId: string, days: number) =>
+      usageReport(store, userId, days, dayOf(now()), async () => (options.enabled ? await budgetOf(userId) : null)),
     budgetOf,
-    /** Resolves once every record so far is stored (shutdown, tests). */
-    drained: async () => {
-      while (writing) await writing;
-    },
+    drained,
   };
 }
 export type Usage = ReturnType<typeof createUsage>;

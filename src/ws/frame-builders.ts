@@ -3,7 +3,7 @@ import type { BranchInfo } from "../chat/branches";
 import type { ChatEvent, ToolCallEvent } from "../chat/events";
 import type { Resumed } from "../chat/pipeline";
 import { type SearchResults } from "../chat/search";
-import type { UsageReport } from "../chat/usage";
+import type { UsageReport } from "../chat/usage-report";
 import { type Settings } from "../chat/settings";
 import { type DeviceInfo } from "../chat/devices";
 import { type Chat, type Folder, type Message } from "../records";
