@@ -6,7 +6,7 @@ import { authModes } from "./azure-auth";
 import type { Config } from "./config";
 import { localBus, type Bus } from "./chat/events";
 import { describeFailure } from "./chat/errors";
-import type { ChatOptions } from "./chat/context";
+import { chatOptionsOf } from "./chat/context";
 import { createChatService, type ChatService } from "./chat/service";
 import { createUsage } from "./chat/usage";
 import { localReservations } from "./chat/reservations";
@@ -24,7 +24,7 @@ import { createMetrics, instrumentStore, observedModel, type Metrics } from "./m
 import type { Store } from "./store/store";
 import { startSharedMode } from "./redis";
 import { showEventsOnSockets } from "./ws/fanout";
-import { localUserSends, type SocketLimits } from "./ws/limits";
+import { localUserSends, socketLimitsOf } from "./ws/limits";
 import { newConnData, socketHandlers } from "./ws/socket";
 import { defaultMaxConnections, openFileLimit } from "./http/caps";
 import { builtinTools } from "./tools/builtin";
@@ -115,29 +115,8 @@ export function startServer(parts: ServerParts) {
   // MAX_GENERATIONS_PER_USER: counted across replicas with Redis, in this process otherwise (or while Redis is down).
   const ownGenerations = c.MAX_GENERATIONS_PER_USER > 0 ? localUserGenerations(c.MAX_GENERATIONS_PER_USER) : undefined;
   const userGenerations = ownGenerations && (shared ? shared.userGenerations(c.MAX_GENERATIONS_PER_USER, ownGenerations) : ownGenerations);
-  const chatOptions: ChatOptions = {
-    systemPrompt: c.SYSTEM_PROMPT,
-    deviceSystemPrompt: c.DEVICE_SYSTEM_PROMPT,
-    context: { contextTokens: c.MODEL_CONTEXT_TOKENS, replyReserveTokens: c.MODEL_REPLY_RESERVE_TOKENS },
-    modelIdleTimeoutMs: c.MODEL_TIMEOUT_MS,
-    historyMaxMessages: c.HISTORY_MAX_MESSAGES,
-    historyPageMaxBytes: c.HISTORY_PAGE_MAX_BYTES,
-    autoTitle: c.CHAT_TITLES,
-    maxGenerations: c.MAX_GENERATIONS,
-    queueLimit: c.CHAT_QUEUE_LIMIT,
-    replyCheckpointMs: c.REPLY_CHECKPOINT_MS,
-    replyLeaseMs: c.REPLY_LEASE_MS,
-    instanceId,
-    modelCallsPerMinute: c.MODEL_CALLS_PER_MINUTE,
-    deviceDefaultOwner: c.DEVICE_DEFAULT_OWNER,
-    modelAllowed: c.MODEL_ALLOWED,
-    allowPublicShares: c.ALLOW_PUBLIC_SHARES,
-    temporaryChatTtlS: c.TEMPORARY_CHAT_TTL_S,
-    // Characters, two bytes each in memory (JS strings); with several replicas, trusted for less time
-    // without news from the bus (src/chat/recent.ts).
-    historyCacheChars: c.HISTORY_CACHE_MB * 500_000,
-    historyCacheTtlMs: shared ? 5_000 : 60_000,
-  };
+  const chatOptions = chatOptionsOf(c, { instanceId, shared: !!shared });
+
   const chat = createChatService({
     tools,
     store,
@@ -151,17 +130,8 @@ export function startServer(parts: ServerParts) {
     backfill: shared?.backfill,
     options: chatOptions,
   });
-  const limits: SocketLimits = {
-    maxFrameBytes: c.MAX_FRAME_BYTES,
-    maxMessageChars: c.MAX_MESSAGE_CHARS,
-    maxGenerationsPerConnection: c.MAX_GENERATIONS_PER_CONNECTION,
-    framesPerSecond: c.RATE_LIMIT_FRAMES_PER_SECOND,
-    messagesPerMinute: c.RATE_LIMIT_MESSAGES_PER_MINUTE,
-    sendQueueLimitBytes: c.SEND_BUFFER_LIMIT_BYTES,
-    idleTimeoutS: c.WS_IDLE_TIMEOUT_S,
-    inboundMaxFrames: c.INBOUND_QUEUE_MAX_FRAMES,
-    inboundMaxBytes: c.INBOUND_QUEUE_MAX_BYTES,
-  };
+  const limits = socketLimitsOf(c);
+
   // What the first send would load on first use, loaded now: until it is, /health/ready says not ready.
   let warm = false;
   const warmStarted = performance.now();

@@ -1,3 +1,4 @@
+import type { Config } from "../config";
 import type { Logger } from "../log";
 import type { Model } from "../model/model";
 import type { Feedback } from "../records";
@@ -95,3 +96,30 @@ export type ChatContext = Omit<ChatParts, "sharedLanes"> & {
  * `watch` returns an undo, which does nothing if the client was already watching.
  */
 export type ChatClient = { id: string; owner: string; watch(chatId: string): () => void };
+
+/** The chat layer's options from the environment; `shared`: several replicas through Redis. */
+export function chatOptionsOf(c: Config, o: { instanceId: string; shared: boolean }): ChatOptions {
+  return {
+    systemPrompt: c.SYSTEM_PROMPT,
+    deviceSystemPrompt: c.DEVICE_SYSTEM_PROMPT,
+    context: { contextTokens: c.MODEL_CONTEXT_TOKENS, replyReserveTokens: c.MODEL_REPLY_RESERVE_TOKENS },
+    modelIdleTimeoutMs: c.MODEL_TIMEOUT_MS,
+    historyMaxMessages: c.HISTORY_MAX_MESSAGES,
+    historyPageMaxBytes: c.HISTORY_PAGE_MAX_BYTES,
+    autoTitle: c.CHAT_TITLES,
+    maxGenerations: c.MAX_GENERATIONS,
+    queueLimit: c.CHAT_QUEUE_LIMIT,
+    replyCheckpointMs: c.REPLY_CHECKPOINT_MS,
+    replyLeaseMs: c.REPLY_LEASE_MS,
+    instanceId: o.instanceId,
+    modelCallsPerMinute: c.MODEL_CALLS_PER_MINUTE,
+    deviceDefaultOwner: c.DEVICE_DEFAULT_OWNER,
+    modelAllowed: c.MODEL_ALLOWED,
+    allowPublicShares: c.ALLOW_PUBLIC_SHARES,
+    temporaryChatTtlS: c.TEMPORARY_CHAT_TTL_S,
+    // Characters, two bytes each in memory (JS strings); with several replicas, trusted for less time
+    // without news from the bus (src/chat/recent.ts).
+    historyCacheChars: c.HISTORY_CACHE_MB * 500_000,
+    historyCacheTtlMs: o.shared ? 5_000 : 60_000,
+  };
+}

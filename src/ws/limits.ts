@@ -1,3 +1,4 @@
+import type { Config } from "../config";
 import { FrameError } from "./errors";
 
 // Every per-socket limit in one place: frame size, frame rate, frames waiting to be handled,
@@ -17,6 +18,21 @@ export type SocketLimits = {
   inboundMaxFrames: number;
   inboundMaxBytes: number;
 };
+
+/** The socket limits from the environment. */
+export function socketLimitsOf(c: Config): SocketLimits {
+  return {
+    maxFrameBytes: c.MAX_FRAME_BYTES,
+    maxMessageChars: c.MAX_MESSAGE_CHARS,
+    maxGenerationsPerConnection: c.MAX_GENERATIONS_PER_CONNECTION,
+    framesPerSecond: c.RATE_LIMIT_FRAMES_PER_SECOND,
+    messagesPerMinute: c.RATE_LIMIT_MESSAGES_PER_MINUTE,
+    sendQueueLimitBytes: c.SEND_BUFFER_LIMIT_BYTES,
+    idleTimeoutS: c.WS_IDLE_TIMEOUT_S,
+    inboundMaxFrames: c.INBOUND_QUEUE_MAX_FRAMES,
+    inboundMaxBytes: c.INBOUND_QUEUE_MAX_BYTES,
+  };
+}
 
 /** Page size of GET_CHATS when the client names none. */
 export const CHAT_PAGE_SIZE = 1000;
