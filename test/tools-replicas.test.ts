@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { startCosmosServer, type CosmosTestServer } from "./support/cosmos-server";
 import { startMcpServer, type McpTestServer } from "./support/mcp-server";
-import { startRedis, type RedisServer } from "./support/redis-server";
+import { redisCommand, startRedis, type RedisServer } from "./support/redis-server";
 import { startReplicas, type Replicas } from "./support/replicas";
 import { startSseModel, type ModelRequest, type SseModel } from "./support/sse-model";
 import { until } from "./support/until";
@@ -28,7 +28,9 @@ beforeAll(async () => {
   cosmos = await startCosmosServer();
   redis = await startRedis();
   model.setScript((q) => {
-    const ms = question(q) === "stop me" ? 30_000 : 800;
+    const ms = question(q) === "stop me" ? 30_000 : question(q) === "a tool first" ? 2_000 : 800;
+    if (question(q) === "a tool first" && !hasResult(q))
+      return { tokens: [], toolCalls: [{ id: "first", name: "calc__sleep", arguments: JSON.stringify({ ms }) }] };
     return hasResult(q)
       ? { tokens: ["Slept", " well."] }
       : { tokens: ["Sleeping. "], toolCalls: [{ id: `s-${ms}`, name: "calc__sleep", arguments: JSON.stringify({ ms }) }] };
@@ -60,6 +62,25 @@ const client = async (i: number) => {
 const frameOf = (f: Frame) => `${f.type}:${f.seq}:${f.call?.id ?? f.content}`;
 
 describe("tool calls across replicas", () => {
+  test("a reply that begins with a tool call: its Redis stream has an expiry from that first seq, before any heartbeat", async () => {
+    const a = await client(0);
+    const chatId = (await a.request({ type: "CREATE_CHAT" }, "NEW_CHAT")).chat.id;
+    a.send({ type: "SEND_MESSAGE", chatId, content: "a tool first" });
+    const start = await a.next((f) => f.type === "TOOL_CALL_START" && f.chatId === chatId, 10_000);
+    expect(start.seq).toBe(1);
+    // The heartbeat renews it only every third of the 10 s lease: an expiry now came with seq 1.
+    const ttl = await until(
+      async () => {
+        const t = await redisCommand(redis.port, "PTTL", `pichat:{c:${chatId}}:r:${start.traceId}`);
+        return typeof t === "number" && t !== -2 && t;
+      },
+      "the reply's stream in Redis",
+      2_000,
+    );
+    expect(ttl).toBeGreaterThan(0);
+    await a.reply(chatId, 15_000);
+  }, 30_000);
+
   test("a watcher on the other replica gets the tool frames in the same seq order; RESUME mid-call there shows the call", async () => {
     const a = await client(0);
     const b = await client(1);

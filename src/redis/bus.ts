@@ -37,17 +37,20 @@ export function redisBus(o: {
     missed = true;
   };
 
+  /** One seq of a reply into its stream; the first (a delta or a tool call) gives the stream its expiry. */
+  function append(e: { chatId: string; traceId: string; seq: number }, content: string) {
+    const key = keys.stream(e.chatId, e.traceId);
+    cmd.xadd(key, "MAXLEN", "~", String(STREAM_MAX_LEN), "*", "s", String(e.seq), "c", content).catch(() => {});
+    // Its replica may die before anyone finalises it: the stream expires unless heartbeats renew it.
+    if (e.seq === 1) cmd.pexpire(key, o.liveStreamTtlMs).catch(() => {});
+  }
+
   function mirror(e: ChatEvent) {
-    if (e.type === "reply_delta") {
-      const key = keys.stream(e.chatId, e.traceId);
-      cmd.xadd(key, "MAXLEN", "~", String(STREAM_MAX_LEN), "*", "s", String(e.seq), "c", e.content).catch(() => {});
-      // Its replica may die before anyone finalises it: the stream expires unless heartbeats renew it.
-      if (e.seq === 1) cmd.pexpire(key, o.liveStreamTtlMs).catch(() => {});
-    } else if (e.type === "reply_tool") {
-      // A tool call takes a seq with no text: kept in the stream too, so a replica filling in (or
-      // finalising an orphan from) the stream finds no gap there.
-      cmd.xadd(keys.stream(e.chatId, e.traceId), "MAXLEN", "~", String(STREAM_MAX_LEN), "*", "s", String(e.seq), "c", "").catch(() => {});
-    } else if (e.type === "reply_alive") {
+    if (e.type === "reply_delta") append(e, e.content);
+    // A tool call takes a seq with no text: kept in the stream too, so a replica filling in (or
+    // finalising an orphan from) the stream finds no gap there.
+    else if (e.type === "reply_tool") append(e, "");
+    else if (e.type === "reply_alive") {
       cmd.pexpire(keys.stream(e.chatId, e.traceId), o.liveStreamTtlMs).catch(() => {});
     } else if (e.type === "reply_end") {
       cmd.expire(keys.stream(e.chatId, e.traceId), STREAM_TTL_S).catch(() => {});
