@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { ChatError } from "../src/chat/errors";
-import { assertFits, buildPrompt, minimalPromptTokens } from "../src/chat/pipeline/window";
+import { assertFits, buildPrompt, checkQuestionFits, minimalPromptTokens } from "../src/chat/pipeline/window";
+import { openSqliteStore } from "../src/store/sqlite";
 import { REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, encodingFor, tokenizerFor } from "../src/chat/tokenizer";
 import { tokenBucket } from "../src/ws/limits";
 import { nowIso } from "../src/chat/clock";
@@ -50,6 +51,20 @@ describe("buildPrompt (token budget)", async () => {
     expect(() => assertFits(tok, sys, question, { contextTokens: need + 10 - 1, replyReserveTokens: 10 })).toThrow(ChatError);
     expect(() => assertFits(tok, sys, question, { contextTokens: need + 10, replyReserveTokens: 10 })).not.toThrow();
     expect(minimalPromptTokens(tok, sys, question)).toBe(need);
+  });
+
+  test("the check before a question is stored counts the system prompt the question will get: a device's, for a device", async () => {
+    // The embedded store (in memory) only answers "no settings": the server's prompts apply.
+    const store = openSqliteStore(":memory:");
+    const question = "y ".repeat(200);
+    const devicePrompt = "Speak plainly. ".repeat(100);
+    const budget = { contextTokens: cost([{ content: sys }, { content: question }]) + 10, replyReserveTokens: 10 };
+    const o = { store, owner: "u", defaultModel: "gpt-4o", options: { systemPrompt: sys, deviceSystemPrompt: devicePrompt }, budget };
+    await checkQuestionFits(o, question);
+    const err = await checkQuestionFits({ ...o, deviceId: "pi-1" }, question).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ChatError);
+    expect((err as ChatError).code).toBe("CONTEXT_TOO_LARGE");
+    await store.close();
   });
 
   test("empty messages (a failed reply with no text) are skipped", () => {

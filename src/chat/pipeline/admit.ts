@@ -90,7 +90,7 @@ export function sendCommands(ctx: ChatContext, needs: Needs) {
     try {
       // A question the model's window cannot hold even alone is refused before it is stored.
       await checkQuestionFits(
-        { store, owner: o.owner, defaultModel: ctx.model.name, defaultSystemPrompt: options.systemPrompt, budget: options.context },
+        { store, owner: o.owner, defaultModel: ctx.model.name, options, budget: options.context, deviceId: o.deviceId },
         o.content,
       );
       q = await storeQuestion({

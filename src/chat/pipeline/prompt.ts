@@ -7,7 +7,7 @@ import type { JobSpec } from "./replies";
 import { getSettingsOf } from "../settings";
 import { tokenizerFor } from "../tokenizer";
 import type { PromptInput } from "./generate";
-import { buildPrompt } from "./window";
+import { buildPrompt, systemPromptOf } from "./window";
 
 /**
  * A reply's prompt, built when its turn comes (after any reply queued before it): the chat's
@@ -41,10 +41,7 @@ export function promptBuilder(o: {
     return {
       turns: buildPrompt(
         await tokenizerFor(settings.model ?? o.modelName),
-        // A voice device's question gets the spoken-style prompt (the user's own, else the server's).
-        spec.deviceId
-          ? (settings.deviceSystemPrompt ?? options.deviceSystemPrompt ?? options.systemPrompt)
-          : (settings.systemPrompt ?? options.systemPrompt),
+        systemPromptOf(settings, options, spec.deviceId),
         history,
         options.context,
       ),

@@ -2,7 +2,7 @@ import type { Turn } from "../../model/model";
 import type { Message } from "../../records";
 import type { Store } from "../../store/store";
 import { ChatError } from "../errors";
-import { getSettingsOf } from "../settings";
+import { getSettingsOf, type Settings } from "../settings";
 import { type Encoding, REPLY_PRIMING_TOKENS, TOKENS_PER_MESSAGE, type Tokenizer, tokenizerFor } from "../tokenizer";
 
 // What goes to the model: the system prompt, then the newest whole messages that fit the model's
@@ -117,10 +117,19 @@ export function buildPrompt(tok: Tokenizer, systemPrompt: string, history: reado
  * with the system prompt and model in effect now (the settings, else the server's defaults).
  */
 export async function checkQuestionFits(
-  o: { store: Store; owner: string; defaultModel: string; defaultSystemPrompt: string; budget: ContextBudget },
+  o: { store: Store; owner: string; defaultModel: string; options: SystemPrompts; budget: ContextBudget; deviceId?: string },
   question: string,
 ): Promise<void> {
   const settings = await getSettingsOf(o.store, o.owner);
   const tok = await tokenizerFor(settings.model ?? o.defaultModel);
-  assertFits(tok, settings.systemPrompt ?? o.defaultSystemPrompt, question, o.budget);
+  assertFits(tok, systemPromptOf(settings, o.options, o.deviceId), question, o.budget);
+}
+
+type SystemPrompts = { systemPrompt: string; deviceSystemPrompt?: string };
+
+/** The system prompt a question gets: a voice device's the spoken-style one (the user's own, else the server's). */
+export function systemPromptOf(settings: Settings, options: SystemPrompts, deviceId?: string): string {
+  return deviceId
+    ? (settings.deviceSystemPrompt ?? options.deviceSystemPrompt ?? options.systemPrompt)
+    : (settings.systemPrompt ?? options.systemPrompt);
 }
