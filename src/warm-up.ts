@@ -1,5 +1,5 @@
 import { localBus } from "./chat/events";
-import type { Config } from "./config";
+import { type Config, loadConfig } from "./config";
 import { silentLogger } from "./log";
 import type { Model } from "./model/model";
 import { openAICompatibleModel } from "./model/openai";
@@ -34,6 +34,24 @@ export function warmOnce(warm: () => Promise<void>): Promise<void> {
   return warmed;
 }
 
+/** The settings that decide which code a send runs (auth and origin checks, the window, usage, tools). */
+const SHAPES_A_SEND = [
+  "ENVIRONMENT",
+  "SYSTEM_PROMPT",
+  "DEVICE_SYSTEM_PROMPT",
+  "MODEL_CONTEXT_TOKENS",
+  "MODEL_REPLY_RESERVE_TOKENS",
+  "HISTORY_MAX_MESSAGES",
+  "HISTORY_PAGE_MAX_BYTES",
+  "USAGE_RECORDS",
+  "TOOLS_ENABLED",
+  "TOOL_MAX_ROUNDS",
+  "TOOL_TIMEOUT_MS",
+  "TOOL_RESULT_MAX_CHARS",
+] as const satisfies readonly (keyof Config)[];
+
+const pick = <K extends keyof Config>(c: Config, keys: readonly K[]) => Object.fromEntries(keys.map((k) => [k, c[k]])) as Pick<Config, K>;
+
 /** Frames the warm-up waits for, at most this long each. */
 const FRAME_TIMEOUT_MS = 10_000;
 
@@ -51,23 +69,14 @@ export async function warmThroughSocket(start: Start, config: Config, modelName:
   const token = Buffer.from(crypto.getRandomValues(new Uint8Array(24))).toString("hex");
   const running = start({
     config: {
-      ...config,
+      // The defaults, not the operator's configuration: none of its limits, peers or secrets can
+      // refuse or reach the warm-up. Only what shapes the code a send runs is copied.
+      ...loadConfig({}),
+      ...pick(config, SHAPES_A_SEND),
       SERVER_PORT: 0,
       HOST: "127.0.0.1",
       API_TOKEN: token,
-      METRICS_TOKEN: undefined,
-      AUTH_JWKS_URL: undefined,
-      AUTH_ENTRA_TENANT_ID: undefined,
-      REDIS_URL: undefined,
-      MCP_SERVERS: [],
       CHAT_TITLES: false,
-      // Its own limits, so an operator's tight ones cannot refuse the warm-up's few frames.
-      MODEL_CALLS_PER_MINUTE: 0,
-      USER_TOKENS_PER_DAY: null,
-      RATE_LIMIT_FRAMES_PER_SECOND: 100,
-      RATE_LIMIT_MESSAGES_PER_MINUTE: 100,
-      MAX_GENERATIONS_PER_USER: 0,
-      MAX_MESSAGE_CHARS: 100_000,
     },
     store,
     model: openAICompatibleModel({ baseURL: `http://127.0.0.1:${canned.port}/v1`, model: modelName, timeoutMs: FRAME_TIMEOUT_MS }),
