@@ -184,7 +184,7 @@ export function asyncapiDocument() {
           },
         },
         "x-close-codes": closes.map((c) => ({ ...c })),
-        "x-error-codes": Object.fromEntries(ERROR_CODES.map((code) => [code, errorCodeTable()[code] ?? []])),
+        "x-error-codes": ((table) => Object.fromEntries(ERROR_CODES.map((code) => [code, table[code] ?? []])))(errorCodeTable()),
       },
     },
     operations,

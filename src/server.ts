@@ -93,6 +93,8 @@ export function startServer(parts: ServerParts) {
         onRefused: () => metrics.budgetRefusals.inc(),
       })
     : undefined;
+  // Exports and imports: one at a time per user and a rate; across replicas too when Redis is on.
+  const ownTransfers = transferGate({ concurrent: 1, perMinute: c.TRANSFERS_PER_MINUTE });
   // A user's sends per minute, across their sockets; across replicas too when Redis is on.
   const ownSends = localUserSends(c.RATE_LIMIT_MESSAGES_PER_MINUTE);
   const userSends = shared ? shared.userSends(c.RATE_LIMIT_MESSAGES_PER_MINUTE, ownSends) : ownSends;
@@ -212,10 +214,7 @@ export function startServer(parts: ServerParts) {
         onThrottled: () => metrics.throttledSignIns.inc(),
         log: (w) => log.warn("failed sign-ins throttled (one line a minute)", { address: w.address, previousMinute: w.previous }),
       }),
-      // One at a time per user and a rate: across replicas with Redis, this process's own otherwise.
-      transfers: shared
-        ? shared.transfers(c.TRANSFERS_PER_MINUTE, transferGate({ concurrent: 1, perMinute: c.TRANSFERS_PER_MINUTE }))
-        : transferGate({ concurrent: 1, perMinute: c.TRANSFERS_PER_MINUTE }),
+      transfers: shared ? shared.transfers(c.TRANSFERS_PER_MINUTE, ownTransfers) : ownTransfers,
     },
     log,
     allowedOrigins: c.ALLOWED_ORIGINS,

@@ -9,12 +9,11 @@ import { Envelope, frames, mergedArgs } from "./protocol";
 
 // A lone surrogate ("\ud800") would be echoed as sent but stored as U+FFFD: make both the same.
 const wellFormed = (_key: string, value: unknown) => (typeof value === "string" ? value.toWellFormed() : value);
-// Only a frame that has a surrogate escape, or is not well-formed text itself, can hold a lone
-// surrogate: every other frame is parsed without the reviver (0.85 → 0.10 µs of CPU for a
-// SEND_MESSAGE, bench/frame-cost.ts).
+// A frame's text is decoded from UTF-8 (bad bytes become U+FFFD), so it is well-formed itself: only a
+// surrogate escape can hold a lone surrogate, and every other frame is parsed without the reviver
+// (0.85 → 0.10 µs of CPU for a SEND_MESSAGE, bench/frame-cost.ts).
 const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
-const parseFrame = (text: string): unknown =>
-  text.isWellFormed() && !SURROGATE_ESCAPE.test(text) ? JSON.parse(text) : JSON.parse(text, wellFormed);
+const parseFrame = (text: string): unknown => (SURROGATE_ESCAPE.test(text) ? JSON.parse(text, wellFormed) : JSON.parse(text));
 
 /** What the frame turned out to be, as far as it was read (for the command's metrics and log line). */
 export type Seen = { type?: string; chatId?: unknown };

@@ -2,7 +2,8 @@ import type { SqlQuerySpec } from "@azure/cosmos";
 import type { Message } from "../../records";
 import { decodeMessageCursor, encodeMessageCursor } from "../cursor";
 import type { Page, Store } from "../store";
-import { type Cosmos, matchEtag, query, read, strip, tolerate } from "./requests";
+import { StoreUnavailableError } from "../errors";
+import { type Cosmos, ETAG_ATTEMPTS, matchEtag, query, read, strip, tolerate } from "./requests";
 
 type MessageOps = Pick<
   Store,
@@ -115,7 +116,7 @@ export function messageOps(k: Cosmos, touchChat: Store["touchChat"]): MessageOps
 
   /** Read, decide, write if unchanged (create-if-absent or etag match); a lost race reads again. */
   const rewriteMessage: Store["rewriteMessage"] = async (chatId, id, next) => {
-    for (let attempt = 0; attempt < 10; attempt++) {
+    for (let attempt = 0; attempt < ETAG_ATTEMPTS; attempt++) {
       const doc = await read<Message>(k, c.messages, id, chatId);
       const m = next(doc ? fromDoc(doc) : undefined);
       if (!m) return undefined;
@@ -130,7 +131,7 @@ export function messageOps(k: Cosmos, touchChat: Store["touchChat"]): MessageOps
       );
       if (won) return m;
     }
-    throw new Error(`message ${id} kept changing while it was rewritten`);
+    throw new StoreUnavailableError("Cosmos DB: the message changed on every attempt to rewrite it; try again");
   };
 
   return {
