@@ -1,15 +1,11 @@
-import type { Message, ToolCallRecord } from "../records";
-import type { ToolCallEvent } from "./events";
+import type { Message } from "../records";
 import { encodeMessageCursor } from "../store/cursor";
 import { BRANCH_MAX_MESSAGES, branchHistory } from "./branches";
 import type { ChatClient, ChatContext } from "./context";
 import type { KnownChats } from "./known-chats";
 import { lapsed } from "./lease";
+import { finishedCalls } from "./tool-rounds";
 import { fitPage } from "./page-budget";
-
-/** A live reply's tool calls that have ended (the ones still running are announced by their end frames). */
-const finished = (calls: ToolCallEvent[] | undefined): ToolCallRecord[] =>
-  (calls ?? []).filter((c): c is ToolCallRecord => c.ok !== undefined);
 
 /** An assistant message still being generated, as a history request shows it (never with its lease). */
 export type StreamingMessage = Message & { streaming: true; seq: number };
@@ -117,7 +113,8 @@ export function historyPages(
     client.watch(o.chatId);
     const g = newest ? live.get(o.chatId) : undefined;
     const now = Date.now();
-    const liveEntry = (g: NonNullable<typeof pending>, createdAt = g.createdAt): StreamingMessage => ({
+    // A live reply's tool calls that have ended (the ones still running are announced by their end frames).
+    const liveEntry = (g: NonNullable<typeof pending>, createdAt = g.createdAt, calls = finishedCalls(g)): StreamingMessage => ({
       id: g.traceId,
       chat_id: g.chatId,
       role: "assistant",
@@ -125,7 +122,7 @@ export function historyPages(
       created_at: createdAt,
       streaming: true,
       seq: g.chunks.length,
-      ...(finished(g.toolCalls).length ? { tool_calls: finished(g.toolCalls) } : {}),
+      ...(calls.length ? { tool_calls: calls } : {}),
     });
     // The stored checkpoint of the live reply is shown as the live entry, in its place.
     // (On a branched chat's page it keeps its place among its siblings.)

@@ -22,8 +22,11 @@ export function withSettingsCache(store: Store, bus: Bus, ttlMs = SETTINGS_TTL_M
   };
   const unsubscribe = bus.subscribe((e) => {
     if (e.type === "settings_updated") invalidate(e.owner);
-    // The shared bus was down: any update may have gone unseen.
-    if (e.type === "resync") for (const owner of [...cached.keys()]) invalidate(owner);
+    // The shared bus was down: any update may have gone unseen, by a copy or by a read in flight.
+    if (e.type === "resync") {
+      cached.clear();
+      for (const r of reading.values()) r.changes++;
+    }
   });
   const cachedStore: Store = {
     ...store,

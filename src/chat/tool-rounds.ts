@@ -47,7 +47,7 @@ export type ToolRoundsRun = {
 };
 
 /** The finished calls of a reply, as stored with it. */
-export const finishedCalls = (g: Generation): ToolCallRecord[] =>
+export const finishedCalls = (g: Pick<Generation, "toolCalls">): ToolCallRecord[] =>
   (g.toolCalls ?? []).filter((c): c is ToolCallRecord => c.ok !== undefined);
 
 /** The reply's text deltas, over as many model requests as its tool rounds need. */
