@@ -58,9 +58,18 @@ export type SettingsPatch = v.InferOutput<typeof SettingsPatchSchema>;
 
 /** A user's settings (each user has their own; the legacy API_TOKEN user's are the pre-users global ones). */
 export async function getSettingsOf(store: Store, owner: string): Promise<Settings> {
-  const stored = v.safeParse(SettingsSchema, (await store.getSettings(owner)) ?? {});
-  return stored.success ? stored.output : {};
+  const raw = await store.getSettings(owner);
+  if (!raw) return {};
+  // The settings cache answers with the same object until it changes: checked once, not on every read.
+  let checked = parsed.get(raw);
+  if (!checked) {
+    const stored = v.safeParse(SettingsSchema, raw);
+    checked = stored.success ? stored.output : {};
+    parsed.set(raw, checked);
+  }
+  return checked;
 }
+const parsed = new WeakMap<object, Settings>();
 
 /** One atomic store call: two updates of different keys racing (two tabs, two replicas) keep both. */
 export async function updateSettingsOf(store: Store, owner: string, patch: SettingsPatch): Promise<Settings> {

@@ -21,6 +21,17 @@ export const REPLY_PRIMING_TOKENS = 3;
  * MODEL_CONTEXT_TOKENS below their real window.
  */
 export function encodingFor(model: string): Encoding {
+  let e = encodings.get(model);
+  if (!e) {
+    if (encodings.size >= 1_000) encodings.clear();
+    encodings.set(model, (e = encodingOf(model)));
+  }
+  return e;
+}
+// Asked several times per send for the same few model names.
+const encodings = new Map<string, Encoding>();
+
+function encodingOf(model: string): Encoding {
   const m = model.toLowerCase().replace(/^.*\//, "");
   if (/^(gpt-4o|gpt-4\.1|gpt-4\.5|gpt-5|o1|o3|o4|chatgpt-4o|gpt-oss)/.test(m)) return "o200k_base";
   if (/^(gpt-4|gpt-35|gpt-3\.5)/.test(m)) return "cl100k_base";

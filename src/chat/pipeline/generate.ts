@@ -2,7 +2,7 @@ import type { Logger } from "../../log";
 import { ModelError, type Model, type Turn } from "../../model/model";
 import type { Message, MessageStatus } from "../../records";
 import type { Store } from "../../store/store";
-import { nowIso } from "../clock";
+import { nowMs } from "../clock";
 import type { ChatOptions } from "../context";
 import { describeFailure } from "../errors";
 import type { Bus } from "../events";
@@ -193,7 +193,7 @@ export function replyGenerator(p: Parts) {
 /** A reply sorts after its question even when another replica's clock is behind. */
 function replyTime(question: Message): string {
   const after = Date.parse(question.created_at) + 1;
-  const now = Date.parse(nowIso());
+  const now = nowMs();
   return new Date(Math.max(after, now)).toISOString();
 }
 
