@@ -47,7 +47,7 @@ export type C2DSender = {
 const BUSY = new Set(["ThrottlingError", "DeviceMaximumQueueDepthExceededError"]);
 
 // Errors that another try cannot fix.
-const FINAL = new Set(["DeviceNotFoundError", "DeviceMaximumQueueDepthExceededError", "UnauthorizedError", "ArgumentError"]);
+const FINAL = new Set(["DeviceNotFoundError", "UnauthorizedError", "ArgumentError"]);
 
 /**
  * Cloud-to-device replies through the IoT Hub service API. `Transport` defaults to AMQP over TLS;

@@ -93,7 +93,7 @@ export async function speakInParts(deps: SpeakerDeps, s: Speech): Promise<Spoken
     let firstWordsAt: number | undefined;
     while (!done) {
       // Per delta until the first part is out (it is what the person waits for), then a few times a second.
-      await Promise.race([index === 0 ? s.live.tap.changed() : Bun.sleep(250), finished, Bun.sleep(250)]);
+      await Promise.race(index === 0 ? [s.live.tap.changed(), finished, Bun.sleep(250)] : [finished, Bun.sleep(250)]);
       if (done) break;
       const raw = s.live.tap.text(s.live.traceId);
       if (!raw) continue;

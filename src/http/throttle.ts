@@ -43,7 +43,6 @@ export function keyedBuckets({ perSecond, burst }: { perSecond: number; burst: n
       }
       return { ok: false, retryAfterMs: wait(b) };
     },
-    size: () => buckets.size,
   };
 }
 
@@ -113,16 +112,11 @@ export type TransferGate = { admit(userId: string): Promise<TransferAdmission> }
  * A user's exports and imports: at most `concurrent` at a time (an export counts until its download
  * ends or is cut), and `perMinute` started per minute with a burst of as many.
  */
-export function transferGate(o: {
-  concurrent: number;
-  perMinute: number;
-}): TransferGate & { admitNow(userId: string, now?: number): TransferAdmission; running(userId: string): number } {
+export function transferGate(o: { concurrent: number; perMinute: number }): TransferGate {
   const running = new Map<string, number>();
   const starts = keyedBuckets({ perSecond: o.perMinute / 60, burst: o.perMinute });
   return {
     admit: async (userId) => admitNow(userId),
-    admitNow,
-    running: (userId: string) => running.get(userId) ?? 0,
   };
   /** A release function (call it once, when the work ends), or how many seconds to wait. */
   function admitNow(userId: string, now = Date.now()): TransferAdmission {

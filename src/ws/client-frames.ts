@@ -2,6 +2,7 @@ import * as v from "valibot";
 import { hasSearchTerms } from "../chat/search";
 import { SettingsPatchSchema } from "../chat/settings";
 import { SAY_MAX_BYTES, sayBytes } from "../chat/devices";
+import { FEEDBACK_COMMENT_MAX } from "../chat/feedback";
 import { IsoTime } from "../records";
 
 // What a client sends on /ws: each frame type's arguments (`inbound`), the envelope, and where arguments sit.
@@ -184,7 +185,12 @@ export const inbound = {
     chatId: ChatId,
     messageId: MessageRef,
     rating: v.nullable(v.picklist(["up", "down"], 'rating is required: "up", "down" or null')),
-    comment: v.nullish(v.pipe(v.string("comment must be a string"), v.maxLength(2000, "comment must be at most 2000 characters"))),
+    comment: v.nullish(
+      v.pipe(
+        v.string("comment must be a string"),
+        v.maxLength(FEEDBACK_COMMENT_MAX, `comment must be at most ${FEEDBACK_COMMENT_MAX} characters`),
+      ),
+    ),
   }),
   // Voice devices (src/chat/devices.ts): the caller's own only.
   GET_DEVICES: v.object({}),

@@ -11,7 +11,7 @@ export function showEventsOnSockets(
   bus: Bus,
   conns: Connections,
   /** A temporary chat (src/chat/temporary.ts): no list frame about it goes anywhere (the original web UI never sees one). */
-  unlisted: (chatId: string) => boolean = () => false,
+  unlisted: (chatId: string) => boolean,
 ): () => void {
   return bus.subscribe((e: ChatEvent) => {
     switch (e.type) {

@@ -71,7 +71,7 @@ type Lane = { running?: Generation; waiting: Entry[] };
 
 export type Replies = ReturnType<typeof createReplies>;
 
-/** `run` answers a job in a generation this module registered; it is looked up late (the chat service builds it after). */
+/** `run` answers a job in a generation this module registered. */
 export function createReplies({
   max,
   queueLimit,
