@@ -125,7 +125,7 @@ export function createApp(o: AppOptions) {
   registerShareRoutes(app, {
     ...o.shares,
     signIn,
-    anonymous: () => o.auth.authenticate(undefined).catch(() => undefined),
+    anonymous: () => o.auth.anonymous(),
     addressOf: (c) => addressOf(c as { env: Env["Bindings"]; req: { raw: Request } }),
     log: o.log,
   });

@@ -182,9 +182,13 @@ describe("public links, where the operator allows them", () => {
     const open = (await c.request({ type: "SHARE_CHAT", chatId: chat.id, public: true }, "SHARE")).share;
     const closed = (await c.request({ type: "SHARE_CHAT", chatId: chat.id }, "SHARE")).share;
     expect(open.public).toBe(true);
+    const refusals = () => srv.log.lines.filter((l) => l.includes("sign-in refused")).length;
+    const before = refusals();
     const anon = await fetch(`${srv.url}/api/shares/${open.id}`);
     expect(anon.status).toBe(200);
     expect(((await anon.json()) as Frame).share).toMatchObject({ name: "Open", public: true });
+    // A reader without a token is no refused sign-in: a popular link writes no log line per view.
+    expect(refusals()).toBe(before);
     expect((await fetch(`${srv.url}/api/shares/${closed.id}`)).status).toBe(401);
     await c.request({ type: "REVOKE_SHARE", shareId: open.id }, "SHARE_REVOKED");
     // Revoked: a stranger hears what a stranger hears of any id.

@@ -14,6 +14,8 @@ export type Authenticator = {
   authenticate(token: string | undefined): Promise<Identity | undefined>;
   /** Whether a signed-in identity still holds: its personal token not revoked, its JWT not expired. */
   stillValid(identity: Identity): Promise<boolean>;
+  /** Who someone without a token is: the legacy user on an open server, else nobody (a reader of a public share, say); never logged. */
+  anonymous(): Identity | undefined;
 };
 
 export function createAuthenticator(o: {
@@ -61,5 +63,5 @@ export function createAuthenticator(o: {
     return true;
   }
 
-  return { authenticate, stillValid };
+  return { authenticate, stillValid, anonymous: () => (open ? legacyIdentity : undefined) };
 }

@@ -18,7 +18,7 @@ export type ShareRoutes = {
   /** The identity behind the request's token, or the answer refusing it (src/app.ts). */
   signIn(req: Request, address: string): Promise<{ user: Identity } | { refuse: Response }>;
   /** Who a request without a token is: the open server's user, or nobody. */
-  anonymous(): Promise<Identity | undefined>;
+  anonymous(): Identity | undefined;
   addressOf(c: { env: unknown; req: { raw: Request } }): string;
   describeFailure(e: unknown): { code: string; message: string };
   log: Logger;
@@ -36,7 +36,7 @@ export function registerShareRoutes(app: Hono<any>, o: ShareRoutes) {
       const signed = await o.signIn(req, o.addressOf(c));
       if ("refuse" in signed) return signed.refuse;
       viewer = signed.user.userId;
-    } else viewer = (await o.anonymous())?.userId;
+    } else viewer = o.anonymous()?.userId;
     try {
       const shown = await o.view(c.req.param("id"), viewer);
       if (shown === "sign-in") return Response.json(SIGN_IN, { status: 401, headers: { ...HEADERS, "WWW-Authenticate": "Bearer" } });
