@@ -115,6 +115,20 @@ export function createChatService(parts: ChatParts) {
   // A send takes one of its user's reply slots (MAX_GENERATIONS_PER_USER), then passes the budget check.
   const checked = parts.usage ? budgeted(parts.usage, parts.model.name, sending.send) : sending.send;
   const admitted = parts.userGenerations ? perUser(parts.userGenerations, (o: SendRequest) => o.owner, checked) : checked;
+  // A regeneration the same way (its estimate: the reply's, no new question text); it watches the chat
+  // first, as a send does, since the reply may start streaming before this returns.
+  type Regeneration = { owner: string; chatId: string; questionId?: string; content: ""; client: ChatClient };
+  const regenerating = async (o: Regeneration) => {
+    const unwatch = o.client.watch(o.chatId);
+    try {
+      return await branches.regenerate({ chatId: o.chatId, questionId: o.questionId, owner: o.owner, origin: o.client.id });
+    } catch (e) {
+      unwatch();
+      throw e;
+    }
+  };
+  const regenChecked = parts.usage ? budgeted(parts.usage, parts.model.name, regenerating) : regenerating;
+  const regenerate = parts.userGenerations ? perUser(parts.userGenerations, (o: Regeneration) => o.owner, regenChecked) : regenChecked;
 
   return {
     /** GET_CHATS: pinned chats first, each with `pinned` and `folderId`; filtered to a folder or to pins when asked. */
@@ -179,28 +193,8 @@ export function createChatService(parts: ChatParts) {
     storeQuestion,
     /** REGENERATE: a new reply to a question, the earlier ones kept as other versions (src/chat/branches.ts). */
     async regenerate(o: { chatId: string; questionId?: string }, client: ChatClient) {
-      // Watch first, as for a send: the reply may start streaming before this returns.
       await known.requireOwned(client.owner, o.chatId);
-      // The user's share and budget, before anything is stored (as for a send).
-      const slot = parts.userGenerations ? await parts.userGenerations(client.owner) : () => {};
-      let budget = () => {};
-      try {
-        if (parts.usage) budget = await parts.usage.admitQuestion(client.owner, o.chatId, parts.model.name, "");
-      } catch (e) {
-        slot();
-        throw e;
-      }
-      const release = () => (slot(), budget());
-      const unwatch = client.watch(o.chatId);
-      try {
-        const r = await branches.regenerate({ ...o, owner: client.owner, origin: client.id });
-        void r.reply?.finally(release);
-        return r;
-      } catch (e) {
-        release();
-        unwatch();
-        throw e;
-      }
+      return regenerate({ ...o, owner: client.owner, content: "", client });
     },
     /** GET_BRANCHES: a message and its siblings. */
     branches: branches.branches,
