@@ -1,3 +1,4 @@
+import { scenario as aging } from "./aging";
 import { scenario as device } from "./device";
 import { scenario as devices } from "./devices";
 import { scenario as fanOut } from "./fan-out";
@@ -44,6 +45,7 @@ const ALL: Scenario[] = [
   toolCalls,
   pipelineCost,
   partCost,
+  aging,
 ];
 // Names that stand for several scenarios.
 const GROUPS: Record<string, string[]> = {

@@ -1,3 +1,4 @@
+import { boundedSet } from "../bounded";
 import type { Feedback, Message } from "../records";
 import { BRANCH_MAX_MESSAGES } from "./branches";
 import { nowIso } from "./clock";
@@ -31,7 +32,7 @@ export function feedbackCommands(
 
   // Chats known to hold none of their owner's ratings: their history pages read no ratings. Dropped
   // on any rating in the chat anywhere (feedback_changed on the bus); a read that raced one is not kept.
-  const unrated = new Set<string>();
+  const unrated = boundedSet<string>(KNOWN_UNRATED);
   let generation = 0;
   const keyOf = (owner: string, chatId: string) => `${owner}\u0000${chatId}`;
   const unsubscribe = bus.subscribe((e) => {
@@ -52,7 +53,6 @@ export function feedbackCommands(
     const before = generation;
     const all = await store.chatFeedback(owner, chatId);
     if (all.length === 0 && generation === before) {
-      if (unrated.size >= KNOWN_UNRATED) unrated.delete(unrated.values().next().value!);
       unrated.add(key);
     }
     return new Map(all.map((f) => [f.message_id, publicFeedback(f)]));
@@ -70,7 +70,6 @@ export function feedbackCommands(
     ratingsIn,
     /** A chat just created: known to hold no ratings until a rating anywhere says otherwise. */
     noteUnrated(owner: string, chatId: string) {
-      if (unrated.size >= KNOWN_UNRATED) unrated.delete(unrated.values().next().value!);
       unrated.add(keyOf(owner, chatId));
     },
 

@@ -1,10 +1,11 @@
+import { boundedMap, boundedSet } from "../bounded";
 import type { Chat } from "../records";
 import type { Store } from "../store/store";
 import { chatNotFound } from "./errors";
 
 export const DEFAULT_CHAT_NAME = "New Chat";
 
-/** Owners known for chat ids, kept for this many ids at most (the oldest go first). */
+/** Owners known for chat ids, kept for this many ids at most (the least recently used go first). */
 const KNOWN_OWNERS = 10_000;
 
 /**
@@ -27,10 +28,9 @@ export function knownChats(store: Pick<Store, "getChat" | "getChats">) {
   }
 
   // Chats known to have a name of their own: no title is wanted, so a send there reads no record to check.
-  const named = new Set<string>();
+  const named = boundedSet<string>(KNOWN_OWNERS);
   function noteName(chat: Chat) {
     if (chat.name === DEFAULT_CHAT_NAME) return;
-    if (named.size > KNOWN_OWNERS) named.delete(named.values().next().value!);
     named.add(chat.id);
   }
 
@@ -38,31 +38,24 @@ export function knownChats(store: Pick<Store, "getChat" | "getChats">) {
   // remembered until the chat is deleted: a history page or a send on one's own chat then needs no
   // extra store read. Only the owner's own answer is remembered; anything else reads the store,
   // so a foreign id costs what a missing one costs.
-  const known = new Map<string, string>();
+  const known = boundedMap<string, string>(KNOWN_OWNERS);
   async function requireOwned(owner: string, chatId: string): Promise<void> {
     if (known.get(chatId) === owner) return;
     await requireChat(owner, chatId);
   }
   /** The oldest remembered go first: a chat read again is remembered again. */
   function remember(chatId: string, owner: string) {
-    known.delete(chatId);
     known.set(chatId, owner);
-    if (known.size > KNOWN_OWNERS) known.delete(known.keys().next().value!);
   }
 
   // Chats known to be branched (src/chat/branches.ts). A chat never stops being branched, and every
   // replica hears when one starts (branch_selected on the bus), so "not in this set" for a chat in
   // `known` means never branched: its history and sends cost what they cost before branches existed.
   // The set only grows by facts (a record read with `selected`, an event), so a read racing an event loses nothing.
-  const branched = new Set<string>();
+  // One forgotten here is forgotten as known too: the next use reads the record again.
+  const branched = boundedSet<string>(KNOWN_OWNERS, { dropped: (chatId) => known.delete(chatId) });
   function markBranched(chatId: string) {
     branched.add(chatId);
-    if (branched.size > KNOWN_OWNERS) {
-      // Forgotten here, so forgotten as known too: the next use reads the record again.
-      const oldest = branched.values().next().value!;
-      branched.delete(oldest);
-      known.delete(oldest);
-    }
   }
 
   /**

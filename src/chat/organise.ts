@@ -1,3 +1,4 @@
+import { boundedMap } from "../bounded";
 import type { Chat, ChatMark, Folder } from "../records";
 import { decodeChatCursor, decodeCursor, encodeChatCursor, encodeCursor } from "../store/cursor";
 import { InvalidCursorError } from "../store/errors";
@@ -55,7 +56,7 @@ export function organiseCommands(ctx: Pick<ChatContext, "store" | "bus">, known:
   // Each owner's marks (and folders, once read) kept per replica, so a chat list costs the store what it
   // did before marks existed. Dropped on any change anywhere (the events below cross replicas on the
   // bus); a read that raced a change is not kept; after a gap in the bus nothing kept is trusted.
-  const kept = new Map<string, { marks: ChatMark[]; folders?: Folder[] }>();
+  const kept = boundedMap<string, { marks: ChatMark[]; folders?: Folder[] }>(KEPT_OWNERS);
   let generation = 0;
   const drop = (owner: string) => {
     generation++;
@@ -77,7 +78,6 @@ export function organiseCommands(ctx: Pick<ChatContext, "store" | "bus">, known:
     const marks = hit?.marks ?? (await store.listMarks(owner));
     const folders = wantFolders(marks) ? await store.listFolders(owner) : undefined;
     if (generation === before) {
-      if (kept.size >= KEPT_OWNERS && !kept.has(owner)) kept.delete(kept.keys().next().value!);
       kept.set(owner, { marks, ...(folders ? { folders } : {}) });
     }
     return { marks, folders: folders ?? [] };

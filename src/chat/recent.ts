@@ -1,3 +1,4 @@
+import { boundedMap } from "../bounded";
 import type { Message } from "../records";
 import { encodeMessageCursor } from "../store/cursor";
 import type { Page, Store } from "../store/store";
@@ -38,8 +39,8 @@ const before = (a: Message, b: Message) => a.created_at < b.created_at || (a.cre
 const charsOf = (m: Message) => m.content.length + 200;
 
 export function recentMessages(store: Store, bus: Bus, o: RecentOptions) {
-  const entries = new Map<string, Entry>();
-  let chars = 0;
+  // Weighed by characters: the least recently used chats go first.
+  const entries = boundedMap<string, Entry>(o.maxChars, { weight: (_, e) => e.chars });
   // Changes to a chat while a store read of it is in flight: that read is answered but not kept
   // (it may or may not have seen the change). Counted only for chats being read, so nothing grows
   // with the chats other replicas touch.
@@ -50,13 +51,7 @@ export function recentMessages(store: Store, bus: Bus, o: RecentOptions) {
     if (r) r.changes++;
   };
 
-  function drop(chatId: string) {
-    const e = entries.get(chatId);
-    if (e) {
-      chars -= e.chars;
-      entries.delete(chatId);
-    }
-  }
+  const drop = (chatId: string) => void entries.delete(chatId);
 
   /** Puts the message in its place (or replaces it, by id); the oldest go past `perChat`. */
   function upsert(e: Entry, m: Message) {
@@ -84,9 +79,8 @@ export function recentMessages(store: Store, bus: Bus, o: RecentOptions) {
     changed(chatId);
     const e = entries.get(chatId);
     if (!e) return;
-    const was = e.chars;
     upsert(e, m);
-    chars += e.chars - was;
+    entries.set(chatId, e); // weighed again
   }
 
   const unsubscribe = bus.subscribe((e) => {
@@ -105,7 +99,6 @@ export function recentMessages(store: Store, bus: Bus, o: RecentOptions) {
       case "resync":
         generation++;
         entries.clear();
-        chars = 0;
         return;
     }
   });
@@ -113,23 +106,12 @@ export function recentMessages(store: Store, bus: Bus, o: RecentOptions) {
   function keep(chatId: string, e: Entry) {
     if (e.chars > o.maxChars / 4) return; // one huge chat must not push everyone else out
     entries.set(chatId, e);
-    chars += e.chars;
-    for (const [id, old] of entries) {
-      if (chars <= o.maxChars) break;
-      entries.delete(id);
-      chars -= old.chars;
-    }
   }
 
   async function entryOf(chatId: string, cap = o.perChat): Promise<Entry> {
     const hit = entries.get(chatId);
     // An entry kept for fewer messages than asked (and not the whole chat) is read again, larger.
-    if (hit && hit.until > Date.now() && (hit.cap >= cap || hit.complete)) {
-      // Most recently used last: eviction takes the front.
-      entries.delete(chatId);
-      entries.set(chatId, hit);
-      return hit;
-    }
+    if (hit && hit.until > Date.now() && (hit.cap >= cap || hit.complete)) return hit;
     if (hit) drop(chatId);
     let r = reading.get(chatId);
     if (!r) reading.set(chatId, (r = { reads: 0, changes: 0 }));
@@ -176,7 +158,7 @@ export function recentMessages(store: Store, bus: Bus, o: RecentOptions) {
       const e = await entryOf(chatId, max);
       return e.messages.length > max ? e.messages.slice(e.messages.length - max) : e.messages.slice();
     },
-    stats: () => ({ chats: entries.size, chars }),
+    stats: () => ({ chats: entries.size, chars: entries.weight }),
     stop: unsubscribe,
   };
 }

@@ -1,3 +1,4 @@
+import { boundedMap } from "../bounded";
 import type { Store } from "../store/store";
 import type { Bus } from "./events";
 
@@ -11,7 +12,7 @@ import type { Bus } from "./events";
 export const SETTINGS_TTL_MS = 30_000;
 
 export function withSettingsCache(store: Store, bus: Bus, ttlMs = SETTINGS_TTL_MS): { store: Store; stop(): void } {
-  const cached = new Map<string, { value: Record<string, unknown> | undefined; until: number }>();
+  const cached = boundedMap<string, { value: Record<string, unknown> | undefined; until: number }>(10_000);
   // Invalidations of an owner while a read of theirs is in flight: that read is answered, not kept.
   // Counted only while reads are in flight, so nothing grows with other replicas' users.
   const reading = new Map<string, { reads: number; changes: number }>();
@@ -40,7 +41,6 @@ export function withSettingsCache(store: Store, bus: Bus, ttlMs = SETTINGS_TTL_M
       try {
         const value = await store.getSettings(owner);
         if (r.changes === mark) {
-          if (cached.size >= 10_000) cached.delete(cached.keys().next().value!);
           cached.set(owner, { value, until: Date.now() + ttlMs });
         }
         return value;

@@ -1,3 +1,5 @@
+import { boundedMap } from "../bounded";
+
 // Counting tokens with the model family's own tokenizer (gpt-tokenizer, pure JS: o200k_base and
 // cl100k_base are OpenAI's published encodings, so counts match what the API bills), loaded once
 // per encoding on first use (src/chat/warm-up.ts loads the server model's at start-up). Linear in
@@ -70,13 +72,12 @@ const tokenizers = new Map<Encoding, Promise<Tokenizer>>();
 const RECENT_TEXTS = 256;
 const RECENT_MAX_CHARS = 4096;
 function remembering(count: (text: string) => number): (text: string) => number {
-  const recent = new Map<string, number>();
+  const recent = boundedMap<string, number>(RECENT_TEXTS);
   return (text) => {
     if (text.length > RECENT_MAX_CHARS) return count(text);
     let n = recent.get(text);
     if (n === undefined) {
       n = count(text);
-      if (recent.size >= RECENT_TEXTS) recent.delete(recent.keys().next().value!);
       recent.set(text, n);
     }
     return n;

@@ -1,3 +1,4 @@
+import { type BoundedMap, boundedMap } from "../bounded";
 import type { Logger } from "../log";
 import type { Model, ModelTurn, ReportedUsage, StreamOptions, UsageTag } from "../model/model";
 import type { UsageRecord } from "../records";
@@ -64,7 +65,7 @@ export function createUsage(d: UsageDeps) {
   const reservations = d.reservations ?? localReservations();
   const limits = new Map<string, { value: number | null; at: number }>();
   /** Calls made so far per reply (tool rounds are several), for their records' ids; the oldest go past 10,000. */
-  const calls = new Map<string, number>();
+  const calls = boundedMap<string, number>(10_000);
   /** Question estimates admitted before their question was stored, per chat, until the reply's call starts. */
   const held = new Map<string, { release: () => void; tokens: number }[]>();
   const { record, drained } = usageRecords({ store, log, onRecorded: d.onRecorded });
@@ -106,30 +107,20 @@ export function createUsage(d: UsageDeps) {
 
   // A chat's history is the same text in every prompt of it: each turn's count is remembered (by
   // encoding and text; the strings are the ones the prompt already holds, and JS caches their hashes).
-  const turnCounts = new Map<string, Map<string, number>>();
-  /** Characters the remembered texts hold (they may be the only reference left): at most COUNTED_CHARS. */
-  let countedChars = 0;
-  function remember(known: Map<string, number>, text: string, n: number) {
-    known.set(text, n);
-    countedChars += text.length;
-    while (countedChars > COUNTED_CHARS && known.size > 0) {
-      const oldest = known.keys().next().value!;
-      known.delete(oldest);
-      countedChars -= oldest.length;
-    }
-  }
+  // The texts held may be the only reference left to them: at most COUNTED_CHARS per encoding.
+  const turnCounts = new Map<string, BoundedMap<string, number>>();
   /** Prompt tokens as the model counts a chat prompt (src/chat/tokenizer.ts). */
   async function promptTokens(model: string, turns: ModelTurn[]): Promise<number> {
     const tok = await tokenizerFor(model);
     let known = turnCounts.get(tok.encoding);
-    if (!known) turnCounts.set(tok.encoding, (known = new Map()));
+    if (!known) turnCounts.set(tok.encoding, (known = boundedMap(COUNTED_CHARS, { weight: (text) => text.length })));
     let n = REPLY_PRIMING_TOKENS;
     for (const t of turns) {
       const text = "tool_calls" in t ? t.content + JSON.stringify(t.tool_calls) : t.content;
       let c = known.get(text);
       if (c === undefined) {
         c = tok.count(text);
-        remember(known, text, c);
+        known.set(text, c);
       }
       n += TOKENS_PER_MESSAGE + c;
     }
@@ -151,9 +142,7 @@ export function createUsage(d: UsageDeps) {
         const name = o.model ?? model.name;
         const key = `${tag.kind}:${tag.messageId}`;
         const n = (calls.get(key) ?? 0) + 1;
-        calls.delete(key);
         calls.set(key, n);
-        if (calls.size > 10_000) calls.delete(calls.keys().next().value!);
         // A reply's first call takes over its question's estimate (replaced, never dropped first) and
         // is not refused: its question was admitted before it was stored, and a reply admitted runs.
         // Its tool rounds and titles are new calls, checked on their own.

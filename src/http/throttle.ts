@@ -2,24 +2,22 @@
 // user's exports and imports (one at a time, and a rate). Pure apart from Date.now(), which callers
 // pass in, so the rules are tested without a clock. Per process: each replica bounds its own share.
 
-/** Keys idle this long have full buckets anyway: their entries can go. */
-const IDLE_MS = 10 * 60_000;
-/** Past this many keys, idle ones are dropped (an address sweep cannot grow the map without bound). */
+import { boundedMap } from "../bounded";
+
+/**
+ * Keys remembered at most (an address sweep cannot grow the map without bound): the least recently
+ * used go first, and a forgotten key's owner gets a fresh bucket, at worst.
+ */
 const MAX_KEYS = 10_000;
 
 type Bucket = { tokens: number; last: number };
 
 /** Token buckets by key: `burst` tokens each, refilled at `perSecond`. */
 export function keyedBuckets({ perSecond, burst }: { perSecond: number; burst: number }) {
-  const buckets = new Map<string, Bucket>();
+  const buckets = boundedMap<string, Bucket>(MAX_KEYS);
   function current(key: string, now: number): Bucket {
     let b = buckets.get(key);
     if (!b) {
-      if (buckets.size >= MAX_KEYS) {
-        for (const [k, x] of buckets) if (now - x.last > IDLE_MS) buckets.delete(k);
-        // Still full of busy keys: the oldest entry goes (its owner gets a fresh bucket, at worst).
-        if (buckets.size >= MAX_KEYS) buckets.delete(buckets.keys().next().value!);
-      }
       b = { tokens: burst, last: now };
       buckets.set(key, b);
     }

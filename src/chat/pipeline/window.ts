@@ -1,3 +1,4 @@
+import { boundedMap } from "../../bounded";
 import type { Turn } from "../../model/model";
 import type { Message } from "../../records";
 import type { Store } from "../../store/store";
@@ -21,7 +22,7 @@ export type ContextBudget = {
 // Stored messages never change, so their counts are remembered (by encoding, id and length):
 // a chat's history is counted once, not on every question.
 const COUNT_CACHE_SIZE = 20_000;
-const counted = new Map<string, number>();
+const counted = boundedMap<string, number>(COUNT_CACHE_SIZE);
 
 // The same message objects come back for every question while a chat's newest messages are kept
 // (src/chat/recent.ts): looked up by identity first, with no key to build (a prompt of 500
@@ -43,7 +44,6 @@ function keyedTokens(tok: Tokenizer, m: Message | Turn): number {
   let n = counted.get(key);
   if (n === undefined) {
     n = TOKENS_PER_MESSAGE + tok.count(m.content);
-    if (counted.size >= COUNT_CACHE_SIZE) counted.delete(counted.keys().next().value!);
     counted.set(key, n);
   }
   return n;

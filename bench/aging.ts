@@ -1,0 +1,104 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { ChatOptions } from "../src/chat/context";
+import { localBus } from "../src/chat/events";
+import { createChatService } from "../src/chat/service";
+import { createUsage } from "../src/chat/usage";
+import { silentLogger } from "../src/log";
+import { openAICompatibleModel } from "../src/model/openai";
+import { openSqliteStore } from "../src/store/sqlite";
+import { ratio, runAlone, type Row, type Scenario } from "./lib/report";
+import { envNumber, startModel, stopAll } from "./lib/sides";
+import { round } from "./lib/stats";
+
+// Whether a send costs more as the process ages: the chat layer in one process (as pipeline-cost,
+// SQLite on a file in a temp dir, as in production: an in-memory database slows as it grows), SENDS sends in a row round a ring of CHATS chats made beforehand, more than the
+// caches a send fills hold (known chats, token counts, calls, history), so each is full and turning
+// over long before the end. CPU per send in the last window against the second (the first pays for
+// compiling): the baseline is the same process, younger. By the end each chat holds a few earlier
+// turns, so the last window's prompts are a little longer (flat-cost measures what history costs).
+// A cache whose eviction grows with its size shows here: Maps that dropped their oldest entry through
+// keys().next() made the last window cost 1.5x the second at 60,000 sends, and more the longer it ran.
+
+const SENDS = envNumber("BENCH_AGING_SENDS", 60_000);
+const WINDOW = envNumber("BENCH_AGING_WINDOW", 5_000);
+const CHATS = envNumber("BENCH_AGING_CHATS", 20_000);
+const TOKENS = 20;
+
+const options: ChatOptions = {
+  systemPrompt: "You are a helpful assistant.",
+  context: { contextTokens: 128_000, replyReserveTokens: 4096 },
+  modelIdleTimeoutMs: 30_000,
+  historyMaxMessages: 500,
+  autoTitle: false,
+  maxGenerations: 1000,
+  queueLimit: 20,
+  replyCheckpointMs: 1000,
+  replyLeaseMs: 10_000,
+  instanceId: "bench",
+  modelCallsPerMinute: 0,
+  deviceDefaultOwner: "none",
+  historyCacheChars: 32 * 500_000,
+  historyCacheTtlMs: 60_000,
+};
+
+export const scenario: Scenario = {
+  name: "aging",
+  title: `CPU per send as the process ages (${SENDS} sends in one process round ${CHATS} chats)`,
+  timeoutMs: 600_000,
+  async run() {
+    const sse = await startModel();
+    const dir = mkdtempSync(join(tmpdir(), "pichat-aging-"));
+    const store = openSqliteStore(join(dir, "pichat.db"));
+    const model = openAICompatibleModel({ baseURL: `${sse.info.url}/v1`, model: "bench", timeoutMs: 30_000 });
+    const usage = createUsage({ store, log: silentLogger, options: { enabled: true, tokensPerDay: null, replyReserveTokens: 4096 } });
+    const chat = createChatService({ store, model, bus: localBus(), usage, log: silentLogger, options });
+    const windows: { from: number; cpuUs: number }[] = [];
+    try {
+      const chats: string[] = [];
+      for (let i = 0; i < CHATS; i++) chats.push((await chat.createChat({ owner: "bench", name: `bench ${i}`, announce: false })).id);
+      let c0 = process.cpuUsage();
+      for (let k = 0; k < SENDS; k++) {
+        const chatId = chats[k % CHATS]!;
+        const sent = await chat.send({
+          owner: "bench",
+          chatId,
+          content: `Question ${k + 1}: what will the weather be like tomorrow? tokens=${TOKENS}`,
+        });
+        await sent.reply;
+        if ((k + 1) % WINDOW === 0) {
+          const c = process.cpuUsage(c0);
+          windows.push({ from: k + 1 - WINDOW, cpuUs: (c.user + c.system) / WINDOW });
+          console.log(`   sends ${k + 1 - WINDOW}–${k + 1}: ${round(windows.at(-1)!.cpuUs, 0)} µs of CPU per send`);
+          c0 = process.cpuUsage();
+        }
+      }
+    } finally {
+      await usage.drained();
+      chat.close();
+      await store.close();
+      await stopAll([sse]);
+      rmSync(dir, { recursive: true, force: true });
+    }
+    // The first window pays for compiling and loading: the second is the young process.
+    const young = windows[1] ?? windows[0]!;
+    const old = windows.at(-1)!;
+    const x = ratio(old.cpuUs, young.cpuUs);
+    const rows: Row[] = [
+      {
+        metric: `CPU per send: sends ${old.from}–${old.from + WINDOW} vs ${young.from}–${young.from + WINDOW}`,
+        unit: "µs",
+        ours: round(old.cpuUs, 0),
+        baseline: round(young.cpuUs, 0),
+        ratio: x,
+        better: "lower",
+        target: "≤ 1.25× (no dearer with age)",
+        met: x <= 1.25,
+      },
+    ];
+    return { rows, data: { sends: SENDS, window: WINDOW, chats: CHATS, windows } };
+  },
+};
+
+if (import.meta.main) await runAlone(scenario);
