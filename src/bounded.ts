@@ -4,7 +4,7 @@
 // Why not a Map that drops its oldest entry with `map.delete(map.keys().next().value)`: a Map's
 // iterator in JavaScriptCore starts at the first slot and walks over every slot a delete has left
 // behind until the table is rebuilt, so on a full Map of 10,000 entries each eviction cost ~20 µs,
-// and a send evicted from several (bench/flat-cost.ts: CPU per send doubled within a minute of load).
+// growing with the Map: a cost set by whoever fills it (a sweep of addresses, of chat ids).
 // Here a full young generation becomes the old one and the previous old one is dropped whole:
 // no iteration, O(1) per operation. A hit in the old generation moves the entry to the young one.
 
