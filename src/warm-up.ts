@@ -52,11 +52,18 @@ const SHAPES_A_SEND = [
 
 const pick = <K extends keyof Config>(c: Config, keys: readonly K[]) => Object.fromEntries(keys.map((k) => [k, c[k]])) as Pick<Config, K>;
 
+/**
+ * Sends the warm-up makes. With two, a fresh process's first send took 1.8–2.1x a warm one's time
+ * to its first chunk (bench/first-chunk.ts); with eight 1.6–1.7x (more of a send's code compiled
+ * past the interpreter), start-up unchanged within its noise; with thirty 3.9–4.3x (the compiler
+ * still busy when the first send came).
+ */
+const WARM_SENDS = 8;
 /** Frames the warm-up waits for, at most this long each. */
 const FRAME_TIMEOUT_MS = 10_000;
 
 /**
- * Two sends through a throwaway server built as the real one is (src/server.ts), over a real
+ * A few sends through a throwaway server built as the real one is (src/server.ts), over a real
  * WebSocket on loopback: the upgrade, the frame pipeline, the handler table, the chat service, the
  * fan-out and the frame builders run once before a user's send runs them. Its store is a private
  * in-memory SQLite database, its bus nobody else hears, its model `cannedModelServer`: nothing is
@@ -94,7 +101,7 @@ export async function warmThroughSocket(start: Start, config: Config, modelName:
     ws.send(JSON.stringify({ type: "CREATE_CHAT", name: "warm-up", requestId: "chat" }));
     const created = await next((f) => f.type === "NEW_CHAT", "NEW_CHAT");
     const chatId = (created.chat as { id: string }).id;
-    for (let i = 0; i < 2; i++) {
+    for (let i = 0; i < WARM_SENDS; i++) {
       ws.send(JSON.stringify({ type: "SEND_MESSAGE", chatId, content: `Warming up ${i}: what will the weather be like tomorrow?` }));
       await next((f) => f.type === "MESSAGE" && f.end === true, "the reply's end");
     }
