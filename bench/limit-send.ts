@@ -1,3 +1,6 @@
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { alternate, closedLoop, isSendEnd } from "./lib/loops";
 import { ratio, runAlone, type Row, type Scenario } from "./lib/report";
 import { createChats, envList, envNumber, ROUND_MS, ROUNDS, startApp, startBare, startModel, stopAll, WARMUP_MS } from "./lib/sides";
@@ -6,7 +9,9 @@ import { closeAll, openMany } from "./lib/ws";
 // Sends: N clients loop SEND_MESSAGE (closed loop: the next question leaves when the
 // reply's end frame arrives), the model streaming a TOKENS-chunk reply as fast as it can, against
 // the bare server making the same streamed call with the `openai` package to the same model and
-// forwarding each delta as our frame (storing nothing). Rounds alternate.
+// forwarding each delta as our frame (storing nothing). Rounds alternate. A third side, the durable
+// forwarder (the same bare server storing the question and the reply in a SQLite file, one INSERT
+// committed each), is the floor of a send that keeps its turns: its rows have no target.
 //
 // Each client cycles through its own ring of named chats (CHATS in all), so chats stay small (about
 // 0 to 20 messages over a run) and every reply's prompt is a short history: the size of a chat is
@@ -38,6 +43,8 @@ export const scenario: Scenario = {
     const sse = await startModel();
     const app = await startApp(sse);
     const bare = await startBare(sse);
+    const dir = mkdtempSync(join(tmpdir(), "pichat-durable-"));
+    const durable = await startBare(sse, { sqlitePath: join(dir, "bare.db") });
     try {
       const setup = await openMany(app.info.ws, 10, 10);
       const chats = await createChats(setup, CHATS);
@@ -49,7 +56,7 @@ export const scenario: Scenario = {
       for (const clients of CLIENTS) {
         const per = Math.floor(CHATS / clients);
         const ring = (i: number, k: number) => chats[i * per + (k % per)]!;
-        const loop = (url: string, server: typeof app | typeof bare) => () =>
+        const loop = (url: string, server: typeof app | typeof bare | typeof durable) => () =>
           closedLoop({
             url,
             clients,
@@ -59,9 +66,14 @@ export const scenario: Scenario = {
             warmupMs: WARMUP_MS,
             roundMs: ROUND_MS,
           });
-        const r = await alternate(ROUNDS, { bare: loop(bare.info.url, bare), ours: loop(app.info.ws, app) }, `${clients} clients`, {
-          warmRound: true,
-        });
+        const r = await alternate(
+          ROUNDS,
+          { bare: loop(bare.info.url, bare), ours: loop(app.info.ws, app), durable: loop(durable.info.url, durable) },
+          `${clients} clients`,
+          {
+            warmRound: true,
+          },
+        );
         (data.byClients as Record<string, unknown>)[clients] = r;
         if (process.env.BENCH_STAGES === "1") {
           const stages = await app.call<Record<string, { n: number; ms: number; max: number }>>("stages");
@@ -97,6 +109,15 @@ export const scenario: Scenario = {
           note: "server process CPU ÷ sends (the model runs in its own process)",
         });
         rows.push({
+          metric: `${label}: server CPU per send, vs the durable forwarder`,
+          unit: "µs",
+          ours: r.ours.serverCpuUs,
+          baseline: r.durable.serverCpuUs,
+          ratio: ratio(r.ours.serverCpuUs, r.durable.serverCpuUs),
+          better: "lower",
+          note: `the durable forwarder is ${ratio(r.durable.serverCpuUs, r.bare.serverCpuUs).toFixed(2)}× the bare one; its sends/s ${Math.round(r.durable.perS)}`,
+        });
+        rows.push({
           metric: `${label}: latency p50`,
           unit: "ms",
           ours: r.ours.latencyMs.p50,
@@ -125,7 +146,8 @@ export const scenario: Scenario = {
       }
       return { rows, data };
     } finally {
-      await stopAll([app, bare, sse]);
+      await stopAll([app, bare, durable, sse]);
+      rmSync(dir, { recursive: true, force: true });
     }
   },
 };

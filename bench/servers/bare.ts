@@ -1,3 +1,4 @@
+import { Database } from "bun:sqlite";
 import { openAICompatibleModel } from "../../src/model/openai";
 import { serveChild } from "../lib/proc";
 
@@ -14,6 +15,11 @@ import { serveChild } from "../lib/proc";
 //       and forwards every delta as our MESSAGE frame, then the end frame; it stores nothing. The
 //       limit for a send. Its prompt is the system prompt and the question (it keeps no history).
 //
+//   durable (BARE_SQLITE_PATH set, with BARE_MODEL_URL)  the model mode that also stores what a send
+//       must: the question before the model call and the reply after it, each one INSERT committed
+//       on its own into a SQLite file (WAL, synchronous NORMAL, as ours), a table keyed and indexed as
+//       ours keeps messages. No usage, no lease, no history: the floor of a send that keeps its turns.
+//
 // Both answer CREATE_CHAT with NEW_CHAT (a chat in memory) so the same client code drives them.
 // Frames are built exactly as src/ws/protocol.ts builds them (same keys, same order).
 
@@ -22,6 +28,14 @@ const chats = new Map<string, { chat: Record<string, unknown>; messages: Message
 
 const SYSTEM = "You are PiChat, a helpful voice and chat assistant. Answer clearly and concisely.";
 const modelUrl = process.env.BARE_MODEL_URL;
+const db = process.env.BARE_SQLITE_PATH ? new Database(process.env.BARE_SQLITE_PATH) : undefined;
+db?.exec(`PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;
+  CREATE TABLE IF NOT EXISTS messages (chat_id TEXT NOT NULL, id TEXT NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL,
+    created_at TEXT NOT NULL, PRIMARY KEY (chat_id, id));
+  CREATE INDEX IF NOT EXISTS messages_page ON messages (chat_id, created_at, id);`);
+const insert = db?.query("INSERT INTO messages (chat_id, id, role, content, created_at) VALUES (?1, ?2, ?3, ?4, ?5)");
+const store = (chatId: string, role: string, content: string) =>
+  insert?.run(chatId, crypto.randomUUID(), role, content, new Date().toISOString());
 // Our own model client (src/model/openai.ts: the openai package makes the request, src/model/sse.ts
 // reads the stream), so the limit of a send is measured with the same model call ours makes.
 const client = modelUrl ? openAICompatibleModel({ baseURL: modelUrl, model: "bench", timeoutMs: 120_000 }) : undefined;
@@ -39,11 +53,17 @@ async function streamFromModel(ws: Ws, chatId: string, content: string) {
   const traceId = crypto.randomUUID();
   let seq = 0;
   try {
+    store(chatId, "user", content);
+    const parts: string[] = [];
     const turns = [
       { role: "system" as const, content: SYSTEM },
       { role: "user" as const, content },
     ];
-    for await (const d of client!.stream(turns, { signal: new AbortController().signal })) ws.send(delta(chatId, traceId, ++seq, d));
+    for await (const d of client!.stream(turns, { signal: new AbortController().signal })) {
+      if (db) parts.push(d);
+      ws.send(delta(chatId, traceId, ++seq, d));
+    }
+    store(chatId, "assistant", parts.join(""));
     ws.send(end(chatId, traceId, seq + 1));
   } catch (e) {
     ws.send(JSON.stringify({ type: "MESSAGE", chatId, content: "", traceId, end: true, seq: seq + 1, reason: "error" }));
@@ -103,7 +123,7 @@ const server = Bun.serve({
 });
 
 serveChild(
-  { port: server.port, url: `ws://127.0.0.1:${server.port}`, mode: client ? "model" : "protocol" },
+  { port: server.port, url: `ws://127.0.0.1:${server.port}`, mode: client ? (db ? "durable" : "model") : "protocol" },
   {
     /** The bench hands over a chat as our server returned it, so both sides send the same bytes. */
     seed: (a: { chat: Record<string, unknown> & { id: string }; messages: Message[] }) => {
