@@ -1,7 +1,6 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { ChatOptions } from "../src/chat/context";
 import { localBus } from "../src/chat/events";
 import { createChatService } from "../src/chat/service";
 import { createUsage } from "../src/chat/usage";
@@ -10,6 +9,7 @@ import { openAICompatibleModel } from "../src/model/openai";
 import { openSqliteStore } from "../src/store/sqlite";
 import { ratio, runAlone, type Row, type Scenario } from "./lib/report";
 import { envNumber, startModel, stopAll } from "./lib/sides";
+import { options } from "./pipeline-cost";
 import { round } from "./lib/stats";
 
 // Whether a send costs more as the process ages: the chat layer in one process (as pipeline-cost,
@@ -25,23 +25,6 @@ const SENDS = envNumber("BENCH_AGING_SENDS", 60_000);
 const WINDOW = envNumber("BENCH_AGING_WINDOW", 5_000);
 const CHATS = envNumber("BENCH_AGING_CHATS", 20_000);
 const TOKENS = 20;
-
-const options: ChatOptions = {
-  systemPrompt: "You are a helpful assistant.",
-  context: { contextTokens: 128_000, replyReserveTokens: 4096 },
-  modelIdleTimeoutMs: 30_000,
-  historyMaxMessages: 500,
-  autoTitle: false,
-  maxGenerations: 1000,
-  queueLimit: 20,
-  replyCheckpointMs: 1000,
-  replyLeaseMs: 10_000,
-  instanceId: "bench",
-  modelCallsPerMinute: 0,
-  deviceDefaultOwner: "none",
-  historyCacheChars: 32 * 500_000,
-  historyCacheTtlMs: 60_000,
-};
 
 export const scenario: Scenario = {
   name: "aging",

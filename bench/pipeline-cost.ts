@@ -25,7 +25,8 @@ const ROUNDS = envNumber("BENCH_PIPELINE_ROUNDS", 5);
 const TOKENS = 20;
 const CHATS = 100;
 
-const options: ChatOptions = {
+/** The chat layer's options for a bench that runs it in-process (aging.ts too): the defaults, limits out of the way. */
+export const options: ChatOptions = {
   systemPrompt: "You are a helpful assistant.",
   context: { contextTokens: 128_000, replyReserveTokens: 4096 },
   modelIdleTimeoutMs: 30_000,
