@@ -2,7 +2,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test
 import type { ChatEvent } from "../src/chat/events";
 import { startTestServer, type TestServer } from "./support/harness";
 import { createHolds } from "./support/held-model";
-import { startSseModel, type SseModel } from "./support/sse-model";
+import { type ModelRequest, startSseModel, type SseModel } from "./support/sse-model";
 import { until, within } from "./support/until";
 import type { Frame, TestClient } from "./support/ws-client";
 
@@ -341,6 +341,44 @@ describe("rename and titles", () => {
       await titled.close();
     }
   });
+  test("a title that comes back empty is not asked for again on every later send; a model error is retried", async () => {
+    const titled = await startTestServer({ OPENAI_BASE_URL: `${model.url}/v1`, OPENAI_MODEL: "m", CHAT_TITLES: "true" });
+    const isTitle = (r: ModelRequest) => /title/i.test(r.body.messages[0]?.content ?? "");
+    const titleOf = (r: ModelRequest) => r.body.messages.find((m: { role: string }) => m.role === "user")?.content as string;
+    let failTitles = false;
+    model.setScript((req) =>
+      isTitle(req) ? (failTitles ? { status: 400 } : { tokens: [' "', '"  '] }) : { tokens: ["Go", " in", " May"] },
+    );
+    const from = model.requests.length;
+    const titles = () => model.requests.slice(from).filter(isTitle).map(titleOf);
+    try {
+      const a = await titled.connect();
+      const empty = await newChat(a);
+      a.send({ type: "SEND_MESSAGE", chatId: empty.id, content: "empty 1" });
+      await a.reply(empty.id);
+      await until(() => titles().length === 1, "the first title request");
+      for (const content of ["empty 2", "empty 3"]) {
+        a.send({ type: "SEND_MESSAGE", chatId: empty.id, content });
+        await a.reply(empty.id);
+      }
+      // A chat whose titling fails: asked again on its next send. Its requests come after the
+      // empty chat's sends, down the same path, so any title request for those has arrived by then.
+      failTitles = true;
+      const failing = await newChat(a);
+      a.send({ type: "SEND_MESSAGE", chatId: failing.id, content: "failing 1" });
+      await a.reply(failing.id);
+      await until(() => titles().includes("failing 1"), "the failing chat's title request");
+      a.send({ type: "SEND_MESSAGE", chatId: failing.id, content: "failing 2" });
+      await a.reply(failing.id);
+      await until(() => titles().includes("failing 2"), "the failing chat's second title request");
+      expect(titles()).toEqual(["empty 1", "failing 1", "failing 2"]);
+      expect((await titled.store.getChat("default", empty.id))!.name).toBe("New Chat");
+      a.close();
+    } finally {
+      await titled.close();
+    }
+  });
+
   test("a rename while the title is being generated wins: the model's title is dropped, no second CHAT_UPDATED", async () => {
     const holds = createHolds();
     const titled = await startTestServer(

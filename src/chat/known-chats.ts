@@ -27,7 +27,8 @@ export function knownChats(store: Pick<Store, "getChat" | "getChats">) {
     return chat;
   }
 
-  // Chats known to have a name of their own: no title is wanted, so a send there reads no record to check.
+  // Chats for which no title is wanted, so a send there reads no record to check and asks the model
+  // nothing: named (by their owner or a title), or titled once to no usable title by this process.
   const named = boundedSet<string>(KNOWN_OWNERS);
   function noteName(chat: Chat) {
     if (chat.name === DEFAULT_CHAT_NAME) return;
@@ -82,7 +83,9 @@ export function knownChats(store: Pick<Store, "getChat" | "getChats">) {
     remember,
     /** A chat renamed or created with a name (here, or on another replica through chat_updated). */
     noteName,
-    /** Whether the chat may still carry the default name (false: known to be named). */
+    /** The model gave no usable title: this process asks no more (after a model error it asks again on the next send). */
+    noTitleWanted: (chatId: string) => named.add(chatId),
+    /** Whether the chat may still want a title (false: known to be named, or titled to nothing). */
     mayNeedTitle: (chatId: string) => !named.has(chatId),
     markBranched,
     /** Whether the chat is known to be branched, from memory only. */

@@ -60,7 +60,7 @@ export function createChatService(parts: ChatParts) {
   const storeQuestion = questionStore({ store, bus: parts.bus, log: parts.log, isBranched: known.isBranched, branches });
   const sending = sendCommands(ctx, {
     requireOwned: known.requireOwned,
-    titleLater: (owner, chat, exchange) => void titleChat(ctx, chats.renameChat, owner, chat, exchange),
+    titleLater: (owner, chat, exchange) => void titleChat(ctx, chats.renameChat, known.noTitleWanted, owner, chat, exchange),
     mayNeedTitle: known.mayNeedTitle,
     storeQuestion,
     branches,

@@ -7,11 +7,14 @@ const TITLE_PROMPT =
 
 /**
  * Names a chat still called by its default name from its first exchange, and announces it as
- * CHAT_UPDATED. Best effort: a failure leaves the default name.
+ * CHAT_UPDATED. Best effort: a failure leaves the default name (and the next send tries again); a
+ * title that comes back empty is told to `gaveNothing`, so a chat the model will not title costs no
+ * model call on every later send.
  */
 export async function titleChat(
   deps: ChatContext,
   rename: (o: { owner: string; chatId: string; name: string }) => Promise<Chat>,
+  gaveNothing: (chatId: string) => void,
   owner: string,
   chat: Chat,
   exchange: [Message, Message],
@@ -33,7 +36,10 @@ export async function titleChat(
       .replace(/^["'\s#*]+|["'\s.*]+$/g, "")
       .replace(/\s+/g, " ")
       .slice(0, 60);
-    if (!clean) return undefined;
+    if (!clean) {
+      gaveNothing(chat.id);
+      return undefined;
+    }
     // Someone may have renamed it meanwhile; theirs wins.
     const current = await deps.store.getChat(owner, chat.id);
     if (!current || current.name !== DEFAULT_CHAT_NAME) return undefined;
