@@ -9,7 +9,9 @@
 // no iteration, O(1) per operation. A hit in the old generation moves the entry to the young one.
 
 export type BoundedMap<K, V> = {
+  /** The value, the entry counting as used. */
   get(key: K): V | undefined;
+  /** Whether it is held, without counting as a use. */
   has(key: K): boolean;
   /** Sets the entry as most recently used, weighed as it is now. */
   set(key: K, value: V): void;
@@ -21,7 +23,7 @@ export type BoundedMap<K, V> = {
   readonly weight: number;
 };
 
-export type BoundedOptions<K, V> = {
+type BoundedOptions<K, V> = {
   /** What an entry weighs (default 1): the map holds at most `max` in all. */
   weight?: (key: K, value: V) => number;
   /** Told of each entry dropped for room (not of those deleted or replaced). */
@@ -91,17 +93,13 @@ export function boundedMap<K, V>(max: number, o: BoundedOptions<K, V> = {}): Bou
   };
 }
 
-export type BoundedSet<K> = { has(key: K): boolean; add(key: K): void; delete(key: K): boolean; clear(): void; readonly size: number };
-
-export function boundedSet<K>(max: number, o: { dropped?: (key: K) => void } = {}): BoundedSet<K> {
-  const m = boundedMap<K, true>(max, o.dropped ? { dropped: (k) => o.dropped!(k) } : {});
+/** A set on the same terms; a key found by `has` counts as used, as a Map's `get` does. */
+export function boundedSet<K>(max: number, o: { dropped?: (key: K) => void } = {}) {
+  const m = boundedMap<K, true>(max, o);
   return {
-    has: (key) => m.has(key),
-    add: (key) => m.set(key, true),
-    delete: (key) => m.delete(key),
+    has: (key: K) => m.get(key) === true,
+    add: (key: K) => m.set(key, true),
+    delete: (key: K) => m.delete(key),
     clear: () => m.clear(),
-    get size() {
-      return m.size;
-    },
   };
 }

@@ -65,7 +65,7 @@ const FRAME_TIMEOUT_MS = 10_000;
 /**
  * A few sends through a throwaway server built as the real one is (src/server.ts), over a real
  * WebSocket on loopback: the upgrade, the frame pipeline, the handler table, the chat service, the
- * fan-out and the frame builders run once before a user's send runs them. Its store is a private
+ * fan-out and the frame builders have run before a user's send runs them. Its store is a private
  * in-memory SQLite database, its bus nobody else hears, its model `cannedModelServer`: nothing is
  * stored where the server stores, nothing reaches the model, no frame reaches a real client. A
  * fresh process's first send waited ~3x a warm one for its first chunk when only the chat layer was warmed.

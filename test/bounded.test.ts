@@ -23,6 +23,16 @@ describe("bounded caches", () => {
     expect(m.has("k0")).toBe(false);
   });
 
+  test("a set's has counts as a use: a member asked about now and then is kept while others come and go", async () => {
+    const s = boundedSet<string>(10);
+    s.add("hot");
+    for (let i = 0; i < 1_000; i++) {
+      s.add(`k${i}`);
+      expect(s.has("hot")).toBe(true);
+    }
+    expect(s.has("k0")).toBe(false);
+  });
+
   test("weighed: the weights held stay within max; setting a key again weighs it again; deleting frees its weight", () => {
     const m = boundedMap<string, string>(1_000, { weight: (_, v) => v.length });
     for (let i = 0; i < 500; i++) {

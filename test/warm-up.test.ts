@@ -39,7 +39,7 @@ describe("start-up warm-up", () => {
       expect(srv.lines.filter((l) => /could not warm up/.test(l))).toEqual([]);
       // The warm-up sent nothing to the model: its request path ran against an answer from memory.
       expect(model.requests.length).toBe(0);
-      // Nor did its send (src/chat/warm-up.ts, warmSend) store anything where the server stores.
+      // Nor did its sends (src/warm-up.ts, a throwaway server) store anything where the server stores.
       const db = new Database(srv.dbPath, { readonly: true });
       try {
         for (const table of ["chats", "messages", "usage", "usage_daily"])

@@ -44,7 +44,7 @@ export function knownChats(store: Pick<Store, "getChat" | "getChats">) {
     if (known.get(chatId) === owner) return;
     await requireChat(owner, chatId);
   }
-  /** The oldest remembered go first: a chat read again is remembered again. */
+  /** The least recently used go first: a chat read again is remembered again. */
   function remember(chatId: string, owner: string) {
     known.set(chatId, owner);
   }

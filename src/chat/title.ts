@@ -8,18 +8,19 @@ const TITLE_PROMPT =
 /**
  * Names a chat still called by its default name from its first exchange, and announces it as
  * CHAT_UPDATED. Best effort: a failure leaves the default name (and the next send tries again); a
- * title that comes back empty is told to `gaveNothing`, so a chat the model will not title costs no
- * model call on every later send.
+ * title that comes back empty, like a chat found named already, is told to `noTitle`, so neither costs a
+ * record read or a model call on every later send.
  */
 export async function titleChat(
   deps: ChatContext,
   rename: (o: { owner: string; chatId: string; name: string }) => Promise<Chat>,
-  gaveNothing: (chatId: string) => void,
+  noTitle: (chatId: string) => void,
   owner: string,
   chat: Chat,
   exchange: [Message, Message],
 ): Promise<Chat | undefined> {
-  if (chat.name !== DEFAULT_CHAT_NAME || deps.model.kind === "offline") return undefined;
+  if (deps.model.kind === "offline") return undefined;
+  if (chat.name !== DEFAULT_CHAT_NAME) return void noTitle(chat.id); // named since: known from now on
   try {
     // A title is a model call like any: it counts in MODEL_CALLS_PER_MINUTE and in the user's usage.
     await deps.lanes.admitModelCall?.();
@@ -37,7 +38,7 @@ export async function titleChat(
       .replace(/\s+/g, " ")
       .slice(0, 60);
     if (!clean) {
-      gaveNothing(chat.id);
+      noTitle(chat.id);
       return undefined;
     }
     // Someone may have renamed it meanwhile; theirs wins.

@@ -56,7 +56,7 @@ export function dayOf(ms: number): { start: string; resetsAt: string; date: stri
 
 /** Budget overrides are read at most this often per user and replica (`users limit` takes effect within it). */
 const LIMIT_TTL_MS = 10_000;
-/** Characters of prompt text whose token counts are remembered (about 16 MB). */
+/** Characters of prompt text whose token counts are remembered, per encoding (about 16 MB; most servers use one). */
 const COUNTED_CHARS = 8_000_000;
 
 export function createUsage(d: UsageDeps) {

@@ -2,15 +2,15 @@ import type { StreamingMessage } from "../chat/history";
 import type { BranchInfo } from "../chat/branches";
 import type { ChatEvent, ToolCallEvent } from "../chat/events";
 import type { Resumed } from "../chat/pipeline";
-import { type SearchResults } from "../chat/search";
+import type { SearchResults } from "../chat/search";
 import type { UsageReport } from "../chat/usage-report";
-import { type Settings } from "../chat/settings";
-import { type DeviceInfo } from "../chat/devices";
-import { type Chat, type Folder, type Message } from "../records";
+import type { Settings } from "../chat/settings";
+import type { DeviceInfo } from "../chat/devices";
+import type { Chat, Folder, Message } from "../records";
 import type { ListedChat } from "../chat/organise";
 import type { PublicFeedback } from "../chat/feedback";
 import type { ShareInfo } from "../chat/shares";
-import { type ErrorCode } from "./errors";
+import type { ErrorCode } from "./errors";
 import type { Outbound } from "./server-frames";
 
 // The functions that build each server frame, type-checked against its schema in ./server-frames.
