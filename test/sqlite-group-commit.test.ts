@@ -4,6 +4,7 @@ import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { openSqliteStore } from "../src/store/sqlite";
+import { guardFor } from "../src/store/sqlite/guard";
 import { chatFixture, messageFixture } from "./store.contract";
 
 // The SQLite store commits the writes of one event-loop turn together (src/store/sqlite/guard.ts).
@@ -91,4 +92,25 @@ test("a read sees every write issued before it, awaited or not; close() commits 
   const reopened = openSqliteStore(path);
   expect((await reopened.listMessages(chat.id, { limit: 10 })).map((x) => x.content)).toContain("written just before close");
   await reopened.close();
+});
+
+test("a write that ends the whole transaction ends its batch: nothing after it commits alone while reported failed", async () => {
+  const db = new Database(join(dir, "rollback.db"));
+  try {
+    db.exec("PRAGMA journal_mode = WAL; CREATE TABLE t (v TEXT NOT NULL)");
+    // What a disk I/O error or a full disk does to a transaction, on demand: the whole of it rolled back.
+    db.exec("CREATE TRIGGER t_fail BEFORE INSERT ON t WHEN new.v = 'fail' BEGIN SELECT RAISE(ROLLBACK, 'the transaction ended'); END");
+    const guard = guardFor(db);
+    const insert = guard.write((v: string) => db.query("INSERT INTO t (v) VALUES (?1)").run(v));
+    const settled = await Promise.allSettled(["before", "fail", "after"].map((v) => insert(v)));
+    expect(settled.map((s) => s.status)).toEqual(["rejected", "rejected", "rejected"]);
+    // Every write was reported failed, and none is stored: "after" did not commit on its own.
+    expect(db.query<{ v: string }, []>("SELECT v FROM t").all()).toEqual([]);
+    expect(db.inTransaction).toBe(false);
+    // The guard goes on: the next turn's writes commit.
+    await insert("next");
+    expect(db.query<{ v: string }, []>("SELECT v FROM t").all()).toEqual([{ v: "next" }]);
+  } finally {
+    db.close();
+  }
 });

@@ -36,6 +36,9 @@ export function guardFor(db: Database): Guard {
         try {
           results[i] = { ok: true, value: inSavepoint(batch[i]!.run) };
         } catch (e) {
+          // An error that ended the whole transaction (I/O, a full disk) ends the batch: what
+          // follows would otherwise commit on its own and then be reported failed with the rest.
+          if (!db.inTransaction) throw e;
           results[i] = { ok: false, value: e };
         }
       }
