@@ -1,15 +1,9 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { localBus } from "../src/chat/events";
-import { createChatService } from "../src/chat/service";
-import { createUsage } from "../src/chat/usage";
-import { silentLogger } from "../src/log";
-import { openAICompatibleModel } from "../src/model/openai";
-import { openSqliteStore } from "../src/store/sqlite";
 import { ratio, runAlone, type Row, type Scenario } from "./lib/report";
 import { envNumber, startModel, stopAll } from "./lib/sides";
-import { options } from "./pipeline-cost";
+import { chatSide, cpuPer } from "./pipeline-cost";
 import { round } from "./lib/stats";
 
 // Whether a send costs more as the process ages: the chat layer in one process (as pipeline-cost,
@@ -18,13 +12,11 @@ import { round } from "./lib/stats";
 // over long before the end. CPU per send in the last window against the second (the first pays for
 // compiling): the baseline is the same process, younger. By the end each chat holds a few earlier
 // turns, so the last window's prompts are a little longer (flat-cost measures what history costs).
-// A cache whose eviction grows with its size shows here: Maps that dropped their oldest entry through
-// keys().next() made the last window cost 1.5x the second at 60,000 sends, and more the longer it ran.
+// A cache whose eviction grows with its size would show here (docs/performance.md, aging).
 
 const SENDS = envNumber("BENCH_AGING_SENDS", 60_000);
 const WINDOW = envNumber("BENCH_AGING_WINDOW", 5_000);
 const CHATS = envNumber("BENCH_AGING_CHATS", 20_000);
-const TOKENS = 20;
 
 export const scenario: Scenario = {
   name: "aging",
@@ -33,34 +25,16 @@ export const scenario: Scenario = {
   async run() {
     const sse = await startModel();
     const dir = mkdtempSync(join(tmpdir(), "pichat-aging-"));
-    const store = openSqliteStore(join(dir, "pichat.db"));
-    const model = openAICompatibleModel({ baseURL: `${sse.info.url}/v1`, model: "bench", timeoutMs: 30_000 });
-    const usage = createUsage({ store, log: silentLogger, options: { enabled: true, tokensPerDay: null, replyReserveTokens: 4096 } });
-    const chat = createChatService({ store, model, bus: localBus(), usage, log: silentLogger, options });
+    const side = chatSide(`${sse.info.url}/v1`, join(dir, "pichat.db"), CHATS);
     const windows: { from: number; cpuUs: number }[] = [];
     try {
-      const chats: string[] = [];
-      for (let i = 0; i < CHATS; i++) chats.push((await chat.createChat({ owner: "bench", name: `bench ${i}`, announce: false })).id);
-      let c0 = process.cpuUsage();
-      for (let k = 0; k < SENDS; k++) {
-        const chatId = chats[k % CHATS]!;
-        const sent = await chat.send({
-          owner: "bench",
-          chatId,
-          content: `Question ${k + 1}: what will the weather be like tomorrow? tokens=${TOKENS}`,
-        });
-        await sent.reply;
-        if ((k + 1) % WINDOW === 0) {
-          const c = process.cpuUsage(c0);
-          windows.push({ from: k + 1 - WINDOW, cpuUs: (c.user + c.system) / WINDOW });
-          console.log(`   sends ${k + 1 - WINDOW}–${k + 1}: ${round(windows.at(-1)!.cpuUs, 0)} µs of CPU per send`);
-          c0 = process.cpuUsage();
-        }
+      await side.setUp();
+      for (let from = 0; from + WINDOW <= SENDS; from += WINDOW) {
+        windows.push({ from, cpuUs: await cpuPer(WINDOW, side.sends) });
+        console.log(`   sends ${from}–${from + WINDOW}: ${round(windows.at(-1)!.cpuUs, 0)} µs of CPU per send`);
       }
     } finally {
-      await usage.drained();
-      chat.close();
-      await store.close();
+      await side.close();
       await stopAll([sse]);
       rmSync(dir, { recursive: true, force: true });
     }

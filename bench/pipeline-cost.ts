@@ -25,8 +25,7 @@ const ROUNDS = envNumber("BENCH_PIPELINE_ROUNDS", 5);
 const TOKENS = 20;
 const CHATS = 100;
 
-/** The chat layer's options for a bench that runs it in-process (aging.ts too): the defaults, limits out of the way. */
-export const options: ChatOptions = {
+const options: ChatOptions = {
   systemPrompt: "You are a helpful assistant.",
   context: { contextTokens: 128_000, replyReserveTokens: 4096 },
   modelIdleTimeoutMs: 30_000,
@@ -45,14 +44,15 @@ export const options: ChatOptions = {
 const question = (k: number) => `Question ${k + 1}: what will the weather be like tomorrow? tokens=${TOKENS}`;
 
 /** CPU per unit of `fn(n)`, in µs. */
-async function cpuPer(n: number, fn: (n: number) => Promise<void>): Promise<number> {
+export async function cpuPer(n: number, fn: (n: number) => Promise<void>): Promise<number> {
   const c0 = process.cpuUsage();
   await fn(n);
   const c = process.cpuUsage(c0);
   return (c.user + c.system) / n;
 }
 
-function chatSide(modelUrl: string, path: string) {
+/** The chat layer as src/server.ts builds it, on SQLite at `path`, sending round `chatCount` chats of its own. */
+export function chatSide(modelUrl: string, path: string, chatCount = CHATS) {
   const store = openSqliteStore(path);
   const model = openAICompatibleModel({ baseURL: modelUrl, model: "bench", timeoutMs: 30_000 });
   const usage = createUsage({ store, log: silentLogger, options: { enabled: true, tokensPerDay: null, replyReserveTokens: 4096 } });
@@ -61,11 +61,11 @@ function chatSide(modelUrl: string, path: string) {
   let k = 0;
   return {
     async setUp() {
-      for (let i = 0; i < CHATS; i++) chats.push((await chat.createChat({ owner: "bench", name: `bench ${i}`, announce: false })).id);
+      for (let i = 0; i < chatCount; i++) chats.push((await chat.createChat({ owner: "bench", name: `bench ${i}`, announce: false })).id);
     },
     async sends(n: number) {
       for (let i = 0; i < n; i++, k++) {
-        const sent = await chat.send({ owner: "bench", chatId: chats[k % CHATS]!, content: question(k) });
+        const sent = await chat.send({ owner: "bench", chatId: chats[k % chatCount]!, content: question(k) });
         await sent.reply;
       }
     },

@@ -4,9 +4,10 @@ import type { Model } from "./model/model";
 import type { Store } from "./store/store";
 
 /** Every metric the server exports at /metrics, on a registry of its own (tests build many servers). */
-export function createMetrics() {
+/** `processMetrics: false`: no process metrics (their event-loop and GC monitors cannot be stopped; the warm-up's throwaway server wants none). */
+export function createMetrics({ processMetrics = true } = {}) {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: "pichat_" });
+  if (processMetrics) collectDefaultMetrics({ register: registry, prefix: "pichat_" });
   const registers = [registry];
   const fast = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5];
   return {

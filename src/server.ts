@@ -55,7 +55,7 @@ export const CLOSE_GOING_AWAY = 1001;
 /** Builds the chat service, the app and the socket handlers, and listens. */
 export function startServer(parts: ServerParts) {
   const { config: c, log } = parts;
-  const metrics = createMetrics();
+  const metrics = createMetrics({ processMetrics: parts.warm !== false });
   const store = instrumentStore(parts.store, metrics);
   const model = observedModel(parts.model, metrics);
   // This process, as the owner of the leases it takes; a restarted process is a new owner.

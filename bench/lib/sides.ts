@@ -29,7 +29,7 @@ export const startApp = (sse: Sse, env: Record<string, string> = {}) =>
 /** The bare protocol server from memory, or (with the model) the bare server forwarding the model's stream. */
 export const startBare = (sse?: Sse, o: { sqlitePath?: string } = {}) =>
   spawnChild<{ url: string; mode: string }>("servers/bare.ts", {
-    name: sse ? "bare-model" : "bare-protocol",
+    name: o.sqlitePath ? "bare-durable" : sse ? "bare-model" : "bare-protocol",
     env: {
       ...(sse ? { BARE_MODEL_URL: `${sse.info.url}/v1` } : {}),
       ...(o.sqlitePath ? { BARE_SQLITE_PATH: o.sqlitePath } : {}),

@@ -117,7 +117,8 @@ export function transferGate(o: { concurrent: number; perMinute: number }): Tran
     admit: async (userId) => admitNow(userId),
   };
   /** A release function (call it once, when the work ends), or how many seconds to wait. */
-  function admitNow(userId: string, now = Date.now()): TransferAdmission {
+  function admitNow(userId: string): TransferAdmission {
+    const now = Date.now();
     if ((running.get(userId) ?? 0) >= o.concurrent) return { retryAfterS: 1, reason: "busy" };
     const r = starts.take(userId, now);
     if (!r.ok) return { retryAfterS: Math.max(1, Math.ceil(r.retryAfterMs / 1000)), reason: "rate" };

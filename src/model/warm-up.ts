@@ -3,7 +3,7 @@
  * streamed answer from memory (`tokens` as its deltas, then the usage chunk, as a model sends
  * them): what a warm-up talks to instead of the model. `stop` it after.
  */
-export function cannedModelServer(tokens: string[] = ["ok"]) {
+export function cannedModelServer(tokens: string[]) {
   const body =
     tokens.map((t) => `data: ${JSON.stringify({ choices: [{ delta: { content: t } }] })}\n\n`).join("") +
     'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}\n\n' +
